@@ -1,0 +1,162 @@
+"""Generation settings: one validated dataclass shared by the UI, the API, the history and the benchmark."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .errors import SettingsError
+
+MAX_PROMPT_CHARS = 200_000  # beyond this a prompt is refused before tokenizing (the context keeps far less anyway)
+MAX_STOP_SEQUENCES = 8
+MAX_STOP_SEQUENCE_CHARS = 200
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling settings. Defaults match transformers' `generate`, except a sensible `max_new_tokens`.
+
+    Ranges (checked by `validate`):
+      max_new_tokens       1 .. context - 1 (checked against the model in `validate_for_context`)
+      do_sample            False = greedy; the four warpers below apply only when sampling
+      temperature          (0, 100]
+      top_k                0 (off) .. 100000
+      top_p                (0, 1]; 1 = off
+      typical_p            (0, 1]; 1 = off
+      repetition_penalty   (0, 100]; 1 = off
+      no_repeat_ngram_size 0 (off) .. 64
+      stop_sequences       up to 8 non-empty strings of at most 200 characters
+      seed                 0 .. 2**63 - 1, or None for a fresh random seed (the one used is recorded)
+      top_alternatives     1 .. 100 alternatives recorded per token
+    """
+
+    max_new_tokens: int = 64
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 1.0
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    stop_sequences: tuple[str, ...] = field(default_factory=tuple)
+    seed: int | None = None
+    top_alternatives: int = 10
+
+    @classmethod
+    def from_user(cls, **values: Any) -> "GenerationSettings":
+        """Build settings from untrusted input (UI, API, CLI), coercing benign forms and validating the rest.
+
+        Unknown keys are rejected so that a typo in an API call does not silently fall back to a default.
+        `None` means "use the default" (for `seed`: draw a random one).
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise SettingsError(f"Unknown setting(s): {', '.join(unknown)}. Known settings: {', '.join(sorted(names))}.")
+        clean: dict[str, Any] = {}
+        for name, value in values.items():
+            if value is None:
+                continue  # default; for seed the default None means "draw a random seed"
+            clean[name] = _coerce(name, value)
+        return cls(**clean).validate()
+
+    def validate(self) -> "GenerationSettings":
+        """Raise SettingsError naming the bad value and the allowed range; return self when all is well."""
+        _check_range("max_new_tokens", self.max_new_tokens, 1, 100_000)
+        _check_range("temperature", self.temperature, 0, 100, low_open=True)
+        _check_range("top_k", self.top_k, 0, 100_000)
+        _check_range("top_p", self.top_p, 0, 1, low_open=True)
+        _check_range("typical_p", self.typical_p, 0, 1, low_open=True)
+        _check_range("repetition_penalty", self.repetition_penalty, 0, 100, low_open=True)
+        _check_range("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 64)
+        _check_range("top_alternatives", self.top_alternatives, 1, 100)
+        if self.seed is not None:
+            _check_range("seed", self.seed, 0, MAX_SEED)
+        if len(self.stop_sequences) > MAX_STOP_SEQUENCES:
+            raise SettingsError(f"At most {MAX_STOP_SEQUENCES} stop sequences are allowed; got {len(self.stop_sequences)}.")
+        for stop in self.stop_sequences:
+            if not stop or len(stop) > MAX_STOP_SEQUENCE_CHARS:
+                raise SettingsError(f"Each stop sequence must have 1 to {MAX_STOP_SEQUENCE_CHARS} characters; got {len(stop)}.")
+        return self
+
+    def validate_for_context(self, context_length: int) -> "GenerationSettings":
+        """A run must leave at least one prompt token in the model's context window."""
+        if self.max_new_tokens >= context_length:
+            raise SettingsError(
+                f"max_new_tokens={self.max_new_tokens} does not fit this model's context of {context_length} tokens; "
+                f"use at most {context_length - 1}."
+            )
+        return self
+
+    def with_seed(self) -> "GenerationSettings":
+        """Settings with a concrete seed, drawing a random one when none was given, so every run can be replayed."""
+        if self.seed is not None:
+            return self
+        return replace(self, seed=random.SystemRandom().randrange(0, 2**31))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stop_sequences"] = list(self.stop_sequences)
+        return data
+
+
+_INT_FIELDS = {"max_new_tokens", "top_k", "no_repeat_ngram_size", "seed", "top_alternatives"}
+_FLOAT_FIELDS = {"temperature", "top_p", "typical_p", "repetition_penalty"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Accept what UI widgets and JSON clients naturally send (42.0 for 42, "a\\nb" for stop lists); refuse the rest."""
+    if name in _INT_FIELDS:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{name} must be a whole number; got {value!r}.")
+        return value
+    if name in _FLOAT_FIELDS:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise SettingsError(f"{name} must be a number; got {value!r}.") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SettingsError(f"{name} must be a finite number; got {value!r}.")
+        return float(value)
+    if name == "do_sample":
+        if not isinstance(value, bool):
+            raise SettingsError(f"do_sample must be true or false; got {value!r}.")
+        return value
+    if name == "stop_sequences":
+        if isinstance(value, str):
+            # One stop sequence per line; "\n" written literally in the UI stands for a newline.
+            value = [line.replace("\\n", "\n") for line in value.splitlines() if line]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) for s in value):
+            raise SettingsError(f"stop_sequences must be a list of strings; got {value!r}.")
+        return tuple(value)
+    return value
+
+
+def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high:
+        interval = f"{'(' if low_open else '['}{low}, {high}]"
+        raise SettingsError(f"{name}={value!r} is out of range; allowed: {interval}.")
+
+
+def check_prompt(prompt: Any) -> str:
+    """The prompt must be a string of reasonable size; invalid UTF-16 surrogates are replaced, not crashed on."""
+    if prompt is None:
+        return ""
+    if not isinstance(prompt, str):
+        raise SettingsError(f"The prompt must be text; got {type(prompt).__name__}.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise SettingsError(
+            f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}. "
+            "Only the last part fits in the model's context anyway: paste less text."
+        )
+    # Lone surrogates (from JSON "\ud800") cannot be encoded to UTF-8 by the tokenizer.
+    return prompt.encode("utf-8", "replace").decode("utf-8")
