@@ -1,0 +1,41 @@
+"""The one small interface every backend implements: prefill a prompt, then step one token at a time."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What ran a generation, shown beside each output and stored with each run."""
+
+    model: str  # display name of the model, e.g. "gpt2" or "demo-gpt2"
+    backend: str  # "torch" or "onnx"
+    variant: str  # "fp32", "fp16", "int8", "int4"
+    provider: str  # where it really runs: "cpu", "cuda:0", "CPUExecutionProvider", ...
+    context_length: int
+    notice: str | None = None  # e.g. "CUDA requested but not available: running on the CPU"
+
+    def label(self) -> str:
+        return f"{self.model} · {self.backend} {self.variant} · {self.provider}"
+
+
+class Backend(ABC):
+    """A GPT-2 forward pass with a key/value cache. Nothing outside `backends/` knows which one it is.
+
+    Logits come back as float32 `torch.Tensor`s on the CPU, whatever device computed them: the
+    decoding loop samples on the CPU with one seeded generator, so a seed means the same thing on
+    every backend.
+    """
+
+    info: BackendInfo
+
+    @abstractmethod
+    def prefill(self, input_ids: list[int]) -> tuple[Any, Any]:
+        """Run the whole prompt. Returns (logits of shape (T, V), cache)."""
+
+    @abstractmethod
+    def step(self, token_id: int, cache: Any) -> tuple[Any, Any]:
+        """Feed one token after the cached ones. Returns (logits of shape (V,), new cache)."""

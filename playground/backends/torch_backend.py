@@ -1,0 +1,54 @@
+"""PyTorch backend: transformers' GPT2LMHeadModel with its KV cache, fp32 on the CPU and fp16 on CUDA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import DeviceError
+from ..models import ModelSource, load_torch_model
+from .base import Backend, BackendInfo
+
+
+def resolve_torch_device(requested: str = "auto") -> tuple[str, str | None]:
+    """Pick the device for `--device {auto,cpu,cuda}`; returns (device, notice shown to the user or None)."""
+    if requested not in {"auto", "cpu", "cuda"}:
+        raise DeviceError(f"Unknown device {requested!r}; use auto, cpu or cuda.")
+    if requested == "cpu":
+        return "cpu", None
+    if torch.cuda.is_available():
+        return "cuda:0", None
+    if requested == "cuda":
+        return "cpu", "CUDA was requested but no usable GPU was found: running on the CPU."
+    return "cpu", None
+
+
+class TorchBackend(Backend):
+    """Eager PyTorch. `torch.inference_mode` around every call; the cache is transformers' DynamicCache."""
+
+    def __init__(self, source: ModelSource, device: str = "auto"):
+        self.device, notice = resolve_torch_device(device)
+        on_cuda = self.device.startswith("cuda")
+        dtype = torch.float16 if on_cuda else torch.float32
+        self.model = load_torch_model(source, dtype=dtype).to(self.device)
+        self.info = BackendInfo(
+            model=source.name,
+            backend="torch",
+            variant="fp16" if on_cuda else "fp32",
+            provider=self.device,
+            context_length=self.model.config.n_positions,
+            notice=notice,
+        )
+
+    @torch.inference_mode()
+    def prefill(self, input_ids: list[int]) -> tuple[torch.Tensor, Any]:
+        ids = torch.tensor([input_ids], device=self.device)  # (1, T)
+        out = self.model(input_ids=ids, use_cache=True)
+        return out.logits[0].float().cpu(), out.past_key_values  # (T, V)
+
+    @torch.inference_mode()
+    def step(self, token_id: int, cache: Any) -> tuple[torch.Tensor, Any]:
+        ids = torch.tensor([[token_id]], device=self.device)  # (1, 1)
+        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        return out.logits[0, -1].float().cpu(), out.past_key_values  # (V,)

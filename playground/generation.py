@@ -1,0 +1,291 @@
+"""The one decoding loop: prompt -> backend -> transformers' logits processors -> token records with probabilities."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import torch
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+)
+
+from .backends.base import Backend, BackendInfo
+from .config import GenerationSettings, check_prompt
+from .models import ModelSource
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TokenRecord:
+    """One token of a run with what the model thought of it.
+
+    For prompt tokens the probabilities are those of the token given its prefix (None for the first,
+    which has no prefix). For generated tokens, `prob` is the probability in the distribution that was
+    actually sampled from (after penalties and warpers) and `raw_prob` the model's own softmax.
+    """
+
+    position: int  # index in the sequence the model saw
+    token_id: int
+    text: str
+    is_prompt: bool
+    raw_prob: float | None
+    prob: float | None
+    rank: int | None  # 1 = the model's most likely token
+    entropy_bits: float | None  # of the model's raw distribution at this position
+    top: list[tuple[int, str, float]] = field(default_factory=list)  # (id, text, raw prob), most likely first
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["top"] = [{"token_id": i, "text": t, "prob": p} for i, t, p in self.top]
+        return data
+
+
+@dataclass
+class GenerationResult:
+    """A run as it stands: filled in while streaming, complete once the loop returns."""
+
+    prompt: str
+    settings: GenerationSettings
+    info: BackendInfo
+    prompt_tokens: list[TokenRecord] = field(default_factory=list)
+    tokens: list[TokenRecord] = field(default_factory=list)
+    text: str = ""  # the generated text, cut before a stop sequence
+    finish_reason: str = "running"  # length, eos, stop_sequence, stopped
+    notices: list[str] = field(default_factory=list)
+    dropped_prompt_tokens: int = 0
+    ttft_ms: float | None = None
+    decode_ms: float = 0.0
+
+    @property
+    def prompt_perplexity(self) -> float | None:
+        """exp(mean NLL) of the prompt tokens that have a prefix; None for a prompt of one token."""
+        probs = [t.raw_prob for t in self.prompt_tokens if t.raw_prob is not None]
+        if not probs:
+            return None
+        return math.exp(-sum(math.log(max(p, 1e-45)) for p in probs) / len(probs))
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        """Tokens after the first over the time spent producing them (the first token's cost is the prefill)."""
+        steps = len(self.tokens) - 1
+        return steps / (self.decode_ms / 1000) if steps > 0 and self.decode_ms > 0 else None
+
+    def metrics(self) -> dict:
+        return {
+            "ttft_ms": self.ttft_ms,
+            "decode_ms": self.decode_ms,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "prompt_token_count": len(self.prompt_tokens),
+            "new_token_count": len(self.tokens),
+            "dropped_prompt_tokens": self.dropped_prompt_tokens,
+            "prompt_perplexity": self.prompt_perplexity,
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "prompt": self.prompt,
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "model": self.info.model,
+            "backend": self.info.backend,
+            "variant": self.info.variant,
+            "provider": self.info.provider,
+            "settings": self.settings.to_dict(),
+            "metrics": self.metrics(),
+            "notices": list(self.notices),
+            "prompt_tokens": [t.to_dict() for t in self.prompt_tokens],
+            "tokens": [t.to_dict() for t in self.tokens],
+        }
+
+
+def build_logits_processors(settings: GenerationSettings) -> LogitsProcessorList:
+    """transformers' own processors, in the order `generate` applies them; warpers only when sampling."""
+    processors = LogitsProcessorList()
+    if settings.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(penalty=settings.repetition_penalty))
+    if settings.no_repeat_ngram_size > 0:
+        processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
+    if settings.do_sample:
+        if settings.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k > 0:
+            processors.append(TopKLogitsWarper(top_k=settings.top_k))
+        if settings.top_p < 1.0:
+            processors.append(TopPLogitsWarper(top_p=settings.top_p))
+        if settings.typical_p < 1.0:
+            processors.append(TypicalLogitsWarper(mass=settings.typical_p))
+    return processors
+
+
+def _distribution_stats(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For logits (N, V): log-probs (N, V), entropy in bits (N,), and the top-k (probs, ids), each (N, k)."""
+    logprobs = torch.log_softmax(logits, dim=-1)  # (N, V)
+    probs = logprobs.exp()
+    # Entropy H = -sum p log p; masked (-inf) logits contribute 0, not NaN.
+    entropy_bits = -(probs * logprobs.nan_to_num(neginf=0.0)).sum(-1) / LN2  # (N,)
+    top_probs, top_ids = probs.topk(k, dim=-1)  # (N, k)
+    return logprobs, entropy_bits, top_probs, top_ids
+
+
+class Generation:
+    """One run. Iterate it to stream TokenRecords; `result` holds everything, complete when iteration ends.
+
+    `stop_event` (a threading.Event) ends the run between two tokens and keeps what was produced.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        source: ModelSource,
+        prompt: str,
+        settings: GenerationSettings,
+        stop_event: threading.Event | None = None,
+        ignore_eos: bool = False,
+    ):
+        self.backend = backend
+        self.source = source
+        self.settings = settings.validate().validate_for_context(backend.info.context_length).with_seed()
+        self.stop_event = stop_event or threading.Event()
+        self.ignore_eos = ignore_eos
+        self.result = GenerationResult(prompt=check_prompt(prompt), settings=self.settings, info=backend.info)
+        self._generated_ids: list[int] = []
+
+    # The prompt window policy: keep the most recent tokens that leave room for max_new_tokens.
+    def _prompt_ids(self) -> list[int]:
+        tok = self.source.tokenizer
+        ids = tok(self.result.prompt)["input_ids"] if self.result.prompt else []
+        if not ids:
+            ids = [tok.eos_token_id]
+            self.result.notices.append("Empty prompt: generation starts from the end-of-text token.")
+        room = self.backend.info.context_length - self.settings.max_new_tokens
+        if len(ids) > room:
+            self.result.dropped_prompt_tokens = len(ids) - room
+            self.result.notices.append(
+                f"The prompt has {len(ids)} tokens but only {room} fit beside {self.settings.max_new_tokens} new tokens "
+                f"in the {self.backend.info.context_length}-token context: the first {len(ids) - room} tokens were dropped."
+            )
+            ids = ids[-room:]
+        return ids
+
+    def _record(self, position, token_id, is_prompt, logprobs, entropy_bits, top_probs, top_ids, prob=None) -> TokenRecord:
+        """Build a record from one row of distribution stats (all 1-D tensors for a single position)."""
+        texts = self.source.token_texts
+        raw_logprob = logprobs[token_id]
+        rank = int((logprobs > raw_logprob).sum()) + 1
+        raw_prob = math.exp(float(raw_logprob))
+        return TokenRecord(
+            position=position,
+            token_id=token_id,
+            text=texts[token_id],
+            is_prompt=is_prompt,
+            raw_prob=raw_prob,
+            prob=raw_prob if prob is None else prob,
+            rank=rank,
+            entropy_bits=float(entropy_bits),
+            top=[(i, texts[i], p) for i, p in zip(top_ids.tolist(), top_probs.tolist())],
+        )
+
+    def _hit_stop_sequence(self) -> bool:
+        stops = self.settings.stop_sequences
+        if not stops:
+            return False
+        # Decode only a tail long enough to contain any stop sequence (each token is >= 1 character).
+        tail_len = max(len(s) for s in stops) + 2
+        tail = self.source.tokenizer.decode(self._generated_ids[-tail_len:])
+        return any(s in tail for s in stops)
+
+    def _final_text(self) -> str:
+        text = self.source.tokenizer.decode(self._generated_ids)
+        cut = min((text.find(s) for s in self.settings.stop_sequences if s in text), default=-1)
+        return text[:cut] if cut >= 0 else text
+
+    def current_text(self) -> str:
+        """The generated text so far (decoded as a whole, so multi-byte characters split over tokens come out right)."""
+        return self._final_text()
+
+    def __iter__(self) -> Iterator[TokenRecord]:
+        settings, result, k = self.settings, self.result, self.settings.top_alternatives
+        eos_id = self.source.tokenizer.eos_token_id
+        processors = build_logits_processors(settings)
+        rng = torch.Generator().manual_seed(settings.seed)
+
+        prompt_ids = self._prompt_ids()
+        # All positions of the sequence in one preallocated row; processors see input_ids[:, :n].
+        sequence = torch.empty((1, len(prompt_ids) + settings.max_new_tokens), dtype=torch.long)
+        sequence[0, : len(prompt_ids)] = torch.tensor(prompt_ids)
+        n = len(prompt_ids)
+
+        started = time.perf_counter()
+        logits, cache = self.backend.prefill(prompt_ids)  # (T, V)
+
+        # Prompt token i is scored by the distribution at position i - 1.
+        k_eff = min(k, logits.shape[-1])
+        logprobs, entropy, top_p_, top_i = _distribution_stats(logits, k_eff)
+        result.prompt_tokens.append(
+            TokenRecord(position=0, token_id=prompt_ids[0], text=self.source.token_texts[prompt_ids[0]], is_prompt=True,
+                        raw_prob=None, prob=None, rank=None, entropy_bits=None)
+        )
+        for i in range(1, n):
+            result.prompt_tokens.append(self._record(i, prompt_ids[i], True, logprobs[i - 1], entropy[i - 1], top_p_[i - 1], top_i[i - 1]))
+        next_logits = logits[-1]  # (V,)
+
+        finish = "length"
+        decode_started = None
+        paused_s = 0.0  # time spent suspended at `yield` (the consumer's work) is not the model's
+        for step in range(settings.max_new_tokens):
+            if self.stop_event.is_set():
+                finish = "stopped"
+                break
+            logprobs, entropy, top_p_, top_i = _distribution_stats(next_logits[None], k_eff)
+            scores = processors(sequence[:, :n], next_logits[None].clone())  # (1, V), warped
+            if settings.do_sample:
+                warped_probs = torch.softmax(scores, dim=-1)
+                token_id = int(torch.multinomial(warped_probs[0], 1, generator=rng))
+                prob = float(warped_probs[0, token_id])
+            else:
+                token_id = int(scores[0].argmax())
+                prob = float(torch.softmax(scores[0], dim=-1)[token_id]) if len(processors) else None
+            record = self._record(n, token_id, False, logprobs[0], entropy[0], top_p_[0], top_i[0], prob)
+            sequence[0, n] = token_id
+            n += 1
+            self._generated_ids.append(token_id)
+            result.tokens.append(record)
+            now = time.perf_counter()
+            if decode_started is None:
+                result.ttft_ms = (now - started) * 1000
+                decode_started = now
+            else:
+                result.decode_ms = (now - decode_started - paused_s) * 1000
+            yield record
+            paused_s += time.perf_counter() - now
+
+            if token_id == eos_id and not self.ignore_eos:
+                finish = "eos"
+                break
+            if self._hit_stop_sequence():
+                finish = "stop_sequence"
+                break
+            if step + 1 < settings.max_new_tokens:
+                next_logits, cache = self.backend.step(token_id, cache)
+
+        result.finish_reason = finish
+        result.text = self._final_text()
+
+
+def generate(backend: Backend, source: ModelSource, prompt: str, settings: GenerationSettings, **kwargs) -> GenerationResult:
+    """Run a generation to the end and return its result."""
+    run = Generation(backend, source, prompt, settings, **kwargs)
+    for _ in run:
+        pass
+    return run.result
