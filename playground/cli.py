@@ -1,0 +1,61 @@
+"""Command line of the app (`python app.py` and the `gpt2-playground` script): parse flags, build, launch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import PlaygroundError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gpt2-playground", description="Interactive GPT-2 text-generation playground.")
+    parser.add_argument("--model", default="gpt2",
+                        help="hub id (gpt2, distilgpt2, gpt2-medium, ...), a local Hugging Face folder, or 'demo' "
+                             "(default: gpt2; falls back to the offline demo model when the hub is unreachable)")
+    parser.add_argument("--backend", default="torch", choices=["torch"], help="inference backend (default: torch)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    parser.add_argument("--share", action="store_true", help="also make a public Gradio link")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from .models import resolve_model
+    from .service import Playground
+    from .ui.app import build_demo, launch_kwargs
+
+    try:
+        source = resolve_model(args.model)
+        playground = Playground(source, device=args.device, default_backend=args.backend)
+        info = playground.backend().info  # load now: a broken model fails here, not on the first click
+    except PlaygroundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if info.notice:
+        print(info.notice, flush=True)
+    print(f"Model in use: {info.label()}", flush=True)
+
+    demo = build_demo(playground)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        inbrowser=not args.no_browser,
+        share=args.share,
+        prevent_thread_lock=True,
+        **launch_kwargs(),
+    )
+    if args.share and not demo.share_url:
+        print("No public link was made (the share server is unreachable from here); serving locally only.", flush=True)
+    elif demo.share_url:
+        print(f"Public link: {demo.share_url}", flush=True)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.close()
+    return 0

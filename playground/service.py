@@ -1,0 +1,73 @@
+"""The playground as the UI and API see it: one model, backends created once and shared, per-session Stop."""
+
+from __future__ import annotations
+
+import threading
+
+from .backends.base import Backend
+from .config import GenerationSettings
+from .errors import PlaygroundError
+from .generation import Generation
+from .models import ModelSource
+
+BACKENDS = ("torch",)
+
+
+class Playground:
+    """Holds the loaded model and its backends; safe to share between Gradio's worker threads.
+
+    Backends are built lazily, once per (backend, variant), under a lock; a forward pass keeps no
+    state in the backend (the KV cache travels with each run), so runs on different threads may
+    share one backend. Stop is keyed by the caller's session, so one user's Stop ends only their run.
+    """
+
+    def __init__(self, source: ModelSource, device: str = "auto", default_backend: str = "torch"):
+        self.source = source
+        self.device = device
+        self.default_backend = default_backend
+        self._backends: dict[tuple[str, str | None], Backend] = {}
+        self._backend_lock = threading.Lock()
+        self._stop_events: dict[str, threading.Event] = {}
+        self._stop_lock = threading.Lock()
+
+    def backend(self, name: str | None = None, variant: str | None = None) -> Backend:
+        name = name or self.default_backend
+        if name not in BACKENDS:
+            raise PlaygroundError(f"Unknown backend {name!r}; available: {', '.join(BACKENDS)}.")
+        key = (name, variant)
+        with self._backend_lock:
+            if key not in self._backends:
+                from .backends.torch_backend import TorchBackend
+
+                self._backends[key] = TorchBackend(self.source, self.device)
+            return self._backends[key]
+
+    def start(
+        self,
+        prompt: str,
+        settings: GenerationSettings,
+        session: str | None = None,
+        backend: str | None = None,
+        variant: str | None = None,
+    ) -> Generation:
+        """Prepare a run (validated, not started: iterate it). A new run of a session replaces its Stop event."""
+        stop_event = threading.Event()
+        if session:
+            with self._stop_lock:
+                self._stop_events[session] = stop_event
+        return Generation(self.backend(backend, variant), self.source, prompt, settings, stop_event=stop_event)
+
+    def stop(self, session: str | None) -> bool:
+        """Ask the session's running generation to end after its current token; False when none was running."""
+        with self._stop_lock:
+            event = self._stop_events.get(session or "")
+        if event is None or event.is_set():
+            return False
+        event.set()
+        return True
+
+    def finish(self, session: str | None, run: Generation) -> None:
+        """Forget the session's Stop event once its run is over (unless a newer run replaced it)."""
+        with self._stop_lock:
+            if session and self._stop_events.get(session) is run.stop_event:
+                del self._stop_events[session]

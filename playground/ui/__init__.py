@@ -1,0 +1,1 @@
+"""Gradio user interface: one module per tab, assembled in app.py."""

@@ -1,0 +1,62 @@
+"""Assemble the Gradio app from its tabs and expose the `/generate` API endpoint."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..config import GenerationSettings
+from ..errors import PlaygroundError
+from ..service import Playground
+from .generate_tab import build_generate_tab
+from .render import CSS, banner_html
+
+GENERATE_CONCURRENCY = 2  # two cores: more parallel runs only slow each other down
+
+
+def build_demo(playground: Playground) -> gr.Blocks:
+    """The whole UI, built from its dependencies (no globals), so tests can build it without launching."""
+    source = playground.source
+    with gr.Blocks(title="GPT-2 Playground") as demo:
+        gr.HTML(f"<h2 style='margin:0'>GPT-2 Playground</h2>{banner_html(source.name, source.requested, source.notice)}", elem_id="banner")
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                build_generate_tab(playground)
+
+        def generate(
+            prompt: str,
+            max_new_tokens: int = 64,
+            do_sample: bool = True,
+            temperature: float = 1.0,
+            top_k: int = 50,
+            top_p: float = 1.0,
+            repetition_penalty: float = 1.0,
+            seed: int | None = None,
+            typical_p: float = 1.0,
+            no_repeat_ngram_size: int = 0,
+            stop_sequences: list[str] | None = None,
+            top_alternatives: int = 10,
+        ) -> tuple[str, dict]:
+            """Generate a continuation of `prompt`. Returns the generated text and the whole run as JSON:
+            settings (with the seed used), metrics, and per-token records for prompt and output."""
+            try:
+                settings = GenerationSettings.from_user(
+                    max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
+                    top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, typical_p=typical_p,
+                    no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences or [],
+                    top_alternatives=top_alternatives,
+                )
+                run = playground.start(prompt, settings)
+                for _ in run:
+                    pass
+            except PlaygroundError as exc:
+                raise gr.Error(str(exc)) from None
+            return run.result.text, run.result.to_dict()
+
+        gr.api(generate, api_name="generate", concurrency_id="generate")
+    demo.queue(default_concurrency_limit=GENERATE_CONCURRENCY)
+    return demo
+
+
+def launch_kwargs() -> dict:
+    """Options every launch of the playground uses (the app and the tests alike)."""
+    return {"css": CSS, "show_error": True}

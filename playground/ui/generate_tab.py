@@ -1,0 +1,110 @@
+"""The Generate tab: prompt and settings in, streamed text and a token-probability view out."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from ..config import GenerationSettings
+from ..errors import PlaygroundError
+from ..generation import GenerationResult
+from ..service import Playground
+from .render import legend_html, stats_markdown, token_view_html
+
+RENDER_EVERY_S = 0.12  # re-render the token view at most this often while streaming
+EXAMPLE_PROMPT = "The return value of a function is"
+
+
+def settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
+                     no_repeat_ngram_size, stop_sequences, seed, top_alternatives) -> GenerationSettings:
+    """UI values -> validated settings; raises gr.Error with the validation message."""
+    try:
+        return GenerationSettings.from_user(
+            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            typical_p=typical_p, repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+            stop_sequences=stop_sequences or "", seed=(seed.strip() or None) if isinstance(seed, str) else seed,
+            top_alternatives=top_alternatives,
+        )
+    except PlaygroundError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def build_generate_tab(playground: Playground) -> None:
+    """Lay out the tab and wire its events; call inside a gr.Blocks context."""
+    context = playground.backend().info.context_length
+    defaults = GenerationSettings()
+    last_result = gr.State(None)  # the finished GenerationResult, for re-colouring without regenerating
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPT, lines=5, max_lines=20, elem_id="prompt")
+            with gr.Row():
+                generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+            # Default to at most half the context, so a small model's prompt is not squeezed out.
+            max_new_tokens = gr.Slider(1, context - 1, value=min(defaults.max_new_tokens, context // 2), step=1,
+                                       label="Max new tokens", elem_id="max-new-tokens")
+            do_sample = gr.Checkbox(value=defaults.do_sample, label="Sample (off = greedy)")
+            with gr.Row():
+                temperature = gr.Slider(0.01, 3.0, value=defaults.temperature, step=0.01, label="Temperature")
+                top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top-k (0 = off)")
+            with gr.Row():
+                top_p = gr.Slider(0.01, 1.0, value=defaults.top_p, step=0.01, label="Top-p (1 = off)")
+                # A Textbox, not gr.Number: Number turns "empty" into 0, and empty must mean "random".
+                seed = gr.Textbox(value="", label="Seed (empty = random)", max_lines=1, elem_id="seed")
+            with gr.Accordion("Advanced", open=False):
+                typical_p = gr.Slider(0.01, 1.0, value=defaults.typical_p, step=0.01, label="Typical-p (1 = off)")
+                repetition_penalty = gr.Slider(0.5, 3.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty (1 = off)")
+                no_repeat_ngram_size = gr.Slider(0, 10, value=defaults.no_repeat_ngram_size, step=1, label="No-repeat n-gram size (0 = off)")
+                stop_sequences = gr.Textbox(label="Stop sequences (one per line; \\n means newline)", lines=2)
+                top_alternatives = gr.Slider(1, 50, value=defaults.top_alternatives, step=1, label="Alternatives recorded per token")
+        with gr.Column(scale=3, min_width=400):
+            output = gr.Textbox(label="Output", lines=8, max_lines=30, interactive=False, elem_id="output")
+            stats = gr.Markdown(elem_id="stats")
+            colour_mode = gr.Radio([("Probability", "prob"), ("Rank (GLTR)", "rank")], value="prob", label="Colour tokens by")
+            legend = gr.HTML(legend_html("prob"))
+            token_view = gr.HTML(token_view_html(None), elem_id="token-view")
+            with gr.Accordion("Per-token records (JSON)", open=False):
+                records = gr.JSON(elem_id="records")
+
+    setting_inputs = [max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
+                      no_repeat_ngram_size, stop_sequences, seed, top_alternatives]
+
+    def on_generate(prompt_text, max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
+                    no_repeat_ngram_size, stop_sequences, seed, top_alternatives, mode, request: gr.Request):
+        settings = settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
+                                    no_repeat_ngram_size, stop_sequences, seed, top_alternatives)
+        session = request.session_hash if request else None
+        try:
+            run = playground.start(prompt_text, settings, session=session)
+        except PlaygroundError as exc:
+            raise gr.Error(str(exc)) from None
+        try:
+            last_render = 0.0
+            for _ in run:
+                now = time.perf_counter()
+                if now - last_render >= RENDER_EVERY_S:
+                    last_render = now
+                    yield run.current_text(), stats_markdown(run.result, running=True), token_view_html(run.result, mode), gr.skip(), gr.skip()
+        finally:
+            playground.finish(session, run)
+        result = run.result
+        yield result.text, stats_markdown(result), token_view_html(result, mode), result.to_dict(), result
+
+    def on_stop(request: gr.Request):
+        if not playground.stop(request.session_hash if request else None):
+            gr.Info("Nothing is running.")
+
+    def on_colour(mode: str, result: GenerationResult | None):
+        return legend_html(mode), token_view_html(result, mode)
+
+    generate_btn.click(
+        on_generate,
+        inputs=[prompt, *setting_inputs, colour_mode],
+        outputs=[output, stats, token_view, records, last_result],
+        api_visibility="private",
+        concurrency_id="generate",
+    )
+    stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
+    colour_mode.change(on_colour, inputs=[colour_mode, last_result], outputs=[legend, token_view], queue=False, api_visibility="private")
