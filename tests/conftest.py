@@ -1,0 +1,78 @@
+"""Shared fixtures: no network, a tiny real GPT-2 built by the demo recipe, a launched app."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+# Block every connection that does not stay on this machine: tests must never reach a hub.
+_real_connect = socket.socket.connect
+
+
+def _loopback_only_connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            local = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = host == "localhost"
+        if not local:
+            raise OSError(f"network blocked in tests: connection to {address!r}")
+    return _real_connect(self, address)
+
+
+socket.socket.connect = _loopback_only_connect
+
+TINY_RECIPE = dict(n_layer=2, n_embd=64, n_head=2, context=64, vocab_size=512, steps=60, batch_size=8, max_chars=60_000)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 with its own BPE tokenizer, trained for a few seconds, saved in Hugging Face format."""
+    from playground.demo_model import DemoRecipe, build_demo_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny-gpt2"
+    build_demo_model(out, DemoRecipe(**TINY_RECIPE), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tiny_model_dir):
+    from playground.models import resolve_model
+
+    return resolve_model(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_source):
+    from playground.backends.torch_backend import TorchBackend
+
+    return TorchBackend(tiny_source, device="cpu")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def launched_app(tiny_source):
+    """The real Gradio app on the tiny model, served on a free loopback port."""
+    from playground.service import Playground
+    from playground.ui.app import build_demo, launch_kwargs
+
+    demo = build_demo(Playground(tiny_source, device="cpu"))
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    yield demo.local_url
+    demo.close()

@@ -1,0 +1,64 @@
+"""The Generate tab in real headless Chromium: type, generate, see streamed text and the token view, Stop."""
+
+import os
+import shutil
+
+import pytest
+
+from .conftest import ARTIFACTS
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
+    pytest.skip("Chromium is not installed (apt-get install chromium); CI always runs these tests", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def page(launched_app):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(launched_app)
+        yield page
+        browser.close()
+
+
+def wait_until_done(page):
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#stats'); return s && /tokens\\/s/.test(s.innerText) && !/generating/.test(s.innerText); }",
+        timeout=60_000,
+    )
+
+
+def test_generate_shows_text_stats_and_token_view(page):
+    hostile = '<img src=x onerror="window.pwned=1">'
+    page.locator("#prompt textarea").fill(f"The value {hostile}")
+    page.locator("#seed input, #seed textarea").first.fill("5")
+    page.locator("#max-new-tokens input[type=number]").fill("12")
+    page.locator("#generate-btn").click()
+    wait_until_done(page)
+    output = page.locator("#output textarea").input_value()
+    assert len(output) > 0
+    stats = page.locator("#stats").inner_text()
+    assert "tokens/s" in stats and "time to first token" in stats and "prompt perplexity" in stats and "seed 5" in stats
+    view = page.locator("#token-view")
+    assert hostile in view.inner_text()  # shown as text ...
+    assert view.locator("img").count() == 0  # ... never as markup
+    assert page.evaluate("window.pwned") is None
+    tokens = view.locator(".tok:not(.prompt)")
+    assert tokens.count() > 0
+    tokens.nth(0).hover()
+    tip = tokens.nth(0).locator(".tip")
+    assert tip.is_visible() and "rank" in tip.inner_text() and "%" in tip.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "generate-tab.png"), full_page=True)
+
+
+def test_rank_colour_mode_shows_its_legend(page):
+    page.get_by_label("Rank (GLTR)").check()
+    page.wait_for_function("() => document.body.innerText.includes('Rank of the chosen token (GLTR)')", timeout=10_000)
+    assert page.locator("#token-view .tok").count() > 0
