@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from contextlib import contextmanager
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
@@ -129,13 +130,53 @@ def build_logits_processors(settings: GenerationSettings) -> LogitsProcessorList
 
 
 def _distribution_stats(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For logits (N, V): log-probs (N, V), entropy in bits (N,), and the top-k (probs, ids), each (N, k)."""
+    """For prompt logits (N, V): log-probs (N, V), entropy in bits (N,), and the top-k (probs, ids), each (N, k)."""
     logprobs = torch.log_softmax(logits, dim=-1)  # (N, V)
     probs = logprobs.exp()
     # Entropy H = -sum p log p; masked (-inf) logits contribute 0, not NaN.
     entropy_bits = -(probs * logprobs.nan_to_num(neginf=0.0)).sum(-1) / LN2  # (N,)
     top_probs, top_ids = probs.topk(k, dim=-1)  # (N, k)
     return logprobs, entropy_bits, top_probs, top_ids
+
+
+@dataclass
+class StepStats:
+    """The model's raw distribution at one decoding step, computed in as few passes over V as possible.
+
+    This runs once per generated token, so it is the loop's whole overhead: one logsumexp, one exp,
+    one dot product and one top-k over the vocabulary (the rank needs another pass only when the
+    chosen token falls outside the top-k).
+    """
+
+    logits: torch.Tensor  # (V,) raw, finite
+    lse: float  # log sum exp(logits)
+    entropy_bits: float
+    top_logits: torch.Tensor  # (k,)
+    top_ids: list[int]
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, k: int, scratch: torch.Tensor) -> "StepStats":
+        """`scratch` is a (V,) buffer reused across steps: a fresh 200 kB tensor per token costs an mmap."""
+        # torch.logsumexp is several times slower here than these three passes.
+        peak = float(logits.max())
+        unnormalised = torch.sub(logits, peak, out=scratch).exp_()  # (V,) = Z * p
+        z = float(unnormalised.sum())
+        lse = peak + math.log(z)
+        entropy_nats = lse - float(unnormalised @ logits) / z  # H = -sum p (x - lse) = lse - sum p x
+        top_logits, top_ids = logits.topk(k)
+        return cls(logits, lse, entropy_nats / LN2, top_logits, top_ids.tolist())
+
+    def prob(self, token_id: int) -> float:
+        return math.exp(float(self.logits[token_id]) - self.lse)
+
+    def rank(self, token_id: int) -> int:
+        if token_id in self.top_ids:
+            return self.top_ids.index(token_id) + 1
+        return int((self.logits > self.logits[token_id]).sum()) + 1
+
+    def top(self, texts: list[str]) -> list[tuple[int, str, float]]:
+        probs = torch.exp(self.top_logits - self.lse).tolist()
+        return [(i, texts[i], p) for i, p in zip(self.top_ids, probs)]
 
 
 class Generation:
@@ -214,6 +255,19 @@ class Generation:
         """The generated text so far (decoded as a whole, so multi-byte characters split over tokens come out right)."""
         return self._final_text()
 
+    def _choose(self, logits, processors, input_ids, rng, k, scratch) -> tuple[int, float | None, StepStats]:
+        """Pick the next token; returns (token id, its probability in the warped distribution or None, raw stats)."""
+        stats = StepStats.of(logits, k, scratch)
+        if not processors and not self.settings.do_sample:
+            return stats.top_ids[0], None, stats  # greedy on the raw distribution: the top-1 is the argmax
+        scores = processors(input_ids, logits[None].clone())  # (1, V), penalised and warped
+        warped_probs = torch.softmax(scores[0], dim=-1)
+        if self.settings.do_sample:
+            token_id = int(torch.multinomial(warped_probs, 1, generator=rng))
+        else:
+            token_id = int(scores[0].argmax())
+        return token_id, float(warped_probs[token_id]), stats
+
     def __iter__(self) -> Iterator[TokenRecord]:
         settings, result, k = self.settings, self.result, self.settings.top_alternatives
         eos_id = self.source.tokenizer.eos_token_id
@@ -231,13 +285,18 @@ class Generation:
 
         # Prompt token i is scored by the distribution at position i - 1.
         k_eff = min(k, logits.shape[-1])
-        logprobs, entropy, top_p_, top_i = _distribution_stats(logits, k_eff)
-        result.prompt_tokens.append(
-            TokenRecord(position=0, token_id=prompt_ids[0], text=self.source.token_texts[prompt_ids[0]], is_prompt=True,
-                        raw_prob=None, prob=None, rank=None, entropy_bits=None)
-        )
-        for i in range(1, n):
-            result.prompt_tokens.append(self._record(i, prompt_ids[i], True, logprobs[i - 1], entropy[i - 1], top_p_[i - 1], top_i[i - 1]))
+        scratch = torch.empty(logits.shape[-1])  # (V,) work buffer for every decoding step
+        threads = None if self.backend.computes_with_torch else 1
+        with torch_threads(threads):
+            logprobs, entropy, top_p_, top_i = _distribution_stats(logits, k_eff)
+            result.prompt_tokens.append(
+                TokenRecord(position=0, token_id=prompt_ids[0], text=self.source.token_texts[prompt_ids[0]], is_prompt=True,
+                            raw_prob=None, prob=None, rank=None, entropy_bits=None)
+            )
+            for i in range(1, n):
+                result.prompt_tokens.append(
+                    self._record(i, prompt_ids[i], True, logprobs[i - 1], entropy[i - 1], top_p_[i - 1], top_i[i - 1])
+                )
         next_logits = logits[-1]  # (V,)
 
         finish = "length"
@@ -247,16 +306,14 @@ class Generation:
             if self.stop_event.is_set():
                 finish = "stopped"
                 break
-            logprobs, entropy, top_p_, top_i = _distribution_stats(next_logits[None], k_eff)
-            scores = processors(sequence[:, :n], next_logits[None].clone())  # (1, V), warped
-            if settings.do_sample:
-                warped_probs = torch.softmax(scores, dim=-1)
-                token_id = int(torch.multinomial(warped_probs[0], 1, generator=rng))
-                prob = float(warped_probs[0, token_id])
-            else:
-                token_id = int(scores[0].argmax())
-                prob = float(torch.softmax(scores[0], dim=-1)[token_id]) if len(processors) else None
-            record = self._record(n, token_id, False, logprobs[0], entropy[0], top_p_[0], top_i[0], prob)
+            with torch_threads(threads):
+                token_id, prob, stats = self._choose(next_logits, processors, sequence[:, :n], rng, k_eff, scratch)
+                raw_prob = stats.prob(token_id)
+                record = TokenRecord(
+                    position=n, token_id=token_id, text=self.source.token_texts[token_id], is_prompt=False,
+                    raw_prob=raw_prob, prob=raw_prob if prob is None else prob, rank=stats.rank(token_id),
+                    entropy_bits=stats.entropy_bits, top=stats.top(self.source.token_texts),
+                )
             sequence[0, n] = token_id
             n += 1
             self._generated_ids.append(token_id)
@@ -281,6 +338,20 @@ class Generation:
 
         result.finish_reason = finish
         result.text = self._final_text()
+
+
+@contextmanager
+def torch_threads(count: int | None):
+    """Run a block with `count` torch intra-op threads (None: leave as is), restoring the previous count."""
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def generate(backend: Backend, source: ModelSource, prompt: str, settings: GenerationSettings, **kwargs) -> GenerationResult:
