@@ -13,7 +13,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="gpt2",
                         help="hub id (gpt2, distilgpt2, gpt2-medium, ...), a local Hugging Face folder, or 'demo' "
                              "(default: gpt2; falls back to the offline demo model when the hub is unreachable)")
-    parser.add_argument("--backend", default="torch", choices=["torch"], help="inference backend (default: torch)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="inference backend (default: torch)")
+    parser.add_argument("--variant", default="fp32", choices=["fp32", "fp16", "int8", "int4"],
+                        help="ONNX variant (default: fp32; fp16 needs a GPU, int8 runs on the CPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         source = resolve_model(args.model)
-        playground = Playground(source, device=args.device, default_backend=args.backend)
+        playground = Playground(source, device=args.device, default_backend=args.backend, default_variant=args.variant)
         info = playground.backend().info  # load now: a broken model fails here, not on the first click
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)

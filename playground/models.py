@@ -15,6 +15,13 @@ from .paths import demo_model_dir
 
 DEMO = "demo"
 HUB_PROBE_TIMEOUT_S = 3.0
+RANDOM_PREFIX = "random:"
+# Real GPT-2 family shapes (transformers' GPT2Config with these overrides), for speed-only measurements.
+RANDOM_ARCHITECTURES = {
+    "gpt2": {},
+    "distilgpt2": {"n_layer": 6},
+    "gpt2-medium": {"n_layer": 24, "n_embd": 1024, "n_head": 16},
+}
 
 
 @dataclass
@@ -38,9 +45,17 @@ class ModelSource:
 
     @cached_property
     def token_texts(self) -> list[str]:
-        """Every vocabulary entry decoded on its own: a table lookup in the decoding loop beats a decode per alternative."""
+        """Every vocabulary entry decoded on its own: a table lookup in the decoding loop beats a decode per alternative.
+
+        Models whose embedding is larger than the tokenizer (padded vocabularies, random models) get a
+        placeholder for the ids no text maps to.
+        """
+        from transformers import AutoConfig
+
         tok = self.tokenizer
-        return tok.batch_decode([[i] for i in range(len(tok))])
+        texts = tok.batch_decode([[i] for i in range(len(tok))])
+        vocab_size = AutoConfig.from_pretrained(self.location).vocab_size
+        return texts + [f"<id {i}>" for i in range(len(texts), vocab_size)]
 
 
 def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
@@ -95,6 +110,10 @@ def resolve_model(spec: str | None = None, demo_dir: Path | None = None) -> Mode
     demo_dir = Path(demo_dir or demo_model_dir())
     if spec == DEMO:
         return ModelSource(name=demo_dir.name, location=str(ensure_demo_model(demo_dir)), requested=spec)
+    if spec.startswith(RANDOM_PREFIX):
+        folder = build_random_model(spec[len(RANDOM_PREFIX):], demo_dir)
+        return ModelSource(name=folder.name, location=str(folder), requested=spec,
+                           notice="Randomly initialised weights: for speed measurements only; its text and quality numbers mean nothing.")
     if _is_local_spec(spec):
         folder = Path(spec).expanduser().resolve()
         _check_local_folder(folder)
@@ -106,6 +125,33 @@ def resolve_model(spec: str | None = None, demo_dir: Path | None = None) -> Mode
         print(notice, flush=True)
         return ModelSource(name=demo_dir.name, location=str(ensure_demo_model(demo_dir)), requested=spec, notice=notice)
     return ModelSource(name=spec, location=spec, requested=spec)
+
+
+def build_random_model(arch: str, demo_dir: Path, seed: int = 0) -> Path:
+    """A GPT-2 family architecture with seeded random weights and the demo tokenizer, cached in models/random-ARCH/."""
+    if arch not in RANDOM_ARCHITECTURES:
+        raise ModelLoadError(f"Unknown random architecture {arch!r}; use one of: {', '.join(RANDOM_PREFIX + a for a in RANDOM_ARCHITECTURES)}.")
+    folder = demo_dir.parent / f"random-{arch}"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_demo_model(demo_dir))
+    torch.manual_seed(seed)
+    config = GPT2Config(**RANDOM_ARCHITECTURES[arch], bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = GPT2LMHeadModel(config)  # vocab 50257, context 1024, like the real one
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-") as tmp:
+        staged = Path(tmp) / folder.name
+        model.save_pretrained(staged, safe_serialization=True)
+        tokenizer.save_pretrained(staged)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staged.rename(folder)
+    return folder
 
 
 def load_torch_model(source: ModelSource, dtype=None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from .backends.base import Backend
 from .config import GenerationSettings
@@ -10,7 +11,7 @@ from .errors import PlaygroundError
 from .generation import Generation
 from .models import ModelSource
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnx")
 
 
 class Playground:
@@ -21,25 +22,35 @@ class Playground:
     share one backend. Stop is keyed by the caller's session, so one user's Stop ends only their run.
     """
 
-    def __init__(self, source: ModelSource, device: str = "auto", default_backend: str = "torch"):
+    def __init__(self, source: ModelSource, device: str = "auto", default_backend: str = "torch",
+                 default_variant: str = "fp32", exports_root: Path | None = None):
         self.source = source
         self.device = device
         self.default_backend = default_backend
+        self.default_variant = default_variant
+        self.exports_root = exports_root
         self._backends: dict[tuple[str, str | None], Backend] = {}
         self._backend_lock = threading.Lock()
         self._stop_events: dict[str, threading.Event] = {}
         self._stop_lock = threading.Lock()
 
     def backend(self, name: str | None = None, variant: str | None = None) -> Backend:
+        """The shared backend for (name, variant), built on first use (an ONNX one exports first if needed)."""
         name = name or self.default_backend
         if name not in BACKENDS:
             raise PlaygroundError(f"Unknown backend {name!r}; available: {', '.join(BACKENDS)}.")
+        variant = None if name == "torch" else (variant or self.default_variant)
         key = (name, variant)
         with self._backend_lock:
             if key not in self._backends:
-                from .backends.torch_backend import TorchBackend
+                if name == "torch":
+                    from .backends.torch_backend import TorchBackend
 
-                self._backends[key] = TorchBackend(self.source, self.device)
+                    self._backends[key] = TorchBackend(self.source, self.device)
+                else:
+                    from .backends.onnx_backend import OnnxBackend
+
+                    self._backends[key] = OnnxBackend(self.source, variant, self.device, exports_root=self.exports_root)
             return self._backends[key]
 
     def start(

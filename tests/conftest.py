@@ -67,12 +67,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def launched_app(tiny_source):
-    """The real Gradio app on the tiny model, served on a free loopback port."""
+def launched_app(tiny_source, tmp_path_factory):
+    """The real Gradio app on the tiny model, served on a free loopback port (exports in a temporary folder)."""
     from playground.service import Playground
     from playground.ui.app import build_demo, launch_kwargs
 
-    demo = build_demo(Playground(tiny_source, device="cpu"))
+    playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("app-exports"))
+    demo = build_demo(playground)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield demo.local_url
     demo.close()

@@ -57,3 +57,24 @@ def test_hostile_text_round_trips_literally(client):
     prompt = '<img src=x onerror="alert(1)"> \u202eRTL 😀 \x00'
     _, run = client.predict(prompt=prompt, max_new_tokens=3, seed=1, api_name="/generate")
     assert run["prompt"] == prompt
+
+
+def test_onnx_backend_through_the_api_matches_pytorch(client):
+    kwargs = dict(prompt="The value of", max_new_tokens=12, seed=3, api_name="/generate")
+    torch_text, torch_run = client.predict(backend="torch", **kwargs)
+    onnx_text, onnx_run = client.predict(backend="onnx", variant="fp32", **kwargs)
+    assert (onnx_run["backend"], onnx_run["variant"], onnx_run["provider"]) == ("onnx", "fp32", "CPUExecutionProvider")
+    assert onnx_text == torch_text
+    _, int8_run = client.predict(backend="onnx", variant="int8", **kwargs)
+    assert int8_run["variant"] == "int8" and len(int8_run["tokens"]) == 12
+
+
+def test_unrunnable_variant_is_refused_with_what_would_run(client):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(AppError, match="fp16 variant needs a GPU"):
+        client.predict(prompt="x", max_new_tokens=2, backend="onnx", variant="fp16", api_name="/generate")
+    with pytest.raises(AppError, match="Unknown backend 'tensorflow'"):
+        client.predict(prompt="x", max_new_tokens=2, backend="tensorflow", api_name="/generate")

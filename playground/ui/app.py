@@ -35,9 +35,12 @@ def build_demo(playground: Playground) -> gr.Blocks:
             no_repeat_ngram_size: int = 0,
             stop_sequences: list[str] | None = None,
             top_alternatives: int = 10,
+            backend: str | None = None,
+            variant: str | None = None,
         ) -> tuple[str, dict]:
             """Generate a continuation of `prompt`. Returns the generated text and the whole run as JSON:
-            settings (with the seed used), metrics, and per-token records for prompt and output."""
+            settings (with the seed used), metrics, and per-token records for prompt and output.
+            `backend` is torch or onnx and `variant` one of fp32, fp16, int8, int4 (default: the app's)."""
             try:
                 settings = GenerationSettings.from_user(
                     max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
@@ -45,7 +48,7 @@ def build_demo(playground: Playground) -> gr.Blocks:
                     no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences or [],
                     top_alternatives=top_alternatives,
                 )
-                run = playground.start(prompt, settings)
+                run = playground.start(prompt, settings, backend=backend, variant=variant)
                 for _ in run:
                     pass
             except PlaygroundError as exc:

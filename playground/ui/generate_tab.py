@@ -8,6 +8,7 @@ import gradio as gr
 
 from ..config import GenerationSettings
 from ..errors import PlaygroundError
+from ..export import VARIANTS
 from ..generation import GenerationResult
 from ..service import Playground
 from .render import legend_html, stats_markdown, token_view_html
@@ -40,6 +41,12 @@ def build_generate_tab(playground: Playground) -> None:
         with gr.Column(scale=2, min_width=320):
             prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPT, lines=5, max_lines=20, elem_id="prompt")
             with gr.Row():
+                backend = gr.Radio([("PyTorch", "torch"), ("ONNX Runtime", "onnx")], value=playground.default_backend,
+                                   label="Backend", elem_id="backend")
+                variant = gr.Dropdown(list(VARIANTS), value=playground.default_variant, label="ONNX variant",
+                                      interactive=playground.default_backend == "onnx", elem_id="variant",
+                                      info="fp16 needs a GPU; int8 runs on the CPU")
+            with gr.Row():
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
             # Default to at most half the context, so a small model's prompt is not squeezed out.
@@ -71,13 +78,15 @@ def build_generate_tab(playground: Playground) -> None:
     setting_inputs = [max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
                       no_repeat_ngram_size, stop_sequences, seed, top_alternatives]
 
-    def on_generate(prompt_text, max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
-                    no_repeat_ngram_size, stop_sequences, seed, top_alternatives, mode, request: gr.Request):
+    def on_generate(prompt_text, backend_name, variant_name, max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
+                    no_repeat_ngram_size, stop_sequences, seed, top_alternatives, mode, request: gr.Request,
+                    progress=gr.Progress(track_tqdm=True)):
         settings = settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
                                     no_repeat_ngram_size, stop_sequences, seed, top_alternatives)
         session = request.session_hash if request else None
         try:
-            run = playground.start(prompt_text, settings, session=session)
+            # The first use of an ONNX variant exports it; its tqdm bar shows up as progress here.
+            run = playground.start(prompt_text, settings, session=session, backend=backend_name, variant=variant_name)
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
         try:
@@ -101,10 +110,11 @@ def build_generate_tab(playground: Playground) -> None:
 
     generate_btn.click(
         on_generate,
-        inputs=[prompt, *setting_inputs, colour_mode],
+        inputs=[prompt, backend, variant, *setting_inputs, colour_mode],
         outputs=[output, stats, token_view, records, last_result],
         api_visibility="private",
         concurrency_id="generate",
     )
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
+    backend.change(lambda b: gr.update(interactive=b == "onnx"), inputs=backend, outputs=variant, queue=False, api_visibility="private")
     colour_mode.change(on_colour, inputs=[colour_mode, last_result], outputs=[legend, token_view], queue=False, api_visibility="private")

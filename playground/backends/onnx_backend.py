@@ -1,0 +1,156 @@
+"""ONNX Runtime backend: drives the exported decoder directly (no optimum `generate`), CUDA with CPU fallback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DeviceError
+from ..export import check_variant_runs_on, ensure_export
+from ..models import ModelSource
+from .base import Backend, BackendInfo
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def cuda_provider_available() -> bool:
+    """Whether onnxruntime lists CUDA. Not proof that it works: sessions are checked with get_providers()."""
+    import onnxruntime as ort
+
+    return CUDA in ort.get_available_providers()
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # Set deliberately: all cores for one batch-1 run's kernels; no inter-op parallelism to fight with.
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+class OnnxRunner:
+    """One InferenceSession over an optimum decoder-with-past graph, with the KV-cache bookkeeping.
+
+    On CUDA, IO binding keeps the cache on the GPU between steps (only logits come back); on the CPU,
+    plain `run` is as fast, and the cache is a list of numpy arrays.
+    """
+
+    def __init__(self, model_path: Path, providers: list[str], threads: int | None = None, io_binding: bool | None = None):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(model_path), session_options(threads), providers=providers)
+        self.provider = self.session.get_providers()[0]  # what really runs, not what was asked for
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.past_names = [n for n in inputs if n.startswith("past_key_values.")]
+        self.present_names = [o.name for o in self.session.get_outputs() if o.name.startswith("present.")]
+        self.output_names = ["logits", *self.present_names]
+        shape = inputs[self.past_names[0]].shape  # [batch, n_head, past_len, head_dim]
+        self.n_head, self.head_dim = int(shape[1]), int(shape[3])
+        self.past_dtype = np.float16 if "float16" in inputs[self.past_names[0]].type else np.float32
+        self.io_binding = (self.provider == CUDA) if io_binding is None else io_binding
+        self.device_type = "cuda" if self.provider == CUDA else "cpu"
+
+    def _feed(self, ids: list[int], past_len: int) -> dict[str, np.ndarray]:
+        n = len(ids)
+        return {
+            "input_ids": np.asarray([ids], dtype=np.int64),  # (1, n)
+            "attention_mask": np.ones((1, past_len + n), dtype=np.int64),
+            "position_ids": np.arange(past_len, past_len + n, dtype=np.int64)[None],  # (1, n)
+        }
+
+    def _empty_past(self) -> list:
+        empty = np.zeros((1, self.n_head, 0, self.head_dim), dtype=self.past_dtype)  # (1, H, 0, D)
+        if self.io_binding:
+            import onnxruntime as ort
+
+            return [ort.OrtValue.ortvalue_from_numpy(empty, self.device_type, 0) for _ in self.past_names]
+        return [empty] * len(self.past_names)
+
+    def run(self, ids: list[int], past: list, past_len: int) -> tuple[np.ndarray, list]:
+        """Feed `ids` after `past_len` cached positions; returns (logits (n, V) float32, new past)."""
+        feed = self._feed(ids, past_len)
+        if not self.io_binding:
+            feed.update(zip(self.past_names, past))
+            logits, *present = self.session.run(self.output_names, feed)
+            return logits[0], present
+        binding = self.session.io_binding()
+        for name, value in feed.items():
+            binding.bind_cpu_input(name, value)
+        for name, value in zip(self.past_names, past):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in self.present_names:
+            binding.bind_output(name, self.device_type, 0)  # stays on the device for the next step
+        self.session.run_with_iobinding(binding)
+        logits, *present = binding.get_outputs()
+        return logits.numpy()[0], present
+
+    def prefill(self, ids: list[int]) -> tuple[torch.Tensor, Any]:
+        logits, past = self.run(ids, self._empty_past(), 0)
+        return torch.from_numpy(logits.astype(np.float32, copy=False)), (past, len(ids))
+
+    def step(self, token_id: int, cache: Any) -> tuple[torch.Tensor, Any]:
+        past, past_len = cache
+        logits, present = self.run([token_id], past, past_len)
+        return torch.from_numpy(logits[-1].astype(np.float32, copy=False)), (present, past_len + 1)
+
+
+def resolve_onnx_device(requested: str = "auto") -> tuple[str, str | None]:
+    """`--device` for ONNX: CUDA when asked for (or auto) and listed; else CPU, with a note when CUDA was asked for."""
+    if requested not in {"auto", "cpu", "cuda"}:
+        raise DeviceError(f"Unknown device {requested!r}; use auto, cpu or cuda.")
+    if requested == "cpu":
+        return "cpu", None
+    gpu = torch.cuda.is_available() and cuda_provider_available()
+    if gpu:
+        return "cuda", None
+    if requested == "cuda":
+        return "cpu", "CUDA was requested but onnxruntime cannot use a GPU here: running on the CPU."
+    return "cpu", None
+
+
+class OnnxBackend(Backend):
+    """A verified export of the model, run by onnxruntime; the session is created once and shared."""
+
+    computes_with_torch = False
+
+    def __init__(self, source: ModelSource, variant: str = "fp32", device: str = "auto", exports_root: Path | None = None,
+                 progress: bool = True, threads: int | None = None):
+        device, notice = resolve_onnx_device(device)
+        if device == "cuda" and variant == "int8":
+            notice = "int8 dynamic quantization runs on the CPU provider only: running on the CPU."
+            device = "cpu"
+        check_variant_runs_on(variant, device)
+        self.model_path, self.manifest = ensure_export(source, variant, exports_root, progress=progress)
+        providers = [CUDA, CPU] if device == "cuda" else [CPU]
+        self.runner = OnnxRunner(self.model_path, providers, threads=threads)
+        if device == "cuda" and self.runner.provider != CUDA:
+            # onnxruntime-gpu may list CUDA yet silently fall back: say so, and refuse GPU-only variants.
+            notice = f"The CUDA provider failed to initialise ({self.runner.provider} is running): running on the CPU."
+            check_variant_runs_on(variant, "cpu")
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source.location)
+        self.info = BackendInfo(
+            model=source.name,
+            backend="onnx",
+            variant=variant,
+            provider=self.runner.provider,
+            context_length=config.n_positions,
+            notice=notice,
+        )
+
+    def prefill(self, input_ids: list[int]) -> tuple[torch.Tensor, Any]:
+        return self.runner.prefill(input_ids)
+
+    def step(self, token_id: int, cache: Any) -> tuple[torch.Tensor, Any]:
+        return self.runner.step(token_id, cache)

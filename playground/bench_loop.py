@@ -1,0 +1,103 @@
+"""Does the playground's decoding loop cost throughput? It vs a bare `InferenceSession.run` loop, same session.
+
+    python -m playground.bench_loop --model random:gpt2 --variant int8 --new-tokens 64
+
+Both loops decode greedily for a fixed number of tokens (no early stop) on one shared session. The
+bare loop does only what any caller must (feed, run, argmax); the playground's loop also applies
+the logits processors and records probability, rank, entropy and top-10 alternatives per token.
+Warm-up first, then repeats alternating between the two. This machine's speed drifts by 10-20%
+between seconds, so the ratio is the median of per-pair ratios (each pair runs back to back), not
+a ratio of medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+from .config import GenerationSettings
+from .generation import generate
+
+
+def bare_loop(runner, prompt_ids: list[int], new_tokens: int) -> float:
+    """Decode tokens/s of the minimal loop: session.run, keep the cache, argmax."""
+    session, names = runner.session, runner.output_names
+    past = runner._empty_past()
+    feed = runner._feed(prompt_ids, 0) | dict(zip(runner.past_names, past))
+    logits, *past = session.run(names, feed)
+    token, n = int(logits[0, -1].argmax()), len(prompt_ids)
+    started = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        feed = {
+            "input_ids": np.array([[token]], dtype=np.int64),
+            "attention_mask": np.ones((1, n + 1), dtype=np.int64),
+            "position_ids": np.array([[n]], dtype=np.int64),
+        }
+        feed.update(zip(runner.past_names, past))
+        logits, *past = session.run(names, feed)
+        token, n = int(logits[0, -1].argmax()), n + 1
+    return (new_tokens - 1) / (time.perf_counter() - started)
+
+
+def playground_loop(backend, source, prompt: str, new_tokens: int) -> float:
+    settings = GenerationSettings(max_new_tokens=new_tokens, do_sample=False, top_alternatives=10)
+    result = generate(backend, source, prompt, settings, ignore_eos=True)
+    assert len(result.tokens) == new_tokens
+    return result.decode_tokens_per_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm.auto import tqdm
+
+    from .backends.onnx_backend import OnnxBackend
+    from .models import resolve_model
+
+    parser = argparse.ArgumentParser(prog="python -m playground.bench_loop", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="random:gpt2")
+    parser.add_argument("--variant", default="int8", choices=["fp32", "int8", "int4", "fp16"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    args = parser.parse_args(argv)
+
+    source = resolve_model(args.model)
+    backend = OnnxBackend(source, args.variant, args.device, threads=args.threads)
+    # A prompt of exactly --prompt-tokens tokens: documentation text, tokenized and cut.
+    words = ("The return value of a function is the value of the expression after the return statement. " * 20)
+    prompt_ids = source.tokenizer(words)["input_ids"][: args.prompt_tokens]
+    prompt = source.tokenizer.decode(prompt_ids)
+    prompt_ids = source.tokenizer(prompt)["input_ids"]
+
+    bare_loop(backend.runner, prompt_ids, 8)  # warm-up: session arenas, caches
+    playground_loop(backend, source, prompt, 8)
+    bare, ours = [], []
+    for _ in tqdm(range(args.repeats), desc="bench_loop", unit="repeat"):
+        bare.append(bare_loop(backend.runner, prompt_ids, args.new_tokens))
+        ours.append(playground_loop(backend, source, prompt, args.new_tokens))
+    row = {
+        "model": source.name,
+        "variant": args.variant,
+        "provider": backend.info.provider,
+        "threads": backend.runner.session.get_session_options().intra_op_num_threads,
+        "cpu_count": os.cpu_count(),
+        "prompt_tokens": len(prompt_ids),
+        "new_tokens": args.new_tokens,
+        "repeats": args.repeats,
+        "bare_tokens_per_s": round(statistics.median(bare), 1),
+        "playground_tokens_per_s": round(statistics.median(ours), 1),
+    }
+    row["ratio"] = round(statistics.median(o / b for o, b in zip(ours, bare)), 3)
+    row["ratio_min_max"] = [round(min(o / b for o, b in zip(ours, bare)), 3), round(max(o / b for o, b in zip(ours, bare)), 3)]
+    print(json.dumps(row, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,388 @@
+"""ONNX exports: optimum export with KV cache, quantized variants, manifests, verification, atomic install.
+
+`python -m playground.export --model M --variant V` builds one ahead of time; the ONNX backend calls
+`ensure_export` and gets a verified folder, rebuilding whatever is missing, stale or corrupt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DeviceError, PlaygroundError
+from .models import ModelSource, load_torch_model, resolve_model
+from .paths import exports_dir
+
+VARIANTS = ("fp32", "fp16", "int8", "int4")
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"
+FORMAT_VERSION = 1  # bump when the export recipe changes: older exports are then rebuilt
+OPSET = 18  # optimum's recommended minimum for GPT-2
+# How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
+FP32_VERIFY_ATOL = 1e-3
+PROBE_TEXT = "The return value of a function is the value of the expression after the return statement."
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    runs_on: tuple[str, ...]  # "cpu", "cuda"
+    description: str
+
+
+VARIANT_SPECS = {
+    "fp32": VariantSpec("fp32", ("cpu", "cuda"), "full precision, the reference"),
+    "fp16": VariantSpec("fp16", ("cuda",), "half precision weights and compute (LayerNorm, Add, Gelu kept in fp32)"),
+    "int8": VariantSpec("int8", ("cpu",), "dynamic int8 quantization of every MatMul weight (MatMulInteger)"),
+    "int4": VariantSpec("int4", ("cpu", "cuda"), "weight-only int4 (MatMulNBits, block 32, symmetric)"),
+}
+
+
+def check_variant_runs_on(variant: str, device: str) -> None:
+    """Refuse a variant the hardware cannot run, naming one that would."""
+    if variant not in VARIANT_SPECS:
+        raise PlaygroundError(f"Unknown ONNX variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    spec = VARIANT_SPECS[variant]
+    if device not in spec.runs_on:
+        alternatives = [v for v, s in VARIANT_SPECS.items() if device in s.runs_on]
+        where = "a GPU" if spec.runs_on == ("cuda",) else "the CPU"
+        raise DeviceError(
+            f"The {variant} variant needs {where} ({'CUDA' if 'cuda' in spec.runs_on else 'CPU'} execution provider), "
+            f"and this run is on {device.upper()}. Use one of: {', '.join(alternatives)}."
+        )
+
+
+# --- identity of the source model ---------------------------------------------------------------
+
+
+def model_slug(source: ModelSource) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", source.name).strip("-") or "model"
+
+
+def _source_files(source: ModelSource) -> list[Path]:
+    folder = Path(source.location)
+    if folder.is_dir():
+        return sorted([folder / "config.json", *folder.glob("*.safetensors")])
+    from huggingface_hub import try_to_load_from_cache
+
+    paths = [try_to_load_from_cache(source.location, name) for name in ("config.json", "model.safetensors")]
+    return [Path(p) for p in paths if isinstance(p, str)]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def source_fingerprint(source: ModelSource) -> str:
+    """Content hash of the source model's config and weights: an export of other weights is stale."""
+    digest = hashlib.sha256()
+    for path in _source_files(source):
+        digest.update(path.name.encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime-gpu")}
+
+
+# --- graph surgery ------------------------------------------------------------------------------
+
+
+def gemm_to_matmul(model) -> int:
+    """Rewrite Gemm(A, W, b) with a constant W as MatMul(A, W) + b; returns how many were rewritten.
+
+    GPT-2's Conv1D layers export as Gemm, which onnxruntime's dynamic int8 and MatMulNBits
+    quantizers skip; as MatMul they get quantized. The rewrite is exact (alpha = beta = 1, no transA).
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    new_nodes, rewritten = [], 0
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (
+            node.op_type == "Gemm"
+            and node.input[1] in inits
+            and attrs.get("alpha", 1.0) == 1.0
+            and attrs.get("beta", 1.0) == 1.0
+            and not attrs.get("transA", 0)
+        ):
+            weight = inits[node.input[1]]
+            if attrs.get("transB", 0):
+                arr = numpy_helper.to_array(weight).T.copy()
+                weight.CopyFrom(numpy_helper.from_array(arr, weight.name))
+            matmul_out = node.output[0] + "_matmul" if len(node.input) > 2 else node.output[0]
+            new_nodes.append(helper.make_node("MatMul", [node.input[0], node.input[1]], [matmul_out], name=node.name + "_MatMul"))
+            if len(node.input) > 2 and node.input[2]:
+                new_nodes.append(helper.make_node("Add", [matmul_out, node.input[2]], [node.output[0]], name=node.name + "_Add"))
+            rewritten += 1
+        else:
+            new_nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    return rewritten
+
+
+def untie_lm_head(model) -> bool:
+    """Give the lm_head MatMul its own transposed weight initializer so a quantizer can quantize it.
+
+    In the fp32 export lm_head reads Transpose(wte) (the tie is kept, one copy on disk). A quantized
+    variant stores a quantized copy of that matrix instead, which is far smaller than the fp32 one.
+    """
+    from onnx import numpy_helper
+
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or "logits" not in node.output:
+            continue
+        source = producers.get(node.input[1])
+        if source is None or source.op_type != "Transpose" or source.input[0] not in inits:
+            return False
+        transposed = numpy_helper.to_array(inits[source.input[0]]).T.copy()
+        name = "lm_head.weight_transposed"
+        model.graph.initializer.append(numpy_helper.from_array(transposed, name))
+        node.input[1] = name
+        model.graph.node.remove(source)
+        return True
+    return False
+
+
+def lm_head_is_tied(model) -> bool:
+    """True when lm_head reads the token-embedding initializer (through a Transpose) instead of a copy."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and "logits" in node.output:
+            source = producers.get(node.input[1])
+            return source is not None and source.op_type == "Transpose" and "wte" in source.input[0]
+    return False
+
+
+def weight_stats(model) -> dict:
+    """What the graph holds: op counts, float parameters, and parameters stored quantized."""
+    from collections import Counter
+
+    from onnx import TensorProto
+
+    ops = Counter(n.op_type for n in model.graph.node)
+    float_params = quant_params = 0
+    for init in model.graph.initializer:
+        count = 1
+        for d in init.dims:
+            count *= d
+        if init.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16):
+            float_params += count if count > 1024 else 0
+        elif init.data_type in (TensorProto.INT8, TensorProto.UINT8) and count > 1024:
+            # MatMulNBits packs two 4-bit weights per uint8 byte.
+            quant_params += count * (2 if ops.get("MatMulNBits") else 1)
+    total = float_params + quant_params
+    return {
+        "ops": {op: ops[op] for op in ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits", "DynamicQuantizeLinear", "Gather") if ops.get(op)},
+        "quantized_matmuls": ops.get("MatMulInteger", 0) + ops.get("MatMulNBits", 0),
+        "float_matmuls": ops.get("MatMul", 0) + ops.get("Gemm", 0),
+        "quantized_weight_fraction": round(quant_params / total, 3) if total else 0.0,
+    }
+
+
+# --- building -----------------------------------------------------------------------------------
+
+
+def _export_fp32(source: ModelSource, out_dir: Path) -> Path:
+    """optimum's decoder export with past key/values (one graph for prefill and decode)."""
+    import warnings
+
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    model = load_torch_model(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_export_from_model(model, out_dir, task="text-generation-with-past", opset=OPSET, do_validation=False)
+    return out_dir / MODEL_FILE
+
+
+def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
+    import onnx
+
+    if variant == "fp32":
+        shutil.copyfile(raw_path, out_path)
+        return
+    model = onnx.load(str(raw_path))
+    if variant == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # LayerNorm, residual Add and Gelu overflow in fp16: keep them in fp32 (casts are inserted).
+        model = convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=["LayerNormalization", "Add", "Gelu", "Pow", "Tanh", "Softmax"]
+        )
+        onnx.save(model, str(out_path))
+        return
+    gemm_to_matmul(model)
+    untie_lm_head(model)
+    if variant == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        staged = out_path.with_suffix(".matmul.onnx")
+        onnx.save(model, str(staged))
+        quantize_dynamic(str(staged), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+        staged.unlink()
+        return
+    if variant == "int4":
+        import logging
+
+        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+        logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # one line per node otherwise
+
+        # accuracy_level=4 lets the CPU kernel compute in int8: about 2.5x faster than the default here.
+        config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4)
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(out_path), use_external_data_format=False)
+        return
+    raise AssertionError(variant)
+
+
+def probe_ids(source: ModelSource, context: int) -> list[int]:
+    return source.tokenizer(PROBE_TEXT)["input_ids"][: max(2, context // 2)]
+
+
+def _verify(source: ModelSource, model_path: Path, variant: str) -> dict:
+    """Load the export on the CPU (CUDA for fp16) and compare its prefill logits with PyTorch fp32."""
+    import numpy as np
+    import torch
+
+    from .backends.onnx_backend import OnnxRunner
+
+    if variant == "fp16":
+        return {"checked": False, "reason": "fp16 runs on CUDA only; checked when first loaded on a GPU"}
+    torch_model = load_torch_model(source)
+    ids = probe_ids(source, torch_model.config.n_positions)
+    with torch.inference_mode():
+        expected = torch_model(torch.tensor([ids])).logits[0].float().numpy()  # (T, V)
+    runner = OnnxRunner(model_path, providers=["CPUExecutionProvider"])
+    got, _ = runner.prefill(ids)
+    got = got.numpy()
+    diff = float(np.abs(got - expected).max())
+    agreement = float((got.argmax(-1) == expected.argmax(-1)).mean())
+    if not np.isfinite(got).all():
+        raise PlaygroundError(f"The {variant} export produced non-finite logits: export broken, not installed.")
+    if variant == "fp32" and diff > FP32_VERIFY_ATOL:
+        raise PlaygroundError(f"The fp32 export differs from PyTorch by {diff:.2e} (> {FP32_VERIFY_ATOL}): not installed.")
+    return {"checked": True, "probe_tokens": len(ids), "max_abs_logit_diff": round(diff, 6), "top1_agreement": round(agreement, 4)}
+
+
+def export_folder(source: ModelSource, variant: str, root: Path | None = None) -> Path:
+    return Path(root or exports_dir()) / model_slug(source) / variant
+
+
+def read_valid_manifest(folder: Path, source: ModelSource, variant: str, fingerprint: str | None = None) -> dict | None:
+    """The manifest of a complete, matching, intact export, or None if anything is off (then it is rebuilt)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if (
+        manifest.get("format_version") != FORMAT_VERSION
+        or manifest.get("variant") != variant
+        or manifest.get("source", {}).get("sha256") != (fingerprint or source_fingerprint(source))
+    ):
+        return None
+    for name, meta in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != meta["bytes"] or file_sha256(path) != meta["sha256"]:
+            return None
+    return manifest if manifest.get("files") else None
+
+
+def ensure_export(source: ModelSource, variant: str, root: Path | None = None, progress: bool = True) -> tuple[Path, dict]:
+    """A verified export of `source` in `variant`: reused when its manifest matches, else (re)built.
+
+    The build happens in a temporary folder beside the target and is renamed into place only after
+    it loaded and matched PyTorch; a crash mid-way leaves the old export (or nothing), never half of one.
+    """
+    import onnx
+    from tqdm.auto import tqdm
+
+    if variant not in VARIANT_SPECS:
+        raise PlaygroundError(f"Unknown ONNX variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    folder = export_folder(source, variant, root)
+    fingerprint = source_fingerprint(source)
+    manifest = read_valid_manifest(folder, source, variant, fingerprint)
+    if manifest is not None:
+        return folder / MODEL_FILE, manifest
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    stages = ["export with optimum", f"make {variant}", "verify against PyTorch", "install"]
+    bar = tqdm(total=len(stages), desc=f"ONNX export {source.name} {variant}", unit="stage", disable=not progress)
+    with tempfile.TemporaryDirectory(prefix=f".{variant}-", dir=folder.parent) as tmp:
+        tmp = Path(tmp)
+        bar.set_postfix_str(stages[0])
+        raw = _export_fp32(source, tmp / "raw")
+        bar.update()
+        bar.set_postfix_str(stages[1])
+        build = tmp / variant
+        build.mkdir()
+        _make_variant(raw, variant, build / MODEL_FILE)
+        bar.update()
+        bar.set_postfix_str(stages[2])
+        verification = _verify(source, build / MODEL_FILE, variant)
+        bar.update()
+        bar.set_postfix_str(stages[3])
+        graph = onnx.load(str(build / MODEL_FILE), load_external_data=False)
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(build.iterdir()) if p.is_file()}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "source": {"name": source.name, "location": source.location, "sha256": fingerprint},
+            "variant": variant,
+            "description": VARIANT_SPECS[variant].description,
+            "opset": OPSET,
+            "files": files,
+            "size_mb": round(sum(f["bytes"] for f in files.values()) / 1e6, 2),
+            "lm_head_tied": lm_head_is_tied(graph),
+            "weights": weight_stats(graph),
+            "verification": verification,
+            "versions": library_versions(),
+            "export_seconds": round(time.perf_counter() - started, 1),
+        }
+        (build / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        build.rename(folder)
+        bar.update()
+    bar.close()
+    return folder / MODEL_FILE, manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m playground.export", description="Build a verified ONNX export ahead of time.")
+    parser.add_argument("--model", default="demo", help="hub id, local folder, or demo (default: demo)")
+    parser.add_argument("--variant", default="fp32", choices=VARIANTS)
+    args = parser.parse_args(argv)
+    try:
+        source = resolve_model(args.model)
+        path, manifest = ensure_export(source, args.variant)
+    except PlaygroundError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(json.dumps({k: manifest[k] for k in ("variant", "size_mb", "lm_head_tied", "weights", "verification", "export_seconds")}, indent=2))
+    print(f"Export ready: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
