@@ -13,6 +13,8 @@ def main(url: str, out: str) -> None:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
+        page.locator("#token-view").wait_for()
+        page.wait_for_timeout(1000)
         page.locator("#prompt textarea").fill("The return value of a function is")
         page.locator("#generate-btn").click()
         page.wait_for_function("document.querySelector('#stats') && /tokens\\/s/.test(document.querySelector('#stats').innerText) && !/generating/.test(document.querySelector('#stats').innerText)", timeout=60000)

@@ -23,8 +23,19 @@ def page(launched_app):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(launched_app)
+        page.locator("#token-view").wait_for()  # the front end has rendered ...
+        page.wait_for_timeout(1000)  # ... and settled its initial values
+
         yield page
         browser.close()
+
+
+def fill(locator, text):
+    """Fill a field and wait until the app holds that value (a fill that races the front end is retried)."""
+    from playwright.sync_api import expect
+
+    locator.fill(text)
+    expect(locator).to_have_value(text, timeout=10_000)
 
 
 def wait_until_done(page):
@@ -36,9 +47,12 @@ def wait_until_done(page):
 
 def test_generate_shows_text_stats_and_token_view(page):
     hostile = '<img src=x onerror="window.pwned=1">'
-    page.locator("#prompt textarea").fill(f"The value {hostile}")
-    page.locator("#seed input, #seed textarea").first.fill("5")
-    page.locator("#max-new-tokens input[type=number]").fill("12")
+    fill(page.locator("#prompt textarea"), f"The value {hostile}")
+    fill(page.locator("#seed input, #seed textarea").first, "5")
+    fill(page.locator("#max-new-tokens input[type=number]"), "12")
+    from playwright.sync_api import expect
+
+    expect(page.locator("#prompt textarea")).to_have_value(f"The value {hostile}")
     page.locator("#generate-btn").click()
     wait_until_done(page)
     output = page.locator("#output textarea").input_value()
@@ -62,3 +76,12 @@ def test_rank_colour_mode_shows_its_legend(page):
     page.get_by_label("Rank (GLTR)").check()
     page.wait_for_function("() => document.body.innerText.includes('Rank of the chosen token (GLTR)')", timeout=10_000)
     assert page.locator("#token-view .tok").count() > 0
+
+
+def test_switching_to_onnx_generates_on_onnx_runtime(page):
+    page.get_by_label("ONNX Runtime").check()
+    page.locator("#generate-btn").click()
+    page.wait_for_function("() => /onnx fp32/.test(document.querySelector('#stats')?.innerText || '')", timeout=120_000)
+    wait_until_done(page)
+    assert "CPUExecutionProvider" in page.locator("#stats").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "generate-tab-onnx.png"), full_page=True)

@@ -122,8 +122,7 @@ def stats_markdown(result: GenerationResult | None, running: bool = False) -> st
 
 def banner_html(model_name: str, requested: str, notice: str | None) -> str:
     text = f"Model in use: <b>{escape(model_name)}</b>"
-    if requested != model_name and requested != "demo":
-        text += f" (asked for {escape(requested)})"
     if notice:
+        text += f" (asked for {escape(requested)})"
         return f'<div class="banner warn">{text}. {escape(notice)}</div>'
     return f'<div class="banner">{text}</div>'
