@@ -22,11 +22,13 @@ from .paths import exports_dir
 
 VARIANTS = ("fp32", "fp16", "int8", "int4")
 MANIFEST = "manifest.json"
-MODEL_FILE = "model.onnx"
-FORMAT_VERSION = 1  # bump when the export recipe changes: older exports are then rebuilt
+MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
+ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities
+FORMAT_VERSION = 2  # bump when the export recipe changes: older exports are then rebuilt
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
+FP32_ATTENTION_ATOL = 1e-4
 PROBE_TEXT = "The return value of a function is the value of the expression after the return statement."
 
 
@@ -214,6 +216,30 @@ def _export_fp32(source: ModelSource, out_dir: Path) -> Path:
     return out_dir / MODEL_FILE
 
 
+def _export_attention_graph(source: ModelSource, out_dir: Path) -> Path:
+    """optimum's decoder export without cache, with `attentions.{layer}` outputs (eager attention)."""
+    import warnings
+
+    from optimum.exporters.onnx import onnx_export_from_model
+    from optimum.exporters.onnx.model_configs import GPT2OnnxConfig
+
+    class WithAttentions(GPT2OnnxConfig):
+        @property
+        def outputs(self):
+            outputs = super().outputs
+            for layer in range(self._normalized_config.num_layers):
+                outputs[f"attentions.{layer}"] = {0: "batch_size", 2: "sequence_length", 3: "sequence_length"}  # (B, H, T, T)
+            return outputs
+
+    model = load_torch_model(source)
+    config = WithAttentions(model.config, task="text-generation")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_export_from_model(model, out_dir, task="text-generation", custom_onnx_configs={"model": config},
+                               model_kwargs={"output_attentions": True}, opset=OPSET, do_validation=False)
+    return out_dir / MODEL_FILE
+
+
 def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
     import onnx
 
@@ -273,16 +299,25 @@ def _verify(source: ModelSource, model_path: Path, variant: str) -> dict:
     ids = probe_ids(source, torch_model.config.n_positions)
     with torch.inference_mode():
         expected = torch_model(torch.tensor([ids])).logits[0].float().numpy()  # (T, V)
+    from .backends.onnx_backend import AttentionRunner
+
+    with torch.inference_mode():
+        expected_attention = torch.stack(torch_model(torch.tensor([ids]), output_attentions=True).attentions)[:, 0].numpy()
     runner = OnnxRunner(model_path, providers=["CPUExecutionProvider"])
     got, _ = runner.prefill(ids)
     got = got.numpy()
+    attention = AttentionRunner(model_path.parent / ATTENTION_FILE, ["CPUExecutionProvider"]).attention(ids)  # (L, H, T, T)
     diff = float(np.abs(got - expected).max())
+    attention_diff = float(np.abs(attention - expected_attention).max())
     agreement = float((got.argmax(-1) == expected.argmax(-1)).mean())
-    if not np.isfinite(got).all():
-        raise PlaygroundError(f"The {variant} export produced non-finite logits: export broken, not installed.")
-    if variant == "fp32" and diff > FP32_VERIFY_ATOL:
-        raise PlaygroundError(f"The fp32 export differs from PyTorch by {diff:.2e} (> {FP32_VERIFY_ATOL}): not installed.")
-    return {"checked": True, "probe_tokens": len(ids), "max_abs_logit_diff": round(diff, 6), "top1_agreement": round(agreement, 4)}
+    if not np.isfinite(got).all() or not np.isfinite(attention).all():
+        raise PlaygroundError(f"The {variant} export produced non-finite outputs: export broken, not installed.")
+    if variant == "fp32" and (diff > FP32_VERIFY_ATOL or attention_diff > FP32_ATTENTION_ATOL):
+        raise PlaygroundError(
+            f"The fp32 export differs from PyTorch (logits by {diff:.2e}, attention by {attention_diff:.2e}): not installed."
+        )
+    return {"checked": True, "probe_tokens": len(ids), "max_abs_logit_diff": round(diff, 6),
+            "max_abs_attention_diff": round(attention_diff, 7), "top1_agreement": round(agreement, 4)}
 
 
 def export_folder(source: ModelSource, variant: str, root: Path | None = None) -> Path:
@@ -327,17 +362,19 @@ def ensure_export(source: ModelSource, variant: str, root: Path | None = None, p
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    stages = ["export with optimum", f"make {variant}", "verify against PyTorch", "install"]
+    stages = ["export with optimum (decoder and attention graphs)", f"make {variant}", "verify against PyTorch", "install"]
     bar = tqdm(total=len(stages), desc=f"ONNX export {source.name} {variant}", unit="stage", disable=not progress)
     with tempfile.TemporaryDirectory(prefix=f".{variant}-", dir=folder.parent) as tmp:
         tmp = Path(tmp)
         bar.set_postfix_str(stages[0])
         raw = _export_fp32(source, tmp / "raw")
+        raw_attention = _export_attention_graph(source, tmp / "raw-attention")
         bar.update()
         bar.set_postfix_str(stages[1])
         build = tmp / variant
         build.mkdir()
         _make_variant(raw, variant, build / MODEL_FILE)
+        _make_variant(raw_attention, variant, build / ATTENTION_FILE)
         bar.update()
         bar.set_postfix_str(stages[2])
         verification = _verify(source, build / MODEL_FILE, variant)

@@ -144,3 +144,32 @@ def test_io_binding_path_gives_the_same_logits(onnx_backends, tiny_source):
         assert np.allclose(a.numpy(), b.numpy(), atol=1e-6)
         (a, ca), (b, cb) = plain.step(token, ca), bound.step(token, cb)
     assert np.allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+ATTENTION_ATOL = 1e-4
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
+def test_onnx_attention_is_causal_normalised_and_its_own(tiny_backend, tiny_source, onnx_backends, variant):
+    ids = tiny_source.tokenizer(PROMPT * 3)["input_ids"][:40]
+    onnx_attention = onnx_backends[variant].attention(ids)  # (L, H, T, T), from the ONNX graph
+    torch_attention = tiny_backend.attention(ids)
+    n_layer, n_head = tiny_backend.model.config.n_layer, tiny_backend.model.config.n_head
+    assert onnx_attention.shape == torch_attention.shape == (n_layer, n_head, len(ids), len(ids))
+    for attention in (onnx_attention, torch_attention):
+        assert np.allclose(attention.sum(-1), 1.0, atol=1e-5)  # each query's row is a distribution
+        assert np.abs(np.triu(attention, k=1)).max() == 0.0  # no query attends to a later token
+    diff = np.abs(onnx_attention - torch_attention).max()
+    if variant == "fp32":
+        assert diff < ATTENTION_ATOL
+    else:
+        assert 0 < diff < 0.5  # quantized: the variant's own numbers, close to but not equal to fp32
+
+
+def test_damaged_attention_graph_is_rebuilt(tiny_source, exports_root, onnx_backends):
+    from playground.export import ATTENTION_FILE
+
+    folder = export_folder(tiny_source, "int4", exports_root)
+    (folder / ATTENTION_FILE).write_bytes(b"not a model")
+    path, manifest = ensure_export(tiny_source, "int4", exports_root, progress=False)
+    assert (folder / ATTENTION_FILE).stat().st_size == manifest["files"][ATTENTION_FILE]["bytes"] > 1000

@@ -43,3 +43,7 @@ class Backend(ABC):
     @abstractmethod
     def step(self, token_id: int, cache: Any) -> tuple[Any, Any]:
         """Feed one token after the cached ones. Returns (logits of shape (V,), new cache)."""
+
+    @abstractmethod
+    def attention(self, input_ids: list[int]) -> Any:
+        """Attention probabilities of a whole sequence, computed by this backend: numpy (layers, heads, T, T)."""

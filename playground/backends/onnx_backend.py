@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import DeviceError
-from ..export import check_variant_runs_on, ensure_export
+from ..export import ATTENTION_FILE, check_variant_runs_on, ensure_export
 from ..models import ModelSource
 from .base import Backend, BackendInfo
 
@@ -104,6 +104,29 @@ class OnnxRunner:
         return torch.from_numpy(logits[-1].astype(np.float32, copy=False)), (present, past_len + 1)
 
 
+class AttentionRunner:
+    """The attention graph of an export: one pass over a whole sequence, all layers' attention probabilities."""
+
+    def __init__(self, model_path: Path, providers: list[str], threads: int | None = None):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(model_path), session_options(threads), providers=providers)
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.attention_names = sorted((o.name for o in self.session.get_outputs() if o.name.startswith("attentions.")),
+                                      key=lambda name: int(name.split(".")[1]))
+
+    def attention(self, ids: list[int]) -> np.ndarray:
+        """Attention probabilities (L, H, T, T) for `ids`: row q holds what query position q attended to."""
+        n = len(ids)
+        feed = {
+            "input_ids": np.asarray([ids], dtype=np.int64),
+            "attention_mask": np.ones((1, n), dtype=np.int64),
+            "position_ids": np.arange(n, dtype=np.int64)[None],
+        }
+        outputs = self.session.run(self.attention_names, {k: v for k, v in feed.items() if k in self.input_names})
+        return np.stack([o[0] for o in outputs]).astype(np.float32)  # L x (H, T, T)
+
+
 def resolve_onnx_device(requested: str = "auto") -> tuple[str, str | None]:
     """`--device` for ONNX: CUDA when asked for (or auto) and listed; else CPU, with a note when CUDA was asked for."""
     if requested not in {"auto", "cpu", "cuda"}:
@@ -133,6 +156,8 @@ class OnnxBackend(Backend):
         self.model_path, self.manifest = ensure_export(source, variant, exports_root, progress=progress)
         providers = [CUDA, CPU] if device == "cuda" else [CPU]
         self.runner = OnnxRunner(self.model_path, providers, threads=threads)
+        self._attention_args = (self.model_path.parent / ATTENTION_FILE, providers, threads)
+        self._attention_runner: AttentionRunner | None = None
         if device == "cuda" and self.runner.provider != CUDA:
             # onnxruntime-gpu may list CUDA yet silently fall back: say so, and refuse GPU-only variants.
             notice = f"The CUDA provider failed to initialise ({self.runner.provider} is running): running on the CPU."
@@ -154,3 +179,8 @@ class OnnxBackend(Backend):
 
     def step(self, token_id: int, cache: Any) -> tuple[torch.Tensor, Any]:
         return self.runner.step(token_id, cache)
+
+    def attention(self, input_ids: list[int]) -> np.ndarray:
+        if self._attention_runner is None:  # created on first use: most runs never open the attention view
+            self._attention_runner = AttentionRunner(*self._attention_args)
+        return self._attention_runner.attention(input_ids)

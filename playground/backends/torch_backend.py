@@ -52,3 +52,9 @@ class TorchBackend(Backend):
         ids = torch.tensor([[token_id]], device=self.device)  # (1, 1)
         out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
         return out.logits[0, -1].float().cpu(), out.past_key_values  # (V,)
+
+    @torch.inference_mode()
+    def attention(self, input_ids: list[int]):
+        ids = torch.tensor([input_ids], device=self.device)  # (1, T)
+        attentions = self.model(input_ids=ids, output_attentions=True).attentions  # L x (1, H, T, T)
+        return torch.stack(attentions)[:, 0].float().cpu().numpy()  # (L, H, T, T)
