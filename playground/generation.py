@@ -51,6 +51,10 @@ class TokenRecord:
         data["top"] = [{"token_id": i, "text": t, "prob": p} for i, t, p in self.top]
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "TokenRecord":
+        return cls(**(data | {"top": [(a["token_id"], a["text"], a["prob"]) for a in data.get("top", [])]}))
+
 
 @dataclass
 class GenerationResult:
@@ -67,6 +71,7 @@ class GenerationResult:
     dropped_prompt_tokens: int = 0
     ttft_ms: float | None = None
     decode_ms: float = 0.0
+    run_id: int | None = None  # set once the run is saved to the history
 
     @property
     def prompt_perplexity(self) -> float | None:
@@ -105,9 +110,34 @@ class GenerationResult:
             "settings": self.settings.to_dict(),
             "metrics": self.metrics(),
             "notices": list(self.notices),
+            "run_id": self.run_id,
             "prompt_tokens": [t.to_dict() for t in self.prompt_tokens],
             "tokens": [t.to_dict() for t in self.tokens],
         }
+
+
+def result_from_saved(run: dict) -> GenerationResult:
+    """A GenerationResult from a history row (JSON columns decoded), for the views that show a stored run."""
+    settings = dict(run.get("settings") or {})
+    settings["stop_sequences"] = tuple(settings.get("stop_sequences") or ())
+    metrics = run.get("metrics") or {}
+    info = BackendInfo(model=run.get("model") or "?", backend=run.get("backend") or "?", variant=run.get("variant") or "?",
+                       provider=run.get("provider") or "?", context_length=0)
+    tokens = run.get("tokens") or {}
+    return GenerationResult(
+        prompt=run.get("prompt") or "",
+        settings=GenerationSettings(**settings),
+        info=info,
+        prompt_tokens=[TokenRecord.from_dict(t) for t in tokens.get("prompt", [])],
+        tokens=[TokenRecord.from_dict(t) for t in tokens.get("output", [])],
+        text=run.get("output") or "",
+        finish_reason=metrics.get("finish_reason") or run.get("status") or "?",
+        notices=list(metrics.get("notices") or []),
+        dropped_prompt_tokens=metrics.get("dropped_prompt_tokens") or 0,
+        ttft_ms=metrics.get("ttft_ms"),
+        decode_ms=metrics.get("decode_ms") or 0.0,
+        run_id=run.get("id"),
+    )
 
 
 def build_logits_processors(settings: GenerationSettings) -> LogitsProcessorList:

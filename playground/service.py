@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
+from typing import Iterator
 
 from .backends.base import Backend
 from .config import GenerationSettings
 from .errors import PlaygroundError
-from .generation import Generation
+from .generation import Generation, TokenRecord
+from .history import HistoryStore
 from .models import ModelSource
 
 BACKENDS = ("torch", "onnx")
@@ -23,8 +26,11 @@ class Playground:
     """
 
     def __init__(self, source: ModelSource, device: str = "auto", default_backend: str = "torch",
-                 default_variant: str = "fp32", exports_root: Path | None = None):
+                 default_variant: str = "fp32", exports_root: Path | None = None,
+                 history: HistoryStore | None = None, history_disabled: str | None = None):
         self.source = source
+        self.history = history
+        self.history_disabled = history_disabled  # why there is no history, shown in the UI
         self.device = device
         self.default_backend = default_backend
         self.default_variant = default_variant
@@ -67,6 +73,37 @@ class Playground:
             with self._stop_lock:
                 self._stop_events[session] = stop_event
         return Generation(self.backend(backend, variant), self.source, prompt, settings, stop_event=stop_event)
+
+    def stream(self, run: Generation, session: str | None = None, parent_run_id: int | None = None,
+               branch_position: int | None = None) -> Iterator[TokenRecord]:
+        """Iterate a run and save it to the history when it ends: complete, stopped, abandoned or failed.
+
+        A client that disconnects mid-stream closes this generator (GeneratorExit): the run is saved
+        as stopped with what it had produced.
+        """
+        status, error = "complete", None
+        try:
+            yield from run
+            if run.result.finish_reason == "stopped":
+                status = "stopped"
+        except GeneratorExit:
+            status = "stopped"
+            raise
+        except Exception as exc:
+            status, error = "error", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.finish(session, run)
+            self._save(run, status, error, parent_run_id, branch_position)
+
+    def _save(self, run: Generation, status: str, error: str | None, parent_run_id: int | None, branch_position: int | None) -> None:
+        if self.history is None:
+            return
+        try:
+            run.result.run_id = self.history.save_run(run.result.to_dict(), status, error, parent_run_id, branch_position)
+        except sqlite3.Error as exc:
+            # Disk full, file removed, ...: the user still gets their output, and is told it was not saved.
+            run.result.notices.append(f"This run was not saved to the history: {exc}.")
 
     def stop(self, session: str | None) -> bool:
         """Ask the session's running generation to end after its current token; False when none was running."""

@@ -12,6 +12,10 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# Never touch the user's real history (subprocesses inherit this too).
+import tempfile  # noqa: E402
+
+os.environ["GPT2_PLAYGROUND_DB"] = str(Path(tempfile.mkdtemp(prefix="gpt2-playground-tests-")) / "history.db")
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -67,12 +71,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def launched_app(tiny_source, tmp_path_factory):
-    """The real Gradio app on the tiny model, served on a free loopback port (exports in a temporary folder)."""
+def app_history(tmp_path_factory):
+    """The launched app's history file."""
+    from playground.history import HistoryStore
+
+    return HistoryStore(tmp_path_factory.mktemp("app-history") / "history.db")
+
+
+@pytest.fixture(scope="session")
+def launched_app(tiny_source, tmp_path_factory, app_history):
+    """The real Gradio app on the tiny model, served on a free loopback port (exports and history in temporary folders)."""
     from playground.service import Playground
     from playground.ui.app import build_demo, launch_kwargs
 
-    playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("app-exports"))
+    playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("app-exports"), history=app_history)
     demo = build_demo(playground)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield demo.local_url

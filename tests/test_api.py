@@ -78,3 +78,12 @@ def test_unrunnable_variant_is_refused_with_what_would_run(client):
         client.predict(prompt="x", max_new_tokens=2, backend="onnx", variant="fp16", api_name="/generate")
     with pytest.raises(AppError, match="Unknown backend 'tensorflow'"):
         client.predict(prompt="x", max_new_tokens=2, backend="tensorflow", api_name="/generate")
+
+
+def test_each_api_run_is_saved_once(client, app_history):
+    before = app_history.count()
+    text, run = client.predict(prompt="Saved <i>once</i>", max_new_tokens=6, seed=9, api_name="/generate")
+    assert app_history.count() == before + 1
+    row = app_history.get(run["run_id"])
+    assert row["output"] == text and row["prompt"] == "Saved <i>once</i>" and row["settings"]["seed"] == 9
+    assert row["status"] == "complete" and row["backend"] == "torch"

@@ -1,0 +1,337 @@
+"""The SQLite history of every run (sqlite-utils): saved when a run ends, searchable, exportable, migrated in place.
+
+`python -m playground.history list|search|show|export|delete` works on the same file from a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sqlite3
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from .errors import PlaygroundError
+
+APP_DIR_NAME = "gpt2-playground"
+DB_ENV = "GPT2_PLAYGROUND_DB"
+BUSY_TIMEOUT_S = 30.0
+JSON_COLUMNS = ("settings", "tokens", "metrics")
+LIST_COLUMNS = ("id", "created_at", "model", "backend", "variant", "provider", "prompt", "output", "status", "metrics")
+STATUSES = ("complete", "stopped", "error")
+
+
+class HistoryUnavailable(PlaygroundError):
+    """The history file cannot be used; the app keeps generating without it."""
+
+
+def default_db_path() -> Path:
+    """`$GPT2_PLAYGROUND_DB`, else the platform's per-user data folder (never inside the repo or a served folder)."""
+    if os.environ.get(DB_ENV):
+        return Path(os.environ[DB_ENV]).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / APP_DIR_NAME / "history.db"
+
+
+# --- schema: numbered migrations, never edited once released ---------------------------------------
+
+migrations = Migrations("gpt2-playground")
+
+
+@migrations(name="m001_runs")
+def m001_runs(db: Database) -> None:
+    """The first schema: one row per run, JSON columns, full-text search over prompt and output."""
+    db.table("runs").create(
+        {
+            "id": int,
+            "created_at": str,  # UTC ISO 8601
+            "model": str,
+            "backend": str,
+            "variant": str,
+            "provider": str,
+            "prompt": str,
+            "settings": str,  # JSON: every sampling setting, seed included
+            "output": str,
+            "tokens": str,  # JSON: per-token records, prompt and output
+            "metrics": str,  # JSON: ttft_ms, decode_tokens_per_s, token counts, prompt_perplexity, ...
+            "status": str,  # complete, stopped, error
+            "error": str,
+        },
+        pk="id",
+        not_null={"created_at", "prompt", "status"},
+    )
+    db.table("runs").create_index(["created_at"])
+    db.table("runs").enable_fts(["prompt", "output"], create_triggers=True)
+
+
+@migrations(name="m002_branches")
+def m002_branches(db: Database) -> None:
+    """Runs can branch from a token of another run: remember which run, and where."""
+    db.table("runs").add_column("parent_run_id", int)
+    db.table("runs").add_column("branch_position", int)
+    db.table("runs").create_index(["model", "backend"])
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+def _decode(row: dict) -> dict:
+    for column in JSON_COLUMNS:
+        if isinstance(row.get(column), str):
+            row[column] = json.loads(row[column])
+    return row
+
+
+class HistoryStore:
+    """A history file shared by all of Gradio's worker threads (and other processes).
+
+    Every operation opens its own connection: a Gradio streaming generator resumes on any thread,
+    and a sqlite3 connection refuses use from a thread other than its creator's. Every write
+    starts with BEGIN IMMEDIATE, so concurrent writers queue on the busy timeout; a deferred
+    transaction that reads (the FTS triggers do) and then writes fails at once with "database is
+    locked" when another writer got there first, whatever the timeout.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path).expanduser()
+        self._check_readable()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._connect() as db:
+                db.enable_wal()
+                migrations.apply(db)
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(f"History file {self.path} cannot be used ({exc}). It was left untouched.") from exc
+
+    def _check_readable(self) -> None:
+        """Refuse a file that is not a healthy SQLite database, reading it only (it is never modified)."""
+        if not self.path.exists():
+            return
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+            try:
+                result = conn.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(f"History file {self.path} is not a readable SQLite database ({exc}); it was left untouched. "
+                                     "Move it aside or start with --db PATH to keep a new history.") from exc
+        if result != "ok":
+            raise HistoryUnavailable(f"History file {self.path} is damaged ({result}); it was left untouched. "
+                                     "Move it aside or start with --db PATH to keep a new history.")
+
+    @contextmanager
+    def _connect(self) -> Iterator[Database]:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        try:
+            yield Database(conn)
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Database]:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting up to the busy timeout
+            try:
+                yield db
+            except BaseException:
+                db.rollback()
+                raise
+            db.commit()
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def save_run(self, run: dict, status: str, error: str | None = None, parent_run_id: int | None = None,
+                 branch_position: int | None = None) -> int:
+        """Insert a finished run (GenerationResult.to_dict() shape); returns its id."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        row = {
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "model": run.get("model"),
+            "backend": run.get("backend"),
+            "variant": run.get("variant"),
+            "provider": run.get("provider"),
+            "prompt": run.get("prompt", ""),
+            "settings": json.dumps(run.get("settings", {})),
+            "output": run.get("text", ""),
+            "tokens": json.dumps({"prompt": run.get("prompt_tokens", []), "output": run.get("tokens", [])}),
+            "metrics": json.dumps(run.get("metrics", {}) | {"finish_reason": run.get("finish_reason"), "notices": run.get("notices", [])}),
+            "status": status,
+            "error": error,
+            "parent_run_id": parent_run_id,
+            "branch_position": branch_position,
+        }
+        with self._write() as db:
+            return db.table("runs").insert(row).last_pk
+
+    def delete(self, run_id: int) -> bool:
+        """Delete one run; False when there was no such run."""
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM runs WHERE id = ?", [run_id])
+            return cursor.rowcount > 0
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def get(self, run_id: int) -> dict | None:
+        with self._connect() as db:
+            rows = list(db.table("runs").rows_where("id = ?", [run_id]))
+        return _decode(rows[0]) if rows else None
+
+    def _filters(self, model: str | None, backend: str | None) -> tuple[str | None, dict]:
+        clauses, args = [], {}
+        if model:
+            clauses.append("model = :model")
+            args["model"] = model
+        if backend:
+            clauses.append("backend = :backend")
+            args["backend"] = backend
+        return (" and ".join(clauses) or None), args
+
+    def recent(self, limit: int = 100, model: str | None = None, backend: str | None = None, full: bool = False) -> list[dict]:
+        """Newest first; without `full`, the per-token records are left out (they are large)."""
+        where, args = self._filters(model, backend)
+        columns = None if full else list(LIST_COLUMNS)
+        with self._connect() as db:
+            rows = db.table("runs").rows_where(where, args, order_by="id desc", limit=limit, select=", ".join(columns) if columns else "*")
+            return [_decode(r) for r in rows]
+
+    def search(self, query: str, limit: int = 100, model: str | None = None, backend: str | None = None) -> list[dict]:
+        """Full-text search over prompt and output, best match first.
+
+        The query is taken literally: its words must all appear (FTS operators, quotes and
+        punctuation are not syntax), so no input can be a syntax error. An empty query lists
+        recent runs; one with no words finds nothing.
+        """
+        if not query or not query.strip():
+            return self.recent(limit, model, backend)
+        words = re.findall(r"\w+", query)
+        if not words:
+            return []
+        # Each word a quoted FTS5 string: '"word"' can hold nothing but a term (sqlite-utils' own
+        # quoting still lets a lone '"' through as a syntax error).
+        fts_query = " ".join(f'"{word}"' for word in words)
+        where, args = self._filters(model, backend)
+        with self._connect() as db:
+            rows = db.table("runs").search(fts_query, columns=list(LIST_COLUMNS), limit=limit, where=where, where_args=args)
+            return [_decode(r) for r in rows]
+
+    def distinct(self, column: str) -> list[str]:
+        if column not in {"model", "backend", "variant"}:
+            raise ValueError(column)
+        with self._connect() as db:
+            return [r[0] for r in db.execute(f"SELECT DISTINCT {column} FROM runs WHERE {column} IS NOT NULL ORDER BY 1").fetchall()]
+
+    def count(self) -> int:
+        with self._connect() as db:
+            return db.table("runs").count
+
+    # --- export ---------------------------------------------------------------------------------
+
+    def export(self, path: Path | str, fmt: str, run_ids: list[int] | None = None) -> int:
+        """Write runs (all, or `run_ids`) as JSONL (everything, JSON columns nested) or CSV (JSON columns as text)."""
+        path = Path(path)
+        with self._connect() as db:
+            if run_ids is None:
+                rows = list(db.table("runs").rows_where(order_by="id"))
+            else:
+                marks = ", ".join("?" for _ in run_ids)
+                rows = list(db.table("runs").rows_where(f"id in ({marks})", list(run_ids), order_by="id"))
+        if fmt == "jsonl":
+            with open(path, "w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(_decode(dict(row)), ensure_ascii=False) + "\n")
+        elif fmt == "csv":
+            with open(path, "w", encoding="utf-8", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id"])
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            raise PlaygroundError(f"Unknown export format {fmt!r}; use jsonl or csv.")
+        return len(rows)
+
+
+def open_history(path: Path | str | None) -> tuple[HistoryStore | None, str | None]:
+    """The store, or (None, why it is disabled): a bad history file never stops the app."""
+    try:
+        return HistoryStore(path or default_db_path()), None
+    except (HistoryUnavailable, OSError) as exc:
+        return None, str(exc)
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def _summary(row: dict) -> str:
+    metrics = row.get("metrics") or {}
+    tps = metrics.get("decode_tokens_per_s")
+    prompt = " ".join((row.get("prompt") or "").split())[:50]
+    return (f"{row['id']:>5}  {row['created_at'][:19]}  {row.get('model') or '':<14} {row.get('backend') or ''}/{row.get('variant') or '':<5} "
+            f"{(f'{tps:.1f} tok/s' if tps else '-'):>11}  {row['status']:<8}  {prompt}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m playground.history", description="Browse the playground's run history.")
+    parser.add_argument("--db", type=Path, default=None, help=f"history file (default: ${DB_ENV} or {default_db_path()})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_list = sub.add_parser("list", help="recent runs")
+    p_list.add_argument("--limit", type=int, default=20)
+    p_list.add_argument("--model")
+    p_list.add_argument("--backend")
+    p_search = sub.add_parser("search", help="full-text search over prompt and output")
+    p_search.add_argument("query")
+    p_search.add_argument("--limit", type=int, default=20)
+    p_show = sub.add_parser("show", help="one run as JSON")
+    p_show.add_argument("id", type=int)
+    p_export = sub.add_parser("export", help="write runs as JSONL or CSV")
+    p_export.add_argument("path", type=Path)
+    p_export.add_argument("--format", choices=["jsonl", "csv"], default=None, help="default: from the file extension")
+    p_export.add_argument("--ids", type=int, nargs="*", default=None)
+    p_delete = sub.add_parser("delete", help="delete one run")
+    p_delete.add_argument("id", type=int)
+    args = parser.parse_args(argv)
+
+    try:
+        store = HistoryStore(args.db or default_db_path())
+        if args.command == "list":
+            for row in store.recent(args.limit, args.model, args.backend):
+                print(_summary(row))
+        elif args.command == "search":
+            for row in store.search(args.query, args.limit):
+                print(_summary(row))
+        elif args.command == "show":
+            row = store.get(args.id)
+            if row is None:
+                print(f"error: no run with id {args.id}", file=sys.stderr)
+                return 1
+            print(json.dumps(row, indent=2, ensure_ascii=False))
+        elif args.command == "export":
+            fmt = args.format or ("csv" if args.path.suffix == ".csv" else "jsonl")
+            print(f"Exported {store.export(args.path, fmt, args.ids)} runs to {args.path}")
+        elif args.command == "delete":
+            if not store.delete(args.id):
+                print(f"error: no run with id {args.id}", file=sys.stderr)
+                return 1
+            print(f"Deleted run {args.id}")
+    except PlaygroundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

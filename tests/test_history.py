@@ -1,0 +1,226 @@
+"""The SQLite history on real files: round trips, concurrent writers, migrations, bad files, search, export, CLI."""
+
+import csv
+import json
+import shutil
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from playground.config import GenerationSettings
+from playground.generation import generate, result_from_saved
+from playground.history import DB_ENV, HistoryStore, default_db_path, main, migrations, open_history
+from playground.service import Playground
+
+FIXTURE_V1 = Path(__file__).parent / "fixtures" / "history-v1.db"
+
+
+@pytest.fixture
+def store(tmp_path):
+    return HistoryStore(tmp_path / "history.db")
+
+
+@pytest.fixture(scope="module")
+def sample_run(tiny_backend, tiny_source):
+    """A real generation's record, as the app stores it."""
+    return generate(tiny_backend, tiny_source, "The value <b>of</b> the", GenerationSettings(max_new_tokens=8, seed=2)).to_dict()
+
+
+def test_saved_run_round_trips_into_the_views(store, sample_run):
+    run_id = store.save_run(sample_run, "complete")
+    row = store.get(run_id)
+    assert row["prompt"] == sample_run["prompt"] and row["output"] == sample_run["text"]
+    assert row["settings"] == sample_run["settings"] and row["settings"]["seed"] == 2
+    assert row["created_at"].endswith("+00:00")
+    assert row["tokens"]["output"] == sample_run["tokens"] and row["tokens"]["prompt"] == sample_run["prompt_tokens"]
+    assert row["metrics"]["decode_tokens_per_s"] == sample_run["metrics"]["decode_tokens_per_s"]
+    # ... and back into what the UI shows.
+    restored = result_from_saved(row)
+    assert [t.token_id for t in restored.tokens] == [t["token_id"] for t in sample_run["tokens"]]
+    assert restored.settings == GenerationSettings(**(sample_run["settings"] | {"stop_sequences": ()}))
+    assert restored.prompt_perplexity == pytest.approx(sample_run["metrics"]["prompt_perplexity"])
+
+
+def test_file_is_wal_and_plain_for_other_tools(store, sample_run):
+    store.save_run(sample_run, "complete")
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    settings_json = conn.execute("SELECT settings FROM runs").fetchone()[0]
+    assert json.loads(settings_json)["seed"] == 2  # a JSON text column, as Datasette and the sqlite-utils CLI expect
+    conn.close()
+
+
+def test_every_run_end_is_saved_once(tiny_source, tmp_path):
+    store = HistoryStore(tmp_path / "h.db")
+    playground = Playground(tiny_source, device="cpu", history=store)
+    settings = GenerationSettings(max_new_tokens=20, seed=1)
+
+    complete = playground.start("An object", settings)
+    list(playground.stream(complete))
+    stopped = playground.start("An object", settings, session="s")
+    for i, _ in enumerate(playground.stream(stopped, "s")):
+        if i == 2:
+            playground.stop("s")
+    abandoned = playground.start("An object", settings)
+    stream = playground.stream(abandoned)
+    next(stream), next(stream)
+    stream.close()  # what Gradio does when the browser goes away
+
+    rows = {r["id"]: r for r in store.recent()}
+    assert len(rows) == 3
+    assert rows[complete.result.run_id]["status"] == "complete"
+    assert rows[stopped.result.run_id]["status"] == "stopped" and rows[stopped.result.run_id]["output"] == stopped.result.text
+    assert rows[abandoned.result.run_id]["status"] == "stopped"
+
+
+def test_failed_run_is_saved_as_an_error(tiny_source, tmp_path):
+    store = HistoryStore(tmp_path / "h.db")
+    playground = Playground(tiny_source, device="cpu", history=store)
+    run = playground.start("An object", GenerationSettings(max_new_tokens=20, seed=1))
+    real_step = run.backend.step
+
+    class Exploding:
+        info = run.backend.info
+        computes_with_torch = True
+        prefill = run.backend.prefill
+
+        @staticmethod
+        def step(token_id, cache):
+            raise RuntimeError("device lost")
+
+    run.backend = Exploding()  # a backend that fails mid-run, as a dying GPU would
+    with pytest.raises(RuntimeError):
+        list(playground.stream(run))
+    assert real_step is not None
+    row = store.recent()[0]
+    assert row["status"] == "error" and "device lost" in store.get(row["id"])["error"]
+
+
+def test_concurrent_writers_lose_nothing(store, sample_run):
+    """8 threads x 25 runs at once, FTS triggers included: all 200 rows, no 'database is locked'."""
+    barrier = threading.Barrier(8)
+
+    def writer(thread_no: int) -> list[int]:
+        barrier.wait()
+        return [store.save_run(sample_run | {"prompt": f"writer{thread_no} run {i}"}, "complete") for i in range(25)]
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = [i for batch in pool.map(writer, range(8)) for i in batch]
+    assert len(set(ids)) == 200 and store.count() == 200
+    assert len(store.search("writer3", limit=500)) == 25
+
+
+def test_a_streaming_run_resumed_on_other_threads_is_saved(tiny_source, tmp_path):
+    """Gradio resumes a streaming generator on whatever worker thread is free: the save must not care."""
+    store = HistoryStore(tmp_path / "h.db")
+    playground = Playground(tiny_source, device="cpu", history=store)
+    stream = playground.stream(playground.start("An object", GenerationSettings(max_new_tokens=12, seed=1)))
+    with ThreadPoolExecutor(4) as pool:
+        while True:
+            if pool.submit(next, stream, None).result() is None:
+                break
+    assert store.count() == 1
+
+
+def test_first_schema_upgrades_in_place_without_losing_rows(tmp_path):
+    db_path = tmp_path / "old.db"
+    shutil.copyfile(FIXTURE_V1, db_path)
+    store = HistoryStore(db_path)
+    rows = store.recent()
+    assert len(rows) == 3 and {r["prompt"] for r in rows} >= {"A class is", "<b>bold</b> prompt"}
+    conn = sqlite3.connect(db_path)
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY applied_at")]
+    conn.close()
+    assert {"parent_run_id", "branch_position"} <= columns
+    assert applied == [m.name for m in migrations._migrations]
+    assert [r["id"] for r in store.search("template")] == [2]  # the old rows are still searchable
+    new_id = store.save_run({"prompt": "after upgrade", "text": "ok"}, "complete", parent_run_id=2, branch_position=3)
+    assert store.get(new_id)["parent_run_id"] == 2
+
+
+@pytest.mark.parametrize("content", [b"this is not a database" * 100, b"", "truncated"])
+def test_bad_file_disables_history_and_is_left_untouched(tmp_path, content):
+    path = tmp_path / "history.db"
+    if content == "truncated":
+        shutil.copyfile(FIXTURE_V1, path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    store, reason = open_history(path)
+    if content == b"":
+        assert store is not None  # an empty file is a valid, empty database
+        return
+    assert store is None and "left untouched" in reason and str(path) in reason
+    assert path.read_bytes() == before
+    assert not Path(str(path) + "-wal").exists()
+
+
+def test_generation_still_works_when_saving_fails(tiny_source, tmp_path):
+    store = HistoryStore(tmp_path / "h.db")
+    playground = Playground(tiny_source, device="cpu", history=store)
+    store.path.unlink()
+    store.path.mkdir()  # the file vanished and something else took its place
+    run = playground.start("An object", GenerationSettings(max_new_tokens=5, seed=1))
+    assert len(list(playground.stream(run))) == 5
+    assert run.result.run_id is None and "not saved to the history" in run.result.notices[-1]
+
+
+@pytest.mark.parametrize("query", ['"', "AND", "OR NOT", "NEAR(", "*", "a OR", "prompt:x", "'; DROP TABLE runs; --", "(((", "^", "\x00", "😀"])
+def test_hostile_search_queries_never_raise(store, sample_run, query):
+    store.save_run(sample_run, "complete")
+    assert isinstance(store.search(query), list)
+    assert store.count() == 1
+
+
+def test_search_and_filters(store, sample_run):
+    store.save_run(sample_run | {"prompt": "alpha beta"}, "complete")
+    store.save_run(sample_run | {"prompt": "gamma", "text": "beta delta", "backend": "onnx"}, "stopped")
+    assert {r["prompt"] for r in store.search("beta")} == {"alpha beta", "gamma"}
+    assert [r["prompt"] for r in store.search("beta", backend="onnx")] == ["gamma"]
+    assert [r["prompt"] for r in store.recent(backend="torch")] == ["alpha beta"]
+    assert store.distinct("backend") == ["onnx", "torch"]
+
+
+def test_exports_parse(store, sample_run, tmp_path):
+    ids = [store.save_run(sample_run | {"prompt": f'p{i}, "quoted"\nline'}, "complete") for i in range(3)]
+    assert store.export(tmp_path / "all.jsonl", "jsonl") == 3
+    lines = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in lines] == ids and lines[0]["tokens"]["output"][0]["token_id"] == sample_run["tokens"][0]["token_id"]
+    assert store.export(tmp_path / "some.csv", "csv", ids[1:]) == 2
+    with open(tmp_path / "some.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["id"]) for r in rows] == ids[1:] and rows[0]["prompt"] == 'p1, "quoted"\nline'
+    assert json.loads(rows[0]["settings"])["seed"] == 2
+
+
+def test_delete(store, sample_run):
+    run_id = store.save_run(sample_run, "complete")
+    assert store.delete(run_id) and store.get(run_id) is None
+    assert store.delete(run_id) is False and store.delete(12345) is False
+    assert store.search(sample_run["prompt"].split()[0]) == []  # the FTS index follows
+
+
+def test_default_location_is_outside_the_repo_and_overridable(monkeypatch, tmp_path):
+    monkeypatch.delenv(DB_ENV)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_db_path() == tmp_path / "gpt2-playground" / "history.db"
+    monkeypatch.setenv(DB_ENV, str(tmp_path / "elsewhere.db"))
+    assert default_db_path() == tmp_path / "elsewhere.db"
+
+
+def test_command_line(store, sample_run, tmp_path, capsys):
+    run_id = store.save_run(sample_run, "complete")
+    db = ["--db", str(store.path)]
+    assert main([*db, "list"]) == 0 and f"{run_id:>5}" in capsys.readouterr().out
+    assert main([*db, "search", "value"]) == 0 and "The value" in capsys.readouterr().out
+    assert main([*db, "show", str(run_id)]) == 0 and json.loads(capsys.readouterr().out)["id"] == run_id
+    assert main([*db, "export", str(tmp_path / "x.csv")]) == 0 and (tmp_path / "x.csv").is_file()
+    capsys.readouterr()
+    assert main([*db, "delete", "999"]) == 1 and "no run with id 999" in capsys.readouterr().err
+    assert main([*db, "delete", str(run_id)]) == 0 and store.count() == 0
