@@ -21,18 +21,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     parser.add_argument("--share", action="store_true", help="also make a public Gradio link")
+    parser.add_argument("--db", default=None,
+                        help="history database (default: $GPT2_PLAYGROUND_DB or the user data folder, "
+                             "e.g. ~/.local/share/gpt2-playground/history.db)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from .history import open_history
     from .models import resolve_model
     from .service import Playground
     from .ui.app import build_demo, launch_kwargs
 
     try:
         source = resolve_model(args.model)
-        playground = Playground(source, device=args.device, default_backend=args.backend, default_variant=args.variant)
+        history, history_disabled = open_history(args.db)
+        playground = Playground(source, device=args.device, default_backend=args.backend, default_variant=args.variant,
+                                history=history, history_disabled=history_disabled)
         info = playground.backend().info  # load now: a broken model fails here, not on the first click
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -40,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     if info.notice:
         print(info.notice, flush=True)
     print(f"Model in use: {info.label()}", flush=True)
+    if history is not None:
+        print(f"History: {history.path}", flush=True)
+    else:
+        print(f"History disabled: {history_disabled}", flush=True)
 
     demo = build_demo(playground)
     demo.launch(

@@ -85,3 +85,30 @@ def test_switching_to_onnx_generates_on_onnx_runtime(page):
     wait_until_done(page)
     assert "CPUExecutionProvider" in page.locator("#stats").inner_text()
     page.screenshot(path=str(ARTIFACTS / "generate-tab-onnx.png"), full_page=True)
+
+
+def test_history_lists_both_runs_and_reuse_reproduces_the_output(page):
+    page.get_by_role("tab", name="History").click()
+    rows = page.locator("#history-table .virtual-row")
+    rows.filter(has_text="onnx fp32").first.wait_for(timeout=30_000)
+    torch_row = rows.filter(has_text="torch").filter(has_text="The value").first
+    assert torch_row.is_visible()
+    assert page.locator("#history-table img").count() == 0  # the <img> prompt is text in the table too
+    assert '<img src=x onerror="window.pwned=1">' in torch_row.inner_text()
+
+    torch_row.locator('[data-col="4"]').click()
+    page.wait_for_function("() => /Run #/.test(document.querySelector('#history-run')?.innerText || '')", timeout=30_000)
+    saved_output = page.locator("#history-output textarea").input_value()
+    assert saved_output
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "history-tab.png"), full_page=True)
+
+    page.locator("#history-use").click()
+    from playwright.sync_api import expect
+
+    expect(page.locator("#prompt textarea")).to_have_value('The value <img src=x onerror="window.pwned=1">', timeout=10_000)
+    expect(page.locator("#seed input, #seed textarea").first).to_have_value("5")
+    page.locator("#generate-btn").click()
+    page.wait_for_function("() => /torch fp32/.test(document.querySelector('#stats')?.innerText || '')", timeout=60_000)
+    wait_until_done(page)
+    assert page.locator("#output textarea").input_value() == saved_output

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from html import escape
+
 import gradio as gr
 
 from ..config import GenerationSettings
 from ..errors import PlaygroundError
 from ..service import Playground
 from .generate_tab import build_generate_tab
+from .history_tab import build_history_tab
 from .render import CSS, banner_html
 
 GENERATE_CONCURRENCY = 2  # two cores: more parallel runs only slow each other down
@@ -17,10 +20,15 @@ def build_demo(playground: Playground) -> gr.Blocks:
     """The whole UI, built from its dependencies (no globals), so tests can build it without launching."""
     source = playground.source
     with gr.Blocks(title="GPT-2 Playground") as demo:
-        gr.HTML(f"<h2 style='margin:0'>GPT-2 Playground</h2>{banner_html(source.name, source.requested, source.notice)}", elem_id="banner")
-        with gr.Tabs():
+        banner = banner_html(source.name, source.requested, source.notice)
+        if playground.history_disabled:
+            banner += f'<div class="banner warn">History is disabled: {escape(playground.history_disabled)}</div>'
+        gr.HTML(f"<h2 style='margin:0'>GPT-2 Playground</h2>{banner}", elem_id="banner")
+        with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
-                build_generate_tab(playground)
+                generate_inputs = build_generate_tab(playground)
+            with gr.Tab("History", id="history") as history_tab:
+                build_history_tab(playground, generate_inputs, tabs, history_tab)
 
         def generate(
             prompt: str,
@@ -49,7 +57,7 @@ def build_demo(playground: Playground) -> gr.Blocks:
                     top_alternatives=top_alternatives,
                 )
                 run = playground.start(prompt, settings, backend=backend, variant=variant)
-                for _ in run:
+                for _ in playground.stream(run):
                     pass
             except PlaygroundError as exc:
                 raise gr.Error(str(exc)) from None

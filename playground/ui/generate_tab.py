@@ -13,6 +13,9 @@ from ..generation import GenerationResult
 from ..service import Playground
 from .render import legend_html, stats_markdown, token_view_html
 
+# The order of the settings components, as settings_from_ui takes them.
+SETTING_NAMES = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
+                 "no_repeat_ngram_size", "stop_sequences", "seed", "top_alternatives")
 RENDER_EVERY_S = 0.12  # re-render the token view at most this often while streaming
 EXAMPLE_PROMPT = "The return value of a function is"
 
@@ -31,8 +34,12 @@ def settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typic
         raise gr.Error(str(exc)) from None
 
 
-def build_generate_tab(playground: Playground) -> None:
-    """Lay out the tab and wire its events; call inside a gr.Blocks context."""
+def build_generate_tab(playground: Playground) -> dict[str, gr.components.Component]:
+    """Lay out the tab and wire its events; call inside a gr.Blocks context.
+
+    Returns the prompt, backend, variant and settings components by name, for other tabs to fill
+    (the History tab's "Use these settings").
+    """
     context = playground.backend().info.context_length
     defaults = GenerationSettings()
     last_result = gr.State(None)  # the finished GenerationResult, for re-colouring without regenerating
@@ -91,13 +98,13 @@ def build_generate_tab(playground: Playground) -> None:
             raise gr.Error(str(exc)) from None
         try:
             last_render = 0.0
-            for _ in run:
+            for _ in playground.stream(run, session):
                 now = time.perf_counter()
                 if now - last_render >= RENDER_EVERY_S:
                     last_render = now
                     yield run.current_text(), stats_markdown(run.result, running=True), token_view_html(run.result, mode), gr.skip(), gr.skip()
-        finally:
-            playground.finish(session, run)
+        except PlaygroundError as exc:
+            raise gr.Error(str(exc)) from None
         result = run.result
         yield result.text, stats_markdown(result), token_view_html(result, mode), result.to_dict(), result
 
@@ -115,6 +122,8 @@ def build_generate_tab(playground: Playground) -> None:
         api_visibility="private",
         concurrency_id="generate",
     )
+    inputs_by_name = dict(zip(SETTING_NAMES, setting_inputs)) | {"prompt": prompt, "backend": backend, "variant": variant}
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
     backend.change(lambda b: gr.update(interactive=b == "onnx"), inputs=backend, outputs=variant, queue=False, api_visibility="private")
     colour_mode.change(on_colour, inputs=[colour_mode, last_result], outputs=[legend, token_view], queue=False, api_visibility="private")
+    return inputs_by_name

@@ -113,6 +113,8 @@ def stats_markdown(result: GenerationResult | None, running: bool = False) -> st
         "stopped": "stopped by you",
     }.get(result.finish_reason, result.finish_reason)
     parts.append(status)
+    if result.run_id is not None:
+        parts.append(f"saved as run #{result.run_id}")
     lines = [" · ".join(parts)]
     lines += [f"⚠️ {escape(n)}" for n in result.notices]
     if result.info.notice:
