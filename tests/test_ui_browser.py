@@ -112,3 +112,23 @@ def test_history_lists_both_runs_and_reuse_reproduces_the_output(page):
     page.wait_for_function("() => /torch fp32/.test(document.querySelector('#stats')?.innerText || '')", timeout=60_000)
     wait_until_done(page)
     assert page.locator("#output textarea").input_value() == saved_output
+
+
+def test_attention_tab_shows_the_last_runs_attention(page):
+    page.get_by_role("tab", name="Generate").click()
+    fill(page.locator("#prompt textarea"), "<img src=x onerror=window.pwned=2> object")  # the first tick is always labelled
+    page.locator("#generate-btn").click()
+    page.wait_for_function("() => /^<img/.test(document.querySelector('#token-view')?.innerText || '')", timeout=60_000)
+    wait_until_done(page)
+    page.get_by_role("tab", name="Attention").click()
+    page.wait_for_function("() => /Computed by/.test(document.querySelector('#attention-status')?.innerText || '')", timeout=60_000)
+    heatmap = page.locator("#attention-heatmap")
+    heatmap.locator(".ytick").first.wait_for(timeout=30_000)
+    ticks = heatmap.locator(".ytick").all_text_contents()
+    assert ticks[0].startswith("<") and "&lt;" not in " ".join(ticks), ticks  # the "<" token's label, as text
+    assert page.locator("#attention-heatmap img, #attention-heatmap image[href='x']").count() == 0
+    assert page.evaluate("window.pwned") is None
+    page.locator("#attention-heads img").wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "attention-tab.png"), full_page=True)
+    page.get_by_role("button", name="Attention tensor (.npz)").click()
+    page.locator("#attention-download a").first.wait_for(timeout=30_000)

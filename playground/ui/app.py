@@ -9,6 +9,7 @@ import gradio as gr
 from ..config import GenerationSettings
 from ..errors import PlaygroundError
 from ..service import Playground
+from .attention_tab import build_attention_tab
 from .generate_tab import build_generate_tab
 from .history_tab import build_history_tab
 from .render import CSS, banner_html
@@ -26,7 +27,9 @@ def build_demo(playground: Playground) -> gr.Blocks:
         gr.HTML(f"<h2 style='margin:0'>GPT-2 Playground</h2>{banner}", elem_id="banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
-                generate_inputs = build_generate_tab(playground)
+                generate_inputs, last_result = build_generate_tab(playground)
+            with gr.Tab("Attention", id="attention") as attention_tab:
+                build_attention_tab(playground, last_result, attention_tab)
             with gr.Tab("History", id="history") as history_tab:
                 build_history_tab(playground, generate_inputs, tabs, history_tab)
 

@@ -11,7 +11,7 @@ from ..errors import PlaygroundError
 from ..export import VARIANTS
 from ..generation import GenerationResult
 from ..service import Playground
-from .render import legend_html, stats_markdown, token_view_html
+from .render import legend_html, stats_markdown, surprisal_figure, token_view_html
 
 # The order of the settings components, as settings_from_ui takes them.
 SETTING_NAMES = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
@@ -34,11 +34,12 @@ def settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typic
         raise gr.Error(str(exc)) from None
 
 
-def build_generate_tab(playground: Playground) -> dict[str, gr.components.Component]:
+def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.Component], gr.State]:
     """Lay out the tab and wire its events; call inside a gr.Blocks context.
 
     Returns the prompt, backend, variant and settings components by name, for other tabs to fill
-    (the History tab's "Use these settings").
+    (the History tab's "Use these settings"), and the state holding the last finished run (for the
+    Attention tab).
     """
     context = playground.backend().info.context_length
     defaults = GenerationSettings()
@@ -79,6 +80,7 @@ def build_generate_tab(playground: Playground) -> dict[str, gr.components.Compon
             colour_mode = gr.Radio([("Probability", "prob"), ("Rank (GLTR)", "rank")], value="prob", label="Colour tokens by")
             legend = gr.HTML(legend_html("prob"))
             token_view = gr.HTML(token_view_html(None), elem_id="token-view")
+            surprisal = gr.Plot(surprisal_figure(None), elem_id="surprisal")
             with gr.Accordion("Per-token records (JSON)", open=False):
                 records = gr.JSON(elem_id="records")
 
@@ -102,11 +104,12 @@ def build_generate_tab(playground: Playground) -> dict[str, gr.components.Compon
                 now = time.perf_counter()
                 if now - last_render >= RENDER_EVERY_S:
                     last_render = now
-                    yield run.current_text(), stats_markdown(run.result, running=True), token_view_html(run.result, mode), gr.skip(), gr.skip()
+                    yield (run.current_text(), stats_markdown(run.result, running=True), token_view_html(run.result, mode),
+                           gr.skip(), gr.skip(), gr.skip())
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
         result = run.result
-        yield result.text, stats_markdown(result), token_view_html(result, mode), result.to_dict(), result
+        yield result.text, stats_markdown(result), token_view_html(result, mode), result.to_dict(), result, surprisal_figure(result)
 
     def on_stop(request: gr.Request):
         if not playground.stop(request.session_hash if request else None):
@@ -118,7 +121,7 @@ def build_generate_tab(playground: Playground) -> dict[str, gr.components.Compon
     generate_btn.click(
         on_generate,
         inputs=[prompt, backend, variant, *setting_inputs, colour_mode],
-        outputs=[output, stats, token_view, records, last_result],
+        outputs=[output, stats, token_view, records, last_result, surprisal],
         api_visibility="private",
         concurrency_id="generate",
     )
@@ -126,4 +129,4 @@ def build_generate_tab(playground: Playground) -> dict[str, gr.components.Compon
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
     backend.change(lambda b: gr.update(interactive=b == "onnx"), inputs=backend, outputs=variant, queue=False, api_visibility="private")
     colour_mode.change(on_colour, inputs=[colour_mode, last_result], outputs=[legend, token_view], queue=False, api_visibility="private")
-    return inputs_by_name
+    return inputs_by_name, last_result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 from ..generation import GenerationResult, TokenRecord
@@ -128,3 +129,23 @@ def banner_html(model_name: str, requested: str, notice: str | None) -> str:
         text += f" (asked for {escape(requested)})"
         return f'<div class="banner warn">{text}. {escape(notice)}</div>'
     return f'<div class="banner">{text}</div>'
+
+
+def surprisal_figure(result: GenerationResult | None):
+    """Surprisal (-log2 p, bits) of every token given its prefix, prompt and output as separate lines."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    if result is not None:
+        for name, records, colour in (("prompt", result.prompt_tokens, "#6b7280"), ("output", result.tokens, "#2563eb")):
+            scored = [r for r in records if r.raw_prob]
+            figure.add_trace(go.Scatter(
+                x=[r.position for r in scored], y=[-math.log2(r.raw_prob) for r in scored], mode="lines+markers", name=name,
+                line={"color": colour}, marker={"size": 4},
+                text=[escape(repr(r.text)[1:-1], quote=False) for r in scored],  # plotly reads some HTML
+                customdata=[[r.rank, r.entropy_bits] for r in scored],
+                hovertemplate="%{x}: %{text}<br>surprisal %{y:.2f} bits<br>rank %{customdata[0]} · entropy %{customdata[1]:.2f} bits<extra></extra>",
+            ))
+    figure.update_layout(height=260, margin={"l": 50, "r": 20, "t": 30, "b": 40}, xaxis_title="position",
+                         yaxis_title="surprisal (bits)", title="How surprised the model was by each token", legend={"orientation": "h"})
+    return figure

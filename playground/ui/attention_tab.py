@@ -1,0 +1,101 @@
+"""The Attention tab: the last run's attention as a heatmap per layer and head, small multiples, downloads."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from ..attention import MAX_ATTENTION_TOKENS, RunAttention, compute_attention, heatmap_figure, row_figure, small_multiples, static_heatmap
+from ..errors import PlaygroundError
+from ..generation import GenerationResult
+from ..service import Playground
+
+MEAN = "mean over heads"
+NO_QUERY = "(none)"
+
+
+def _head(choice: str) -> int | None:
+    return None if choice in (None, MEAN) else int(choice.split()[-1])
+
+
+def _query(choice: str | None) -> int | None:
+    return None if choice in (None, NO_QUERY) else int(choice.split(":", 1)[0])
+
+
+def run_key(result: GenerationResult) -> tuple:
+    """What makes two runs' attention the same: the backend that computes it and the token sequence."""
+    return (result.info.backend, result.info.variant, tuple(t.token_id for t in result.prompt_tokens + result.tokens))
+
+
+def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.Tab) -> None:
+    """Lay out the tab; `last_result` is the Generate tab's finished run."""
+    attention = gr.State(None)  # RunAttention of the run it was computed for
+    computed_for = gr.State(None)  # run_key() of that run, to compute once per run
+    gr.Markdown(f"Attention of the last run on the Generate tab, computed by the backend that generated it, once per run "
+                f"(at most the last {MAX_ATTENTION_TOKENS} tokens). Row = the query token; columns = the tokens it attended to.")
+    with gr.Row():
+        compute_btn = gr.Button("Compute attention for the last run", variant="primary", scale=0, elem_id="attention-compute")
+        layer = gr.Slider(0, 1, value=0, step=1, label="Layer", scale=2, elem_id="attention-layer")
+        head = gr.Dropdown([MEAN], value=MEAN, label="Head", scale=1, elem_id="attention-head")
+        query = gr.Dropdown([NO_QUERY], value=NO_QUERY, label="Highlight a token's row", scale=2, elem_id="attention-query")
+    status = gr.Markdown(elem_id="attention-status")
+    heatmap = gr.Plot(elem_id="attention-heatmap")
+    row_plot = gr.Plot(row_figure(None, 0, None, None), elem_id="attention-row")
+    heads_image = gr.Image(label="All heads of this layer", type="filepath", interactive=False, elem_id="attention-heads")
+    with gr.Row():
+        png_btn = gr.Button("Heatmap as PNG", size="sm")
+        svg_btn = gr.Button("Heatmap as SVG", size="sm")
+        npz_btn = gr.Button("Attention tensor (.npz)", size="sm")
+    download = gr.File(label="Download", interactive=False, elem_id="attention-download")
+
+    def views(run: RunAttention, layer_i: int, head_choice: str, query_choice: str):
+        q = _query(query_choice)
+        heads_path = small_multiples(run, int(layer_i), Path(tempfile.mkdtemp()) / "heads.png")
+        return heatmap_figure(run, int(layer_i), _head(head_choice), q), row_figure(run, int(layer_i), _head(head_choice), q), str(heads_path)
+
+    def compute(result: GenerationResult | None, current: RunAttention | None, current_for, force: bool):
+        if result is None:
+            return (gr.skip(),) * 2 + ("Generate something on the Generate tab first.",) + (gr.skip(),) * 7
+        if not force and current is not None and current_for == run_key(result):
+            return (gr.skip(),) * 10
+        try:
+            backend = playground.backend(result.info.backend, result.info.variant if result.info.backend == "onnx" else None)
+            ids = [t.token_id for t in result.prompt_tokens + result.tokens]
+            run = compute_attention(backend, ids, playground.source.token_texts)
+        except PlaygroundError as exc:
+            raise gr.Error(str(exc)) from None
+        note = f"Computed by **{run.computed_by}** over {len(run.labels)} tokens ({run.n_layers} layers × {run.n_heads} heads)."
+        if run.notice:
+            note += f"\n\n⚠️ {run.notice}"
+        queries = [NO_QUERY] + [f"{i}: {repr(t)[1:-1]}" for i, t in enumerate(run.labels)]
+        heat, row, heads_path = views(run, 0, MEAN, NO_QUERY)
+        return (run, run_key(result), note, gr.update(maximum=run.n_layers - 1, value=0),
+                gr.update(choices=[MEAN] + [f"head {h}" for h in range(run.n_heads)], value=MEAN),
+                gr.update(choices=queries, value=NO_QUERY), heat, row, heads_path, None)
+
+    def update(run: RunAttention | None, layer_i, head_choice, query_choice):
+        if run is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        return views(run, layer_i, head_choice, query_choice)
+
+    def export(run: RunAttention | None, layer_i, head_choice, fmt: str):
+        if run is None:
+            raise gr.Error("Compute attention first.")
+        folder = Path(tempfile.mkdtemp(prefix="gpt2-playground-attention-"))
+        if fmt == "npz":
+            return str(run.save_npz(folder / "attention.npz"))
+        what = "mean" if _head(head_choice) is None else f"head{_head(head_choice)}"
+        return str(static_heatmap(run, int(layer_i), _head(head_choice), folder / f"attention-layer{int(layer_i)}-{what}.{fmt}"))
+
+    compute_outputs = [attention, computed_for, status, layer, head, query, heatmap, row_plot, heads_image, download]
+    compute_btn.click(lambda r, a, f: compute(r, a, f, True), inputs=[last_result, attention, computed_for],
+                      outputs=compute_outputs, api_visibility="private")
+    tab.select(lambda r, a, f: compute(r, a, f, False), inputs=[last_result, attention, computed_for],
+               outputs=compute_outputs, api_visibility="private")
+    for control in (layer, head, query):
+        control.change(update, inputs=[attention, layer, head, query], outputs=[heatmap, row_plot, heads_image], api_visibility="private")
+    for button, fmt in ((png_btn, "png"), (svg_btn, "svg"), (npz_btn, "npz")):
+        button.click(lambda run, li, hc, fmt=fmt: export(run, li, hc, fmt), inputs=[attention, layer, head], outputs=[download],
+                     api_visibility="private")

@@ -1,0 +1,62 @@
+"""Attention for a finished run: the cap, the figures (escaped labels, causal mask), and the download files."""
+
+import numpy as np
+import pytest
+
+from playground.attention import compute_attention, heatmap_figure, row_figure, small_multiples, static_heatmap
+
+HOSTILE = '<img src=x onerror="alert(1)">'
+
+
+@pytest.fixture(scope="module")
+def run_ids(tiny_source):
+    return tiny_source.tokenizer(f"The value {HOSTILE} of the attribute is the value of the object")["input_ids"]
+
+
+def test_attention_of_a_run_is_causal_and_normalised(tiny_backend, tiny_source, run_ids):
+    run = compute_attention(tiny_backend, run_ids, tiny_source.token_texts)
+    config = tiny_backend.model.config
+    assert run.weights.shape == (config.n_layer, config.n_head, len(run_ids), len(run_ids))
+    assert np.allclose(run.weights.sum(-1), 1.0, atol=1e-5)
+    assert np.triu(run.weights, k=1).max() == 0.0
+    assert run.notice is None and run.first_position == 0 and run.computed_by == "torch fp32 · cpu"
+    assert np.allclose(run.matrix(1, None), run.weights[1].mean(0))
+
+
+def test_long_runs_are_capped_with_a_notice(tiny_backend, tiny_source, run_ids):
+    run = compute_attention(tiny_backend, run_ids, tiny_source.token_texts, cap=10)
+    assert run.weights.shape[-1] == 10 and run.token_ids == run_ids[-10:]
+    assert run.first_position == len(run_ids) - 10 and "last 10" in run.notice
+
+
+def test_figures_escape_labels_and_mask_the_future(tiny_backend, tiny_source, run_ids):
+    run = compute_attention(tiny_backend, run_ids, tiny_source.token_texts)
+    figure = heatmap_figure(run, 0, None, query=5)
+    ticktext = " ".join(figure.layout.yaxis.ticktext)
+    z = np.array(figure.data[0].z, dtype=float)
+    assert "<img" not in ticktext and "<" not in "".join(figure.data[0].text[3][:4]).replace("<br>", "")
+    assert np.isnan(z[np.triu_indices(len(run_ids), k=1)]).all()  # upper triangle empty
+    assert len(figure.layout.shapes) == 1  # the highlighted row
+    bars = row_figure(run, 0, 1, 5)
+    assert np.allclose(bars.data[0].y, run.weights[0, 1, 5, :6])
+
+
+def test_download_files_are_real(tiny_backend, tiny_source, run_ids, tmp_path):
+    run = compute_attention(tiny_backend, run_ids, tiny_source.token_texts)
+    png = static_heatmap(run, 1, 0, tmp_path / "a.png")
+    svg = static_heatmap(run, 1, None, tmp_path / "a.svg")
+    heads = small_multiples(run, 0, tmp_path / "heads.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and heads.read_bytes()[:4] == b"\x89PNG"
+    text = svg.read_text()
+    assert "<svg" in text[:1000] and "&lt;" in text  # labels (the '<' token too) are escaped text in the SVG
+    loaded = np.load(run.save_npz(tmp_path / "a.npz"))
+    assert np.array_equal(loaded["attention"], run.weights) and list(loaded["token_ids"]) == run_ids
+
+
+def test_onnx_runs_get_onnx_attention(tiny_source, tmp_path, run_ids):
+    from playground.backends.onnx_backend import OnnxBackend
+
+    backend = OnnxBackend(tiny_source, "int8", device="cpu", exports_root=tmp_path, progress=False)
+    run = compute_attention(backend, run_ids, tiny_source.token_texts)
+    assert run.computed_by == "onnx int8 · CPUExecutionProvider"
+    assert np.allclose(run.weights.sum(-1), 1.0, atol=1e-4)
