@@ -132,3 +132,18 @@ def test_attention_tab_shows_the_last_runs_attention(page):
     page.screenshot(path=str(ARTIFACTS / "attention-tab.png"), full_page=True)
     page.get_by_role("button", name="Attention tensor (.npz)").click()
     page.locator("#attention-download a").first.wait_for(timeout=30_000)
+
+
+def test_history_run_opens_in_the_attention_tab_computed_by_its_backend(page):
+    page.get_by_role("tab", name="History").click()
+    backend_filter = page.locator("#history-backend input")
+    backend_filter.fill("onnx")
+    backend_filter.press("Enter")  # a user filters the table down to ONNX runs
+    onnx_row = page.locator("#history-table .virtual-row").filter(has_text="onnx fp32").first
+    onnx_row.wait_for(timeout=30_000)
+    onnx_row.locator('[data-col="4"]').click()
+    page.wait_for_function("() => /Run #/.test(document.querySelector('#history-run')?.innerText || '')", timeout=30_000)
+    page.locator("#history-attention").click()
+    page.wait_for_function("() => /Computed by onnx fp32/.test(document.querySelector('#attention-status')?.innerText || '')",
+                           timeout=60_000)
+    assert page.get_by_role("tab", name="Attention").get_attribute("aria-selected") == "true"

@@ -29,9 +29,9 @@ def build_demo(playground: Playground) -> gr.Blocks:
             with gr.Tab("Generate", id="generate"):
                 generate_inputs, last_result = build_generate_tab(playground)
             with gr.Tab("Attention", id="attention") as attention_tab:
-                build_attention_tab(playground, last_result, attention_tab)
+                refresh_attention = build_attention_tab(playground, last_result, attention_tab)
             with gr.Tab("History", id="history") as history_tab:
-                build_history_tab(playground, generate_inputs, tabs, history_tab)
+                build_history_tab(playground, generate_inputs, tabs, history_tab, last_result, refresh_attention)
 
         def generate(
             prompt: str,

@@ -29,8 +29,12 @@ def run_key(result: GenerationResult) -> tuple:
     return (result.info.backend, result.info.variant, tuple(t.token_id for t in result.prompt_tokens + result.tokens))
 
 
-def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.Tab) -> None:
-    """Lay out the tab; `last_result` is the Generate tab's finished run."""
+def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.Tab) -> dict:
+    """Lay out the tab; `last_result` is the run to show (the Generate tab's last one, or one from History).
+
+    Returns the event arguments that compute the attention of `last_result` if not done yet, for
+    other tabs to chain after they change it.
+    """
     attention = gr.State(None)  # RunAttention of the run it was computed for
     computed_for = gr.State(None)  # run_key() of that run, to compute once per run
     gr.Markdown(f"Attention of the last run on the Generate tab, computed by the backend that generated it, once per run "
@@ -92,10 +96,12 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
     compute_outputs = [attention, computed_for, status, layer, head, query, heatmap, row_plot, heads_image, download]
     compute_btn.click(lambda r, a, f: compute(r, a, f, True), inputs=[last_result, attention, computed_for],
                       outputs=compute_outputs, api_visibility="private")
-    tab.select(lambda r, a, f: compute(r, a, f, False), inputs=[last_result, attention, computed_for],
-               outputs=compute_outputs, api_visibility="private")
+    on_open = dict(fn=lambda r, a, f: compute(r, a, f, False), inputs=[last_result, attention, computed_for],
+                   outputs=compute_outputs, api_visibility="private")
+    tab.select(**on_open)
     for control in (layer, head, query):
         control.change(update, inputs=[attention, layer, head, query], outputs=[heatmap, row_plot, heads_image], api_visibility="private")
     for button, fmt in ((png_btn, "png"), (svg_btn, "svg"), (npz_btn, "npz")):
         button.click(lambda run, li, hc, fmt=fmt: export(run, li, hc, fmt), inputs=[attention, layer, head], outputs=[download],
                      api_visibility="private")
+    return on_open

@@ -42,8 +42,10 @@ def settings_for_ui(settings: dict) -> dict:
     return values
 
 
-def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Tabs, tab: gr.Tab) -> None:
-    """Lay out the tab; `generate_inputs` are the Generate tab's components, filled by "Use these settings"."""
+def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Tabs, tab: gr.Tab, last_result: gr.State,
+                      refresh_attention: dict) -> None:
+    """Lay out the tab; `generate_inputs` are the Generate tab's components, filled by "Use these settings";
+    "Show attention" puts the selected run in `last_result` and opens the Attention tab."""
     store = playground.history
     if store is None:
         gr.Markdown(f"**History is disabled.** {playground.history_disabled}\n\nGeneration works as usual; runs are not saved.",
@@ -53,7 +55,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
     with gr.Row():
         query = gr.Textbox(label="Search prompts and outputs", placeholder="words to find (taken literally)", scale=4, elem_id="history-search")
         model_filter = gr.Dropdown([ALL], value=ALL, label="Model", scale=1, allow_custom_value=False)
-        backend_filter = gr.Dropdown([ALL, "torch", "onnx"], value=ALL, label="Backend", scale=1)
+        backend_filter = gr.Dropdown([ALL, "torch", "onnx"], value=ALL, label="Backend", scale=1, elem_id="history-backend")
         refresh = gr.Button("Refresh", scale=0)
     table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, wrap=True, max_height=360, elem_id="history-table")
     shown_ids = gr.State([])  # ids of the rows in the table, in order
@@ -61,6 +63,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
 
     with gr.Row():
         use_btn = gr.Button("Use these settings", variant="primary", elem_id="history-use", interactive=False)
+        attention_btn = gr.Button("Show attention", elem_id="history-attention", interactive=False)
         delete_btn = gr.Button("Delete run…", variant="stop", elem_id="history-delete", interactive=False)
         confirm_btn = gr.Button("Yes, delete it", variant="stop", visible=False, elem_id="history-confirm")
         cancel_btn = gr.Button("Cancel", visible=False)
@@ -97,7 +100,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         if run.get("error"):
             title += f"\n\nError: `{run['error']}`"
         return (run["id"], title, run["output"], token_view_html(result), run["settings"], run["metrics"],
-                gr.update(interactive=True), gr.update(interactive=True))
+                gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True))
 
     def use_settings(run_id: int | None):
         run = store.get(run_id) if run_id is not None else None
@@ -106,6 +109,12 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         values = settings_for_ui(run["settings"]) | {"prompt": run["prompt"], "backend": run["backend"], "variant": run["variant"] or "fp32"}
         updates = [gr.update(value=values[name]) if name in values else gr.skip() for name in generate_inputs]
         return [*updates, gr.Tabs(selected="generate")]
+
+    def show_attention(run_id: int | None):
+        run = store.get(run_id) if run_id is not None else None
+        if run is None:
+            raise gr.Error("Select a run first.")
+        return result_from_saved(run), gr.Tabs(selected="attention")  # the tab computes it on opening
 
     def ask_delete():
         return gr.update(visible=False), gr.update(visible=True), gr.update(visible=True)
@@ -121,7 +130,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         rows, ids, models = list_runs(q, model, backend)
         return (rows, ids, models, None, "Select a run in the table to open it.", "", token_view_html(None), None, None,
                 gr.update(visible=True, interactive=False), gr.update(visible=False), gr.update(visible=False),
-                gr.update(interactive=False))
+                gr.update(interactive=False), gr.update(interactive=False))
 
     def export(fmt: str, scope: str, ids: list[int]):
         out = Path(tempfile.mkdtemp(prefix="gpt2-playground-export-")) / f"history.{fmt}"
@@ -137,13 +146,15 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
     model_filter.input(**listing)
     tab.select(**listing)  # opening the tab shows the newest runs
     table.select(open_run, inputs=[shown_ids],
-                 outputs=[selected_id, run_title, run_output, run_tokens, run_settings, run_metrics, use_btn, delete_btn],
+                 outputs=[selected_id, run_title, run_output, run_tokens, run_settings, run_metrics, use_btn, delete_btn, attention_btn],
                  api_visibility="private")
     use_btn.click(use_settings, inputs=[selected_id], outputs=[*generate_inputs.values(), tabs], api_visibility="private")
+    attention_btn.click(show_attention, inputs=[selected_id], outputs=[last_result, tabs], api_visibility="private").then(
+        **refresh_attention)
     delete_btn.click(ask_delete, outputs=[delete_btn, confirm_btn, cancel_btn], queue=False, api_visibility="private")
     cancel_btn.click(cancel_delete, outputs=[delete_btn, confirm_btn, cancel_btn], queue=False, api_visibility="private")
     confirm_btn.click(do_delete, inputs=[selected_id, *filters],
                       outputs=[table, shown_ids, model_filter, selected_id, run_title, run_output, run_tokens, run_settings,
-                               run_metrics, delete_btn, confirm_btn, cancel_btn, use_btn],
+                               run_metrics, delete_btn, confirm_btn, cancel_btn, use_btn, attention_btn],
                       api_visibility="private")
     export_btn.click(export, inputs=[export_format, export_scope, shown_ids], outputs=[export_file], api_visibility="private")
