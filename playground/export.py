@@ -293,8 +293,13 @@ def _verify(source: ModelSource, model_path: Path, variant: str) -> dict:
 
     from .backends.onnx_backend import OnnxRunner
 
+    from .backends.onnx_backend import CUDA, cuda_provider_available
+
+    providers = ["CPUExecutionProvider"]
     if variant == "fp16":
-        return {"checked": False, "reason": "fp16 runs on CUDA only; checked when first loaded on a GPU"}
+        if not (torch.cuda.is_available() and cuda_provider_available()):
+            return {"checked": False, "reason": "fp16 runs on CUDA only and no GPU was available while exporting"}
+        providers = [CUDA]
     torch_model = load_torch_model(source)
     ids = probe_ids(source, torch_model.config.n_positions)
     with torch.inference_mode():
@@ -303,10 +308,12 @@ def _verify(source: ModelSource, model_path: Path, variant: str) -> dict:
 
     with torch.inference_mode():
         expected_attention = torch.stack(torch_model(torch.tensor([ids]), output_attentions=True).attentions)[:, 0].numpy()
-    runner = OnnxRunner(model_path, providers=["CPUExecutionProvider"])
+    runner = OnnxRunner(model_path, providers=providers)
+    if runner.provider not in providers:
+        return {"checked": False, "reason": f"the {providers[0]} could not start ({runner.provider} ran instead)"}
     got, _ = runner.prefill(ids)
     got = got.numpy()
-    attention = AttentionRunner(model_path.parent / ATTENTION_FILE, ["CPUExecutionProvider"]).attention(ids)  # (L, H, T, T)
+    attention = AttentionRunner(model_path.parent / ATTENTION_FILE, providers).attention(ids)  # (L, H, T, T)
     diff = float(np.abs(got - expected).max())
     attention_diff = float(np.abs(attention - expected_attention).max())
     agreement = float((got.argmax(-1) == expected.argmax(-1)).mean())

@@ -173,3 +173,20 @@ def test_damaged_attention_graph_is_rebuilt(tiny_source, exports_root, onnx_back
     (folder / ATTENTION_FILE).write_bytes(b"not a model")
     path, manifest = ensure_export(tiny_source, "int4", exports_root, progress=False)
     assert (folder / ATTENTION_FILE).stat().st_size == manifest["files"][ATTENTION_FILE]["bytes"] > 1000
+
+
+def test_fp16_export_builds_here_with_overflow_prone_ops_kept_in_fp32(tiny_source, tmp_path):
+    """fp16 only runs on CUDA, but the conversion runs anywhere: check what it produced."""
+    import onnx
+    from onnx import TensorProto
+
+    path, manifest = ensure_export(tiny_source, "fp16", tmp_path, progress=False)
+    graph = onnx.load(str(path)).graph
+    big = [i for i in graph.initializer if len(i.dims) == 2 and i.dims[0] * i.dims[1] > 1000]
+    assert big and all(i.data_type == TensorProto.FLOAT16 for i in big)
+    assert {i.type.tensor_type.elem_type for i in graph.input if i.name.startswith("past")} == {TensorProto.FLOAT}  # fp32 I/O
+    inits = {i.name: i.data_type for i in graph.initializer}
+    layer_norms = [n for n in graph.node if n.op_type == "LayerNormalization"]
+    assert layer_norms and all(inits.get(n.input[1], TensorProto.FLOAT) == TensorProto.FLOAT for n in layer_norms)
+    if not torch.cuda.is_available():
+        assert manifest["verification"]["checked"] is False and "no GPU" in manifest["verification"]["reason"]
