@@ -147,3 +147,23 @@ def test_history_run_opens_in_the_attention_tab_computed_by_its_backend(page):
     page.wait_for_function("() => /Computed by onnx fp32/.test(document.querySelector('#attention-status')?.innerText || '')",
                            timeout=60_000)
     assert page.get_by_role("tab", name="Attention").get_attribute("aria-selected") == "true"
+
+
+def test_compare_tab_runs_both_backends_side_by_side(page):
+    page.get_by_role("tab", name="Generate").click()
+    fill(page.locator("#prompt textarea"), "The value <b>of</b>")
+    fill(page.locator("#seed input, #seed textarea").first, "3")
+    page.get_by_role("tab", name="Compare").click()
+    variant = page.locator("#compare-variant input")
+    variant.fill("fp32")
+    variant.press("Enter")
+    page.locator("#compare-run").click()
+    page.wait_for_function("() => /Identical output|First divergence/.test(document.querySelector('#compare-summary')?.innerText || '')",
+                           timeout=120_000)
+    assert "Identical output" in page.locator("#compare-summary").inner_text()  # fp32 ONNX = PyTorch, same seed
+    assert "torch fp32" in page.locator("#compare-stats-a").inner_text()
+    assert "onnx fp32" in page.locator("#compare-stats-b").inner_text()
+    assert "<b>of</b>" in page.locator("#compare-view-a").inner_text()  # as text
+    # Injected markup would be a <b> in the view or a token; the tooltip's own <b> heading lives in .tip.
+    assert page.locator("#compare-view-a .tokview > b, #compare-view-a .tok > b, #compare-view-b .tok > b").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "compare-tab.png"), full_page=True)

@@ -31,6 +31,7 @@ CSS = """
 .tokview .tip b { color: #fff !important; }
 .tokview .tip tr.chosen td { color: #7ee787 !important; font-weight: 600; }
 .tokview .nl { color: #9ca3af; }
+.tokview .tok.diverge { outline: 3px solid #dc2626; outline-offset: 1px; }
 .legend { display: flex; gap: 10px; flex-wrap: wrap; font-size: 13px; margin: 4px 0 2px; color: inherit; }
 .legend span.sw { display: inline-block; width: 14px; height: 14px; border-radius: 3px; vertical-align: -2px; margin-right: 4px; }
 .banner { padding: 8px 12px; border-radius: 8px; background: #eef2ff; color: #1e1b4b; font-size: 14px; }
@@ -74,14 +75,20 @@ def _tooltip(record: TokenRecord) -> str:
     return f'<span class="tip">{head}<table>{rows}</table></span>'
 
 
-def token_view_html(result: GenerationResult | None, mode: str = "prob", include_prompt: bool = True) -> str:
-    """Each token a coloured span; hover or focus (click/Tab) shows its top alternatives."""
+def token_view_html(result: GenerationResult | None, mode: str = "prob", include_prompt: bool = True,
+                    mark_position: int | None = None) -> str:
+    """Each token a coloured span; hover or focus (click/Tab) shows its top alternatives.
+
+    `mark_position` (a sequence position) is outlined: where a compared run first diverged.
+    """
     if result is None:
         return '<div class="tokview" style="color:#6b7280">Generate something to see each token\'s probability.</div>'
     records = (result.prompt_tokens if include_prompt else []) + result.tokens
     spans = []
     for record in records:
         cls = "tok prompt" if record.is_prompt else "tok"
+        if record.position == mark_position:
+            cls += " diverge"
         spans.append(
             f'<span class="{cls}" tabindex="0" data-pos="{record.position}" style="background:{token_colour(record, mode)}">'
             f"{visible(record.text)}{_tooltip(record)}</span>"
