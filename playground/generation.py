@@ -72,6 +72,8 @@ class GenerationResult:
     ttft_ms: float | None = None
     decode_ms: float = 0.0
     run_id: int | None = None  # set once the run is saved to the history
+    parent_run_id: int | None = None  # for a branch: the run it branched from ...
+    branch_position: int | None = None  # ... and the sequence position of the swapped token
 
     @property
     def prompt_perplexity(self) -> float | None:
@@ -111,6 +113,8 @@ class GenerationResult:
             "metrics": self.metrics(),
             "notices": list(self.notices),
             "run_id": self.run_id,
+            "parent_run_id": self.parent_run_id,
+            "branch_position": self.branch_position,
             "prompt_tokens": [t.to_dict() for t in self.prompt_tokens],
             "tokens": [t.to_dict() for t in self.tokens],
         }
@@ -137,6 +141,8 @@ def result_from_saved(run: dict) -> GenerationResult:
         ttft_ms=metrics.get("ttft_ms"),
         decode_ms=metrics.get("decode_ms") or 0.0,
         run_id=run.get("id"),
+        parent_run_id=run.get("parent_run_id"),
+        branch_position=run.get("branch_position"),
     )
 
 
@@ -223,19 +229,27 @@ class Generation:
         settings: GenerationSettings,
         stop_event: threading.Event | None = None,
         ignore_eos: bool = False,
+        prompt_ids: list[int] | None = None,
     ):
         self.backend = backend
         self.source = source
         self.settings = settings.validate().validate_for_context(backend.info.context_length).with_seed()
         self.stop_event = stop_event or threading.Event()
         self.ignore_eos = ignore_eos
+        # Explicit token ids (a branch) are used as they are: re-tokenizing their text could merge differently.
+        self._given_prompt_ids = list(prompt_ids) if prompt_ids else None
+        if self._given_prompt_ids:
+            prompt = source.tokenizer.decode(self._given_prompt_ids)
         self.result = GenerationResult(prompt=check_prompt(prompt), settings=self.settings, info=backend.info)
         self._generated_ids: list[int] = []
 
     # The prompt window policy: keep the most recent tokens that leave room for max_new_tokens.
     def _prompt_ids(self) -> list[int]:
         tok = self.source.tokenizer
-        ids = tok(self.result.prompt)["input_ids"] if self.result.prompt else []
+        if self._given_prompt_ids:
+            ids = self._given_prompt_ids
+        else:
+            ids = tok(self.result.prompt)["input_ids"] if self.result.prompt else []
         if not ids:
             ids = [tok.eos_token_id]
             self.result.notices.append("Empty prompt: generation starts from the end-of-text token.")

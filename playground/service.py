@@ -10,7 +10,7 @@ from typing import Iterator
 from .backends.base import Backend
 from .config import GenerationSettings
 from .errors import PlaygroundError
-from .generation import Generation, TokenRecord
+from .generation import Generation, GenerationResult, TokenRecord
 from .history import HistoryStore
 from .models import ModelSource
 
@@ -68,14 +68,35 @@ class Playground:
         variant: str | None = None,
     ) -> Generation:
         """Prepare a run (validated, not started: iterate it). A new run of a session replaces its Stop event."""
+        return Generation(self.backend(backend, variant), self.source, prompt, settings, stop_event=self._stop_event_for(session))
+
+    def _stop_event_for(self, session: str | None) -> threading.Event:
         stop_event = threading.Event()
         if session:
             with self._stop_lock:
                 self._stop_events[session] = stop_event
-        return Generation(self.backend(backend, variant), self.source, prompt, settings, stop_event=stop_event)
+        return stop_event
 
-    def stream(self, run: Generation, session: str | None = None, parent_run_id: int | None = None,
-               branch_position: int | None = None) -> Iterator[TokenRecord]:
+    def branch(self, parent: GenerationResult, token_index: int, alternative_id: int,
+               session: str | None = None) -> Generation:
+        """A new run that keeps `parent` up to its `token_index`-th generated token, replaces that token with
+        `alternative_id`, and continues with the parent's settings, seed and backend.
+
+        The run records its parent and the position it branched at; both are saved with it.
+        """
+        if not 0 <= token_index < len(parent.tokens):
+            raise PlaygroundError(f"Token {token_index} is not in that run (it generated {len(parent.tokens)} tokens).")
+        if not 0 <= alternative_id < len(self.source.token_texts):
+            raise PlaygroundError(f"Token id {alternative_id} is not in this model's vocabulary.")
+        ids = [t.token_id for t in parent.prompt_tokens] + [t.token_id for t in parent.tokens[:token_index]] + [alternative_id]
+        variant = parent.info.variant if parent.info.backend == "onnx" else None
+        run = Generation(self.backend(parent.info.backend, variant), self.source, "", parent.settings,
+                         stop_event=self._stop_event_for(session), prompt_ids=ids)
+        run.result.parent_run_id = parent.run_id
+        run.result.branch_position = parent.tokens[token_index].position
+        return run
+
+    def stream(self, run: Generation, session: str | None = None) -> Iterator[TokenRecord]:
         """Iterate a run and save it to the history when it ends: complete, stopped, abandoned or failed.
 
         A client that disconnects mid-stream closes this generator (GeneratorExit): the run is saved
@@ -94,13 +115,14 @@ class Playground:
             raise
         finally:
             self.finish(session, run)
-            self._save(run, status, error, parent_run_id, branch_position)
+            self._save(run, status, error)
 
-    def _save(self, run: Generation, status: str, error: str | None, parent_run_id: int | None, branch_position: int | None) -> None:
+    def _save(self, run: Generation, status: str, error: str | None) -> None:
         if self.history is None:
             return
+        result = run.result
         try:
-            run.result.run_id = self.history.save_run(run.result.to_dict(), status, error, parent_run_id, branch_position)
+            result.run_id = self.history.save_run(result.to_dict(), status, error, result.parent_run_id, result.branch_position)
         except sqlite3.Error as exc:
             # Disk full, file removed, ...: the user still gets their output, and is told it was not saved.
             run.result.notices.append(f"This run was not saved to the history: {exc}.")

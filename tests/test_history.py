@@ -224,3 +224,29 @@ def test_command_line(store, sample_run, tmp_path, capsys):
     capsys.readouterr()
     assert main([*db, "delete", "999"]) == 1 and "no run with id 999" in capsys.readouterr().err
     assert main([*db, "delete", str(run_id)]) == 0 and store.count() == 0
+
+
+def test_branch_keeps_the_run_up_to_the_token_and_records_its_parent(tiny_source, tmp_path):
+    from playground.errors import PlaygroundError
+
+    store = HistoryStore(tmp_path / "h.db")
+    playground = Playground(tiny_source, device="cpu", history=store)
+    parent = playground.start("The value of", GenerationSettings(max_new_tokens=12, seed=4))
+    list(playground.stream(parent))
+    parent = parent.result
+    alternative = next(tid for tid, _, _ in parent.tokens[3].top if tid != parent.tokens[3].token_id)
+
+    branch = playground.branch(parent, 3, alternative)
+    list(playground.stream(branch))
+    kept = [t.token_id for t in parent.prompt_tokens + parent.tokens[:3]] + [alternative]
+    assert [t.token_id for t in branch.result.prompt_tokens] == kept
+    assert branch.result.prompt.startswith(parent.prompt) and len(branch.result.tokens) == 12
+    assert branch.result.settings == parent.settings and branch.result.info == parent.info
+    row = store.get(branch.result.run_id)
+    assert row["parent_run_id"] == parent.run_id and row["branch_position"] == parent.tokens[3].position
+
+    again = playground.branch(parent, 3, alternative)
+    list(playground.stream(again))
+    assert again.result.text == branch.result.text  # same seed, same branch, same continuation
+    with pytest.raises(PlaygroundError, match="not in that run"):
+        playground.branch(parent, 99, alternative)

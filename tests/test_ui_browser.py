@@ -167,3 +167,25 @@ def test_compare_tab_runs_both_backends_side_by_side(page):
     # Injected markup would be a <b> in the view or a token; the tooltip's own <b> heading lives in .tip.
     assert page.locator("#compare-view-a .tokview > b, #compare-view-a .tok > b, #compare-view-b .tok > b").count() == 0
     page.screenshot(path=str(ARTIFACTS / "compare-tab.png"), full_page=True)
+
+
+def test_branching_from_an_alternative_continues_and_is_saved(page):
+    page.get_by_role("tab", name="Generate").click()
+    fill(page.locator("#prompt textarea"), "The value of")
+    page.locator("#generate-btn").click()
+    page.wait_for_function("() => /saved as run #/.test(document.querySelector('#stats')?.innerText || '') && "
+                           "/^The value of/.test(document.querySelector('#token-view')?.innerText || '')", timeout=60_000)
+    wait_until_done(page)
+    parent_stats = page.locator("#stats").inner_text()
+    page.get_by_text("Branch from an alternative").click()
+    token = page.locator("#branch-token input")
+    token.fill("2:")
+    page.wait_for_timeout(300)
+    token.press("ArrowDown")
+    token.press("Enter")
+    page.wait_for_function("() => /\\(\\d/.test(document.querySelector('#branch-alternative input')?.value || '')", timeout=10_000)
+    page.locator("#branch-btn").click()
+    page.wait_for_function("() => /branched from run #/.test(document.querySelector('#stats')?.innerText || '')", timeout=60_000)
+    wait_until_done(page)
+    assert page.locator("#stats").inner_text() != parent_stats
+    page.screenshot(path=str(ARTIFACTS / "branch.png"), full_page=True)

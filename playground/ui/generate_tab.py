@@ -81,6 +81,13 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             legend = gr.HTML(legend_html("prob"))
             token_view = gr.HTML(token_view_html(None), elem_id="token-view")
             surprisal = gr.Plot(surprisal_figure(None), elem_id="surprisal")
+            with gr.Accordion("Branch from an alternative", open=False):
+                gr.Markdown("Keep the run up to a token, swap that token for one of its alternatives, and continue with the "
+                            "same settings, seed and backend. The branch is saved to the history with where it came from.")
+                with gr.Row():
+                    branch_token = gr.Dropdown([], label="Token of the last run", scale=2, elem_id="branch-token")
+                    branch_alternative = gr.Dropdown([], label="Alternative", scale=2, elem_id="branch-alternative")
+                    branch_btn = gr.Button("Continue from this alternative", scale=1, elem_id="branch-btn")
             with gr.Accordion("Per-token records (JSON)", open=False):
                 records = gr.JSON(elem_id="records")
 
@@ -98,6 +105,10 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             run = playground.start(prompt_text, settings, session=session, backend=backend_name, variant=variant_name)
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
+        yield from stream_to_ui(run, session, mode)
+
+    def stream_to_ui(run, session, mode):
+        """Stream a run into the output components (re-rendering at most every RENDER_EVERY_S), then the final views."""
         try:
             last_render = 0.0
             for _ in playground.stream(run, session):
@@ -110,6 +121,29 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             raise gr.Error(str(exc)) from None
         result = run.result
         yield result.text, stats_markdown(result), token_view_html(result, mode), result.to_dict(), result, surprisal_figure(result)
+
+    def on_branch(parent: GenerationResult | None, token_choice: str | None, alternative_choice: str | None, mode: str,
+                  request: gr.Request):
+        if parent is None or not token_choice or not alternative_choice:
+            raise gr.Error("Generate something, then pick a token and one of its alternatives.")
+        session = request.session_hash if request else None
+        token_index, alternative_id = int(token_choice.split(":", 1)[0]), int(alternative_choice.split(":", 1)[0])
+        try:
+            run = playground.branch(parent, token_index, alternative_id, session=session)
+        except PlaygroundError as exc:
+            raise gr.Error(str(exc)) from None
+        yield from stream_to_ui(run, session, mode)
+
+    def branch_tokens(result: GenerationResult | None):
+        choices = [f"{i}: {repr(t.text)[1:-1]}" for i, t in enumerate(result.tokens)] if result else []
+        return gr.update(choices=choices, value=None), gr.update(choices=[], value=None)
+
+    def branch_alternatives(result: GenerationResult | None, token_choice: str | None):
+        if result is None or not token_choice:
+            return gr.update(choices=[], value=None)
+        record = result.tokens[int(token_choice.split(":", 1)[0])]
+        choices = [f"{tid}: {repr(text)[1:-1]} ({p:.1%})" for tid, text, p in record.top if tid != record.token_id]
+        return gr.update(choices=choices, value=choices[0] if choices else None)
 
     def on_stop(request: gr.Request):
         if not playground.stop(request.session_hash if request else None):
@@ -125,6 +159,13 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
         api_visibility="private",
         concurrency_id="generate",
     )
+    last_result.change(branch_tokens, inputs=[last_result], outputs=[branch_token, branch_alternative], queue=False,
+                       api_visibility="private")
+    branch_token.input(branch_alternatives, inputs=[last_result, branch_token], outputs=[branch_alternative], queue=False,
+                       api_visibility="private")
+    branch_btn.click(on_branch, inputs=[last_result, branch_token, branch_alternative, colour_mode],
+                     outputs=[output, stats, token_view, records, last_result, surprisal], api_visibility="private",
+                     concurrency_id="generate")
     inputs_by_name = dict(zip(SETTING_NAMES, setting_inputs)) | {"prompt": prompt, "backend": backend, "variant": variant}
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
     backend.change(lambda b: gr.update(interactive=b == "onnx"), inputs=backend, outputs=variant, queue=False, api_visibility="private")

@@ -123,6 +123,9 @@ def stats_markdown(result: GenerationResult | None, running: bool = False) -> st
     parts.append(status)
     if result.run_id is not None:
         parts.append(f"saved as run #{result.run_id}")
+    if result.branch_position is not None:
+        parent = f"run #{result.parent_run_id}" if result.parent_run_id is not None else "an unsaved run"
+        parts.append(f"branched from {parent} at position {result.branch_position}")
     lines = [" · ".join(parts)]
     lines += [f"⚠️ {escape(n)}" for n in result.notices]
     if result.info.notice:
