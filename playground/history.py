@@ -86,6 +86,16 @@ def m002_branches(db: Database) -> None:
     db.table("runs").create_index(["model", "backend"])
 
 
+@migrations(name="m003_bench")
+def m003_bench(db: Database) -> None:
+    """Benchmark rows, one per cell and size, with the machine they were measured on."""
+    db.table("bench").create(
+        {"id": int, "created_at": str, "session": str, "model": str, "machine": str, "row": str,
+         "backend": str, "variant": str, "provider": str, "decode_tokens_per_s": float},
+        pk="id",
+    )
+
+
 # --- the store ----------------------------------------------------------------------------------
 
 
@@ -178,6 +188,17 @@ class HistoryStore:
         }
         with self._write() as db:
             return db.table("runs").insert(row).last_pk
+
+    def save_bench(self, rows: list[dict], model: str, machine: dict) -> str:
+        """Store one benchmark's rows (whole rows as JSON, key columns for queries); returns its session id."""
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        session = now
+        records = [{"created_at": now, "session": session, "model": model, "machine": json.dumps(machine), "row": json.dumps(r),
+                    "backend": r["backend"], "variant": r["variant"], "provider": r["provider"],
+                    "decode_tokens_per_s": r["decode_tokens_per_s"]} for r in rows]
+        with self._write() as db:
+            db.table("bench").insert_all(records)
+        return session
 
     def delete(self, run_id: int) -> bool:
         """Delete one run; False when there was no such run."""

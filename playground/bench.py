@@ -1,0 +1,316 @@
+"""The benchmark engine: backend x variant x provider cells, timed through the playground's own decoding loop.
+
+    python -m playground.bench --model random:gpt2 --prompt-tokens 32 --new-tokens 128 --json bench.json
+
+Every cell decodes greedily for a fixed number of tokens (no early stop) from a prompt of exactly
+N tokens, after a warm-up, `repeats` times; the row reported is the repeat with the median decode
+speed, so its numbers agree with each other. One thread count for all cells. Printing and storing
+are the callers' job (the CLI below, the Benchmark tab).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import GenerationSettings
+from .errors import PlaygroundError
+from .generation import Generation
+from .models import RANDOM_PREFIX, ModelSource
+
+REFERENCE_TEXT = (
+    "A function definition defines a user-defined function object. The function definition does not execute the "
+    "function body; this gets executed only when the function is called. When a function is called, the arguments "
+    "are bound to the parameters, and the return value of the function is the value of the expression after the "
+    "return statement, or None if the function ends without one. Exceptions raised in the body propagate to the caller."
+)
+JSON_KEYS = ("backend", "variant", "provider", "prompt_tokens", "new_tokens", "ttft_ms", "decode_tokens_per_s",
+             "latency_p50_ms", "latency_p90_ms", "peak_rss_mb", "size_mb", "top1_agreement")
+
+
+@dataclass(frozen=True)
+class Cell:
+    backend: str  # torch, onnx
+    variant: str  # fp32, fp16, int8, int4
+    device: str  # cpu, cuda
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.variant} ({self.device})"
+
+
+def available_cells() -> list[Cell]:
+    """Every cell this machine can run: the CPU ones always, the CUDA ones when a GPU is usable."""
+    import torch
+
+    from .backends.onnx_backend import cuda_provider_available
+
+    cells = [Cell("torch", "fp32", "cpu"), Cell("onnx", "fp32", "cpu"), Cell("onnx", "int8", "cpu"), Cell("onnx", "int4", "cpu")]
+    if torch.cuda.is_available():
+        cells.append(Cell("torch", "fp16", "cuda"))
+        if cuda_provider_available():
+            cells += [Cell("onnx", "fp16", "cuda"), Cell("onnx", "fp32", "cuda"), Cell("onnx", "int4", "cuda")]
+    return cells
+
+
+def parse_cells(spec: str | None) -> list[Cell]:
+    """'torch:fp32,onnx:int8' (device optional, 'onnx:fp16:cuda') -> the matching available cells."""
+    available = available_cells()
+    if not spec:
+        return available
+    chosen = []
+    for item in spec.split(","):
+        parts = item.strip().split(":")
+        matches = [c for c in available if c.backend == parts[0] and (len(parts) < 2 or c.variant == parts[1])
+                   and (len(parts) < 3 or c.device == parts[2])]
+        if not matches:
+            raise PlaygroundError(f"No runnable cell matches {item!r} here; available: {', '.join(c.label for c in available)}.")
+        chosen += [c for c in matches if c not in chosen]
+    return chosen
+
+
+def machine_description() -> dict:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {name: version(name) for name in ("torch", "transformers", "onnxruntime-gpu", "optimum-onnx")},
+    }
+
+
+class PeakMemory:
+    """Peak resident memory of this process (and GPU memory on CUDA) while a block runs, sampled every 5 ms."""
+
+    def __init__(self):
+        import psutil
+
+        self._process = psutil.Process()
+        self.peak_rss = 0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        self.peak_rss = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
+
+
+@dataclass
+class BenchConfig:
+    prompt_tokens: list[int] = field(default_factory=lambda: [32])
+    new_tokens: list[int] = field(default_factory=lambda: [128])
+    repeats: int = 3
+    warmup: int = 1
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+def _prompt_ids(source: ModelSource, n: int) -> list[int]:
+    ids = source.tokenizer(REFERENCE_TEXT * (1 + n // 20))["input_ids"]
+    return ids[:n]
+
+
+def _timed_run(backend, source, prompt_ids: list[int], new_tokens: int) -> tuple[float, list[float]]:
+    """(time to first token in ms, per-token latencies in ms of the rest), timing each step of the real loop."""
+    run = Generation(backend, source, "", GenerationSettings(max_new_tokens=new_tokens, do_sample=False),
+                     ignore_eos=True, prompt_ids=prompt_ids)
+    latencies = []
+    last = time.perf_counter()
+    for _ in run:
+        now = time.perf_counter()
+        latencies.append((now - last) * 1000)
+        last = now
+    return latencies[0], latencies[1:]
+
+
+def _quality(backend, reference_logits: np.ndarray, ids: list[int]) -> dict:
+    logits, _ = backend.prefill(ids)
+    logits = logits.numpy()  # (T, V)
+    logprobs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+    nll = -logprobs[np.arange(len(ids) - 1), ids[1:]].mean()
+    return {
+        "top1_agreement": round(float((logits.argmax(-1) == reference_logits.argmax(-1)).mean()), 4),
+        "max_abs_logit_diff": round(float(np.abs(logits - reference_logits).max()), 5),
+        "perplexity": round(float(math.exp(nll)), 3),
+    }
+
+
+def _size_mb(backend, source: ModelSource) -> float:
+    manifest = getattr(backend, "manifest", None)
+    if manifest is not None:
+        return round(manifest["files"]["model.onnx"]["bytes"] / 1e6, 1)  # the decoder graph a run uses
+    from .export import _source_files
+
+    return round(sum(p.stat().st_size for p in _source_files(source) if p.suffix == ".safetensors") / 1e6, 1)
+
+
+def make_backend(cell: Cell, source: ModelSource, threads: int, exports_root: Path | None):
+    if cell.backend == "torch":
+        from .backends.torch_backend import TorchBackend
+
+        return TorchBackend(source, cell.device)
+    from .backends.onnx_backend import OnnxBackend
+
+    return OnnxBackend(source, cell.variant, cell.device, exports_root=exports_root, threads=threads)
+
+
+def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, exports_root: Path | None = None,
+                  on_row: Callable[[dict], None] | None = None, progress: bool = True) -> list[dict]:
+    """Measure every cell at every (prompt, new tokens) size; rows come back (and to `on_row`) as they finish.
+
+    Ctrl-C stops the run and returns the rows finished so far.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(config.threads)
+    quality_meaningful = not source.requested.startswith(RANDOM_PREFIX)
+    reference_ids = source.tokenizer(REFERENCE_TEXT)["input_ids"]
+    reference_logits = None
+    rows: list[dict] = []
+    sizes = [(p, n) for p in config.prompt_tokens for n in config.new_tokens]
+    bar = tqdm(total=len(cells) * len(sizes), desc="Benchmark", unit="cell", disable=not progress)
+    try:
+        for cell in cells:
+            bar.set_postfix_str(f"loading {cell.label}")
+            started = time.perf_counter()
+            backend = make_backend(cell, source, config.threads, exports_root)
+            load_s = time.perf_counter() - started
+            if reference_logits is None:  # the first cell is PyTorch fp32 when asked for; build the reference once
+                from .backends.torch_backend import TorchBackend
+
+                reference = backend if (cell.backend, cell.variant, cell.device) == ("torch", "fp32", "cpu") else TorchBackend(source, "cpu")
+                reference_ids = reference_ids[: reference.info.context_length]
+                reference_logits = reference.prefill(reference_ids)[0].numpy()
+            quality = _quality(backend, reference_logits, reference_ids)
+            for prompt_tokens, new_tokens in sizes:
+                bar.set_postfix_str(f"{cell.label} {prompt_tokens}+{new_tokens}")
+                ids = _prompt_ids(source, prompt_tokens)
+                if len(ids) + new_tokens > backend.info.context_length:
+                    raise PlaygroundError(f"{prompt_tokens} + {new_tokens} tokens exceed the model's context of {backend.info.context_length}.")
+                for _ in range(config.warmup):
+                    _timed_run(backend, source, ids, min(new_tokens, 8))
+                repeats = []
+                with PeakMemory() as memory:
+                    for _ in range(config.repeats):
+                        repeats.append(_timed_run(backend, source, ids, new_tokens))
+                # The repeat with the median decode speed, so its numbers agree with each other.
+                speeds = [len(lat) / (sum(lat) / 1000) for _, lat in repeats]
+                ttft_ms, latencies = repeats[speeds.index(statistics.median_low(speeds))]
+                decode_s = sum(latencies) / 1000
+                row = {
+                    "backend": cell.backend, "variant": cell.variant, "device": cell.device, "provider": backend.info.provider,
+                    "prompt_tokens": len(ids), "new_tokens": new_tokens, "threads": config.threads, "repeats": config.repeats,
+                    "load_s": round(load_s, 2), "ttft_ms": round(ttft_ms, 2), "decode_s": round(decode_s, 6),
+                    "decode_tokens_per_s": round(len(latencies) / decode_s, 2),
+                    "latency_p50_ms": round(float(np.percentile(latencies, 50)), 2),
+                    "latency_p90_ms": round(float(np.percentile(latencies, 90)), 2),
+                    "peak_rss_mb": round(memory.peak_rss / 1e6, 1),
+                    "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 1e6, 1) if cell.device == "cuda" else None,
+                    "size_mb": _size_mb(backend, source),
+                    "quality_meaningful": quality_meaningful, **quality,
+                }
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+                bar.update()
+    except KeyboardInterrupt:
+        print(f"\nInterrupted: keeping the {len(rows)} finished rows.", file=sys.stderr)
+    finally:
+        bar.close()
+    add_speedups(rows)
+    return rows
+
+
+def add_speedups(rows: list[dict]) -> None:
+    """Each row's decode speed relative to PyTorch fp32 on the CPU at the same sizes (None if that was not measured)."""
+    base = {(r["prompt_tokens"], r["new_tokens"]): r["decode_tokens_per_s"] for r in rows
+            if (r["backend"], r["variant"], r["device"]) == ("torch", "fp32", "cpu")}
+    for r in rows:
+        reference = base.get((r["prompt_tokens"], r["new_tokens"]))
+        r["speedup_vs_torch_fp32"] = round(r["decode_tokens_per_s"] / reference, 2) if reference else None
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = "| cell | provider | prompt+new | TTFT ms | decode tok/s | speed-up | p50 ms | p90 ms | RSS MB | size MB | top-1 |"
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for r in rows:
+        quality = f"{r['top1_agreement']:.3f}" if r["quality_meaningful"] else "n/m"
+        speedup = f"{r['speedup_vs_torch_fp32']:.2f}×" if r.get("speedup_vs_torch_fp32") else "-"
+        lines.append(f"| {r['backend']} {r['variant']} | {r['provider']} | {r['prompt_tokens']}+{r['new_tokens']} | {r['ttft_ms']:.1f} | "
+                     f"{r['decode_tokens_per_s']:.1f} | {speedup} | {r['latency_p50_ms']:.2f} | {r['latency_p90_ms']:.2f} | "
+                     f"{r['peak_rss_mb']:.0f} | {r['size_mb']:.1f} | {quality} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .history import open_history
+    from .models import resolve_model
+
+    parser = argparse.ArgumentParser(prog="python -m playground.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="random:gpt2", help="hub id, folder, demo, or random:gpt2 / random:distilgpt2 / random:gpt2-medium")
+    parser.add_argument("--cells", default=None, help="e.g. torch:fp32,onnx:int8 (default: every cell this machine can run)")
+    parser.add_argument("--prompt-tokens", type=int, nargs="+", default=[32])
+    parser.add_argument("--new-tokens", type=int, nargs="+", default=[128])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every cell (default: all cores)")
+    parser.add_argument("--json", type=Path, default=None, help="write the rows (and the machine) as JSON")
+    parser.add_argument("--db", default=None, help="history database to add a bench table to (default: the app's)")
+    args = parser.parse_args(argv)
+    try:
+        source = resolve_model(args.model)
+        cells = parse_cells(args.cells)
+        config = BenchConfig(args.prompt_tokens, args.new_tokens, args.repeats, threads=args.threads)
+        print(f"Benchmark of {source.name} on {len(cells)} cells, {config.threads} threads, {config.repeats} repeats, greedy, fixed length",
+              file=sys.stderr)
+        rows = run_benchmark(source, cells, config)
+    except PlaygroundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    machine = machine_description()
+    print(markdown_table(rows))
+    if source.requested.startswith(RANDOM_PREFIX):
+        print("\nRandom weights: quality columns are not meaningful (n/m).")
+    if args.json:
+        args.json.write_text(json.dumps({"model": source.name, "machine": machine, "rows": rows}, indent=2))
+        print(f"Rows written to {args.json}", file=sys.stderr)
+    store, why = open_history(args.db)
+    if store is not None:
+        store.save_bench(rows, source.name, machine)
+    else:
+        print(f"Results not stored: {why}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""The benchmark engine on a tiny real model: every cell, self-consistent numbers, JSON keys, quality, storage."""
+
+import json
+
+import pytest
+
+from playground.bench import JSON_KEYS, BenchConfig, Cell, add_speedups, main, markdown_table, parse_cells, run_benchmark
+from playground.errors import PlaygroundError
+from playground.history import HistoryStore
+
+CELLS = [Cell("torch", "fp32", "cpu"), Cell("onnx", "fp32", "cpu"), Cell("onnx", "int8", "cpu")]
+
+
+@pytest.fixture(scope="module")
+def rows(tiny_source, tmp_path_factory):
+    config = BenchConfig(prompt_tokens=[8, 12], new_tokens=[6], repeats=2, warmup=1, threads=2)
+    return run_benchmark(tiny_source, CELLS, config, exports_root=tmp_path_factory.mktemp("exports"), progress=False)
+
+
+def test_every_requested_cell_and_size_is_present(rows):
+    assert {(r["backend"], r["variant"], r["prompt_tokens"]) for r in rows} == {
+        (c.backend, c.variant, p) for c in CELLS for p in (8, 12)}
+    assert all(r["new_tokens"] == 6 and r["threads"] == 2 for r in rows)
+
+
+def test_numbers_are_positive_and_self_consistent(rows):
+    for r in rows:
+        assert all(r[k] > 0 for k in ("ttft_ms", "decode_tokens_per_s", "latency_p50_ms", "latency_p90_ms", "peak_rss_mb", "size_mb"))
+        # tokens/s is the tokens after the first over the decode time of the same repeat
+        assert r["decode_tokens_per_s"] == pytest.approx((r["new_tokens"] - 1) / r["decode_s"], rel=1e-3)
+        assert r["latency_p50_ms"] <= r["latency_p90_ms"]
+        assert set(JSON_KEYS) <= r.keys()
+
+
+def test_quality_of_a_model_against_itself(rows):
+    torch_fp32 = [r for r in rows if r["backend"] == "torch"]
+    assert all(r["top1_agreement"] == 1.0 and r["max_abs_logit_diff"] == 0.0 for r in torch_fp32)
+    assert all(r["top1_agreement"] == 1.0 for r in rows if (r["backend"], r["variant"]) == ("onnx", "fp32"))
+    assert all(r["quality_meaningful"] for r in rows)
+    assert all(r["speedup_vs_torch_fp32"] == 1.0 for r in torch_fp32)
+
+
+def test_unrunnable_cells_are_refused_by_name():
+    with pytest.raises(PlaygroundError, match="No runnable cell matches 'onnx:fp16:cuda'"):
+        if __import__("torch").cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        parse_cells("onnx:fp16:cuda")
+    assert [c.variant for c in parse_cells("onnx:int8,torch:fp32")] == ["int8", "fp32"]
+
+
+def test_markdown_and_speedups(rows):
+    table = markdown_table(rows)
+    assert table.count("\n") == len(rows) + 1 and "torch fp32" in table
+    add_speedups(rows)
+    assert all(r["speedup_vs_torch_fp32"] is not None for r in rows)
+
+
+def test_command_line_writes_json_and_the_bench_table(tiny_model_dir, tmp_path):
+    db = tmp_path / "h.db"
+    out = tmp_path / "bench.json"
+    code = main(["--model", str(tiny_model_dir), "--cells", "torch:fp32", "--prompt-tokens", "8", "--new-tokens", "5",
+                 "--repeats", "1", "--json", str(out), "--db", str(db)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["machine"]["cores"] and len(data["rows"]) == 1 and set(JSON_KEYS) <= data["rows"][0].keys()
+    store = HistoryStore(db)
+    with store._connect() as conn:
+        stored = list(conn.table("bench").rows)
+    assert len(stored) == 1 and json.loads(stored[0]["row"])["new_tokens"] == 5 and json.loads(stored[0]["machine"])["cores"]
