@@ -189,3 +189,18 @@ def test_branching_from_an_alternative_continues_and_is_saved(page):
     wait_until_done(page)
     assert page.locator("#stats").inner_text() != parent_stats
     page.screenshot(path=str(ARTIFACTS / "branch.png"), full_page=True)
+
+
+def test_benchmark_tab_runs_a_small_benchmark(page):
+    page.get_by_role("tab", name="Benchmark").click()
+    for label in ("onnx fp32 (cpu)", "onnx int4 (cpu)"):  # keep it small: torch fp32 and onnx int8
+        page.locator("#bench-cells").get_by_label(label).uncheck()
+    fill(page.locator("#bench-new input"), "8")
+    page.locator("#bench-run").click()
+    page.wait_for_function("() => /cells on/.test(document.querySelector('#bench-status')?.innerText || '')", timeout=180_000)
+    rows = page.locator("#bench-table .virtual-row")
+    assert rows.count() == 2
+    assert "tokens/s" in page.locator("#bench-speed").inner_text()
+    page.locator("#bench-files a").first.wait_for(timeout=30_000)
+    assert page.locator("#bench-files a").count() == 4
+    page.screenshot(path=str(ARTIFACTS / "benchmark-tab.png"), full_page=True)

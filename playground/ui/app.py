@@ -10,6 +10,7 @@ from ..config import GenerationSettings
 from ..errors import PlaygroundError
 from ..service import Playground
 from .attention_tab import build_attention_tab
+from .bench_tab import build_bench_tab
 from .compare_tab import build_compare_tab
 from .generate_tab import build_generate_tab
 from .history_tab import build_history_tab
@@ -33,6 +34,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 refresh_attention = build_attention_tab(playground, last_result, attention_tab)
             with gr.Tab("Compare", id="compare"):
                 build_compare_tab(playground, generate_inputs)
+            with gr.Tab("Benchmark", id="benchmark"):
+                build_bench_tab(playground)
             with gr.Tab("History", id="history") as history_tab:
                 build_history_tab(playground, generate_inputs, tabs, history_tab, last_result, refresh_attention)
 
