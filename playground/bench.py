@@ -169,9 +169,9 @@ def _size_mb(backend, source: ModelSource) -> float:
     manifest = getattr(backend, "manifest", None)
     if manifest is not None:
         return round(manifest["files"]["model.onnx"]["bytes"] / 1e6, 1)  # the decoder graph a run uses
-    from .export import _source_files
+    from .export import source_files
 
-    return round(sum(p.stat().st_size for p in _source_files(source) if p.suffix == ".safetensors") / 1e6, 1)
+    return round(sum(p.stat().st_size for p in source_files(source) if p.suffix == ".safetensors") / 1e6, 1)
 
 
 def make_backend(cell: Cell, source: ModelSource, threads: int, exports_root: Path | None):

@@ -68,7 +68,7 @@ def model_slug(source: ModelSource) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "--", source.name).strip("-") or "model"
 
 
-def _source_files(source: ModelSource) -> list[Path]:
+def source_files(source: ModelSource) -> list[Path]:
     folder = Path(source.location)
     if folder.is_dir():
         return sorted([folder / "config.json", *folder.glob("*.safetensors")])
@@ -89,7 +89,7 @@ def file_sha256(path: Path) -> str:
 def source_fingerprint(source: ModelSource) -> str:
     """Content hash of the source model's config and weights: an export of other weights is stale."""
     digest = hashlib.sha256()
-    for path in _source_files(source):
+    for path in source_files(source):
         digest.update(path.name.encode())
         digest.update(file_sha256(path).encode())
     return digest.hexdigest()

@@ -77,26 +77,16 @@ def test_every_run_end_is_saved_once(tiny_source, tmp_path):
 
 
 def test_failed_run_is_saved_as_an_error(tiny_source, tmp_path):
+    from playground.generation import Generation
+
     store = HistoryStore(tmp_path / "h.db")
     playground = Playground(tiny_source, device="cpu", history=store)
-    run = playground.start("An object", GenerationSettings(max_new_tokens=20, seed=1))
-    real_step = run.backend.step
-
-    class Exploding:
-        info = run.backend.info
-        computes_with_torch = True
-        prefill = run.backend.prefill
-
-        @staticmethod
-        def step(token_id, cache):
-            raise RuntimeError("device lost")
-
-    run.backend = Exploding()  # a backend that fails mid-run, as a dying GPU would
-    with pytest.raises(RuntimeError):
+    # A real failure inside the model: a token id beyond the embedding table.
+    run = Generation(playground.backend(), tiny_source, "", GenerationSettings(max_new_tokens=5, seed=1), prompt_ids=[10**6])
+    with pytest.raises(IndexError):
         list(playground.stream(run))
-    assert real_step is not None
-    row = store.recent()[0]
-    assert row["status"] == "error" and "device lost" in store.get(row["id"])["error"]
+    row = store.get(store.recent()[0]["id"])
+    assert row["status"] == "error" and "IndexError" in row["error"]
 
 
 def test_concurrent_writers_lose_nothing(store, sample_run):
