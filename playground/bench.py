@@ -11,6 +11,7 @@ are the callers' job (the CLI below, the Benchmark tab).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -235,7 +236,7 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
                     "decode_tokens_per_s": round(len(latencies) / decode_s, 2),
                     "latency_p50_ms": round(float(np.percentile(latencies, 50)), 2),
                     "latency_p90_ms": round(float(np.percentile(latencies, 90)), 2),
-                    "peak_rss_mb": round(memory.peak_rss / 1e6, 1),
+                    "peak_rss_mb": round(memory.peak_rss / 1e6, 1),  # whole process: includes the PyTorch reference model
                     "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 1e6, 1) if cell.device == "cuda" else None,
                     "size_mb": _size_mb(backend, source),
                     "quality_meaningful": quality_meaningful, **quality,
@@ -244,6 +245,9 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
                 if on_row:
                     on_row(row)
                 bar.update()
+            # Release this cell's model before the next one, so peak RSS is this cell's, not the run's so far.
+            del backend
+            gc.collect()
     except KeyboardInterrupt:
         print(f"\nInterrupted: keeping the {len(rows)} finished rows.", file=sys.stderr)
     finally:
