@@ -179,9 +179,9 @@ def _distribution_stats(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, tor
 class StepStats:
     """The model's raw distribution at one decoding step, computed in as few passes over V as possible.
 
-    This runs once per generated token, so it is the loop's whole overhead: one logsumexp, one exp,
-    one dot product and one top-k over the vocabulary (the rank needs another pass only when the
-    chosen token falls outside the top-k).
+    This runs once per generated token, so it is the loop's whole overhead: a max, an exp, a sum, a
+    dot product and a top-k over the vocabulary (the rank needs another pass only when the chosen
+    token falls outside the top-k).
     """
 
     logits: torch.Tensor  # (V,) raw, finite
@@ -290,14 +290,12 @@ class Generation:
         tail = self.source.tokenizer.decode(self._generated_ids[-tail_len:])
         return any(s in tail for s in stops)
 
-    def _final_text(self) -> str:
+    def current_text(self) -> str:
+        """The generated text so far, cut before any stop sequence (decoded as a whole, so multi-byte
+        characters split over tokens come out right)."""
         text = self.source.tokenizer.decode(self._generated_ids)
         cut = min((text.find(s) for s in self.settings.stop_sequences if s in text), default=-1)
         return text[:cut] if cut >= 0 else text
-
-    def current_text(self) -> str:
-        """The generated text so far (decoded as a whole, so multi-byte characters split over tokens come out right)."""
-        return self._final_text()
 
     def _choose(self, logits, processors, input_ids, rng, k, scratch) -> tuple[int, float | None, StepStats]:
         """Pick the next token; returns (token id, its probability in the warped distribution or None, raw stats)."""
@@ -381,7 +379,7 @@ class Generation:
                 next_logits, cache = self.backend.step(token_id, cache)
 
         result.finish_reason = finish
-        result.text = self._final_text()
+        result.text = self.current_text()
 
 
 @contextmanager

@@ -36,27 +36,36 @@ class Playground:
         self.default_variant = default_variant
         self.exports_root = exports_root
         self._backends: dict[tuple[str, str | None], Backend] = {}
+        self._build_locks: dict[tuple[str, str | None], threading.Lock] = {}
         self._backend_lock = threading.Lock()
         self._stop_events: dict[str, threading.Event] = {}
         self._stop_lock = threading.Lock()
 
     def backend(self, name: str | None = None, variant: str | None = None) -> Backend:
-        """The shared backend for (name, variant), built on first use (an ONNX one exports first if needed)."""
+        """The shared backend for (name, variant), built on first use (an ONNX one exports first if needed).
+        `variant` is ignored for torch (its precision follows the device)."""
         name = name or self.default_backend
         if name not in BACKENDS:
             raise PlaygroundError(f"Unknown backend {name!r}; available: {', '.join(BACKENDS)}.")
         variant = None if name == "torch" else (variant or self.default_variant)
         key = (name, variant)
+        # One lock per backend: an export of minutes must not hold up runs on backends already built.
         with self._backend_lock:
+            if key in self._backends:
+                return self._backends[key]
+            build_lock = self._build_locks.setdefault(key, threading.Lock())
+        with build_lock:
             if key not in self._backends:
                 if name == "torch":
                     from .backends.torch_backend import TorchBackend
 
-                    self._backends[key] = TorchBackend(self.source, self.device)
+                    backend = TorchBackend(self.source, self.device)
                 else:
                     from .backends.onnx_backend import OnnxBackend
 
-                    self._backends[key] = OnnxBackend(self.source, variant, self.device, exports_root=self.exports_root)
+                    backend = OnnxBackend(self.source, variant, self.device, exports_root=self.exports_root)
+                with self._backend_lock:
+                    self._backends[key] = backend
             return self._backends[key]
 
     def start(
@@ -89,8 +98,7 @@ class Playground:
         if not 0 <= alternative_id < len(self.source.token_texts):
             raise PlaygroundError(f"Token id {alternative_id} is not in this model's vocabulary.")
         ids = [t.token_id for t in parent.prompt_tokens] + [t.token_id for t in parent.tokens[:token_index]] + [alternative_id]
-        variant = parent.info.variant if parent.info.backend == "onnx" else None
-        run = Generation(self.backend(parent.info.backend, variant), self.source, "", parent.settings,
+        run = Generation(self.backend(parent.info.backend, parent.info.variant), self.source, "", parent.settings,
                          stop_event=self._stop_event_for(session), prompt_ids=ids)
         run.result.parent_run_id = parent.run_id
         run.result.branch_position = parent.tokens[token_index].position

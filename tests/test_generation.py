@@ -160,3 +160,19 @@ def test_stop_ends_only_the_callers_own_run(tiny_source):
     assert rest_mine == [] and len(rest_theirs) == 27
     assert theirs_run.result.finish_reason == "length"
     assert not playground.stop("nobody")
+
+
+def test_a_backend_being_built_does_not_block_others(tiny_source, tmp_path):
+    """An ONNX export can take minutes: runs on a backend that is already built must go on meanwhile."""
+    from playground.service import Playground
+
+    playground = Playground(tiny_source, device="cpu", exports_root=tmp_path)
+    torch_backend = playground.backend("torch")
+    building = threading.Thread(target=playground.backend, args=("onnx", "int8"))
+    building.start()
+    while building.is_alive() and ("onnx", "int8") not in playground._build_locks:
+        pass
+    assert playground.backend("torch") is torch_backend  # answered while the export runs
+    assert building.is_alive()
+    building.join()
+    assert playground.backend("onnx", "int8").info.variant == "int8"

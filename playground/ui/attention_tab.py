@@ -65,7 +65,7 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
         if not force and current is not None and current_for == run_key(result):
             return (gr.skip(),) * 10
         try:
-            backend = playground.backend(result.info.backend, result.info.variant if result.info.backend == "onnx" else None)
+            backend = playground.backend(result.info.backend, result.info.variant)
             ids = [t.token_id for t in result.prompt_tokens + result.tokens]
             run = compute_attention(backend, ids, playground.source.token_texts)
         except PlaygroundError as exc:
