@@ -203,20 +203,19 @@ def weight_stats(model) -> dict:
 # --- building -----------------------------------------------------------------------------------
 
 
-def _export_fp32(source: ModelSource, out_dir: Path) -> Path:
+def _export_fp32(model, out_dir: Path) -> Path:
     """optimum's decoder export with past key/values (one graph for prefill and decode)."""
     import warnings
 
     from optimum.exporters.onnx import onnx_export_from_model
 
-    model = load_torch_model(source)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         onnx_export_from_model(model, out_dir, task="text-generation-with-past", opset=OPSET, do_validation=False)
     return out_dir / MODEL_FILE
 
 
-def _export_attention_graph(source: ModelSource, out_dir: Path) -> Path:
+def _export_attention_graph(model, out_dir: Path) -> Path:
     """optimum's decoder export without cache, with `attentions.{layer}` outputs (eager attention)."""
     import warnings
 
@@ -231,7 +230,6 @@ def _export_attention_graph(source: ModelSource, out_dir: Path) -> Path:
                 outputs[f"attentions.{layer}"] = {0: "batch_size", 2: "sequence_length", 3: "sequence_length"}  # (B, H, T, T)
             return outputs
 
-    model = load_torch_model(source)
     config = WithAttentions(model.config, task="text-generation")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -287,26 +285,21 @@ def probe_ids(source: ModelSource, context: int) -> list[int]:
     return source.tokenizer(PROBE_TEXT)["input_ids"][: max(2, context // 2)]
 
 
-def _verify(source: ModelSource, model_path: Path, variant: str) -> dict:
+def _verify(source: ModelSource, torch_model, model_path: Path, variant: str) -> dict:
     """Load the export on the CPU (CUDA for fp16) and compare its prefill logits with PyTorch fp32."""
     import numpy as np
     import torch
 
-    from .backends.onnx_backend import OnnxRunner
-
-    from .backends.onnx_backend import CUDA, cuda_provider_available
+    from .backends.onnx_backend import CUDA, AttentionRunner, OnnxRunner, cuda_provider_available
 
     providers = ["CPUExecutionProvider"]
     if variant == "fp16":
         if not (torch.cuda.is_available() and cuda_provider_available()):
             return {"checked": False, "reason": "fp16 runs on CUDA only and no GPU was available while exporting"}
         providers = [CUDA]
-    torch_model = load_torch_model(source)
     ids = probe_ids(source, torch_model.config.n_positions)
     with torch.inference_mode():
         expected = torch_model(torch.tensor([ids])).logits[0].float().numpy()  # (T, V)
-    from .backends.onnx_backend import AttentionRunner
-
     with torch.inference_mode():
         expected_attention = torch.stack(torch_model(torch.tensor([ids]), output_attentions=True).attentions)[:, 0].numpy()
     runner = OnnxRunner(model_path, providers=providers)
@@ -375,8 +368,9 @@ def ensure_export(source: ModelSource, variant: str, root: Path | None = None, p
     with tempfile.TemporaryDirectory(prefix=f".{variant}-", dir=folder.parent) as tmp:
         tmp = Path(tmp)
         bar.set_postfix_str(stages[0])
-        raw = _export_fp32(source, tmp / "raw")
-        raw_attention = _export_attention_graph(source, tmp / "raw-attention")
+        torch_model = load_torch_model(source)  # loaded once: both exports and the verification use it
+        raw = _export_fp32(torch_model, tmp / "raw")
+        raw_attention = _export_attention_graph(torch_model, tmp / "raw-attention")
         bar.update()
         bar.set_postfix_str(stages[1])
         build = tmp / variant
@@ -385,7 +379,8 @@ def ensure_export(source: ModelSource, variant: str, root: Path | None = None, p
         _make_variant(raw_attention, variant, build / ATTENTION_FILE)
         bar.update()
         bar.set_postfix_str(stages[2])
-        verification = _verify(source, build / MODEL_FILE, variant)
+        verification = _verify(source, torch_model, build / MODEL_FILE, variant)
+        del torch_model
         bar.update()
         bar.set_postfix_str(stages[3])
         graph = onnx.load(str(build / MODEL_FILE), load_external_data=False)
