@@ -6,13 +6,12 @@ from html import escape
 
 import gradio as gr
 
-from ..config import GenerationSettings
 from ..errors import PlaygroundError
 from ..service import Playground
 from .attention_tab import build_attention_tab
 from .bench_tab import build_bench_tab
 from .compare_tab import build_compare_tab
-from .generate_tab import build_generate_tab
+from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
 from .render import CSS, banner_html
 
@@ -58,13 +57,9 @@ def build_demo(playground: Playground) -> gr.Blocks:
             """Generate a continuation of `prompt`. Returns the generated text and the whole run as JSON:
             settings (with the seed used), metrics, and per-token records for prompt and output.
             `backend` is torch or onnx and `variant` one of fp32, fp16, int8, int4 (default: the app's)."""
+            settings = settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
+                                        no_repeat_ngram_size, stop_sequences, seed, top_alternatives)
             try:
-                settings = GenerationSettings.from_user(
-                    max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
-                    top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, typical_p=typical_p,
-                    no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences or [],
-                    top_alternatives=top_alternatives,
-                )
                 run = playground.start(prompt, settings, backend=backend, variant=variant)
                 for _ in playground.stream(run):
                     pass
