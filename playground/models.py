@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,6 +17,9 @@ from .paths import demo_model_dir
 DEMO = "demo"
 HUB_PROBE_TIMEOUT_S = 3.0
 RANDOM_PREFIX = "random:"
+RANDOM_NOTICE = "Randomly initialised weights: for speed measurements only; its text and quality numbers mean nothing."
+# "name" or "owner/name", as the hub spells repository ids; nothing path-like.
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 # Real GPT-2 family shapes (transformers' GPT2Config with these overrides), for speed-only measurements.
 RANDOM_ARCHITECTURES = {
     "gpt2": {},
@@ -112,8 +116,7 @@ def resolve_model(spec: str | None = None, demo_dir: Path | None = None) -> Mode
         return ModelSource(name=demo_dir.name, location=str(ensure_demo_model(demo_dir)), requested=spec)
     if spec.startswith(RANDOM_PREFIX):
         folder = build_random_model(spec[len(RANDOM_PREFIX):], demo_dir)
-        return ModelSource(name=folder.name, location=str(folder), requested=spec,
-                           notice="Randomly initialised weights: for speed measurements only; its text and quality numbers mean nothing.")
+        return ModelSource(name=folder.name, location=str(folder), requested=spec, notice=RANDOM_NOTICE)
     if _is_local_spec(spec):
         folder = Path(spec).expanduser().resolve()
         _check_local_folder(folder)
@@ -125,6 +128,45 @@ def resolve_model(spec: str | None = None, demo_dir: Path | None = None) -> Mode
         print(notice, flush=True)
         return ModelSource(name=demo_dir.name, location=str(ensure_demo_model(demo_dir)), requested=spec, notice=notice)
     return ModelSource(name=spec, location=spec, requested=spec)
+
+
+def list_local_models(models_root: Path) -> list[str]:
+    """The model folders (config.json and safetensors weights) directly inside `models_root`, by name."""
+    if not models_root.is_dir():
+        return []
+    return sorted(
+        entry.name for entry in models_root.iterdir()
+        if not entry.name.startswith(".") and entry.is_dir() and (entry / "config.json").is_file() and any(entry.glob("*.safetensors"))
+    )
+
+
+def resolve_choice(choice: object, models_root: Path) -> ModelSource:
+    """A model picked in the UI or the API, where strangers may be typing: only a folder listed in
+    `models_root` (by name) or a hub id. Never an arbitrary path, and no silent fallback to the demo model."""
+    choice = choice.strip() if isinstance(choice, str) else ""
+    if choice in list_local_models(models_root):
+        folder = models_root / choice
+        notice = RANDOM_NOTICE if choice.startswith("random-") else None
+        return ModelSource(name=choice, location=str(folder), requested=choice, notice=notice)
+    # A hub id that is also a folder here would be loaded from that folder by transformers: refuse it.
+    if not HUB_ID.match(choice) or ".." in choice or Path(choice).exists():
+        raise ModelLoadError(
+            f"{choice[:200]!r} cannot be chosen here: pick a model from the list (the folders in {models_root.name}/) or "
+            "type a hub id such as gpt2 or openai-community/gpt2-medium. Other folders open with --model PATH at start-up."
+        )
+    if _cached_on_disk(choice):
+        return ModelSource(name=choice, location=choice, requested=choice)
+    if not hub_reachable():
+        raise ModelLoadError(f"The model hub is unreachable and '{choice}' is not in the local cache: pick a model from the list.")
+    from transformers import AutoConfig
+
+    try:  # the config is small: check the architecture before any weights are downloaded
+        model_type = AutoConfig.from_pretrained(choice, trust_remote_code=False).model_type
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"Could not load model '{choice}': {exc}".splitlines()[0]) from exc
+    if model_type != "gpt2":
+        raise ModelLoadError(f"'{choice}' is a {model_type} model; the playground runs GPT-2 family models only.")
+    return ModelSource(name=choice, location=choice, requested=choice)
 
 
 def build_random_model(arch: str, demo_dir: Path, seed: int = 0) -> Path:

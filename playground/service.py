@@ -1,4 +1,4 @@
-"""The playground as the UI and API see it: one model, backends created once and shared, per-session Stop."""
+"""The playground as the UI and API see it: models and backends created once and shared, per-session Stop."""
 
 from __future__ import annotations
 
@@ -12,61 +12,109 @@ from .config import GenerationSettings
 from .errors import PlaygroundError
 from .generation import Generation, GenerationResult, TokenRecord
 from .history import HistoryStore
-from .models import ModelSource
+from .models import ModelSource, list_local_models, resolve_choice
+from .paths import models_dir
 
 BACKENDS = ("torch", "onnx")
+MAX_LOADED_MODELS = 3  # models with built backends kept in memory; the least recently used other one goes first
 
 
 class Playground:
-    """Holds the loaded model and its backends; safe to share between Gradio's worker threads.
+    """Holds the loaded models and their backends; safe to share between Gradio's worker threads.
 
-    Backends are built lazily, once per (backend, variant), under a lock; a forward pass keeps no
+    The model the app started with is the default. Others can be chosen per run, but only by name
+    from the allow-listed models folder or as hub ids (see `resolve_choice`): a shared link must not
+    open arbitrary folders of the server. Backends are built lazily, once per (model, backend,
+    variant), under a lock; a forward pass keeps no
     state in the backend (the KV cache travels with each run), so runs on different threads may
     share one backend. Stop is keyed by the caller's session, so one user's Stop ends only their run.
     """
 
     def __init__(self, source: ModelSource, device: str = "auto", default_backend: str = "torch",
                  default_variant: str = "fp32", exports_root: Path | None = None,
-                 history: HistoryStore | None = None, history_disabled: str | None = None):
-        self.source = source
+                 history: HistoryStore | None = None, history_disabled: str | None = None,
+                 models_root: Path | None = None):
+        self.source = source  # the default model
+        self.models_root = Path(models_root) if models_root is not None else models_dir()
+        self._sources: dict[str, ModelSource] = {source.name: source}
+        self._model_use: list[str] = [source.name]  # least recently used first
         self.history = history
         self.history_disabled = history_disabled  # why there is no history, shown in the UI
         self.device = device
         self.default_backend = default_backend
         self.default_variant = default_variant
         self.exports_root = exports_root
-        self._backends: dict[tuple[str, str | None], Backend] = {}
-        self._build_locks: dict[tuple[str, str | None], threading.Lock] = {}
+        self._backends: dict[tuple[str, str, str | None], Backend] = {}
+        self._build_locks: dict[tuple[str, str, str | None], threading.Lock] = {}
         self._backend_lock = threading.Lock()
         self._stop_events: dict[str, threading.Event] = {}
         self._stop_lock = threading.Lock()
 
-    def backend(self, name: str | None = None, variant: str | None = None) -> Backend:
-        """The shared backend for (name, variant), built on first use (an ONNX one exports first if needed).
-        `variant` is ignored for torch (its precision follows the device)."""
+    def model_choices(self) -> list[str]:
+        """What the UI offers: the default model, then the folders of the models folder."""
+        return [self.source.name] + [name for name in list_local_models(self.models_root) if name != self.source.name]
+
+    def source_for(self, model: str | None = None) -> ModelSource:
+        """The model named `model` (default: the app's), resolved once; only allow-listed folders and hub ids."""
+        name = model.strip() if isinstance(model, str) and model.strip() else self.source.name
+        with self._backend_lock:
+            if name in self._sources:
+                return self._sources[name]
+        source = resolve_choice(name, self.models_root)
+        with self._backend_lock:
+            return self._sources.setdefault(source.name, source)
+
+    def backend(self, name: str | None = None, variant: str | None = None, model: str | None = None) -> Backend:
+        """The shared backend for (model, name, variant), built on first use (an ONNX one exports first if
+        needed). `variant` is ignored for torch (its precision follows the device)."""
         name = name or self.default_backend
         if name not in BACKENDS:
             raise PlaygroundError(f"Unknown backend {name!r}; available: {', '.join(BACKENDS)}.")
         variant = None if name == "torch" else (variant or self.default_variant)
-        key = (name, variant)
+        source = self.source_for(model)
+        key = (source.name, name, variant)
         # One lock per backend: an export of minutes must not hold up runs on backends already built.
         with self._backend_lock:
+            self._touch(source.name)
             if key in self._backends:
                 return self._backends[key]
             build_lock = self._build_locks.setdefault(key, threading.Lock())
         with build_lock:
-            if key not in self._backends:
+            with self._backend_lock:
+                backend = self._backends.get(key)
+            if backend is None:
                 if name == "torch":
                     from .backends.torch_backend import TorchBackend
 
-                    backend = TorchBackend(self.source, self.device)
+                    backend = TorchBackend(source, self.device)
                 else:
                     from .backends.onnx_backend import OnnxBackend
 
-                    backend = OnnxBackend(self.source, variant, self.device, exports_root=self.exports_root)
+                    backend = OnnxBackend(source, variant, self.device, exports_root=self.exports_root)
                 with self._backend_lock:
                     self._backends[key] = backend
-            return self._backends[key]
+                    self._forget_old_models(keep=source.name)
+            return backend
+
+    def _touch(self, model: str) -> None:
+        if model in self._model_use:
+            self._model_use.remove(model)
+        self._model_use.append(model)
+
+    def _forget_old_models(self, keep: str) -> None:
+        """Drop the backends of the least recently used models beyond MAX_LOADED_MODELS (never the default,
+        nor `keep`). Runs still holding one finish normally: the backend lives until they let go of it."""
+        loaded = [m for m in self._model_use if any(key[0] == m for key in self._backends)]
+        for model in list(loaded):
+            if len(loaded) <= MAX_LOADED_MODELS:
+                break
+            if model in (self.source.name, keep):
+                continue
+            for key in [key for key in self._backends if key[0] == model]:
+                del self._backends[key]
+                self._build_locks.pop(key, None)
+            self._sources.pop(model, None)
+            loaded.remove(model)
 
     def start(
         self,
@@ -75,9 +123,11 @@ class Playground:
         session: str | None = None,
         backend: str | None = None,
         variant: str | None = None,
+        model: str | None = None,
     ) -> Generation:
         """Prepare a run (validated, not started: iterate it). A new run of a session replaces its Stop event."""
-        return Generation(self.backend(backend, variant), self.source, prompt, settings, stop_event=self._stop_event_for(session))
+        runner = self.backend(backend, variant, model)
+        return Generation(runner, self.source_for(runner.info.model), prompt, settings, stop_event=self._stop_event_for(session))
 
     def _stop_event_for(self, session: str | None) -> threading.Event:
         stop_event = threading.Event()
@@ -95,10 +145,12 @@ class Playground:
         """
         if not 0 <= token_index < len(parent.tokens):
             raise PlaygroundError(f"Token {token_index} is not in that run (it generated {len(parent.tokens)} tokens).")
-        if not 0 <= alternative_id < len(self.source.token_texts):
+        runner = self.backend(parent.info.backend, parent.info.variant, parent.info.model)
+        source = self.source_for(parent.info.model)
+        if not 0 <= alternative_id < len(source.token_texts):
             raise PlaygroundError(f"Token id {alternative_id} is not in this model's vocabulary.")
         ids = [t.token_id for t in parent.prompt_tokens] + [t.token_id for t in parent.tokens[:token_index]] + [alternative_id]
-        run = Generation(self.backend(parent.info.backend, parent.info.variant), self.source, "", parent.settings,
+        run = Generation(runner, source, "", parent.settings,
                          stop_event=self._stop_event_for(session), prompt_ids=ids)
         run.result.parent_run_id = parent.run_id
         run.result.branch_position = parent.tokens[token_index].position

@@ -79,13 +79,25 @@ def app_history(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def launched_app(tiny_source, tmp_path_factory, app_history):
+def models_root(tiny_model_dir, tmp_path_factory) -> Path:
+    """An allow-listed models folder holding a copy of the tiny model as `tiny-copy`."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("models-root")
+    shutil.copytree(tiny_model_dir, root / "tiny-copy")
+    return root
+
+
+@pytest.fixture(scope="session")
+def launched_app(tiny_source, tmp_path_factory, app_history, models_root):
     """The real Gradio app on the tiny model, served on a free loopback port (exports and history in temporary folders)."""
     from playground.service import Playground
     from playground.ui.app import build_demo, launch_kwargs
 
-    playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("app-exports"), history=app_history)
+    playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("app-exports"), history=app_history,
+                            models_root=models_root)
     demo = build_demo(playground)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield demo.local_url
     demo.close()
+

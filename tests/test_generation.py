@@ -170,7 +170,7 @@ def test_a_backend_being_built_does_not_block_others(tiny_source, tmp_path):
     torch_backend = playground.backend("torch")
     building = threading.Thread(target=playground.backend, args=("onnx", "int8"))
     building.start()
-    while building.is_alive() and ("onnx", "int8") not in playground._build_locks:
+    while building.is_alive() and (tiny_source.name, "onnx", "int8") not in playground._build_locks:
         pass
     assert playground.backend("torch") is torch_backend  # answered while the export runs
     assert building.is_alive()

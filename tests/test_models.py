@@ -6,7 +6,7 @@ import pytest
 
 from playground.backends.torch_backend import TorchBackend, resolve_torch_device
 from playground.errors import DeviceError, ModelLoadError
-from playground.models import hub_reachable, resolve_model
+from playground.models import hub_reachable, list_local_models, resolve_choice, resolve_model
 
 
 def test_local_folder_loads_through_the_normal_path(tiny_model_dir):
@@ -57,3 +57,57 @@ def test_cuda_request_without_gpu_falls_back_to_cpu_with_a_note():
     assert resolve_torch_device("auto") == ("cpu", None)
     with pytest.raises(DeviceError):
         resolve_torch_device("tpu")
+
+
+# ---- choosing a model from the UI or the API: allow-listed folders and hub ids only ----------------
+
+def test_choice_lists_and_opens_only_the_models_folder(models_root, tmp_path):
+    (models_root / ".hidden").mkdir(exist_ok=True)
+    (models_root / "not-a-model").mkdir(exist_ok=True)
+    assert list_local_models(models_root) == ["tiny-copy"]
+    source = resolve_choice(" tiny-copy ", models_root)
+    assert (source.name, source.location) == ("tiny-copy", str(models_root / "tiny-copy"))
+
+
+@pytest.mark.parametrize("choice", ["/etc", "../models-root/tiny-copy", "./tiny-copy", "~/.ssh", "a/b/c", "x" * 300,
+                                    "tiny-copy/../tiny-copy", "C:\\Windows", "", None, 42, "not-a-model"])
+def test_choice_refuses_paths_and_garbage(models_root, choice):
+    with pytest.raises(ModelLoadError, match="cannot be chosen here|hub is unreachable"):
+        resolve_choice(choice, models_root)
+
+
+def test_choice_refuses_a_hub_id_that_is_a_folder_here(models_root, tiny_model_dir, monkeypatch):
+    # transformers would load "owner/name" from ./owner/name if that folder exists: never from the UI.
+    monkeypatch.chdir(tiny_model_dir.parent.parent)
+    relative = f"{tiny_model_dir.parent.name}/{tiny_model_dir.name}"
+    with pytest.raises(ModelLoadError, match="cannot be chosen here"):
+        resolve_choice(relative, models_root)
+
+
+def test_choice_of_an_uncached_hub_id_offline_says_so_without_falling_back(models_root):
+    with pytest.raises(ModelLoadError, match="hub is unreachable and 'distilgpt2' is not in the local cache"):
+        resolve_choice("distilgpt2", models_root)
+
+
+def test_playground_runs_a_chosen_model_and_keeps_few_loaded(tiny_source, tiny_model_dir, tmp_path, monkeypatch):
+    from playground import service
+    from playground.config import GenerationSettings
+    from playground.service import Playground
+
+    for name in ("m1", "m2", "m3"):
+        shutil.copytree(tiny_model_dir, tmp_path / name)
+    monkeypatch.setattr(service, "MAX_LOADED_MODELS", 2)
+    playground = Playground(tiny_source, device="cpu", models_root=tmp_path)
+    assert playground.model_choices() == ["tiny-gpt2", "m1", "m2", "m3"]
+    settings = GenerationSettings(max_new_tokens=5, seed=4)
+    texts = {}
+    for model in ("tiny-gpt2", "m1", "m2", "m3"):
+        run = playground.start("The value", settings, model=model)
+        list(playground.stream(run))
+        assert run.result.info.model == model
+        texts[model] = run.result.text
+    assert len(set(texts.values())) == 1  # the same weights under four names
+    loaded = {key[0] for key in playground._backends}
+    assert loaded == {"tiny-gpt2", "m3"}  # the default stays; the least recently used others went
+    with pytest.raises(ModelLoadError, match="cannot be chosen here"):
+        playground.start("x", settings, model=str(tiny_model_dir))

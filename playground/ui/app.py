@@ -53,14 +53,16 @@ def build_demo(playground: Playground) -> gr.Blocks:
             top_alternatives: int = 10,
             backend: str | None = None,
             variant: str | None = None,
+            model: str | None = None,
         ) -> tuple[str, dict]:
             """Generate a continuation of `prompt`. Returns the generated text and the whole run as JSON:
             settings (with the seed used), metrics, and per-token records for prompt and output.
-            `backend` is torch or onnx and `variant` one of fp32, fp16, int8, int4 (default: the app's)."""
+            `backend` is torch or onnx and `variant` one of fp32, fp16, int8, int4 (default: the app's).
+            `model` is a folder name from the app's models folder or a hub id (default: the app's model)."""
             settings = settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
                                         no_repeat_ngram_size, stop_sequences, seed, top_alternatives)
             try:
-                run = playground.start(prompt, settings, backend=backend, variant=variant)
+                run = playground.start(prompt, settings, backend=backend, variant=variant, model=model)
                 for _ in playground.stream(run):
                     pass
             except PlaygroundError as exc:

@@ -65,9 +65,9 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
         if not force and current is not None and current_for == run_key(result):
             return (gr.skip(),) * 10
         try:
-            backend = playground.backend(result.info.backend, result.info.variant)
+            backend = playground.backend(result.info.backend, result.info.variant, result.info.model)
             ids = [t.token_id for t in result.prompt_tokens + result.tokens]
-            run = compute_attention(backend, ids, playground.source.token_texts)
+            run = compute_attention(backend, ids, playground.source_for(result.info.model).token_texts)
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
         note = f"Computed by **{run.computed_by}** over {len(run.labels)} tokens ({run.n_layers} layers × {run.n_heads} heads)."

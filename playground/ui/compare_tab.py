@@ -46,7 +46,7 @@ def probability_figure(c: Comparison | None, label_b: str):
 
 
 def build_compare_tab(playground: Playground, generate_inputs: dict) -> None:
-    gr.Markdown("Runs the prompt and settings of the Generate tab (seed included; a random seed is drawn once and used for both) "
+    gr.Markdown("Runs the prompt, model and settings of the Generate tab (seed included; a random seed is drawn once and used for both) "
                 "on PyTorch and on an ONNX variant. Both runs are saved to the history.")
     with gr.Row():
         variant = gr.Dropdown(list(VARIANTS), value="int8", label="ONNX variant to compare", scale=1, elem_id="compare-variant")
@@ -61,12 +61,12 @@ def build_compare_tab(playground: Playground, generate_inputs: dict) -> None:
             view_b = gr.HTML(token_view_html(None), elem_id="compare-view-b")
     plot = gr.Plot(probability_figure(None, "ONNX"), elem_id="compare-plot")
 
-    def run_both(prompt, variant_name, *values):
+    def run_both(prompt, model, variant_name, *values):
         settings = settings_from_ui(*values).with_seed()  # one seed for both sides
         results = []
         try:
             for backend, var in (("torch", None), ("onnx", variant_name)):
-                run = playground.start(prompt, settings, backend=backend, variant=var)
+                run = playground.start(prompt, settings, backend=backend, variant=var, model=model)
                 for _ in playground.stream(run):
                     pass
                 results.append(run.result)
@@ -81,5 +81,5 @@ def build_compare_tab(playground: Playground, generate_inputs: dict) -> None:
         yield (summary_markdown(a, b, c), stats_markdown(a), token_view_html(a, mark_position=mark), stats_markdown(b),
                token_view_html(b, mark_position=mark), probability_figure(c, f"ONNX {variant_name}"))
 
-    run_btn.click(run_both, inputs=[generate_inputs["prompt"], variant, *(generate_inputs[n] for n in SETTING_NAMES)],
+    run_btn.click(run_both, inputs=[generate_inputs["prompt"], generate_inputs["model"], variant, *(generate_inputs[n] for n in SETTING_NAMES)],
                   outputs=[summary, stats_a, view_a, stats_b, view_b, plot], api_visibility="private", concurrency_id="generate")

@@ -48,6 +48,9 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPT, lines=5, max_lines=20, elem_id="prompt")
+            model = gr.Dropdown(playground.model_choices(), value=playground.source.name, label="Model",
+                                allow_custom_value=True, elem_id="model",
+                                info="the models/ folder, or type a hub id (e.g. distilgpt2)")
             with gr.Row():
                 backend = gr.Radio([("PyTorch", "torch"), ("ONNX Runtime", "onnx")], value=playground.default_backend,
                                    label="Backend", elem_id="backend")
@@ -94,7 +97,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
     setting_inputs = [max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
                       no_repeat_ngram_size, stop_sequences, seed, top_alternatives]
 
-    def on_generate(prompt_text, backend_name, variant_name, max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
+    def on_generate(prompt_text, model_name, backend_name, variant_name, max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
                     no_repeat_ngram_size, stop_sequences, seed, top_alternatives, mode, request: gr.Request,
                     progress=gr.Progress(track_tqdm=True)):
         settings = settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
@@ -102,7 +105,8 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
         session = request.session_hash if request else None
         try:
             # The first use of an ONNX variant exports it; its tqdm bar shows up as progress here.
-            run = playground.start(prompt_text, settings, session=session, backend=backend_name, variant=variant_name)
+            run = playground.start(prompt_text, settings, session=session, backend=backend_name, variant=variant_name,
+                                   model=model_name)
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
         yield from stream_to_ui(run, session, mode)
@@ -154,7 +158,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
 
     generate_btn.click(
         on_generate,
-        inputs=[prompt, backend, variant, *setting_inputs, colour_mode],
+        inputs=[prompt, model, backend, variant, *setting_inputs, colour_mode],
         outputs=[output, stats, token_view, records, last_result, surprisal],
         api_visibility="private",
         concurrency_id="generate",
@@ -166,7 +170,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
     branch_btn.click(on_branch, inputs=[last_result, branch_token, branch_alternative, colour_mode],
                      outputs=[output, stats, token_view, records, last_result, surprisal], api_visibility="private",
                      concurrency_id="generate")
-    inputs_by_name = dict(zip(SETTING_NAMES, setting_inputs)) | {"prompt": prompt, "backend": backend, "variant": variant}
+    inputs_by_name = dict(zip(SETTING_NAMES, setting_inputs)) | {"prompt": prompt, "model": model, "backend": backend, "variant": variant}
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
     backend.change(lambda b: gr.update(interactive=b == "onnx"), inputs=backend, outputs=variant, queue=False, api_visibility="private")
     colour_mode.change(on_colour, inputs=[colour_mode, last_result], outputs=[legend, token_view], queue=False, api_visibility="private")

@@ -106,7 +106,8 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         run = store.get(run_id) if run_id is not None else None
         if run is None:
             raise gr.Error("Select a run first.")
-        values = settings_for_ui(run["settings"]) | {"prompt": run["prompt"], "backend": run["backend"], "variant": run["variant"] or "fp32"}
+        values = settings_for_ui(run["settings"]) | {"prompt": run["prompt"], "model": run["model"], "backend": run["backend"],
+                                                      "variant": run["variant"] or "fp32"}
         updates = [gr.update(value=values[name]) if name in values else gr.skip() for name in generate_inputs]
         return [*updates, gr.Tabs(selected="generate")]
 
