@@ -21,6 +21,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     parser.add_argument("--share", action="store_true", help="also make a public Gradio link")
+    parser.add_argument("--auth", metavar="USER[:PASSWORD]",
+                        help="ask for a login; with USER alone the password comes from $GPT2_PLAYGROUND_PASSWORD, "
+                             "which keeps it out of the process list")
+    parser.add_argument("--auth-file", metavar="FILE", help="ask for a login: FILE holds USER:PASSWORD lines")
     parser.add_argument("--db", default=None,
                         help="history database (default: $GPT2_PLAYGROUND_DB or the user data folder, "
                              "e.g. ~/.local/share/gpt2-playground/history.db)")
@@ -33,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     from .models import resolve_model
     from .service import Playground
     from .ui.app import build_demo, launch_kwargs
+    from .ui.security import auth_file_warning, exposure_warning, resolve_login
 
     try:
+        login = resolve_login(args.auth, args.auth_file)
         source = resolve_model(args.model)
         history, history_disabled = open_history(args.db)
         playground = Playground(source, device=args.device, default_backend=args.backend, default_variant=args.variant,
@@ -50,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"History: {history.path}", flush=True)
     else:
         print(f"History disabled: {history_disabled}", flush=True)
+    if login is not None:
+        print(f"Login required: {', '.join(login.users())} (from {login.origin})", flush=True)
+    for warning in (auth_file_warning(args.auth_file), exposure_warning(args.share, args.host, login)):
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
 
     demo = build_demo(playground)
     demo.launch(
@@ -58,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         inbrowser=not args.no_browser,
         share=args.share,
         prevent_thread_lock=True,
-        **launch_kwargs(),
+        **launch_kwargs(login),
     )
     if args.share and not demo.share_url:
         print("No public link was made (the share server is unreachable from here); serving locally only.", flush=True)

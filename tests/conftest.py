@@ -101,3 +101,17 @@ def launched_app(tiny_source, tmp_path_factory, app_history, models_root):
     yield demo.local_url
     demo.close()
 
+
+@pytest.fixture(scope="session")
+def app_with_login(tiny_source, tmp_path_factory):
+    """The app behind a login: user alice, password "correct horse"."""
+    from playground.service import Playground
+    from playground.ui.app import build_demo, launch_kwargs
+    from playground.ui.security import resolve_login
+
+    playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("login-exports"))
+    demo = build_demo(playground)
+    login = resolve_login("alice:correct horse", None, {})
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(login))
+    yield demo.local_url
+    demo.close()

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_app(*args, timeout=60):
-    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "GPT2_PLAYGROUND_PASSWORD"} | {"HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -23,34 +23,65 @@ def test_missing_model_folder_is_a_one_line_error():
     assert result.stderr.startswith("error: Model folder") and "Traceback" not in result.stderr
 
 
+def test_auth_without_a_password_is_a_one_line_error():
+    result = run_app("--auth", "alice", "--no-browser")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --auth alice has no password") and "Traceback" not in result.stderr
+
+
 def test_help_lists_the_flags():
     out = run_app("--help").stdout
-    for flag in ("--model", "--backend", "--device", "--host", "--port", "--no-browser", "--share"):
+    for flag in ("--model", "--backend", "--device", "--host", "--port", "--no-browser", "--share", "--auth", "--auth-file"):
         assert flag in out
+
+
+def start_app(*args, until: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start `python app.py ARGS` and read its output until a line containing `until` (or it ends)."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"} | (env or {})
+    proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if until in line:
+            break
+    return proc, "".join(lines)
 
 
 def test_share_offline_says_why_and_keeps_serving_locally(tiny_model_dir):
     port = free_port()
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen(
-        [sys.executable, "app.py", "--model", str(tiny_model_dir), "--share", "--no-browser", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    proc, output = start_app("--model", str(tiny_model_dir), "--share", "--no-browser", "--port", str(port),
+                             until="No public link was made")
     try:
-        lines = []
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "No public link was made" in line:
-                break
-        output = "".join(lines)
         assert "No public link was made" in output, output
+        assert "Warning: sharing without a login" in output
         assert "Model in use: tiny-gpt2 · torch fp32 · cpu" in output
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
             assert response.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_auth_file_puts_the_app_behind_a_login(tiny_model_dir, tmp_path):
+    accounts = tmp_path / "accounts"
+    accounts.write_text("alice:correct horse\n")
+    accounts.chmod(0o644)
+    port = free_port()
+    proc, output = start_app("--model", str(tiny_model_dir), "--auth-file", str(accounts), "--no-browser",
+                             "--port", str(port), until="Running on")
+    try:
+        assert "Login required: alice" in output and "correct horse" not in output
+        assert "can be read by other users of this machine; chmod 600 it" in output
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/config").status_code == 401
+        login = httpx.post(f"http://127.0.0.1:{port}/login", data={"username": "alice", "password": "correct horse"})
+        assert login.status_code == 200 and login.json() == {"success": True}
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from ..errors import PlaygroundError
 from ..service import Playground
@@ -13,7 +14,8 @@ from .bench_tab import build_bench_tab
 from .compare_tab import build_compare_tab
 from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
-from .render import CSS, banner_html
+from .render import CSS, banner_html, session_html
+from .security import Login, RouteGuard
 
 GENERATE_CONCURRENCY = 2  # two cores: more parallel runs only slow each other down
 
@@ -26,6 +28,14 @@ def build_demo(playground: Playground) -> gr.Blocks:
         if playground.history_disabled:
             banner += f'<div class="banner warn">History is disabled: {escape(playground.history_disabled)}</div>'
         gr.HTML(f"<h2 style='margin:0'>GPT-2 Playground</h2>{banner}", elem_id="banner")
+        session_banner = gr.HTML(elem_id="session-banner", visible=False)
+
+        # The public link exists only after launch, and the user only per request.
+        def show_session(request: gr.Request):
+            html = session_html(demo.share_url, request.username)
+            return gr.update(value=html, visible=bool(html))
+
+        demo.load(show_session, outputs=session_banner, show_progress="hidden", queue=False, api_visibility="private")
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
                 generate_inputs, last_result = build_generate_tab(playground)
@@ -74,6 +84,16 @@ def build_demo(playground: Playground) -> gr.Blocks:
     return demo
 
 
-def launch_kwargs() -> dict:
-    """Options every launch of the playground uses (the app and the tests alike)."""
-    return {"css": CSS, "show_error": True}
+def launch_kwargs(login: Login | None = None) -> dict:
+    """Options every launch of the playground uses (the app and the tests alike): the route guard in
+    front of Gradio, client-side rendering (Gradio's SSR workers bypass its login in 6.17), the login."""
+    kwargs = {
+        "css": CSS,
+        "show_error": True,
+        "ssr_mode": False,
+        "app_kwargs": {"middleware": [Middleware(RouteGuard)]},
+    }
+    if login is not None:
+        kwargs["auth"] = list(login.accounts)
+        kwargs["auth_message"] = "This GPT-2 Playground asks for a login."
+    return kwargs

@@ -141,6 +141,17 @@ def banner_html(model_name: str, requested: str, notice: str | None) -> str:
     return f'<div class="banner">{text}</div>'
 
 
+def session_html(share_url: str | None, username: str | None) -> str:
+    """The public link (when there is one) and who is logged in, with a way out."""
+    parts = []
+    if share_url:
+        url = escape(share_url)
+        parts.append(f'Public link: <a href="{url}" target="_blank" rel="noopener">{url}</a>')
+    if username:
+        parts.append(f'Logged in as <b>{escape(username)}</b> · <a href="logout">Log out</a>')
+    return f'<div class="banner">{" · ".join(parts)}</div>' if parts else ""
+
+
 def surprisal_figure(result: GenerationResult | None):
     """Surprisal (-log2 p, bits) of every token given its prefix, prompt and output as separate lines."""
     import plotly.graph_objects as go

@@ -1,0 +1,162 @@
+"""What stands in front of Gradio when the app is shared: a route guard and the login settings.
+
+Gradio 6.17.3 is the newest release that resolves with optimum-onnx (see pyproject.toml), and it
+predates fixes published in later 6.x releases. The guard closes each of those holes in front of
+Gradio, for every request, shared link or not:
+
+- `/gradio_api/file=<http(s) URL>` (and the `/gradio_api/file/` alias) answered with a 302 to any
+  URL, an open redirect on the app's host (gradio issues #13593, #13608; fixed upstream by #13687);
+- `/monitoring/summary` and `/monitoring/{key}` carry no login check (#13687);
+- `/gradio_api/upload_progress` carries no login check (#13687);
+- `/gradio_api/profiling/*` (only with GRADIO_PROFILING=1) carries no login check (#13687).
+
+The playground uses none of these routes, nor file uploads, the `proxy=` route for loaded Spaces,
+the dev-reload stream or the vibe editor; those are refused too, so a stranger cannot fill the disk
+with uploads or reach code the app never meant to expose.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.responses import PlainTextResponse
+
+from ..errors import PlaygroundError
+
+# Prefixes of routes that the app never uses (after collapsing repeated slashes).
+DENIED_PREFIXES = (
+    "/monitoring",
+    "/gradio_api/monitoring",
+    "/gradio_api/upload",  # also covers /gradio_api/upload_progress
+    "/gradio_api/profiling",
+    "/gradio_api/proxy=",
+    "/gradio_api/dev/reload",
+    "/gradio_api/vibe-",
+    "/gradio_api/undo-vibe-",
+)
+FILE_ROUTE = re.compile(r"^/+gradio_api/+file(?:=|/)", re.IGNORECASE)
+# A URL scheme (two characters or more, so a Windows drive letter such as C: is still a path) or a
+# scheme-relative //host or \\host.
+URL_LIKE = re.compile(r"^\s*(?:[a-z][a-z0-9+.\-]+:|[/\\]{2})", re.IGNORECASE)
+
+
+def refusal(path: str) -> str | None:
+    """Why the guard refuses a request for `path` (already percent-decoded, as ASGI gives it), or None."""
+    collapsed = re.sub(r"/{2,}", "/", path).lower()
+    if collapsed.startswith(DENIED_PREFIXES):
+        return "This route is disabled in gpt2-playground (see the Security section of its README)."
+    file_route = FILE_ROUTE.match(path)
+    if file_route and URL_LIKE.match(path[file_route.end():]):
+        return "The file route serves the app's own files only; it does not redirect to URLs."
+    return None
+
+
+class RouteGuard:
+    """ASGI middleware that answers 403 to the routes `refusal` names, before Gradio sees them."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            reason = refusal(scope.get("path", ""))
+            if reason is not None:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await PlainTextResponse(reason, status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class Login:
+    """Accounts for Gradio's login page, and where they came from (shown at start-up, never the passwords)."""
+
+    accounts: tuple[tuple[str, str], ...]
+    origin: str
+
+    def users(self) -> list[str]:
+        return [user for user, _ in self.accounts]
+
+
+PASSWORD_ENV = "GPT2_PLAYGROUND_PASSWORD"
+
+
+def parse_account(text: str, where: str) -> tuple[str, str]:
+    """USER:PASSWORD, split at the first colon (a password may hold colons); spaces around each part are dropped."""
+    user, sep, password = text.partition(":")
+    user, password = user.strip(), password.strip()
+    if not sep or not user or not password:
+        raise PlaygroundError(f"{where}: expected USER:PASSWORD, with neither part empty.")
+    return user, password
+
+
+def resolve_login(auth: str | None, auth_file: str | None, environ: dict | None = None) -> Login | None:
+    """The login from `--auth` and `--auth-file`, or None when neither is given.
+
+    `--auth USER:PASSWORD` shows the password in the process list, so `--auth USER` takes it from
+    $GPT2_PLAYGROUND_PASSWORD instead, and `--auth-file` reads USER:PASSWORD lines (# comments allowed).
+    """
+    environ = os.environ if environ is None else environ
+    accounts: list[tuple[str, str]] = []
+    origins = []
+    if auth is not None:
+        if ":" in auth:
+            accounts.append(parse_account(auth, "--auth"))
+            origins.append("--auth")
+        else:
+            password = environ.get(PASSWORD_ENV, "")
+            if not auth.strip():
+                raise PlaygroundError("--auth: expected USER or USER:PASSWORD.")
+            if not password:
+                raise PlaygroundError(f"--auth {auth} has no password: set ${PASSWORD_ENV}, or use --auth-file.")
+            accounts.append((auth.strip(), password))
+            origins.append(f"--auth with ${PASSWORD_ENV}")
+    if auth_file is not None:
+        path = Path(auth_file).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PlaygroundError(f"--auth-file {path}: cannot read it ({exc}).") from None
+        found = [parse_account(line, f"--auth-file {path}, line {number}")
+                 for number, line in enumerate(lines, 1) if line.strip() and not line.lstrip().startswith("#")]
+        if not found:
+            raise PlaygroundError(f"--auth-file {path}: no USER:PASSWORD line in it.")
+        accounts.extend(found)
+        origins.append(f"--auth-file {path}")
+    if not accounts:
+        return None
+    users = [user for user, _ in accounts]
+    duplicates = sorted({user for user in users if users.count(user) > 1})
+    if duplicates:
+        raise PlaygroundError(f"User {', '.join(duplicates)} is given more than once; keep one password per user.")
+    return Login(tuple(accounts), " and ".join(origins))
+
+
+def auth_file_warning(auth_file: str | None) -> str | None:
+    """A warning when the password file can be read by other users of this machine (POSIX only)."""
+    if auth_file is None or os.name != "posix":
+        return None
+    mode = Path(auth_file).expanduser().stat().st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return f"Warning: {auth_file} can be read by other users of this machine; chmod 600 it."
+    return None
+
+
+def exposure_warning(share: bool, host: str, login: Login | None) -> str | None:
+    """What to tell the user when the app is reachable by others and nobody has to log in."""
+    if login is not None:
+        return None
+    if share:
+        return ("Warning: sharing without a login. Anyone with the public link can use this app, its GPU or CPU, "
+                "and read every prompt in its history. Add --auth USER (password from "
+                f"${PASSWORD_ENV}) or --auth-file FILE.")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return (f"Warning: listening on {host} without a login: anyone who can reach this machine can use the app "
+                "and read its history. Add --auth USER or --auth-file FILE.")
+    return None
