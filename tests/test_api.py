@@ -1,5 +1,7 @@
 """The `/generate` endpoint of a launched app, called through gradio_client as any client would."""
 
+import re
+
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -38,16 +40,20 @@ def test_random_seed_is_recorded_and_replays(client):
     "bad, message",
     [
         ({"temperature": -1}, "temperature=-1.0 is out of range"),
+        ({"temperature": 1e300}, "temperature=1e+300 is out of range"),
+        ({"top_p": 0}, "top_p=0.0 is out of range"),
         ({"top_p": 5}, "top_p=5.0 is out of range"),
         ({"top_k": -1}, "top_k=-1 is out of range"),
         ({"seed": "abc"}, "seed must be a whole number"),
         ({"max_new_tokens": 10**6}, "max_new_tokens=1000000 is out of range"),
         ({"max_new_tokens": 64}, "does not fit this model's context of 64 tokens"),
-        ({"prompt": "x" * 300_000, "max_new_tokens": 5}, "characters; the limit is"),
+        ({"prompt": "x" * 1_000_000, "max_new_tokens": 5}, "1,000,000 characters; the limit is"),
+        ({"model": "/etc"}, "cannot be chosen here"),
+        ({"model": "../models"}, "cannot be chosen here"),
     ],
 )
 def test_invalid_settings_give_a_clear_error(client, bad, message):
-    with pytest.raises(AppError, match=message):
+    with pytest.raises(AppError, match=re.escape(message)):
         client.predict(**({"prompt": "x"} | bad), api_name="/generate")
     # ... and the server keeps serving.
     assert client.predict(prompt="x", max_new_tokens=2, seed=1, api_name="/generate")[0] is not None
@@ -87,3 +93,48 @@ def test_each_api_run_is_saved_once(client, app_history):
     row = app_history.get(run["run_id"])
     assert row["output"] == text and row["prompt"] == "Saved <i>once</i>" and row["settings"]["seed"] == 9
     assert row["status"] == "complete" and row["backend"] == "torch"
+
+
+def test_a_model_from_the_models_folder_through_the_api(client):
+    _, run = client.predict(prompt="The value", max_new_tokens=4, seed=5, model="tiny-copy", api_name="/generate")
+    assert run["model"] == "tiny-copy" and len(run["tokens"]) == 4
+
+
+def test_invalid_utf16_and_control_characters_through_raw_http(launched_app):
+    """JSON can carry a lone surrogate that no Python client would send; the server replaces it and answers."""
+    import json
+
+    import httpx
+
+    base = launched_app.rstrip("/")
+    body = ('{"data": ["a\\ud800b\\u0000\\u0007 \\u202e\\u05e9\\u05dc\\u05d5\\u05dd", 3, true, 1.0, 50, 1.0, 1.0, 7, '
+            '1.0, 0, null, 10, null, null, null]}')
+    event = httpx.post(f"{base}/gradio_api/call/generate", content=body, headers={"content-type": "application/json"})
+    assert event.status_code == 200, event.text
+    stream = httpx.get(f"{base}/gradio_api/call/generate/{event.json()['event_id']}", timeout=60).text
+    assert "event: complete" in stream, stream
+    [(text, run)] = json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+    assert run["prompt"] == "a?b\x00\x07 \u202e\u05e9\u05dc\u05d5\u05dd" and len(run["tokens"]) == 3 and run["text"] == text
+
+
+def test_two_users_at_once_get_their_own_seeded_results_saved_once(launched_app, app_history):
+    from concurrent.futures import ThreadPoolExecutor
+
+    requests = [dict(prompt=f"User {user} asks", max_new_tokens=20, seed=100 * user + i, temperature=0.9,
+                     backend=("torch", "onnx")[user])
+                for user in (0, 1) for i in range(3)]
+
+    def user_session(user):
+        client = Client(launched_app, verbose=False)  # a session of its own
+        return [client.predict(**r, api_name="/generate") for r in requests if r["prompt"] == f"User {user} asks"]
+
+    before = app_history.count()
+    with ThreadPoolExecutor(2) as pool:
+        concurrent = [reply for replies in pool.map(user_session, (0, 1)) for reply in replies]
+    assert app_history.count() == before + len(requests)
+    alone = Client(launched_app, verbose=False)
+    for request, (text, run) in zip(requests, concurrent):
+        assert run["prompt"] == request["prompt"] and run["settings"]["seed"] == request["seed"]
+        assert run["backend"] == request["backend"]
+        assert alone.predict(**request, api_name="/generate")[0] == text  # the same text as when run alone
+    assert len({run["run_id"] for _, run in concurrent}) == len(requests)

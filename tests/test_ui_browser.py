@@ -1,4 +1,5 @@
-"""The Generate tab in real headless Chromium: type, generate, see streamed text and the token view, Stop."""
+"""The whole UI in real headless Chromium: generate and watch it stream, token view, ONNX, attention, history,
+reuse, compare, branch, benchmark, and the login page. Screenshots of each step go to test-artifacts/."""
 
 import os
 import shutil
@@ -53,10 +54,19 @@ def test_generate_shows_text_stats_and_token_view(page):
     from playwright.sync_api import expect
 
     expect(page.locator("#prompt textarea")).to_have_value(f"The value {hostile}")
+    # Record what the page shows while the run streams: every change of the stats, with the output at that moment.
+    page.evaluate("""() => {
+        window.seen = [];
+        const stats = document.querySelector('#stats');
+        new MutationObserver(() => window.seen.push([stats.innerText, document.querySelector('#output textarea').value]))
+            .observe(stats, {subtree: true, childList: true, characterData: true});
+    }""")
     page.locator("#generate-btn").click()
     wait_until_done(page)
     output = page.locator("#output textarea").input_value()
     assert len(output) > 0
+    partial = [text for stats, text in page.evaluate("window.seen") if "generating" in stats and text]
+    assert partial and all(output.startswith(text) for text in partial)  # streamed: text shown before the run ended
     stats = page.locator("#stats").inner_text()
     assert "tokens/s" in stats and "time to first token" in stats and "prompt perplexity" in stats and "seed 5" in stats
     view = page.locator("#token-view")
@@ -112,6 +122,7 @@ def test_history_lists_both_runs_and_reuse_reproduces_the_output(page):
     page.wait_for_function("() => /torch fp32/.test(document.querySelector('#stats')?.innerText || '')", timeout=60_000)
     wait_until_done(page)
     assert page.locator("#output textarea").input_value() == saved_output
+    page.screenshot(path=str(ARTIFACTS / "reuse-settings.png"), full_page=True)
 
 
 def test_attention_tab_shows_the_last_runs_attention(page):
@@ -204,3 +215,39 @@ def test_benchmark_tab_runs_a_small_benchmark(page):
     page.locator("#bench-files a").first.wait_for(timeout=30_000)
     assert page.locator("#bench-files a").count() == 4
     page.screenshot(path=str(ARTIFACTS / "benchmark-tab.png"), full_page=True)
+
+
+def test_a_model_from_the_models_folder_can_be_chosen(page):
+    page.get_by_role("tab", name="Generate").click()
+    model = page.locator("#model input")
+    model.fill("tiny-copy")
+    model.press("Enter")
+    page.get_by_label("PyTorch").check()
+    fill(page.locator("#prompt textarea"), "The value")
+    page.locator("#generate-btn").click()
+    page.wait_for_function("() => /tiny-copy · torch/.test(document.querySelector('#stats')?.innerText || '')", timeout=60_000)
+    wait_until_done(page)
+    model.fill("/etc")
+    model.press("Enter")
+    page.locator("#generate-btn").click()
+    page.get_by_text("cannot be chosen here").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "model-refused.png"), full_page=True)
+    model.fill("tiny-gpt2")
+    model.press("Enter")
+
+
+def test_login_page_guards_the_app(page, app_with_login):
+    context = page.context.browser.new_context(viewport={"width": 1000, "height": 700})  # its own cookies
+    login = context.new_page()
+    login.goto(app_with_login)
+    login.get_by_label("username").fill("alice")
+    login.get_by_label("password").fill("wrong")
+    login.get_by_role("button", name="Login").click()
+    login.get_by_text("Incorrect credentials").wait_for(timeout=10_000)
+    login.screenshot(path=str(ARTIFACTS / "login.png"))
+    login.get_by_label("username").fill("alice")  # a failed attempt clears the form
+    login.get_by_label("password").fill("correct horse")
+    login.get_by_role("button", name="Login").click()
+    login.locator("#session-banner").get_by_text("Logged in as alice").wait_for(timeout=30_000)
+    login.locator("#generate-btn").wait_for()
+    context.close()
