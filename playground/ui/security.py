@@ -63,7 +63,10 @@ class RouteGuard:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket"):
-            reason = refusal(scope.get("path", ""))
+            path, root = scope.get("path", ""), scope.get("root_path", "")
+            if root and path.startswith(root):  # served under a prefix (behind a proxy): judge the app's own path
+                path = path[len(root):]
+            reason = refusal(path)
             if reason is not None:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
