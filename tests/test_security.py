@@ -136,3 +136,11 @@ def test_login_protects_the_app_and_its_api(app_with_login):
     assert len(run["tokens"]) == 4 and text == run["text"]
     # The guard still stands in front of a logged-in app.
     assert httpx.get(base + REDIRECTS[0], follow_redirects=False).status_code == 403
+
+
+def test_session_banner_shows_the_link_and_the_user_escaped():
+    from playground.ui.render import session_html
+
+    assert session_html(None, None) == ""
+    html = session_html("https://abc.gradio.live", "<b>eve</b>")
+    assert 'href="https://abc.gradio.live"' in html and "&lt;b&gt;eve&lt;/b&gt;" in html and "<b>eve" not in html
