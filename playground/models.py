@@ -143,7 +143,9 @@ def list_local_models(models_root: Path) -> list[str]:
 def resolve_choice(choice: object, models_root: Path) -> ModelSource:
     """A model picked in the UI or the API, where strangers may be typing: only a folder listed in
     `models_root` (by name) or a hub id. Never an arbitrary path, and no silent fallback to the demo model."""
-    choice = choice.strip() if isinstance(choice, str) else ""
+    if not isinstance(choice, str):
+        raise ModelLoadError(f"The model must be a name; got {type(choice).__name__}, which cannot be chosen here.")
+    choice = choice.strip()
     if choice in list_local_models(models_root):
         folder = models_root / choice
         notice = RANDOM_NOTICE if choice.startswith("random-") else None

@@ -25,9 +25,8 @@ class Playground:
     The model the app started with is the default. Others can be chosen per run, but only by name
     from the allow-listed models folder or as hub ids (see `resolve_choice`): a shared link must not
     open arbitrary folders of the server. Backends are built lazily, once per (model, backend,
-    variant), under a lock; a forward pass keeps no
-    state in the backend (the KV cache travels with each run), so runs on different threads may
-    share one backend. Stop is keyed by the caller's session, so one user's Stop ends only their run.
+    variant), under a lock; a forward pass keeps no state in the backend (the KV cache travels with
+    each run), so runs on different threads may share one backend. Stop is keyed by the caller's session, so one user's Stop ends only their run.
     """
 
     def __init__(self, source: ModelSource, device: str = "auto", default_backend: str = "torch",
@@ -56,9 +55,11 @@ class Playground:
 
     def source_for(self, model: str | None = None) -> ModelSource:
         """The model named `model` (default: the app's), resolved once; only allow-listed folders and hub ids."""
-        name = model.strip() if isinstance(model, str) and model.strip() else self.source.name
+        if model is None or (isinstance(model, str) and not model.strip()):
+            model = self.source.name
+        name = model.strip() if isinstance(model, str) else model  # anything else is refused by resolve_choice
         with self._backend_lock:
-            if name in self._sources:
+            if isinstance(name, str) and name in self._sources:
                 return self._sources[name]
         source = resolve_choice(name, self.models_root)
         with self._backend_lock:

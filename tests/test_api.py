@@ -50,6 +50,7 @@ def test_random_seed_is_recorded_and_replays(client):
         ({"prompt": "x" * 1_000_000, "max_new_tokens": 5}, "1,000,000 characters; the limit is"),
         ({"model": "/etc"}, "cannot be chosen here"),
         ({"model": "../models"}, "cannot be chosen here"),
+        ({"model": ["tiny-copy"]}, "cannot be chosen here"),
     ],
 )
 def test_invalid_settings_give_a_clear_error(client, bad, message):

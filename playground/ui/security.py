@@ -48,7 +48,7 @@ def refusal(path: str) -> str | None:
     """Why the guard refuses a request for `path` (already percent-decoded, as ASGI gives it), or None."""
     collapsed = re.sub(r"/{2,}", "/", path).lower()
     if collapsed.startswith(DENIED_PREFIXES):
-        return "This route is disabled in gpt2-playground (see the Security section of its README)."
+        return "This route is disabled in gpt2-playground (see 'Sharing and security' in its README)."
     file_route = FILE_ROUTE.match(path)
     if file_route and URL_LIKE.match(path[file_route.end():]):
         return "The file route serves the app's own files only; it does not redirect to URLs."
