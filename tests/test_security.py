@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 
 from playground.errors import PlaygroundError
-from playground.ui.security import exposure_warning, refusal, resolve_login
+from playground.ui.security import FAILURE_WINDOW_S, MAX_FAILURES, PasswordCheck, exposure_warning, refusal, resolve_login
 
 from .conftest import free_port
 
@@ -144,3 +144,15 @@ def test_session_banner_shows_the_link_and_the_user_escaped():
     assert session_html(None, None) == ""
     html = session_html("https://abc.gradio.live", "<b>eve</b>")
     assert 'href="https://abc.gradio.live"' in html and "&lt;b&gt;eve&lt;/b&gt;" in html and "<b>eve" not in html
+
+
+def test_password_guessing_is_braked_per_user():
+    now = [1000.0]
+    check = PasswordCheck((("alice", "right"), ("bob", "other")), clock=lambda: now[0])
+    assert check("alice", "right") and not check("alice", "Right") and not check("mallory", "right")
+    for _ in range(MAX_FAILURES - 1):
+        assert not check("alice", "guess")
+    assert check.locked("alice") and not check("alice", "right")  # locked: the right password waits too
+    assert check("bob", "other")  # other users are not affected
+    now[0] += FAILURE_WINDOW_S + 1
+    assert not check.locked("alice") and check("alice", "right")

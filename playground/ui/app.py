@@ -15,7 +15,7 @@ from .compare_tab import build_compare_tab
 from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
 from .render import CSS, banner_html, session_html
-from .security import Login, RouteGuard
+from .security import Login, PasswordCheck, RouteGuard
 
 GENERATE_CONCURRENCY = 2  # two cores: more parallel runs only slow each other down
 
@@ -94,6 +94,6 @@ def launch_kwargs(login: Login | None = None) -> dict:
         "app_kwargs": {"middleware": [Middleware(RouteGuard)]},
     }
     if login is not None:
-        kwargs["auth"] = list(login.accounts)
+        kwargs["auth"] = PasswordCheck(login.accounts)
         kwargs["auth_message"] = "This GPT-2 Playground asks for a login."
     return kwargs

@@ -17,9 +17,14 @@ with uploads or reach code the app never meant to expose.
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import stat
+import sys
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +93,51 @@ class Login:
 
 
 PASSWORD_ENV = "GPT2_PLAYGROUND_PASSWORD"
+MAX_FAILURES = 10  # wrong passwords per user ...
+FAILURE_WINDOW_S = 600.0  # ... within this window lock that user out until the oldest failure ages out
+
+
+class PasswordCheck:
+    """Gradio's `auth` callable: a constant-time comparison, and a brake on guessing.
+
+    A shared link lets anyone post to /login as often as they like, and behind the share tunnel every
+    request comes from 127.0.0.1, so the brake is per user name, not per address: after MAX_FAILURES
+    wrong passwords within FAILURE_WINDOW_S that user is refused, the right password included,
+    until the oldest failure ages out. Unknown user names are refused without keeping any state.
+    """
+
+    def __init__(self, accounts: tuple[tuple[str, str], ...], clock=time.monotonic):
+        self._passwords = dict(accounts)
+        self._failures: dict[str, deque[float]] = {user: deque() for user in self._passwords}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def locked(self, username: str) -> bool:
+        with self._lock:
+            return self._prune(username, self._clock()) >= MAX_FAILURES
+
+    def _prune(self, username: str, now: float) -> int:
+        recent = self._failures[username]
+        while recent and now - recent[0] > FAILURE_WINDOW_S:
+            recent.popleft()
+        return len(recent)
+
+    def __call__(self, username: str, password: str) -> bool:
+        expected = self._passwords.get(username)
+        if expected is None:
+            return False
+        now = self._clock()
+        with self._lock:
+            if self._prune(username, now) >= MAX_FAILURES:
+                return False
+        if hmac.compare_digest(password.encode("utf-8"), expected.encode("utf-8")):
+            return True
+        with self._lock:
+            self._failures[username].append(now)
+            if len(self._failures[username]) == MAX_FAILURES:
+                print(f"Login: {MAX_FAILURES} wrong passwords for {username!r} within {FAILURE_WINDOW_S / 60:.0f} minutes; "
+                      "refusing that user for a while.", file=sys.stderr, flush=True)
+        return False
 
 
 def parse_account(text: str, where: str) -> tuple[str, str]:
