@@ -65,6 +65,12 @@ class Playground:
         with self._backend_lock:
             return self._sources.setdefault(source.name, source)
 
+    def context_length(self, model: str | None = None) -> int:
+        """The model's context in tokens, from its config (no weights loaded)."""
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self.source_for(model).location).n_positions
+
     def backend(self, name: str | None = None, variant: str | None = None, model: str | None = None) -> Backend:
         """The shared backend for (model, name, variant), built on first use (an ONNX one exports first if
         needed). `variant` is ignored for torch (its precision follows the device)."""

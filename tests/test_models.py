@@ -99,6 +99,7 @@ def test_playground_runs_a_chosen_model_and_keeps_few_loaded(tiny_source, tiny_m
     monkeypatch.setattr(service, "MAX_LOADED_MODELS", 2)
     playground = Playground(tiny_source, device="cpu", models_root=tmp_path)
     assert playground.model_choices() == ["tiny-gpt2", "m1", "m2", "m3"]
+    assert playground.context_length("m1") == 64 and not playground._backends  # read from the config alone
     settings = GenerationSettings(max_new_tokens=5, seed=4)
     texts = {}
     for model in ("tiny-gpt2", "m1", "m2", "m3"):

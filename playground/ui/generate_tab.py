@@ -153,6 +153,14 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
         if not playground.stop(request.session_hash if request else None):
             gr.Info("Nothing is running.")
 
+    def on_model(model_name: str, current_max: float):
+        """Fit the max-new-tokens slider to the chosen model's context (a bad choice is reported at Generate)."""
+        try:
+            context = playground.context_length(model_name)
+        except (PlaygroundError, OSError):
+            return gr.skip()
+        return gr.update(maximum=context - 1, value=min(int(current_max), context - 1))
+
     def on_colour(mode: str, result: GenerationResult | None):
         return legend_html(mode), token_view_html(result, mode)
 
@@ -172,6 +180,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                      concurrency_id="generate")
     inputs_by_name = dict(zip(SETTING_NAMES, setting_inputs)) | {"prompt": prompt, "model": model, "backend": backend, "variant": variant}
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
+    model.change(on_model, inputs=[model, max_new_tokens], outputs=max_new_tokens, api_visibility="private")
     backend.change(lambda b: gr.update(interactive=b == "onnx"), inputs=backend, outputs=variant, queue=False, api_visibility="private")
     colour_mode.change(on_colour, inputs=[colour_mode, last_result], outputs=[legend, token_view], queue=False, api_visibility="private")
     return inputs_by_name, last_result
