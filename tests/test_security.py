@@ -129,7 +129,7 @@ def test_login_protects_the_app_and_its_api(app_with_login):
     base = app_with_login.rstrip("/")
     assert httpx.get(base + "/config").status_code == 401
     assert httpx.post(base + "/gradio_api/call/generate", json={"data": ["x"]}).status_code == 401
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="Could not login"):  # Gradio answers 400 to a wrong password
         Client(app_with_login, auth=("alice", "wrong"), verbose=False)
     client = Client(app_with_login, auth=("alice", "correct horse"), verbose=False)
     text, run = client.predict(prompt="The value", max_new_tokens=4, seed=2, api_name="/generate")
