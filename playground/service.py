@@ -26,7 +26,8 @@ class Playground:
     from the allow-listed models folder or as hub ids (see `resolve_choice`): a shared link must not
     open arbitrary folders of the server. Backends are built lazily, once per (model, backend,
     variant), under a lock; a forward pass keeps no state in the backend (the KV cache travels with
-    each run), so runs on different threads may share one backend. Stop is keyed by the caller's session, so one user's Stop ends only their run.
+    each run), so runs on different threads may share one backend. Stop is keyed by the caller's
+    session, so one user's Stop ends only their run.
     """
 
     def __init__(self, source: ModelSource, device: str = "auto", default_backend: str = "torch",
@@ -56,12 +57,13 @@ class Playground:
     def source_for(self, model: str | None = None) -> ModelSource:
         """The model named `model` (default: the app's), resolved once; only allow-listed folders and hub ids."""
         if model is None or (isinstance(model, str) and not model.strip()):
-            model = self.source.name
-        name = model.strip() if isinstance(model, str) else model  # anything else is refused by resolve_choice
+            return self.source
+        if isinstance(model, str):
+            model = model.strip()
         with self._backend_lock:
-            if isinstance(name, str) and name in self._sources:
-                return self._sources[name]
-        source = resolve_choice(name, self.models_root)
+            if isinstance(model, str) and model in self._sources:
+                return self._sources[model]
+        source = resolve_choice(model, self.models_root)  # refuses anything but an allow-listed name or a hub id
         with self._backend_lock:
             return self._sources.setdefault(source.name, source)
 
