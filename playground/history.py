@@ -1,17 +1,21 @@
 """The SQLite history of every run (sqlite-utils): saved when a run ends, searchable, exportable, migrated in place.
 
 `python -m playground.history list|search|show|export|delete` works on the same file from a terminal.
+Search finds substrings in any script (Chinese has no spaces between words); CSV opens right in a spreadsheet
+on a Chinese system (UTF-8 with a BOM).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import re
 import sqlite3
 import sys
+import unicodedata
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +32,8 @@ BUSY_TIMEOUT_S = 30.0
 JSON_COLUMNS = ("settings", "tokens", "metrics")
 LIST_COLUMNS = ("id", "created_at", "model", "backend", "variant", "provider", "prompt", "output", "status", "metrics")
 STATUSES = ("complete", "stopped", "error")
+TRIGRAM_MIN_CHARS = 3  # FTS5's trigram tokenizer cannot match a shorter term
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in a Python str, not encodable as UTF-8
 
 
 class HistoryUnavailable(PlaygroundError):
@@ -96,14 +102,89 @@ def m003_bench(db: Database) -> None:
     )
 
 
+@migrations(name="m004_search_substrings")
+def m004_search_substrings(db: Database) -> None:
+    """Search inside Chinese text: FTS5's trigram tokenizer instead of unicode61, existing rows indexed again.
+
+    unicode61 takes a run of Han characters as one word, so `明月` could not find `床前明月光`.
+    trigram indexes every 3-character substring (case-insensitively); shorter terms are matched
+    with LIKE in `HistoryStore.search`. The index keeps its name `runs_fts`, so sqlite-utils and
+    Datasette still find it. Plain `execute` calls: `executescript` (which `enable_fts` uses)
+    would commit this migration's transaction halfway.
+    """
+    for trigger in ("runs_ai", "runs_ad", "runs_au"):
+        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    db.execute("DROP TABLE IF EXISTS runs_fts")
+    db.execute('CREATE VIRTUAL TABLE runs_fts USING FTS5 (prompt, output, content="runs", tokenize="trigram")')
+    db.execute("INSERT INTO runs_fts (runs_fts) VALUES ('rebuild')")  # index the rows already there
+    db.execute("""CREATE TRIGGER runs_ai AFTER INSERT ON runs BEGIN
+  INSERT INTO runs_fts (rowid, prompt, output) VALUES (new.rowid, new.prompt, new.output);
+END""")
+    db.execute("""CREATE TRIGGER runs_ad AFTER DELETE ON runs BEGIN
+  INSERT INTO runs_fts (runs_fts, rowid, prompt, output) VALUES ('delete', old.rowid, old.prompt, old.output);
+END""")
+    db.execute("""CREATE TRIGGER runs_au AFTER UPDATE ON runs BEGIN
+  INSERT INTO runs_fts (runs_fts, rowid, prompt, output) VALUES ('delete', old.rowid, old.prompt, old.output);
+  INSERT INTO runs_fts (rowid, prompt, output) VALUES (new.rowid, new.prompt, new.output);
+END""")
+
+
 # --- the store ----------------------------------------------------------------------------------
 
 
 def _decode(row: dict) -> dict:
+    """JSON columns parsed, whatever their shape (token records may gain fields, such as `bytes`)."""
     for column in JSON_COLUMNS:
         if isinstance(row.get(column), str):
             row[column] = json.loads(row[column])
     return row
+
+
+def _json_text(value, indent: int | None = None) -> str:
+    """JSON with every language readable (not `\\u` escapes), still encodable as UTF-8.
+
+    A lone surrogate (a browser can send one) stays a `\\udXXX` escape: valid JSON, and
+    `json.loads` gives the same string back.
+    """
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _utf8_safe(value):
+    """Text that UTF-8 can encode (SQLite text, a CSV cell): a lone surrogate becomes U+FFFD.
+
+    Only plain text columns go through this; the JSON columns keep a lone surrogate exactly, as an escape.
+    """
+    return LONE_SURROGATE.sub("\ufffd", value) if isinstance(value, str) else value
+
+
+def _csv_cell(column: str, value):
+    """A CSV cell: JSON columns as readable JSON text, other columns as they are."""
+    if column in JSON_COLUMNS and isinstance(value, str):
+        return _json_text(json.loads(value))
+    return _utf8_safe(value)
+
+
+def _search_words(query: str) -> list[str]:
+    """The query's words: runs of letters, digits, `_` and combining marks (which Hindi and Thai words contain).
+
+    Everything else only separates words, so no character of the query is FTS syntax.
+    """
+    words, word = [], []
+    for char in query:
+        if char.isalnum() or char == "_" or unicodedata.category(char).startswith("M"):
+            word.append(char)
+        elif word:
+            words.append("".join(word))
+            word = []
+    if word:
+        words.append("".join(word))
+    return words
+
+
+def _like_pattern(word: str) -> str:
+    """`%word%` for LIKE ... ESCAPE '\\', the word taken literally."""
+    return "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 class HistoryStore:
@@ -186,6 +267,7 @@ class HistoryStore:
             "parent_run_id": parent_run_id,
             "branch_position": branch_position,
         }
+        row = {column: _utf8_safe(value) for column, value in row.items()}
         with self._write() as db:
             return db.table("runs").insert(row).last_pk
 
@@ -232,23 +314,37 @@ class HistoryStore:
             return [_decode(r) for r in rows]
 
     def search(self, query: str, limit: int = 100, model: str | None = None, backend: str | None = None) -> list[dict]:
-        """Full-text search over prompt and output, best match first.
+        """Search prompts and outputs for the query's words, as substrings in any script.
 
-        The query is taken literally: its words must all appear (FTS operators, quotes and
-        punctuation are not syntax), so no input can be a syntax error. An empty query lists
-        recent runs; one with no words finds nothing.
+        Every word must appear in the prompt or the output, case-insensitively (`明月` finds
+        `床前明月光`, `value` finds `values`). The query is taken literally: FTS operators, quotes
+        and punctuation are not syntax, so no input can be a syntax error. Best match first
+        when a word has 3 or more characters (the trigram index ranks it), newest first
+        otherwise. An empty query lists recent runs; one with no words finds nothing.
         """
         if not query or not query.strip():
             return self.recent(limit, model, backend)
-        words = re.findall(r"\w+", query)
+        words = _search_words(query)
         if not words:
             return []
-        # Each word a quoted FTS5 string: '"word"' can hold nothing but a term (sqlite-utils' own
-        # quoting still lets a lone '"' through as a syntax error).
-        fts_query = " ".join(f'"{word}"' for word in words)
         where, args = self._filters(model, backend)
+        clauses = [where] if where else []
+        # Words too short for the trigram index: LIKE on the runs table (the FTS table cannot do it).
+        # LIKE ignores case for ASCII letters only; Han characters have none.
+        for i, word in enumerate(w for w in words if len(w) < TRIGRAM_MIN_CHARS):
+            clauses.append(f"(prompt LIKE :like{i} ESCAPE '\\' OR output LIKE :like{i} ESCAPE '\\')")
+            args[f"like{i}"] = _like_pattern(word)
+        where = " and ".join(clauses) or None
+        # Each longer word a quoted FTS5 string: '"word"' can hold nothing but a phrase, and a
+        # trigram phrase matches wherever the word appears, inside a longer word too.
+        fts_query = " ".join('"' + w.replace('"', '""') + '"' for w in words if len(w) >= TRIGRAM_MIN_CHARS)
         with self._connect() as db:
-            rows = db.table("runs").search(fts_query, columns=list(LIST_COLUMNS), limit=limit, where=where, where_args=args)
+            runs = db.table("runs")
+            if fts_query:
+                rows = runs.search(fts_query, columns=list(LIST_COLUMNS), limit=limit, where=where, where_args=args,
+                                   order_by="rank, id desc")
+            else:
+                rows = runs.rows_where(where, args, order_by="id desc", limit=limit, select=", ".join(LIST_COLUMNS))
             return [_decode(r) for r in rows]
 
     def distinct(self, column: str) -> list[str]:
@@ -264,7 +360,12 @@ class HistoryStore:
     # --- export ---------------------------------------------------------------------------------
 
     def export(self, path: Path | str, fmt: str, run_ids: list[int] | None = None) -> int:
-        """Write runs (all, or `run_ids`) as JSONL (everything, JSON columns nested) or CSV (JSON columns as text)."""
+        """Write runs (all, or `run_ids`) as JSONL (everything, JSON columns nested) or CSV (JSON columns as text).
+
+        Both keep every language readable. JSONL is UTF-8 without a BOM, one run a line. CSV is
+        UTF-8 with a BOM, because a spreadsheet reads a CSV without one in the system's code
+        page (GBK on a Chinese Windows).
+        """
         path = Path(path)
         with self._connect() as db:
             if run_ids is None:
@@ -275,12 +376,13 @@ class HistoryStore:
         if fmt == "jsonl":
             with open(path, "w", encoding="utf-8") as handle:
                 for row in rows:
-                    handle.write(json.dumps(_decode(dict(row)), ensure_ascii=False) + "\n")
+                    handle.write(_json_text(_decode(dict(row))) + "\n")
         elif fmt == "csv":
-            with open(path, "w", encoding="utf-8", newline="") as handle:
+            # newline="": the csv module writes its own line ends and keeps newlines inside quoted fields.
+            with open(path, "w", encoding="utf-8-sig", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id"])
                 writer.writeheader()
-                writer.writerows(rows)
+                writer.writerows({column: _csv_cell(column, value) for column, value in row.items()} for row in rows)
         else:
             raise PlaygroundError(f"Unknown export format {fmt!r}; use jsonl or csv.")
         return len(rows)
@@ -305,7 +407,27 @@ def _summary(row: dict) -> str:
             f"{(f'{tps:.1f} tok/s' if tps else '-'):>11}  {row['status']:<8}  {prompt}")
 
 
+def _run_json(row: dict) -> str:
+    """One run as JSON for the terminal: readable where the terminal can show it, all `\\u` escapes where
+    it cannot (`\\U0001f600`, which backslashreplace would print, is not valid JSON)."""
+    text = _json_text(row, indent=2)
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(row, indent=2)
+    return text
+
+
+def _tolerate_unencodable_output() -> None:
+    """A terminal that cannot show a character (PYTHONIOENCODING=ascii, an emoji on a GBK console) gets
+    a `\\uXXXX` escape instead of a traceback: prompts, paths and argparse's messages may hold any text."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerate_unencodable_output()
     parser = argparse.ArgumentParser(prog="python -m playground.history", description="Browse the playground's run history.")
     parser.add_argument("--db", type=Path, default=None, help=f"history file (default: ${DB_ENV} or {default_db_path()})")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -313,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     p_list.add_argument("--limit", type=int, default=20)
     p_list.add_argument("--model")
     p_list.add_argument("--backend")
-    p_search = sub.add_parser("search", help="full-text search over prompt and output")
+    p_search = sub.add_parser("search", help="find runs whose prompt or output contains every word")
     p_search.add_argument("query")
     p_search.add_argument("--limit", type=int, default=20)
     p_show = sub.add_parser("show", help="one run as JSON")
@@ -339,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             if row is None:
                 print(f"error: no run with id {args.id}", file=sys.stderr)
                 return 1
-            print(json.dumps(row, indent=2, ensure_ascii=False))
+            print(_run_json(row))
         elif args.command == "export":
             fmt = args.format or ("csv" if args.path.suffix == ".csv" else "jsonl")
             print(f"Exported {store.export(args.path, fmt, args.ids)} runs to {args.path}")

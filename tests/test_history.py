@@ -1,9 +1,13 @@
 """The SQLite history on real files: round trips, concurrent writers, migrations, bad files, search, export, CLI."""
 
 import csv
+import io
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +20,7 @@ from playground.history import DB_ENV, HistoryStore, default_db_path, main, migr
 from playground.service import Playground
 
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "history-v1.db"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -183,7 +188,7 @@ def test_exports_parse(store, sample_run, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
     assert [r["id"] for r in lines] == ids and lines[0]["tokens"]["output"][0]["token_id"] == sample_run["tokens"][0]["token_id"]
     assert store.export(tmp_path / "some.csv", "csv", ids[1:]) == 2
-    with open(tmp_path / "some.csv", newline="", encoding="utf-8") as handle:
+    with open(tmp_path / "some.csv", newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["id"]) for r in rows] == ids[1:] and rows[0]["prompt"] == 'p1, "quoted"\nline'
     assert json.loads(rows[0]["settings"])["seed"] == 2
@@ -224,7 +229,7 @@ def test_branch_keeps_the_run_up_to_the_token_and_records_its_parent(tiny_source
     parent = playground.start("The value of", GenerationSettings(max_new_tokens=12, seed=4))
     list(playground.stream(parent))
     parent = parent.result
-    alternative = next(tid for tid, _, _ in parent.tokens[3].top if tid != parent.tokens[3].token_id)
+    alternative = next(tid for tid, *_ in parent.tokens[3].top if tid != parent.tokens[3].token_id)
 
     branch = playground.branch(parent, 3, alternative)
     list(playground.stream(branch))
@@ -240,3 +245,165 @@ def test_branch_keeps_the_run_up_to_the_token_and_records_its_parent(tiny_source
     assert again.result.text == branch.result.text  # same seed, same branch, same continuation
     with pytest.raises(PlaygroundError, match="not in that run"):
         playground.branch(parent, 99, alternative)
+
+
+# --- every language: search inside Chinese text, exports a Chinese spreadsheet opens, a terminal that can't show it ---
+
+POEM, CAT, MIXED, ENGLISH = "床前明月光", "我家的猫喜欢睡觉", "GPT-2模型的注意力", "The return value of a function"
+
+
+@pytest.fixture
+def multilingual(store, sample_run):
+    """Four runs, one per kind of text; returns {prompt: id}."""
+    outputs = {POEM: "疑是地上霜", CAT: "", MIXED: " heads", ENGLISH: " is its result"}
+    return {prompt: store.save_run(sample_run | {"prompt": prompt, "text": text}, "complete") for prompt, text in outputs.items()}
+
+
+@pytest.mark.parametrize("query, found", [
+    ("明月", {POEM}),  # 2 characters inside a run of Han characters: no word boundary to find
+    ("明月光", {POEM}),
+    ("地上", {POEM}),  # in the output
+    ("猫", {CAT}),
+    ("GPT-2 模型", {MIXED}),
+    ("gpt 注意力", {MIXED}),
+    ("value", {ENGLISH}),
+    ("VALUE Function", {ENGLISH}),
+    ("of", {ENGLISH}),
+    ("明月 猫", set()),  # every word must appear
+    ("月明", set()),
+    ("valued", set()),
+])
+def test_search_finds_words_inside_text_in_any_script(store, multilingual, query, found):
+    assert {r["prompt"] for r in store.search(query)} == found
+
+
+@pytest.mark.parametrize("query, found", [
+    ('"', set()),
+    ("*", set()),
+    ("%", set()),
+    ('"明月"', {"poem", "literal"}),
+    ("NEAR(", {"literal"}),  # the word NEAR, not the operator
+    ("-x", {"literal"}),  # x must appear, not 'anything but x'
+    ("明月 OR 1", {"literal"}),  # OR is a word like any other: the poem has no 'or' and no '1'
+    ("明月 NOT 猫", set()),
+    ("_", {"literal"}),  # a LIKE wildcard taken literally
+    ("prompt:明月", set()),
+    ("明月*", {"poem", "literal"}),
+])
+def test_search_syntax_is_literal_text(store, sample_run, query, found):
+    store.save_run(sample_run | {"prompt": "poem", "text": POEM}, "complete")
+    store.save_run(sample_run | {"prompt": "literal", "text": 'He said "明月" or 1 NEAR(x) -x snake_case a*b'}, "complete")
+    assert {r["prompt"] for r in store.search(query)} == found
+
+
+def test_search_filters_limits_and_orders_in_both_paths(store, sample_run):
+    ids = [store.save_run(sample_run | {"prompt": f"猫{i} 明月光" + " 明月光" * (i == 2), "model": "demo-zh" if i % 2 else "demo",
+                                        "backend": "onnx" if i < 2 else "torch"}, "complete") for i in range(5)]
+    store.save_run(sample_run | {"prompt": "unrelated"}, "complete")
+    # Short words (LIKE): newest first, limit and filters applied; called as the History tab calls it.
+    assert [r["id"] for r in store.search("猫", 3, None, None)] == ids[:1:-1]
+    assert [r["id"] for r in store.search("猫", 10, "demo-zh", None)] == [ids[3], ids[1]]
+    assert [r["id"] for r in store.search("猫", 10, None, "onnx")] == [ids[1], ids[0]]
+    # A word for the trigram index: best match first (the run that says it twice), then newest.
+    assert [r["id"] for r in store.search("明月光", 3)] == [ids[2], ids[4], ids[3]]
+    assert [r["id"] for r in store.search("明月光 猫", 10, "demo", "torch")] == [ids[2], ids[4]]
+    assert "tokens" not in store.search("明月光")[0]  # the list columns only, like recent()
+
+
+def test_first_schema_upgrade_makes_old_chinese_rows_searchable(tmp_path):
+    db_path = tmp_path / "old.db"
+    shutil.copyfile(FIXTURE_V1, db_path)
+    conn = sqlite3.connect(db_path)  # a row saved before the upgrade, indexed by the old unicode61 triggers
+    conn.execute("INSERT INTO runs (created_at, prompt, output, status) VALUES ('2026-11-24T00:00:00.000+00:00', ?, '疑是地上霜', 'complete')",
+                 [POEM])
+    conn.commit()
+    conn.close()
+    store = HistoryStore(db_path)
+    assert [r["id"] for r in store.search("明月")] == [4]
+    assert [r["id"] for r in store.search("地上霜")] == [4]
+    assert [r["id"] for r in store.search("template")] == [2]
+    conn = sqlite3.connect(db_path)
+    assert "trigram" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'runs_fts'").fetchone()[0]
+    conn.close()
+    new_id = store.save_run({"prompt": "举头望明月", "text": ""}, "complete")  # the new triggers index new rows
+    assert {r["id"] for r in store.search("明月")} == {4, new_id}
+    store.delete(4)
+    assert [r["id"] for r in store.search("明月")] == [new_id]
+
+
+def awkward_run(sample_run) -> dict:
+    """Text that breaks naive CSV: newlines, commas, quotes, CJK, emoji, a lone surrogate, a long token list."""
+    tokens = [{"token_id": i, "text": text, "bytes": list(text.encode("utf-8", "surrogatepass")), "probability": 0.5}
+              for i, text in enumerate(["床", "前", "😀", "\ud800", ', "q"\n'] * 200)]
+    return sample_run | {"prompt": 'p1, "quoted"\n第二行 😀 \ud800', "text": "床前明月光，\r\n疑是地上霜。", "tokens": tokens,
+                         "settings": sample_run["settings"] | {"stop_sequences": ["。", "\ud800"]}}
+
+
+def test_csv_export_opens_in_a_chinese_spreadsheet_and_round_trips(store, sample_run, tmp_path):
+    run = awkward_run(sample_run)
+    run_id = store.save_run(run, "complete")  # a lone surrogate in plain text is saved as U+FFFD, not a crash
+    assert store.export(tmp_path / "runs.csv", "csv") == 1
+    data = (tmp_path / "runs.csv").read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf") and not data[3:].startswith(b"\xef\xbb\xbf")  # one BOM: Excel reads UTF-8
+    assert "床前明月光".encode() in data and "\\u5e8a".encode() not in data  # Chinese readable in the JSON columns too
+    with open(tmp_path / "runs.csv", newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 and int(rows[0]["id"]) == run_id
+    assert rows[0]["prompt"] == 'p1, "quoted"\n第二行 😀 \ufffd' and rows[0]["output"] == run["text"]
+    assert len(rows[0]["tokens"]) > 30_000  # more than a spreadsheet cell holds; the file keeps it whole
+    assert json.loads(rows[0]["tokens"])["output"] == run["tokens"]  # the lone surrogate and the bytes field exactly
+    assert json.loads(rows[0]["settings"])["stop_sequences"] == ["。", "\ud800"]
+
+
+def test_jsonl_export_is_readable_utf8_and_exact(store, sample_run, tmp_path):
+    run = awkward_run(sample_run)
+    store.save_run(run, "complete")
+    assert store.export(tmp_path / "runs.jsonl", "jsonl") == 1
+    data = (tmp_path / "runs.jsonl").read_bytes()
+    assert not data.startswith(b"\xef\xbb\xbf") and "床前明月光".encode() in data
+    (line,) = data.decode("utf-8").splitlines()
+    row = json.loads(line)
+    assert row["output"] == run["text"] and row["tokens"]["output"] == run["tokens"]
+    assert row["tokens"]["output"][2]["bytes"] == [240, 159, 152, 128]
+
+
+def test_command_line_prints_chinese(store, sample_run, capsys):
+    run_id = store.save_run(sample_run | {"prompt": POEM}, "complete")
+    db = ["--db", str(store.path)]
+    assert main([*db, "search", "明月"]) == 0 and POEM in capsys.readouterr().out
+    assert main([*db, "show", str(run_id)]) == 0 and f'"prompt": "{POEM}"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "gbk", "cp1252"])
+def test_command_line_never_crashes_on_a_terminal_that_cannot_show_the_text(store, sample_run, monkeypatch, encoding):
+    run_id = store.save_run(awkward_run(sample_run) | {"prompt": POEM + " 😀"}, "complete")
+    db = ["--db", str(store.path)]
+
+    def cli(*args) -> tuple[int, str]:
+        """main() writing to a terminal in `encoding`; returns what that terminal received, decoded strictly."""
+        terminal = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors="strict", write_through=True)
+        monkeypatch.setattr(sys, "stdout", terminal)
+        monkeypatch.setattr(sys, "stderr", terminal)
+        try:
+            code = main([*db, *args])
+        except SystemExit as exc:  # argparse's own errors
+            code = exc.code
+        return code, terminal.buffer.getvalue().decode(encoding)
+
+    for command in (["list"], ["search", "明月"]):
+        code, out = cli(*command)
+        assert code == 0 and (POEM in out if encoding == "gbk" else "\\u5e8a\\u524d" in out)
+    code, out = cli("show", str(run_id))
+    assert code == 0 and json.loads(out)["prompt"] == POEM + " 😀"  # still valid JSON, whatever the terminal
+    assert json.loads(out)["tokens"]["output"][3]["text"] == "\ud800"
+    code, out = cli("列表")  # argparse's error repeats the bad command
+    assert code == 2 and "invalid choice" in out
+
+
+def test_command_line_under_an_ascii_only_stdout(store):
+    """The real thing: `PYTHONIOENCODING=ascii python -m playground.history`."""
+    store.save_run({"prompt": POEM + " 😀", "text": "疑是地上霜"}, "complete")
+    result = subprocess.run([sys.executable, "-m", "playground.history", "--db", str(store.path), "search", "明月"], cwd=ROOT,
+                            env=os.environ | {"PYTHONIOENCODING": "ascii"}, capture_output=True, timeout=120)
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    assert "\\u5e8a\\u524d\\u660e\\u6708\\u5149 \\U0001f600" in result.stdout.decode("ascii")
