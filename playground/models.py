@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .demo_model import ensure_demo_model
+from .training.demo import ensure_demo_model
 from .errors import ModelLoadError
 from .paths import demo_model_dir
 

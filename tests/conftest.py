@@ -43,7 +43,7 @@ TINY_RECIPE = dict(n_layer=2, n_embd=64, n_head=2, context=64, vocab_size=512, s
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer GPT-2 with its own BPE tokenizer, trained for a few seconds, saved in Hugging Face format."""
-    from playground.demo_model import DemoRecipe, build_demo_model
+    from playground.training.demo import DemoRecipe, build_demo_model
 
     out = tmp_path_factory.mktemp("models") / "tiny-gpt2"
     build_demo_model(out, DemoRecipe(**TINY_RECIPE), progress=False)

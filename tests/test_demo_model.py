@@ -5,7 +5,7 @@ import re
 from safetensors.torch import load_file
 
 from playground.config import GenerationSettings
-from playground.demo_model import DemoRecipe, build_demo_model, is_built, load_corpus, split_corpus
+from playground.training.demo import DemoRecipe, build_demo_model, is_built, load_corpus, split_corpus
 
 from .conftest import TINY_RECIPE
 

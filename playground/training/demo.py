@@ -1,7 +1,7 @@
 """Build the offline demo GPT-2: a small GPT2LMHeadModel and byte-level BPE trained on Python's own docs.
 
 The hub is not always reachable, so the playground ships the recipe for a model instead of weights:
-`python -m playground.demo_model` trains it (a few minutes on two CPU cores, deterministic for a
+`python -m playground.training.demo` trains it (a few minutes on two CPU cores, deterministic for a
 seed) and caches it in `models/demo-gpt2/` in standard Hugging Face format, so every loading path
 treats it like any other local checkpoint.
 """
@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .paths import demo_model_dir
+from ..paths import demo_model_dir
 
 EOS = "<|endoftext|>"
 REPORT_FILE = "training_report.json"
@@ -240,7 +240,7 @@ def ensure_demo_model(out_dir: Path | None = None, progress: bool = True) -> Pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m playground.demo_model", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m playground.training.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="target folder (default: models/demo-gpt2)")
     parser.add_argument("--steps", type=int, default=DemoRecipe.steps)
     parser.add_argument("--seed", type=int, default=DemoRecipe.seed)
