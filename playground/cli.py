@@ -11,7 +11,8 @@ from .errors import PlaygroundError
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="gpt2-playground", description="Interactive GPT-2 text-generation playground.")
     parser.add_argument("--model", default="gpt2",
-                        help="hub id (gpt2, distilgpt2, gpt2-medium, ...), a local Hugging Face folder, or 'demo' "
+                        help="hub id (gpt2, distilgpt2, gpt2-medium, uer/gpt2-chinese-cluecorpussmall, ...), a local "
+                             "Hugging Face folder, 'demo' or 'demo-zh' (the offline English or Chinese demo model) "
                              "(default: gpt2; falls back to the offline demo model when the hub is unreachable)")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="inference backend (default: torch)")
     parser.add_argument("--variant", default="fp32", choices=["fp32", "fp16", "int8", "int4"],

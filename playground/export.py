@@ -69,12 +69,16 @@ def model_slug(source: ModelSource) -> str:
 
 
 def source_files(source: ModelSource) -> list[Path]:
+    """The config and the weight files the model loads from: safetensors, else its pytorch_model.bin."""
     folder = Path(source.location)
     if folder.is_dir():
-        return sorted([folder / "config.json", *folder.glob("*.safetensors")])
+        weights = sorted(folder.glob("*.safetensors")) or [folder / "pytorch_model.bin"]
+        return sorted(p for p in [folder / "config.json", *weights] if p.is_file())
     from huggingface_hub import try_to_load_from_cache
 
     paths = [try_to_load_from_cache(source.location, name) for name in ("config.json", "model.safetensors")]
+    if not isinstance(paths[1], str):
+        paths[1] = try_to_load_from_cache(source.location, "pytorch_model.bin")
     return [Path(p) for p in paths if isinstance(p, str)]
 
 

@@ -1,4 +1,4 @@
-"""Resolve `--model` (hub id, local folder, or `demo`) to files on disk, with an offline fallback to the demo model."""
+"""Resolve `--model` (hub id, local folder, `demo` or `demo-zh`) to files on disk, with an offline fallback to the demo model."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .training.demo import ensure_demo_model
 from .errors import ModelLoadError
-from .paths import demo_model_dir
+from .paths import demo_model_dir, demo_zh_model_dir
 
 DEMO = "demo"
+DEMO_ZH = "demo-zh"
+# Weight files we load, by preference. A pickled .bin is read only as plain tensors (see load_torch_model).
+SAFETENSORS_WEIGHTS = "model.safetensors"
+PICKLED_WEIGHTS = "pytorch_model.bin"
 HUB_PROBE_TIMEOUT_S = 3.0
 RANDOM_PREFIX = "random:"
 RANDOM_NOTICE = "Randomly initialised weights: for speed measurements only; its text and quality numbers mean nothing."
@@ -46,6 +49,15 @@ class ModelSource:
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.location, trust_remote_code=False)
         return self._tokenizer
+
+    @cached_property
+    def codec(self):
+        """Each token's exact bytes and display label, and how sequences start and end (playground.text.TokenCodec)."""
+        from transformers import AutoConfig
+
+        from .text import TokenCodec
+
+        return TokenCodec(self.tokenizer, AutoConfig.from_pretrained(self.location).vocab_size)
 
     @cached_property
     def token_texts(self) -> list[str]:
@@ -80,40 +92,95 @@ def _is_local_spec(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or Path(spec).expanduser().is_dir()
 
 
-def _check_local_folder(folder: Path) -> None:
-    if not folder.is_dir():
-        raise ModelLoadError(f"Model folder {folder} does not exist. Pass a folder in Hugging Face format, a hub id, or 'demo'.")
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(f"{folder} has no config.json: it is not a model folder in Hugging Face format (save_pretrained output).")
-    if not any(folder.glob("*.safetensors")):
+def _has_weights(folder: Path) -> bool:
+    """Safetensors weights, or failing those a `pytorch_model.bin` (loaded as plain tensors only)."""
+    return any(folder.glob("*.safetensors")) or (folder / PICKLED_WEIGHTS).is_file()
+
+
+def _read_json(path: Path, name: str) -> dict:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{name}: {path.name} cannot be read ({exc}). Re-download the model or save it again with save_pretrained.") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{name}: {path.name} is not a JSON object. Re-download the model or save it again with save_pretrained.")
+    return data
+
+
+def _refuse_unsupported(config_file: Path, tokenizer_config_file: Path | None, name: str) -> None:
+    """Refuse, before any weights are read, a model that needs its own code or is not a GPT-2."""
+    files = {"config.json": _read_json(config_file, name)}
+    if tokenizer_config_file is not None and tokenizer_config_file.is_file():
+        files["tokenizer_config.json"] = _read_json(tokenizer_config_file, name)
+    for file_name, data in files.items():
+        if "auto_map" in data:
+            raise ModelLoadError(
+                f"{name} needs its own Python code (`auto_map` in its {file_name}), and the playground never runs a "
+                "model's code (no trust_remote_code). Use a GPT-2 checkpoint made of standard transformers classes."
+            )
+    model_type = files["config.json"].get("model_type")
+    if model_type != "gpt2":
         raise ModelLoadError(
-            f"{folder} has no .safetensors weights. The playground loads safetensors only (pickled .bin files can run code); "
-            "convert with `model.save_pretrained(folder, safe_serialization=True)`."
+            f"{name} is a {model_type or 'model of unknown type'} model (model_type in its config.json); the playground runs "
+            "GPT-2 family models only (model_type gpt2), e.g. gpt2, distilgpt2 or uer/gpt2-chinese-cluecorpussmall."
         )
 
 
-def _cached_on_disk(hub_id: str) -> bool:
-    """True when the hub id's config and safetensors weights are in the local Hugging Face cache."""
+def _check_local_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise ModelLoadError(f"Model folder {folder} does not exist. Pass a folder in Hugging Face format, a hub id, 'demo' or 'demo-zh'.")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder} has no config.json: it is not a model folder in Hugging Face format (save_pretrained output).")
+    if not _has_weights(folder):
+        raise ModelLoadError(
+            f"{folder} has no weights the playground loads: it needs {SAFETENSORS_WEIGHTS} (or other .safetensors files), "
+            f"or a {PICKLED_WEIGHTS}, which is read as plain tensors only. Save the model with "
+            "`model.save_pretrained(folder, safe_serialization=True)`."
+        )
+    _refuse_unsupported(folder / "config.json", folder / "tokenizer_config.json", str(folder))
+
+
+def _cached_file(hub_id: str, file_name: str) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
-    config = try_to_load_from_cache(hub_id, "config.json")
-    weights = try_to_load_from_cache(hub_id, "model.safetensors")
-    return isinstance(config, str) and isinstance(weights, str)
+    path = try_to_load_from_cache(hub_id, file_name)
+    return Path(path) if isinstance(path, str) else None
 
 
-def resolve_model(spec: str | None = None, demo_dir: Path | None = None) -> ModelSource:
+def _cached_on_disk(hub_id: str) -> bool:
+    """True when the hub id's config and weights (safetensors, or else pytorch_model.bin) are in the local Hugging Face cache.
+
+    A cached model that needs its own code or is not a GPT-2 is refused here, before anything else is read.
+    """
+    config = _cached_file(hub_id, "config.json")
+    if config is None or not (_cached_file(hub_id, SAFETENSORS_WEIGHTS) or _cached_file(hub_id, PICKLED_WEIGHTS)):
+        return False
+    _refuse_unsupported(config, _cached_file(hub_id, "tokenizer_config.json"), f"'{hub_id}'")
+    return True
+
+
+def resolve_model(spec: str | None = None, demo_dir: Path | None = None, demo_zh_dir: Path | None = None) -> ModelSource:
     """Turn what the user typed into a loadable ModelSource.
 
-    - `demo`: the offline demo GPT-2, built on first use.
-    - a local folder: used as is (must be Hugging Face format with safetensors).
-    - anything else is a hub id (`gpt2`, `distilgpt2`, `openai-community/gpt2-medium`): taken from
+    - `demo`: the offline demo GPT-2 (English), built on first use; `demo-zh`: the Chinese one.
+    - a local folder: used as is (Hugging Face format, safetensors or a pytorch_model.bin; GPT-2; no custom code).
+    - anything else is a hub id (`gpt2`, `distilgpt2`, `uer/gpt2-chinese-cluecorpussmall`): taken from
       the local cache when there, else downloaded; when the hub is unreachable we say so in one line
       and fall back to the demo model.
     """
+    # Imported here, not at the top: `python -m playground.training.demo` imports this module through the
+    # package, and runpy warns when the module it is about to run is already imported.
+    from .training.demo import ensure_demo_model, ensure_demo_zh_model
+
     spec = (spec or "gpt2").strip()
     demo_dir = Path(demo_dir or demo_model_dir())
     if spec == DEMO:
         return ModelSource(name=demo_dir.name, location=str(ensure_demo_model(demo_dir)), requested=spec)
+    if spec == DEMO_ZH:
+        demo_zh_dir = Path(demo_zh_dir or demo_zh_model_dir())
+        return ModelSource(name=demo_zh_dir.name, location=str(ensure_demo_zh_model(demo_zh_dir)), requested=spec)
     if spec.startswith(RANDOM_PREFIX):
         folder = build_random_model(spec[len(RANDOM_PREFIX):], demo_dir)
         return ModelSource(name=folder.name, location=str(folder), requested=spec, notice=RANDOM_NOTICE)
@@ -127,16 +194,17 @@ def resolve_model(spec: str | None = None, demo_dir: Path | None = None) -> Mode
         notice = f"The model hub is unreachable and '{spec}' is not cached: using the offline demo model ({demo_dir.name}) instead."
         print(notice, flush=True)
         return ModelSource(name=demo_dir.name, location=str(ensure_demo_model(demo_dir)), requested=spec, notice=notice)
+    _check_hub_config(spec)
     return ModelSource(name=spec, location=spec, requested=spec)
 
 
 def list_local_models(models_root: Path) -> list[str]:
-    """The model folders (config.json and safetensors weights) directly inside `models_root`, by name."""
+    """The model folders (config.json and safetensors or pytorch_model.bin weights) directly inside `models_root`, by name."""
     if not models_root.is_dir():
         return []
     return sorted(
         entry.name for entry in models_root.iterdir()
-        if not entry.name.startswith(".") and entry.is_dir() and (entry / "config.json").is_file() and any(entry.glob("*.safetensors"))
+        if not entry.name.startswith(".") and entry.is_dir() and (entry / "config.json").is_file() and _has_weights(entry)
     )
 
 
@@ -148,6 +216,7 @@ def resolve_choice(choice: object, models_root: Path) -> ModelSource:
     choice = choice.strip()
     if choice in list_local_models(models_root):
         folder = models_root / choice
+        _check_local_folder(folder)
         notice = RANDOM_NOTICE if choice.startswith("random-") else None
         return ModelSource(name=choice, location=str(folder), requested=choice, notice=notice)
     # A hub id that is also a folder here would be loaded from that folder by transformers: refuse it.
@@ -160,15 +229,29 @@ def resolve_choice(choice: object, models_root: Path) -> ModelSource:
         return ModelSource(name=choice, location=choice, requested=choice)
     if not hub_reachable():
         raise ModelLoadError(f"The model hub is unreachable and '{choice}' is not in the local cache: pick a model from the list.")
-    from transformers import AutoConfig
-
-    try:  # the config is small: check the architecture before any weights are downloaded
-        model_type = AutoConfig.from_pretrained(choice, trust_remote_code=False).model_type
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"Could not load model '{choice}': {exc}".splitlines()[0]) from exc
-    if model_type != "gpt2":
-        raise ModelLoadError(f"'{choice}' is a {model_type} model; the playground runs GPT-2 family models only.")
+    _check_hub_config(choice)
     return ModelSource(name=choice, location=choice, requested=choice)
+
+
+def _check_hub_config(hub_id: str) -> None:
+    """Download the small config.json first and refuse a model we would not run, before any weights are downloaded."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        config = Path(hf_hub_download(hub_id, "config.json"))
+    except (OSError, ValueError) as exc:  # huggingface_hub's HTTP errors are OSErrors; a malformed id is a ValueError
+        raise ModelLoadError(f"Could not load model '{hub_id}': {exc}".splitlines()[0]) from exc
+    _refuse_unsupported(config, None, f"'{hub_id}'")
+
+
+def _pickled_weights_message(source: ModelSource, exc: Exception) -> str:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (
+        f"Could not load the weights of '{source.requested}' from its {PICKLED_WEIGHTS} ({reason}). The playground reads "
+        "a .bin only as a plain state dict of tensors (torch.load with weights_only=True), so a file holding code, "
+        "custom classes or anything else is refused. If you trust where it came from, convert it to safetensors "
+        "(`model.save_pretrained(folder, safe_serialization=True)`) and load that folder."
+    )
 
 
 def build_random_model(arch: str, demo_dir: Path, seed: int = 0) -> Path:
@@ -184,6 +267,8 @@ def build_random_model(arch: str, demo_dir: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+    from .training.demo import ensure_demo_model
+
     tokenizer = AutoTokenizer.from_pretrained(ensure_demo_model(demo_dir))
     torch.manual_seed(seed)
     config = GPT2Config(**RANDOM_ARCHITECTURES[arch], bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -198,16 +283,43 @@ def build_random_model(arch: str, demo_dir: Path, seed: int = 0) -> Path:
     return folder
 
 
+def _reads_pickled_weights(location: str) -> bool | None:
+    """Whether loading will read a pytorch_model.bin (no safetensors here); None for a hub id whose weights are not
+    cached yet, where transformers tries safetensors first and falls back to the .bin."""
+    folder = Path(location)
+    if folder.is_dir():
+        return not any(folder.glob("*.safetensors"))
+    if _cached_file(location, SAFETENSORS_WEIGHTS):
+        return False
+    return True if _cached_file(location, PICKLED_WEIGHTS) else None
+
+
 def load_torch_model(source: ModelSource, dtype=None):
-    """Load weights with safetensors only and without remote code; wrap hub errors into a ModelLoadError."""
+    """Load the weights (safetensors, else a pytorch_model.bin as plain tensors) without remote code; errors become ModelLoadError."""
     from transformers import AutoModelForCausalLM
 
+    pickled = _reads_pickled_weights(source.location)
+    # Without safetensors transformers reads pytorch_model.bin in modeling_utils.load_state_dict as
+    # torch.load(file, map_location="cpu", weights_only=True) (checked in transformers 4.57.6: weights_only
+    # defaults to True in from_pretrained, and check_torch_load_is_safe() demands torch >= 2.6; torch here is
+    # 2.13). That unpickler rebuilds tensors and plain containers only, so a .bin carrying code or custom
+    # classes fails to load instead of running. Online, transformers would also start a background thread
+    # asking the hub to open a safetensors-conversion pull request on a .bin-only repository: not on our behalf.
+    os.environ.setdefault("DISABLE_SAFETENSORS_CONVERSION", "true")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source.location, use_safetensors=True, trust_remote_code=False, dtype=dtype, attn_implementation="eager"
+            source.location, use_safetensors=True if pickled is False else None, weights_only=True, trust_remote_code=False,
+            dtype=dtype, attn_implementation="eager",
         )
     except OSError as exc:
-        raise ModelLoadError(f"Could not load model '{source.requested}': {exc}".splitlines()[0]) from exc
+        if not pickled:
+            raise ModelLoadError(f"Could not load model '{source.requested}': {exc}".splitlines()[0]) from exc
+        raise ModelLoadError(_pickled_weights_message(source, exc)) from exc
+    except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as exc:
+        if not pickled:
+            raise  # not a weights file we were handed: a bug, not the user's to fix
+        # weights_only let the pickle through, but it is not a state dict of this model's tensors (a list, a tensor...).
+        raise ModelLoadError(_pickled_weights_message(source, exc)) from exc
     if model.config.model_type not in {"gpt2"}:
         raise ModelLoadError(f"'{source.requested}' is a {model.config.model_type} model; the playground runs GPT-2 family models only.")
     return model.eval()

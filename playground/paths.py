@@ -21,3 +21,8 @@ def exports_dir() -> Path:
 def demo_model_dir() -> Path:
     """Where the offline demo GPT-2 is built and cached."""
     return models_dir() / "demo-gpt2"
+
+
+def demo_zh_model_dir() -> Path:
+    """Where the offline Chinese demo GPT-2 is built and cached."""
+    return models_dir() / "demo-zh-gpt2"

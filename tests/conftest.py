@@ -79,12 +79,14 @@ def app_history(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def models_root(tiny_model_dir, tmp_path_factory) -> Path:
-    """An allow-listed models folder holding a copy of the tiny model as `tiny-copy`."""
+def models_root(tiny_model_dir, tiny_zh_bin_dir, tmp_path_factory) -> Path:
+    """An allow-listed models folder holding a copy of the tiny model as `tiny-copy` and the tiny Chinese one
+    (uer layout: BertTokenizer, pytorch_model.bin) as `tiny-zh`."""
     import shutil
 
     root = tmp_path_factory.mktemp("models-root")
     shutil.copytree(tiny_model_dir, root / "tiny-copy")
+    shutil.copytree(tiny_zh_bin_dir, root / "tiny-zh")
     return root
 
 
@@ -115,3 +117,41 @@ def app_with_login(tiny_source, tmp_path_factory):
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(login))
     yield demo.local_url
     demo.close()
+
+
+# ---- Chinese GPT-2: a tiny model in the layout of the uer/gpt2-chinese-cluecorpussmall checkpoints -------
+
+TINY_ZH_RECIPE = dict(n_layer=2, n_embd=64, n_head=2, context=64, steps=150, batch_size=8, learning_rate=6e-3, max_chars=40_000)
+
+
+@pytest.fixture(scope="session")
+def tiny_zh_demo_dir(tmp_path_factory) -> Path:
+    """A 2-layer Chinese GPT-2 built by the Chinese demo recipe (fortunes-zh, character BertTokenizer), a few seconds of training."""
+    from playground.training.demo import ZhDemoRecipe, build_demo_model
+
+    out = tmp_path_factory.mktemp("zh-models") / "tiny-zh-demo"
+    build_demo_model(out, ZhDemoRecipe(**TINY_ZH_RECIPE), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_zh_bin_dir(tiny_zh_demo_dir) -> Path:
+    """The same weights and vocabulary laid out exactly like uer's checkpoints: config.json (GPT2LMHeadModel,
+    tokenizer_class BertTokenizer, no bos/eos ids), vocab.txt, tokenizer_config.json and special_tokens_map.json
+    as BertTokenizer.save_pretrained writes them, and the weights only as a pickled pytorch_model.bin."""
+    import shutil
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    out = tiny_zh_demo_dir.parent / "tiny-zh-gpt2"
+    model = GPT2LMHeadModel.from_pretrained(tiny_zh_demo_dir)
+    defaults = GPT2Config()
+    model.config.bos_token_id, model.config.eos_token_id = defaults.bos_token_id, defaults.eos_token_id  # left out of config.json
+    model.config.pad_token_id = None
+    model.save_pretrained(out, safe_serialization=False)
+    (out / "generation_config.json").unlink()  # uer's repositories predate generation_config.json
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copyfile(tiny_zh_demo_dir / name, out / name)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "pytorch_model.bin", "special_tokens_map.json", "tokenizer_config.json", "vocab.txt"]
+    return out

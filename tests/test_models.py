@@ -42,12 +42,28 @@ def test_folder_without_config_is_refused(tmp_path):
         resolve_model(str(tmp_path))
 
 
-def test_pickled_weights_are_refused(tiny_model_dir, tmp_path):
+def test_a_bin_that_is_not_a_torch_pickle_is_refused_when_loaded(tiny_model_dir, tmp_path):
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_model_dir, folder)
-    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
-    with pytest.raises(ModelLoadError, match="safetensors only"):
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")  # safetensors bytes under the .bin name
+    source = resolve_model(str(folder))
+    with pytest.raises(ModelLoadError, match=r"pytorch_model\.bin .*weights_only=True"):
+        TorchBackend(source, device="cpu")
+
+
+def test_folder_without_weights_is_refused(tiny_model_dir, tmp_path):
+    folder = tmp_path / "no-weights"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="no weights the playground loads"):
         resolve_model(str(folder))
+
+
+def test_safetensors_win_over_a_bin_beside_them(tiny_model_dir, tmp_path):
+    folder = tmp_path / "both"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "pytorch_model.bin").write_bytes(b"never read")
+    assert TorchBackend(resolve_model(str(folder)), device="cpu").model.config.model_type == "gpt2"
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
@@ -64,7 +80,7 @@ def test_cuda_request_without_gpu_falls_back_to_cpu_with_a_note():
 def test_choice_lists_and_opens_only_the_models_folder(models_root, tmp_path):
     (models_root / ".hidden").mkdir(exist_ok=True)
     (models_root / "not-a-model").mkdir(exist_ok=True)
-    assert list_local_models(models_root) == ["tiny-copy"]
+    assert list_local_models(models_root) == ["tiny-copy", "tiny-zh"]  # tiny-zh: pytorch_model.bin weights only
     source = resolve_choice(" tiny-copy ", models_root)
     assert (source.name, source.location) == ("tiny-copy", str(models_root / "tiny-copy"))
 

@@ -1,1 +1,1 @@
-"""Training: the one training engine, and what it builds (the offline demo models)."""
+"""Training: the one training engine (engine.py) and the recipes that use it (demo.py: the offline demo models)."""

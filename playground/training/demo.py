@@ -1,33 +1,41 @@
-"""Build the offline demo GPT-2: a small GPT2LMHeadModel and byte-level BPE trained on Python's own docs.
+"""Build the offline demo GPT-2 models: English (byte-level BPE, Python's docs) and Chinese (characters, fortunes-zh).
 
-The hub is not always reachable, so the playground ships the recipe for a model instead of weights:
-`python -m playground.training.demo` trains it (a few minutes on two CPU cores, deterministic for a
-seed) and caches it in `models/demo-gpt2/` in standard Hugging Face format, so every loading path
-treats it like any other local checkpoint.
+The hub is not always reachable, so the playground ships recipes for models instead of weights:
+`python -m playground.training.demo` trains the English one and `... --zh` the Chinese one (a few
+minutes each on two CPU cores, deterministic for a seed). They are cached in `models/demo-gpt2/`
+and `models/demo-zh-gpt2/` in standard Hugging Face format, so every loading path treats them like
+any other local checkpoint. Both train through the shared engine (`playground.training.engine`).
+
+The Chinese model is laid out like the uer/gpt2-chinese-cluecorpussmall checkpoints people run:
+a GPT2LMHeadModel with a character-level BertTokenizer (`vocab.txt`, `[CLS]` begins a text,
+`[SEP]` ends it), so it exercises the same loading and display paths as those models.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..paths import demo_model_dir
+from ..paths import demo_model_dir, demo_zh_model_dir
+from .corpus_zh import chunk_text, load_zh_texts, split_texts
+from .engine import Schedule, model_perplexity, random_windows, staged_folder, train_causal_lm, unigram_perplexity, windows_perplexity
 
 EOS = "<|endoftext|>"
 REPORT_FILE = "training_report.json"
+# The Chinese vocabulary starts with BERT's special tokens, so their ids are 0..4 in this order.
+ZH_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PERPLEXITY_BAR = 0.4  # a demo model must reach at most 40% of the unigram baseline's validation perplexity
 
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    """Everything that determines the demo model; the same recipe and seed give the same weights."""
+    """Everything that determines the English demo model; the same recipe and seed give the same weights."""
 
     n_layer: int = 3
     n_embd: int = 192
@@ -43,7 +51,18 @@ class DemoRecipe:
     max_chars: int | None = None  # tests train on a slice of the corpus
 
 
-# --- corpus -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ZhDemoRecipe(DemoRecipe):
+    """Everything that determines the Chinese demo model (character-level BertTokenizer, fortunes-zh text)."""
+
+    context: int = 128  # poems and sayings are short: a window holds one to a few whole texts
+    vocab_size: int = 6000  # at most: the characters seen `min_char_count` times in the training split
+    min_char_count: int = 2  # rarer characters become [UNK], as they would with a fixed vocabulary
+    steps: int = 1200  # about five passes over the 240 k training tokens; dropout keeps the later ones useful
+    batch_size: int = 8
+
+
+# --- English corpus -----------------------------------------------------------------------------
 
 
 def load_corpus(max_chars: int | None = None) -> str:
@@ -73,7 +92,7 @@ def split_corpus(corpus: str, every: int = 10, chunk_paragraphs: int = 8) -> tup
     return "\n\n".join(train), "\n\n".join(val)
 
 
-# --- tokenizer ----------------------------------------------------------------------------------
+# --- tokenizers ---------------------------------------------------------------------------------
 
 
 def train_tokenizer(train_text: str, vocab_size: int, out_dir: Path):
@@ -98,63 +117,138 @@ def train_tokenizer(train_text: str, vocab_size: int, out_dir: Path):
     return tokenizer
 
 
-# --- evaluation ---------------------------------------------------------------------------------
+def bert_words(text: str) -> list[str]:
+    """The words BertTokenizer's basic tokenizer sees: lower-cased, one per Han character or punctuation mark, Latin runs whole."""
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    normalized = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True).normalize_str(text)
+    return [word for word, _ in BertPreTokenizer().pre_tokenize_str(normalized)]
 
 
-def unigram_perplexity(train_ids: list[int], val_ids: list[int], vocab_size: int) -> float:
-    """Perplexity of a add-one-smoothed unigram model fitted on the training tokens: the bar to beat."""
-    counts = Counter(train_ids)
-    total = len(train_ids) + vocab_size
-    nll = -sum(math.log((counts[t] + 1) / total) for t in val_ids) / len(val_ids)
-    return math.exp(nll)
+def train_zh_tokenizer(train_texts: list[str], vocab_size: int, min_count: int, out_dir: Path):
+    """A character-level BERT vocabulary from the training split, saved the way uer's Chinese GPT-2 models ship it.
+
+    Every Han character and punctuation mark is a word of its own; the rarer Latin words and digit
+    runs are spelled as a character plus `##`-continuations (`debian` -> d ##e ##b ##i ##a ##n), as in
+    bert-base-chinese's vocabulary. Writes vocab.txt, tokenizer_config.json (tokenizer_class
+    BertTokenizer) and special_tokens_map.json; returns the fast tokenizer (same ids, quicker).
+    """
+    from transformers import BertTokenizer, BertTokenizerFast
+
+    counts: Counter[str] = Counter()
+    for text in train_texts:
+        for word in bert_words(text):
+            counts[word[0]] += 1
+            counts.update("##" + char for char in word[1:])
+    # Most frequent first, ties broken by the piece itself: the same text always gives the same ids.
+    pieces = sorted((piece for piece, n in counts.items() if n >= min_count), key=lambda piece: (-counts[piece], piece))
+    vocab = [*ZH_SPECIAL_TOKENS, *pieces[: vocab_size - len(ZH_SPECIAL_TOKENS)]]
+    vocab_file = out_dir / "vocab.txt"
+    vocab_file.write_text("".join(piece + "\n" for piece in vocab), encoding="utf-8")
+    BertTokenizer(str(vocab_file), model_max_length=None).save_pretrained(out_dir)
+    return BertTokenizerFast(vocab_file=str(vocab_file), model_max_length=None)
 
 
-def model_perplexity(model, ids, block: int) -> float:
-    """Perplexity over `ids` in non-overlapping windows of `block` tokens (every token but each window's first is scored)."""
+# --- data for the engine ------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingData:
+    """A recipe's tokenizer and tokens, ready for the engine."""
+
+    tokenizer: object
+    train_ids: object  # 1-D LongTensor: the training split as one stream
+    window_starts: object | None  # 1-D LongTensor of offsets a training window may begin at; None: anywhere
+    val_windows: list  # 1-D LongTensors, each scored from its second token
+    unigram_val_ids: list[int]  # the validation tokens the unigram baseline is scored on
+    config: dict  # GPT2Config fields that depend on the tokenizer
+    extra_report: dict
+
+
+def english_data(recipe: DemoRecipe, out_dir: Path) -> TrainingData:
+    """Python's docs in byte-level BPE; windows begin anywhere in the stream, validation in consecutive blocks."""
     import torch
 
-    model.eval()
-    nll_sum, count = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, len(ids) - 1, block):
-            window = ids[start : start + block].unsqueeze(0)  # (1, T)
-            if window.shape[1] < 2:
-                break
-            logits = model(window).logits.float()  # (1, T, V)
-            nll = torch.nn.functional.cross_entropy(logits[0, :-1], window[0, 1:], reduction="sum")
-            nll_sum += nll.item()
-            count += window.shape[1] - 1
-    return math.exp(nll_sum / count)
+    train_text, val_text = split_corpus(load_corpus(recipe.max_chars))
+    tokenizer = train_tokenizer(train_text, recipe.vocab_size, out_dir)
+    train_ids = torch.tensor(tokenizer(train_text)["input_ids"], dtype=torch.long)
+    val_ids = torch.tensor(tokenizer(val_text)["input_ids"], dtype=torch.long)
+    block = recipe.context
+    return TrainingData(
+        tokenizer=tokenizer,
+        train_ids=train_ids,
+        window_starts=None,
+        val_windows=[val_ids[start : start + block] for start in range(0, len(val_ids) - 1, block)],
+        unigram_val_ids=val_ids.tolist(),
+        config={"bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id},
+        extra_report={},
+    )
 
 
-# --- training -----------------------------------------------------------------------------------
+def chinese_data(recipe: ZhDemoRecipe, out_dir: Path) -> TrainingData:
+    """fortunes-zh in characters: each text is `[CLS] text [SEP]`, and every training window begins at a `[CLS]`.
+
+    That is how the model is prompted (the prompt follows `[CLS]` at position 0), so validation
+    scores each held-out text on its own, from `[CLS]`, and so does the unigram baseline.
+    """
+    import torch
+
+    train_texts, val_texts = split_texts(load_zh_texts(recipe.max_chars))
+    # Texts longer than a window are split so that no part of them is left untrained.
+    train_texts = [piece for text in train_texts for piece in chunk_text(text, recipe.context - 2)]
+    val_texts = [piece for text in val_texts for piece in chunk_text(text, recipe.context - 2)]
+    tokenizer = train_zh_tokenizer(train_texts, recipe.vocab_size, recipe.min_char_count, out_dir)
+    train_encoded = tokenizer(train_texts)["input_ids"]  # each [CLS] ... [SEP]
+    val_encoded = [ids[: recipe.context] for ids in tokenizer(val_texts)["input_ids"]]
+    lengths = torch.tensor([len(ids) for ids in train_encoded])
+    train_ids = torch.tensor([token for ids in train_encoded for token in ids], dtype=torch.long)
+    starts = torch.cumsum(lengths, 0) - lengths  # offset of each text's [CLS]
+    starts = starts[starts <= len(train_ids) - recipe.context - 1]
+    val_scored = [token for ids in val_encoded for token in ids[1:]]
+    return TrainingData(
+        tokenizer=tokenizer,
+        train_ids=train_ids,
+        window_starts=starts,
+        val_windows=[torch.tensor(ids, dtype=torch.long) for ids in val_encoded],
+        unigram_val_ids=val_scored,
+        config={"bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
+                "pad_token_id": tokenizer.pad_token_id, "tokenizer_class": "BertTokenizer"},
+        extra_report={
+            "corpus": "Debian fortunes-zh: tang300, song100, chinese",
+            "train_texts": len(train_texts),
+            "val_texts": len(val_texts),
+            # A flood of [UNK] would mean a vocabulary that does not fit the text (one cause of 乱码).
+            "val_unk_fraction": round(val_scored.count(tokenizer.unk_token_id) / len(val_scored), 4),
+        },
+    )
+
+
+# --- building -----------------------------------------------------------------------------------
+
+
+def default_dir(recipe: DemoRecipe) -> Path:
+    return demo_zh_model_dir() if isinstance(recipe, ZhDemoRecipe) else demo_model_dir()
 
 
 def build_demo_model(out_dir: Path | None = None, recipe: DemoRecipe = DemoRecipe(), progress: bool = True) -> dict:
-    """Train the demo model into `out_dir` (default `models/demo-gpt2/`) and return its training report.
+    """Train a demo model (English, or Chinese for a ZhDemoRecipe) into `out_dir` and return its training report.
 
-    The folder appears only when complete: training writes into a temporary sibling folder that is
-    renamed into place at the end, so an interrupted build never leaves a half-written model behind.
+    The folder appears only when complete (see `engine.staged_folder`).
     """
     import torch
-    from tqdm.auto import tqdm
-    from transformers import GPT2Config, GPT2LMHeadModel, GenerationConfig
+    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
-    out_dir = Path(out_dir or demo_model_dir())
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    zh = isinstance(recipe, ZhDemoRecipe)
+    out_dir = Path(out_dir or default_dir(recipe))
     started = time.perf_counter()
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
 
-    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-", dir=out_dir.parent) as tmp:
-        tmp_dir = Path(tmp) / out_dir.name
-        train_text, val_text = split_corpus(load_corpus(recipe.max_chars))
-        tokenizer = train_tokenizer(train_text, recipe.vocab_size, tmp_dir)
-        train_ids = torch.tensor(tokenizer(train_text)["input_ids"], dtype=torch.long)
-        val_ids = torch.tensor(tokenizer(val_text)["input_ids"], dtype=torch.long)
-
+    with staged_folder(out_dir) as staged:
+        data = chinese_data(recipe, staged) if zh else english_data(recipe, staged)
         config = GPT2Config(
-            vocab_size=len(tokenizer),
+            vocab_size=len(data.tokenizer),
             n_positions=recipe.context,
             n_embd=recipe.n_embd,
             n_layer=recipe.n_layer,
@@ -162,65 +256,38 @@ def build_demo_model(out_dir: Path | None = None, recipe: DemoRecipe = DemoRecip
             resid_pdrop=recipe.dropout,
             embd_pdrop=recipe.dropout,
             attn_pdrop=recipe.dropout,
-            bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
             tie_word_embeddings=True,
+            **data.config,
         )
         model = GPT2LMHeadModel(config)
-        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-        decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=recipe.learning_rate,
-            betas=(0.9, 0.95),
+        schedule = Schedule(steps=recipe.steps, learning_rate=recipe.learning_rate, warmup_steps=recipe.warmup_steps)
+        train_causal_lm(
+            model,
+            lambda: random_windows(data.train_ids, recipe.context, recipe.batch_size, generator, data.window_starts),
+            schedule,
+            desc="Training Chinese demo GPT-2" if zh else "Training demo GPT-2",
+            progress=progress,
         )
-
-        def lr_at(step: int) -> float:
-            # Linear warm-up, then cosine decay to 10% of the peak.
-            if step < recipe.warmup_steps:
-                return recipe.learning_rate * (step + 1) / recipe.warmup_steps
-            progress_frac = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
-            return recipe.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_frac)))
-
-        block = recipe.context
-        model.train()
-        bar = tqdm(range(recipe.steps), desc="Training demo GPT-2", unit="step", disable=not progress)
-        for step in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            starts = torch.randint(0, len(train_ids) - block - 1, (recipe.batch_size,), generator=generator)
-            batch = torch.stack([train_ids[s : s + block + 1] for s in starts])  # (B, block + 1)
-            logits = model(batch[:, :-1]).logits  # (B, block, V)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-        bar.close()
 
         report = {
             "recipe": asdict(recipe),
-            "train_tokens": len(train_ids),
-            "val_tokens": len(val_ids),
-            "val_perplexity": round(model_perplexity(model, val_ids, block), 2),
-            "unigram_val_perplexity": round(unigram_perplexity(train_ids.tolist(), val_ids.tolist(), len(tokenizer)), 2),
+            "train_tokens": len(data.train_ids),
+            "val_tokens": len(data.unigram_val_ids),
+            "val_perplexity": round(windows_perplexity(model, data.val_windows), 2),
+            "unigram_val_perplexity": round(unigram_perplexity(data.train_ids.tolist(), data.unigram_val_ids, len(data.tokenizer)), 2),
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.perf_counter() - started, 1),
+            **data.extra_report,
         }
         report["ratio_to_unigram"] = round(report["val_perplexity"] / report["unigram_val_perplexity"], 3)
 
         # Inference defaults: no dropout, and sampling settings the UI may read as hints.
         model.config.resid_pdrop = model.config.embd_pdrop = model.config.attn_pdrop = 0.0
         model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id)
-        model.save_pretrained(tmp_dir, safe_serialization=True)
-        tokenizer.save_pretrained(tmp_dir)
-        (tmp_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
-
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp_dir.rename(out_dir)
+        model.save_pretrained(staged, safe_serialization=True)
+        if not zh:  # the Chinese tokenizer files were written by train_zh_tokenizer, as BertTokenizer writes them
+            data.tokenizer.save_pretrained(staged)
+        (staged / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     return report
 
 
@@ -230,29 +297,43 @@ def is_built(out_dir: Path | None = None) -> bool:
     return (out_dir / REPORT_FILE).is_file() and (out_dir / "model.safetensors").is_file()
 
 
-def ensure_demo_model(out_dir: Path | None = None, progress: bool = True) -> Path:
-    """Return the demo model's folder, building it first if it is not cached yet."""
-    out_dir = Path(out_dir or demo_model_dir())
+def ensure_demo_model(out_dir: Path | None = None, progress: bool = True, recipe: DemoRecipe | None = None) -> Path:
+    """Return a demo model's folder (the English one unless `recipe` says otherwise), building it first if needed."""
+    recipe = recipe or DemoRecipe()
+    out_dir = Path(out_dir or default_dir(recipe))
     if not is_built(out_dir):
-        print(f"Building the offline demo GPT-2 in {out_dir} (once, a few minutes on a CPU)...", flush=True)
-        build_demo_model(out_dir, progress=progress)
+        which = "Chinese demo GPT-2" if isinstance(recipe, ZhDemoRecipe) else "demo GPT-2"
+        print(f"Building the offline {which} in {out_dir} (once, a few minutes on a CPU)...", flush=True)
+        build_demo_model(out_dir, recipe, progress=progress)
     return out_dir
+
+
+def ensure_demo_zh_model(out_dir: Path | None = None, progress: bool = True) -> Path:
+    """Return the Chinese demo model's folder, building it first if needed."""
+    return ensure_demo_model(out_dir, progress, ZhDemoRecipe())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m playground.training.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="target folder (default: models/demo-gpt2)")
-    parser.add_argument("--steps", type=int, default=DemoRecipe.steps)
+    parser.add_argument("--zh", action="store_true", help="build the Chinese demo model (needs Debian's fortunes-zh)")
+    parser.add_argument("--out", type=Path, default=None, help="target folder (default: models/demo-gpt2, or models/demo-zh-gpt2 with --zh)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=DemoRecipe.seed)
     parser.add_argument("--force", action="store_true", help="rebuild even if a model is cached")
     args = parser.parse_args(argv)
-    out_dir = args.out or demo_model_dir()
+    recipe_type = ZhDemoRecipe if args.zh else DemoRecipe
+    recipe = recipe_type(steps=args.steps or recipe_type.steps, seed=args.seed)
+    out_dir = args.out or default_dir(recipe)
     if is_built(out_dir) and not args.force:
         print(f"Demo model already built in {out_dir} (use --force to rebuild).")
-        print((Path(out_dir) / REPORT_FILE).read_text())
+        print((Path(out_dir) / REPORT_FILE).read_text(encoding="utf-8"))
         return
-    report = build_demo_model(out_dir, DemoRecipe(steps=args.steps, seed=args.seed))
-    print(json.dumps(report, indent=2))
+    report = build_demo_model(out_dir, recipe)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    ratio = report["ratio_to_unigram"]
+    verdict = "meets" if ratio <= PERPLEXITY_BAR else "MISSES"
+    print(f"Validation perplexity {report['val_perplexity']} against a unigram baseline of {report['unigram_val_perplexity']}: "
+          f"{ratio:.0%}, which {verdict} the bar of at most {PERPLEXITY_BAR:.0%}. Trained in {report['train_seconds']} s.")
     print(f"Saved to {out_dir}")
 
 
