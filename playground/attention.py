@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .backends.base import Backend
+from .figures import cjk_font_notice
+from .text import TokenCodec, unit_labels, visible_label
 
 MAX_ATTENTION_TOKENS = 256  # (12 layers, 12 heads, 256, 256) float32 is 38 MB; 1024 tokens would be 600 MB
 
@@ -19,7 +21,7 @@ class RunAttention:
 
     weights: np.ndarray  # (layers, heads, T, T); row q = what query token q attended to
     token_ids: list[int]
-    labels: list[str]  # token texts, raw (escape before putting them in markup)
+    labels: list[str]  # per token: its character(s), with (i/n) for the n tokens of one character; escape before markup
     first_position: int  # position of the window's first token in the run
     computed_by: str  # e.g. "onnx int8 · CPUExecutionProvider"
     notice: str | None = None
@@ -43,7 +45,7 @@ class RunAttention:
         return path
 
 
-def compute_attention(backend: Backend, token_ids: list[int], token_texts: list[str],
+def compute_attention(backend: Backend, token_ids: list[int], codec: TokenCodec,
                       cap: int = MAX_ATTENTION_TOKENS) -> RunAttention:
     """Once per run: one forward pass over the run's final sequence (its last `cap` tokens at most)."""
     notice = None
@@ -55,13 +57,17 @@ def compute_attention(backend: Backend, token_ids: list[int], token_texts: list[
     window = token_ids[first:]
     weights = np.asarray(backend.attention(window), dtype=np.float32)  # (L, H, T, T)
     info = backend.info
-    return RunAttention(weights, window, [token_texts[i] for i in window], first, f"{info.backend} {info.variant} · {info.provider}", notice)
+    # Labels name whole characters: a token that is only some bytes of one shows it with its index.
+    pieces = codec.pieces(window, token_ids[first - 1] if first else None)
+    names = unit_labels(pieces)
+    labels = [codec.label(i) if codec.is_silent(i) else name for i, name in zip(window, names)]
+    return RunAttention(weights, window, labels, first, f"{info.backend} {info.variant} · {info.provider}", notice)
 
 
 def _tick_labels(run: RunAttention) -> list[str]:
     # Plotly reads a subset of HTML in labels: escape <, > and & (it shows &quot; literally, so quotes
     # stay), and show whitespace so tokens stay visible.
-    return [escape(repr(t)[1:-1], quote=False) for t in run.labels]
+    return [escape(visible_label(t), quote=False) for t in run.labels]
 
 
 def heatmap_figure(run: RunAttention, layer: int, head: int | None, query: int | None = None):
@@ -115,13 +121,14 @@ def static_heatmap(run: RunAttention, layer: int, head: int | None, path: Path) 
 
     # SVG keeps labels as editable text (svg.fonttype none), which papers and editors want.
     plt.rcParams["svg.fonttype"] = "none"
+    cjk_font_notice(run.labels)  # CJK labels need a CJK font (a warning is returned when there is none)
     matrix = np.where(np.tril(np.ones((len(run.labels),) * 2, dtype=bool)), run.matrix(layer, head), np.nan)
     size = min(14, 4 + len(run.labels) * 0.12)
     fig, ax = plt.subplots(figsize=(size, size), dpi=150)
     image = ax.imshow(matrix, cmap="Blues", vmin=0)
     if len(run.labels) <= 64:  # readable labels only; beyond that the axes carry positions
         ticks = range(len(run.labels))
-        plain = [repr(t)[1:-1] for t in run.labels]
+        plain = [visible_label(t) for t in run.labels]
         ax.set_xticks(list(ticks), plain, rotation=90, fontsize=7)
         ax.set_yticks(list(ticks), plain, fontsize=7)
     ax.set_xlabel("key (attended to)")

@@ -37,7 +37,7 @@ def compare(a: GenerationResult, b: GenerationResult) -> Comparison:
     # Compare each side's probability of the token run `a` chose: at the divergence, that is how
     # much less (or more) `b` liked `a`'s choice.
     probs_a = [a.tokens[i].raw_prob for i in range(end)]
-    probs_b = [b.tokens[i].raw_prob if ids_b[i] == ids_a[i] else next((p for tid, _, p in b.tokens[i].top if tid == ids_a[i]), None)
+    probs_b = [b.tokens[i].raw_prob if ids_b[i] == ids_a[i] else next((alt.prob for alt in b.tokens[i].top if alt.token_id == ids_a[i]), None)
                for i in range(end)]
     return Comparison(
         first_divergence=first,

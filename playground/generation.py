@@ -7,7 +7,7 @@ import threading
 from contextlib import contextmanager
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 from transformers.generation.logits_process import (
@@ -22,9 +22,20 @@ from transformers.generation.logits_process import (
 
 from .backends.base import Backend, BackendInfo
 from .config import GenerationSettings, check_prompt
+from .errors import Notice
 from .models import ModelSource
+from .text import TokenCodec, Unit, complete_prefix_length, escape_bytes, group_units, hex_bytes
 
 LN2 = math.log(2.0)
+
+
+class Alternative(NamedTuple):
+    """A token the model could have chosen at a position, with its raw probability."""
+
+    token_id: int
+    text: str  # display text: the characters, or \xNN for bytes that are not a whole character
+    prob: float
+    bytes: bytes  # exactly what it would have added to the text
 
 
 @dataclass
@@ -38,22 +49,29 @@ class TokenRecord:
 
     position: int  # index in the sequence the model saw
     token_id: int
-    text: str
+    text: str  # display text: its characters, \xNN for bytes that are not a whole character, or a special token's name
     is_prompt: bool
     raw_prob: float | None
     prob: float | None
     rank: int | None  # 1 = the model's most likely token
     entropy_bits: float | None  # of the model's raw distribution at this position
-    top: list[tuple[int, str, float]] = field(default_factory=list)  # (id, text, raw prob), most likely first
+    top: list[Alternative] = field(default_factory=list)  # most likely first
+    bytes: bytes = b""  # exactly what this token added to the text (empty for [CLS], <|endoftext|>, ...)
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["top"] = [{"token_id": i, "text": t, "prob": p} for i, t, p in self.top]
+        data["bytes"] = list(self.bytes)
+        data["top"] = [{"token_id": a.token_id, "text": a.text, "prob": a.prob, "bytes": list(a.bytes)} for a in self.top]
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "TokenRecord":
-        return cls(**(data | {"top": [(a["token_id"], a["text"], a["prob"]) for a in data.get("top", [])]}))
+        # Runs saved before records had bytes: recover them from the text where it is whole characters.
+        def raw(item: dict) -> bytes:
+            return bytes(item["bytes"]) if "bytes" in item else item.get("text", "").encode("utf-8", errors="replace")
+
+        top = [Alternative(a["token_id"], a["text"], a["prob"], raw(a)) for a in data.get("top", [])]
+        return cls(**(data | {"top": top, "bytes": raw(data)}))
 
 
 @dataclass
@@ -89,6 +107,21 @@ class GenerationResult:
         steps = len(self.tokens) - 1
         return steps / (self.decode_ms / 1000) if steps > 0 and self.decode_ms > 0 else None
 
+    def units(self) -> list[tuple[Unit, list[TokenRecord]]]:
+        """Prompt and output tokens grouped into whole characters (see playground.text), each with its records."""
+        records = self.prompt_tokens + self.tokens
+        return [(unit, records[unit.start:unit.end]) for unit in group_units([r.bytes for r in records])]
+
+    def units_json(self) -> list[dict]:
+        """The units for the API: their text, the positions of their tokens, and their joint probability."""
+        out = []
+        for unit, records in self.units():
+            probs = [r.raw_prob for r in records]
+            joint = math.prod(probs) if all(p is not None for p in probs) else None
+            out.append({"text": unit.text, "positions": [r.position for r in records], "complete": unit.complete,
+                        "is_prompt": records[-1].is_prompt, "joint_prob": joint})
+        return out
+
     def metrics(self) -> dict:
         return {
             "ttft_ms": self.ttft_ms,
@@ -117,17 +150,24 @@ class GenerationResult:
             "branch_position": self.branch_position,
             "prompt_tokens": [t.to_dict() for t in self.prompt_tokens],
             "tokens": [t.to_dict() for t in self.tokens],
+            "units": self.units_json(),
         }
 
 
-def result_from_saved(run: dict) -> GenerationResult:
-    """A GenerationResult from a history row (JSON columns decoded), for the views that show a stored run."""
+def result_from_saved(run: dict, codec: TokenCodec | None = None) -> GenerationResult:
+    """A GenerationResult from a history row (JSON columns decoded), for the views that show a stored run.
+
+    Runs saved before records carried bytes get them back from `codec` (the run's model), so their
+    multi-byte characters show whole instead of as U+FFFD.
+    """
     settings = dict(run.get("settings") or {})
     settings["stop_sequences"] = tuple(settings.get("stop_sequences") or ())
     metrics = run.get("metrics") or {}
     info = BackendInfo(model=run.get("model") or "?", backend=run.get("backend") or "?", variant=run.get("variant") or "?",
                        provider=run.get("provider") or "?", context_length=0)
     tokens = run.get("tokens") or {}
+    if codec is not None and any("bytes" not in t for part in tokens.values() for t in part):
+        tokens = _with_bytes(tokens, codec)
     return GenerationResult(
         prompt=run.get("prompt") or "",
         settings=GenerationSettings(**settings),
@@ -144,6 +184,21 @@ def result_from_saved(run: dict) -> GenerationResult:
         parent_run_id=run.get("parent_run_id"),
         branch_position=run.get("branch_position"),
     )
+
+
+def _with_bytes(tokens: dict, codec: TokenCodec) -> dict:
+    """Fill in the bytes and display texts of stored records (and their alternatives) from their token ids."""
+    records = [dict(t) for t in tokens.get("prompt", [])] + [dict(t) for t in tokens.get("output", [])]
+    previous = None
+    for record in records:
+        if record["token_id"] < len(codec):
+            record["bytes"] = list(codec.piece(record["token_id"], previous))
+            record["text"] = codec.label(record["token_id"], previous)
+            record["top"] = [a | {"bytes": list(codec.piece(a["token_id"], previous)), "text": codec.label(a["token_id"], previous)}
+                             for a in record.get("top", []) if a["token_id"] < len(codec)]
+        previous = record["token_id"]
+    n = len(tokens.get("prompt", []))
+    return {"prompt": records[:n], "output": records[n:]}
 
 
 def build_logits_processors(settings: GenerationSettings) -> LogitsProcessorList:
@@ -210,15 +265,20 @@ class StepStats:
             return self.top_ids.index(token_id) + 1
         return int((self.logits > self.logits[token_id]).sum()) + 1
 
-    def top(self, texts: list[str]) -> list[tuple[int, str, float]]:
+    def top(self, codec: TokenCodec, previous_id: int | None) -> list[Alternative]:
         probs = torch.exp(self.top_logits - self.lse).tolist()
-        return [(i, texts[i], p) for i, p in zip(self.top_ids, probs)]
+        return [Alternative(i, codec.label(i, previous_id), p, codec.piece(i, previous_id)) for i, p in zip(self.top_ids, probs)]
 
 
 class Generation:
     """One run. Iterate it to stream TokenRecords; `result` holds everything, complete when iteration ends.
 
     `stop_event` (a threading.Event) ends the run between two tokens and keeps what was produced.
+
+    Text is assembled from each token's exact bytes (playground.text), never by decoding a token on
+    its own: the streamed text holds back a character until its last byte has arrived, stop
+    sequences are matched on bytes (so a match always starts at a character boundary), and a
+    character split between the prompt and the output (a branch at its 2nd byte) belongs to the output.
     """
 
     def __init__(
@@ -233,69 +293,103 @@ class Generation:
     ):
         self.backend = backend
         self.source = source
+        self.codec: TokenCodec = source.codec
         self.settings = settings.validate().validate_for_context(backend.info.context_length).with_seed()
         self.stop_event = stop_event or threading.Event()
         self.ignore_eos = ignore_eos
         # Explicit token ids (a branch) are used as they are: re-tokenizing their text could merge differently.
         self._given_prompt_ids = list(prompt_ids) if prompt_ids else None
+        self._prompt_tail = b""  # trailing bytes of the prompt that do not finish a character yet
         if self._given_prompt_ids:
-            prompt = source.tokenizer.decode(self._given_prompt_ids)
+            data = b"".join(self.codec.pieces(self._given_prompt_ids))
+            cut = complete_prefix_length(data)
+            prompt, self._prompt_tail = escape_bytes(data[:cut]), data[cut:]
         self.result = GenerationResult(prompt=check_prompt(prompt), settings=self.settings, info=backend.info)
         self._generated_ids: list[int] = []
+        self._output = bytearray()  # the generated tokens' bytes
 
     # The prompt window policy: keep the most recent tokens that leave room for max_new_tokens.
     def _prompt_ids(self) -> list[int]:
-        tok = self.source.tokenizer
-        if self._given_prompt_ids:
-            ids = self._given_prompt_ids
-        else:
-            ids = tok(self.result.prompt)["input_ids"] if self.result.prompt else []
+        codec = self.codec
+        ids = self._given_prompt_ids or codec.encode(self.result.prompt)
         if not ids:
-            ids = [tok.eos_token_id]
-            self.result.notices.append("Empty prompt: generation starts from the end-of-text token.")
+            ids = [codec.start_id]
+            start = codec.label(codec.start_id)
+            self.result.notices.append(Notice(f"Empty prompt: generation starts from the {start} token.",
+                                              key="notice.empty_prompt", token=start))
+        if codec.unk_id is not None and codec.unk_id in ids and not self._given_prompt_ids:
+            missing = sorted({c for c in self.result.prompt if codec.unk_id in codec.encode(c)[-1:]})
+            chars = f"{' '.join(missing[:20])}{' …' if len(missing) > 20 else ''}"
+            self.result.notices.append(Notice(
+                f"{ids.count(codec.unk_id)} prompt tokens are {codec.label(codec.unk_id)}: this model's vocabulary lacks "
+                f"{chars}. The model sees an unknown token there.",
+                key="notice.unknown_chars", count=ids.count(codec.unk_id), unk=codec.label(codec.unk_id), chars=chars,
+            ))
         room = self.backend.info.context_length - self.settings.max_new_tokens
         if len(ids) > room:
             self.result.dropped_prompt_tokens = len(ids) - room
-            self.result.notices.append(
+            self.result.notices.append(Notice(
                 f"The prompt has {len(ids)} tokens but only {room} fit beside {self.settings.max_new_tokens} new tokens "
-                f"in the {self.backend.info.context_length}-token context: the first {len(ids) - room} tokens were dropped."
-            )
-            ids = ids[-room:]
+                f"in the {self.backend.info.context_length}-token context: the first {len(ids) - room} tokens were dropped.",
+                key="notice.prompt_dropped", tokens=len(ids), room=room, new=self.settings.max_new_tokens,
+                context=self.backend.info.context_length, dropped=len(ids) - room,
+            ))
+            # A start token the model was trained to see first ([CLS]) stays first.
+            keep_start = codec.bos_id is not None and ids[0] == codec.bos_id
+            ids = ([ids[0]] + ids[len(ids) - room + 1:]) if keep_start else ids[-room:]
         return ids
 
-    def _record(self, position, token_id, is_prompt, logprobs, entropy_bits, top_probs, top_ids, prob=None) -> TokenRecord:
-        """Build a record from one row of distribution stats (all 1-D tensors for a single position)."""
-        texts = self.source.token_texts
+    def _record(self, position, token_id, previous_id, is_prompt, logprobs, entropy_bits, top_probs, top_ids) -> TokenRecord:
+        """Build a prompt token's record from one row of distribution stats (all 1-D tensors for a single position)."""
+        codec = self.codec
         raw_logprob = logprobs[token_id]
         rank = int((logprobs > raw_logprob).sum()) + 1
         raw_prob = math.exp(float(raw_logprob))
         return TokenRecord(
             position=position,
             token_id=token_id,
-            text=texts[token_id],
+            text=codec.label(token_id, previous_id),
             is_prompt=is_prompt,
             raw_prob=raw_prob,
-            prob=raw_prob if prob is None else prob,
+            prob=raw_prob,
             rank=rank,
             entropy_bits=float(entropy_bits),
-            top=[(i, texts[i], p) for i, p in zip(top_ids.tolist(), top_probs.tolist())],
+            top=[Alternative(i, codec.label(i, previous_id), p, codec.piece(i, previous_id))
+                 for i, p in zip(top_ids.tolist(), top_probs.tolist())],
+            bytes=codec.piece(token_id, previous_id),
         )
 
-    def _hit_stop_sequence(self) -> bool:
+    def _hit_stop_sequence(self, last_piece: bytes) -> bool:
         stops = self.settings.stop_sequences
         if not stops:
             return False
-        # Decode only a tail long enough to contain any stop sequence (each token is >= 1 character).
-        tail_len = max(len(s) for s in stops) + 2
-        tail = self.source.tokenizer.decode(self._generated_ids[-tail_len:])
-        return any(s in tail for s in stops)
+        # Only a match that ends in the newest token is new: search a tail just long enough to hold one.
+        data = self._prompt_tail + bytes(self._output)
+        tail = data[-(max(len(s.encode("utf-8")) for s in stops) + len(last_piece)):]
+        return any(s.encode("utf-8") in tail for s in stops)
+
+    def _text_bytes(self) -> bytes:
+        """The output's bytes, cut before the first stop sequence (matched on bytes: always at a character boundary)."""
+        data = self._prompt_tail + bytes(self._output)
+        cut = min((data.find(s.encode("utf-8")) for s in self.settings.stop_sequences if s.encode("utf-8") in data), default=-1)
+        return data[:cut] if cut >= 0 else data
 
     def current_text(self) -> str:
-        """The generated text so far, cut before any stop sequence (decoded as a whole, so multi-byte
-        characters split over tokens come out right)."""
-        text = self.source.tokenizer.decode(self._generated_ids)
-        cut = min((text.find(s) for s in self.settings.stop_sequences if s in text), default=-1)
-        return text[:cut] if cut >= 0 else text
+        """The generated text so far, cut before any stop sequence; a character whose last bytes have not
+        been generated yet is held back, so the stream never shows half a character."""
+        data = self._text_bytes()
+        return escape_bytes(data[: complete_prefix_length(data)])
+
+    def _finish_text(self) -> None:
+        data = self._text_bytes()
+        cut = complete_prefix_length(data)
+        self.result.text = escape_bytes(data[:cut])
+        if cut < len(data):
+            self.result.notices.append(Notice(
+                f"The output ends inside a character: its last bytes ({hex_bytes(data[cut:])}) are not in the text. "
+                "The token records keep them; a few more tokens would complete the character.",
+                key="notice.cut_character", bytes=hex_bytes(data[cut:]),
+            ))
 
     def _choose(self, logits, processors, input_ids, rng, k, scratch) -> tuple[int, float | None, StepStats]:
         """Pick the next token; returns (token id, its probability in the warped distribution or None, raw stats)."""
@@ -311,8 +405,7 @@ class Generation:
         return token_id, float(warped_probs[token_id]), stats
 
     def __iter__(self) -> Iterator[TokenRecord]:
-        settings, result, k = self.settings, self.result, self.settings.top_alternatives
-        eos_id = self.source.tokenizer.eos_token_id
+        settings, result, k, codec = self.settings, self.result, self.settings.top_alternatives, self.codec
         processors = build_logits_processors(settings)
         rng = torch.Generator().manual_seed(settings.seed)
 
@@ -332,18 +425,18 @@ class Generation:
         with torch_threads(threads):
             logprobs, entropy, top_p_, top_i = _distribution_stats(logits, k_eff)
             result.prompt_tokens.append(
-                TokenRecord(position=0, token_id=prompt_ids[0], text=self.source.token_texts[prompt_ids[0]], is_prompt=True,
-                            raw_prob=None, prob=None, rank=None, entropy_bits=None)
+                TokenRecord(position=0, token_id=prompt_ids[0], text=codec.label(prompt_ids[0]), is_prompt=True,
+                            raw_prob=None, prob=None, rank=None, entropy_bits=None, bytes=codec.piece(prompt_ids[0]))
             )
             for i in range(1, n):
-                result.prompt_tokens.append(
-                    self._record(i, prompt_ids[i], True, logprobs[i - 1], entropy[i - 1], top_p_[i - 1], top_i[i - 1])
-                )
+                result.prompt_tokens.append(self._record(i, prompt_ids[i], prompt_ids[i - 1], True, logprobs[i - 1],
+                                                         entropy[i - 1], top_p_[i - 1], top_i[i - 1]))
         next_logits = logits[-1]  # (V,)
 
         finish = "length"
         decode_started = None
         paused_s = 0.0  # time spent suspended at `yield` (the consumer's work) is not the model's
+        previous_id = prompt_ids[-1]
         for step in range(settings.max_new_tokens):
             if self.stop_event.is_set():
                 finish = "stopped"
@@ -351,14 +444,17 @@ class Generation:
             with torch_threads(threads):
                 token_id, prob, stats = self._choose(next_logits, processors, sequence[:, :n], rng, k_eff, scratch)
                 raw_prob = stats.prob(token_id)
+                piece = codec.piece(token_id, previous_id)
                 record = TokenRecord(
-                    position=n, token_id=token_id, text=self.source.token_texts[token_id], is_prompt=False,
+                    position=n, token_id=token_id, text=codec.label(token_id, previous_id), is_prompt=False,
                     raw_prob=raw_prob, prob=raw_prob if prob is None else prob, rank=stats.rank(token_id),
-                    entropy_bits=stats.entropy_bits, top=stats.top(self.source.token_texts),
+                    entropy_bits=stats.entropy_bits, top=stats.top(codec, previous_id), bytes=piece,
                 )
             sequence[0, n] = token_id
             n += 1
+            previous_id = token_id
             self._generated_ids.append(token_id)
+            self._output += piece
             result.tokens.append(record)
             now = time.perf_counter()
             if decode_started is None:
@@ -369,17 +465,17 @@ class Generation:
             yield record
             paused_s += time.perf_counter() - now
 
-            if token_id == eos_id and not self.ignore_eos:
+            if token_id in codec.eos_ids and not self.ignore_eos:
                 finish = "eos"
                 break
-            if self._hit_stop_sequence():
+            if self._hit_stop_sequence(piece):
                 finish = "stop_sequence"
                 break
             if step + 1 < settings.max_new_tokens:
                 next_logits, cache = self.backend.step(token_id, cache)
 
         result.finish_reason = finish
-        result.text = self.current_text()
+        self._finish_text()
 
 
 @contextmanager

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+
+import regex
 from pathlib import Path
 from typing import Iterator
 
 from .backends.base import Backend
 from .config import GenerationSettings
-from .errors import PlaygroundError
+from .errors import Notice, PlaygroundError
 from .generation import Generation, GenerationResult, TokenRecord
 from .history import HistoryStore
 from .models import ModelSource, list_local_models, resolve_choice
+from .text import complete_prefix_length, escape_bytes, hex_bytes
 from .paths import models_dir
 
 BACKENDS = ("torch", "onnx")
@@ -156,14 +159,53 @@ class Playground:
             raise PlaygroundError(f"Token {token_index} is not in that run (it generated {len(parent.tokens)} tokens).")
         runner = self.backend(parent.info.backend, parent.info.variant, parent.info.model)
         source = self.source_for(parent.info.model)
-        if not 0 <= alternative_id < len(source.token_texts):
+        if not 0 <= alternative_id < len(source.codec):
             raise PlaygroundError(f"Token id {alternative_id} is not in this model's vocabulary.")
         ids = [t.token_id for t in parent.prompt_tokens] + [t.token_id for t in parent.tokens[:token_index]] + [alternative_id]
         run = Generation(runner, source, "", parent.settings,
                          stop_event=self._stop_event_for(session), prompt_ids=ids)
         run.result.parent_run_id = parent.run_id
         run.result.branch_position = parent.tokens[token_index].position
+        # Inside a character of several tokens, say which bytes were kept and which replaced.
+        position = parent.tokens[token_index].position
+        for unit, records in parent.units():
+            if unit.size > 1 and records[0].position <= position <= records[-1].position:
+                k = position - records[0].position
+                kept = b"".join(r.bytes for r in records[:k])
+                alternative = hex_bytes(source.codec.piece(alternative_id, records[k - 1].token_id if k else None)) or "none"
+                run.result.notices.append(Notice(
+                    f"Branched at token {k + 1} of the {unit.size} that spell {unit.text!r}: kept its bytes before it "
+                    f"({hex_bytes(kept) or 'none'}) and put the alternative's bytes ({alternative}) after them; the output "
+                    "goes on from there and completes the character it starts.",
+                    key="notice.branch_in_character", index=k + 1, size=unit.size, char=unit.text,
+                    kept=hex_bytes(kept) or "—", alternative=alternative,
+                ))
+                break
         return run
+
+    def completion_of(self, parent: GenerationResult, token_index: int, alternative_id: int, max_tokens: int = 4) -> str | None:
+        """The character an alternative that is only part of one would most likely become: the kept bytes
+        before it, its bytes, then the model's greedy next tokens until the character is whole (None if it
+        does not finish within `max_tokens`)."""
+        runner = self.backend(parent.info.backend, parent.info.variant, parent.info.model)
+        codec = self.source_for(parent.info.model).codec
+        ids = [t.token_id for t in parent.prompt_tokens] + [t.token_id for t in parent.tokens[:token_index]] + [alternative_id]
+        ids = ids[-(runner.info.context_length - max_tokens):]
+        data = b"".join(codec.pieces(ids))
+        start = complete_prefix_length(b"".join(codec.pieces(ids[:-1])))  # where the character being spelled begins
+        logits, cache = runner.prefill(ids)
+        next_logits = logits[-1]
+        for step in range(max_tokens + 1):
+            if complete_prefix_length(data) == len(data):
+                text = escape_bytes(data[start:])
+                return regex.match(r"\X", text).group() if text else None
+            if step == max_tokens:
+                return None
+            token_id = int(next_logits.argmax())
+            data += codec.piece(token_id, ids[-1])
+            ids.append(token_id)
+            next_logits, cache = runner.step(token_id, cache)
+        return None
 
     def stream(self, run: Generation, session: str | None = None) -> Iterator[TokenRecord]:
         """Iterate a run and save it to the history when it ends: complete, stopped, abandoned or failed.
@@ -194,7 +236,7 @@ class Playground:
             result.run_id = self.history.save_run(result.to_dict(), status, error, result.parent_run_id, result.branch_position)
         except sqlite3.Error as exc:
             # Disk full, file removed, ...: the user still gets their output, and is told it was not saved.
-            run.result.notices.append(f"This run was not saved to the history: {exc}.")
+            run.result.notices.append(Notice(f"This run was not saved to the history: {exc}.", key="notice.not_saved", error=str(exc)))
 
     def stop(self, session: str | None) -> bool:
         """Ask the session's running generation to end after its current token; False when none was running."""

@@ -139,3 +139,15 @@ def test_two_users_at_once_get_their_own_seeded_results_saved_once(launched_app,
         assert run["backend"] == request["backend"]
         assert alone.predict(**request, api_name="/generate")[0] == text  # the same text as when run alone
     assert len({run["run_id"] for _, run in concurrent}) == len(requests)
+
+
+def test_records_of_a_mixed_script_prompt_reassemble_byte_exactly(client):
+    """CJK, accented Latin, an emoji and a ZWJ emoji sequence: every record carries its exact bytes."""
+    prompt = "注意 café 🙂 👨‍👩‍👧"
+    text, run = client.predict(prompt=prompt, max_new_tokens=20, seed=5, api_name="/generate")
+    assert bytes(b for t in run["prompt_tokens"] for b in t["bytes"]) == prompt.encode()
+    output = bytes(b for t in run["tokens"] for b in t["bytes"])
+    assert output.decode("utf-8", errors="backslashreplace").startswith(text)
+    assert all(isinstance(alt["bytes"], list) for t in run["tokens"] for alt in t["top"])
+    assert "".join(u["text"] for u in run["units"]).startswith(prompt + text)
+    assert "\ufffd" not in repr(run)

@@ -14,7 +14,7 @@ def run_ids(tiny_source):
 
 
 def test_attention_of_a_run_is_causal_and_normalised(tiny_backend, tiny_source, run_ids):
-    run = compute_attention(tiny_backend, run_ids, tiny_source.token_texts)
+    run = compute_attention(tiny_backend, run_ids, tiny_source.codec)
     config = tiny_backend.model.config
     assert run.weights.shape == (config.n_layer, config.n_head, len(run_ids), len(run_ids))
     assert np.allclose(run.weights.sum(-1), 1.0, atol=1e-5)
@@ -24,13 +24,13 @@ def test_attention_of_a_run_is_causal_and_normalised(tiny_backend, tiny_source, 
 
 
 def test_long_runs_are_capped_with_a_notice(tiny_backend, tiny_source, run_ids):
-    run = compute_attention(tiny_backend, run_ids, tiny_source.token_texts, cap=10)
+    run = compute_attention(tiny_backend, run_ids, tiny_source.codec, cap=10)
     assert run.weights.shape[-1] == 10 and run.token_ids == run_ids[-10:]
     assert run.first_position == len(run_ids) - 10 and "last 10" in run.notice
 
 
 def test_figures_escape_labels_and_mask_the_future(tiny_backend, tiny_source, run_ids):
-    run = compute_attention(tiny_backend, run_ids, tiny_source.token_texts)
+    run = compute_attention(tiny_backend, run_ids, tiny_source.codec)
     figure = heatmap_figure(run, 0, None, query=5)
     ticktext = " ".join(figure.layout.yaxis.ticktext)
     z = np.array(figure.data[0].z, dtype=float)
@@ -42,7 +42,7 @@ def test_figures_escape_labels_and_mask_the_future(tiny_backend, tiny_source, ru
 
 
 def test_download_files_are_real(tiny_backend, tiny_source, run_ids, tmp_path):
-    run = compute_attention(tiny_backend, run_ids, tiny_source.token_texts)
+    run = compute_attention(tiny_backend, run_ids, tiny_source.codec)
     png = static_heatmap(run, 1, 0, tmp_path / "a.png")
     svg = static_heatmap(run, 1, None, tmp_path / "a.svg")
     heads = small_multiples(run, 0, tmp_path / "heads.png")
@@ -57,6 +57,17 @@ def test_onnx_runs_get_onnx_attention(tiny_source, tmp_path, run_ids):
     from playground.backends.onnx_backend import OnnxBackend
 
     backend = OnnxBackend(tiny_source, "int8", device="cpu", exports_root=tmp_path, progress=False)
-    run = compute_attention(backend, run_ids, tiny_source.token_texts)
+    run = compute_attention(backend, run_ids, tiny_source.codec)
     assert run.computed_by == "onnx int8 · CPUExecutionProvider"
     assert np.allclose(run.weights.sum(-1), 1.0, atol=1e-4)
+
+
+def test_attention_labels_name_whole_characters(tiny_backend, tiny_source, tmp_path):
+    from playground.attention import static_heatmap
+
+    ids = tiny_source.codec.encode("注意 café")
+    run = compute_attention(tiny_backend, ids, tiny_source.codec)
+    assert run.labels[:3] == ["注(1/3)", "注(2/3)", "注(3/3)"] and "é(2/2)" in run.labels
+    ticktext = heatmap_figure(run, 0, None).layout.xaxis.ticktext
+    assert all("\ufffd" not in label for label in list(ticktext) + run.labels)
+    assert static_heatmap(run, 0, None, tmp_path / "cjk.svg").read_text().count("注") >= 6

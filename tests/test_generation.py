@@ -49,7 +49,7 @@ def test_top_p_samples_only_from_the_nucleus(tiny_backend, tiny_source, top_p):
     result = run(tiny_backend, tiny_source, top_p=top_p, top_k=0, seed=3, top_alternatives=100, max_new_tokens=40)
     for t in result.tokens:
         # The tokens ranked above the chosen one hold less than top_p of the mass, or it would be cut.
-        mass_above = sum(p for _, _, p in t.top[: t.rank - 1])
+        mass_above = sum(alt.prob for alt in t.top[: t.rank - 1])
         assert mass_above < top_p + 1e-6
         assert t.prob >= t.raw_prob - 1e-6  # renormalised over the nucleus
 
@@ -103,7 +103,7 @@ def test_records_match_a_direct_forward_pass(tiny_backend, tiny_source):
         assert rec.rank == int((row > row[seq[pos]]).sum()) + 1
         entropy_bits = -(row.exp() * row).sum().item() / math.log(2)
         assert math.isclose(rec.entropy_bits, entropy_bits, rel_tol=1e-4)
-        assert [i for i, _, _ in rec.top] == row.topk(10).indices.tolist()
+        assert [alt.token_id for alt in rec.top] == row.topk(10).indices.tolist()
         assert rec.text == tiny_source.tokenizer.decode([rec.token_id])
     ppl = math.exp(-sum(math.log(r.raw_prob) for r in result.prompt_tokens[1:]) / (len(result.prompt_tokens) - 1))
     assert math.isclose(result.prompt_perplexity, ppl, rel_tol=1e-9)

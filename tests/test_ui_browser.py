@@ -2,6 +2,7 @@
 reuse, compare, branch, benchmark, and the login page. Screenshots of each step go to test-artifacts/."""
 
 import os
+import re
 import shutil
 
 import pytest
@@ -250,4 +251,80 @@ def test_login_page_guards_the_app(page, app_with_login):
     login.get_by_role("button", name="Login").click()
     login.locator("#session-banner").get_by_text("Logged in as alice").wait_for(timeout=30_000)
     login.locator("#generate-btn").wait_for()
+    context.close()
+
+
+@pytest.mark.parametrize("locale", ["zh-CN", "en-US"])
+def test_the_interface_speaks_the_browsers_language(page, launched_app, locale):
+    """Labels come from Gradio's i18n in the browser; choices, notes and errors from the server, in the same language."""
+    from playwright.sync_api import expect
+
+    from playground.ui.i18n import t
+
+    lang = "zh-CN" if locale.startswith("zh") else "en"
+    context = page.context.browser.new_context(locale=locale, viewport={"width": 1400, "height": 1000})
+    other = context.new_page()
+    other.goto(launched_app)
+    other.locator("#token-view").wait_for()
+    for tab in ("app.tab.generate", "app.tab.attention", "app.tab.compare", "app.tab.benchmark", "app.tab.history"):
+        expect(other.get_by_role("tab", name=t(tab, lang))).to_be_visible()
+    expect(other.locator("#prompt")).to_contain_text(t("generate.prompt", lang))
+    expect(other.locator("#generate-btn")).to_have_text(t("generate.generate", lang))
+    expect(other.get_by_label(t("generate.colour_rank", lang))).to_be_visible()  # a choice label, set by the server
+    body = other.locator("body").inner_text()
+    for key in ("generate.max_new_tokens", "generate.temperature", "generate.do_sample", "generate.seed", "generate.colour_by",
+                "generate.advanced"):
+        assert t(key, lang) in body, key
+        if lang != "en":
+            assert t(key, "en") not in body, key  # no English left beside the Chinese
+    # A domain error raised by the settings, shown in the browser's language.
+    fill(other.locator("#seed input, #seed textarea").first, "abc")
+    other.locator("#generate-btn").click()
+    message = t("settings.not_int", lang, name=t("setting.seed", lang), value="abc")
+    other.get_by_text(message).first.wait_for(timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    other.screenshot(path=str(ARTIFACTS / f"ui-{locale}.png"), full_page=True)
+    context.close()
+
+
+def test_chinese_prompts_read_right_on_a_chinese_model_and_on_the_english_one(page, launched_app):
+    """A zh-CN browser, Chinese prompts on the Chinese model (WordPiece) and on the English one (byte-level BPE):
+    no U+FFFD in the page, the hover cards or the attention labels; no spaces between Chinese characters."""
+    from playwright.sync_api import expect
+
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN",
+                                               extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    zh = context.new_page()
+    zh.goto(launched_app)
+    zh.locator("#token-view").wait_for()
+    zh.wait_for_timeout(1000)
+    expect(zh.get_by_role("tab", name="生成")).to_be_visible()
+    done = "() => { const s = document.querySelector('#stats')?.innerText || ''; return /词元\\/秒/.test(s) && !/生成中/.test(s); }"
+    for model, prompt in (("tiny-zh", "床前明月光，"), ("tiny-gpt2", "注意力机制 café 🙂 👨‍👩‍👧")):
+        model_box = zh.locator("#model input")
+        model_box.fill(model)
+        model_box.press("Enter")
+        fill(zh.locator("#prompt textarea"), prompt)
+        fill(zh.locator("#seed input, #seed textarea").first, "3")
+        fill(zh.locator("#max-new-tokens input[type=number]"), "16")
+        zh.locator("#generate-btn").click()
+        zh.wait_for_function(f"() => (document.querySelector('#stats')?.innerText || '').includes('{model} · torch')", timeout=60_000)
+        zh.wait_for_function(done, timeout=60_000)
+        view = zh.locator("#token-view")
+        shown = view.evaluate("v => { const c = v.cloneNode(true); c.querySelectorAll('.tip').forEach(t => t.remove()); return c.textContent; }")
+        assert prompt[:2] in shown, shown  # two Chinese characters side by side, no space between them
+        first = view.locator(".unit, .tok").nth(1)
+        first.hover()
+        zh.screenshot(path=str(ARTIFACTS / f"zh-CN-{model}.png"), full_page=True)
+        tips = view.evaluate("v => Array.from(v.querySelectorAll('.tip')).map(t => t.textContent).join('\\n')")
+        assert "\ufffd" not in tips and "排名" in tips  # the cards speak Chinese too
+        assert "\ufffd" not in zh.locator("body").inner_text()
+        output = zh.locator("#output textarea").input_value()
+        assert "\ufffd" not in output and not re.search(r"[\u4e00-\u9fff] [\u4e00-\u9fff]", output), output
+        zh.get_by_role("tab", name="注意力").click()
+        zh.locator("#attention-status").get_by_text("计算").first.wait_for(timeout=60_000)
+        labels = zh.evaluate("() => Array.from(document.querySelectorAll('#attention-heatmap .xtick text')).map(t => t.textContent)")
+        assert labels and not any("\ufffd" in label for label in labels)
+        zh.screenshot(path=str(ARTIFACTS / f"zh-CN-attention-{model}.png"), full_page=True)
+        zh.get_by_role("tab", name="生成").click()
     context.close()

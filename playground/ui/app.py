@@ -14,6 +14,7 @@ from .bench_tab import build_bench_tab
 from .compare_tab import build_compare_tab
 from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
+from .i18n import AUTH_MESSAGE, I18N, localize_on_load, t, translated
 from .render import CSS, banner_html, session_html
 from .security import Login, PasswordCheck, RouteGuard
 
@@ -24,10 +25,15 @@ def build_demo(playground: Playground) -> gr.Blocks:
     """The whole UI, built from its dependencies (no globals), so tests can build it without launching."""
     source = playground.source
     with gr.Blocks(title="GPT-2 Playground") as demo:
-        banner = banner_html(source.name, source.requested, source.notice)
-        if playground.history_disabled:
-            banner += f'<div class="banner warn">History is disabled: {escape(playground.history_disabled)}</div>'
-        gr.HTML(f"<h2 style='margin:0'>GPT-2 Playground</h2>{banner}", elem_id="banner")
+
+        def banner(lang: str) -> str:
+            html = banner_html(source.name, source.requested, source.notice, lang)
+            if playground.history_disabled:
+                html += f'<div class="banner warn">{escape(t("app.history_disabled", lang, reason=playground.history_disabled))}</div>'
+            return f"<h2 style='margin:0'>GPT-2 Playground</h2>{html}"
+
+        banner_box = gr.HTML(banner("en"), elem_id="banner")
+        localize_on_load([banner_box], banner)
         session_banner = gr.HTML(elem_id="session-banner", visible=False)
 
         # The public link exists only after launch, and the user only per request.
@@ -37,15 +43,15 @@ def build_demo(playground: Playground) -> gr.Blocks:
 
         demo.load(show_session, outputs=session_banner, show_progress="hidden", queue=False, api_visibility="private")
         with gr.Tabs() as tabs:
-            with gr.Tab("Generate", id="generate"):
+            with gr.Tab(translated("app.tab.generate"), id="generate"):
                 generate_inputs, last_result = build_generate_tab(playground)
-            with gr.Tab("Attention", id="attention") as attention_tab:
+            with gr.Tab(translated("app.tab.attention"), id="attention") as attention_tab:
                 refresh_attention = build_attention_tab(playground, last_result, attention_tab)
-            with gr.Tab("Compare", id="compare"):
+            with gr.Tab(translated("app.tab.compare"), id="compare"):
                 build_compare_tab(playground, generate_inputs)
-            with gr.Tab("Benchmark", id="benchmark"):
+            with gr.Tab(translated("app.tab.benchmark"), id="benchmark"):
                 build_bench_tab(playground)
-            with gr.Tab("History", id="history") as history_tab:
+            with gr.Tab(translated("app.tab.history"), id="history") as history_tab:
                 build_history_tab(playground, generate_inputs, tabs, history_tab, last_result, refresh_attention)
 
         def generate(
@@ -86,14 +92,16 @@ def build_demo(playground: Playground) -> gr.Blocks:
 
 def launch_kwargs(login: Login | None = None) -> dict:
     """Options every launch of the playground uses (the app and the tests alike): the route guard in
-    front of Gradio, client-side rendering (Gradio's SSR workers bypass its login in 6.17), the login."""
+    front of Gradio, client-side rendering (Gradio's SSR workers bypass its login in 6.17), the login, the
+    interface's English and Chinese strings (the browser's language picks one)."""
     kwargs = {
         "css": CSS,
         "show_error": True,
         "ssr_mode": False,
+        "i18n": I18N,
         "app_kwargs": {"middleware": [Middleware(RouteGuard)]},
     }
     if login is not None:
         kwargs["auth"] = PasswordCheck(login.accounts)
-        kwargs["auth_message"] = "This GPT-2 Playground asks for a login."
+        kwargs["auth_message"] = AUTH_MESSAGE  # Gradio does not translate it: both languages
     return kwargs

@@ -11,6 +11,9 @@ from ..attention import MAX_ATTENTION_TOKENS, RunAttention, compute_attention, h
 from ..errors import PlaygroundError
 from ..generation import GenerationResult
 from ..service import Playground
+from ..figures import cjk_font_notice
+from ..text import visible_label
+from .i18n import error, lang_of, localize_on_load, t, translated, ui_error, warning
 
 MEAN = "mean over heads"
 NO_QUERY = "(none)"
@@ -37,46 +40,50 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
     """
     attention = gr.State(None)  # RunAttention of the run it was computed for
     computed_for = gr.State(None)  # run_key() of that run, to compute once per run
-    gr.Markdown(f"Attention of the last run on the Generate tab, computed by the backend that generated it, once per run "
-                f"(at most the last {MAX_ATTENTION_TOKENS} tokens). Row = the query token; columns = the tokens it attended to.")
+    intro = gr.Markdown(t("attention.intro", "en", max_tokens=MAX_ATTENTION_TOKENS))
     with gr.Row():
-        compute_btn = gr.Button("Compute attention for the last run", variant="primary", scale=0, elem_id="attention-compute")
-        layer = gr.Slider(0, 1, value=0, step=1, label="Layer", scale=2, elem_id="attention-layer")
-        head = gr.Dropdown([MEAN], value=MEAN, label="Head", scale=1, elem_id="attention-head")
-        query = gr.Dropdown([NO_QUERY], value=NO_QUERY, label="Highlight a token's row", scale=2, elem_id="attention-query")
+        compute_btn = gr.Button(translated("attention.compute"), variant="primary", scale=0, elem_id="attention-compute")
+        layer = gr.Slider(0, 1, value=0, step=1, label=translated("attention.layer"), scale=2, elem_id="attention-layer")
+        head = gr.Dropdown([MEAN], value=MEAN, label=translated("attention.head"), scale=1, elem_id="attention-head")
+        query = gr.Dropdown([NO_QUERY], value=NO_QUERY, label=translated("attention.query"), scale=2, elem_id="attention-query")
     status = gr.Markdown(elem_id="attention-status")
     heatmap = gr.Plot(elem_id="attention-heatmap")
     row_plot = gr.Plot(row_figure(None, 0, None, None), elem_id="attention-row")
-    heads_image = gr.Image(label="All heads of this layer", type="filepath", interactive=False, elem_id="attention-heads")
+    heads_image = gr.Image(label=translated("attention.all_heads"), type="filepath", interactive=False, elem_id="attention-heads")
     with gr.Row():
-        png_btn = gr.Button("Heatmap as PNG", size="sm")
-        svg_btn = gr.Button("Heatmap as SVG", size="sm")
-        npz_btn = gr.Button("Attention tensor (.npz)", size="sm")
-    download = gr.File(label="Download", interactive=False, elem_id="attention-download")
+        png_btn = gr.Button(translated("attention.png"), size="sm")
+        svg_btn = gr.Button(translated("attention.svg"), size="sm")
+        npz_btn = gr.Button(translated("attention.npz"), size="sm")
+    download = gr.File(label=translated("attention.download"), interactive=False, elem_id="attention-download")
+    localize_on_load([intro, head, query], lambda lang: (
+        t("attention.intro", lang, max_tokens=MAX_ATTENTION_TOKENS),
+        gr.update(choices=[(t("attention.mean_heads", lang), MEAN)]),
+        gr.update(choices=[(t("attention.no_query", lang), NO_QUERY)])))
 
     def views(run: RunAttention, layer_i: int, head_choice: str, query_choice: str):
         q = _query(query_choice)
         heads_path = small_multiples(run, int(layer_i), Path(tempfile.mkdtemp()) / "heads.png")
         return heatmap_figure(run, int(layer_i), _head(head_choice), q), row_figure(run, int(layer_i), _head(head_choice), q), str(heads_path)
 
-    def compute(result: GenerationResult | None, current: RunAttention | None, current_for, force: bool):
+    def compute(result: GenerationResult | None, current: RunAttention | None, current_for, force: bool, lang: str = "en"):
         if result is None:
-            return (gr.skip(),) * 2 + ("Generate something on the Generate tab first.",) + (gr.skip(),) * 7
+            return (gr.skip(),) * 2 + (t("attention.generate_first", lang),) + (gr.skip(),) * 7
         if not force and current is not None and current_for == run_key(result):
             return (gr.skip(),) * 10
         try:
             backend = playground.backend(result.info.backend, result.info.variant, result.info.model)
             ids = [t.token_id for t in result.prompt_tokens + result.tokens]
-            run = compute_attention(backend, ids, playground.source_for(result.info.model).token_texts)
+            run = compute_attention(backend, ids, playground.source_for(result.info.model).codec)
         except PlaygroundError as exc:
-            raise gr.Error(str(exc)) from None
-        note = f"Computed by **{run.computed_by}** over {len(run.labels)} tokens ({run.n_layers} layers × {run.n_heads} heads)."
+            raise ui_error(exc, lang) from None
+        note = t("attention.computed", lang, backend=run.computed_by, tokens=len(run.labels), layers=run.n_layers, heads=run.n_heads)
         if run.notice:
             note += f"\n\n⚠️ {run.notice}"
-        queries = [NO_QUERY] + [f"{i}: {repr(t)[1:-1]}" for i, t in enumerate(run.labels)]
+        queries = [(t("attention.no_query", lang), NO_QUERY)] + [f"{i}: {visible_label(label)}" for i, label in enumerate(run.labels)]
         heat, row, heads_path = views(run, 0, MEAN, NO_QUERY)
         return (run, run_key(result), note, gr.update(maximum=run.n_layers - 1, value=0),
-                gr.update(choices=[MEAN] + [f"head {h}" for h in range(run.n_heads)], value=MEAN),
+                gr.update(choices=[(t("attention.mean_heads", lang), MEAN)]
+                          + [(t("attention.head_n", lang, head=h), f"head {h}") for h in range(run.n_heads)], value=MEAN),
                 gr.update(choices=queries, value=NO_QUERY), heat, row, heads_path, None)
 
     def update(run: RunAttention | None, layer_i, head_choice, query_choice):
@@ -84,24 +91,35 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
             return gr.skip(), gr.skip(), gr.skip()
         return views(run, layer_i, head_choice, query_choice)
 
-    def export(run: RunAttention | None, layer_i, head_choice, fmt: str):
+    def export(run: RunAttention | None, layer_i, head_choice, fmt: str, lang: str = "en"):
         if run is None:
-            raise gr.Error("Compute attention first.")
+            raise error("attention.compute_first", lang)
         folder = Path(tempfile.mkdtemp(prefix="gpt2-playground-attention-"))
+        if fmt != "npz" and cjk_font_notice(run.labels):
+            warning("attention.no_cjk_font", lang)
         if fmt == "npz":
             return str(run.save_npz(folder / "attention.npz"))
         what = "mean" if _head(head_choice) is None else f"head{_head(head_choice)}"
         return str(static_heatmap(run, int(layer_i), _head(head_choice), folder / f"attention-layer{int(layer_i)}-{what}.{fmt}"))
 
     compute_outputs = [attention, computed_for, status, layer, head, query, heatmap, row_plot, heads_image, download]
-    compute_btn.click(lambda r, a, f: compute(r, a, f, True), inputs=[last_result, attention, computed_for],
+
+    def compute_now(r, a, f, request: gr.Request):
+        return compute(r, a, f, True, lang_of(request))
+
+    def compute_once(r, a, f, request: gr.Request):
+        return compute(r, a, f, False, lang_of(request))
+
+    compute_btn.click(compute_now, inputs=[last_result, attention, computed_for],
                       outputs=compute_outputs, api_visibility="private")
-    on_open = dict(fn=lambda r, a, f: compute(r, a, f, False), inputs=[last_result, attention, computed_for],
+    on_open = dict(fn=compute_once, inputs=[last_result, attention, computed_for],
                    outputs=compute_outputs, api_visibility="private")
     tab.select(**on_open)
     for control in (layer, head, query):
         control.change(update, inputs=[attention, layer, head, query], outputs=[heatmap, row_plot, heads_image], api_visibility="private")
     for button, fmt in ((png_btn, "png"), (svg_btn, "svg"), (npz_btn, "npz")):
-        button.click(lambda run, li, hc, fmt=fmt: export(run, li, hc, fmt), inputs=[attention, layer, head], outputs=[download],
-                     api_visibility="private")
+        def export_as(run, li, hc, request: gr.Request, fmt=fmt):
+            return export(run, li, hc, fmt, lang_of(request))
+
+        button.click(export_as, inputs=[attention, layer, head], outputs=[download], api_visibility="private")
     return on_open

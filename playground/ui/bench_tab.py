@@ -13,9 +13,15 @@ import gradio as gr
 from ..bench import BenchConfig, available_cells, machine_description, markdown_table, run_benchmark
 from ..errors import PlaygroundError
 from ..service import Playground
+from .i18n import error, lang_of, localize_on_load, t, translated, ui_error
 
 TABLE_COLUMNS = ["backend", "variant", "provider", "prompt_tokens", "new_tokens", "ttft_ms", "decode_tokens_per_s",
                  "speedup_vs_torch_fp32", "latency_p50_ms", "latency_p90_ms", "peak_rss_mb", "size_mb", "top1_agreement"]
+
+
+def table_headers(lang: str) -> list[str]:
+    """The table's column headers in `lang`; the English ones are the CSV's column names."""
+    return [t(f"bench.col.{column}", lang) for column in TABLE_COLUMNS]
 
 
 def _label(row: dict) -> str:
@@ -70,44 +76,47 @@ def write_downloads(rows: list[dict], machine: dict) -> list[str]:
 def build_bench_tab(playground: Playground) -> None:
     cells = {c.label: c for c in available_cells()}
     context = playground.backend().info.context_length
-    gr.Markdown(f"Times the playground's own decoding loop on **{escape(playground.source.name)}**: greedy, a fixed number of "
-                "new tokens, warm-up then repeats, one thread setting for every cell. Quality is measured against PyTorch "
-                "fp32 on a fixed text. Results are also stored in the history database (`bench` table).")
+    intro = gr.Markdown(t("bench.intro", "en", model=escape(playground.source.name)))
     with gr.Row():
-        chosen = gr.CheckboxGroup(list(cells), value=list(cells), label="Cells (what this machine can run)", scale=3, elem_id="bench-cells")
-        prompt_tokens = gr.Number(value=min(32, context // 4), precision=0, minimum=1, label="Prompt tokens", scale=1, elem_id="bench-prompt")
-        new_tokens = gr.Number(value=min(128, context // 2), precision=0, minimum=2, label="New tokens", scale=1, elem_id="bench-new")
-        repeats = gr.Slider(1, 7, value=3, step=1, label="Repeats", scale=1)
-        run_btn = gr.Button("Run benchmark", variant="primary", scale=0, elem_id="bench-run")
+        chosen = gr.CheckboxGroup(list(cells), value=list(cells), label=translated("bench.cells"), scale=3, elem_id="bench-cells")
+        prompt_tokens = gr.Number(value=min(32, context // 4), precision=0, minimum=1, label=translated("bench.prompt_tokens"), scale=1, elem_id="bench-prompt")
+        new_tokens = gr.Number(value=min(128, context // 2), precision=0, minimum=2, label=translated("bench.new_tokens"), scale=1, elem_id="bench-new")
+        repeats = gr.Slider(1, 7, value=3, step=1, label=translated("bench.repeats"), scale=1)
+        run_btn = gr.Button(translated("bench.run"), variant="primary", scale=0, elem_id="bench-run")
     status = gr.Markdown(elem_id="bench-status")
     table = gr.Dataframe(headers=TABLE_COLUMNS, value=[], interactive=False, elem_id="bench-table")
     with gr.Row():
         speed_plot = gr.Plot(elem_id="bench-speed")
         ttft_plot = gr.Plot(elem_id="bench-ttft")
-    files = gr.File(label="Download (CSV, JSON, Markdown, PNG)", file_count="multiple", interactive=False, elem_id="bench-files")
+    files = gr.File(label=translated("bench.files"), file_count="multiple", interactive=False, elem_id="bench-files")
+    localize_on_load([intro, table], lambda lang: (t("bench.intro", lang, model=escape(playground.source.name)),
+                                                   {"headers": table_headers(lang), "data": []}))
 
-    def run(chosen_labels, prompt_n, new_n, repeats_n, progress=gr.Progress(track_tqdm=True)):
+    def run(chosen_labels, prompt_n, new_n, repeats_n, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        lang = lang_of(request)
         if not chosen_labels:
-            raise gr.Error("Choose at least one cell.")
+            raise error("bench.choose_cell", lang)
         prompt_n, new_n = int(prompt_n or 0), int(new_n or 0)
         if prompt_n < 1 or new_n < 2 or prompt_n + new_n > context:
-            raise gr.Error(f"Prompt tokens (≥ 1) + new tokens (≥ 2) must fit the model's context of {context}.")
+            raise error("bench.must_fit", lang, context=context)
         config = BenchConfig([prompt_n], [new_n], int(repeats_n))
         try:
             rows = run_benchmark(playground.source, [cells[label] for label in chosen_labels], config,
                                  exports_root=playground.exports_root)
         except PlaygroundError as exc:
-            raise gr.Error(str(exc)) from None
+            raise ui_error(exc, lang) from None
         machine = machine_description()
         if playground.history is not None:
             playground.history.save_bench(rows, playground.source.name, machine)
-        note = (f"{len(rows)} cells on {escape(machine['cpu'])} ({machine['cores']} cores"
-                f"{', ' + escape(machine['gpu']) if machine['gpu'] else ''}), {config.threads} threads, {config.repeats} repeats.")
+        cpu, gpu = escape(machine["cpu"]), escape(machine["gpu"] or "")
+        where = (t("bench.machine_gpu", lang, cpu=cpu, cores=machine["cores"], gpu=gpu) if gpu
+                 else t("bench.machine", lang, cpu=cpu, cores=machine["cores"]))
+        note = t("bench.note", lang, cells=len(rows), machine=where, threads=config.threads, repeats=config.repeats)
         if not rows[0]["quality_meaningful"]:
-            note += " Random weights: quality columns are not meaningful."
-        return (note, [[r.get(c) for c in TABLE_COLUMNS] for r in rows],
-                bars_figure(rows, "decode_tokens_per_s", "Decode speed (speed-up vs PyTorch fp32 on the bars)", "tokens/s"),
-                bars_figure(rows, "ttft_ms", "Time to first token", "ms"), write_downloads(rows, machine))
+            note += " " + t("bench.random_weights", lang)
+        return (note, {"headers": table_headers(lang), "data": [[r.get(c) for c in TABLE_COLUMNS] for r in rows]},
+                bars_figure(rows, "decode_tokens_per_s", t("bench.speed_title", lang), t("bench.tokens_per_s", lang)),
+                bars_figure(rows, "ttft_ms", t("bench.ttft_title", lang), "ms"), write_downloads(rows, machine))
 
     run_btn.click(run, inputs=[chosen, prompt_tokens, new_tokens, repeats], outputs=[status, table, speed_plot, ttft_plot, files],
                   api_visibility="private", concurrency_id="bench", concurrency_limit=1)

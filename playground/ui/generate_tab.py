@@ -11,7 +11,9 @@ from ..errors import PlaygroundError
 from ..export import VARIANTS
 from ..generation import GenerationResult
 from ..service import Playground
-from .render import legend_html, stats_markdown, surprisal_figure, token_view_html
+from ..text import hex_bytes, is_whole, unit_labels, visible_label
+from .i18n import error, info, lang_of, localize_on_load, t, translated, ui_error
+from .render import legend_html, pct, stats_markdown, surprisal_figure, token_view_html
 
 # The order of the settings components, as settings_from_ui takes them.
 SETTING_NAMES = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
@@ -21,8 +23,8 @@ EXAMPLE_PROMPT = "The return value of a function is"
 
 
 def settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
-                     no_repeat_ngram_size, stop_sequences, seed, top_alternatives) -> GenerationSettings:
-    """UI values -> validated settings; raises gr.Error with the validation message."""
+                     no_repeat_ngram_size, stop_sequences, seed, top_alternatives, lang: str = "en") -> GenerationSettings:
+    """UI values -> validated settings; raises gr.Error with the validation message in `lang`."""
     try:
         return GenerationSettings.from_user(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -31,7 +33,12 @@ def settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typic
             top_alternatives=top_alternatives,
         )
     except PlaygroundError as exc:
-        raise gr.Error(str(exc)) from None
+        raise ui_error(exc, lang) from None
+
+
+def colour_choices(lang: str) -> list[tuple[str, str]]:
+    """The colour modes, named in `lang` (Gradio does not translate choice labels in the browser)."""
+    return [(t("generate.colour_prob", lang), "prob"), (t("generate.colour_rank", lang), "rank")]
 
 
 def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.Component], gr.State]:
@@ -47,52 +54,56 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPT, lines=5, max_lines=20, elem_id="prompt")
-            model = gr.Dropdown(playground.model_choices(), value=playground.source.name, label="Model",
+            prompt = gr.Textbox(label=translated("generate.prompt"), value=EXAMPLE_PROMPT, lines=5, max_lines=20, elem_id="prompt")
+            model = gr.Dropdown(playground.model_choices(), value=playground.source.name, label=translated("generate.model"),
                                 allow_custom_value=True, elem_id="model",
-                                info="the models/ folder, or type a hub id (e.g. distilgpt2)")
+                                info=translated("generate.model_info"))
             with gr.Row():
                 backend = gr.Radio([("PyTorch", "torch"), ("ONNX Runtime", "onnx")], value=playground.default_backend,
-                                   label="Backend", elem_id="backend")
-                variant = gr.Dropdown(list(VARIANTS), value=playground.default_variant, label="ONNX variant",
+                                   label=translated("generate.backend"), elem_id="backend")
+                variant = gr.Dropdown(list(VARIANTS), value=playground.default_variant, label=translated("generate.variant"),
                                       interactive=playground.default_backend == "onnx", elem_id="variant",
-                                      info="fp16 needs a GPU; int8 runs on the CPU")
+                                      info=translated("generate.variant_info"))
             with gr.Row():
-                generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+                generate_btn = gr.Button(translated("generate.generate"), variant="primary", elem_id="generate-btn")
+                stop_btn = gr.Button(translated("generate.stop"), variant="stop", elem_id="stop-btn")
             # Default to at most half the context, so a small model's prompt is not squeezed out.
             max_new_tokens = gr.Slider(1, context - 1, value=min(defaults.max_new_tokens, context // 2), step=1,
-                                       label="Max new tokens", elem_id="max-new-tokens")
-            do_sample = gr.Checkbox(value=defaults.do_sample, label="Sample (off = greedy)")
+                                       label=translated("generate.max_new_tokens"), elem_id="max-new-tokens")
+            do_sample = gr.Checkbox(value=defaults.do_sample, label=translated("generate.do_sample"))
             with gr.Row():
-                temperature = gr.Slider(0.01, 3.0, value=defaults.temperature, step=0.01, label="Temperature")
-                top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top-k (0 = off)")
+                temperature = gr.Slider(0.01, 3.0, value=defaults.temperature, step=0.01, label=translated("generate.temperature"))
+                top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label=translated("generate.top_k"))
             with gr.Row():
-                top_p = gr.Slider(0.01, 1.0, value=defaults.top_p, step=0.01, label="Top-p (1 = off)")
+                top_p = gr.Slider(0.01, 1.0, value=defaults.top_p, step=0.01, label=translated("generate.top_p"))
                 # A Textbox, not gr.Number: Number turns "empty" into 0, and empty must mean "random".
-                seed = gr.Textbox(value="", label="Seed (empty = random)", max_lines=1, elem_id="seed")
-            with gr.Accordion("Advanced", open=False):
-                typical_p = gr.Slider(0.01, 1.0, value=defaults.typical_p, step=0.01, label="Typical-p (1 = off)")
-                repetition_penalty = gr.Slider(0.5, 3.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty (1 = off)")
-                no_repeat_ngram_size = gr.Slider(0, 10, value=defaults.no_repeat_ngram_size, step=1, label="No-repeat n-gram size (0 = off)")
-                stop_sequences = gr.Textbox(label="Stop sequences (one per line; \\n means newline)", lines=2)
-                top_alternatives = gr.Slider(1, 50, value=defaults.top_alternatives, step=1, label="Alternatives recorded per token")
+                seed = gr.Textbox(value="", label=translated("generate.seed"), max_lines=1, elem_id="seed")
+            with gr.Accordion(translated("generate.advanced"), open=False):
+                typical_p = gr.Slider(0.01, 1.0, value=defaults.typical_p, step=0.01, label=translated("generate.typical_p"))
+                repetition_penalty = gr.Slider(0.5, 3.0, value=defaults.repetition_penalty, step=0.05,
+                                               label=translated("generate.repetition_penalty"))
+                no_repeat_ngram_size = gr.Slider(0, 10, value=defaults.no_repeat_ngram_size, step=1,
+                                                 label=translated("generate.no_repeat_ngram_size"))
+                stop_sequences = gr.Textbox(label=translated("generate.stop_sequences"), lines=2)
+                top_alternatives = gr.Slider(1, 50, value=defaults.top_alternatives, step=1, label=translated("generate.top_alternatives"))
         with gr.Column(scale=3, min_width=400):
-            output = gr.Textbox(label="Output", lines=8, max_lines=30, interactive=False, elem_id="output")
+            output = gr.Textbox(label=translated("generate.output"), lines=8, max_lines=30, interactive=False, elem_id="output")
             stats = gr.Markdown(elem_id="stats")
-            colour_mode = gr.Radio([("Probability", "prob"), ("Rank (GLTR)", "rank")], value="prob", label="Colour tokens by")
+            colour_mode = gr.Radio(colour_choices("en"), value="prob", label=translated("generate.colour_by"))
             legend = gr.HTML(legend_html("prob"))
             token_view = gr.HTML(token_view_html(None), elem_id="token-view")
             surprisal = gr.Plot(surprisal_figure(None), elem_id="surprisal")
-            with gr.Accordion("Branch from an alternative", open=False):
-                gr.Markdown("Keep the run up to a token, swap that token for one of its alternatives, and continue with the "
-                            "same settings, seed and backend. The branch is saved to the history with where it came from.")
+            with gr.Accordion(translated("generate.branch"), open=False):
+                gr.Markdown(translated("generate.branch_help"))
                 with gr.Row():
-                    branch_token = gr.Dropdown([], label="Token of the last run", scale=2, elem_id="branch-token")
-                    branch_alternative = gr.Dropdown([], label="Alternative", scale=2, elem_id="branch-alternative")
-                    branch_btn = gr.Button("Continue from this alternative", scale=1, elem_id="branch-btn")
-            with gr.Accordion("Per-token records (JSON)", open=False):
+                    branch_token = gr.Dropdown([], label=translated("generate.branch_token"), scale=2, elem_id="branch-token")
+                    branch_alternative = gr.Dropdown([], label=translated("generate.branch_alternative"), scale=2, elem_id="branch-alternative")
+                    branch_btn = gr.Button(translated("generate.branch_button"), scale=1, elem_id="branch-btn")
+            with gr.Accordion(translated("generate.records"), open=False):
                 records = gr.JSON(elem_id="records")
+
+    localize_on_load([colour_mode, legend, token_view, surprisal], lambda lang: (
+        gr.update(choices=colour_choices(lang)), legend_html("prob", lang), token_view_html(None, lang=lang), surprisal_figure(None, lang)))
 
     setting_inputs = [max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
                       no_repeat_ngram_size, stop_sequences, seed, top_alternatives]
@@ -100,18 +111,19 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
     def on_generate(prompt_text, model_name, backend_name, variant_name, max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
                     no_repeat_ngram_size, stop_sequences, seed, top_alternatives, mode, request: gr.Request,
                     progress=gr.Progress(track_tqdm=True)):
+        lang = lang_of(request)
         settings = settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
-                                    no_repeat_ngram_size, stop_sequences, seed, top_alternatives)
+                                    no_repeat_ngram_size, stop_sequences, seed, top_alternatives, lang)
         session = request.session_hash if request else None
         try:
             # The first use of an ONNX variant exports it; its tqdm bar shows up as progress here.
             run = playground.start(prompt_text, settings, session=session, backend=backend_name, variant=variant_name,
                                    model=model_name)
         except PlaygroundError as exc:
-            raise gr.Error(str(exc)) from None
-        yield from stream_to_ui(run, session, mode)
+            raise ui_error(exc, lang) from None
+        yield from stream_to_ui(run, session, mode, lang)
 
-    def stream_to_ui(run, session, mode):
+    def stream_to_ui(run, session, mode, lang="en"):
         """Stream a run into the output components (re-rendering at most every RENDER_EVERY_S), then the final views."""
         try:
             last_render = 0.0
@@ -119,39 +131,59 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                 now = time.perf_counter()
                 if now - last_render >= RENDER_EVERY_S:
                     last_render = now
-                    yield (run.current_text(), stats_markdown(run.result, running=True), token_view_html(run.result, mode),
+                    yield (run.current_text(), stats_markdown(run.result, running=True, lang=lang), token_view_html(run.result, mode, lang=lang),
                            gr.skip(), gr.skip(), gr.skip())
         except PlaygroundError as exc:
-            raise gr.Error(str(exc)) from None
+            raise ui_error(exc, lang) from None
         result = run.result
-        yield result.text, stats_markdown(result), token_view_html(result, mode), result.to_dict(), result, surprisal_figure(result)
+        yield (result.text, stats_markdown(result, lang=lang), token_view_html(result, mode, lang=lang), result.to_dict(), result,
+               surprisal_figure(result, lang))
 
     def on_branch(parent: GenerationResult | None, token_choice: str | None, alternative_choice: str | None, mode: str,
                   request: gr.Request):
         if parent is None or not token_choice or not alternative_choice:
-            raise gr.Error("Generate something, then pick a token and one of its alternatives.")
+            raise error("generate.branch_pick", lang_of(request))
         session = request.session_hash if request else None
         token_index, alternative_id = int(token_choice.split(":", 1)[0]), int(alternative_choice.split(":", 1)[0])
         try:
             run = playground.branch(parent, token_index, alternative_id, session=session)
         except PlaygroundError as exc:
-            raise gr.Error(str(exc)) from None
-        yield from stream_to_ui(run, session, mode)
+            raise ui_error(exc, request) from None
+        yield from stream_to_ui(run, session, mode, lang_of(request))
 
     def branch_tokens(result: GenerationResult | None):
-        choices = [f"{i}: {repr(t.text)[1:-1]}" for i, t in enumerate(result.tokens)] if result else []
+        """One choice per generated token, named by the character it spells: `5: 注(2/3)` is the 2nd of 3 tokens of 注."""
+        if not result:
+            return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
+        records = result.prompt_tokens + result.tokens
+        names = unit_labels([r.bytes for r in records])[len(result.prompt_tokens):]
+        choices = [f"{i}: {visible_label(name if t.bytes else t.text)}" for i, (t, name) in enumerate(zip(result.tokens, names))]
         return gr.update(choices=choices, value=None), gr.update(choices=[], value=None)
 
     def branch_alternatives(result: GenerationResult | None, token_choice: str | None):
+        """The token's alternatives; one that is only the first bytes of a character shows them and the character
+        the model would most likely complete it to."""
         if result is None or not token_choice:
             return gr.update(choices=[], value=None)
-        record = result.tokens[int(token_choice.split(":", 1)[0])]
-        choices = [f"{tid}: {repr(text)[1:-1]} ({p:.1%})" for tid, text, p in record.top if tid != record.token_id]
+        index = int(token_choice.split(":", 1)[0])
+        record = result.tokens[index]
+        choices = []
+        for alt in record.top:
+            if alt.token_id == record.token_id:
+                continue
+            name = visible_label(alt.text)
+            if alt.bytes and not is_whole(alt.bytes):
+                try:
+                    completed = playground.completion_of(result, index, alt.token_id)
+                except PlaygroundError:
+                    completed = None
+                name = f"{hex_bytes(alt.bytes)} → {completed}…" if completed else f"{hex_bytes(alt.bytes)} …"
+            choices.append(f"{alt.token_id}: {name} ({pct(alt.prob)})")
         return gr.update(choices=choices, value=choices[0] if choices else None)
 
     def on_stop(request: gr.Request):
         if not playground.stop(request.session_hash if request else None):
-            gr.Info("Nothing is running.")
+            info("generate.nothing_running", lang_of(request))
 
     def on_model(model_name: str, current_max: float):
         """Fit the max-new-tokens slider to the chosen model's context (a bad choice is reported at Generate)."""
@@ -161,8 +193,9 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             return gr.skip()
         return gr.update(maximum=context - 1, value=min(int(current_max), context - 1))
 
-    def on_colour(mode: str, result: GenerationResult | None):
-        return legend_html(mode), token_view_html(result, mode)
+    def on_colour(mode: str, result: GenerationResult | None, request: gr.Request):
+        lang = lang_of(request)
+        return legend_html(mode, lang), token_view_html(result, mode, lang=lang)
 
     generate_btn.click(
         on_generate,

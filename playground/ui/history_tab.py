@@ -7,16 +7,24 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..errors import PlaygroundError
 from ..generation import result_from_saved
 from ..service import Playground
+from .i18n import EN, error, info, lang_of, localize_on_load, t, translated, warning
 from .render import stats_markdown, token_view_html
 
 ALL = "(all)"
-TABLE_HEADERS = ["id", "time (UTC)", "model", "backend", "prompt", "tokens/s", "status"]
+TABLE_COLUMNS = ["id", "time", "model", "backend", "prompt", "tokens_per_s", "status"]
 PAGE_SIZE = 200
 
 
-def table_rows(runs: list[dict]) -> list[list]:
+def status_text(status: str, lang: str) -> str:
+    """A run's status (complete, stopped, error) as `lang` says it."""
+    key = f"history.status.{status}"
+    return t(key, lang) if key in EN else status
+
+
+def table_rows(runs: list[dict], lang: str = "en") -> list[list]:
     """Rows for the runs table; cells are plain text (the Dataframe shows them as text, never as markup)."""
     rows = []
     for run in runs:
@@ -29,9 +37,23 @@ def table_rows(runs: list[dict]) -> list[list]:
             f"{run.get('backend') or ''} {run.get('variant') or ''}".strip(),
             prompt[:80] + ("…" if len(prompt) > 80 else ""),
             round(tps, 1) if tps else None,
-            run["status"],
+            status_text(run["status"], lang),
         ])
     return rows
+
+
+def table_value(rows: list[list], lang: str) -> dict:
+    """The runs table's value with its headers in `lang` (Gradio does not translate Dataframe headers)."""
+    return {"headers": [t(f"history.col.{column}", lang) for column in TABLE_COLUMNS], "data": rows}
+
+
+def filter_choices(values: list[str], lang: str) -> list[tuple[str, str]]:
+    """A filter's choices: "(all)", named in `lang`, then `values`."""
+    return [(t("history.all", lang), ALL), *((value, value) for value in values)]
+
+
+def scope_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t("history.scope_shown", lang), "shown"), (t("history.scope_all", lang), "all")]
 
 
 def settings_for_ui(settings: dict) -> dict:
@@ -48,74 +70,91 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
     "Show attention" puts the selected run in `last_result` and opens the Attention tab."""
     store = playground.history
     if store is None:
-        gr.Markdown(f"**History is disabled.** {playground.history_disabled}\n\nGeneration works as usual; runs are not saved.",
-                    elem_id="history-disabled")
+        disabled = gr.Markdown(t("history.disabled", "en", reason=playground.history_disabled), elem_id="history-disabled")
+        localize_on_load([disabled], lambda lang: t("history.disabled", lang, reason=playground.history_disabled))
         return
 
     with gr.Row():
-        query = gr.Textbox(label="Search prompts and outputs", placeholder="words to find (taken literally)", scale=4, elem_id="history-search")
-        model_filter = gr.Dropdown([ALL], value=ALL, label="Model", scale=1, allow_custom_value=False)
-        backend_filter = gr.Dropdown([ALL, "torch", "onnx"], value=ALL, label="Backend", scale=1, elem_id="history-backend")
-        refresh = gr.Button("Refresh", scale=0)
-    table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, wrap=True, max_height=360, elem_id="history-table")
+        query = gr.Textbox(label=translated("history.search"), placeholder=translated("history.search_placeholder"), scale=4, elem_id="history-search")
+        model_filter = gr.Dropdown([ALL], value=ALL, label=translated("history.model"), scale=1, allow_custom_value=False)
+        backend_filter = gr.Dropdown([ALL, "torch", "onnx"], value=ALL, label=translated("history.backend"), scale=1, elem_id="history-backend")
+        refresh = gr.Button(translated("history.refresh"), scale=0)
+    table = gr.Dataframe(value=table_value([], "en"), interactive=False, wrap=True, max_height=360, elem_id="history-table")
     shown_ids = gr.State([])  # ids of the rows in the table, in order
     selected_id = gr.State(None)
 
     with gr.Row():
-        use_btn = gr.Button("Use these settings", variant="primary", elem_id="history-use", interactive=False)
-        attention_btn = gr.Button("Show attention", elem_id="history-attention", interactive=False)
-        delete_btn = gr.Button("Delete run…", variant="stop", elem_id="history-delete", interactive=False)
-        confirm_btn = gr.Button("Yes, delete it", variant="stop", visible=False, elem_id="history-confirm")
-        cancel_btn = gr.Button("Cancel", visible=False)
+        use_btn = gr.Button(translated("history.use"), variant="primary", elem_id="history-use", interactive=False)
+        attention_btn = gr.Button(translated("history.attention"), elem_id="history-attention", interactive=False)
+        delete_btn = gr.Button(translated("history.delete"), variant="stop", elem_id="history-delete", interactive=False)
+        confirm_btn = gr.Button(translated("history.confirm_delete"), variant="stop", visible=False, elem_id="history-confirm")
+        cancel_btn = gr.Button(translated("history.cancel"), visible=False)
     with gr.Group():
-        run_title = gr.Markdown("Select a run in the table to open it.", elem_id="history-run")
-        run_output = gr.Textbox(label="Output", lines=4, max_lines=12, interactive=False, elem_id="history-output")
+        run_title = gr.Markdown(translated("history.select_hint"), elem_id="history-run")
+        run_output = gr.Textbox(label=translated("history.output"), lines=4, max_lines=12, interactive=False, elem_id="history-output")
         run_tokens = gr.HTML(token_view_html(None), elem_id="history-token-view")
         with gr.Row():
-            run_settings = gr.JSON(label="Settings")
-            run_metrics = gr.JSON(label="Metrics")
-    with gr.Accordion("Export", open=False):
+            run_settings = gr.JSON(label=translated("history.settings"))
+            run_metrics = gr.JSON(label=translated("history.metrics"))
+    with gr.Accordion(translated("history.export"), open=False):
         with gr.Row():
-            export_format = gr.Radio([("JSON Lines", "jsonl"), ("CSV", "csv")], value="jsonl", label="Format")
-            export_scope = gr.Radio([("Runs in the table", "shown"), ("Everything", "all")], value="shown", label="Runs")
-            export_btn = gr.Button("Export", scale=0)
-        export_file = gr.File(label="Download", interactive=False, elem_id="history-export-file")
+            export_format = gr.Radio([("JSON Lines", "jsonl"), ("CSV", "csv")], value="jsonl", label=translated("history.format"))
+            export_scope = gr.Radio(scope_choices("en"), value="shown", label=translated("history.scope"))
+            export_btn = gr.Button(translated("history.export_button"), scale=0)
+        export_file = gr.File(label=translated("history.download"), interactive=False, elem_id="history-export-file")
+    localize_on_load([table, model_filter, backend_filter, export_scope], lambda lang: (
+        table_value([], lang), gr.update(choices=filter_choices([], lang)), gr.update(choices=filter_choices(["torch", "onnx"], lang)),
+        gr.update(choices=scope_choices(lang))))
 
-    def list_runs(q: str, model: str, backend: str):
+    def list_runs(q: str, model: str, backend: str, request: gr.Request):
+        lang = lang_of(request)
         model, backend = (None if model == ALL else model), (None if backend == ALL else backend)
         runs = store.search(q or "", PAGE_SIZE, model, backend)
-        models = [ALL, *store.distinct("model")]
-        return table_rows(runs), [r["id"] for r in runs], gr.update(choices=models)
+        return (table_value(table_rows(runs, lang), lang), [r["id"] for r in runs],
+                gr.update(choices=filter_choices(store.distinct("model"), lang)))
 
-    def open_run(ids: list[int], evt: gr.SelectData):
+    def codec_for(run: dict):
+        """The run's model's tokens, for a run saved before records carried bytes; None if not needed or not loadable."""
+        tokens = run.get("tokens") or {}
+        if all("bytes" in record for part in tokens.values() for record in part):
+            return None
+        try:
+            return playground.source_for(run.get("model")).codec
+        except (PlaygroundError, OSError, ValueError):
+            return None
+
+    def open_run(ids: list[int], evt: gr.SelectData, request: gr.Request):
+        lang = lang_of(request)
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if row is None or row >= len(ids):
             return gr.skip()
         run = store.get(ids[row])
         if run is None:
-            gr.Warning(f"Run {ids[row]} no longer exists.")
+            warning("history.gone", lang, run_id=ids[row])
             return gr.skip()
-        result = result_from_saved(run)
-        title = f"### Run #{run['id']} · {run['created_at'][:19].replace('T', ' ')} UTC · {run['status']}\n\n{stats_markdown(result)}"
+        result = result_from_saved(run, codec_for(run))
+        title = (t("history.run_title", lang, run_id=run["id"], time=run["created_at"][:19].replace("T", " "),
+                   status=status_text(run["status"], lang))
+                 + f"\n\n{stats_markdown(result, lang=lang)}")
         if run.get("error"):
-            title += f"\n\nError: `{run['error']}`"
-        return (run["id"], title, run["output"], token_view_html(result), run["settings"], run["metrics"],
+            title += "\n\n" + t("history.run_error", lang, error=run["error"])
+        return (run["id"], title, run["output"], token_view_html(result, lang=lang), run["settings"], run["metrics"],
                 gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True))
 
-    def use_settings(run_id: int | None):
+    def use_settings(run_id: int | None, request: gr.Request):
         run = store.get(run_id) if run_id is not None else None
         if run is None:
-            raise gr.Error("Select a run first.")
+            raise error("history.select_first", lang_of(request))
         values = settings_for_ui(run["settings"]) | {"prompt": run["prompt"], "model": run["model"], "backend": run["backend"],
                                                       "variant": run["variant"] or "fp32"}
         updates = [gr.update(value=values[name]) if name in values else gr.skip() for name in generate_inputs]
         return [*updates, gr.Tabs(selected="generate")]
 
-    def show_attention(run_id: int | None):
+    def show_attention(run_id: int | None, request: gr.Request):
         run = store.get(run_id) if run_id is not None else None
         if run is None:
-            raise gr.Error("Select a run first.")
-        return result_from_saved(run), gr.Tabs(selected="attention")  # the tab computes it on opening
+            raise error("history.select_first", lang_of(request))
+        return result_from_saved(run, codec_for(run)), gr.Tabs(selected="attention")  # the tab computes it on opening
 
     def ask_delete():
         return gr.update(visible=False), gr.update(visible=True), gr.update(visible=True)
@@ -123,20 +162,21 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
     def cancel_delete():
         return gr.update(visible=True), gr.update(visible=False), gr.update(visible=False)
 
-    def do_delete(run_id: int | None, q: str, model: str, backend: str):
+    def do_delete(run_id: int | None, q: str, model: str, backend: str, request: gr.Request):
+        lang = lang_of(request)
         if run_id is None or not store.delete(run_id):
-            gr.Warning("That run was already deleted.")
+            warning("history.already_deleted", lang)
         else:
-            gr.Info(f"Deleted run #{run_id}.")
-        rows, ids, models = list_runs(q, model, backend)
-        return (rows, ids, models, None, "Select a run in the table to open it.", "", token_view_html(None), None, None,
+            info("history.deleted", lang, run_id=run_id)
+        rows, ids, models = list_runs(q, model, backend, request)
+        return (rows, ids, models, None, t("history.select_hint", lang), "", token_view_html(None), None, None,
                 gr.update(visible=True, interactive=False), gr.update(visible=False), gr.update(visible=False),
                 gr.update(interactive=False), gr.update(interactive=False))
 
-    def export(fmt: str, scope: str, ids: list[int]):
+    def export(fmt: str, scope: str, ids: list[int], request: gr.Request):
         out = Path(tempfile.mkdtemp(prefix="gpt2-playground-export-")) / f"history.{fmt}"
         count = store.export(out, fmt, None if scope == "all" else ids)
-        gr.Info(f"Exported {count} runs.")
+        info("history.exported", lang_of(request), count=count)
         return str(out)
 
     filters = [query, model_filter, backend_filter]

@@ -6,6 +6,8 @@ import math
 from html import escape
 
 from ..generation import GenerationResult, TokenRecord
+from ..text import Unit, hex_bytes, is_whole, unit_labels, visible_label
+from .i18n import STRINGS, error_text, t
 
 # GLTR's buckets: where the chosen token ranked in the model's distribution.
 RANK_BUCKETS = [(1, "top-1", "#7ee787"), (10, "top-10", "#f9e27a"), (100, "top-100", "#f7a35c"), (None, "beyond 100", "#d2a8ff")]
@@ -18,20 +20,32 @@ CSS = """
            white-space: pre-wrap; word-break: break-word; padding: 8px; color: #111; background: #fff;
            border-radius: 8px; }
 .tokview .tok { position: relative; border-radius: 3px; padding: 1px 0; cursor: pointer; outline: none; }
-.tokview .tok.prompt { opacity: 0.7; border-bottom: 2px dotted #6b7280; }
+.tokview .tok.prompt { color: #374151; border-bottom: 2px dotted #6b7280; }
 .tokview .tok:hover, .tokview .tok:focus { box-shadow: 0 0 0 2px #2563eb; }
-.tokview .tip { display: none; position: absolute; left: 0; top: 1.8em; z-index: 50; min-width: 230px;
+.tokview .tip { display: none; position: absolute; left: 0; top: calc(100% + 3px); z-index: 50; min-width: 230px;
                 background: #111827; color: #f9fafb; border-radius: 6px; padding: 6px 8px; font-size: 12px;
                 line-height: 1.4; white-space: normal; box-shadow: 0 4px 14px rgba(0,0,0,.25); }
 .tokview .tok:hover .tip, .tokview .tok:focus .tip { display: block; }
 .tokview .tip table { border-collapse: collapse; width: 100%; margin: 4px 0 0; border: none; }
 .tokview .tip tr, .tokview .tip td { background: transparent !important; color: #e5e7eb !important; border: none !important; }
-.tokview .tip td { padding: 0 4px !important; white-space: pre; font-size: 12px; }
+.tokview .tip td { padding: 0 4px !important; white-space: pre; font-size: 12px; font-family: inherit; }
 .tokview .tip td.p { text-align: right; }
 .tokview .tip b { color: #fff !important; }
+.tokview .tip div { color: #e5e7eb !important; margin: 0; }
 .tokview .tip tr.chosen td { color: #7ee787 !important; font-weight: 600; }
 .tokview .nl { color: #9ca3af; }
-.tokview .tok.diverge { outline: 3px solid #dc2626; outline-offset: 1px; }
+.tokview .unit { position: relative; display: inline-flex; flex-direction: column; vertical-align: bottom; border-radius: 3px;
+                 line-height: 1.35; cursor: pointer; outline: none; margin: 0 0.5px; }
+.tokview .unit.prompt { color: #374151; border-bottom: 2px dotted #6b7280; }
+.tokview .unit:focus { box-shadow: 0 0 0 2px #2563eb; }
+.tokview .unit .uchar { padding: 0 1px; text-align: center; }
+.tokview .unit .pieces { display: flex; gap: 1px; height: 6px; }
+.tokview .unit .piece { flex: 1 1 0; min-width: 3px; border-radius: 1px; padding: 0; border: 1px solid rgba(0,0,0,.25); }
+.tokview .unit .piece:hover, .tokview .unit .piece:focus { box-shadow: 0 0 0 2px #2563eb; }
+.tokview .unit:hover:not(:has(.piece:hover)) > .tip, .tokview .unit:focus > .tip { display: block; }
+.tokview .tok.special { font-style: italic; color: #4b5563; font-size: 12px; }
+.tokview .tok.bytes { font-size: 11px; color: #7c2d12; }
+.tokview .tok.diverge, .tokview .unit.diverge { outline: 3px solid #dc2626; outline-offset: 1px; }
 .legend { display: flex; gap: 10px; flex-wrap: wrap; font-size: 13px; margin: 4px 0 2px; color: inherit; }
 .legend span.sw { display: inline-block; width: 14px; height: 14px; border-radius: 3px; vertical-align: -2px; margin-right: 4px; }
 .banner { padding: 8px 12px; border-radius: 8px; background: #eef2ff; color: #1e1b4b; font-size: 14px; }
@@ -44,13 +58,32 @@ def token_colour(record: TokenRecord, mode: str) -> str:
     if record.raw_prob is None:
         return PROMPT_NO_SCORE
     if mode == "rank":
-        for limit, _, colour in RANK_BUCKETS:
-            if limit is None or record.rank <= limit:
-                return colour
-    for limit, _, colour in PROB_BUCKETS:
-        if limit is None or record.raw_prob >= limit:
+        return _rank_colour(record.rank)
+    return _prob_colour(record.raw_prob)
+
+
+def _rank_colour(rank: int) -> str:
+    for limit, _, colour in RANK_BUCKETS:
+        if limit is None or rank <= limit:
             return colour
     raise AssertionError("buckets end with a catch-all")
+
+
+def _prob_colour(prob: float) -> str:
+    for limit, _, colour in PROB_BUCKETS:
+        if limit is None or prob >= limit:
+            return colour
+    raise AssertionError("buckets end with a catch-all")
+
+
+def unit_colour(records: list[TokenRecord], mode: str) -> str:
+    """A character spelled by several tokens: coloured by their joint probability, or by the worst rank among them."""
+    scored = [r for r in records if r.raw_prob is not None]
+    if not scored:
+        return PROMPT_NO_SCORE
+    if mode == "rank":
+        return _rank_colour(max(r.rank for r in scored))
+    return _prob_colour(math.prod(r.raw_prob for r in scored))
 
 
 def visible(text: str) -> str:
@@ -58,85 +91,160 @@ def visible(text: str) -> str:
     return escape(text).replace("\n", '<span class="nl">↵</span>\n')
 
 
-def _tooltip(record: TokenRecord) -> str:
+def pct(p: float) -> str:
+    """A probability for people: 12.3%, and small ones with two significant digits (0.0042%) instead of 0.0%."""
+    return f"{p:.1%}" if p >= 0.001 else f"{p * 100:.2g}%"
+
+
+def _alternative_text(text: str, data: bytes) -> str:
+    """An alternative as the tooltip shows it: its characters, or its bytes when it is only part of a character."""
+    if data and not is_whole(data):
+        return f"{hex_bytes(data)} …"
+    return visible_label(text)
+
+
+def _tooltip(record: TokenRecord, lang: str, unit: Unit | None = None, index: int = 0) -> str:
+    """The card for one token: what it is (and which character it helps spell), its numbers, its alternatives."""
+    part = ""
+    if unit is not None and unit.size > 1:
+        part = f"<div>{escape(t('tip.piece', lang, i=index + 1, n=unit.size, char=unit.text))}</div>"
+    name = escape(visible_label(record.text) if is_whole(record.bytes) else hex_bytes(record.bytes))
+    data = f" · {t('tip.bytes', lang)} {hex_bytes(record.bytes)}" if record.bytes else ""
     if record.raw_prob is None:
-        return '<span class="tip">First token: no prefix to predict it from.</span>'
+        return f'<span class="tip"><b>{name}</b>{escape(data)}{part}<div>{escape(t("tip.first", lang))}</div></span>'
     rows = "".join(
-        f'<tr class="{"chosen" if tid == record.token_id else ""}"><td>{escape(repr(text)[1:-1])}</td><td class="p">{p:.1%}</td></tr>'
-        for tid, text, p in record.top
+        f'<tr class="{"chosen" if alt.token_id == record.token_id else ""}"><td>{escape(_alternative_text(alt.text, alt.bytes))}</td>'
+        f'<td class="p">{pct(alt.prob)}</td></tr>'
+        for alt in record.top
     )
     sampled = ""
     if not record.is_prompt and record.prob is not None and abs(record.prob - record.raw_prob) > 1e-6:
-        sampled = f" · sampled from {record.prob:.1%}"
+        sampled = " · " + t("tip.sampled", lang, p=pct(record.prob))
     head = (
-        f"<b>{escape(repr(record.text)[1:-1])}</b> · p {record.raw_prob:.1%}{sampled} · rank {record.rank} · "
-        f"entropy {record.entropy_bits:.2f} bits"
+        f"<b>{name}</b>{escape(data)}{part}<div>p {pct(record.raw_prob)}{escape(sampled)} · {escape(t('tip.rank', lang))} {record.rank} · "
+        f"{escape(t('tip.entropy', lang, bits=f'{record.entropy_bits:.2f}'))}</div>"
     )
     return f'<span class="tip">{head}<table>{rows}</table></span>'
 
 
-def token_view_html(result: GenerationResult | None, mode: str = "prob", include_prompt: bool = True,
-                    mark_position: int | None = None) -> str:
-    """Each token a coloured span; hover or focus (click/Tab) shows its top alternatives.
+def _unit_tooltip(unit: Unit, records: list[TokenRecord], lang: str) -> str:
+    probs = [r.raw_prob for r in records]
+    lines = [f"<b>{escape(visible_label(unit.text))}</b> · {escape(t('tip.tokens', lang, n=unit.size))}"]
+    if all(p is not None for p in probs):
+        lines.append(escape(t("tip.joint", lang, p=pct(math.prod(probs)))))
+    if not unit.complete:
+        lines.append(escape(t("tip.incomplete", lang)))
+    rows = "".join(
+        f"<tr><td>{hex_bytes(r.bytes)}</td><td class='p'>{'' if r.raw_prob is None else pct(r.raw_prob)}</td>"
+        f"<td class='p'>{'' if r.rank is None else '#' + str(r.rank)}</td></tr>"
+        for r in records
+    )
+    return f'<span class="tip">{"<br>".join(lines)}<table>{rows}</table><div>{escape(t("tip.pieces_hint", lang))}</div></span>'
 
-    `mark_position` (a sequence position) is outlined: where a compared run first diverged.
+
+def token_view_html(result: GenerationResult | None, mode: str = "prob", include_prompt: bool = True,
+                    mark_position: int | None = None, lang: str = "en") -> str:
+    """Each character a coloured span; hover or focus (click/Tab) shows its probability and alternatives.
+
+    A character that GPT-2's byte-level BPE spelled with several tokens is one unit: the character,
+    coloured by the joint probability of its tokens, over a strip with one segment per token, each
+    reachable on its own. `mark_position` (a sequence position) is outlined: where a compared run
+    first diverged (the unit holding it is outlined too).
     """
     if result is None:
-        return '<div class="tokview" style="color:#6b7280">Generate something to see each token\'s probability.</div>'
-    records = (result.prompt_tokens if include_prompt else []) + result.tokens
+        return f'<div class="tokview" style="color:#6b7280">{escape(t("view.empty", lang))}</div>'
     spans = []
-    for record in records:
-        cls = "tok prompt" if record.is_prompt else "tok"
-        if record.position == mark_position:
-            cls += " diverge"
+    for unit, records in result.units():
+        if not include_prompt and all(r.is_prompt for r in records):
+            continue
+        if len(records) == 1:
+            spans.append(_token_span(records[0], unit, mode, mark_position, lang))
+            continue
+        prompt = " prompt" if records[-1].is_prompt else ""
+        marked = " diverge" if any(r.position == mark_position for r in records) else ""
+        segments = "".join(
+            f'<span class="tok piece{" diverge" if r.position == mark_position else ""}" tabindex="0" data-pos="{r.position}" '
+            f'style="background:{token_colour(r, mode)}">{_tooltip(r, lang, unit, i)}</span>'
+            for i, r in enumerate(records)
+        )
         spans.append(
-            f'<span class="{cls}" tabindex="0" data-pos="{record.position}" style="background:{token_colour(record, mode)}">'
-            f"{visible(record.text)}{_tooltip(record)}</span>"
+            f'<span class="unit{prompt}{marked}" tabindex="0" data-pos="{records[0].position}" '
+            f'style="background:{unit_colour(records, mode)}"><span class="uchar">{visible(unit.text)}</span>'
+            f'<span class="pieces">{segments}</span>{_unit_tooltip(unit, records, lang)}</span>'
         )
     return f'<div class="tokview">{"".join(spans)}</div>'
 
 
-def legend_html(mode: str) -> str:
+def _token_span(record: TokenRecord, unit: Unit, mode: str, mark_position: int | None, lang: str) -> str:
+    cls = "tok prompt" if record.is_prompt else "tok"
+    if record.position == mark_position:
+        cls += " diverge"
+    text = unit.text
+    if not record.bytes:  # [CLS], <|endoftext|>: no text of its own, shown by name
+        cls += " special"
+        text = record.text
+    elif not unit.complete:
+        cls += " bytes"
+        text = hex_bytes(record.bytes)
+    return (f'<span class="{cls}" tabindex="0" data-pos="{record.position}" style="background:{token_colour(record, mode)}">'
+            f"{visible(text)}{_tooltip(record, lang)}</span>")
+
+
+def output_token_name(result: GenerationResult, index: int) -> str:
+    """Generated token `index` named by the character it spells (`注(2/3)`), its bytes as hex when it spells none."""
+    position = len(result.prompt_tokens) + index
+    record = result.tokens[index]
+    if not record.bytes:
+        return record.text
+    for unit, records in result.units():
+        if unit.start <= position < unit.end:
+            if not unit.complete:
+                return hex_bytes(record.bytes)
+            return visible_label(unit.text if unit.size == 1 else f"{unit.text}({position - unit.start + 1}/{unit.size})")
+    raise AssertionError("every token belongs to a unit")
+
+
+def legend_html(mode: str, lang: str = "en") -> str:
     buckets = RANK_BUCKETS if mode == "rank" else PROB_BUCKETS
-    title = "Rank of the chosen token (GLTR)" if mode == "rank" else "Model's probability of the chosen token"
-    items = "".join(f'<span><span class="sw" style="background:{c}"></span>{escape(label)}</span>' for _, label, c in buckets)
-    prompt = f'<span><span class="sw" style="background:{PROMPT_NO_SCORE};border-bottom:2px dotted #6b7280"></span>prompt (dotted)</span>'
+    title = t("legend.rank" if mode == "rank" else "legend.prob", lang)
+    items = "".join(f'<span><span class="sw" style="background:{c}"></span>{escape(t("legend.beyond", lang) if label == "beyond 100" else label)}</span>'
+                    for _, label, c in buckets)
+    prompt = f'<span><span class="sw" style="background:{PROMPT_NO_SCORE};border-bottom:2px dotted #6b7280"></span>{escape(t("legend.prompt", lang))}</span>'
     return f'<div class="legend"><b>{escape(title)}:</b>{items}{prompt}</div>'
 
 
-def stats_markdown(result: GenerationResult | None, running: bool = False) -> str:
+def stats_markdown(result: GenerationResult | None, running: bool = False, lang: str = "en") -> str:
     if result is None:
         return ""
     m = result.metrics()
     parts = [f"**{escape(result.info.label())}**"]
-    parts.append(f"time to first token **{m['ttft_ms']:.0f} ms**" if m["ttft_ms"] is not None else "time to first token …")
+    parts.append(t("stats.ttft", lang, ms=f"{m['ttft_ms']:.0f}") if m["ttft_ms"] is not None else t("stats.ttft_pending", lang))
     tps = m["decode_tokens_per_s"]
-    parts.append(f"**{tps:.1f} tokens/s**" if tps else "tokens/s …")
+    parts.append(t("stats.tps", lang, tps=f"{tps:.1f}") if tps else t("stats.tps_pending", lang))
     ppl = m["prompt_perplexity"]
-    parts.append(f"prompt perplexity **{ppl:.1f}**" if ppl is not None else "prompt perplexity n/a")
-    parts.append(f"{m['prompt_token_count']} prompt + {m['new_token_count']} new tokens")
-    parts.append(f"seed {result.settings.seed}")
-    status = "generating…" if running else {
-        "length": "stopped at max tokens", "eos": "ended at end-of-text", "stop_sequence": "hit a stop sequence",
-        "stopped": "stopped by you",
-    }.get(result.finish_reason, result.finish_reason)
+    parts.append(t("stats.ppl", lang, ppl=f"{ppl:.1f}") if ppl is not None else t("stats.ppl_na", lang))
+    parts.append(t("stats.counts", lang, prompt=m["prompt_token_count"], new=m["new_token_count"]))
+    parts.append(t("stats.seed", lang, seed=result.settings.seed))
+    finish_key = f"stats.finish.{result.finish_reason}"
+    status = t("stats.running", lang) if running else (t(finish_key, lang) if finish_key in STRINGS["en"] else result.finish_reason)
     parts.append(status)
     if result.run_id is not None:
-        parts.append(f"saved as run #{result.run_id}")
+        parts.append(t("stats.saved", lang, id=result.run_id))
     if result.branch_position is not None:
-        parent = f"run #{result.parent_run_id}" if result.parent_run_id is not None else "an unsaved run"
-        parts.append(f"branched from {parent} at position {result.branch_position}")
+        parent = (t("stats.parent_run", lang, id=result.parent_run_id) if result.parent_run_id is not None
+                  else t("stats.parent_unsaved", lang))
+        parts.append(t("stats.branched", lang, parent=parent, position=result.branch_position))
     lines = [" · ".join(parts)]
-    lines += [f"⚠️ {escape(n)}" for n in result.notices]
+    lines += [f"⚠️ {escape(error_text(n, lang))}" for n in result.notices]
     if result.info.notice:
         lines.append(f"⚠️ {escape(result.info.notice)}")
     return "\n\n".join(lines)
 
 
-def banner_html(model_name: str, requested: str, notice: str | None) -> str:
-    text = f"Model in use: <b>{escape(model_name)}</b>"
+def banner_html(model_name: str, requested: str, notice: str | None, lang: str = "en") -> str:
+    text = t("banner.model", lang, model=escape(model_name))
     if notice:
-        text += f" (asked for {escape(requested)})"
+        text += t("banner.asked", lang, requested=escape(requested))
         return f'<div class="banner warn">{text}. {escape(notice)}</div>'
     return f'<div class="banner">{text}</div>'
 
@@ -152,21 +260,25 @@ def session_html(share_url: str | None, username: str | None) -> str:
     return f'<div class="banner">{" · ".join(parts)}</div>' if parts else ""
 
 
-def surprisal_figure(result: GenerationResult | None):
+def surprisal_figure(result: GenerationResult | None, lang: str = "en"):
     """Surprisal (-log2 p, bits) of every token given its prefix, prompt and output as separate lines."""
     import plotly.graph_objects as go
 
     figure = go.Figure()
     if result is not None:
-        for name, records, colour in (("prompt", result.prompt_tokens, "#6b7280"), ("output", result.tokens, "#2563eb")):
+        records_all = result.prompt_tokens + result.tokens
+        names = dict(zip((r.position for r in records_all), unit_labels([r.bytes for r in records_all])))
+        for name, records, colour in ((t("surprisal.prompt", lang), result.prompt_tokens, "#6b7280"),
+                                      (t("surprisal.output", lang), result.tokens, "#2563eb")):
             scored = [r for r in records if r.raw_prob]
             figure.add_trace(go.Scatter(
                 x=[r.position for r in scored], y=[-math.log2(r.raw_prob) for r in scored], mode="lines+markers", name=name,
                 line={"color": colour}, marker={"size": 4},
-                text=[escape(repr(r.text)[1:-1], quote=False) for r in scored],  # plotly reads some HTML
+                text=[escape(visible_label(names[r.position] if r.bytes else r.text), quote=False) for r in scored],  # plotly reads some HTML
                 customdata=[[r.rank, r.entropy_bits] for r in scored],
-                hovertemplate="%{x}: %{text}<br>surprisal %{y:.2f} bits<br>rank %{customdata[0]} · entropy %{customdata[1]:.2f} bits<extra></extra>",
+                hovertemplate=(f"%{{x}}: %{{text}}<br>{t('surprisal.hover', lang)} %{{y:.2f}} bits<br>{t('surprisal.rank', lang)} "
+                               f"%{{customdata[0]}} · {t('surprisal.entropy', lang)} %{{customdata[1]:.2f}} bits<extra></extra>"),
             ))
-    figure.update_layout(height=260, margin={"l": 50, "r": 20, "t": 30, "b": 40}, xaxis_title="position",
-                         yaxis_title="surprisal (bits)", title="How surprised the model was by each token", legend={"orientation": "h"})
+    figure.update_layout(height=260, margin={"l": 50, "r": 20, "t": 30, "b": 40}, xaxis_title=t("surprisal.x", lang),
+                         yaxis_title=t("surprisal.y", lang), title=t("surprisal.title", lang), legend={"orientation": "h"})
     return figure

@@ -1,0 +1,590 @@
+"""Every string of the UI in English and Simplified Chinese, and how a request picks its language.
+
+Gradio 6.17.3 translates in the browser (from `navigator.language`) only some props: a component's
+`label`, `info`, `placeholder`, a Button's and a Markdown's `value`, Tab and Accordion labels, given as
+`translated(key)`. It does not translate choice labels, Dataframe headers, gr.Info/Warning/Error
+messages, HTML or plot text: those the server renders with `t(key, lang_of(request))`.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gradio as gr
+
+LANGUAGES = ("en", "zh-CN")
+
+# Keys are "<area>.<name>". Areas avoid Gradio's own namespaces (common, errors, label, login, plot,
+# dropdown, ...), which share the browser-side dictionary with these.
+EN: dict[str, str] = {
+    # The app and its tabs
+    "app.tab.generate": "Generate",
+    "app.tab.attention": "Attention",
+    "app.tab.compare": "Compare",
+    "app.tab.benchmark": "Benchmark",
+    "app.tab.history": "History",
+    "app.history_disabled": "History is disabled: {reason}",
+    "app.login": "This GPT-2 Playground asks for a login.",
+    # Generate tab
+    "generate.prompt": "Prompt",
+    "generate.model": "Model",
+    "generate.model_info": "the models/ folder, or type a hub id (e.g. distilgpt2)",
+    "generate.backend": "Backend",
+    "generate.variant": "ONNX variant",
+    "generate.variant_info": "fp16 needs a GPU; int8 runs on the CPU",
+    "generate.generate": "Generate",
+    "generate.stop": "Stop",
+    "generate.max_new_tokens": "Max new tokens",
+    "generate.do_sample": "Sample (off = greedy)",
+    "generate.temperature": "Temperature",
+    "generate.top_k": "Top-k (0 = off)",
+    "generate.top_p": "Top-p (1 = off)",
+    "generate.seed": "Seed (empty = random)",
+    "generate.advanced": "Advanced",
+    "generate.typical_p": "Typical-p (1 = off)",
+    "generate.repetition_penalty": "Repetition penalty (1 = off)",
+    "generate.no_repeat_ngram_size": "No-repeat n-gram size (0 = off)",
+    "generate.stop_sequences": "Stop sequences (one per line; \\n means newline)",
+    "generate.top_alternatives": "Alternatives recorded per token",
+    "generate.output": "Output",
+    "generate.colour_by": "Colour tokens by",
+    "generate.colour_prob": "Probability",
+    "generate.colour_rank": "Rank (GLTR)",
+    "generate.branch": "Branch from an alternative",
+    "generate.branch_help": "Keep the run up to a token, swap that token for one of its alternatives, and continue with the "
+                            "same settings, seed and backend. The branch is saved to the history with where it came from.",
+    "generate.branch_token": "Token of the last run",
+    "generate.branch_alternative": "Alternative",
+    "generate.branch_button": "Continue from this alternative",
+    "generate.records": "Per-token records (JSON)",
+    "generate.branch_pick": "Generate something, then pick a token and one of its alternatives.",
+    "generate.nothing_running": "Nothing is running.",
+    # Attention tab
+    "attention.intro": "Attention of the last run on the Generate tab, computed by the backend that generated it, once per run "
+                       "(at most the last {max_tokens} tokens). Row = the query token; columns = the tokens it attended to.",
+    "attention.compute": "Compute attention for the last run",
+    "attention.layer": "Layer",
+    "attention.head": "Head",
+    "attention.query": "Highlight a token's row",
+    "attention.mean_heads": "mean over heads",
+    "attention.head_n": "head {head}",
+    "attention.no_query": "(none)",
+    "attention.all_heads": "All heads of this layer",
+    "attention.png": "Heatmap as PNG",
+    "attention.svg": "Heatmap as SVG",
+    "attention.npz": "Attention tensor (.npz)",
+    "attention.download": "Download",
+    "attention.generate_first": "Generate something on the Generate tab first.",
+    "attention.computed": "Computed by **{backend}** over {tokens} tokens ({layers} layers × {heads} heads).",
+    "attention.compute_first": "Compute attention first.",
+    # Compare tab
+    "compare.intro": "Runs the prompt, model and settings of the Generate tab (seed included; a random seed is drawn once and "
+                     "used for both) on PyTorch and on an ONNX variant. Both runs are saved to the history.",
+    "compare.variant": "ONNX variant to compare",
+    "compare.run": "Compare PyTorch vs ONNX",
+    "compare.running": "Running on ONNX {variant}…",
+    "compare.identical": "**Identical output** over {tokens} tokens.",
+    "compare.end": "(end)",
+    "compare.divergence": "**First divergence at generated token {index}**: PyTorch chose `{token_a}`, ONNX chose `{token_b}` "
+                          "(outlined in red).",
+    "compare.max_diff": "Largest difference in the chosen token's probability before that point: **{diff:.4f}**.",
+    "compare.speed": "Decode speed: PyTorch **{speed_a:.1f}** vs ONNX **{speed_b:.1f}** tokens/s (**{speedup:.2f}×**, one live "
+                     "run each; the Benchmark is the controlled measurement).",
+    "compare.plot_title": "Probability each side gave PyTorch's chosen token",
+    "compare.plot_x": "position",
+    "compare.plot_y": "p(PyTorch's token)",
+    "compare.diverged": "diverged",
+    # Benchmark tab
+    "bench.intro": "Times the playground's own decoding loop on **{model}**: greedy, a fixed number of new tokens, warm-up then "
+                   "repeats, one thread setting for every cell. Quality is measured against PyTorch fp32 on a fixed text. "
+                   "Results are also stored in the history database (`bench` table).",
+    "bench.cells": "Cells (what this machine can run)",
+    "bench.prompt_tokens": "Prompt tokens",
+    "bench.new_tokens": "New tokens",
+    "bench.repeats": "Repeats",
+    "bench.run": "Run benchmark",
+    "bench.files": "Download (CSV, JSON, Markdown, PNG)",
+    "bench.choose_cell": "Choose at least one cell.",
+    "bench.must_fit": "Prompt tokens (≥ 1) + new tokens (≥ 2) must fit the model's context of {context}.",
+    "bench.machine": "{cpu} ({cores} cores)",
+    "bench.machine_gpu": "{cpu} ({cores} cores, {gpu})",
+    "bench.note": "{cells} cells on {machine}, {threads} threads, {repeats} repeats.",
+    "bench.random_weights": "Random weights: quality columns are not meaningful.",
+    "bench.speed_title": "Decode speed (speed-up vs PyTorch fp32 on the bars)",
+    "bench.ttft_title": "Time to first token",
+    "bench.tokens_per_s": "tokens/s",
+    "bench.col.backend": "backend",
+    "bench.col.variant": "variant",
+    "bench.col.provider": "provider",
+    "bench.col.prompt_tokens": "prompt_tokens",
+    "bench.col.new_tokens": "new_tokens",
+    "bench.col.ttft_ms": "ttft_ms",
+    "bench.col.decode_tokens_per_s": "decode_tokens_per_s",
+    "bench.col.speedup_vs_torch_fp32": "speedup_vs_torch_fp32",
+    "bench.col.latency_p50_ms": "latency_p50_ms",
+    "bench.col.latency_p90_ms": "latency_p90_ms",
+    "bench.col.peak_rss_mb": "peak_rss_mb",
+    "bench.col.size_mb": "size_mb",
+    "bench.col.top1_agreement": "top1_agreement",
+    # History tab
+    "history.disabled": "**History is disabled.** {reason}\n\nGeneration works as usual; runs are not saved.",
+    "history.search": "Search prompts and outputs",
+    "history.search_placeholder": "words to find (taken literally)",
+    "history.model": "Model",
+    "history.backend": "Backend",
+    "history.all": "(all)",
+    "history.refresh": "Refresh",
+    "history.col.id": "id",
+    "history.col.time": "time (UTC)",
+    "history.col.model": "model",
+    "history.col.backend": "backend",
+    "history.col.prompt": "prompt",
+    "history.col.tokens_per_s": "tokens/s",
+    "history.col.status": "status",
+    "history.use": "Use these settings",
+    "history.attention": "Show attention",
+    "history.delete": "Delete run…",
+    "history.confirm_delete": "Yes, delete it",
+    "history.cancel": "Cancel",
+    "history.select_hint": "Select a run in the table to open it.",
+    "history.output": "Output",
+    "history.settings": "Settings",
+    "history.metrics": "Metrics",
+    "history.export": "Export",
+    "history.format": "Format",
+    "history.scope": "Runs",
+    "history.scope_shown": "Runs in the table",
+    "history.scope_all": "Everything",
+    "history.export_button": "Export",
+    "history.download": "Download",
+    "history.gone": "Run {run_id} no longer exists.",
+    "history.run_title": "### Run #{run_id} · {time} UTC · {status}",
+    "history.run_error": "Error: `{error}`",
+    "history.select_first": "Select a run first.",
+    "history.already_deleted": "That run was already deleted.",
+    "history.deleted": "Deleted run #{run_id}.",
+    "history.exported": "Exported {count} runs.",
+    "history.status.complete": "complete",
+    "history.status.stopped": "stopped",
+    "history.status.error": "error",
+    # Domain errors (playground/config.py), by the key they carry; English matches their own message.
+    "settings.unknown": "Unknown setting(s): {unknown}. Known settings: {known}.",
+    "settings.range": "{name}={value!r} is out of range; allowed: {interval}.",
+    "settings.too_many_stops": "At most {limit} stop sequences are allowed; got {count}.",
+    "settings.stop_length": "Each stop sequence must have 1 to {limit} characters; got {length}.",
+    "settings.context": "max_new_tokens={value} does not fit this model's context of {context} tokens; use at most {most}.",
+    "settings.not_int": "{name} must be a whole number; got {value!r}.",
+    "settings.not_number": "{name} must be a number; got {value!r}.",
+    "settings.not_finite": "{name} must be a finite number; got {value!r}.",
+    "settings.not_bool": "do_sample must be true or false; got {value!r}.",
+    "settings.not_list": "stop_sequences must be a list of strings; got {value!r}.",
+    "settings.prompt_type": "The prompt must be text; got {type}.",
+    "settings.prompt_too_long": "The prompt has {length:,} characters; the limit is {limit:,}. "
+                                "Only the last part fits in the model's context anyway: paste less text.",
+    # How an error message names a setting (the `name` parameter of the errors above).
+    "setting.max_new_tokens": "max_new_tokens",
+    "setting.do_sample": "do_sample",
+    "setting.temperature": "temperature",
+    "setting.top_k": "top_k",
+    "setting.top_p": "top_p",
+    "setting.typical_p": "typical_p",
+    "setting.repetition_penalty": "repetition_penalty",
+    "setting.no_repeat_ngram_size": "no_repeat_ngram_size",
+    "setting.stop_sequences": "stop_sequences",
+    "setting.seed": "seed",
+    "setting.top_alternatives": "top_alternatives",
+    # Server-rendered views (render.py): token view, hover cards, stats line, legend, banner, surprisal plot
+    "view.empty": "Generate something to see each token's probability.",
+    "tip.first": "First token: no prefix to predict it from.",
+    "tip.bytes": "bytes",
+    "tip.piece": "token {i} of the {n} that spell {char}",
+    "tip.sampled": "sampled from {p}",
+    "tip.rank": "rank",
+    "tip.entropy": "entropy {bits} bits",
+    "tip.tokens": "{n} tokens",
+    "tip.joint": "joint probability {p}",
+    "tip.incomplete": "These bytes are not a whole character (cut by the context window, or the run ended inside it).",
+    "tip.pieces_hint": "Each segment of the strip below the character is one token: hover or Tab to it.",
+    "legend.rank": "Rank of the chosen token (GLTR)",
+    "legend.prob": "Model's probability of the chosen token",
+    "legend.prompt": "prompt (dotted)",
+    "legend.beyond": "beyond 100",
+    "stats.ttft": "time to first token **{ms} ms**",
+    "stats.ttft_pending": "time to first token …",
+    "stats.tps": "**{tps} tokens/s**",
+    "stats.tps_pending": "tokens/s …",
+    "stats.ppl": "prompt perplexity **{ppl}**",
+    "stats.ppl_na": "prompt perplexity n/a",
+    "stats.counts": "{prompt} prompt + {new} new tokens",
+    "stats.seed": "seed {seed}",
+    "stats.running": "generating…",
+    "stats.finish.length": "stopped at max tokens",
+    "stats.finish.eos": "ended at end-of-text",
+    "stats.finish.stop_sequence": "hit a stop sequence",
+    "stats.finish.stopped": "stopped by you",
+    "stats.saved": "saved as run #{id}",
+    "stats.branched": "branched from {parent} at position {position}",
+    "stats.parent_run": "run #{id}",
+    "stats.parent_unsaved": "an unsaved run",
+    "banner.model": "Model in use: <b>{model}</b>",
+    "banner.asked": " (asked for {requested})",
+    "surprisal.title": "How surprised the model was by each token",
+    "surprisal.x": "position",
+    "surprisal.y": "surprisal (bits)",
+    "surprisal.prompt": "prompt",
+    "surprisal.output": "output",
+    "surprisal.hover": "surprisal",
+    "surprisal.rank": "rank",
+    "surprisal.entropy": "entropy",
+    "attention.no_cjk_font": "No CJK font is installed, so Chinese characters in this image are drawn as boxes. Install one (Debian/Ubuntu: apt-get install fonts-noto-cjk) and download it again.",
+    # Notices about a run (playground.errors.Notice keys)
+    'notice.empty_prompt': 'Empty prompt: generation starts from the {token} token.',
+    'notice.unknown_chars': "{count} prompt tokens are {unk}: this model's vocabulary lacks {chars}. The model sees an unknown token there.",
+    'notice.prompt_dropped': 'The prompt has {tokens} tokens but only {room} fit beside {new} new tokens in the {context}-token context: the first {dropped} tokens were dropped.',
+    'notice.cut_character': 'The output ends inside a character: its last bytes ({bytes}) are not in the text. The token records keep them; a few more tokens would complete the character.',
+    'notice.branch_in_character': "Branched at token {index} of the {size} that spell {char!r}: kept its bytes before it ({kept}) and put the alternative's bytes ({alternative}) after them; the output goes on from there and completes the character it starts.",
+    'notice.not_saved': 'This run was not saved to the history: {error}.',
+}
+
+# Terms follow the Chinese tutorials our users read (e.g. 《动手学深度学习》): 词元 for token, 采样, 贪心解码,
+# 温度, 随机种子, 注意力头, 困惑度. Product and method names (GPT-2, ONNX, PyTorch, top-k, top-p) stay as they are.
+ZH_CN: dict[str, str] = {
+    "app.tab.generate": "生成",
+    "app.tab.attention": "注意力",
+    "app.tab.compare": "对比",
+    "app.tab.benchmark": "基准测试",
+    "app.tab.history": "历史记录",
+    "app.history_disabled": "历史记录已停用：{reason}",
+    "app.login": "使用 GPT-2 Playground 需要先登录。",
+    "generate.prompt": "提示词",
+    "generate.model": "模型",
+    "generate.model_info": "models/ 文件夹中的模型，或输入 Hub 上的模型 ID（如 distilgpt2）",
+    "generate.backend": "后端",
+    "generate.variant": "ONNX 变体",
+    "generate.variant_info": "fp16 需要 GPU；int8 在 CPU 上运行",
+    "generate.generate": "生成",
+    "generate.stop": "停止",
+    "generate.max_new_tokens": "最多生成词元数",
+    "generate.do_sample": "采样（关闭 = 贪心解码）",
+    "generate.temperature": "温度",
+    "generate.top_k": "Top-k（0 = 关闭）",
+    "generate.top_p": "Top-p（1 = 关闭）",
+    "generate.seed": "随机种子（留空 = 随机）",
+    "generate.advanced": "高级设置",
+    "generate.typical_p": "Typical-p（1 = 关闭）",
+    "generate.repetition_penalty": "重复惩罚（1 = 关闭）",
+    "generate.no_repeat_ngram_size": "禁止重复的 n-gram 长度（0 = 关闭）",
+    "generate.stop_sequences": "停止序列（每行一个；\\n 表示换行）",
+    "generate.top_alternatives": "每个词元记录的候选数",
+    "generate.output": "输出",
+    "generate.colour_by": "词元着色依据",
+    "generate.colour_prob": "概率",
+    "generate.colour_rank": "排名（GLTR）",
+    "generate.branch": "从候选词元分支",
+    "generate.branch_help": "保留上次运行到某个词元之前的内容，把这个词元换成它的一个候选词元，再用相同的设置、种子和后端"
+                            "继续生成。分支会连同它的来源一起存入历史记录。",
+    "generate.branch_token": "上次运行中的词元",
+    "generate.branch_alternative": "候选词元",
+    "generate.branch_button": "从这个候选词元继续",
+    "generate.records": "逐词元记录（JSON）",
+    "generate.branch_pick": "请先生成一段文本，再选一个词元和它的一个候选词元。",
+    "generate.nothing_running": "当前没有正在进行的生成。",
+    "attention.intro": "“生成”页上一次运行的注意力，由生成它的后端计算，每次运行只算一次（最多取最后 {max_tokens} 个词元）。"
+                       "每一行是一个查询词元，每一列是它所关注的词元。",
+    "attention.compute": "计算注意力",
+    "attention.layer": "层",
+    "attention.head": "注意力头",
+    "attention.query": "高亮某个词元所在的行",
+    "attention.mean_heads": "所有头的平均",
+    "attention.head_n": "第 {head} 个头",
+    "attention.no_query": "（无）",
+    "attention.all_heads": "本层的所有注意力头",
+    "attention.png": "热力图（PNG）",
+    "attention.svg": "热力图（SVG）",
+    "attention.npz": "注意力张量（.npz）",
+    "attention.download": "下载",
+    "attention.generate_first": "请先在“生成”页生成一段文本。",
+    "attention.computed": "由 **{backend}** 计算，共 {tokens} 个词元（{layers} 层 × {heads} 个头）。",
+    "attention.compute_first": "请先计算注意力。",
+    "compare.intro": "用“生成”页的提示词、模型和设置（包括种子；种子留空时只随机抽取一次，两边共用），分别在 PyTorch "
+                     "和一个 ONNX 变体上运行。两次运行都会存入历史记录。",
+    "compare.variant": "参与对比的 ONNX 变体",
+    "compare.run": "对比 PyTorch 与 ONNX",
+    "compare.running": "正在 ONNX {variant} 上运行…",
+    "compare.identical": "**输出完全一致**，共 {tokens} 个词元。",
+    "compare.end": "（结束）",
+    "compare.divergence": "**在第 {index} 个生成词元处首次出现分歧**：PyTorch 选了 `{token_a}`，ONNX 选了 `{token_b}`"
+                          "（红框标出）。",
+    "compare.max_diff": "在此之前，所选词元概率的最大差值：**{diff:.4f}**。",
+    "compare.speed": "解码速度：PyTorch **{speed_a:.1f}** 对 ONNX **{speed_b:.1f}** 词元/秒（**{speedup:.2f}×**，各为一次"
+                     "实时运行；受控的测量请看“基准测试”页）。",
+    "compare.plot_title": "两边给 PyTorch 所选词元的概率",
+    "compare.plot_x": "位置",
+    "compare.plot_y": "p(PyTorch 所选词元)",
+    "compare.diverged": "出现分歧",
+    "bench.intro": "在 **{model}** 上为本项目自己的解码循环计时：贪心解码，新词元数固定，先预热再重复测量，所有测试单元用同一"
+                   "线程设置。质量以 PyTorch fp32 在一段固定文本上的结果为基准。结果也会存入历史数据库（`bench` 表）。",
+    "bench.cells": "测试单元（本机能运行的组合）",
+    "bench.prompt_tokens": "提示词元数",
+    "bench.new_tokens": "新词元数",
+    "bench.repeats": "重复次数",
+    "bench.run": "运行基准测试",
+    "bench.files": "下载（CSV、JSON、Markdown、PNG）",
+    "bench.choose_cell": "请至少选择一个测试单元。",
+    "bench.must_fit": "提示词元数（≥ 1）加新词元数（≥ 2）不能超过模型的上下文长度 {context}。",
+    "bench.machine": "{cpu}（{cores} 核）",
+    "bench.machine_gpu": "{cpu}（{cores} 核，{gpu}）",
+    "bench.note": "共 {cells} 个测试单元，运行于 {machine}，{threads} 个线程，重复 {repeats} 次。",
+    "bench.random_weights": "随机权重：质量相关的列没有意义。",
+    "bench.speed_title": "解码速度（柱上标注相对 PyTorch fp32 的加速比）",
+    "bench.ttft_title": "首词元延迟",
+    "bench.tokens_per_s": "词元/秒",
+    "bench.col.backend": "后端",
+    "bench.col.variant": "变体",
+    "bench.col.provider": "执行提供程序",
+    "bench.col.prompt_tokens": "提示词元数",
+    "bench.col.new_tokens": "新词元数",
+    "bench.col.ttft_ms": "首词元延迟 (ms)",
+    "bench.col.decode_tokens_per_s": "解码速度 (词元/秒)",
+    "bench.col.speedup_vs_torch_fp32": "相对 PyTorch fp32 的加速比",
+    "bench.col.latency_p50_ms": "延迟 p50 (ms)",
+    "bench.col.latency_p90_ms": "延迟 p90 (ms)",
+    "bench.col.peak_rss_mb": "内存峰值 (MB)",
+    "bench.col.size_mb": "模型大小 (MB)",
+    "bench.col.top1_agreement": "top-1 一致率",
+    "history.disabled": "**历史记录已停用。** {reason}\n\n生成照常可用，只是运行不会被保存。",
+    "history.search": "搜索提示词和输出",
+    "history.search_placeholder": "要查找的文字（按字面匹配）",
+    "history.model": "模型",
+    "history.backend": "后端",
+    "history.all": "（全部）",
+    "history.refresh": "刷新",
+    "history.col.id": "编号",
+    "history.col.time": "时间（UTC）",
+    "history.col.model": "模型",
+    "history.col.backend": "后端",
+    "history.col.prompt": "提示词",
+    "history.col.tokens_per_s": "词元/秒",
+    "history.col.status": "状态",
+    "history.use": "使用这些设置",
+    "history.attention": "查看注意力",
+    "history.delete": "删除这条记录…",
+    "history.confirm_delete": "确定删除",
+    "history.cancel": "取消",
+    "history.select_hint": "在表格中选择一条运行记录即可打开。",
+    "history.output": "输出",
+    "history.settings": "设置",
+    "history.metrics": "指标",
+    "history.export": "导出",
+    "history.format": "格式",
+    "history.scope": "范围",
+    "history.scope_shown": "表格中的运行",
+    "history.scope_all": "全部运行",
+    "history.export_button": "导出",
+    "history.download": "下载",
+    "history.gone": "运行 {run_id} 已不存在。",
+    "history.run_title": "### 运行 #{run_id} · {time} UTC · {status}",
+    "history.run_error": "错误：`{error}`",
+    "history.select_first": "请先选择一条运行记录。",
+    "history.already_deleted": "这条运行记录已经删除了。",
+    "history.deleted": "已删除运行 #{run_id}。",
+    "history.exported": "已导出 {count} 条运行记录。",
+    "history.status.complete": "完成",
+    "history.status.stopped": "已停止",
+    "history.status.error": "出错",
+    "settings.unknown": "未知的设置项：{unknown}。可用的设置项：{known}。",
+    "settings.range": "{name} = {value!r} 超出范围，允许的范围是 {interval}。",
+    "settings.too_many_stops": "停止序列最多 {limit} 个，现在有 {count} 个。",
+    "settings.stop_length": "每个停止序列须为 1 到 {limit} 个字符，现在有一个是 {length} 个字符。",
+    "settings.context": "最多生成词元数（max_new_tokens）= {value}，超出了这个模型 {context} 个词元的上下文长度；最多可设为 {most}。",
+    "settings.not_int": "{name} 必须是整数，收到的是 {value!r}。",
+    "settings.not_number": "{name} 必须是数字，收到的是 {value!r}。",
+    "settings.not_finite": "{name} 必须是有限的数字，收到的是 {value!r}。",
+    "settings.not_bool": "采样（do_sample）只能是 true 或 false，收到的是 {value!r}。",
+    "settings.not_list": "停止序列（stop_sequences）必须是字符串列表，收到的是 {value!r}。",
+    "settings.prompt_type": "提示词必须是文本，收到的是 {type}。",
+    "settings.prompt_too_long": "提示词有 {length:,} 个字符，上限是 {limit:,}。模型的上下文本来也只装得下最后一部分：请少粘贴一些文本。",
+    "setting.max_new_tokens": "最多生成词元数（max_new_tokens）",
+    "setting.do_sample": "采样（do_sample）",
+    "setting.temperature": "温度（temperature）",
+    "setting.top_k": "top_k",
+    "setting.top_p": "top_p",
+    "setting.typical_p": "typical_p",
+    "setting.repetition_penalty": "重复惩罚（repetition_penalty）",
+    "setting.no_repeat_ngram_size": "禁止重复的 n-gram 长度（no_repeat_ngram_size）",
+    "setting.stop_sequences": "停止序列（stop_sequences）",
+    "setting.seed": "随机种子（seed）",
+    "setting.top_alternatives": "每个词元记录的候选数（top_alternatives）",
+    # Server-rendered views (render.py): token view, hover cards, stats line, legend, banner, surprisal plot
+    "view.empty": "生成一段文字后，这里会显示每个词元的概率。",
+    "tip.first": "第一个词元：前面没有上下文可供预测。",
+    "tip.bytes": "字节",
+    "tip.piece": "拼成「{char}」的 {n} 个词元中的第 {i} 个",
+    "tip.sampled": "采样分布中为 {p}",
+    "tip.rank": "排名",
+    "tip.entropy": "熵 {bits} 比特",
+    "tip.tokens": "{n} 个词元",
+    "tip.joint": "联合概率 {p}",
+    "tip.incomplete": "这些字节不构成完整的字符（被上下文窗口截断，或生成在字符中途结束）。",
+    "tip.pieces_hint": "字符下方色条的每一段是一个词元：悬停或用 Tab 键查看。",
+    "legend.rank": "所选词元的排名（GLTR）",
+    "legend.prob": "模型给所选词元的概率",
+    "legend.prompt": "提示词（虚线）",
+    "legend.beyond": "100 名以外",
+    "stats.ttft": "首词元延迟 **{ms} 毫秒**",
+    "stats.ttft_pending": "首词元延迟 …",
+    "stats.tps": "**{tps} 词元/秒**",
+    "stats.tps_pending": "词元/秒 …",
+    "stats.ppl": "提示词困惑度 **{ppl}**",
+    "stats.ppl_na": "提示词困惑度 无",
+    "stats.counts": "提示词 {prompt} 个 + 新生成 {new} 个词元",
+    "stats.seed": "随机种子 {seed}",
+    "stats.running": "生成中…",
+    "stats.finish.length": "达到最大词元数后停止",
+    "stats.finish.eos": "遇到文本结束符",
+    "stats.finish.stop_sequence": "遇到停止序列",
+    "stats.finish.stopped": "已被你停止",
+    "stats.saved": "已保存为第 {id} 条记录",
+    "stats.branched": "从{parent}的位置 {position} 分支而来",
+    "stats.parent_run": "第 {id} 条记录",
+    "stats.parent_unsaved": "一条未保存的记录",
+    "banner.model": "当前模型：<b>{model}</b>",
+    "banner.asked": "（你请求的是 {requested}）",
+    "surprisal.title": "模型对每个词元的“意外程度”",
+    "surprisal.x": "位置",
+    "surprisal.y": "意外度（比特）",
+    "surprisal.prompt": "提示词",
+    "surprisal.output": "输出",
+    "surprisal.hover": "意外度",
+    "surprisal.rank": "排名",
+    "surprisal.entropy": "熵",
+    "attention.no_cjk_font": "系统未安装 CJK 字体，图中的中文会显示为方框。请安装一个（Debian/Ubuntu：apt-get install fonts-noto-cjk）后重新下载。",
+    # Notices about a run (playground.errors.Notice keys)
+    'notice.empty_prompt': '提示词为空：从 {token} 词元开始生成。',
+    'notice.unknown_chars': '提示词中有 {count} 个词元是 {unk}：该模型的词表里没有 {chars}，模型在这些位置只看到一个未知词元。',
+    'notice.prompt_dropped': '提示词有 {tokens} 个词元，但在 {context} 个词元的上下文里，除去 {new} 个新词元只能放下 {room} 个：前 {dropped} 个词元已被丢弃。',
+    'notice.cut_character': '输出结束在一个字符的中间：最后几个字节（{bytes}）没有计入文本，逐词元记录中仍保留它们；再多生成几个词元就能补全这个字符。',
+    'notice.branch_in_character': '在拼成 {char!r} 的 {size} 个词元中的第 {index} 个处分支：保留它之前的字节（{kept}），接上候选词元的字节（{alternative}），输出从这里继续，并补全由此开始的字符。',
+    'notice.not_saved': '这次生成没有保存到历史记录：{error}。',
+}
+
+STRINGS: dict[str, dict[str, str]] = {"en": EN, "zh-CN": ZH_CN}
+
+# The browser picks a locale from navigator.language among Gradio's own languages only (zh-CN and
+# zh-TW among them, not zh, zh-HK or zh-SG), so Traditional-Chinese browsers get the Simplified text too.
+I18N = gr.I18n(en=EN, **{"zh-CN": ZH_CN, "zh-TW": ZH_CN})
+
+# Gradio does not translate the login page's message: both languages in one string.
+AUTH_MESSAGE = f"{EN['app.login']} {ZH_CN['app.login']}"
+
+
+def translated(key: str) -> Any:
+    """A label, info, placeholder, Button or Markdown value (Tab and Accordion labels too) that the browser shows
+    in its language. Fails here, at build time, on a key that does not exist."""
+    if key not in EN:
+        raise KeyError(f"no UI string {key!r} in playground/ui/i18n.py")
+    return I18N(key)
+
+
+def t(key: str, lang: str = "en", **params: Any) -> str:
+    """The string `key` in `lang` (English for a language we do not have), with `params` filled in."""
+    return STRINGS.get(lang, EN)[key].format(**params)
+
+
+def placeholders(text: str) -> set[str]:
+    """The `{fields}` of a template, conversion and format spec included, e.g. {"{value!r}", "{diff:.4f}"}."""
+    fields = set()
+    for _, name, spec, conversion in string.Formatter().parse(text):
+        if name is not None:
+            fields.add("{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}")
+    return fields
+
+
+_LANGUAGE_RANGE = re.compile(r"^\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([0-9.]+))?", re.ASCII)
+
+
+def language_of_header(accept_language: str | None) -> str:
+    """"zh-CN" when the most preferred language of an Accept-Language header is any Chinese (zh, zh-CN,
+    zh-Hans, zh-SG, zh-TW, zh-HK: Simplified beats English for all of them), else "en".
+
+    Only the most preferred language counts, as in the browser, which shows Gradio's labels in the
+    language of `navigator.language` (the first of the list) with English for anything we lack: a
+    "fr-FR, zh-CN;q=0.5" page is English there, so the server's text is English too.
+    """
+    ranked = []
+    for order, part in enumerate((accept_language or "").split(",")):
+        match = _LANGUAGE_RANGE.match(part)
+        if not match or match.group(1) == "*":
+            continue
+        try:
+            q = float(match.group(2)) if match.group(2) is not None else 1.0
+        except ValueError:
+            continue
+        if q > 0:
+            ranked.append((-q, order, match.group(1).lower()))
+    if not ranked:
+        return "en"
+    tag = min(ranked)[2]
+    return "zh-CN" if tag == "zh" or tag.startswith("zh-") else "en"
+
+
+def lang_of(request: gr.Request | None) -> str:
+    """The language of the browser that sent `request` ("en" when there is no request, as in the API)."""
+    if request is None:
+        return "en"
+    headers = getattr(request, "headers", None) or {}
+    return language_of_header(headers.get("accept-language"))
+
+
+def error_text(exc: Exception, lang: str) -> str:
+    """A domain error's message for the UI: translated when it carries a known key, else its own (English) text.
+
+    The `name` parameter, a setting's name, is shown the way that language names the setting.
+    """
+    key, params = getattr(exc, "key", None), dict(getattr(exc, "params", None) or {})
+    if lang == "en" or not key or key not in STRINGS.get(lang, {}):
+        return str(exc)
+    if f"setting.{params.get('name')}" in STRINGS[lang]:
+        params["name"] = t(f"setting.{params['name']}", lang)
+    try:
+        return t(key, lang, **params)
+    except (KeyError, IndexError, ValueError):  # a key raised with other parameters than the template's
+        return str(exc)
+
+
+def ui_error(exc: Exception, request_or_lang: gr.Request | str | None) -> gr.Error:
+    """The gr.Error that shows a domain error in the browser's language: `raise ui_error(exc, request) from None`."""
+    lang = request_or_lang if isinstance(request_or_lang, str) else lang_of(request_or_lang)
+    return gr.Error(error_text(exc, lang))
+
+
+def error(key: str, lang: str, **params: Any) -> gr.Error:
+    """The UI's own error, in `lang`: `raise error("history.select_first", lang)`.
+
+    (Gradio 6.17.3 heads every notice with its untranslated type, "Error", "Warning" or "Info", and
+    shows no `title`, so none is given.)"""
+    return gr.Error(t(key, lang, **params))
+
+
+def warning(key: str, lang: str, **params: Any) -> None:
+    """Show a warning notice in `lang`."""
+    gr.Warning(t(key, lang, **params))
+
+
+def info(key: str, lang: str, **params: Any) -> None:
+    """Show an information notice in `lang`."""
+    gr.Info(t(key, lang, **params))
+
+
+def localize_on_load(outputs: Sequence[Any], render: Callable[[str], Any]) -> None:
+    """Fill `outputs` with `render(lang)` when a page loads, in that browser's language: for the text the browser
+    does not translate itself (choice labels, Dataframe headers, HTML, text with numbers in it). Call it
+    inside the Blocks, after the components."""
+
+    def on_load(request: gr.Request):
+        return render(lang_of(request))
+
+    gr.on(None, on_load, inputs=None, outputs=list(outputs), queue=False, show_progress="hidden", api_visibility="private")
