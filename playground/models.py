@@ -59,20 +59,6 @@ class ModelSource:
 
         return TokenCodec(self.tokenizer, AutoConfig.from_pretrained(self.location).vocab_size)
 
-    @cached_property
-    def token_texts(self) -> list[str]:
-        """Every vocabulary entry decoded on its own: a table lookup in the decoding loop beats a decode per alternative.
-
-        Models whose embedding is larger than the tokenizer (padded vocabularies, random models) get a
-        placeholder for the ids no text maps to.
-        """
-        from transformers import AutoConfig
-
-        tok = self.tokenizer
-        texts = tok.batch_decode([[i] for i in range(len(tok))])
-        vocab_size = AutoConfig.from_pretrained(self.location).vocab_size
-        return texts + [f"<id {i}>" for i in range(len(texts), vocab_size)]
-
 
 def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
     """A quick TCP probe of the hub: transformers itself retries for about a minute before it gives up offline."""

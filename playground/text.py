@@ -118,9 +118,8 @@ def complete_prefix_length(data: bytes) -> int:
     return len(data)  # only continuation bytes: invalid, nothing will complete it
 
 
-def unit_labels(pieces: list[bytes], special: list[bool] | None = None) -> list[str]:
+def unit_labels(pieces: list[bytes]) -> list[str]:
     """A label per token for axes and dropdowns: its unit's text, with `(i/n)` when the unit has n tokens."""
-    special = special or [False] * len(pieces)
     labels: list[str] = []
     for unit in group_units(pieces):
         for i in range(unit.start, unit.end):
