@@ -1,28 +1,50 @@
-"""Screenshot the running app in headless Chromium: `python scripts/screenshot.py URL OUT.png` (used for docs/)."""
+"""Screenshot the running app in headless Chromium (used for docs/):
 
-import sys
+    python scripts/screenshot.py URL OUT.png [--locale zh-CN] [--prompt TEXT] [--model NAME]
+"""
+
+import argparse
 
 from playwright.sync_api import sync_playwright
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
+# The stats line in either language, once the run is over.
+DONE = ("() => { const s = document.querySelector('#stats')?.innerText || '';"
+        " return /tokens\\/s|词元\\/秒/.test(s) && !/generating|生成中/.test(s); }")
 
 
-def main(url: str, out: str) -> None:
+def main(url: str, out: str, locale: str = "en-US", prompt: str = "The return value of a function is", model: str | None = None,
+         seed: str = "") -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale=locale,
+                                      extra_http_headers={"Accept-Language": locale})
+        page = context.new_page()
         page.goto(url)
         page.locator("#token-view").wait_for()
         page.wait_for_timeout(1000)
-        page.locator("#prompt textarea").fill("The return value of a function is")
+        if model:
+            page.locator("#model input").fill(model)
+            page.locator("#model input").press("Enter")
+        page.locator("#prompt textarea").fill(prompt)
+        page.locator("#seed input, #seed textarea").first.fill(seed)
         page.locator("#generate-btn").click()
-        page.wait_for_function("document.querySelector('#stats') && /tokens\\/s/.test(document.querySelector('#stats').innerText) && !/generating/.test(document.querySelector('#stats').innerText)", timeout=60000)
-        page.locator("#token-view .tok:not(.prompt)").nth(3).hover()
+        page.wait_for_function(DONE, timeout=60000)
+        output_tokens = page.locator("#token-view .tok:not(.prompt), #token-view .unit:not(.prompt)")
+        output_tokens.nth(min(3, output_tokens.count() - 1)).hover()
         page.wait_for_timeout(300)
         page.screenshot(path=out, full_page=True)
         browser.close()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("out")
+    parser.add_argument("--locale", default="en-US")
+    parser.add_argument("--prompt", default="The return value of a function is")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--seed", default="")
+    args = parser.parse_args()
+    main(args.url, args.out, args.locale, args.prompt, args.model, args.seed)
