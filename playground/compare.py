@@ -1,10 +1,11 @@
-"""Compare two runs of the same prompt, settings and seed (PyTorch vs an ONNX variant): where and how they differ."""
+"""Compare two runs of the same prompt, settings and seed on any two sides (model, backend, variant): where and how they differ."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .generation import GenerationResult
+from .text import TokenCodec
 
 
 @dataclass
@@ -26,9 +27,23 @@ class Comparison:
         return None
 
 
+def same_vocabulary(a: TokenCodec, b: TokenCodec) -> bool:
+    """True when every token id means the same token on both sides, so two runs can be compared token by token.
+
+    A fine-tuned model keeps its base model's tokenizer; an English and a Chinese model do not. The whole
+    vocabulary is compared (about 10 ms for GPT-2's 50,257 tokens): two tokenizers of one size can still
+    differ in a few merges.
+    """
+    if a is b:
+        return True
+    return (len(a) == len(b) and a.wordpiece == b.wordpiece and a.start_id == b.start_id and a.eos_ids == b.eos_ids
+            and a.tokenizer.get_vocab() == b.tokenizer.get_vocab())
+
+
 def compare(a: GenerationResult, b: GenerationResult) -> Comparison:
     """Runs `a` and `b` agree token for token until `first_divergence`; after it their contexts differ, so
-    probabilities are compared only up to (and including) that position."""
+    probabilities are compared only up to (and including) that position. Both must share a vocabulary
+    (`same_vocabulary`): otherwise equal ids name different tokens."""
     ids_a, ids_b = [t.token_id for t in a.tokens], [t.token_id for t in b.tokens]
     first = next((i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y), None)
     if first is None and len(ids_a) != len(ids_b):

@@ -161,24 +161,135 @@ def test_history_run_opens_in_the_attention_tab_computed_by_its_backend(page):
     assert page.get_by_role("tab", name="Attention").get_attribute("aria-selected") == "true"
 
 
+def run_compare(page, done=r"Identical output|First divergence|Different tokenizers"):
+    """Click Compare and wait until the summary shows this comparison's outcome (`done`, a regex), not the last one's."""
+    page.evaluate("""() => {
+        window.compareObserver?.disconnect();
+        window.compareSeen = [];
+        const summary = document.querySelector('#compare-summary');
+        window.compareObserver = new MutationObserver(() => window.compareSeen.push(summary.innerText));
+        window.compareObserver.observe(summary, {subtree: true, childList: true, characterData: true});
+    }""")
+    page.locator("#compare-run").click()
+    # The old outcome stays on show (under Gradio's timer) until the first "Running side A" replaces it.
+    page.wait_for_function("""done => {
+        const seen = window.compareSeen, started = seen.findIndex(text => /Running side|正在运行/.test(text));
+        return started >= 0 && seen.slice(started).some(text => new RegExp(done).test(text));
+    }""", arg=done, timeout=120_000)
+
+
+def choose_side(page, side, model=None, backend=None, variant=None):
+    """Set one side of the Compare tab: its model (typed, as a user may), backend ("PyTorch"/"ONNX Runtime") and variant."""
+    if model is not None:
+        box = page.locator(f"#compare-model-{side} input")
+        box.fill(model)
+        box.press("Enter")
+    if backend is not None:
+        page.locator(f"#compare-backend-{side}").get_by_label(backend).check()
+    if variant is not None:
+        box = page.locator(f"#compare-variant-{side} input")
+        box.fill(variant)
+        box.press("Enter")
+
+
 def test_compare_tab_runs_both_backends_side_by_side(page):
     page.get_by_role("tab", name="Generate").click()
     fill(page.locator("#prompt textarea"), "The value <b>of</b>")
     fill(page.locator("#seed input, #seed textarea").first, "3")
     page.get_by_role("tab", name="Compare").click()
-    variant = page.locator("#compare-variant input")
-    variant.fill("fp32")
-    variant.press("Enter")
-    page.locator("#compare-run").click()
-    page.wait_for_function("() => /Identical output|First divergence/.test(document.querySelector('#compare-summary')?.innerText || '')",
-                           timeout=120_000)
-    assert "Identical output" in page.locator("#compare-summary").inner_text()  # fp32 ONNX = PyTorch, same seed
+    # The defaults: the app's model on PyTorch against the same model on ONNX int8.
+    from playwright.sync_api import expect
+
+    expect(page.locator("#compare-model-a input")).to_have_value("tiny-gpt2")
+    expect(page.locator("#compare-model-b input")).to_have_value("tiny-gpt2")
+    expect(page.locator("#compare-backend-b").get_by_label("ONNX Runtime")).to_be_checked()
+    expect(page.locator("#compare-variant-b input")).to_have_value("int8")
+    choose_side(page, "b", variant="fp32")
+    run_compare(page)
+    summary = page.locator("#compare-summary").inner_text()
+    assert "Identical output" in summary  # fp32 ONNX = PyTorch, same seed
+    assert "tiny-gpt2 · torch fp32" in summary and "tiny-gpt2 · onnx fp32" in summary and "seed on both sides: 3" in summary
     assert "torch fp32" in page.locator("#compare-stats-a").inner_text()
     assert "onnx fp32" in page.locator("#compare-stats-b").inner_text()
     assert "<b>of</b>" in page.locator("#compare-view-a").inner_text()  # as text
     # Injected markup would be a <b> in the view or a token; the tooltip's own <b> heading lives in .tip.
     assert page.locator("#compare-view-a .tokview > b, #compare-view-a .tok > b, #compare-view-b .tok > b").count() == 0
+    legend = page.evaluate("() => Array.from(document.querySelectorAll('#compare-plot .legendtext')).map(t => t.textContent)")
+    assert any("A · tiny-gpt2 · torch fp32" in name for name in legend) and any("B · tiny-gpt2 · onnx fp32" in name for name in legend)
     page.screenshot(path=str(ARTIFACTS / "compare-tab.png"), full_page=True)
+    # Swapping the sides swaps everything that names a side.
+    page.locator("#compare-swap").click()
+    expect(page.locator("#compare-backend-a").get_by_label("ONNX Runtime")).to_be_checked()
+    expect(page.locator("#compare-variant-a input")).to_have_value("fp32")
+    expect(page.locator("#compare-backend-b").get_by_label("PyTorch")).to_be_checked()
+    page.locator("#compare-swap").click()
+    expect(page.locator("#compare-backend-a").get_by_label("PyTorch")).to_be_checked()
+
+
+def test_compare_two_models_with_the_same_weights_and_a_drawn_seed(page, models_root):
+    """tiny-gpt2 vs tiny-copy (the same weights under another name), seed left empty: one seed drawn for both, shown,
+    and identical output. A model folder that appears while the app runs is offered when the tab opens."""
+    import shutil
+
+    later = models_root / "tiny-later"
+    try:
+        page.get_by_role("tab", name="Generate").click()
+        fill(page.locator("#prompt textarea"), "The value of")
+        fill(page.locator("#seed input, #seed textarea").first, "")
+        shutil.copytree(models_root / "tiny-copy", later)  # e.g. a fine-tuned model, saved while the app runs
+        page.get_by_role("tab", name="Compare").click()
+        page.locator("#compare-model-b input").click()
+        page.get_by_role("option", name="tiny-later").wait_for(timeout=10_000)
+        page.keyboard.press("Escape")
+    finally:
+        shutil.rmtree(later, ignore_errors=True)
+    choose_side(page, "b", model="tiny-copy", backend="PyTorch")
+    run_compare(page)
+    summary = page.locator("#compare-summary").inner_text()
+    assert "Identical output" in summary and "tiny-gpt2 · torch" in summary and "tiny-copy · torch" in summary
+    seed = re.search(r"seed on both sides: (\d+)", summary).group(1)
+    for stats in ("#compare-stats-a", "#compare-stats-b"):
+        assert f"seed {seed}" in page.locator(stats).inner_text()
+    assert page.locator("#compare-plot").is_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "compare-en.png"), full_page=True)
+
+
+def test_compare_models_with_different_tokenizers_shows_both_outputs_and_a_note(page, launched_app):
+    """tiny-gpt2 (byte-level BPE) vs tiny-zh (a character BertTokenizer), in a Chinese browser: no divergence or
+    probability plot, a note in Chinese, both outputs side by side."""
+    from playwright.sync_api import expect
+
+    from playground.ui.i18n import t
+
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN",
+                                               extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    zh = context.new_page()
+    zh.goto(launched_app)
+    zh.locator("#token-view").wait_for()
+    zh.wait_for_timeout(1000)
+    fill(zh.locator("#prompt textarea"), "床前明月光，")
+    fill(zh.locator("#seed input, #seed textarea").first, "4")
+    fill(zh.locator("#max-new-tokens input[type=number]"), "16")
+    zh.get_by_role("tab", name="对比").click()
+    expect(zh.locator("#compare-run")).to_have_text(t("compare.run", "zh-CN"))
+    choose_side(zh, "b", model="tiny-zh", backend="PyTorch")
+    run_compare(zh, "分词器不同")
+    summary = zh.locator("#compare-summary").inner_text()
+    assert "tiny-gpt2 · torch" in summary and "tiny-zh · torch" in summary and "两侧使用同一个种子：4" in summary
+    assert "首次出现分歧" not in summary and "输出完全一致" not in summary
+    assert not zh.locator("#compare-plot").is_visible()
+    assert zh.locator("#compare-view-a .tok:not(.prompt)").count() > 0 and zh.locator("#compare-view-b .tok:not(.prompt)").count() > 0
+    assert "床前明月光" in zh.locator("#compare-view-b").inner_text()
+    assert zh.locator("#compare-view-a .diverge, #compare-view-b .diverge").count() == 0
+    zh.screenshot(path=str(ARTIFACTS / "compare-zh-tokenizers.png"), full_page=True)
+    # The same model on PyTorch and ONNX int8 (the defaults), in Chinese: divergence or not, the plot is back.
+    choose_side(zh, "b", model="tiny-gpt2", backend="ONNX Runtime", variant="int8")
+    run_compare(zh, "输出完全一致|首次出现分歧")
+    assert zh.locator("#compare-plot").is_visible()
+    assert "tiny-gpt2 · onnx int8" in zh.locator("#compare-summary").inner_text()
+    zh.screenshot(path=str(ARTIFACTS / "compare-zh.png"), full_page=True)
+    context.close()
 
 
 def test_branching_from_an_alternative_continues_and_is_saved(page):

@@ -81,21 +81,28 @@ EN: dict[str, str] = {
     "attention.computed": "Computed by **{backend}** over {tokens} tokens ({layers} layers × {heads} heads).",
     "attention.compute_first": "Compute attention first.",
     # Compare tab
-    "compare.intro": "Runs the prompt, model and settings of the Generate tab (seed included; a random seed is drawn once and "
-                     "used for both) on PyTorch and on an ONNX variant. Both runs are saved to the history.",
-    "compare.variant": "ONNX variant to compare",
-    "compare.run": "Compare PyTorch vs ONNX",
-    "compare.running": "Running on ONNX {variant}…",
+    "compare.intro": "Runs the prompt and settings of the Generate tab on two sides, each a model, a backend and (on ONNX "
+                     "Runtime) a variant: base vs fine-tuned, PyTorch vs ONNX, one model vs another. Both sides use the same "
+                     "seed (an empty seed is drawn once and used for both). Both runs are saved to the history.",
+    "compare.side_a": "**Side A**",
+    "compare.side_b": "**Side B**",
+    "compare.swap": "⇄ Swap sides",
+    "compare.run": "Compare A and B",
+    "compare.running": "Running side {side}: {label}…",
+    "compare.seed": "Same seed on both sides: **{seed}**.",
     "compare.identical": "**Identical output** over {tokens} tokens.",
     "compare.end": "(end)",
-    "compare.divergence": "**First divergence at generated token {index}**: PyTorch chose `{token_a}`, ONNX chose `{token_b}` "
+    "compare.divergence": "**First divergence at generated token {index}**: A chose `{token_a}`, B chose `{token_b}` "
                           "(outlined in red).",
     "compare.max_diff": "Largest difference in the chosen token's probability before that point: **{diff:.4f}**.",
-    "compare.speed": "Decode speed: PyTorch **{speed_a:.1f}** vs ONNX **{speed_b:.1f}** tokens/s (**{speedup:.2f}×**, one live "
-                     "run each; the Benchmark is the controlled measurement).",
-    "compare.plot_title": "Probability each side gave PyTorch's chosen token",
+    "compare.speed": "Decode speed: A **{speed_a:.1f}** vs B **{speed_b:.1f}** tokens/s (B at **{speedup:.2f}×** A; one live "
+                     "run each, the Benchmark is the controlled measurement).",
+    "compare.different_tokenizers": "**Different tokenizers** (A: {vocab_a} tokens, B: {vocab_b}): the same id means a "
+                                    "different token on each side, so the runs cannot be compared token by token: no "
+                                    "divergence and no probability plot. Read the two outputs side by side.",
+    "compare.plot_title": "Probability each side gave A's chosen token",
     "compare.plot_x": "position",
-    "compare.plot_y": "p(PyTorch's token)",
+    "compare.plot_y": "p(A's token)",
     "compare.diverged": "diverged",
     # Benchmark tab
     "bench.intro": "Times the playground's own decoding loop on **{model}**: greedy, a fixed number of new tokens, warm-up then "
@@ -231,6 +238,7 @@ EN: dict[str, str] = {
     "stats.parent_unsaved": "an unsaved run",
     "banner.model": "Model in use: <b>{model}</b>",
     "banner.asked": " (asked for {requested})",
+    "banner.sep": ". ",
     "surprisal.title": "How surprised the model was by each token",
     "surprisal.x": "position",
     "surprisal.y": "surprisal (bits)",
@@ -241,6 +249,12 @@ EN: dict[str, str] = {
     "surprisal.entropy": "entropy",
     "attention.no_cjk_font": "No CJK font is installed, so Chinese characters in this image are drawn as boxes. Install one (Debian/Ubuntu: apt-get install fonts-noto-cjk) and download it again.",
     # Notices about a run (playground.errors.Notice keys)
+    'notice.no_gpu': 'CUDA was requested but no usable GPU was found: running on the CPU.',
+    'notice.no_gpu_onnx': 'CUDA was requested but onnxruntime cannot use a GPU here: running on the CPU.',
+    'notice.int8_cpu': 'int8 dynamic quantization runs on the CPU provider only: running on the CPU.',
+    'notice.cuda_failed': 'The CUDA provider failed to initialise ({provider} is running): running on the CPU.',
+    'notice.random_weights': 'Randomly initialised weights: for speed measurements only; its text and quality numbers mean nothing.',
+    'notice.hub_fallback': "The model hub is unreachable and '{model}' is not cached: using the offline demo model ({demo}) instead.",
     'notice.empty_prompt': 'Empty prompt: generation starts from the {token} token.',
     'notice.unknown_chars': "{count} prompt tokens are {unk}: this model's vocabulary lacks {chars}. The model sees an unknown token there.",
     'notice.prompt_dropped': 'The prompt has {tokens} tokens but only {room} fit beside {new} new tokens in the {context}-token context: the first {dropped} tokens were dropped.',
@@ -309,21 +323,26 @@ ZH_CN: dict[str, str] = {
     "attention.generate_first": "请先在“生成”页生成一段文本。",
     "attention.computed": "由 **{backend}** 计算，共 {tokens} 个词元（{layers} 层 × {heads} 个头）。",
     "attention.compute_first": "请先计算注意力。",
-    "compare.intro": "用“生成”页的提示词、模型和设置（包括种子；种子留空时只随机抽取一次，两边共用），分别在 PyTorch "
-                     "和一个 ONNX 变体上运行。两次运行都会存入历史记录。",
-    "compare.variant": "参与对比的 ONNX 变体",
-    "compare.run": "对比 PyTorch 与 ONNX",
-    "compare.running": "正在 ONNX {variant} 上运行…",
+    "compare.intro": "用“生成”页的提示词和设置在两侧各运行一次，每侧是一个模型、一个后端以及（ONNX Runtime 时）一个变体："
+                     "基础模型对微调模型、PyTorch 对 ONNX、一个模型对另一个模型。两侧使用同一个种子（种子留空时只随机抽取"
+                     "一次，两侧共用）。两次运行都会存入历史记录。",
+    "compare.side_a": "**A 侧**",
+    "compare.side_b": "**B 侧**",
+    "compare.swap": "⇄ 交换两侧",
+    "compare.run": "对比 A 与 B",
+    "compare.running": "正在运行 {side} 侧：{label}…",
+    "compare.seed": "两侧使用同一个种子：**{seed}**。",
     "compare.identical": "**输出完全一致**，共 {tokens} 个词元。",
     "compare.end": "（结束）",
-    "compare.divergence": "**在第 {index} 个生成词元处首次出现分歧**：PyTorch 选了 `{token_a}`，ONNX 选了 `{token_b}`"
-                          "（红框标出）。",
+    "compare.divergence": "**在第 {index} 个生成词元处首次出现分歧**：A 选了 `{token_a}`，B 选了 `{token_b}`（红框标出）。",
     "compare.max_diff": "在此之前，所选词元概率的最大差值：**{diff:.4f}**。",
-    "compare.speed": "解码速度：PyTorch **{speed_a:.1f}** 对 ONNX **{speed_b:.1f}** 词元/秒（**{speedup:.2f}×**，各为一次"
-                     "实时运行；受控的测量请看“基准测试”页）。",
-    "compare.plot_title": "两边给 PyTorch 所选词元的概率",
+    "compare.speed": "解码速度：A **{speed_a:.1f}** 对 B **{speed_b:.1f}** 词元/秒（B 是 A 的 **{speedup:.2f}×**；各为一次"
+                     "实时运行，受控的测量请看“基准测试”页）。",
+    "compare.different_tokenizers": "**两侧的分词器不同**（A：{vocab_a} 个词元，B：{vocab_b} 个）：同一个 id 在两侧代表"
+                                    "不同的词元，无法逐个词元对比，因此没有分歧位置，也没有概率图。请并排阅读两段输出。",
+    "compare.plot_title": "两侧给 A 所选词元的概率",
     "compare.plot_x": "位置",
-    "compare.plot_y": "p(PyTorch 所选词元)",
+    "compare.plot_y": "p(A 所选词元)",
     "compare.diverged": "出现分歧",
     "bench.intro": "在 **{model}** 上为本项目自己的解码循环计时：贪心解码，新词元数固定，先预热再重复测量，所有测试单元用同一"
                    "线程设置。质量以 PyTorch fp32 在一段固定文本上的结果为基准。结果也会存入历史数据库（`bench` 表）。",
@@ -453,6 +472,7 @@ ZH_CN: dict[str, str] = {
     "stats.parent_unsaved": "一条未保存的记录",
     "banner.model": "当前模型：<b>{model}</b>",
     "banner.asked": "（你请求的是 {requested}）",
+    "banner.sep": "。",
     "surprisal.title": "模型对每个词元的“意外程度”",
     "surprisal.x": "位置",
     "surprisal.y": "意外度（比特）",
@@ -463,6 +483,12 @@ ZH_CN: dict[str, str] = {
     "surprisal.entropy": "熵",
     "attention.no_cjk_font": "系统未安装 CJK 字体，图中的中文会显示为方框。请安装一个（Debian/Ubuntu：apt-get install fonts-noto-cjk）后重新下载。",
     # Notices about a run (playground.errors.Notice keys)
+    'notice.no_gpu': '请求使用 CUDA，但没有找到可用的 GPU：改在 CPU 上运行。',
+    'notice.no_gpu_onnx': '请求使用 CUDA，但 onnxruntime 在这里无法使用 GPU：改在 CPU 上运行。',
+    'notice.int8_cpu': 'int8 动态量化只能在 CPU 执行器上运行：改在 CPU 上运行。',
+    'notice.cuda_failed': 'CUDA 执行器初始化失败（实际运行的是 {provider}）：改在 CPU 上运行。',
+    'notice.random_weights': '随机初始化的权重：只用于测速，它生成的文本和质量指标都没有意义。',
+    'notice.hub_fallback': "无法连接模型 Hub，本地缓存里也没有 '{model}'：改用离线演示模型（{demo}）。",
     'notice.empty_prompt': '提示词为空：从 {token} 词元开始生成。',
     'notice.unknown_chars': '提示词中有 {count} 个词元是 {unk}：该模型的词表里没有 {chars}，模型在这些位置只看到一个未知词元。',
     'notice.prompt_dropped': '提示词有 {tokens} 个词元，但在 {context} 个词元的上下文里，除去 {new} 个新词元只能放下 {room} 个：前 {dropped} 个词元已被丢弃。',
