@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, Notice
 from .paths import demo_model_dir, demo_zh_model_dir
 
 DEMO = "demo"
@@ -20,7 +20,8 @@ SAFETENSORS_WEIGHTS = "model.safetensors"
 PICKLED_WEIGHTS = "pytorch_model.bin"
 HUB_PROBE_TIMEOUT_S = 3.0
 RANDOM_PREFIX = "random:"
-RANDOM_NOTICE = "Randomly initialised weights: for speed measurements only; its text and quality numbers mean nothing."
+RANDOM_NOTICE = Notice("Randomly initialised weights: for speed measurements only; its text and quality numbers mean nothing.",
+                       key="notice.random_weights")
 # "name" or "owner/name", as the hub spells repository ids; nothing path-like.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 # Real GPT-2 family shapes (transformers' GPT2Config with these overrides), for speed-only measurements.
@@ -177,7 +178,8 @@ def resolve_model(spec: str | None = None, demo_dir: Path | None = None, demo_zh
     if _cached_on_disk(spec):
         return ModelSource(name=spec, location=spec, requested=spec)
     if not hub_reachable():
-        notice = f"The model hub is unreachable and '{spec}' is not cached: using the offline demo model ({demo_dir.name}) instead."
+        notice = Notice(f"The model hub is unreachable and '{spec}' is not cached: using the offline demo model ({demo_dir.name}) instead.",
+                        key="notice.hub_fallback", model=spec, demo=demo_dir.name)
         print(notice, flush=True)
         return ModelSource(name=demo_dir.name, location=str(ensure_demo_model(demo_dir)), requested=spec, notice=notice)
     _check_hub_config(spec)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DeviceError
+from ..errors import DeviceError, Notice
 from ..export import ATTENTION_FILE, check_variant_runs_on, ensure_export
 from ..models import ModelSource
 from .base import Backend, BackendInfo
@@ -137,7 +137,7 @@ def resolve_onnx_device(requested: str = "auto") -> tuple[str, str | None]:
     if gpu:
         return "cuda", None
     if requested == "cuda":
-        return "cpu", "CUDA was requested but onnxruntime cannot use a GPU here: running on the CPU."
+        return "cpu", Notice("CUDA was requested but onnxruntime cannot use a GPU here: running on the CPU.", key="notice.no_gpu_onnx")
     return "cpu", None
 
 
@@ -150,7 +150,7 @@ class OnnxBackend(Backend):
                  progress: bool = True, threads: int | None = None):
         device, notice = resolve_onnx_device(device)
         if device == "cuda" and variant == "int8":
-            notice = "int8 dynamic quantization runs on the CPU provider only: running on the CPU."
+            notice = Notice("int8 dynamic quantization runs on the CPU provider only: running on the CPU.", key="notice.int8_cpu")
             device = "cpu"
         check_variant_runs_on(variant, device)
         self.model_path, self.manifest = ensure_export(source, variant, exports_root, progress=progress)
@@ -160,7 +160,8 @@ class OnnxBackend(Backend):
         self._attention_runner: AttentionRunner | None = None
         if device == "cuda" and self.runner.provider != CUDA:
             # onnxruntime-gpu may list CUDA yet silently fall back: say so, and refuse GPU-only variants.
-            notice = f"The CUDA provider failed to initialise ({self.runner.provider} is running): running on the CPU."
+            notice = Notice(f"The CUDA provider failed to initialise ({self.runner.provider} is running): running on the CPU.",
+                            key="notice.cuda_failed", provider=self.runner.provider)
             check_variant_runs_on(variant, "cpu")
         from transformers import AutoConfig
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..errors import DeviceError
+from ..errors import DeviceError, Notice
 from ..models import ModelSource, load_torch_model
 from .base import Backend, BackendInfo
 
@@ -20,7 +20,7 @@ def resolve_torch_device(requested: str = "auto") -> tuple[str, str | None]:
     if torch.cuda.is_available():
         return "cuda:0", None
     if requested == "cuda":
-        return "cpu", "CUDA was requested but no usable GPU was found: running on the CPU."
+        return "cpu", Notice("CUDA was requested but no usable GPU was found: running on the CPU.", key="notice.no_gpu")
     return "cpu", None
 
 

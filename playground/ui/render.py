@@ -237,7 +237,7 @@ def stats_markdown(result: GenerationResult | None, running: bool = False, lang:
     lines = [" · ".join(parts)]
     lines += [f"⚠️ {escape(error_text(n, lang))}" for n in result.notices]
     if result.info.notice:
-        lines.append(f"⚠️ {escape(result.info.notice)}")
+        lines.append(f"⚠️ {escape(error_text(result.info.notice, lang))}")
     return "\n\n".join(lines)
 
 
@@ -245,7 +245,7 @@ def banner_html(model_name: str, requested: str, notice: str | None, lang: str =
     text = t("banner.model", lang, model=escape(model_name))
     if notice:
         text += t("banner.asked", lang, requested=escape(requested))
-        return f'<div class="banner warn">{text}. {escape(notice)}</div>'
+        return f'<div class="banner warn">{text}{t("banner.sep", lang)}{escape(error_text(notice, lang))}</div>'
     return f'<div class="banner">{text}</div>'
 
 
