@@ -40,3 +40,11 @@ class Notice(str):
         notice.key = key
         notice.params = params
         return notice
+
+
+class DataError(PlaygroundError):
+    """Training data cannot be used: empty, binary, too large, in an unknown encoding, or too short."""
+
+
+class TrainingCancelled(PlaygroundError):
+    """A training run was cancelled by the user; nothing was written."""

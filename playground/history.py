@@ -32,6 +32,8 @@ BUSY_TIMEOUT_S = 30.0
 JSON_COLUMNS = ("settings", "tokens", "metrics")
 LIST_COLUMNS = ("id", "created_at", "model", "backend", "variant", "provider", "prompt", "output", "status", "metrics")
 STATUSES = ("complete", "stopped", "error")
+JOB_STATUSES = ("queued", "running", "complete", "cancelled", "error")
+JOB_JSON_COLUMNS = ("settings", "progress", "report")
 TRIGRAM_MIN_CHARS = 3  # FTS5's trigram tokenizer cannot match a shorter term
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in a Python str, not encodable as UTF-8
 
@@ -129,6 +131,29 @@ END""")
 END""")
 
 
+@migrations(name="m005_jobs")
+def m005_jobs(db: Database) -> None:
+    """Fine-tuning jobs, one row each, so a page reload or a second browser can follow the running one."""
+    db.table("jobs").create(
+        {
+            "id": int,
+            "created_at": str,  # UTC ISO 8601
+            "updated_at": str,
+            "status": str,  # queued, running, complete, cancelled, error
+            "name": str,  # the new model's folder name
+            "base_model": str,
+            "settings": str,  # JSON: FineTuneSettings.to_dict()
+            "progress": str,  # JSON: phase, step, total_steps, losses so far, ... (see training.finetune.execute_plan)
+            "report": str,  # JSON: the training report, once complete
+            "error": str,
+            "pid": int,  # the process running it: a job whose process is gone was interrupted
+        },
+        pk="id",
+        not_null={"created_at", "status"},
+    )
+    db.table("jobs").create_index(["created_at"])
+
+
 # --- the store ----------------------------------------------------------------------------------
 
 
@@ -138,6 +163,26 @@ def _decode(row: dict) -> dict:
         if isinstance(row.get(column), str):
             row[column] = json.loads(row[column])
     return row
+
+
+def _decode_job(row: dict) -> dict:
+    for column in JOB_JSON_COLUMNS:
+        if isinstance(row.get(column), str):
+            row[column] = json.loads(row[column])
+    return row
+
+
+def _process_alive(pid: int | None) -> bool:
+    """Whether a process with this id runs on this machine (signal 0 checks without sending anything)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists, owned by someone else
+    return True
 
 
 def _json_text(value, indent: int | None = None) -> str:
@@ -356,6 +401,56 @@ class HistoryStore:
     def count(self) -> int:
         with self._connect() as db:
             return db.table("runs").count
+
+    # --- fine-tuning jobs ---------------------------------------------------------------------------
+
+    def create_job(self, name: str, base_model: str, settings: dict, status: str = "queued") -> int:
+        """Insert a fine-tuning job for this process; returns its id."""
+        if status not in JOB_STATUSES:
+            raise ValueError(f"status must be one of {JOB_STATUSES}, not {status!r}")
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        row = {"created_at": now, "updated_at": now, "status": status, "name": _utf8_safe(name), "base_model": _utf8_safe(base_model),
+               "settings": _json_text(settings), "progress": _json_text({}), "report": None, "error": None, "pid": os.getpid()}
+        with self._write() as db:
+            return db.table("jobs").insert(row).last_pk
+
+    def update_job(self, job_id: int, *, status: str | None = None, progress: dict | None = None, report: dict | None = None,
+                   error: str | None = None) -> None:
+        """Change a job's status, progress, report or error (only the ones given)."""
+        if status is not None and status not in JOB_STATUSES:
+            raise ValueError(f"status must be one of {JOB_STATUSES}, not {status!r}")
+        changes: dict = {"updated_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+        if status is not None:
+            changes["status"] = status
+        if progress is not None:
+            changes["progress"] = _json_text(progress)
+        if report is not None:
+            changes["report"] = _json_text(report)
+        if error is not None:
+            changes["error"] = _utf8_safe(error)
+        with self._write() as db:
+            db.table("jobs").update(job_id, changes)
+
+    def get_job(self, job_id: int) -> dict | None:
+        with self._connect() as db:
+            rows = list(db.table("jobs").rows_where("id = ?", [job_id]))
+        return _decode_job(rows[0]) if rows else None
+
+    def latest_job(self) -> dict | None:
+        """The newest fine-tuning job, whatever its status."""
+        with self._connect() as db:
+            rows = list(db.table("jobs").rows_where(order_by="id desc", limit=1))
+        return _decode_job(rows[0]) if rows else None
+
+    def fail_interrupted_jobs(self) -> int:
+        """Mark queued or running jobs whose process is gone as errors (the app stopped while they ran); returns how many."""
+        with self._write() as db:
+            rows = list(db.table("jobs").rows_where("status in ('queued', 'running')"))
+            gone = [row["id"] for row in rows if not _process_alive(row.get("pid"))]
+            for job_id in gone:
+                db.table("jobs").update(job_id, {"status": "error", "error": "Interrupted: the process running this job stopped.",
+                                                 "updated_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
+        return len(gone)
 
     # --- export ---------------------------------------------------------------------------------
 

@@ -3,6 +3,13 @@
 Every model the playground trains (the English and Chinese demo models, fine-tuning) goes through
 `train_causal_lm`, so a fix to the loop reaches all of them. Callers own the data: they hand in a
 function that returns the next batch of token windows.
+
+Why our own loop and not transformers' `Trainer`: the loop is short (nanoGPT's, in one screen),
+the demo builds must stay bit-identical for a seed (tests check their perplexity), and fine-tuning
+needs only what is here: gradient accumulation, weight decay, periodic validation, a progress
+callback, a cancel flag checked every step, and mixed precision on CUDA (autocast + GradScaler for
+fp16). The optional arguments are all off by default, and off they leave the demo numerics exactly
+as before.
 """
 
 from __future__ import annotations
@@ -10,11 +17,14 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..errors import PlaygroundError, TrainingCancelled
 
 
 @dataclass(frozen=True)
@@ -52,40 +62,109 @@ def random_windows(ids, block: int, batch_size: int, generator, starts=None):
     return torch.stack([ids[s : s + block + 1] for s in offsets])  # (B, block + 1)
 
 
-def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule, desc: str = "Training", progress: bool = True) -> float:
-    """Train `model` in place on `schedule.steps` batches from `next_batch()`; returns the last batch's loss.
+PRECISIONS = ("fp32", "bf16", "fp16")  # fp32 everywhere; bf16 and fp16 autocast on CUDA only
 
-    Next-token cross-entropy over every position of each (B, T + 1) window, AdamW, gradient norm
+
+def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule, desc: str = "Training", progress: bool = True, *,
+                    accumulation_steps: int = 1, evaluate: Callable[[], float] | None = None, eval_every: int = 0,
+                    on_step: Callable[[dict], None] | None = None, cancel=None, precision: str = "fp32") -> float:
+    """Train `model` in place for `schedule.steps` optimizer steps; returns the last step's training loss.
+
+    Next-token cross-entropy over every position of each (B, T + 1) window from `next_batch()`, AdamW
+    over the parameters that require grad (so a LoRA model trains its adapters only), gradient norm
     clipped. Deterministic when the model was initialised and `next_batch` draws under fixed seeds.
+
+    Optional, all off by default (and then the numerics are exactly those of the demo builds):
+      accumulation_steps  batches per optimizer step; their losses are averaged (effective batch B * steps)
+      evaluate, eval_every  `evaluate()` returns a validation loss; called every `eval_every` steps and
+                          after the last one (eval_every > 0), the model back in train mode afterwards
+      on_step             called after every optimizer step with a dict: step (1-based), total_steps,
+                          train_loss (mean over the step's batches), learning_rate, tokens (targets so far),
+                          elapsed_s, tokens_per_s (training time only), eta_s, val_loss (None unless evaluated)
+      cancel              a threading.Event checked before every step: when set, TrainingCancelled is raised
+                          (inside `staged_folder`, that leaves nothing written)
+      precision           fp32; on CUDA also bf16 (autocast) or fp16 (autocast and a GradScaler)
     """
     import torch
     from tqdm.auto import tqdm
 
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable = [p for _, p in named]
+    no_decay = [p for n, p in named if p.dim() < 2]
+    decay = [p for n, p in named if p.dim() >= 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": schedule.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=schedule.learning_rate,
         betas=schedule.betas,
     )
+    device = trainable[0].device
+    autocast, scaler = mixed_precision(precision, device)
     model.train()
-    loss = torch.tensor(float("nan"))
+    step_loss = float("nan")
+    tokens, train_s = 0, 0.0
+    started = time.perf_counter()
     bar = tqdm(range(schedule.steps), desc=desc, unit="step", disable=not progress)
     for step in bar:
+        if cancel is not None and cancel.is_set():
+            bar.close()
+            model.eval()
+            raise TrainingCancelled(f"Training was cancelled before step {step + 1} of {schedule.steps}; nothing was saved.",
+                                    key="train.cancelled", step=step, total=schedule.steps)
+        step_started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = schedule.lr_at(step)
-        batch = next_batch()  # (B, T + 1)
-        logits = model(batch[:, :-1]).logits  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), schedule.clip_norm)
-        optimizer.step()
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        step_loss = 0.0
+        for _ in range(accumulation_steps):
+            batch = next_batch().to(device)  # (B, T + 1)
+            with autocast():
+                logits = model(batch[:, :-1]).logits  # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+            if accumulation_steps > 1:
+                loss = loss / accumulation_steps  # the step's gradient is the mean over its batches
+            (scaler.scale(loss) if scaler else loss).backward()
+            step_loss += loss.item()
+            tokens += batch[:, 1:].numel()
+        if scaler:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(trainable, schedule.clip_norm)
+        if scaler:
+            scaler.step(optimizer)  # skips the step when a gradient overflowed in fp16
+            scaler.update()
+        else:
+            optimizer.step()
+        train_s += time.perf_counter() - step_started
+        done = step + 1
+        val_loss = None
+        if evaluate is not None and eval_every > 0 and (done % eval_every == 0 or done == schedule.steps):
+            val_loss = evaluate()
+            model.train()
+        if step % 10 == 0 or val_loss is not None:
+            bar.set_postfix(loss=f"{step_loss:.3f}", **({"val": f"{val_loss:.3f}"} if val_loss is not None else {}))
+        if on_step is not None:
+            elapsed = time.perf_counter() - started
+            on_step({"step": done, "total_steps": schedule.steps, "train_loss": step_loss, "learning_rate": schedule.lr_at(step),
+                     "tokens": tokens, "elapsed_s": elapsed, "tokens_per_s": tokens / train_s if train_s > 0 else 0.0,
+                     "eta_s": elapsed / done * (schedule.steps - done), "val_loss": val_loss})
     bar.close()
     model.eval()
-    return loss.item()
+    return step_loss
+
+
+def mixed_precision(precision: str, device) -> tuple[Callable[[], object], object | None]:
+    """(a context manager factory for the forward pass, a GradScaler or None) for `precision` on `device`."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "fp32":
+        return nullcontext, None
+    if device.type != "cuda":
+        raise ValueError(f"{precision} mixed precision runs on CUDA only; use fp32 on {device.type}")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    # fp16's narrow exponent underflows small gradients: scale the loss up, unscale before clipping. bf16 needs no scaler.
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -114,6 +193,26 @@ def model_perplexity(model, ids, block: int) -> float:
     return windows_perplexity(model, (ids[start : start + block] for start in range(0, len(ids) - 1, block)))
 
 
+def blocks_loss(model, blocks, batch_size: int = 8, precision: str = "fp32") -> float:
+    """Mean next-token cross-entropy over (N, T + 1) blocks: every token but each block's first is a target."""
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    autocast, _ = mixed_precision(precision, device)
+    nll_sum, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(blocks), batch_size):
+            batch = blocks[start : start + batch_size].to(device)  # (b, T + 1)
+            with autocast():
+                logits = model(batch[:, :-1]).logits  # (b, T, V)
+            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1),
+                                                    reduction="sum")
+            nll_sum += nll.item()
+            count += batch[:, 1:].numel()
+    return nll_sum / count
+
+
 def unigram_perplexity(train_ids: list[int], val_ids: list[int], vocab_size: int) -> float:
     """Perplexity of an add-one-smoothed unigram model fitted on the training tokens: the bar to beat."""
     counts = Counter(train_ids)
@@ -126,11 +225,13 @@ def unigram_perplexity(train_ids: list[int], val_ids: list[int], vocab_size: int
 
 
 @contextmanager
-def staged_folder(out_dir: Path) -> Iterator[Path]:
+def staged_folder(out_dir: Path, replace: bool = True) -> Iterator[Path]:
     """Yield an empty folder to write a model into; it replaces `out_dir` only when the block completes.
 
     The folder lives in a temporary sibling of `out_dir` (same file system, so the final rename is
     atomic); an interrupted or failed build leaves the old folder, or nothing, never half a model.
+    With `replace=False` an `out_dir` that appeared meanwhile is kept and PlaygroundError raised
+    (a fine-tune never overwrites a model).
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +239,9 @@ def staged_folder(out_dir: Path) -> Iterator[Path]:
         staged = Path(tmp) / out_dir.name
         staged.mkdir()
         yield staged
+        if out_dir.exists() and not replace:
+            raise PlaygroundError(f"A model named {out_dir.name!r} appeared in {out_dir.parent} while this one was being written; "
+                                  "nothing was overwritten. Choose another name.", key="train.name_taken", name=out_dir.name)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staged.rename(out_dir)

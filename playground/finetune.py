@@ -1,0 +1,101 @@
+"""`python -m playground.finetune`: fine-tune a GPT-2 on a text file from a terminal (the engine is playground.training.finetune).
+
+    python -m playground.finetune --model demo --data notes.txt --name my-notes --method lora --max-steps 200
+
+Prints what will be trained (data statistics, the first examples, notices), a progress bar, and the
+report; any bad input is one line on stderr and exit code 2. Ctrl-C cancels and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+from .errors import PlaygroundError
+from .paths import models_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .training.finetune import DEFAULT_LEARNING_RATES, FineTuneSettings
+
+    d = FineTuneSettings()
+    p = argparse.ArgumentParser(prog="python -m playground.finetune", description="Fine-tune a GPT-2 model on your own text.")
+    p.add_argument("--model", required=True, help="base model: demo, demo-zh, a model folder, or a cached hub id such as gpt2")
+    p.add_argument("--data", required=True, type=Path, help="a .txt (paragraphs, or one text a line), .jsonl or .csv file (20 MB at most)")
+    p.add_argument("--column", help="the CSV column (or JSONL field) holding the text (default: 'text', or a CSV's only column)")
+    p.add_argument("--name", required=True, help="the new model's folder name, created in --models-dir")
+    p.add_argument("--models-dir", type=Path, default=None, help=f"where to save it (default: {models_dir()})")
+    p.add_argument("--method", choices=["full", "lora"], default=d.method)
+    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=None,
+                   help=f"learning rate (default: full {DEFAULT_LEARNING_RATES['full']}, lora {DEFAULT_LEARNING_RATES['lora']})")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps; overrides --epochs")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--grad-accum", dest="gradient_accumulation", type=int, default=d.gradient_accumulation)
+    p.add_argument("--block-size", type=int, default=d.block_size)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="0 turns clipping off")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--lora-rank", type=int, default=d.lora_rank)
+    p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
+    p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    p.add_argument("--lora-targets", dest="lora_target_modules", default=",".join(d.lora_target_modules))
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    return p
+
+
+SETTING_ARGS = ("method", "learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps",
+                "weight_decay", "max_grad_norm", "seed", "val_fraction", "eval_every", "lora_rank", "lora_alpha", "lora_dropout",
+                "lora_target_modules", "device")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cancel = threading.Event()
+    try:
+        from .models import RANDOM_NOTICE, resolve_model
+        from .training.finetune import FineTuneSettings, execute_plan, plan_finetune
+
+        settings = FineTuneSettings.from_user(**{name: getattr(args, name) for name in SETTING_ARGS})
+        base = resolve_model(args.model)
+        if base.notice and base.notice != RANDOM_NOTICE:  # the hub was unreachable: never fine-tune a stand-in silently
+            raise PlaygroundError(f"{base.notice} Fine-tune a model that is here: demo, demo-zh, or a model folder.")
+        from .training.data import read_file
+
+        plan = plan_finetune(base, read_file(args.data, args.column), settings, args.name, args.models_dir or models_dir())
+        summary = plan.summary()
+        data = summary["data"]
+        print(f"Fine-tuning {base.name} ({settings.method}, lr {settings.effective_learning_rate:g}) on {data['source']} "
+              f"({data['encoding']}): {data['texts']} texts, {data['tokens']} tokens, {data['train_blocks']} training and "
+              f"{data['val_blocks']} validation blocks of {data['block_size']}; {plan.total_steps} steps on {plan.device} ({plan.precision}).")
+        for example in summary["preview"][:3]:
+            print(f"  {example['tokens']:>5} tokens  {' '.join(example['text'].split())[:80]}")
+        for notice in summary["notices"]:
+            print(f"note: {notice}")
+        try:
+            report = execute_plan(plan, cancel=cancel, show_bar=True)
+        except KeyboardInterrupt:
+            print("Cancelled: nothing was saved.", file=sys.stderr)
+            return 130
+    except PlaygroundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(f"Validation perplexity {report['val_perplexity_before']:.2f} -> {report['val_perplexity_after']:.2f} "
+              f"({report['val_perplexity_change']:+.0%}) in {report['train_seconds']:.0f} s of training "
+              f"({report['tokens_per_s']:.0f} tokens/s).")
+        print(f"Saved {plan.out_dir} (training_report.json inside).")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,459 @@
+"""Fine-tune a GPT-2 on your own text (full or LoRA) through the shared engine, saved as a new model folder.
+
+    report = run_finetune(resolve_model("demo"), read_file("notes.txt"), FineTuneSettings(method="lora"),
+                          "my-notes", models_dir())
+
+`plan_finetune` checks everything that can be wrong before any training (the name, the settings, the
+base model, the data) and raises a PlaygroundError that says how to fix it; `execute_plan` trains with
+`engine.train_causal_lm` (the loop the demo models are built with), merges LoRA adapters into the
+weights (peft's `merge_and_unload`), and writes `models/NAME/` in standard Hugging Face format
+(model.safetensors, tokenizer files, generation_config.json, training_report.json) atomically: a cancel
+or a crash leaves no folder behind. `run_finetune` is both in one call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ModelLoadError, PlaygroundError, SettingsError, TrainingCancelled
+from .data import VAL_FRACTION, PreparedData, TrainingText, from_text, prepare_data, read_file
+from .engine import Schedule, blocks_loss, staged_folder, train_causal_lm
+
+REPORT_FILE = "training_report.json"
+METHODS = ("full", "lora")
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_LEARNING_RATES = {"full": 5e-5, "lora": 2e-4}  # the usual starting points for GPT-2 (full: the GPT-2 fine-tuning default)
+GPT2_LORA_TARGETS = ("c_attn", "c_proj")  # attention qkv and the output projections of attention and MLP (Conv1D)
+EVALUATIONS_PER_RUN = 10  # default validation frequency
+MAX_NAME_CHARS = 64
+MAX_SEED = 2**63 - 1
+Progress = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """How to fine-tune. Ranges (checked by `validate`; `block_size` also against the model in `validate_for_model`):
+
+      method                 full (every weight) or lora (low-rank adapters, merged into the weights at the end)
+      learning_rate          (0, 1], or None for the method's default (full 5e-5, lora 2e-4)
+      epochs                 1 .. 1000 passes over the training blocks (ignored when max_steps is set)
+      max_steps              1 .. 1,000,000 optimizer steps, or None to train for `epochs`
+      batch_size             1 .. 512 blocks per batch
+      gradient_accumulation  1 .. 1024 batches per optimizer step (effective batch = batch_size x this)
+      block_size             8 .. the model's context (n_positions) tokens per block
+      warmup_steps           0 .. 1,000,000 steps of linear warm-up, then cosine decay to 10%; capped at the run's steps
+      weight_decay           [0, 1], AdamW's, on weight matrices only
+      max_grad_norm          [0, 1000]; 0 turns clipping off
+      seed                   0 .. 2**63 - 1: the data split, the batch order, the adapters' initialisation, dropout
+      val_fraction           [0.01, 0.5] of the blocks held out for validation
+      eval_every             1 .. 1,000,000 steps between validations, or None for about 10 per run
+      lora_rank              1 .. 1024
+      lora_alpha             (0, 10000]; the adapters' output is scaled by alpha / rank
+      lora_dropout           [0, 1)
+      lora_target_modules    module names to adapt; GPT-2's c_attn and c_proj by default (c_fc is the other choice)
+      device                 auto (CUDA when available), cpu or cuda; CUDA trains in mixed precision, the CPU in fp32
+    """
+
+    method: str = "full"
+    learning_rate: float | None = None
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    block_size: int = 128
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    val_fraction: float = VAL_FRACTION
+    eval_every: int | None = None
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] = GPT2_LORA_TARGETS
+    device: str = "auto"
+
+    @classmethod
+    def from_user(cls, **values: Any) -> "FineTuneSettings":
+        """Settings from untrusted input (UI, CLI): 42.0 for 42, "3e-4" for 3e-4, "c_attn, c_fc" for a module list.
+
+        Unknown keys are refused (a typo must not fall back to a default); None means the default.
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise SettingsError(f"Unknown fine-tuning setting(s): {', '.join(unknown)}. Known settings: {', '.join(sorted(names))}.",
+                                key="finetune.unknown", unknown=", ".join(unknown), known=", ".join(sorted(names)))
+        return cls(**{name: _coerce(name, value) for name, value in values.items() if value is not None}).validate()
+
+    @property
+    def effective_learning_rate(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATES.get(self.method, 5e-5)
+
+    def validate(self) -> "FineTuneSettings":
+        """Raise SettingsError naming the bad value and what is allowed; return self when all is well."""
+        if self.method not in METHODS:
+            raise SettingsError(f"method={self.method!r} is not a fine-tuning method; use one of: {', '.join(METHODS)}.",
+                                key="finetune.method", value=self.method, allowed=", ".join(METHODS))
+        if self.device not in DEVICES:
+            raise SettingsError(f"device={self.device!r} is not allowed; use one of: {', '.join(DEVICES)}.",
+                                key="finetune.device", value=self.device, allowed=", ".join(DEVICES))
+        for name in ("epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps", "seed",
+                     "eval_every", "lora_rank"):
+            _check_int(name, getattr(self, name))
+        for name in ("learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "lora_alpha", "lora_dropout"):
+            _check_number(name, getattr(self, name))
+        if self.learning_rate is not None:
+            _check_range("learning_rate", self.learning_rate, 0, 1, low_open=True)
+        _check_range("epochs", self.epochs, 1, 1000)
+        if self.max_steps is not None:
+            _check_range("max_steps", self.max_steps, 1, 1_000_000)
+        _check_range("batch_size", self.batch_size, 1, 512)
+        _check_range("gradient_accumulation", self.gradient_accumulation, 1, 1024)
+        _check_range("block_size", self.block_size, 8, 1_000_000)
+        _check_range("warmup_steps", self.warmup_steps, 0, 1_000_000)
+        _check_range("weight_decay", self.weight_decay, 0, 1)
+        _check_range("max_grad_norm", self.max_grad_norm, 0, 1000)
+        _check_range("seed", self.seed, 0, MAX_SEED)
+        _check_range("val_fraction", self.val_fraction, 0.01, 0.5)
+        if self.eval_every is not None:
+            _check_range("eval_every", self.eval_every, 1, 1_000_000)
+        _check_range("lora_rank", self.lora_rank, 1, 1024)
+        _check_range("lora_alpha", self.lora_alpha, 0, 10_000, low_open=True)
+        if not 0 <= self.lora_dropout < 1:
+            raise SettingsError(f"lora_dropout={self.lora_dropout!r} is out of range; allowed: [0, 1).", key="finetune.range",
+                                name="lora_dropout", value=self.lora_dropout, interval="[0, 1)")
+        modules = self.lora_target_modules
+        if (not isinstance(modules, tuple) or not modules
+                or not all(isinstance(m, str) and m.replace("_", "a").replace(".", "a").isalnum() for m in modules)):
+            raise SettingsError(f"lora_target_modules={modules!r} must be one or more module names such as c_attn, c_proj, c_fc.",
+                                key="finetune.targets", value=str(modules))
+        return self
+
+    def validate_for_model(self, context_length: int) -> "FineTuneSettings":
+        """A block must fit in the model's context window (n_positions)."""
+        if self.block_size > context_length:
+            raise SettingsError(f"block_size={self.block_size} does not fit this model's context of {context_length} tokens; "
+                                f"use at most {context_length}.", key="finetune.block_size", value=self.block_size,
+                                context=context_length)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["lora_target_modules"] = list(self.lora_target_modules)
+        data["learning_rate"] = self.effective_learning_rate
+        if self.method != "lora":
+            for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules"):
+                data.pop(name)
+        return data
+
+
+_INT_FIELDS = {"epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps", "seed", "eval_every",
+               "lora_rank"}
+_FLOAT_FIELDS = {"learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "lora_alpha", "lora_dropout"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """What UI widgets and a command line send (42.0, "42", "3e-4", "c_attn,c_proj"); anything else is refused."""
+    if name in _INT_FIELDS:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{name} must be a whole number; got {value!r}.", key="finetune.not_int", name=name, value=value)
+        return value
+    if name in _FLOAT_FIELDS:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise SettingsError(f"{name} must be a number; got {value!r}.", key="finetune.not_number", name=name,
+                                    value=value) from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SettingsError(f"{name} must be a finite number; got {value!r}.", key="finetune.not_finite", name=name, value=value)
+        return float(value)
+    if name == "lora_target_modules":
+        if isinstance(value, str):
+            value = [part.strip() for part in value.replace(",", " ").split()]
+        if isinstance(value, list):
+            value = tuple(value)
+        return value
+    if name in ("method", "device") and isinstance(value, str):
+        return value.strip().lower()
+    return value
+
+
+def _check_int(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise SettingsError(f"{name} must be a whole number; got {value!r}.", key="finetune.not_int", name=name, value=value)
+
+
+def _check_number(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        raise SettingsError(f"{name} must be a finite number; got {value!r}.", key="finetune.not_finite", name=name, value=value)
+
+
+def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high:
+        interval = f"{'(' if low_open else '['}{low}, {high}]"
+        raise SettingsError(f"{name}={value!r} is out of range; allowed: {interval}.", key="finetune.range", name=name, value=value,
+                            interval=interval)
+
+
+# --- the new model's name -------------------------------------------------------------------------
+
+
+def check_model_name(name: Any, models_root: Path) -> Path:
+    """The folder `models_root/name` for a new model: a plain, visible, unused folder name, or a PlaygroundError."""
+    if not isinstance(name, str) or not name.strip():
+        raise PlaygroundError("Give the new model a name (letters, digits, - _ .), e.g. my-gpt2.", key="finetune.name_missing")
+    name = name.strip()
+    if "/" in name or "\\" in name or ".." in name or name in (".", "") or os.path.isabs(name):
+        raise PlaygroundError(f"{name[:100]!r} is a path; the new model's name must be a plain folder name such as my-gpt2 "
+                              f"(it is saved in {Path(models_root).name}/).", key="finetune.name_path", name=name[:100])
+    if name.startswith("."):
+        raise PlaygroundError(f"{name!r} would be a hidden folder; start the name with a letter or digit.", key="finetune.name_hidden",
+                              name=name)
+    if len(name) > MAX_NAME_CHARS or not all(c.isalnum() or c in "-_." for c in name):
+        raise PlaygroundError(f"{name[:100]!r} is not a usable model name: use at most {MAX_NAME_CHARS} letters, digits, "
+                              "'-', '_' or '.'.", key="finetune.name_chars", name=name[:100], most=MAX_NAME_CHARS)
+    if name.startswith("random-"):
+        raise PlaygroundError(f"{name!r}: names beginning with random- are kept for randomly initialised models; choose another.",
+                              key="finetune.name_reserved", name=name)
+    out_dir = Path(models_root) / name
+    if out_dir.exists():
+        raise PlaygroundError(f"A model named {name!r} already exists in {Path(models_root).name}/; choose another name or delete "
+                              "that folder first.", key="finetune.name_taken", name=name)
+    return out_dir
+
+
+# --- planning: everything checked before training -----------------------------------------------
+
+
+@dataclass
+class FineTunePlan:
+    """A checked fine-tuning run, ready to execute."""
+
+    base: object  # playground.models.ModelSource
+    settings: FineTuneSettings
+    name: str
+    out_dir: Path
+    data: PreparedData
+    total_steps: int
+    eval_every: int
+    device: str  # cpu or cuda
+    precision: str  # fp32, bf16 or fp16
+    notices: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """What the run will do, for a user to confirm: data statistics, preview, steps, device, notices."""
+        return {"name": self.name, "base_model": self.base.name, "settings": self.settings.to_dict(), "data": self.data.stats,
+                "preview": self.data.preview, "total_steps": self.total_steps, "device": self.device, "precision": self.precision,
+                "notices": [str(n) for n in self.notices]}
+
+
+def as_training_text(data: TrainingText | str | Path, column: str | None = None) -> TrainingText:
+    """TrainingText as is; a Path is a file to read (`column` for CSV/JSONL); a str is pasted text."""
+    if isinstance(data, TrainingText):
+        return data
+    if isinstance(data, Path):
+        return read_file(data, column)
+    return from_text(data)
+
+
+def check_base(base) -> object:
+    """The base model's config, refusing anything but GPT-2 before any weights are read."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(base.location, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"Could not read the config of '{base.requested}': {exc}".splitlines()[0]) from exc
+    if config.model_type != "gpt2":
+        raise ModelLoadError(f"'{base.requested}' is a {config.model_type} model; fine-tuning here works on GPT-2 family models "
+                             "only (model_type gpt2), e.g. gpt2, distilgpt2, demo or demo-zh.", key="finetune.not_gpt2",
+                             model=base.requested, model_type=config.model_type)
+    return config
+
+
+def choose_device(requested: str) -> tuple[str, str]:
+    """(device, precision): CUDA with bf16 where supported (else fp16 with loss scaling); the CPU in fp32."""
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise SettingsError("device=cuda was asked for, but no CUDA GPU is available here; use cpu or auto.",
+                            key="finetune.no_cuda")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return "cpu", "fp32"
+    return "cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def plan_finetune(base, data: TrainingText | str | Path, settings: FineTuneSettings, name: str, models_root: Path | str) -> FineTunePlan:
+    """Check the name, the settings, the base model and the data, and tokenize; raises PlaygroundError before any training."""
+    out_dir = check_model_name(name, Path(models_root))
+    settings = settings.validate()
+    config = check_base(base)
+    settings.validate_for_model(config.n_positions)
+    prepared = prepare_data(as_training_text(data), base.codec, settings.block_size, settings.val_fraction, settings.seed)
+    device, precision = choose_device(settings.device)
+    blocks_per_step = settings.batch_size * settings.gradient_accumulation
+    total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * len(prepared.train_blocks) / blocks_per_step))
+    eval_every = settings.eval_every or max(1, total_steps // EVALUATIONS_PER_RUN)
+    return FineTunePlan(base, settings, out_dir.name, out_dir, prepared, total_steps, eval_every, device, precision,
+                        list(prepared.notices))
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def _batches(blocks, batch_size: int, generator) -> Callable[[], object]:
+    """`next_batch` for the engine: blocks in a fresh seeded order every epoch, `batch_size` at a time, epochs running on."""
+    import torch
+
+    order: list[int] = []
+
+    def next_batch():
+        while len(order) < batch_size:
+            order.extend(torch.randperm(len(blocks), generator=generator).tolist())
+        chosen = order[:batch_size]
+        del order[:batch_size]
+        return blocks[chosen]  # (B, T + 1)
+
+    return next_batch
+
+
+def _add_lora(model, settings: FineTuneSettings):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+                        target_modules=list(settings.lora_target_modules), bias="none", task_type="CAUSAL_LM",
+                        fan_in_fan_out=True)  # GPT-2's Conv1D stores its weight as (in, out)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        kinds = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ in ("Conv1D", "Linear")})
+        raise SettingsError(f"lora_target_modules={list(settings.lora_target_modules)} do not all name layers of this model "
+                            f"({str(exc).splitlines()[0]}); GPT-2's are: {', '.join(kinds)}.", key="finetune.targets",
+                            value=", ".join(settings.lora_target_modules)) from None
+
+
+def _machine(device: str, precision: str) -> dict:
+    import torch
+    from importlib.metadata import version
+
+    from ..bench import machine_description
+
+    machine = machine_description()
+    machine["versions"] = {name: version(name) for name in ("torch", "transformers", "peft")}
+    machine.update(device=device, precision=precision, torch_threads=torch.get_num_threads())
+    return machine
+
+
+def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=None, show_bar: bool = False) -> dict:
+    """Train as planned and write `plan.out_dir` atomically; returns the training report (also in training_report.json).
+
+    `progress(dict)` is called at each phase change and after every step with: phase (loading, evaluating,
+    training, saving, complete), step, total_steps, epoch, train_loss, val_loss (the latest), learning_rate,
+    tokens_per_s, elapsed_s, eta_s, train_losses and val_losses ([step, loss] pairs so far),
+    val_perplexity_before (None until measured). `cancel` (a threading.Event) stops the run within a step:
+    TrainingCancelled is raised and nothing is written; so is any other failure.
+    """
+    import torch
+
+    from ..export import source_fingerprint
+    from ..models import load_torch_model
+
+    settings, data = plan.settings, plan.data
+    started = time.perf_counter()
+    state: dict[str, Any] = {"phase": "loading", "step": 0, "total_steps": plan.total_steps, "epoch": 0.0, "train_loss": None,
+                             "val_loss": None, "learning_rate": 0.0, "tokens_per_s": 0.0, "elapsed_s": 0.0, "eta_s": None,
+                             "train_losses": [], "val_losses": [], "val_perplexity_before": None}
+
+    def report_progress(**changes) -> None:
+        state.update(changes, elapsed_s=round(time.perf_counter() - started, 2))
+        if progress is not None:
+            progress({**state, "train_losses": list(state["train_losses"]), "val_losses": list(state["val_losses"])})
+
+    report_progress()
+    with staged_folder(plan.out_dir, replace=False) as staged:
+        torch.manual_seed(settings.seed)
+        model = load_torch_model(plan.base).to(plan.device)
+        parameters = sum(p.numel() for p in model.parameters())
+        validate = lambda: blocks_loss(model, data.val_blocks, settings.batch_size, plan.precision)  # noqa: E731
+        report_progress(phase="evaluating")
+        val_loss_before = validate()
+        report_progress(phase="training", val_loss=val_loss_before, val_losses=[[0, round(val_loss_before, 5)]],
+                        val_perplexity_before=math.exp(val_loss_before))
+        if settings.method == "lora":
+            model = _add_lora(model, settings)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        schedule = Schedule(steps=plan.total_steps, learning_rate=settings.effective_learning_rate,
+                            warmup_steps=min(settings.warmup_steps, plan.total_steps), weight_decay=settings.weight_decay,
+                            clip_norm=settings.max_grad_norm or math.inf)  # clipping at inf multiplies by 1: off
+        train_blocks = len(data.train_blocks)
+
+        def on_step(info: dict) -> None:
+            state["train_losses"].append([info["step"], round(info["train_loss"], 5)])
+            if info["val_loss"] is not None:
+                state["val_losses"].append([info["step"], round(info["val_loss"], 5)])
+            report_progress(step=info["step"], train_loss=info["train_loss"], learning_rate=info["learning_rate"],
+                            tokens_per_s=round(info["tokens_per_s"], 1), eta_s=round(info["eta_s"], 1),
+                            epoch=round(info["step"] * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
+                            **({"val_loss": info["val_loss"]} if info["val_loss"] is not None else {}))
+
+        train_started = time.perf_counter()
+        train_causal_lm(model, _batches(data.train_blocks, settings.batch_size, torch.Generator().manual_seed(settings.seed)),
+                        schedule, desc=f"Fine-tuning {plan.name}", progress=show_bar,
+                        accumulation_steps=settings.gradient_accumulation, evaluate=validate, eval_every=plan.eval_every,
+                        on_step=on_step, cancel=cancel, precision=plan.precision)
+        train_seconds = time.perf_counter() - train_started
+        if cancel is not None and cancel.is_set():  # set during the last step: still nothing is saved
+            raise TrainingCancelled("Training was cancelled; nothing was saved.", key="train.cancelled")
+        report_progress(phase="saving")
+        if settings.method == "lora":
+            model = model.merge_and_unload()  # W + (alpha / r) * B @ A in every adapted layer: a plain GPT-2 again
+        val_loss_after = validate()  # on the merged weights: what the saved model scores
+        model = model.to("cpu").eval()
+        model.save_pretrained(staged, safe_serialization=True)
+        plan.base.tokenizer.save_pretrained(staged)
+        report = {
+            "name": plan.name,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "base_model": {"name": plan.base.name, "requested": plan.base.requested, "sha256": source_fingerprint(plan.base)},
+            "method": settings.method,
+            "settings": settings.to_dict(),
+            "data": data.stats,
+            "notices": [str(n) for n in plan.notices],
+            "steps": plan.total_steps,
+            "epochs": round(plan.total_steps * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
+            "parameters": parameters,
+            "trainable_parameters": trainable,
+            "val_loss_before": round(val_loss_before, 5),
+            "val_loss_after": round(val_loss_after, 5),
+            "val_perplexity_before": round(math.exp(val_loss_before), 3),
+            "val_perplexity_after": round(math.exp(val_loss_after), 3),
+            "val_perplexity_change": round(math.exp(val_loss_after - val_loss_before) - 1, 4),
+            "loss_curve": {"train": state["train_losses"], "val": state["val_losses"]},
+            "tokens_per_s": state["tokens_per_s"],
+            "train_seconds": round(train_seconds, 1),
+            "total_seconds": round(time.perf_counter() - started, 1),
+            "machine": _machine(plan.device, plan.precision),
+        }
+        (staged / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    report_progress(phase="complete", val_loss=val_loss_after)
+    return report
+
+
+def run_finetune(base, data: TrainingText | str | Path, settings: FineTuneSettings, name: str, models_root: Path | str,
+                 progress: Progress | None = None, cancel=None, show_bar: bool = False) -> dict:
+    """Plan (every check) and execute a fine-tune; returns the report. `data`: a TrainingText, a Path to a file, or pasted text."""
+    return execute_plan(plan_finetune(base, data, settings, name, models_root), progress, cancel, show_bar)

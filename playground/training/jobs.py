@@ -1,0 +1,147 @@
+"""The app's fine-tuning service: one job at a time, on its own thread, its state kept in the history database.
+
+    jobs = FineTuneJobs(models_root, store)
+    job = jobs.start(base, Path("notes.txt"), FineTuneSettings(method="lora"), "my-notes")  # checks, then trains
+    jobs.current()   # {"id", "status", "name", "base_model", "settings", "progress", "report", "error", ...}
+    jobs.cancel()    # stops within a step; nothing is written
+
+`start` runs every check of `plan_finetune` (name, settings, base model, data) before it returns, so a
+bad input is a PlaygroundError for the caller to show, and only then trains on a background thread.
+Progress goes to memory at every step and to the `jobs` table at most every `write_interval_s`
+seconds (and at every phase change), so a page reload or another browser can follow the job.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import sys
+import threading
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import PlaygroundError, TrainingCancelled
+from .finetune import FineTuneSettings, execute_plan, plan_finetune
+
+WRITE_INTERVAL_S = 2.0
+
+
+class FineTuneJobs:
+    """Starts, follows and cancels fine-tuning jobs; at most one trains at a time in this process."""
+
+    # One slot for the whole process, not per instance: two training runs would halve each other's speed
+    # and double the memory, whichever object started them.
+    _slot = threading.Lock()
+
+    def __init__(self, models_root: Path | str, store=None, write_interval_s: float = WRITE_INTERVAL_S):
+        self.models_root = Path(models_root)
+        self.store = store  # a playground.history.HistoryStore, or None (then the state lives in memory only)
+        self.write_interval_s = write_interval_s
+        self._job: dict | None = None
+        self._job_lock = threading.Lock()  # guards self._job between the training thread and readers
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._ids = itertools.count(1)
+        if store is not None:
+            store.fail_interrupted_jobs()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, base, data, settings: FineTuneSettings, name: str) -> dict:
+        """Check everything, then train on a background thread; returns the job (as `current()` would).
+
+        `base` is a ModelSource; `data` a TrainingText, a Path to a .txt/.jsonl/.csv file, or pasted text.
+        Raises PlaygroundError for any bad input, and when a job is already running.
+        """
+        if not self._slot.acquire(blocking=False):
+            raise PlaygroundError("A fine-tuning job is already running; wait for it to finish or cancel it, then start again.",
+                                  key="finetune.busy")
+        try:
+            plan = plan_finetune(base, data, settings, name, self.models_root)
+            now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            job = {"id": None, "created_at": now, "updated_at": now, "status": "running", "name": plan.name,
+                   "base_model": base.name, "settings": plan.settings.to_dict(), "progress": {"phase": "queued", "step": 0,
+                   "total_steps": plan.total_steps}, "report": None, "error": None, "plan": plan.summary()}
+            job["id"] = (self.store.create_job(plan.name, base.name, job["settings"], status="running") if self.store is not None
+                         else next(self._ids))
+            with self._job_lock:
+                self._job = job
+            self._cancel = threading.Event()
+            self._thread = threading.Thread(target=self._run, args=(plan, job["id"]), name=f"finetune-{job['id']}", daemon=True)
+            self._thread.start()
+        except BaseException:
+            if self._thread is None or not self._thread.is_alive():
+                self._slot.release()
+            raise
+        return self.current()
+
+    def cancel(self) -> bool:
+        """Ask the running job to stop (within a step); False when none is running."""
+        if not self.running:
+            return False
+        self._cancel.set()
+        return True
+
+    def current(self) -> dict | None:
+        """The job this object started last (live), else the newest job in the database (another process's, or an old one)."""
+        with self._job_lock:
+            if self._job is not None:
+                return copy.deepcopy(self._job)
+        return self.store.latest_job() if self.store is not None else None
+
+    def wait(self, timeout: float | None = None) -> dict | None:
+        """Block until the running job ends (or `timeout` seconds pass); returns `current()`."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.current()
+
+    # --- the training thread -------------------------------------------------------------------------
+
+    def _update(self, job_id: int, write: bool, **changes) -> None:
+        with self._job_lock:
+            self._job.update(changes, updated_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+        if write and self.store is not None:
+            self.store.update_job(job_id, **{k: v for k, v in changes.items() if k in ("status", "progress", "report", "error")})
+
+    def _run(self, plan, job_id: int) -> None:
+        import time
+
+        last = {"written": 0.0, "phase": None}
+
+        def on_progress(progress: dict) -> None:
+            now = time.monotonic()
+            due = now - last["written"] >= self.write_interval_s or progress["phase"] != last["phase"]
+            if due:
+                last.update(written=now, phase=progress["phase"])
+            self._update(job_id, due, progress=progress)
+
+        try:
+            report = execute_plan(plan, on_progress, self._cancel)
+            with self._job_lock:
+                progress = self._job["progress"]
+            self._update(job_id, True, status="complete", progress=progress, report=report)
+        except TrainingCancelled as exc:
+            self._finish_with(job_id, "cancelled", str(exc))
+        except PlaygroundError as exc:
+            self._finish_with(job_id, "error", str(exc))
+        except Exception as exc:  # a crash must still end the job with a reason; the traceback goes to the log
+            traceback.print_exc(file=sys.stderr)
+            self._finish_with(job_id, "error", _failure_message(exc))
+        finally:
+            self._slot.release()
+
+    def _finish_with(self, job_id: int, status: str, error: str) -> None:
+        with self._job_lock:
+            progress = self._job["progress"]
+        self._update(job_id, True, status=status, progress=progress, error=error)
+
+
+def _failure_message(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        return (f"Out of memory ({text[:200]}). Nothing was saved; lower the batch size or the block size, use LoRA, "
+                "or raise gradient accumulation instead of the batch size.")
+    return f"Training failed: {type(exc).__name__}: {text[:500]}. Nothing was saved."
