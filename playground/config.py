@@ -111,26 +111,36 @@ _INT_FIELDS = {"max_new_tokens", "top_k", "no_repeat_ngram_size", "seed", "top_a
 _FLOAT_FIELDS = {"temperature", "top_p", "typical_p", "repetition_penalty"}
 
 
+def as_int(name: str, value: Any) -> int:
+    """A whole number from what forms and JSON send (42, 42.0, "42"); anything else is a SettingsError naming `name`."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(f"{name} must be a whole number; got {value!r}.", key="settings.not_int", name=name, value=value)
+    return value
+
+
+def as_float(name: str, value: Any) -> float:
+    """A finite number from what forms and JSON send (0.5, "3e-4"); NaN, infinities and text are a SettingsError."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number; got {value!r}.", key="settings.not_number", name=name,
+                                value=value) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number; got {value!r}.", key="settings.not_finite", name=name, value=value)
+    return float(value)
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Accept what UI widgets and JSON clients naturally send (42.0 for 42, "a\\nb" for stop lists); refuse the rest."""
     if name in _INT_FIELDS:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value.strip())
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"{name} must be a whole number; got {value!r}.", key="settings.not_int", name=name, value=value)
-        return value
+        return as_int(name, value)
     if name in _FLOAT_FIELDS:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise SettingsError(f"{name} must be a number; got {value!r}.", key="settings.not_number", name=name,
-                                    value=value) from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise SettingsError(f"{name} must be a finite number; got {value!r}.", key="settings.not_finite", name=name, value=value)
-        return float(value)
+        return as_float(name, value)
     if name == "do_sample":
         if not isinstance(value, bool):
             raise SettingsError(f"do_sample must be true or false; got {value!r}.", key="settings.not_bool", value=value)

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from ..config import as_float, as_int
 from ..errors import ModelLoadError, PlaygroundError, SettingsError, TrainingCancelled
 from .data import VAL_FRACTION, PreparedData, TrainingText, from_text, prepare_data, read_file
 from .engine import Schedule, blocks_loss, staged_folder, train_causal_lm
@@ -128,7 +129,7 @@ class FineTuneSettings:
         _check_range("lora_rank", self.lora_rank, 1, 1024)
         _check_range("lora_alpha", self.lora_alpha, 0, 10_000, low_open=True)
         if not 0 <= self.lora_dropout < 1:
-            raise SettingsError(f"lora_dropout={self.lora_dropout!r} is out of range; allowed: [0, 1).", key="finetune.range",
+            raise SettingsError(f"lora_dropout={self.lora_dropout!r} is out of range; allowed: [0, 1).", key="settings.range",
                                 name="lora_dropout", value=self.lora_dropout, interval="[0, 1)")
         modules = self.lora_target_modules
         if (not isinstance(modules, tuple) or not modules
@@ -163,23 +164,9 @@ _FLOAT_FIELDS = {"learning_rate", "weight_decay", "max_grad_norm", "val_fraction
 def _coerce(name: str, value: Any) -> Any:
     """What UI widgets and a command line send (42.0, "42", "3e-4", "c_attn,c_proj"); anything else is refused."""
     if name in _INT_FIELDS:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"{name} must be a whole number; got {value!r}.", key="finetune.not_int", name=name, value=value)
-        return value
+        return as_int(name, value)
     if name in _FLOAT_FIELDS:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise SettingsError(f"{name} must be a number; got {value!r}.", key="finetune.not_number", name=name,
-                                    value=value) from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise SettingsError(f"{name} must be a finite number; got {value!r}.", key="finetune.not_finite", name=name, value=value)
-        return float(value)
+        return as_float(name, value)
     if name == "lora_target_modules":
         if isinstance(value, str):
             value = [part.strip() for part in value.replace(",", " ").split()]
@@ -193,19 +180,19 @@ def _coerce(name: str, value: Any) -> Any:
 
 def _check_int(name: str, value: Any) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise SettingsError(f"{name} must be a whole number; got {value!r}.", key="finetune.not_int", name=name, value=value)
+        raise SettingsError(f"{name} must be a whole number; got {value!r}.", key="settings.not_int", name=name, value=value)
 
 
 def _check_number(name: str, value: Any) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
-        raise SettingsError(f"{name} must be a finite number; got {value!r}.", key="finetune.not_finite", name=name, value=value)
+        raise SettingsError(f"{name} must be a finite number; got {value!r}.", key="settings.not_finite", name=name, value=value)
 
 
 def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
     too_low = value <= low if low_open else value < low
     if too_low or value > high:
         interval = f"{'(' if low_open else '['}{low}, {high}]"
-        raise SettingsError(f"{name}={value!r} is out of range; allowed: {interval}.", key="finetune.range", name=name, value=value,
+        raise SettingsError(f"{name}={value!r} is out of range; allowed: {interval}.", key="settings.range", name=name, value=value,
                             interval=interval)
 
 
