@@ -16,6 +16,7 @@ from .generation import Generation, GenerationResult, TokenRecord
 from .history import HistoryStore
 from .models import ModelSource, list_local_models, resolve_choice
 from .text import complete_prefix_length, escape_bytes, hex_bytes
+from .training.jobs import FineTuneJobs
 from .paths import models_dir
 
 BACKENDS = ("torch", "onnx")
@@ -52,6 +53,8 @@ class Playground:
         self._backend_lock = threading.Lock()
         self._stop_events: dict[str, threading.Event] = {}
         self._stop_lock = threading.Lock()
+        # One for the UI and the API alike: one training job at a time, followed from any browser.
+        self.finetune_jobs = FineTuneJobs(self.models_root, self.history)
 
     def model_choices(self) -> list[str]:
         """What the UI offers: the default model, then the folders of the models folder."""

@@ -1,6 +1,7 @@
 """The app in front of strangers: the route guard over Gradio 6.17's known holes, file access, and the login."""
 
 import os
+from pathlib import Path
 
 import gradio as gr
 import httpx
@@ -24,7 +25,6 @@ UNAUTHENTICATED_ROUTES = [
     ("GET", "/monitoring/summary"),
     ("GET", "/monitoring/0123456789"),
     ("GET", "/gradio_api/upload_progress?upload_id=abc"),
-    ("POST", "/gradio_api/upload"),
     ("GET", "/gradio_api/profiling/traces"),
     ("GET", "/gradio_api/proxy=https://evil.example/x"),
 ]
@@ -77,6 +77,86 @@ def test_plain_paths_pass_the_guard(path):
     assert refusal(path) is None
     assert refusal("/gradio_api/file=/tmp/gradio/abc/plot.png") is None
     assert refusal(r"/gradio_api/file=C:\Users\me\AppData\Local\Temp\gradio\x.png") is None  # a drive, not a scheme
+
+
+# ---- uploads: the Fine-tune tab's training text, and nothing else ------------------------------
+
+def upload(base: str, name: str, content: bytes, **kwargs) -> httpx.Response:
+    return httpx.post(base.rstrip("/") + "/gradio_api/upload", files={"files": (name, content, "text/plain")}, timeout=60,
+                      **kwargs)
+
+
+def test_an_uploaded_text_is_accepted_but_never_served_back(launched_app):
+    base = launched_app.rstrip("/")
+    response = upload(base, "notes.txt", b"Some training text.\n")
+    assert response.status_code == 200
+    (path,) = response.json()
+    assert os.path.isfile(path) and path.endswith("notes.txt")
+    for route in (f"/gradio_api/file={path}", f"/gradio_api/file/{path}", f"/gradio_api/file={os.path.dirname(path)}/./notes.txt"):
+        refused = httpx.get(base + route, follow_redirects=False)
+        assert refused.status_code == 403 and "never served back" in refused.text, route
+    from playground.ui.finetune_tab import read_upload
+
+    uploaded = read_upload(path)  # what the tab does with it: read, keep the bytes, delete the file
+    assert uploaded.name == "notes.txt" and uploaded.raw == b"Some training text.\n"
+    assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+    assert httpx.get(f"{base}/gradio_api/file={path}").status_code == 403
+
+
+@pytest.mark.parametrize("name", ["photo.png", "tool.exe", "notes.txt.html", "noextension"])
+def test_only_text_formats_can_be_uploaded(launched_app, name):
+    from gradio.utils import get_upload_folder
+
+    response = upload(launched_app, name, b"MZ\x90\x00 not training text")
+    assert response.status_code == 415 and "only training text" in response.text
+    assert not list(Path(get_upload_folder()).rglob(name))  # deleted at once
+
+
+def test_an_upload_over_the_cap_is_refused(launched_app):
+    from playground.training.data import MAX_DATA_BYTES
+
+    # Over the cap by its Content-Length: the guard answers before a byte is read.
+    assert upload(launched_app, "big.txt", b"a" * (MAX_DATA_BYTES + 100 * 1024)).status_code == 413
+    # Inside the guard's envelope but over the cap by the file itself: Gradio's max_file_size refuses it.
+    response = upload(launched_app, "big.txt", b"a" * (MAX_DATA_BYTES + 1024))
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+
+
+def test_an_upload_without_a_length_is_refused(launched_app):
+    def chunks():
+        yield b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.txt\"\r\n\r\nabc\r\n--x--\r\n"
+
+    response = httpx.post(launched_app.rstrip("/") + "/gradio_api/upload", content=chunks(),
+                          headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 411
+
+
+def test_an_upload_needs_the_login_on_the_login_app(app_with_login):
+    response = upload(app_with_login, "notes.txt", b"Some training text.\n")
+    assert response.status_code == 401
+
+
+def test_uploads_the_app_never_read_are_deleted_after_a_while(tmp_path):
+    from playground.ui.security import UPLOAD_TTL_S, RouteGuard
+
+    now = [0.0]
+    guard = RouteGuard(app=None, clock=lambda: now[0])
+    forgotten = tmp_path / "abc123" / "left.txt"
+    forgotten.parent.mkdir()
+    forgotten.write_text("never read")
+    guard._uploads[os.path.realpath(forgotten)] = now[0]
+    assert guard.is_upload(f"/gradio_api/file={forgotten}")
+    guard._forget_old_uploads()
+    assert forgotten.exists()
+    now[0] += UPLOAD_TTL_S + 1
+    guard._forget_old_uploads()
+    assert not forgotten.exists() and not forgotten.parent.exists() and not guard._uploads
+
+
+def test_upload_routes_in_the_guard():
+    assert refusal("/gradio_api/upload") is None  # checked by the guard's upload rules, then Gradio's
+    assert refusal("/gradio_api/upload_progress") is not None
+    assert refusal("//gradio_api//upload_progress") is not None
 
 
 # ---- the login --------------------------------------------------------------------------------

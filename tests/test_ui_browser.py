@@ -90,7 +90,7 @@ def test_rank_colour_mode_shows_its_legend(page):
 
 
 def test_switching_to_onnx_generates_on_onnx_runtime(page):
-    page.get_by_label("ONNX Runtime").check()
+    page.locator("#backend").get_by_label("ONNX Runtime").check()
     page.locator("#generate-btn").click()
     page.wait_for_function("() => /onnx fp32/.test(document.querySelector('#stats')?.innerText || '')", timeout=120_000)
     wait_until_done(page)
@@ -334,7 +334,7 @@ def test_a_model_from_the_models_folder_can_be_chosen(page):
     model = page.locator("#model input")
     model.fill("tiny-copy")
     model.press("Enter")
-    page.get_by_label("PyTorch").check()
+    page.locator("#backend").get_by_label("PyTorch").check()
     fill(page.locator("#prompt textarea"), "The value")
     page.locator("#generate-btn").click()
     page.wait_for_function("() => /tiny-copy · torch/.test(document.querySelector('#stats')?.innerText || '')", timeout=60_000)
@@ -438,4 +438,98 @@ def test_chinese_prompts_read_right_on_a_chinese_model_and_on_the_english_one(pa
         assert labels and not any("\ufffd" in label for label in labels)
         zh.screenshot(path=str(ARTIFACTS / f"zh-CN-attention-{model}.png"), full_page=True)
         zh.get_by_role("tab", name="生成").click()
+    context.close()
+
+
+def training_text_file(tmp_path):
+    """A few KB of a style the tiny model never saw: the GPL's legal prose (Python's own licence where Debian's is missing)."""
+    import sysconfig
+    from pathlib import Path
+
+    gpl = Path("/usr/share/common-licenses/GPL-3")
+    source = gpl if gpl.is_file() else Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
+    path = tmp_path / "licence.txt"
+    path.write_text(source.read_text(encoding="utf-8")[:6000], encoding="utf-8")
+    return path
+
+
+def test_finetune_tab_from_upload_to_a_comparison_with_the_base(page, tmp_path):
+    """Upload a text, check it, fine-tune the tiny model for 20 steps to a new name, see perplexity before -> after,
+    find the new model in the Generate tab's list, and compare base and fine-tuned in the Compare tab."""
+    import uuid
+
+    from playwright.sync_api import expect
+
+    name = f"ft-{uuid.uuid4().hex[:8]}"
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.locator("#ft-upload input[type=file]").set_input_files(str(training_text_file(tmp_path)))
+    page.locator("#ft-upload").get_by_text("licence.txt").wait_for(timeout=30_000)
+    fill(page.locator("#ft-block input"), "32")
+    page.locator("#ft-check").click()
+    page.locator("#ft-preview").get_by_text("First examples").wait_for(timeout=60_000)
+    preview = page.locator("#ft-preview").inner_text()
+    assert "licence.txt" in preview and "utf-8" in preview and "Blocks of 32 tokens" in preview
+    assert "GNU GENERAL PUBLIC LICENSE" in preview or "Python" in preview
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "finetune-check.png"), full_page=True)
+
+    fill(page.locator("#ft-name input, #ft-name textarea").first, name)
+    fill(page.locator("#ft-max-steps input"), "20")
+    fill(page.locator("#ft-lr input, #ft-lr textarea").first, "3e-3")  # the tiny model learns fast at a large rate
+    page.locator("#ft-start").click()
+    page.locator("#ft-progress").get_by_text(f"{name} (from tiny-gpt2)").wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "finetune-running.png"), full_page=True)
+    page.locator("#ft-result").get_by_text("Validation perplexity").wait_for(timeout=120_000)
+    result = page.locator("#ft-result").inner_text()
+    before, after = map(float, re.search(r"perplexity: ([\d.]+) → ([\d.]+)", result).groups())
+    assert after < before and name in result
+    assert "step 20 / 20" in page.locator("#ft-progress").inner_text()
+    assert page.locator("#ft-plot .scatterlayer .trace").count() == 2  # training and validation loss
+    page.locator("#ft-compare").wait_for(timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "finetune-done.png"), full_page=True)
+
+    page.locator("#ft-compare").click()
+    expect(page.get_by_role("tab", name="Compare")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#compare-model-a input")).to_have_value("tiny-gpt2")
+    expect(page.locator("#compare-model-b input")).to_have_value(name)
+    expect(page.locator("#compare-backend-b").get_by_label("PyTorch")).to_be_checked()
+    run_compare(page)
+    summary = page.locator("#compare-summary").inner_text()
+    assert "tiny-gpt2 · torch" in summary and f"{name} · torch" in summary
+    assert page.locator("#compare-view-a .tok:not(.prompt)").count() > 0 and page.locator("#compare-view-b .tok:not(.prompt)").count() > 0
+    page.screenshot(path=str(ARTIFACTS / "finetune-compare.png"), full_page=True)
+
+    page.get_by_role("tab", name="Generate").click()  # the new model is offered in the Generate tab too
+    page.locator("#model input").click()
+    page.get_by_role("option", name=name).wait_for(timeout=10_000)
+    page.keyboard.press("Escape")
+
+
+def test_finetune_tab_speaks_chinese_and_shows_the_last_job_to_another_browser(page, launched_app):
+    """A second, zh-CN browser: the tab's labels in Chinese, the last job (from the test above, or none) rendered in
+    Chinese by the server, and an engine error in Chinese."""
+    from playwright.sync_api import expect
+
+    from playground.ui.i18n import t
+
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN",
+                                               extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    zh = context.new_page()
+    zh.goto(launched_app)
+    zh.locator("#token-view").wait_for()
+    zh.get_by_role("tab", name=t("app.tab.finetune", "zh-CN")).click()
+    expect(zh.locator("#ft-check")).to_have_text(t("finetune.check", "zh-CN"))
+    expect(zh.locator("#ft-start")).to_have_text(t("finetune.start", "zh-CN"))
+    expect(zh.locator("#ft-method")).to_contain_text(t("finetune.method_full", "zh-CN"))  # a choice label, from the server
+    body = zh.locator("body").inner_text()
+    for key in ("finetune.base", "finetune.name", "finetune.paste", "finetune.method_label", "finetune.learning_rate",
+                "finetune.max_steps", "finetune.block_label", "finetune.lora"):
+        assert t(key, "zh-CN") in body and t(key, "en") not in body, key
+    zh.wait_for_function("() => /任务 #|还没有微调任务/.test(document.querySelector('#ft-progress')?.innerText || '')",
+                         timeout=10_000)
+    fill(zh.locator("#ft-text textarea"), "一段很短的文字。")
+    fill(zh.locator("#ft-name input, #ft-name textarea").first, "../escape")
+    zh.locator("#ft-start").click()
+    zh.get_by_text("是一个路径").first.wait_for(timeout=30_000)
+    zh.screenshot(path=str(ARTIFACTS / "finetune-zh-CN.png"), full_page=True)
     context.close()

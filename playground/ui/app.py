@@ -9,9 +9,11 @@ from starlette.middleware import Middleware
 
 from ..errors import PlaygroundError
 from ..service import Playground
+from ..training.data import MAX_DATA_BYTES
 from .attention_tab import build_attention_tab
 from .bench_tab import build_bench_tab
 from .compare_tab import build_compare_tab
+from .finetune_tab import build_finetune_tab
 from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
 from .i18n import AUTH_MESSAGE, I18N, localize_on_load, t, translated
@@ -47,8 +49,10 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 generate_inputs, last_result = build_generate_tab(playground)
             with gr.Tab(translated("app.tab.attention"), id="attention") as attention_tab:
                 refresh_attention = build_attention_tab(playground, last_result, attention_tab)
-            with gr.Tab(translated("app.tab.compare"), id="compare"):
-                build_compare_tab(playground, generate_inputs)
+            with gr.Tab(translated("app.tab.compare"), id="compare") as compare_tab:
+                compare_sides = build_compare_tab(playground, generate_inputs, compare_tab)  # {"a": (model, backend, variant), "b": ...}
+            with gr.Tab(translated("app.tab.finetune"), id="finetune"):
+                build_finetune_tab(playground, tabs, compare_sides)
             with gr.Tab(translated("app.tab.benchmark"), id="benchmark"):
                 build_bench_tab(playground)
             with gr.Tab(translated("app.tab.history"), id="history") as history_tab:
@@ -93,12 +97,13 @@ def build_demo(playground: Playground) -> gr.Blocks:
 def launch_kwargs(login: Login | None = None) -> dict:
     """Options every launch of the playground uses (the app and the tests alike): the route guard in
     front of Gradio, client-side rendering (Gradio's SSR workers bypass its login in 6.17), the login, the
-    interface's English and Chinese strings (the browser's language picks one)."""
+    interface's English and Chinese strings (the browser's language picks one), the 20 MB upload cap."""
     kwargs = {
         "css": CSS,
         "show_error": True,
         "ssr_mode": False,
         "i18n": I18N,
+        "max_file_size": MAX_DATA_BYTES,  # uploads are the Fine-tune tab's training text only (the guard checks them too)
         "app_kwargs": {"middleware": [Middleware(RouteGuard)]},
     }
     if login is not None:

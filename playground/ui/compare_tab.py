@@ -6,7 +6,6 @@ import time
 from html import escape
 
 import gradio as gr
-from gradio.context import Context
 
 from ..compare import Comparison, compare, same_vocabulary
 from ..errors import PlaygroundError
@@ -69,9 +68,8 @@ def side_stats(side: str, result: GenerationResult | None, running: bool = False
     return f"**{side}** · {stats_markdown(result, running=running, lang=lang)}" if result is not None else ""
 
 
-def build_compare_tab(playground: Playground, generate_inputs: dict, tab: gr.Tab | None = None) -> None:
-    """Lay out the tab inside a gr.Tab. `tab` (default: the enclosing one) refreshes the model lists when opened."""
-    tab = tab if tab is not None else (Context.block if isinstance(Context.block, gr.Tab) else None)
+def build_compare_tab(playground: Playground, generate_inputs: dict, tab: gr.Tab) -> dict:
+    """Lay out the tab inside `tab`, which refreshes the model lists when opened (a fine-tuned model appears)."""
     gr.Markdown(translated("compare.intro"))
     choices = playground.model_choices()
     sides = {}
@@ -158,5 +156,5 @@ def build_compare_tab(playground: Playground, generate_inputs: dict, tab: gr.Tab
     for _, backend, variant in sides.values():
         backend.change(lambda b: gr.update(interactive=b == "onnx"), inputs=backend, outputs=variant, queue=False,
                        api_visibility="private")
-    if tab is not None:
-        tab.select(refresh_models, outputs=[sides["a"][0], sides["b"][0]], queue=False, api_visibility="private")
+    tab.select(refresh_models, outputs=[sides["a"][0], sides["b"][0]], queue=False, api_visibility="private")
+    return sides  # {"a": (model, backend, variant), "b": ...}: the Fine-tune tab fills them ("Compare with the base model")

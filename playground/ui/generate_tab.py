@@ -214,6 +214,8 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
     inputs_by_name = dict(zip(SETTING_NAMES, setting_inputs)) | {"prompt": prompt, "model": model, "backend": backend, "variant": variant}
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
     model.change(on_model, inputs=[model, max_new_tokens], outputs=max_new_tokens, api_visibility="private")
+    # Model folders appear while the app runs (a fine-tuned model): offer them whenever the list is opened.
+    model.focus(lambda: gr.update(choices=playground.model_choices()), outputs=model, queue=False, api_visibility="private")
     backend.change(lambda b: gr.update(interactive=b == "onnx"), inputs=backend, outputs=variant, queue=False, api_visibility="private")
     colour_mode.change(on_colour, inputs=[colour_mode, last_result], outputs=[legend, token_view], queue=False, api_visibility="private")
     return inputs_by_name, last_result

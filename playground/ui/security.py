@@ -10,14 +10,22 @@ Gradio, for every request, shared link or not:
 - `/gradio_api/upload_progress` carries no login check (#13687);
 - `/gradio_api/profiling/*` (only with GRADIO_PROFILING=1) carries no login check (#13687).
 
-The playground uses none of these routes, nor file uploads, the `proxy=` route for loaded Spaces,
-the dev-reload stream or the vibe editor; those are refused too, so a stranger cannot fill the disk
-with uploads or reach code the app never meant to expose.
+The playground uses none of these routes, nor the `proxy=` route for loaded Spaces, the dev-reload
+stream or the vibe editor; those are refused too, so a stranger cannot reach code the app never meant
+to expose.
+
+Uploads (`POST /gradio_api/upload`) are open for one use only, the Fine-tune tab's training data, and
+narrowed to it here, in front of Gradio's own checks (its login, and `max_file_size` given to `launch`):
+a request must state its Content-Length and stay under the 20 MB cap plus the multipart envelope; a
+file whose name does not end in .txt, .jsonl or .csv is deleted at once and the request refused (415);
+an uploaded file is never served back by the file route (Gradio's would serve anything in its upload
+folder), and one the app has not read and deleted within UPLOAD_TTL_S is deleted at the next upload.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import re
 import stat
@@ -31,18 +39,22 @@ from pathlib import Path
 from starlette.responses import PlainTextResponse
 
 from ..errors import PlaygroundError
+from ..training.data import FORMATS, MAX_DATA_BYTES
 
 # Prefixes of routes that the app never uses (after collapsing repeated slashes).
 DENIED_PREFIXES = (
     "/monitoring",
     "/gradio_api/monitoring",
-    "/gradio_api/upload",  # also covers /gradio_api/upload_progress
+    "/gradio_api/upload_progress",  # no login check; the upload works without its progress stream
     "/gradio_api/profiling",
     "/gradio_api/proxy=",
     "/gradio_api/dev/reload",
     "/gradio_api/vibe-",
     "/gradio_api/undo-vibe-",
 )
+UPLOAD_ROUTE = re.compile(r"^/+gradio_api/+upload/*$", re.IGNORECASE)
+MULTIPART_ENVELOPE_BYTES = 64 * 1024  # boundaries and part headers around the file, well above what a browser sends
+UPLOAD_TTL_S = 15 * 60.0  # an upload the app has not read and deleted by then is deleted
 FILE_ROUTE = re.compile(r"^/+gradio_api/+file(?:=|/)", re.IGNORECASE)
 # A URL scheme (two characters or more, so a Windows drive letter such as C: is still a path) or a
 # scheme-relative //host or \\host.
@@ -60,11 +72,29 @@ def refusal(path: str) -> str | None:
     return None
 
 
-class RouteGuard:
-    """ASGI middleware that answers 403 to the routes `refusal` names, before Gradio sees them."""
+def upload_refusal(headers: dict[bytes, bytes]) -> tuple[int, str] | None:
+    """(status, why) when an upload request's headers already rule it out, else None."""
+    length = headers.get(b"content-length", b"").strip()
+    if not length.isdigit():
+        return 411, "Uploads must state their Content-Length."
+    if int(length) > MAX_DATA_BYTES + MULTIPART_ENVELOPE_BYTES:
+        return 413, f"Uploads are limited to {MAX_DATA_BYTES // 2**20} MB of training text (.txt, .jsonl, .csv)."
+    return None
 
-    def __init__(self, app):
+
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+class RouteGuard:
+    """ASGI middleware that answers 403 to the routes `refusal` names, before Gradio sees them, and narrows
+    uploads to training text (see the module's docstring)."""
+
+    def __init__(self, app, clock=time.monotonic):
         self.app = app
+        self._clock = clock
+        self._uploads: dict[str, float] = {}  # real path of each file the upload route saved -> when
+        self._uploads_lock = threading.Lock()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket"):
@@ -72,13 +102,86 @@ class RouteGuard:
             if root and path.startswith(root):  # served under a prefix (behind a proxy): judge the app's own path
                 path = path[len(root):]
             reason = refusal(path)
+            if reason is None and self.is_upload(path):
+                reason = "An uploaded file is never served back."
             if reason is not None:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
                     return
                 await PlainTextResponse(reason, status_code=403)(scope, receive, send)
                 return
+            if scope["type"] == "http" and UPLOAD_ROUTE.match(path):
+                await self._upload(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    def is_upload(self, path: str) -> bool:
+        """Whether `path` asks the file route for a file the upload route saved."""
+        match = FILE_ROUTE.match(path)
+        if not match:
+            return False
+        with self._uploads_lock:
+            return bool(self._uploads) and _real(path[match.end():]) in self._uploads
+
+    async def _upload(self, scope, receive, send) -> None:
+        """Let Gradio save the files (login and size checked by it too), then keep only text formats, remembered
+        so the file route refuses them."""
+        if scope.get("method") == "POST":
+            refused = upload_refusal(dict(scope.get("headers", [])))
+            if refused is not None:
+                await PlainTextResponse(refused[1], status_code=refused[0])(scope, receive, send)
+                return
+        self._forget_old_uploads()
+        start, body = None, []
+
+        async def hold(message):  # Gradio's answer is a short JSON list of paths: hold it until it is checked
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            response = b"".join(body)
+            if start["status"] == 200:
+                saved = [p for p in json.loads(response or b"[]") if isinstance(p, str)]
+                wrong = [p for p in saved if Path(p).suffix.lower() not in FORMATS]
+                if wrong:
+                    for saved_path in saved:
+                        delete_upload(saved_path)
+                    names = ", ".join(Path(p).name for p in wrong)[:200]
+                    await PlainTextResponse(f"{names}: only training text can be uploaded ({', '.join(FORMATS)}).",
+                                            status_code=415)(scope, receive, send)
+                    return
+                with self._uploads_lock:
+                    now = self._clock()
+                    self._uploads.update((_real(p), now) for p in saved)
+            await send(start)
+            await send({"type": "http.response.body", "body": response})
+
+        await self.app(scope, receive, hold)
+
+    def _forget_old_uploads(self) -> None:
+        """Delete the uploads older than UPLOAD_TTL_S (the app deletes the ones it reads at once)."""
+        now = self._clock()
+        with self._uploads_lock:
+            old = [p for p, when in self._uploads.items() if now - when > UPLOAD_TTL_S]
+        for path in old:
+            delete_upload(path)
+        with self._uploads_lock:  # gone from disk, so the file route has nothing to serve; a new upload re-adds it
+            for path in old:
+                if now - self._uploads.get(path, now) > UPLOAD_TTL_S:
+                    del self._uploads[path]
+
+
+def delete_upload(path: str | Path) -> None:
+    """Delete an uploaded file and the folder Gradio made for it (named after its hash) when that is left empty."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:  # not empty (another file of the same content), or already gone
+        pass
 
 
 @dataclass(frozen=True)
