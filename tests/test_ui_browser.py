@@ -40,6 +40,16 @@ def fill(locator, text):
     expect(locator).to_have_value(text, timeout=10_000)
 
 
+def open_in_chinese(page, url):
+    """The app in a new browser context whose language is Simplified Chinese; returns (context, page)."""
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN",
+                                               extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    zh = context.new_page()
+    zh.goto(url)
+    zh.locator("#token-view").wait_for()
+    return context, zh
+
+
 def wait_until_done(page):
     page.wait_for_function(
         "() => { const s = document.querySelector('#stats'); return s && /tokens\\/s/.test(s.innerText) && !/generating/.test(s.innerText); }",
@@ -262,11 +272,7 @@ def test_compare_models_with_different_tokenizers_shows_both_outputs_and_a_note(
 
     from playground.ui.i18n import t
 
-    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN",
-                                               extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
-    zh = context.new_page()
-    zh.goto(launched_app)
-    zh.locator("#token-view").wait_for()
+    context, zh = open_in_chinese(page, launched_app)
     zh.wait_for_timeout(1000)
     fill(zh.locator("#prompt textarea"), "床前明月光，")
     fill(zh.locator("#seed input, #seed textarea").first, "4")
@@ -403,11 +409,7 @@ def test_chinese_prompts_read_right_on_a_chinese_model_and_on_the_english_one(pa
     no U+FFFD in the page, the hover cards or the attention labels; no spaces between Chinese characters."""
     from playwright.sync_api import expect
 
-    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN",
-                                               extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
-    zh = context.new_page()
-    zh.goto(launched_app)
-    zh.locator("#token-view").wait_for()
+    context, zh = open_in_chinese(page, launched_app)
     zh.wait_for_timeout(1000)
     expect(zh.get_by_role("tab", name="生成")).to_be_visible()
     done = "() => { const s = document.querySelector('#stats')?.innerText || ''; return /词元\\/秒/.test(s) && !/生成中/.test(s); }"
@@ -512,11 +514,7 @@ def test_finetune_tab_speaks_chinese_and_shows_the_last_job_to_another_browser(p
 
     from playground.ui.i18n import t
 
-    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN",
-                                               extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
-    zh = context.new_page()
-    zh.goto(launched_app)
-    zh.locator("#token-view").wait_for()
+    context, zh = open_in_chinese(page, launched_app)
     zh.get_by_role("tab", name=t("app.tab.finetune", "zh-CN")).click()
     expect(zh.locator("#ft-check")).to_have_text(t("finetune.check", "zh-CN"))
     expect(zh.locator("#ft-start")).to_have_text(t("finetune.start", "zh-CN"))
