@@ -1,1 +1,2 @@
-"""Training: the one training engine (engine.py) and the recipes that use it (demo.py: the offline demo models)."""
+"""Training: the one training engine (engine.py) and what uses it: the offline demo models (demo.py, corpus_zh.py)
+and fine-tuning (data.py: training text in; finetune.py: settings, checks, full or LoRA; jobs.py: one job at a time)."""
