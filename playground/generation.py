@@ -363,9 +363,10 @@ class Generation:
         stops = self.settings.stop_sequences
         if not stops:
             return False
-        # Only a match that ends in the newest token is new: search a tail just long enough to hold one.
-        data = self._prompt_tail + bytes(self._output)
-        tail = data[-(max(len(s.encode("utf-8")) for s in stops) + len(last_piece)):]
+        # Only a match that ends in the newest token is new: search a tail just long enough to hold one
+        # (without copying the whole output every step).
+        window = max(len(s.encode("utf-8")) for s in stops) + len(last_piece)
+        tail = (self._prompt_tail + bytes(self._output[-window:]))[-window:]
         return any(s.encode("utf-8") in tail for s in stops)
 
     def _text_bytes(self) -> bytes:

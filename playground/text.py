@@ -88,8 +88,6 @@ def group_units(pieces: list[bytes]) -> list[Unit]:
             text = escape_bytes(chunk)
             units.append(Unit(start_token, index + 1, text, complete=is_whole(chunk)))
             start_token, start_byte = index + 1, position
-    if start_token < len(pieces):  # unreachable: the end of the data is always a boundary
-        units.append(Unit(start_token, len(pieces), escape_bytes(data[start_byte:]), is_whole(data[start_byte:])))
     return units
 
 
