@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends.base import Backend
+from .errors import Notice
 from .figures import cjk_font_notice
 from .text import TokenCodec, unit_labels, visible_label
 
@@ -52,8 +53,9 @@ def compute_attention(backend: Backend, token_ids: list[int], codec: TokenCodec,
     first = 0
     if len(token_ids) > cap:
         first = len(token_ids) - cap
-        notice = (f"The run has {len(token_ids)} tokens; attention is shown for the last {cap}, "
-                  f"computed over that window alone (the model did not see the {first} earlier tokens in this pass).")
+        notice = Notice(f"The run has {len(token_ids)} tokens; attention is shown for the last {cap}, "
+                        f"computed over that window alone (the model did not see the {first} earlier tokens in this pass).",
+                        key="notice.attention_window", tokens=len(token_ids), cap=cap, first=first)
     window = token_ids[first:]
     weights = np.asarray(backend.attention(window), dtype=np.float32)  # (L, H, T, T)
     info = backend.info

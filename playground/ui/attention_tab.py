@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import tempfile
+from html import escape
 from pathlib import Path
 
 import gradio as gr
 
 from ..attention import MAX_ATTENTION_TOKENS, RunAttention, compute_attention, heatmap_figure, row_figure, small_multiples, static_heatmap
 from ..errors import PlaygroundError
+from ..figures import cjk_font_notice
 from ..generation import GenerationResult
 from ..service import Playground
-from ..figures import cjk_font_notice
 from ..text import visible_label
-from .i18n import error, lang_of, localize_on_load, t, translated, ui_error, warning
+from .i18n import error, error_text, lang_of, localize_on_load, t, translated, ui_error, warning
 
 MEAN = "mean over heads"
 NO_QUERY = "(none)"
@@ -60,10 +61,22 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
         gr.update(choices=[(t("attention.mean_heads", lang), MEAN)]),
         gr.update(choices=[(t("attention.no_query", lang), NO_QUERY)])))
 
-    def views(run: RunAttention, layer_i: int, head_choice: str, query_choice: str):
-        q = _query(query_choice)
+    def views(run: RunAttention, layer_i: int, head_choice: str, query_choice: str, lang: str = "en"):
+        q, head_i = _query(query_choice), _head(head_choice)
         heads_path = small_multiples(run, int(layer_i), Path(tempfile.mkdtemp()) / "heads.png")
-        return heatmap_figure(run, int(layer_i), _head(head_choice), q), row_figure(run, int(layer_i), _head(head_choice), q), str(heads_path)
+        heat, row = heatmap_figure(run, int(layer_i), head_i, q), row_figure(run, int(layer_i), head_i, q)
+        # The figures' words, in the browser's language (the domain draws them in English).
+        what = t("attention.mean_heads", lang) if head_i is None else t("attention.head_n", lang, head=head_i)
+        heat.update_layout(title=t("attention.fig_title", lang, layer=int(layer_i), what=what, backend=escape(run.computed_by)))
+        heat.update_xaxes(title=t("attention.key_axis", lang))
+        heat.update_yaxes(title=t("attention.query_axis", lang))
+        heat.update_traces(colorbar={"title": t("attention.weight", lang)})
+        if q is None:
+            row.update_layout(title=t("attention.row_hint", lang))
+        else:
+            row.update_layout(title=t("attention.row_title", lang, query=q, label=escape(visible_label(run.labels[q]), quote=False)),
+                              xaxis_title=t("attention.key_position", lang), yaxis_title=t("attention.weight", lang))
+        return heat, row, str(heads_path)
 
     def compute(result: GenerationResult | None, current: RunAttention | None, current_for, force: bool, lang: str = "en"):
         if result is None:
@@ -78,18 +91,18 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
             raise ui_error(exc, lang) from None
         note = t("attention.computed", lang, backend=run.computed_by, tokens=len(run.labels), layers=run.n_layers, heads=run.n_heads)
         if run.notice:
-            note += f"\n\n⚠️ {run.notice}"
+            note += f"\n\n⚠️ {error_text(run.notice, lang)}"
         queries = [(t("attention.no_query", lang), NO_QUERY)] + [f"{i}: {visible_label(label)}" for i, label in enumerate(run.labels)]
-        heat, row, heads_path = views(run, 0, MEAN, NO_QUERY)
+        heat, row, heads_path = views(run, 0, MEAN, NO_QUERY, lang)
         return (run, run_key(result), note, gr.update(maximum=run.n_layers - 1, value=0),
                 gr.update(choices=[(t("attention.mean_heads", lang), MEAN)]
                           + [(t("attention.head_n", lang, head=h), f"head {h}") for h in range(run.n_heads)], value=MEAN),
                 gr.update(choices=queries, value=NO_QUERY), heat, row, heads_path, None)
 
-    def update(run: RunAttention | None, layer_i, head_choice, query_choice):
+    def update(run: RunAttention | None, layer_i, head_choice, query_choice, request: gr.Request):
         if run is None:
             return gr.skip(), gr.skip(), gr.skip()
-        return views(run, layer_i, head_choice, query_choice)
+        return views(run, layer_i, head_choice, query_choice, lang_of(request))
 
     def export(run: RunAttention | None, layer_i, head_choice, fmt: str, lang: str = "en"):
         if run is None:
