@@ -99,11 +99,11 @@ class Playground:
                 backend = self._backends.get(key)
             if backend is None:
                 if name == "torch":
-                    from .backends.torch_backend import TorchBackend
+                    from .backends.torch import TorchBackend
 
                     backend = TorchBackend(source, self.device)
                 else:
-                    from .backends.onnx_backend import OnnxBackend
+                    from .backends.onnx import OnnxBackend
 
                     backend = OnnxBackend(source, variant, self.device, exports_root=self.exports_root)
                 with self._backend_lock:

@@ -59,7 +59,7 @@ def tiny_source(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_source):
-    from playground.backends.torch_backend import TorchBackend
+    from playground.backends.torch import TorchBackend
 
     return TorchBackend(tiny_source, device="cpu")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from playground.attention import compute_attention, heatmap_figure, row_figure, small_multiples, static_heatmap
+from playground.analysis.attention import compute_attention, heatmap_figure, row_figure, small_multiples, static_heatmap
 
 HOSTILE = '<img src=x onerror="alert(1)">'
 
@@ -54,7 +54,7 @@ def test_download_files_are_real(tiny_backend, tiny_source, run_ids, tmp_path):
 
 
 def test_onnx_runs_get_onnx_attention(tiny_source, tmp_path, run_ids):
-    from playground.backends.onnx_backend import OnnxBackend
+    from playground.backends.onnx import OnnxBackend
 
     backend = OnnxBackend(tiny_source, "int8", device="cpu", exports_root=tmp_path, progress=False)
     run = compute_attention(backend, run_ids, tiny_source.codec)
@@ -63,7 +63,7 @@ def test_onnx_runs_get_onnx_attention(tiny_source, tmp_path, run_ids):
 
 
 def test_attention_labels_name_whole_characters(tiny_backend, tiny_source, tmp_path):
-    from playground.attention import static_heatmap
+    from playground.analysis.attention import static_heatmap
 
     ids = tiny_source.codec.encode("注意 café")
     run = compute_attention(tiny_backend, ids, tiny_source.codec)

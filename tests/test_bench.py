@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from playground.bench import JSON_KEYS, BenchConfig, Cell, add_speedups, main, markdown_table, parse_cells, run_benchmark
+from playground.bench.engine import JSON_KEYS, BenchConfig, Cell, add_speedups, main, markdown_table, parse_cells, run_benchmark
 from playground.errors import PlaygroundError
 from playground.history import HistoryStore
 

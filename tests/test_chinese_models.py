@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from playground.backends.torch_backend import TorchBackend
+from playground.backends.torch import TorchBackend
 from playground.errors import ModelLoadError
 from playground.models import list_local_models, load_torch_model, resolve_choice, resolve_model
 from playground.training.corpus_zh import clean_entry, decode_fortune_bytes, load_zh_texts
@@ -65,7 +65,7 @@ def test_demo_zh_spec_uses_the_cached_chinese_demo_folder(tiny_zh_demo_dir):
 
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_onnx_export_of_a_bin_only_bert_tokenizer_model_runs(tiny_zh_bin_dir, tmp_path, variant):
-    from playground.backends.onnx_backend import OnnxBackend
+    from playground.backends.onnx import OnnxBackend
 
     source = resolve_model(str(tiny_zh_bin_dir))
     onnx = OnnxBackend(source, variant=variant, device="cpu", exports_root=tmp_path, progress=False)
@@ -83,7 +83,7 @@ def test_onnx_export_of_a_bin_only_bert_tokenizer_model_runs(tiny_zh_bin_dir, tm
 
 
 def test_changing_the_bin_weights_makes_the_export_stale(tiny_zh_bin_dir, tmp_path):
-    from playground.export import source_fingerprint
+    from playground.onnx.export import source_fingerprint
 
     folder = tmp_path / "m"
     shutil.copytree(tiny_zh_bin_dir, folder)

@@ -5,8 +5,8 @@ from html import escape
 
 import pytest
 
-from playground.backends.onnx_backend import OnnxBackend
-from playground.backends.torch_backend import TorchBackend
+from playground.backends.onnx import OnnxBackend
+from playground.backends.torch import TorchBackend
 from playground.compare import compare, same_vocabulary
 from playground.config import GenerationSettings
 from playground.generation import generate

@@ -38,7 +38,7 @@ def test_validation_split_is_held_out():
 
 def test_full_recipe_learns_well_beyond_a_unigram_model(tmp_path):
     """The real demo model (about 3 minutes on 2 cores): the bar is 40% of the unigram perplexity."""
-    from playground.backends.torch_backend import TorchBackend
+    from playground.backends.torch import TorchBackend
     from playground.generation import generate
     from playground.models import resolve_model
 

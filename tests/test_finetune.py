@@ -60,7 +60,7 @@ def test_full_finetune_lowers_validation_loss_and_writes_a_standard_model(tiny_s
     assert last["total_steps"] == 30 and len(last["train_losses"]) == 30 and last["eta_s"] == 0 and last["tokens_per_s"] > 0
     assert math.isfinite(last["val_loss"]) and last["val_perplexity_before"] == pytest.approx(saved["val_perplexity_before"], rel=1e-3)
     # The new folder is a model like any other.
-    from playground.backends.torch_backend import TorchBackend
+    from playground.backends.torch import TorchBackend
 
     TorchBackend(resolve_model(str(folder)), device="cpu")
 
@@ -68,8 +68,8 @@ def test_full_finetune_lowers_validation_loss_and_writes_a_standard_model(tiny_s
 def test_lora_is_merged_into_plain_safetensors_that_export_to_onnx_and_match_pytorch(tiny_source, legal_text, tmp_path):
     from safetensors import safe_open
 
-    from playground.backends.onnx_backend import OnnxBackend
-    from playground.backends.torch_backend import TorchBackend
+    from playground.backends.onnx import OnnxBackend
+    from playground.backends.torch import TorchBackend
 
     report = run_finetune(tiny_source, legal_text, FineTuneSettings(method="lora", learning_rate=1e-2, max_steps=20, lora_rank=4,
                                                                     **FAST), "legal-lora", tmp_path / "models")

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from playground.backends.torch_backend import TorchBackend, resolve_torch_device
+from playground.backends.torch import TorchBackend, resolve_torch_device
 from playground.errors import DeviceError, ModelLoadError
 from playground.models import hub_reachable, list_local_models, resolve_choice, resolve_model
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from playground.backends.onnx_backend import CPU, OnnxBackend, OnnxRunner, resolve_onnx_device
+from playground.backends.onnx import OnnxBackend, resolve_onnx_device
+from playground.onnx.runtime import CPU, OnnxRunner
 from playground.config import GenerationSettings
 from playground.errors import DeviceError
-from playground.export import MANIFEST, MODEL_FILE, PROBE_TEXT, ensure_export, export_folder
+from playground.onnx.export import MANIFEST, MODEL_FILE, PROBE_TEXT, ensure_export, export_folder
 from playground.generation import generate
 
 LOGIT_ATOL = 1e-4  # fp32 ONNX vs PyTorch eager on the CPU: same maths, different kernels
@@ -168,7 +169,7 @@ def test_onnx_attention_is_causal_normalised_and_its_own(tiny_backend, tiny_sour
 
 
 def test_damaged_attention_graph_is_rebuilt(tiny_source, exports_root, onnx_backends):
-    from playground.export import ATTENTION_FILE
+    from playground.onnx.export import ATTENTION_FILE
 
     folder = export_folder(tiny_source, "int4", exports_root)
     (folder / ATTENTION_FILE).write_bytes(b"not a model")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends.base import Backend
-from .errors import Notice
-from .figures import cjk_font_notice
-from .text import TokenCodec, unit_labels, visible_label
+from ..backends.base import Backend
+from ..errors import Notice
+from ..figures import cjk_font_notice
+from ..text import TokenCodec, unit_labels, visible_label
 
 MAX_ATTENTION_TOKENS = 256  # (12 layers, 12 heads, 256, 256) float32 is 38 MB; 1024 tokens would be 600 MB
 

@@ -27,10 +27,10 @@ from typing import Callable
 
 import numpy as np
 
-from .config import GenerationSettings
-from .errors import PlaygroundError
-from .generation import Generation
-from .models import RANDOM_PREFIX, ModelSource
+from ..config import GenerationSettings
+from ..errors import PlaygroundError
+from ..generation import Generation
+from ..models import RANDOM_PREFIX, ModelSource
 
 REFERENCE_TEXT = (
     "A function definition defines a user-defined function object. The function definition does not execute the "
@@ -57,7 +57,7 @@ def available_cells() -> list[Cell]:
     """Every cell this machine can run: the CPU ones always, the CUDA ones when a GPU is usable."""
     import torch
 
-    from .backends.onnx_backend import cuda_provider_available
+    from ..onnx.runtime import cuda_provider_available
 
     cells = [Cell("torch", "fp32", "cpu"), Cell("onnx", "fp32", "cpu"), Cell("onnx", "int8", "cpu"), Cell("onnx", "int4", "cpu")]
     if torch.cuda.is_available():
@@ -170,17 +170,17 @@ def _size_mb(backend, source: ModelSource) -> float:
     manifest = getattr(backend, "manifest", None)
     if manifest is not None:
         return round(manifest["files"]["model.onnx"]["bytes"] / 1e6, 1)  # the decoder graph a run uses
-    from .export import source_files
+    from ..onnx.export import source_files
 
     return round(sum(p.stat().st_size for p in source_files(source) if p.suffix == ".safetensors") / 1e6, 1)
 
 
 def make_backend(cell: Cell, source: ModelSource, threads: int, exports_root: Path | None):
     if cell.backend == "torch":
-        from .backends.torch_backend import TorchBackend
+        from ..backends.torch import TorchBackend
 
         return TorchBackend(source, cell.device)
-    from .backends.onnx_backend import OnnxBackend
+    from ..backends.onnx import OnnxBackend
 
     return OnnxBackend(source, cell.variant, cell.device, exports_root=exports_root, threads=threads)
 
@@ -208,7 +208,7 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
             backend = make_backend(cell, source, config.threads, exports_root)
             load_s = time.perf_counter() - started
             if reference_logits is None:  # the first cell is PyTorch fp32 when asked for; build the reference once
-                from .backends.torch_backend import TorchBackend
+                from ..backends.torch import TorchBackend
 
                 reference = backend if (cell.backend, cell.variant, cell.device) == ("torch", "fp32", "cpu") else TorchBackend(source, "cpu")
                 reference_ids = reference_ids[: reference.info.context_length]
@@ -278,8 +278,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .history import open_history
-    from .models import resolve_model
+    from ..history import open_history
+    from ..models import resolve_model
 
     parser = argparse.ArgumentParser(prog="python -m playground.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="random:gpt2", help="hub id, folder, demo, or random:gpt2 / random:distilgpt2 / random:gpt2-medium")

@@ -1,6 +1,6 @@
 """Does the playground's decoding loop cost throughput? It vs a bare `InferenceSession.run` loop, same session.
 
-    python -m playground.bench_loop --model random:gpt2 --variant int8 --new-tokens 64
+    python -m playground.bench.loop --model random:gpt2 --variant int8 --new-tokens 64
 
 Both loops decode greedily for a fixed number of tokens (no early stop) on one shared session. The
 bare loop does only what any caller must (feed, run, argmax); the playground's loop also applies
@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from .config import GenerationSettings
-from .generation import generate
+from ..config import GenerationSettings
+from ..generation import generate
 
 
 def bare_loop(runner, prompt_ids: list[int], new_tokens: int) -> float:
@@ -54,10 +54,10 @@ def playground_loop(backend, source, prompt: str, new_tokens: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
-    from .backends.onnx_backend import OnnxBackend
-    from .models import resolve_model
+    from ..backends.onnx import OnnxBackend
+    from ..models import resolve_model
 
-    parser = argparse.ArgumentParser(prog="python -m playground.bench_loop", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m playground.bench.loop", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="random:gpt2")
     parser.add_argument("--variant", default="int8", choices=["fp32", "int8", "int4", "fp16"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])

@@ -1,6 +1,6 @@
 """ONNX exports: optimum export with KV cache, quantized variants, manifests, verification, atomic install.
 
-`python -m playground.export --model M --variant V` builds one ahead of time; the ONNX backend calls
+`python -m playground.onnx.export --model M --variant V` builds one ahead of time; the ONNX backend calls
 `ensure_export` and gets a verified folder, rebuilding whatever is missing, stale or corrupt.
 """
 
@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DeviceError, PlaygroundError
-from .models import ModelSource, load_torch_model, resolve_model
-from .paths import exports_dir
+from ..errors import DeviceError, PlaygroundError
+from ..models import ModelSource, load_torch_model, resolve_model
+from ..paths import exports_dir
 
 VARIANTS = ("fp32", "fp16", "int8", "int4")
 MANIFEST = "manifest.json"
@@ -294,7 +294,7 @@ def _verify(source: ModelSource, torch_model, model_path: Path, variant: str) ->
     import numpy as np
     import torch
 
-    from .backends.onnx_backend import CUDA, AttentionRunner, OnnxRunner, cuda_provider_available
+    from .runtime import CUDA, AttentionRunner, OnnxRunner, cuda_provider_available
 
     providers = ["CPUExecutionProvider"]
     if variant == "fp16":
@@ -413,7 +413,7 @@ def ensure_export(source: ModelSource, variant: str, root: Path | None = None, p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m playground.export", description="Build a verified ONNX export ahead of time.")
+    parser = argparse.ArgumentParser(prog="python -m playground.onnx.export", description="Build a verified ONNX export ahead of time.")
     parser.add_argument("--model", default="demo", help="hub id, local folder, or demo (default: demo)")
     parser.add_argument("--variant", default="fp32", choices=VARIANTS)
     args = parser.parse_args(argv)

@@ -337,7 +337,7 @@ def _machine(device: str, precision: str) -> dict:
     import torch
     from importlib.metadata import version
 
-    from ..bench import machine_description
+    from ..bench.engine import machine_description
 
     machine = machine_description()
     machine["versions"] = {name: version(name) for name in ("torch", "transformers", "peft")}
@@ -356,7 +356,7 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
     """
     import torch
 
-    from ..export import source_fingerprint
+    from ..onnx.export import source_fingerprint
     from ..models import load_torch_model
 
     settings, data = plan.settings, plan.data

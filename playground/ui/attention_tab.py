@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..attention import MAX_ATTENTION_TOKENS, RunAttention, compute_attention, heatmap_figure, row_figure, small_multiples, static_heatmap
+from ..analysis.attention import MAX_ATTENTION_TOKENS, RunAttention, compute_attention, heatmap_figure, row_figure, small_multiples, static_heatmap
 from ..errors import PlaygroundError
 from ..figures import cjk_font_notice
 from ..generation import GenerationResult

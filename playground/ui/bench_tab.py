@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..bench import BenchConfig, available_cells, machine_description, markdown_table, run_benchmark
+from ..bench.engine import BenchConfig, available_cells, machine_description, markdown_table, run_benchmark
 from ..errors import PlaygroundError
 from ..service import Playground
 from .i18n import error, lang_of, localize_on_load, t, translated, ui_error

@@ -9,7 +9,7 @@ import gradio as gr
 
 from ..compare import Comparison, compare, same_vocabulary
 from ..errors import PlaygroundError
-from ..export import VARIANTS
+from ..onnx.export import VARIANTS
 from ..generation import Generation, GenerationResult
 from ..service import Playground
 from .generate_tab import RENDER_EVERY_S, SETTING_NAMES, settings_from_ui

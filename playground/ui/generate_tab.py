@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..config import GenerationSettings
 from ..errors import PlaygroundError
-from ..export import VARIANTS
+from ..onnx.export import VARIANTS
 from ..generation import GenerationResult
 from ..service import Playground
 from ..text import hex_bytes, is_whole, unit_labels, visible_label

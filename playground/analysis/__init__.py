@@ -1,0 +1,1 @@
+"""What the model computes inside a run: attention weights (and, as they arrive, hidden states)."""

@@ -1,0 +1,1 @@
+"""Benchmarks: the engine behind the Benchmark tab (`python -m playground.bench`) and the loop check."""

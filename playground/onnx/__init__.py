@@ -1,0 +1,1 @@
+"""ONNX exports (optimum, quantization) and the onnxruntime sessions that run them."""

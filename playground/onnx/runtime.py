@@ -1,0 +1,126 @@
+"""ONNX Runtime sessions: providers, session options, and the runners that drive an export's graphs.
+
+The backend (`backends/onnx.py`) and the exporter's verification (`onnx/export.py`) both use these
+runners, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def cuda_provider_available() -> bool:
+    """Whether onnxruntime lists CUDA. Not proof that it works: sessions are checked with get_providers()."""
+    import onnxruntime as ort
+
+    return CUDA in ort.get_available_providers()
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # Set deliberately: all cores for one batch-1 run's kernels; no inter-op parallelism to fight with.
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+class OnnxRunner:
+    """One InferenceSession over an optimum decoder-with-past graph, with the KV-cache bookkeeping.
+
+    On CUDA, IO binding keeps the cache on the GPU between steps (only logits come back); on the CPU,
+    plain `run` is as fast, and the cache is a list of numpy arrays.
+    """
+
+    def __init__(self, model_path: Path, providers: list[str], threads: int | None = None, io_binding: bool | None = None):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(model_path), session_options(threads), providers=providers)
+        self.provider = self.session.get_providers()[0]  # what really runs, not what was asked for
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.past_names = [n for n in inputs if n.startswith("past_key_values.")]
+        self.present_names = [o.name for o in self.session.get_outputs() if o.name.startswith("present.")]
+        self.output_names = ["logits", *self.present_names]
+        shape = inputs[self.past_names[0]].shape  # [batch, n_head, past_len, head_dim]
+        self.n_head, self.head_dim = int(shape[1]), int(shape[3])
+        self.past_dtype = np.float16 if "float16" in inputs[self.past_names[0]].type else np.float32
+        self.io_binding = (self.provider == CUDA) if io_binding is None else io_binding
+        self.device_type = "cuda" if self.provider == CUDA else "cpu"
+
+    def _feed(self, ids: list[int], past_len: int) -> dict[str, np.ndarray]:
+        n = len(ids)
+        return {
+            "input_ids": np.asarray([ids], dtype=np.int64),  # (1, n)
+            "attention_mask": np.ones((1, past_len + n), dtype=np.int64),
+            "position_ids": np.arange(past_len, past_len + n, dtype=np.int64)[None],  # (1, n)
+        }
+
+    def _empty_past(self) -> list:
+        empty = np.zeros((1, self.n_head, 0, self.head_dim), dtype=self.past_dtype)  # (1, H, 0, D)
+        if self.io_binding:
+            import onnxruntime as ort
+
+            return [ort.OrtValue.ortvalue_from_numpy(empty, self.device_type, 0) for _ in self.past_names]
+        return [empty] * len(self.past_names)
+
+    def run(self, ids: list[int], past: list, past_len: int) -> tuple[np.ndarray, list]:
+        """Feed `ids` after `past_len` cached positions; returns (logits (n, V) float32, new past)."""
+        feed = self._feed(ids, past_len)
+        if not self.io_binding:
+            feed.update(zip(self.past_names, past))
+            logits, *present = self.session.run(self.output_names, feed)
+            return logits[0], present
+        binding = self.session.io_binding()
+        for name, value in feed.items():
+            binding.bind_cpu_input(name, value)
+        for name, value in zip(self.past_names, past):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in self.present_names:
+            binding.bind_output(name, self.device_type, 0)  # stays on the device for the next step
+        self.session.run_with_iobinding(binding)
+        logits, *present = binding.get_outputs()
+        return logits.numpy()[0], present
+
+    def prefill(self, ids: list[int]) -> tuple[torch.Tensor, Any]:
+        logits, past = self.run(ids, self._empty_past(), 0)
+        return torch.from_numpy(logits.astype(np.float32, copy=False)), (past, len(ids))
+
+    def step(self, token_id: int, cache: Any) -> tuple[torch.Tensor, Any]:
+        past, past_len = cache
+        logits, present = self.run([token_id], past, past_len)
+        return torch.from_numpy(logits[-1].astype(np.float32, copy=False)), (present, past_len + 1)
+
+
+class AttentionRunner:
+    """The attention graph of an export: one pass over a whole sequence, all layers' attention probabilities."""
+
+    def __init__(self, model_path: Path, providers: list[str], threads: int | None = None):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(model_path), session_options(threads), providers=providers)
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.attention_names = sorted((o.name for o in self.session.get_outputs() if o.name.startswith("attentions.")),
+                                      key=lambda name: int(name.split(".")[1]))
+
+    def attention(self, ids: list[int]) -> np.ndarray:
+        """Attention probabilities (L, H, T, T) for `ids`: row q holds what query position q attended to."""
+        n = len(ids)
+        feed = {
+            "input_ids": np.asarray([ids], dtype=np.int64),
+            "attention_mask": np.ones((1, n), dtype=np.int64),
+            "position_ids": np.arange(n, dtype=np.int64)[None],
+        }
+        outputs = self.session.run(self.attention_names, {k: v for k, v in feed.items() if k in self.input_names})
+        return np.stack([o[0] for o in outputs]).astype(np.float32)  # L x (H, T, T)
