@@ -203,11 +203,20 @@ def _utf8_safe(value):
     return LONE_SURROGATE.sub("\ufffd", value) if isinstance(value, str) else value
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (`=HYPERLINK(...)` in a prompt
+# would become a live link, `=cmd|...` worse): OWASP's CSV-injection advice is a leading apostrophe,
+# which spreadsheets show as text and hide. JSONL keeps every text exactly.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cell(column: str, value):
-    """A CSV cell: JSON columns as readable JSON text, other columns as they are."""
+    """A CSV cell: JSON columns as readable JSON text, other text as it is unless a spreadsheet would run it."""
     if column in JSON_COLUMNS and isinstance(value, str):
         return _json_text(json.loads(value))
-    return _utf8_safe(value)
+    value = _utf8_safe(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _search_words(query: str) -> list[str]:
@@ -457,9 +466,10 @@ class HistoryStore:
     def export(self, path: Path | str, fmt: str, run_ids: list[int] | None = None) -> int:
         """Write runs (all, or `run_ids`) as JSONL (everything, JSON columns nested) or CSV (JSON columns as text).
 
-        Both keep every language readable. JSONL is UTF-8 without a BOM, one run a line. CSV is
-        UTF-8 with a BOM, because a spreadsheet reads a CSV without one in the system's code
-        page (GBK on a Chinese Windows).
+        Both keep every language readable. JSONL is UTF-8 without a BOM, one run a line, every text
+        exact. CSV is UTF-8 with a BOM, because a spreadsheet reads a CSV without one in the system's
+        code page (GBK on a Chinese Windows), and a text cell that a spreadsheet would run as a formula
+        (starting with = + - @) gets a leading apostrophe.
         """
         path = Path(path)
         with self._connect() as db:

@@ -407,3 +407,14 @@ def test_command_line_under_an_ascii_only_stdout(store):
                             env=os.environ | {"PYTHONIOENCODING": "ascii"}, capture_output=True, timeout=120)
     assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
     assert "\\u5e8a\\u524d\\u660e\\u6708\\u5149 \\U0001f600" in result.stdout.decode("ascii")
+
+
+@pytest.mark.parametrize("text", ['=HYPERLINK("http://evil.example","x")', "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1"])
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text(store, sample_run, tmp_path, text):
+    store.save_run(sample_run | {"prompt": text, "text": text}, "complete")
+    store.export(tmp_path / "runs.csv", "csv")
+    with open(tmp_path / "runs.csv", newline="", encoding="utf-8-sig") as handle:
+        (row,) = csv.DictReader(handle)
+    assert row["prompt"] == row["output"] == "'" + text  # shown as text; the apostrophe is hidden by the spreadsheet
+    store.export(tmp_path / "runs.jsonl", "jsonl")
+    assert json.loads((tmp_path / "runs.jsonl").read_text(encoding="utf-8"))["prompt"] == text  # JSONL stays exact
