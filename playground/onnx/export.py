@@ -24,7 +24,7 @@ VARIANTS = ("fp32", "fp16", "int8", "int4")
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
 ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities
-FORMAT_VERSION = 3  # bump when the export recipe changes: older exports are then rebuilt
+FORMAT_VERSION = 4  # bump when the export recipe changes: older exports are then rebuilt
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
@@ -43,7 +43,8 @@ VARIANT_SPECS = {
     "fp32": VariantSpec("fp32", ("cpu", "cuda"), "full precision, the reference"),
     "fp16": VariantSpec("fp16", ("cuda",), "half precision weights and compute (LayerNorm, Add, Gelu kept in fp32)"),
     "int8": VariantSpec("int8", ("cpu",), "dynamic int8 quantization of every MatMul weight (MatMulInteger) and the embeddings"),
-    "int4": VariantSpec("int4", ("cpu", "cuda"), "weight-only int4 (MatMulNBits, block 32, symmetric)"),
+    "int4": VariantSpec("int4", ("cpu", "cuda"), "weight-only int4 (MatMulNBits, block 32, symmetric); the token embedding "
+                                                 "reads the quantized lm_head (GatherBlockQuantized)"),
 }
 
 
@@ -168,14 +169,64 @@ def untie_lm_head(model) -> bool:
     return False
 
 
-def lm_head_is_tied(model) -> bool:
-    """True when lm_head reads the token-embedding initializer (through a Transpose) instead of a copy."""
+def share_embedding_with_lm_head(model, token_embedding: str) -> bool:
+    """After MatMulNBits quantization: let the token-embedding Gather read lm_head's int4 weight.
+
+    GPT-2 ties lm_head to the token embedding (wte, (V, E)). MatMulNBits stores lm_head's weight as
+    B (N=V, K/block, block/2) uint8, two 4-bit values per byte, low nibble first, with implicit zero
+    point 8 and scales (V, K/block): row v of B is wte[v] quantized block-wise along E. That is exactly
+    GatherBlockQuantized's layout for data (V, E/2) uint8 with bits=4, quantize_axis=1, so a Reshape
+    view of the same initializer serves both, and the fp32 wte (a quarter of GPT-2 small: 154 MB)
+    leaves the file. Returns False (graph untouched) when lm_head is not a MatMulNBits over wte.
+    """
+    from onnx import helper, numpy_helper
+    import numpy as np
+
+    inits = {i.name: i for i in model.graph.initializer}
+    head = next((n for n in model.graph.node if n.op_type == "MatMulNBits" and "logits" in n.output), None)
+    gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == token_embedding]
+    if head is None or not gathers or token_embedding not in inits:
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
+    vocab, embd = inits[token_embedding].dims
+    block = attrs["block_size"]
+    if (attrs["N"], attrs["K"], attrs.get("bits", 4)) != (vocab, embd, 4) or len(head.input) > 3 and head.input[3]:
+        return False  # transposed differently, another bit width, or explicit zero points: keep the fp32 embedding
+    data_shape = numpy_helper.from_array(np.array([vocab, embd // 2], dtype=np.int64), "wte_q4_shape")
+    scales_shape = numpy_helper.from_array(np.array([vocab, embd // block], dtype=np.int64), "wte_q4_scales_shape")
+    model.graph.initializer.extend([data_shape, scales_shape])
+    views = [
+        helper.make_node("Reshape", [head.input[1], data_shape.name], ["wte_q4"], name="wte_q4_view"),  # (V, E/2)
+        helper.make_node("Reshape", [head.input[2], scales_shape.name], ["wte_q4_scales"], name="wte_q4_scales_view"),  # (V, E/block)
+    ]
+    for gather in gathers:
+        index = list(model.graph.node).index(gather)
+        model.graph.node.remove(gather)
+        model.graph.node.insert(index, helper.make_node(
+            "GatherBlockQuantized", ["wte_q4", gather.input[1], "wte_q4_scales"], list(gather.output), name=gather.name + "_Q4",
+            domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=block, bits=4,
+        ))
+    for view in reversed(views):
+        model.graph.node.insert(0, view)
+    model.graph.initializer.remove(inits[token_embedding])
+    return True
+
+
+def tied_embedding(model) -> str | None:
+    """The token-embedding initializer lm_head reads through a Transpose (the tie), or None if it has its own weight."""
     producers = {o: n for n in model.graph.node for o in n.output}
     for node in model.graph.node:
         if node.op_type == "MatMul" and "logits" in node.output:
             source = producers.get(node.input[1])
-            return source is not None and source.op_type == "Transpose" and "wte" in source.input[0]
-    return False
+            if source is not None and source.op_type == "Transpose" and "wte" in source.input[0]:
+                return source.input[0]
+    return None
+
+
+def lm_head_is_tied(model) -> bool:
+    """True when lm_head and the token embedding read one weight: the fp32 initializer (through a Transpose),
+    or in int4 lm_head's quantized weight (see `share_embedding_with_lm_head`)."""
+    return tied_embedding(model) is not None or any(n.name == "wte_q4_view" for n in model.graph.node)
 
 
 def weight_stats(model) -> dict:
@@ -197,7 +248,8 @@ def weight_stats(model) -> dict:
             quant_params += count * (2 if ops.get("MatMulNBits") else 1)
     total = float_params + quant_params
     return {
-        "ops": {op: ops[op] for op in ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits", "DynamicQuantizeLinear", "Gather") if ops.get(op)},
+        "ops": {op: ops[op] for op in ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits", "DynamicQuantizeLinear", "Gather",
+                                       "GatherBlockQuantized") if ops.get(op)},
         "quantized_matmuls": ops.get("MatMulInteger", 0) + ops.get("MatMulNBits", 0),
         "float_matmuls": ops.get("MatMul", 0) + ops.get("Gemm", 0),
         "quantized_weight_fraction": round(quant_params / total, 3) if total else 0.0,
@@ -259,6 +311,7 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
         onnx.save(model, str(out_path))
         return
     gemm_to_matmul(model)
+    embedding = tied_embedding(model)
     untie_lm_head(model)
     if variant == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -280,6 +333,8 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
         config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4)
         quantizer = MatMulNBitsQuantizer(model, algo_config=config)
         quantizer.process()
+        if embedding is not None:
+            share_embedding_with_lm_head(quantizer.model.model, embedding)  # 236 -> 82 MB for GPT-2 small
         quantizer.model.save_model_to_file(str(out_path), use_external_data_format=False)
         return
     raise AssertionError(variant)
