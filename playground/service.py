@@ -15,6 +15,7 @@ from .errors import Notice, PlaygroundError
 from .generation import Generation, GenerationResult, TokenRecord
 from .history import HistoryStore
 from .models import ModelSource, list_local_models, resolve_choice
+from .onnx.export import VARIANTS
 from .text import complete_prefix_length, escape_bytes, hex_bytes
 from .training.jobs import FineTuneJobs
 from .paths import models_dir
@@ -83,8 +84,11 @@ class Playground:
         """The shared backend for (model, name, variant), built on first use (an ONNX one exports first if
         needed). `variant` is ignored for torch (its precision follows the device)."""
         name = name or self.default_backend
-        if name not in BACKENDS:
+        if not isinstance(name, str) or name not in BACKENDS:
             raise PlaygroundError(f"Unknown backend {name!r}; available: {', '.join(BACKENDS)}.")
+        # Checked for every backend (torch ignores the variant, but a typo such as "int2" must not pass unnoticed).
+        if variant not in (None, "") and (not isinstance(variant, str) or variant not in VARIANTS):
+            raise PlaygroundError(f"Unknown variant {variant!r}; available: {', '.join(VARIANTS)}.")
         variant = None if name == "torch" else (variant or self.default_variant)
         source = self.source_for(model)
         key = (source.name, name, variant)
