@@ -147,7 +147,8 @@ def test_echo_returns_the_prompt_tokens_with_their_logprobs(v1, gradio):
         ({"n": 17}, "n=17 is out of range", "n"),
         ({"logprobs": 101}, "logprobs=101 is out of range", "logprobs"),
         ({"stop": ["x"] * 9}, "At most 8 stop sequences", "stop"),
-        ({"prompt": [1, 2, 3]}, "prompt as token ids is not supported", "prompt"),
+        ({"prompt": [1, 2, 10**6]}, "Token id 1000000 is not in this model's vocabulary", "prompt"),
+        ({"prompt": [[]]}, "prompt must be a string", "prompt"),
         ({"extra_body": {"temprature": 1}}, "Unknown field(s): temprature", "temprature"),
     ],
 )

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from ..backends.remote import EngineError
 from ..config import GenerationSettings
 from ..errors import ModelLoadError, PlaygroundError, SettingsError
 from ..generation import Generation
@@ -44,6 +45,8 @@ def api_error(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, SettingsError):
         return settings_error(exc)
+    if isinstance(exc, EngineError):  # the serving engine behind --backend remote failed: not the client's fault
+        return ApiError(str(exc), type="server_error", code="engine_error", status=502)
     if isinstance(exc, ModelLoadError):
         return ApiError(str(exc), param="model", code="model_not_found", status=404)
     if isinstance(exc, PlaygroundError):
@@ -53,13 +56,14 @@ def api_error(exc: Exception) -> ApiError:
                     type="server_error", code="internal_error", status=500)
 
 
-def start_samples(playground: Playground, prompt: str, settings: GenerationSettings, n: int, session: str,
+def start_samples(playground: Playground, prompt: str | list[int], settings: GenerationSettings, n: int, session: str,
                   backend: str | None, variant: str | None, model: str | None) -> list[Generation]:
-    """The n samples of one prompt: sample i uses seed S + i (the convention shared with batched decoding), so
-    sample 0 is exactly the run that `/generate` gives with seed S. S is drawn once when the request has none."""
+    """The n samples of one prompt (text or token ids): sample i uses seed S + i (the convention shared with batched
+    decoding), so sample 0 is exactly the run that `/generate` gives with seed S. S is drawn once when the request has none."""
     settings = settings.with_seed()
-    return [playground.start(prompt, replace(settings, seed=settings.seed + i), session=session, backend=backend,
-                             variant=variant, model=model)
+    text, ids = (prompt, None) if isinstance(prompt, str) else ("", prompt)
+    return [playground.start(text, replace(settings, seed=settings.seed + i), session=session, backend=backend,
+                             variant=variant, model=model, prompt_ids=ids)
             for i in range(n)]
 
 
@@ -156,11 +160,14 @@ def build_openai_app(playground: Playground) -> Starlette:
         if parsed.stream:
             return StreamingResponse(stream_events(answer, session), media_type="text/event-stream",
                                      headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-        try:
-            for _, run in answer.samples():
+        for _, run in answer.samples():
+            try:
                 await anyio.to_thread.run_sync(consume, run, session, limiter=limiter)
-        except Exception as exc:  # noqa: BLE001
-            return error_response(api_error(exc))
+            except Exception as exc:  # noqa: BLE001
+                error = api_error(exc)
+                if run.result.run_id is not None:
+                    error.message += f" What it produced is saved in the history as run {run.result.run_id}."
+                return error_response(error)
         return JSONResponse(answer.whole())
 
     def consume(run: Generation, session: str) -> None:
@@ -170,7 +177,7 @@ def build_openai_app(playground: Playground) -> Starlette:
     async def stream_events(answer: CompletionStream, session: str) -> AsyncIterator[bytes]:
         """Server-sent events: a chunk per token (its text delta and logprobs), a last chunk per sample with its
         finish reason, optional usage, then `data: [DONE]`. A fault mid-run sends an error event, then [DONE]."""
-        request = answer.request
+        request, run = answer.request, None
         try:
             for index, run in answer.samples():
                 records = playground.stream(run, session)
@@ -202,7 +209,10 @@ def build_openai_app(playground: Playground) -> Starlette:
             if request.include_usage:
                 yield sse(answer.envelope(answer.model, []) | {"usage": answer.usage()})
         except Exception as exc:  # noqa: BLE001 - the client reads it as an error event
-            yield sse(api_error(exc).to_dict())
+            error = api_error(exc)
+            if run is not None and run.result.run_id is not None:
+                error.message += f" What it produced is saved in the history as run {run.result.run_id}."
+            yield sse(error.to_dict())
         finally:
             playground.stop(session)
         yield sse("[DONE]")

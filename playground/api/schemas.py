@@ -3,11 +3,10 @@
 What maps: `max_tokens` -> max_new_tokens, `temperature` (0 = greedy), `top_p`, `stop` -> stop_sequences,
 `seed`, `logprobs` -> top_alternatives, plus the playground's extras as extra body fields (`top_k`,
 `typical_p`, `repetition_penalty`, `no_repeat_ngram_size`, `backend`, `variant`) and vLLM's
-`return_tokens_as_token_ids`. Values go through `GenerationSettings.from_user`, so a bad value gets the
+`return_tokens_as_token_ids`; a prompt may be text or token ids. Values go through `GenerationSettings.from_user`, so a bad value gets the
 UI's own message. What has no faithful equivalent is refused with a message that says what to send
 instead, never silently ignored: `presence_penalty`/`frequency_penalty` (additive penalties; the
-playground's is transformers' multiplicative `repetition_penalty`), `logit_bias`, `best_of`, `suffix`,
-and prompts given as token ids.
+playground's is transformers' multiplicative `repetition_penalty`), `logit_bias`, `best_of` and `suffix`.
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ def settings_error(exc: SettingsError) -> ApiError:
     if name is None:
         name = {"settings.stop_length": "stop_sequences", "settings.too_many_stops": "stop_sequences",
                 "settings.context": "max_new_tokens", "settings.prompt_too_long": "prompt",
-                "settings.prompt_type": "prompt", "settings.unknown": None}.get(exc.key)
+                "settings.prompt_type": "prompt", "settings.token_id": "prompt", "settings.unknown": None}.get(exc.key)
     return ApiError(str(exc), param=OPENAI_NAMES.get(name, name), code="invalid_value")
 
 
@@ -63,7 +62,7 @@ class CompletionRequest:
     """One POST /v1/completions, checked: the prompts, the settings every sample shares, and how to answer."""
 
     model: str | None
-    prompts: list[str]
+    prompts: list[str | list[int]]  # text, or token ids of the model's tokenizer
     settings: GenerationSettings  # seed None: one is drawn per prompt, and sample i uses seed + i
     n: int
     logprobs: int | None  # top-N alternatives per token in the answer; None: no logprobs
@@ -111,11 +110,13 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         prompts = [prompt]
     elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         prompts = list(prompt)
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, (int, list)) and not isinstance(p, bool) for p in prompt):
-        raise ApiError("prompt as token ids is not supported: send the text (a string, or a list of strings).",
-                       param="prompt", code="unsupported_parameter")
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
+        prompts = [list(prompt)]  # one prompt as token ids of the model's tokenizer
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, list) and p and all(
+            isinstance(i, int) and not isinstance(i, bool) for i in p) for p in prompt):
+        prompts = [list(p) for p in prompt]
     else:
-        raise ApiError(f"prompt must be a string or a non-empty list of strings; got {type(prompt).__name__}.",
+        raise ApiError(f"prompt must be a string, a non-empty list of strings, or token ids; got {type(prompt).__name__}.",
                        param="prompt", code="invalid_type")
 
     n = as_int("n", body["n"]) if body.get("n") is not None else 1
