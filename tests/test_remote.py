@@ -146,8 +146,17 @@ class Misbehaving(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
         mode = self.server.mode
+        self.server.prompts.append(body["prompt"])
+        if mode == "text_only" and not isinstance(body["prompt"], str):  # as llama-cpp-python's server answers ids
+            self.send_response(422)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
+        if mode == "text_only":
+            mode = "fewer"
         if mode == "slow":
             time.sleep(3)
             return
@@ -184,6 +193,7 @@ def bad_engine():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
     server.daemon_threads = True
     server.mode = "garbage"
+    server.prompts = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -273,3 +283,13 @@ def test_faults_reach_api_clients_as_errors(faulty, bad_engine):
         assert client.predict(prompt="x", max_new_tokens=2, seed=1, backend="torch", api_name="/generate")[0] is not None
     finally:
         demo.close()
+
+
+def test_an_engine_that_takes_only_text_prompts_gets_text(faulty, bad_engine):
+    bad_engine.mode = "text_only"
+    bad_engine.prompts.clear()
+    for _ in range(2):
+        generation = faulty.start("The value", GenerationSettings(max_new_tokens=4, seed=1), backend="remote")
+        assert [r.token_id for r in faulty.stream(generation)] == [40, 41, 42, 43]
+    ids = faulty.source.codec.encode("The value")
+    assert bad_engine.prompts == [ids, "The value", "The value"]  # refused once, then text from the start

@@ -70,6 +70,8 @@ class RemoteBackend(Backend):
                           if not self.codec.is_silent(i)}
         self.timeout = httpx.Timeout(timeout_s, connect=5.0)
         self.timeout_s = timeout_s
+        self.send_ids = True  # prompts as token ids until the engine refuses them (see _open)
+        self.extra_body: dict = {}  # engine-specific fields added to every request (e.g. llama-cpp-python's repeat_penalty)
         self.engine_model = model or self._first_model()
         from transformers import AutoConfig
 
@@ -136,8 +138,7 @@ class RemoteBackend(Backend):
                 "return_tokens_as_token_ids": True}
         if settings.do_sample:
             body |= {"temperature": settings.temperature, "top_p": settings.top_p}
-            if settings.top_k:
-                body["top_k"] = settings.top_k
+            body["top_k"] = settings.top_k  # 0 = off; sent, since engines have their own defaults (llama-cpp-python: 40)
             if settings.typical_p != 1.0:
                 body["typical_p"] = settings.typical_p
         else:
@@ -146,7 +147,7 @@ class RemoteBackend(Backend):
             body["repetition_penalty"] = settings.repetition_penalty
         if settings.no_repeat_ngram_size:
             body["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
-        return body
+        return body | self.extra_body
 
     def token_id(self, name: str) -> int:
         """An engine's token name as an id of the local tokenizer: `token_id:N`, or the token's text."""
@@ -176,8 +177,8 @@ class RemoteBackend(Backend):
         seen = 0
         finished = False
         try:
-            with httpx.stream("POST", self.base_url + "/completions", json=self.request_body(prompt_ids, settings),
-                              timeout=self.timeout) as reply:
+            reply_context = self._open(prompt_ids, settings)
+            with reply_context as reply:
                 if reply.status_code != 200:
                     reply.read()
                     raise EngineError(f"The engine at {self.base_url} refused the request (HTTP {reply.status_code}): "
@@ -219,6 +220,27 @@ class RemoteBackend(Backend):
             raise EngineError(f"The engine at {self.base_url} closed the stream before the run finished.",
                               key="remote.closed", url=self.base_url)
 
+    def _open(self, prompt_ids: list[int], settings: GenerationSettings):
+        """The streamed request (a context manager). Token ids are exact, but not every engine takes them
+        (llama-cpp-python's server wants text): after a 400/422, one retry with the prompt as text, remembered
+        when it works."""
+        import httpx
+
+        url, body = self.base_url + "/completions", self.request_body(prompt_ids, settings)
+        if not self.send_ids:
+            return httpx.stream("POST", url, json=body | {"prompt": self.codec.decode(prompt_ids)}, timeout=self.timeout)
+        reply = httpx.stream("POST", url, json=body, timeout=self.timeout)
+        response = reply.__enter__()
+        if response.status_code not in (400, 422):
+            return _Entered(reply, response)
+        response.read()
+        reply.__exit__(None, None, None)
+        retry = httpx.stream("POST", url, json=body | {"prompt": self.codec.decode(prompt_ids)}, timeout=self.timeout)
+        response = retry.__enter__()
+        if response.status_code == 200:
+            self.send_ids = False
+        return _Entered(retry, response)
+
     def _tokens(self, choice: dict, payload: str) -> list[EngineToken]:
         logprobs = choice.get("logprobs")
         if logprobs is None:
@@ -241,6 +263,19 @@ class RemoteBackend(Backend):
             return out
         except (KeyError, TypeError, ValueError, AttributeError):
             raise self._malformed(payload) from None
+
+
+class _Entered:
+    """An httpx stream already entered, usable in a `with` that exits it."""
+
+    def __init__(self, context, response):
+        self.context, self.response = context, response
+
+    def __enter__(self):
+        return self.response
+
+    def __exit__(self, *exc):
+        return self.context.__exit__(*exc)
 
 
 def _error_message(text: str) -> str:
