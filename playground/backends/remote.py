@@ -45,9 +45,10 @@ class EngineToken:
 
 
 def unavailable(what: str) -> EngineError:
-    return EngineError(f"{what} is not available with a serving engine: the engine returns tokens and their "
-                       "log-probabilities only. Choose the PyTorch or ONNX backend for it.",
-                       key="remote.unavailable_feature", what=what)
+    """`what` is "attention" or "logits"."""
+    text = {"attention": "Attention", "logits": "The model's logits"}[what]
+    return EngineError(f"{text} is not available with a serving engine: the engine returns tokens and their "
+                       "log-probabilities only. Choose the PyTorch or ONNX backend for it.", key=f"remote.no_{what}")
 
 
 class RemoteBackend(Backend):
@@ -80,13 +81,13 @@ class RemoteBackend(Backend):
 
     # ---- what an engine cannot do -------------------------------------------------------------------
     def prefill(self, input_ids):
-        raise unavailable("The model's logits")
+        raise unavailable("logits")
 
     def step(self, token_id, cache):
-        raise unavailable("The model's logits")
+        raise unavailable("logits")
 
     def attention(self, input_ids):
-        raise unavailable("Attention")
+        raise unavailable("attention")
 
     # ---- talking to the engine ----------------------------------------------------------------------
     def _fault(self, exc: Exception) -> EngineError:
