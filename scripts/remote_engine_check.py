@@ -176,15 +176,18 @@ def main() -> int:
                 totals[backend][1] += seconds
             agree, positions, gap = teacher_forced(local, results["remote"])
             agree_all, positions_all, worst_gap = agree_all + agree, positions_all + positions, max(worst_gap, gap)
+            echoed = sum(t.raw_prob is not None for t in results["remote"].prompt_tokens)
+            alternatives = min(len(t.top) for t in results["remote"].tokens)
             same = results["remote"].text == results["torch"].text
             same_text += same
-            rows.append((prompt, len(results["remote"].tokens), agree, positions, gap, same))
+            rows.append((prompt, len(results["remote"].tokens), agree, positions, gap, same, echoed, alternatives))
         print()
         print(f"engine: {remote.info.label()}   local: {local.info.label()}   {args.tokens} new tokens, greedy")
-        print("| prompt | tokens | top-1 agreement (teacher-forced) | max abs p gap | same text as PyTorch |")
-        print("|---|---|---|---|---|")
-        for prompt, n, agree, positions, gap, same in rows:
-            print(f"| {prompt} | {n} | {agree}/{positions} | {gap:.2e} | {'yes' if same else 'no'} |")
+        print("| prompt | tokens | top-1 agreement (teacher-forced) | max abs p gap | same text as PyTorch | prompt tokens "
+              "scored by the engine | alternatives per token |")
+        print("|---|---|---|---|---|---|---|")
+        for prompt, n, agree, positions, gap, same, echoed, alternatives in rows:
+            print(f"| {prompt} | {n} | {agree}/{positions} | {gap:.2e} | {'yes' if same else 'no'} | {echoed} | {alternatives} |")
         print()
         for backend in ("torch", "remote"):
             n, seconds = totals[backend]

@@ -223,8 +223,8 @@ class RemoteBackend(Backend):
 
     def _open(self, prompt_ids: list[int], settings: GenerationSettings):
         """The streamed request (a context manager). Token ids are exact, but not every engine takes them
-        (llama-cpp-python's server wants text): after a 400/422, one retry with the prompt as text, remembered
-        when it works."""
+        (llama-cpp-python's server wants text): after a 400, 422 or 500, one retry with the prompt as text,
+        remembered when it works."""
         import httpx
 
         url, body = self.base_url + "/completions", self.request_body(prompt_ids, settings)
@@ -232,7 +232,8 @@ class RemoteBackend(Backend):
             return httpx.stream("POST", url, json=body | {"prompt": self.codec.decode(prompt_ids)}, timeout=self.timeout)
         reply = httpx.stream("POST", url, json=body, timeout=self.timeout)
         response = reply.__enter__()
-        if response.status_code not in (400, 422):
+        # 400/422 from most servers; llama-cpp-python's answers a validation error with 500.
+        if response.status_code == 200 or response.status_code not in (400, 422, 500):
             return _Entered(reply, response)
         response.read()
         reply.__exit__(None, None, None)

@@ -113,7 +113,9 @@ def _tooltip(record: TokenRecord, lang: str, unit: Unit | None = None, index: in
     name = escape(visible_label(record.text) if is_whole(record.bytes) else hex_bytes(record.bytes))
     data = f" · {t('tip.bytes', lang)} {hex_bytes(record.bytes)}" if record.bytes else ""
     if record.raw_prob is None:
-        return f'<span class="tip"><b>{name}</b>{escape(data)}{part}<div>{escape(t("tip.first", lang))}</div></span>'
+        # Past the first token, only a serving engine that did not echo the prompt's logprobs leaves a token unscored.
+        why = t("tip.first", lang) if record.position == 0 else t("remote.prompt_unscored", lang)
+        return f'<span class="tip"><b>{name}</b>{escape(data)}{part}<div>{escape(why)}</div></span>'
     rows = "".join(
         f'<tr class="{"chosen" if alt.token_id == record.token_id else ""}"><td>{escape(_alternative_text(alt.text, alt.bytes))}</td>'
         f'<td class="p">{pct(alt.prob)}</td></tr>'
