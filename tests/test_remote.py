@@ -293,3 +293,13 @@ def test_an_engine_that_takes_only_text_prompts_gets_text(faulty, bad_engine):
         assert [r.token_id for r in faulty.stream(generation)] == [40, 41, 42, 43]
     ids = faulty.source.codec.encode("The value")
     assert bad_engine.prompts == [ids, "The value", "The value"]  # refused once, then text from the start
+
+
+def test_the_command_line_names_what_is_missing(tiny_model_dir, capsys):
+    from playground.cli import main
+
+    assert main(["--model", str(tiny_model_dir), "--backend", "remote"]) == 2
+    assert "--backend remote needs --remote-url URL" in capsys.readouterr().err
+    assert main(["--model", str(tiny_model_dir), "--backend", "remote", "--remote-url",
+                 f"http://127.0.0.1:{closed_port()}/v1", "--no-browser"]) == 2
+    assert "cannot be reached" in capsys.readouterr().err
