@@ -14,9 +14,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="hub id (gpt2, distilgpt2, gpt2-medium, uer/gpt2-chinese-cluecorpussmall, ...), a local "
                              "Hugging Face folder, 'demo' or 'demo-zh' (the offline English or Chinese demo model) "
                              "(default: gpt2; falls back to the offline demo model when the hub is unreachable)")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="inference backend (default: torch)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "remote"],
+                        help="inference backend (default: torch); remote: an OpenAI-compatible engine at --remote-url")
     parser.add_argument("--variant", default="fp32", choices=["fp32", "fp16", "int8", "int4"],
                         help="ONNX variant (default: fp32; fp16 needs a GPU, int8 runs on the CPU)")
+    parser.add_argument("--remote-url", metavar="URL",
+                        help="an OpenAI-compatible engine that returns logprobs (vLLM, llama.cpp's server, another playground), "
+                             "e.g. http://127.0.0.1:8000/v1; it must serve the model given by --model, whose tokenizer reads its tokens")
+    parser.add_argument("--remote-model", metavar="NAME", help="the engine's name for the model (default: the first it lists)")
+    parser.add_argument("--remote-timeout", metavar="SECONDS", type=float, default=30.0,
+                        help="longest wait for the engine's next bytes (default: 30)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
@@ -41,11 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     from .ui.security import auth_file_warning, exposure_warning, resolve_login
 
     try:
+        if args.backend == "remote" and not args.remote_url:
+            raise PlaygroundError("--backend remote needs --remote-url URL (the engine's address, e.g. http://127.0.0.1:8000/v1).")
         login = resolve_login(args.auth, args.auth_file)
         source = resolve_model(args.model)
         history, history_disabled = open_history(args.db)
         playground = Playground(source, device=args.device, default_backend=args.backend, default_variant=args.variant,
-                                history=history, history_disabled=history_disabled)
+                                history=history, history_disabled=history_disabled, remote_url=args.remote_url,
+                                remote_model=args.remote_model, remote_timeout_s=args.remote_timeout)
         info = playground.backend().info  # load now: a broken model fails here, not on the first click
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -406,6 +406,9 @@ class Generation:
         return token_id, float(warped_probs[token_id]), stats
 
     def __iter__(self) -> Iterator[TokenRecord]:
+        if self.backend.streams_tokens:  # a serving engine decodes: its tokens become the records
+            yield from self._engine_records()
+            return
         settings, result, k, codec = self.settings, self.result, self.settings.top_alternatives, self.codec
         processors = build_logits_processors(settings)
         rng = torch.Generator().manual_seed(settings.seed)
@@ -475,6 +478,87 @@ class Generation:
             if step + 1 < settings.max_new_tokens:
                 next_logits, cache = self.backend.step(token_id, cache)
 
+        result.finish_reason = finish
+        self._finish_text()
+
+
+    def _engine_records(self) -> Iterator[TokenRecord]:
+        """The run when a serving engine decodes (`backend.streams_tokens`): the engine's tokens become the same
+        records, bytes included, with the engine's probabilities and as many alternatives as it gave. What it does
+        not report stays None, never estimated: the probability in the sampled (warped) distribution, the entropy,
+        a rank outside its alternatives, and the prompt's scores when it does not echo them."""
+        settings, result, codec = self.settings, self.result, self.codec
+        prompt_ids = self._prompt_ids()
+        result.prompt_tokens = [
+            TokenRecord(position=i, token_id=t, text=codec.label(t, prompt_ids[i - 1] if i else None), is_prompt=True,
+                        raw_prob=None, prob=None, rank=None, entropy_bits=None,
+                        bytes=codec.piece(t, prompt_ids[i - 1] if i else None))
+            for i, t in enumerate(prompt_ids)
+        ]
+        result.notices.append(Notice(
+            "Decoded by a serving engine: tokens, their probabilities and the alternatives come from it. Attention, "
+            "entropy, the sampled (warped) distribution and ranks beyond the alternatives are not available.",
+            key="remote.notice"))
+        started = time.perf_counter()
+        finish, decode_started, paused_s, fewer_noted = "length", None, 0.0, False
+        n, previous_id, echoed = len(prompt_ids), prompt_ids[-1], 0
+        tokens = self.backend.stream_tokens(prompt_ids, settings, self.stop_event)
+        try:
+            for token in tokens:
+                # OpenAI's convention adds the chosen token to the top-N when it is not among them: keep the top-N.
+                token.top = token.top[:settings.top_alternatives]
+                if token.is_prompt:  # the engine's echo: its scores for the prompt tokens
+                    record = result.prompt_tokens[echoed] if echoed < n else None
+                    if record is not None and record.token_id == token.token_id and token.logprob is not None:
+                        before = prompt_ids[echoed - 1] if echoed else None
+                        record.raw_prob = record.prob = math.exp(token.logprob)
+                        record.top = [Alternative(i, codec.label(i, before), math.exp(lp), codec.piece(i, before)) for i, lp in token.top]
+                        record.rank = next((r + 1 for r, (i, _) in enumerate(token.top) if i == token.token_id), None)
+                    echoed += 1
+                    continue
+                if self.stop_event.is_set():
+                    finish = "stopped"
+                    break
+                if len(result.tokens) >= settings.max_new_tokens:
+                    continue  # more than asked for: ignored (reading on lets the engine finish its run normally)
+                if len(token.top) < settings.top_alternatives and not fewer_noted:
+                    fewer_noted = True
+                    result.notices.append(Notice(
+                        f"The engine gave {len(token.top)} alternatives per token where {settings.top_alternatives} were "
+                        "asked; the view shows those it gave.", key="remote.fewer_alternatives", given=len(token.top),
+                        asked=settings.top_alternatives))
+                piece = codec.piece(token.token_id, previous_id)
+                record = TokenRecord(
+                    position=n, token_id=token.token_id, text=codec.label(token.token_id, previous_id), is_prompt=False,
+                    raw_prob=None if token.logprob is None else math.exp(token.logprob), prob=None,
+                    rank=next((r + 1 for r, (i, _) in enumerate(token.top) if i == token.token_id), None), entropy_bits=None,
+                    top=[Alternative(i, codec.label(i, previous_id), math.exp(lp), codec.piece(i, previous_id)) for i, lp in token.top],
+                    bytes=piece,
+                )
+                n += 1
+                previous_id = token.token_id
+                self._generated_ids.append(token.token_id)
+                self._output += piece
+                result.tokens.append(record)
+                now = time.perf_counter()
+                if decode_started is None:
+                    result.ttft_ms = (now - started) * 1000
+                    decode_started = now
+                else:
+                    result.decode_ms = (now - decode_started - paused_s) * 1000
+                yield record
+                paused_s += time.perf_counter() - now
+                if token.token_id in codec.eos_ids and not self.ignore_eos:
+                    finish = "eos"
+                    break
+                if self._hit_stop_sequence(piece):
+                    finish = "stop_sequence"
+                    break
+            else:
+                if len(result.tokens) < settings.max_new_tokens:
+                    finish = "stopped" if self.stop_event.is_set() else "eos"  # the engine ended the text itself
+        finally:
+            tokens.close()
         result.finish_reason = finish
         self._finish_text()
 

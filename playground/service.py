@@ -11,15 +11,16 @@ from typing import Iterator
 
 from .backends.base import Backend
 from .config import GenerationSettings
-from .errors import Notice, PlaygroundError
+from .errors import Notice, PlaygroundError, SettingsError
 from .generation import Generation, GenerationResult, TokenRecord
 from .history import HistoryStore
 from .models import ModelSource, list_local_models, resolve_choice
+from .onnx.export import VARIANTS
 from .text import complete_prefix_length, escape_bytes, hex_bytes
 from .training.jobs import FineTuneJobs
 from .paths import models_dir
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "remote")  # remote: an OpenAI-compatible engine (--remote-url)
 MAX_LOADED_MODELS = 3  # models with built backends kept in memory; the least recently used other one goes first
 
 
@@ -37,8 +38,10 @@ class Playground:
     def __init__(self, source: ModelSource, device: str = "auto", default_backend: str = "torch",
                  default_variant: str = "fp32", exports_root: Path | None = None,
                  history: HistoryStore | None = None, history_disabled: str | None = None,
-                 models_root: Path | None = None):
+                 models_root: Path | None = None, remote_url: str | None = None, remote_model: str | None = None,
+                 remote_timeout_s: float | None = None):
         self.source = source  # the default model
+        self.remote_url, self.remote_model, self.remote_timeout_s = remote_url, remote_model, remote_timeout_s
         self.models_root = Path(models_root) if models_root is not None else models_dir()
         self._sources: dict[str, ModelSource] = {source.name: source}
         self._model_use: list[str] = [source.name]  # least recently used first
@@ -83,10 +86,16 @@ class Playground:
         """The shared backend for (model, name, variant), built on first use (an ONNX one exports first if
         needed). `variant` is ignored for torch (its precision follows the device)."""
         name = name or self.default_backend
-        if name not in BACKENDS:
+        if not isinstance(name, str) or name not in BACKENDS:
             raise PlaygroundError(f"Unknown backend {name!r}; available: {', '.join(BACKENDS)}.")
-        variant = None if name == "torch" else (variant or self.default_variant)
+        # Checked for torch too, which ignores it: a typo such as "int2" must not pass unnoticed. (A remote run
+        # records the engine's model name as its variant, which a branch passes back: the engine ignores it.)
+        if variant not in (None, "") and (not isinstance(variant, str) or (variant not in VARIANTS and name != "remote")):
+            raise PlaygroundError(f"Unknown variant {variant!r}; available: {', '.join(VARIANTS)}.")
+        variant = None if name in ("torch", "remote") else (variant or self.default_variant)
         source = self.source_for(model)
+        if name == "remote":
+            self._check_remote(source)
         key = (source.name, name, variant)
         # One lock per backend: an export of minutes must not hold up runs on backends already built.
         with self._backend_lock:
@@ -102,6 +111,11 @@ class Playground:
                     from .backends.torch import TorchBackend
 
                     backend = TorchBackend(source, self.device)
+                elif name == "remote":
+                    from .backends.remote import DEFAULT_TIMEOUT_S, RemoteBackend
+
+                    backend = RemoteBackend(source, self.remote_url, self.remote_model,
+                                            timeout_s=self.remote_timeout_s or DEFAULT_TIMEOUT_S)
                 else:
                     from .backends.onnx import OnnxBackend
 
@@ -110,6 +124,19 @@ class Playground:
                     self._backends[key] = backend
                     self._forget_old_models(keep=source.name)
             return backend
+
+    def backend_choices(self) -> list[str]:
+        """The backends this app can run: the engine only when one was given (--remote-url)."""
+        return [b for b in BACKENDS if b != "remote" or self.remote_url]
+
+    def _check_remote(self, source: ModelSource) -> None:
+        if not self.remote_url:
+            raise PlaygroundError("No serving engine is configured: start the app with --backend remote --remote-url URL "
+                                  "(an OpenAI-compatible server such as vLLM or llama.cpp's).", key="remote.not_configured")
+        if source.name != self.source.name:
+            raise PlaygroundError(f"The engine serves the app's model ({self.source.name}), whose tokenizer the playground "
+                                  f"uses to read its tokens; choose {self.source.name} for the remote backend.",
+                                  key="remote.one_model", model=self.source.name)
 
     def _touch(self, model: str) -> None:
         if model in self._model_use:
@@ -139,10 +166,20 @@ class Playground:
         backend: str | None = None,
         variant: str | None = None,
         model: str | None = None,
+        prompt_ids: list[int] | None = None,
     ) -> Generation:
-        """Prepare a run (validated, not started: iterate it). A new run of a session replaces its Stop event."""
+        """Prepare a run (validated, not started: iterate it). A new run of a session replaces its Stop event.
+
+        `prompt_ids` (token ids of the model's tokenizer, as the API may send them) replace the prompt's text."""
         runner = self.backend(backend, variant, model)
-        return Generation(runner, self.source_for(runner.info.model), prompt, settings, stop_event=self._stop_event_for(session))
+        source = self.source_for(runner.info.model)
+        if prompt_ids is not None:
+            bad = [i for i in prompt_ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(source.codec)]
+            if bad or not prompt_ids:
+                raise SettingsError(f"Token id {bad[0] if bad else None!r} is not in this model's vocabulary (0 to "
+                                    f"{len(source.codec) - 1}).", key="settings.token_id", value=bad[0] if bad else None,
+                                    most=len(source.codec) - 1)
+        return Generation(runner, source, prompt, settings, stop_event=self._stop_event_for(session), prompt_ids=prompt_ids)
 
     def _stop_event_for(self, session: str | None) -> threading.Event:
         stop_event = threading.Event()

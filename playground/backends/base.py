@@ -35,6 +35,10 @@ class Backend(ABC):
     # its own small torch ops on one thread, so torch's OpenMP workers do not spin on the cores that
     # the backend's thread pool needs (measured: that contention halved ONNX decode speed).
     computes_with_torch: bool = True
+    # True for a backend that decodes by itself (a serving engine, backends/remote.py): the decoding loop then
+    # takes whole tokens with their log-probabilities from `stream_tokens(prompt_ids, settings, stop_event)`
+    # instead of logits, and leaves what the engine does not report empty (None), never estimated.
+    streams_tokens: bool = False
 
     @abstractmethod
     def prefill(self, input_ids: list[int]) -> tuple[Any, Any]:

@@ -1,4 +1,4 @@
-"""Assemble the Gradio app from its tabs and expose the `/generate` API endpoint."""
+"""Assemble the Gradio app from its tabs and expose the `/generate` API endpoint and the OpenAI-compatible `/v1` routes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from html import escape
 import gradio as gr
 from starlette.middleware import Middleware
 
+from ..api import OpenAIRoutes, build_openai_app
 from ..errors import PlaygroundError
 from ..service import Playground
 from ..training.data import MAX_DATA_BYTES
@@ -91,6 +92,7 @@ def build_demo(playground: Playground) -> gr.Blocks:
 
         gr.api(generate, api_name="generate", concurrency_id="generate")
     demo.queue(default_concurrency_limit=GENERATE_CONCURRENCY)
+    demo.openai_api = build_openai_app(playground)  # served at /v1 by OpenAIRoutes (see launch_kwargs)
     return demo
 
 
@@ -104,7 +106,8 @@ def launch_kwargs(login: Login | None = None) -> dict:
         "ssr_mode": False,
         "i18n": I18N,
         "max_file_size": MAX_DATA_BYTES,  # uploads are the Fine-tune tab's training text only (the guard checks them too)
-        "app_kwargs": {"middleware": [Middleware(RouteGuard)]},
+        # The guard first; then /v1 (the OpenAI-compatible API, behind the same login), the rest to Gradio.
+        "app_kwargs": {"middleware": [Middleware(RouteGuard), Middleware(OpenAIRoutes)]},
     }
     if login is not None:
         kwargs["auth"] = PasswordCheck(login.accounts)

@@ -12,11 +12,10 @@ from ..errors import PlaygroundError
 from ..onnx.export import VARIANTS
 from ..generation import Generation, GenerationResult
 from ..service import Playground
-from .generate_tab import RENDER_EVERY_S, SETTING_NAMES, settings_from_ui
+from .generate_tab import RENDER_EVERY_S, SETTING_NAMES, backend_choices, settings_from_ui
 from .i18n import lang_of, localize_on_load, t, translated, ui_error
 from .render import output_token_name, stats_markdown, token_view_html
 
-BACKEND_CHOICES = [("PyTorch", "torch"), ("ONNX Runtime", "onnx")]
 
 
 def sides_markdown(a: GenerationResult, b: GenerationResult, lang: str = "en") -> str:
@@ -74,13 +73,15 @@ def build_compare_tab(playground: Playground, generate_inputs: dict, tab: gr.Tab
     choices = playground.model_choices()
     sides = {}
     with gr.Row(equal_height=True):
-        for side, backend_default, variant_default in (("a", "torch", playground.default_variant), ("b", "onnx", "int8")):
+        # With a serving engine (--remote-url), side B is the engine beside local PyTorch.
+        b_default = "remote" if "remote" in playground.backend_choices() else "onnx"
+        for side, backend_default, variant_default in (("a", "torch", playground.default_variant), ("b", b_default, "int8")):
             with gr.Column(variant="panel", min_width=280):
                 gr.Markdown(translated("compare.side_a") if side == "a" else translated("compare.side_b"))
                 model = gr.Dropdown(choices, value=playground.source.name, label=translated("generate.model"), allow_custom_value=True,
                                     info=translated("generate.model_info"), elem_id=f"compare-model-{side}")
                 with gr.Row():
-                    backend = gr.Radio(BACKEND_CHOICES, value=backend_default, label=translated("generate.backend"),
+                    backend = gr.Radio(backend_choices(playground), value=backend_default, label=translated("generate.backend"),
                                        elem_id=f"compare-backend-{side}")
                     variant = gr.Dropdown(list(VARIANTS), value=variant_default, label=translated("generate.variant"),
                                           interactive=backend_default == "onnx", elem_id=f"compare-variant-{side}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlparse
 
 import gradio as gr
 
@@ -41,6 +42,13 @@ def colour_choices(lang: str) -> list[tuple[str, str]]:
     return [(t("generate.colour_prob", lang), "prob"), (t("generate.colour_rank", lang), "rank")]
 
 
+def backend_choices(playground: Playground) -> list[tuple[str, str]]:
+    """The backend radio's choices; a serving engine (--remote-url) is named by the protocol and its address, the
+    same in every language, like PyTorch and ONNX Runtime."""
+    names = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
+    return [(names.get(b) or f"OpenAI API · {urlparse(playground.remote_url).netloc}", b) for b in playground.backend_choices()]
+
+
 def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.Component], gr.State]:
     """Lay out the tab and wire its events; call inside a gr.Blocks context.
 
@@ -59,7 +67,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                                 allow_custom_value=True, elem_id="model",
                                 info=translated("generate.model_info"))
             with gr.Row():
-                backend = gr.Radio([("PyTorch", "torch"), ("ONNX Runtime", "onnx")], value=playground.default_backend,
+                backend = gr.Radio(backend_choices(playground), value=playground.default_backend,
                                    label=translated("generate.backend"), elem_id="backend")
                 variant = gr.Dropdown(list(VARIANTS), value=playground.default_variant, label=translated("generate.variant"),
                                       interactive=playground.default_backend == "onnx", elem_id="variant",

@@ -62,7 +62,9 @@ def token_colour(record: TokenRecord, mode: str) -> str:
     return _prob_colour(record.raw_prob)
 
 
-def _rank_colour(rank: int) -> str:
+def _rank_colour(rank: int | None) -> str:
+    if rank is None:  # a serving engine did not rank it (outside the alternatives it gave)
+        return PROMPT_NO_SCORE
     for limit, _, colour in RANK_BUCKETS:
         if limit is None or rank <= limit:
             return colour
@@ -82,7 +84,7 @@ def unit_colour(records: list[TokenRecord], mode: str) -> str:
     if not scored:
         return PROMPT_NO_SCORE
     if mode == "rank":
-        return _rank_colour(max(r.rank for r in scored))
+        return _rank_colour(None if any(r.rank is None for r in scored) else max(r.rank for r in scored))
     return _prob_colour(math.prod(r.raw_prob for r in scored))
 
 
@@ -111,7 +113,9 @@ def _tooltip(record: TokenRecord, lang: str, unit: Unit | None = None, index: in
     name = escape(visible_label(record.text) if is_whole(record.bytes) else hex_bytes(record.bytes))
     data = f" · {t('tip.bytes', lang)} {hex_bytes(record.bytes)}" if record.bytes else ""
     if record.raw_prob is None:
-        return f'<span class="tip"><b>{name}</b>{escape(data)}{part}<div>{escape(t("tip.first", lang))}</div></span>'
+        # Past the first token, only a serving engine that did not echo the prompt's logprobs leaves a token unscored.
+        why = t("tip.first", lang) if record.position == 0 else t("remote.prompt_unscored", lang)
+        return f'<span class="tip"><b>{name}</b>{escape(data)}{part}<div>{escape(why)}</div></span>'
     rows = "".join(
         f'<tr class="{"chosen" if alt.token_id == record.token_id else ""}"><td>{escape(_alternative_text(alt.text, alt.bytes))}</td>'
         f'<td class="p">{pct(alt.prob)}</td></tr>'
@@ -120,9 +124,13 @@ def _tooltip(record: TokenRecord, lang: str, unit: Unit | None = None, index: in
     sampled = ""
     if not record.is_prompt and record.prob is not None and abs(record.prob - record.raw_prob) > 1e-6:
         sampled = " · " + t("tip.sampled", lang, p=pct(record.prob))
+    # A serving engine reports neither the entropy nor a rank outside its alternatives: said so, not made up.
+    rank = t("remote.unavailable", lang) if record.rank is None else record.rank
+    entropy = (t("remote.entropy_unavailable", lang) if record.entropy_bits is None
+               else t("tip.entropy", lang, bits=f"{record.entropy_bits:.2f}"))
     head = (
-        f"<b>{name}</b>{escape(data)}{part}<div>p {pct(record.raw_prob)}{escape(sampled)} · {escape(t('tip.rank', lang))} {record.rank} · "
-        f"{escape(t('tip.entropy', lang, bits=f'{record.entropy_bits:.2f}'))}</div>"
+        f"<b>{name}</b>{escape(data)}{part}<div>p {pct(record.raw_prob)}{escape(sampled)} · {escape(t('tip.rank', lang))} "
+        f"{escape(str(rank))} · {escape(entropy)}</div>"
     )
     return f'<span class="tip">{head}<table>{rows}</table></span>'
 

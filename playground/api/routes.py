@@ -1,0 +1,305 @@
+"""`POST /v1/completions` and `GET /v1/models` on the playground's own server, through the one decoding loop.
+
+Every request is one or more runs of `Playground.start`/`stream`, so each sample is saved to the history
+like a run of the UI or `/generate`, and a client that disconnects mid-stream stops its run (saved as
+stopped). The routes live in a small Starlette app; `OpenAIRoutes`, a middleware given to Gradio's
+launch, hands it the `/v1` paths after the route guard and the login check (see `login_refusal`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import time
+import uuid
+from dataclasses import replace
+from typing import AsyncIterator, Iterator
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from ..backends.remote import EngineError
+from ..config import GenerationSettings
+from ..errors import ModelLoadError, PlaygroundError, SettingsError
+from ..generation import Generation
+from ..service import Playground
+from .schemas import ApiError, CompletionRequest, LogprobsWriter, finish_reason, parse_completion_request, settings_error
+
+MAX_BODY_BYTES = 4 * 2**20  # a 200,000-character prompt, JSON-escaped, fits
+V1_CONCURRENCY = 2  # decoding steps of /v1 runs at once (two cores; the UI's queue has its own two)
+OWNER = "gpt2-playground"
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.to_dict(), status_code=error.status)
+
+
+def api_error(exc: Exception) -> ApiError:
+    """Any failure as an OpenAI error object: the user's to fix (400 with the UI's message) or the server's (500)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, SettingsError):
+        return settings_error(exc)
+    if isinstance(exc, EngineError):  # the serving engine behind --backend remote failed: not the client's fault
+        return ApiError(str(exc), type="server_error", code="engine_error", status=502)
+    if isinstance(exc, ModelLoadError):
+        return ApiError(str(exc), param="model", code="model_not_found", status=404)
+    if isinstance(exc, PlaygroundError):
+        param = "backend" if "backend" in str(exc)[:20] else "variant" if "variant" in str(exc)[:40] else None
+        return ApiError(str(exc), param=param, code="invalid_value")
+    return ApiError(f"The server failed on this request ({type(exc).__name__}); it keeps serving. Try again, or report it.",
+                    type="server_error", code="internal_error", status=500)
+
+
+def start_samples(playground: Playground, prompt: str | list[int], settings: GenerationSettings, n: int, session: str,
+                  backend: str | None, variant: str | None, model: str | None) -> list[Generation]:
+    """The n samples of one prompt (text or token ids): sample i uses seed S + i (the convention shared with batched
+    decoding), so sample 0 is exactly the run that `/generate` gives with seed S. S is drawn once when the request has none."""
+    settings = settings.with_seed()
+    text, ids = (prompt, None) if isinstance(prompt, str) else ("", prompt)
+    return [playground.start(text, replace(settings, seed=settings.seed + i), session=session, backend=backend,
+                             variant=variant, model=model, prompt_ids=ids)
+            for i in range(n)]
+
+
+class CompletionStream:
+    """The answer to one request, sample after sample: OpenAI's completion JSON, whole or as streamed chunks."""
+
+    def __init__(self, request: CompletionRequest, runs: list[list[Generation]]):
+        self.request = request
+        self.runs = runs  # per prompt, its n samples
+        self.id = f"cmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    def samples(self) -> Iterator[tuple[int, Generation]]:
+        """(choice index, run) in OpenAI's order: prompt by prompt, n samples each."""
+        index = 0
+        for per_prompt in self.runs:
+            for run in per_prompt:
+                yield index, run
+                index += 1
+
+    def envelope(self, model: str, choices: list[dict]) -> dict:
+        return {"id": self.id, "object": "text_completion", "created": self.created, "model": model, "choices": choices}
+
+    def usage(self) -> dict:
+        prompt = sum(len(per_prompt[0].result.prompt_tokens) for per_prompt in self.runs)
+        completion = sum(len(run.result.tokens) for _, run in self.samples())
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def choice(self, index: int, run: Generation) -> dict:
+        """A whole sample: its text (after the prompt under echo), logprobs, finish reason, seed and history id."""
+        result, request = run.result, self.request
+        logprobs = None
+        if request.logprobs is not None:
+            records = (result.prompt_tokens if request.echo else []) + result.tokens
+            logprobs = LogprobsWriter(request.logprobs, request.tokens_as_ids).write(records)
+        text = (result.prompt + result.text) if request.echo else result.text
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason(result),
+                "seed": result.settings.seed, "run_id": result.run_id}
+
+    def whole(self) -> dict:
+        choices = [self.choice(index, run) for index, run in self.samples()]
+        return self.envelope(self.model, choices) | {"usage": self.usage()}
+
+    @property
+    def model(self) -> str:
+        return self.runs[0][0].result.info.model
+
+
+def stop_prefix_held(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters of `text` could be the start of a stop sequence (streamed only once it is not)."""
+    held = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), held, -1):
+            if text.endswith(stop[:k]):
+                held = k
+                break
+    return held
+
+
+def sse(data: dict | str) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n".encode("utf-8")
+
+
+def build_openai_app(playground: Playground) -> Starlette:
+    """The /v1 routes over `playground` (the login is checked before they are reached: see OpenAIRoutes)."""
+    limiter = anyio.CapacityLimiter(V1_CONCURRENCY)
+
+    async def read_body(request: Request) -> object:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            raise ApiError(f"The request body is over {MAX_BODY_BYTES // 2**20} MB.", code="body_too_large", status=413)
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_BODY_BYTES:
+                raise ApiError(f"The request body is over {MAX_BODY_BYTES // 2**20} MB.", code="body_too_large", status=413)
+        try:
+            return json.loads(bytes(data).decode("utf-8", "surrogatepass"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(f"The request body is not valid JSON ({str(exc)[:200]}).", code="invalid_json") from None
+
+    async def completions(request: Request):
+        try:
+            parsed = parse_completion_request(await read_body(request))
+            session = f"v1-{uuid.uuid4().hex}"
+            # Starting may build a backend (an ONNX export takes a while): off the event loop.
+            runs = await anyio.to_thread.run_sync(lambda: [
+                start_samples(playground, prompt, parsed.settings, parsed.n, session, parsed.backend, parsed.variant,
+                              parsed.model)
+                for prompt in parsed.prompts])
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error object
+            return error_response(api_error(exc))
+        answer = CompletionStream(parsed, runs)
+        if parsed.stream:
+            return StreamingResponse(stream_events(answer, session), media_type="text/event-stream",
+                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        for _, run in answer.samples():
+            try:
+                await anyio.to_thread.run_sync(consume, run, session, limiter=limiter)
+            except Exception as exc:  # noqa: BLE001
+                error = api_error(exc)
+                if run.result.run_id is not None:
+                    error.message += f" What it produced is saved in the history as run {run.result.run_id}."
+                return error_response(error)
+        return JSONResponse(answer.whole())
+
+    def consume(run: Generation, session: str) -> None:
+        for _ in playground.stream(run, session):
+            pass
+
+    async def stream_events(answer: CompletionStream, session: str) -> AsyncIterator[bytes]:
+        """Server-sent events: a chunk per token (its text delta and logprobs), a last chunk per sample with its
+        finish reason, optional usage, then `data: [DONE]`. A fault mid-run sends an error event, then [DONE]."""
+        request, run = answer.request, None
+        try:
+            for index, run in answer.samples():
+                records = playground.stream(run, session)
+                writer = LogprobsWriter(request.logprobs or 0, request.tokens_as_ids)
+                sent, first = "", True
+                try:
+                    while True:
+                        record = await anyio.to_thread.run_sync(next, records, None, limiter=limiter)
+                        if record is None:
+                            break
+                        text = run.current_text()
+                        text = text[:len(text) - stop_prefix_held(text, run.settings.stop_sequences)]
+                        delta, sent = text[len(sent):], text
+                        batch = [record]
+                        if first and request.echo:
+                            delta, batch = run.result.prompt + delta, run.result.prompt_tokens + batch
+                        first = False
+                        logprobs = writer.write(batch) if request.logprobs is not None else None
+                        yield sse(answer.envelope(run.result.info.model, [
+                            {"index": index, "text": delta, "logprobs": logprobs, "finish_reason": None}]))
+                finally:
+                    with anyio.CancelScope(shield=True):  # a disconnect cancels us: still close, which saves it as stopped
+                        await anyio.to_thread.run_sync(records.close)
+                result = run.result
+                yield sse(answer.envelope(result.info.model, [
+                    {"index": index, "text": result.text[len(sent):] if result.text.startswith(sent) else "",
+                     "logprobs": None, "finish_reason": finish_reason(result), "seed": result.settings.seed,
+                     "run_id": result.run_id}]))
+            if request.include_usage:
+                yield sse(answer.envelope(answer.model, []) | {"usage": answer.usage()})
+        except Exception as exc:  # noqa: BLE001 - the client reads it as an error event
+            error = api_error(exc)
+            if run is not None and run.result.run_id is not None:
+                error.message += f" What it produced is saved in the history as run {run.result.run_id}."
+            yield sse(error.to_dict())
+        finally:
+            playground.stop(session)
+        yield sse("[DONE]")
+
+    async def models(request: Request):
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": OWNER} for name in playground.model_choices()]})
+
+    async def model(request: Request):
+        name = request.path_params["name"]
+        if name not in playground.model_choices():
+            return error_response(ApiError(f"The model {name[:200]!r} is not offered here; GET /v1/models lists those that are.",
+                                           param="model", code="model_not_found", status=404))
+        return JSONResponse({"id": name, "object": "model", "created": 0, "owned_by": OWNER})
+
+    async def http_error(request: Request, exc: HTTPException):
+        return error_response(ApiError(f"{request.method} {request.url.path[:200]}: {exc.detail}", code=str(exc.status_code),
+                                       status=exc.status_code))
+
+    async def server_error(request: Request, exc: Exception):
+        return error_response(api_error(exc))
+
+    return Starlette(
+        routes=[
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/models/{name:path}", model, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+
+
+# ---- mounting on Gradio's server ------------------------------------------------------------------
+
+def login_refusal(gradio_app, request: Request) -> str | None:
+    """Why a /v1 request may not pass the app's login (None when it may).
+
+    With `--auth`, a client logs in as it would with OpenAI: the API key is `USER:PASSWORD` (sent as
+    `Authorization: Bearer USER:PASSWORD`; HTTP Basic works too), checked by the same password check as
+    the login page, brake on guessing included. A browser already logged in to the UI passes with its
+    session cookie.
+    """
+    auth = getattr(gradio_app, "auth", None)
+    if auth is None:
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            credentials = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except ValueError:
+            credentials = ""
+    if scheme.lower() in ("bearer", "basic") and ":" in credentials:
+        user, _, password = credentials.partition(":")
+        if callable(auth):
+            if auth(user, password):
+                return None
+        elif user in auth and hmac.compare_digest(str(auth[user]).encode(), password.encode()):
+            return None
+        return "Wrong user or password. The API key is USER:PASSWORD of the app's login (--auth)."
+    cookie_id = getattr(gradio_app, "cookie_id", "")
+    token = request.cookies.get(f"access-token-{cookie_id}") or request.cookies.get(f"access-token-unsecure-{cookie_id}")
+    if token and getattr(gradio_app, "tokens", {}).get(token):
+        return None
+    return "This app asks for a login: send the API key USER:PASSWORD (Authorization: Bearer USER:PASSWORD)."
+
+
+class OpenAIRoutes:
+    """ASGI middleware (given to Gradio's launch after the route guard) that serves `/v1` from the Starlette app
+    that `build_demo` keeps on the Blocks as `openai_api`; everything else goes on to Gradio."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            path, root = scope.get("path", ""), scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root):]
+            gradio_app = scope.get("app")
+            api = getattr(getattr(gradio_app, "blocks", None), "openai_api", None)
+            if api is not None and (path == "/v1" or path.startswith("/v1/")):
+                refusal = login_refusal(gradio_app, Request(scope))
+                if refusal is not None:
+                    error = ApiError(refusal, type="invalid_request_error", code="invalid_api_key", status=401)
+                    await error_response(error)(scope, receive, send)
+                    return
+                await api(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

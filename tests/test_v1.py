@@ -1,0 +1,288 @@
+"""The OpenAI-compatible `/v1` routes of a launched app, called with the real `openai` SDK as any script would."""
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from playground.api.routes import stop_prefix_held
+from playground.api.schemas import parse_completion_request
+
+
+@pytest.fixture(scope="module")
+def v1(launched_app):
+    return openai.OpenAI(base_url=launched_app.rstrip("/") + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def gradio(launched_app):
+    return Client(launched_app, verbose=False)
+
+
+def test_models_lists_the_app_model_and_the_models_folder(v1):
+    names = [m.id for m in v1.models.list().data]
+    assert names[0] == "tiny-gpt2" and {"tiny-copy", "tiny-zh"} <= set(names)
+    assert v1.models.retrieve("tiny-copy").id == "tiny-copy"
+    with pytest.raises(openai.NotFoundError):
+        v1.models.retrieve("not-here")
+
+
+def test_a_plain_completion_is_a_saved_run(v1, app_history):
+    before = app_history.count()
+    reply = v1.completions.create(model="tiny-gpt2", prompt="The value of", max_tokens=9, seed=11)
+    [choice] = reply.choices
+    assert reply.object == "text_completion" and reply.model == "tiny-gpt2"
+    assert choice.finish_reason in ("length", "stop") and choice.logprobs is None
+    assert reply.usage.completion_tokens <= 9 and reply.usage.prompt_tokens >= 2
+    assert app_history.count() == before + 1
+    row = app_history.get(choice.model_extra["run_id"])
+    assert row["output"] == choice.text and row["prompt"] == "The value of" and row["status"] == "complete"
+    assert row["settings"]["seed"] == 11 and row["settings"]["top_k"] == 0 and row["settings"]["max_new_tokens"] == 9
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0.9, top_p=0.95), dict(temperature=0)])
+def test_numbers_agree_with_generate_for_the_same_seed(v1, gradio, sampling):
+    reply = v1.completions.create(model="tiny-gpt2", prompt="An object", max_tokens=12, seed=42, logprobs=5,
+                                  extra_body={"return_tokens_as_token_ids": True, "repetition_penalty": 1.1}, **sampling)
+    greedy = sampling["temperature"] == 0
+    text, run = gradio.predict(prompt="An object", max_new_tokens=12, seed=42, top_k=0, top_p=sampling.get("top_p", 1.0),
+                               temperature=1.0 if greedy else sampling["temperature"], do_sample=not greedy,
+                               repetition_penalty=1.1, top_alternatives=5, api_name="/generate")
+    choice = reply.choices[0]
+    assert choice.text == text
+    assert choice.logprobs.tokens == [f"token_id:{t['token_id']}" for t in run["tokens"]]
+    for logprob, top, record in zip(choice.logprobs.token_logprobs, choice.logprobs.top_logprobs, run["tokens"]):
+        assert logprob == pytest.approx(math.log(record["raw_prob"]), abs=1e-6)
+        expected = {f"token_id:{a['token_id']}": math.log(a["prob"]) for a in record["top"]}
+        assert {k: top[k] for k in expected} == pytest.approx(expected, abs=1e-6)
+        assert set(top) - set(expected) <= {f"token_id:{record['token_id']}"}  # the chosen token, when not in the top 5
+
+
+def test_streamed_text_is_the_whole_text(v1, launched_app):
+    kwargs = dict(model="tiny-gpt2", prompt="A list of", max_tokens=20, seed=5, temperature=0.8)
+    whole = v1.completions.create(**kwargs).choices[0]
+    chunks = list(v1.completions.create(stream=True, **kwargs))
+    assert "".join(c.choices[0].text for c in chunks) == whole.text
+    assert [c.choices[0].finish_reason for c in chunks][-1] == whole.finish_reason
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+    # On the wire: server-sent events ending in data: [DONE].
+    with httpx.stream("POST", launched_app.rstrip("/") + "/v1/completions", json=kwargs | {"stream": True}, timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in events) and events[-1] == "data: [DONE]"
+
+
+def test_a_stream_never_shows_the_stop_sequence(v1):
+    free = v1.completions.create(model="tiny-gpt2", prompt="The value", max_tokens=24, seed=3, temperature=0).choices[0].text
+    words = free.split(" ")
+    stop = " " + words[3] if len(words) > 3 else free[-3:]
+    kwargs = dict(model="tiny-gpt2", prompt="The value", max_tokens=24, seed=3, temperature=0, stop=[stop])
+    whole = v1.completions.create(**kwargs).choices[0]
+    streamed = "".join(c.choices[0].text for c in v1.completions.create(stream=True, **kwargs))
+    assert whole.finish_reason == "stop" and stop not in whole.text and streamed == whole.text == free[:free.find(stop)]
+    assert stop_prefix_held("abc\n", ("\n\n",)) == 1 and stop_prefix_held("abc", ("\n\n",)) == 0
+
+
+def test_n_samples_use_consecutive_seeds(v1, gradio):
+    reply = v1.completions.create(model="tiny-gpt2", prompt=["One", "Two"], n=3, max_tokens=8, seed=100, temperature=1.0)
+    assert [c.index for c in reply.choices] == list(range(6))
+    assert [c.model_extra["seed"] for c in reply.choices] == [100, 101, 102] * 2
+    for choice in reply.choices:
+        prompt = ["One", "Two"][choice.index // 3]
+        alone, _ = gradio.predict(prompt=prompt, max_new_tokens=8, seed=choice.model_extra["seed"], top_k=0,
+                                  api_name="/generate")
+        assert choice.text == alone
+    streamed = {}
+    for chunk in v1.completions.create(model="tiny-gpt2", prompt="One", n=2, max_tokens=8, seed=100, stream=True):
+        for c in chunk.choices:
+            streamed[c.index] = streamed.get(c.index, "") + c.text
+    assert streamed == {0: reply.choices[0].text, 1: reply.choices[1].text}
+
+
+def test_echo_returns_the_prompt_tokens_with_their_logprobs(v1, gradio):
+    reply = v1.completions.create(model="tiny-gpt2", prompt="The value of a", max_tokens=4, seed=1, echo=True, logprobs=2)
+    choice = reply.choices[0]
+    _, run = gradio.predict(prompt="The value of a", max_new_tokens=4, seed=1, top_k=0, api_name="/generate")
+    n_prompt = len(run["prompt_tokens"])
+    assert choice.text == "The value of a" + run["text"]
+    assert choice.logprobs.token_logprobs[0] is None and choice.logprobs.top_logprobs[0] is None
+    assert len(choice.logprobs.tokens) == n_prompt + 4
+    for logprob, record in zip(choice.logprobs.token_logprobs[1:n_prompt], run["prompt_tokens"][1:]):
+        assert logprob == pytest.approx(math.log(record["raw_prob"]), abs=1e-6)
+    offsets = choice.logprobs.text_offset
+    assert offsets[0] == 0 and offsets == sorted(offsets)
+    assert "".join(choice.logprobs.tokens) == choice.text  # plain ASCII: the token texts spell it
+    streamed = list(v1.completions.create(model="tiny-gpt2", prompt="The value of a", max_tokens=4, seed=1, echo=True,
+                                          logprobs=2, stream=True))
+    assert "".join(c.choices[0].text for c in streamed) == choice.text
+    assert [t for c in streamed if c.choices[0].logprobs for t in c.choices[0].logprobs.tokens] == choice.logprobs.tokens
+
+
+@pytest.mark.parametrize(
+    "bad, message, param",
+    [
+        ({"temperature": -1}, "temperature=-1.0 is out of range", "temperature"),
+        ({"temperature": 1e300}, "temperature=1e+300 is out of range", "temperature"),
+        ({"top_p": 0}, "top_p=0.0 is out of range", "top_p"),
+        ({"top_p": 5}, "top_p=5.0 is out of range", "top_p"),
+        ({"extra_body": {"top_k": -1}}, "top_k=-1 is out of range", "top_k"),
+        ({"seed": "abc"}, "seed must be a whole number", "seed"),
+        ({"max_tokens": 10**6}, "max_new_tokens=1000000 is out of range", "max_tokens"),
+        ({"max_tokens": 64}, "does not fit this model's context of 64 tokens", "max_tokens"),
+        ({"prompt": "x" * 1_000_000, "max_tokens": 5}, "1,000,000 characters; the limit is", "prompt"),
+        ({"model": "/etc"}, "cannot be chosen here", "model"),
+        ({"model": "../models"}, "cannot be chosen here", "model"),
+        ({"extra_body": {"model": ["tiny-copy"]}}, "model must be a string", "model"),
+        ({"extra_body": {"variant": "int2"}}, "Unknown variant 'int2'", "variant"),
+        ({"extra_body": {"backend": "tensorflow"}}, "Unknown backend 'tensorflow'", "backend"),
+        ({"presence_penalty": 0.5}, "presence_penalty=0.5 is not supported", "presence_penalty"),
+        ({"frequency_penalty": 1}, "send repetition_penalty", "frequency_penalty"),
+        ({"logit_bias": {"50": 10}}, "logit_bias", "logit_bias"),
+        ({"n": 0}, "n=0 is out of range", "n"),
+        ({"n": 17}, "n=17 is out of range", "n"),
+        ({"logprobs": 101}, "logprobs=101 is out of range", "logprobs"),
+        ({"stop": ["x"] * 9}, "At most 8 stop sequences", "stop"),
+        ({"prompt": [1, 2, 10**6]}, "Token id 1000000 is not in this model's vocabulary", "prompt"),
+        ({"prompt": [[]]}, "prompt must be a string", "prompt"),
+        ({"extra_body": {"temprature": 1}}, "Unknown field(s): temprature", "temprature"),
+    ],
+)
+def test_invalid_requests_get_the_uis_message_in_openais_error_shape(v1, bad, message, param):
+    kwargs = {"model": "tiny-gpt2", "prompt": "x", "max_tokens": 2} | bad
+    with pytest.raises((openai.BadRequestError, openai.NotFoundError)) as caught:
+        v1.completions.create(**kwargs)
+    error = caught.value.body
+    assert message in error["message"] and error["param"] == param and error["type"] == "invalid_request_error"
+    # ... and the server keeps serving.
+    assert v1.completions.create(model="tiny-gpt2", prompt="x", max_tokens=2, seed=1).choices[0].text is not None
+
+
+def test_a_stream_that_cannot_start_fails_before_any_event(v1):
+    # A setting checked against the model (its context) fails when the run is prepared: a plain 400, no stream.
+    with pytest.raises(openai.BadRequestError, match="does not fit"):
+        v1.completions.create(model="tiny-gpt2", prompt="x", max_tokens=64, stream=True)
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "must be a JSON object"),
+        (b'"text"', 400, "must be a JSON object"),
+        (b'{"prompt": {"a": 1}}', 400, "prompt must be a string"),
+        (b'{"prompt": "x", "stream": "yes"}', 400, "stream must be true or false"),
+        (b'{"prompt": "x", "echo": 1}', 400, "echo must be true or false"),
+        (b'{"prompt": "x", "max_tokens": 1e400}', 400, "max_new_tokens"),
+        (b'{"prompt": "x", "temperature": NaN}', 400, "finite number"),
+        (b"\xff\xfe garbage", 400, "not valid JSON"),
+    ],
+)
+def test_hostile_bodies_through_raw_http(launched_app, body, status, message):
+    reply = httpx.post(launched_app.rstrip("/") + "/v1/completions", content=body,
+                       headers={"content-type": "application/json"}, timeout=60)
+    assert reply.status_code == status, reply.text
+    assert message in reply.json()["error"]["message"] and "Traceback" not in reply.text
+
+
+def test_an_oversized_body_and_unknown_routes_are_refused(launched_app):
+    base = launched_app.rstrip("/")
+    reply = httpx.post(base + "/v1/completions", content=b"x" * (5 * 2**20), headers={"content-type": "application/json"})
+    assert reply.status_code == 413 and "over 4 MB" in reply.json()["error"]["message"]
+    assert httpx.get(base + "/v1/nothing").json()["error"]["code"] == "404"
+    assert httpx.get(base + "/v1/completions").status_code == 405
+
+
+def test_hostile_text_round_trips_literally(v1):
+    prompt = '<img src=x onerror="alert(1)"> \u202eRTL 😀 \x00'
+    reply = v1.completions.create(model="tiny-gpt2", prompt=prompt, max_tokens=3, seed=1, echo=True)
+    assert reply.choices[0].text.startswith(prompt)
+
+
+def test_invalid_utf16_and_control_characters_through_raw_http(launched_app, app_history):
+    body = '{"prompt": "a\\ud800b\\u0000\\u0007 \\u202e\\u05e9\\u05dc\\u05d5\\u05dd", "max_tokens": 3, "seed": 7}'
+    reply = httpx.post(launched_app.rstrip("/") + "/v1/completions", content=body,
+                       headers={"content-type": "application/json"}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    choice = reply.json()["choices"][0]
+    assert app_history.get(choice["run_id"])["prompt"] == "a?b\x00\x07 \u202e\u05e9\u05dc\u05d5\u05dd"
+
+
+def test_mixed_script_text_is_never_split(v1):
+    prompt = "注意 café 🙂 👨‍👩‍👧"
+    reply = v1.completions.create(model="tiny-gpt2", prompt=prompt, max_tokens=20, seed=5, echo=True, logprobs=1)
+    assert reply.choices[0].text.startswith(prompt) and "\ufffd" not in reply.choices[0].text
+    streamed = "".join(c.choices[0].text for c in v1.completions.create(model="tiny-gpt2", prompt=prompt, max_tokens=20,
+                                                                        seed=5, stream=True))
+    assert prompt + streamed == reply.choices[0].text
+
+
+def test_several_clients_at_once_get_their_own_seeded_results(launched_app, app_history):
+    base = launched_app.rstrip("/") + "/v1"
+    requests = [dict(model="tiny-gpt2", prompt=f"Client {i} asks", max_tokens=12, seed=10 + i, temperature=0.9,
+                     stream=bool(i % 2)) for i in range(4)]
+
+    def ask(request):
+        client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0, timeout=120)
+        reply = client.completions.create(**request)
+        if request["stream"]:
+            return "".join(c.choices[0].text for c in reply)
+        return reply.choices[0].text
+
+    before = app_history.count()
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(ask, requests))
+    assert app_history.count() == before + len(requests)
+    assert together == [ask(r) for r in requests]  # the same texts as one at a time
+
+
+def test_a_client_that_leaves_mid_stream_stops_its_run_saved_as_stopped(launched_app, app_history):
+    before = app_history.count()
+    body = {"model": "tiny-gpt2", "prompt": "Leaving early", "max_tokens": 60, "seed": 3, "stream": True}
+    with httpx.stream("POST", launched_app.rstrip("/") + "/v1/completions", json=body, timeout=60) as reply:
+        for line in reply.iter_lines():
+            if line.startswith("data: {"):
+                break
+    for _ in range(100):
+        if app_history.count() > before:
+            break
+        time.sleep(0.1)
+    [run] = [app_history.get(r["id"]) for r in app_history.search("Leaving early")]
+    assert run["status"] == "stopped" and len(run["tokens"]["output"]) < 60
+
+
+def test_generate_refuses_unknown_variants_too(gradio):
+    with pytest.raises(AppError, match="Unknown variant 'int2'"):
+        gradio.predict(prompt="x", max_new_tokens=2, backend="torch", variant="int2", api_name="/generate")
+
+
+def test_request_mapping_without_a_server():
+    parsed = parse_completion_request({"prompt": "x", "temperature": 0, "stop": "\n", "logprobs": 0})
+    assert parsed.settings.do_sample is False and parsed.settings.stop_sequences == ("\n",)
+    assert parsed.logprobs == 0 and parsed.settings.top_k == 0 and parsed.settings.max_new_tokens == 16
+    assert parse_completion_request({"prompt": "x", "top_k": None}).settings.top_k == 0
+
+
+# ---- behind a login -------------------------------------------------------------------------------
+
+def test_v1_asks_for_the_same_login(app_with_login):
+    base = app_with_login.rstrip("/") + "/v1"
+    with pytest.raises(openai.AuthenticationError) as caught:
+        openai.OpenAI(base_url=base, api_key="unused", max_retries=0).models.list()
+    assert caught.value.body["code"] == "invalid_api_key" and "USER:PASSWORD" in caught.value.body["message"]
+    with pytest.raises(openai.AuthenticationError, match="Wrong user or password"):
+        openai.OpenAI(base_url=base, api_key="alice:wrong", max_retries=0).completions.create(model="tiny-gpt2", prompt="x")
+    assert httpx.post(base + "/completions", json={"prompt": "x"}).status_code == 401
+    client = openai.OpenAI(base_url=base, api_key="alice:correct horse", max_retries=0, timeout=120)
+    reply = client.completions.create(model="tiny-gpt2", prompt="The value", max_tokens=4, seed=2)
+    assert reply.usage.completion_tokens <= 4
+    streamed = "".join(c.choices[0].text for c in client.completions.create(model="tiny-gpt2", prompt="The value",
+                                                                            max_tokens=4, seed=2, stream=True))
+    assert streamed == reply.choices[0].text
+    # HTTP Basic with the same account works too; the route guard still stands in front.
+    assert httpx.get(base + "/models", auth=("alice", "correct horse")).status_code == 200
+    assert httpx.get(app_with_login.rstrip("/") + "/monitoring/summary").status_code == 403
