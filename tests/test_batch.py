@@ -108,3 +108,80 @@ def test_a_seed_without_room_for_the_samples_is_refused(tiny_backend, tiny_sourc
 
     with pytest.raises(SettingsError, match="seed"):
         Generation(tiny_backend, tiny_source, PROMPT, GenerationSettings(seed=MAX_SEED, max_new_tokens=8), num_samples=2)
+
+
+# --- the service, the history and the API -----------------------------------------------------------
+
+
+def test_a_batch_is_saved_as_one_group_and_a_stopped_batch_keeps_its_finished_samples(tiny_source, tmp_path):
+    from playground.history import HistoryStore
+    from playground.service import Playground
+
+    store = HistoryStore(tmp_path / "history.db")
+    playground = Playground(tiny_source, device="cpu", exports_root=tmp_path / "exports", history=store)
+    settings = GenerationSettings(max_new_tokens=30, seed=5, temperature=1.2, top_k=0, stop_sequences=("e",))
+    run = playground.start(PROMPT, settings, session="s1", num_samples=4)
+    # Stop once some sample has finished on its stop sequence and some have not.
+    for sample, record in playground.stream_samples(run, "s1"):
+        done = [r.finish_reason for r in run.results]
+        if "stop_sequence" in done and "running" in done:
+            playground.stop("s1")
+    rows = store.group(run.group_id, full=True)
+    assert [r["sample_index"] for r in rows] == [0, 1, 2, 3] and len(rows) == 4
+    assert [r["settings"]["seed"] for r in rows] == [5, 6, 7, 8]
+    by_reason = {r["metrics"]["finish_reason"]: r["status"] for r in rows}
+    assert by_reason.get("stop_sequence") == "complete" and by_reason.get("stopped") == "stopped"
+    assert [r["output"] for r in rows] == [r.text for r in run.results]
+    assert all(len(r["tokens"]["output"]) == len(result.tokens) for r, result in zip(rows, run.results))
+    # A single run has no group.
+    single = playground.start(PROMPT, GenerationSettings(max_new_tokens=3, seed=1))
+    list(playground.stream(single))
+    assert store.get(single.result.run_id)["group_id"] is None
+
+
+def test_group_export_writes_only_that_group(tiny_source, tmp_path):
+    import json
+
+    from playground.history import HistoryStore, main
+    from playground.service import Playground
+
+    db = tmp_path / "history.db"
+    store = HistoryStore(db)
+    playground = Playground(tiny_source, device="cpu", exports_root=tmp_path / "exports", history=store)
+    list(playground.stream(playground.start(PROMPT, GenerationSettings(max_new_tokens=3, seed=1))))
+    run = playground.start(PROMPT, GenerationSettings(max_new_tokens=3, seed=1), num_samples=3)
+    list(playground.stream(run))
+    out = tmp_path / "group.jsonl"
+    assert main(["--db", str(db), "export", str(out), "--group", run.group_id]) == 0
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["group_id"], r["sample_index"]) for r in lines] == [(run.group_id, i) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def client(launched_app):
+    from gradio_client import Client
+
+    return Client(launched_app, verbose=False)
+
+
+def test_api_returns_one_run_per_sample_each_equal_to_its_single_run(client, app_history):
+    text, run = client.predict(prompt="The value of", max_new_tokens=8, seed=30, num_return_sequences=3, api_name="/generate")
+    runs = run["runs"]
+    assert len(runs) == 3 and text == runs[0]["text"] and run["text"] == text
+    assert [r["settings"]["seed"] for r in runs] == [30, 31, 32] and [r["sample_index"] for r in runs] == [0, 1, 2]
+    assert len({r["group_id"] for r in runs}) == 1
+    assert [r["id"] for r in app_history.group(runs[0]["group_id"])] == [r["run_id"] for r in runs]
+    for r in runs:
+        alone_text, alone = client.predict(prompt="The value of", max_new_tokens=8, seed=r["settings"]["seed"], api_name="/generate")
+        assert [t["token_id"] for t in alone["tokens"]] == [t["token_id"] for t in r["tokens"]] and alone_text == r["text"]
+    # One sample: the run as it always was, without `runs`.
+    _, one = client.predict(prompt="The value of", max_new_tokens=4, seed=30, num_return_sequences=1, api_name="/generate")
+    assert "runs" not in one and one["group_id"] is None
+
+
+@pytest.mark.parametrize("count", [0, 17, -1])
+def test_api_refuses_an_out_of_range_sample_count(client, count):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=f"num_return_sequences={count} is out of range: ask for 1 to 16"):
+        client.predict(prompt="x", max_new_tokens=2, num_return_sequences=count, api_name="/generate")
