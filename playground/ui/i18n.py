@@ -401,6 +401,20 @@ EN: dict[str, str] = {
     "notice.cut_character": "The output ends inside a character: its last bytes ({bytes}) are not in the text. The token records keep them; a few more tokens would complete the character.",
     "notice.branch_in_character": "Branched at token {index} of the {size} that spell {char!r}: kept its bytes before it ({kept}) and put the alternative's bytes ({alternative}) after them; the output goes on from there and completes the character it starts.",
     "notice.not_saved": "This run was not saved to the history: {error}.",
+    # --- many samples (batched decoding), sweep, batch benchmark ---
+    "batch.num_samples": "num_return_sequences={value} is out of range: ask for 1 to {most} samples at once.",
+    "batch.seed_room": "seed={seed} leaves no room for {count} samples (sample i uses seed + i); use a seed of at most {most}.",
+    "batch.unsupported": "The {backend} backend decodes one sample at a time: ask for 1 sample, or use torch or onnx.",
+    "generate.samples": "Samples",
+    "generate.samples_info": "1 to 16 continuations of the prompt, drawn as one batch; sample i uses seed + i",
+    "generate.samples_view": "All samples",
+    "generate.open_sample": "Open sample",
+    "generate.open_sample_info": "The sample the token view, Branch, Attention and History's \"last result\" use",
+    "samples.title": "Sample {index} · seed {seed}",
+    "samples.logprob": "log-prob {value}",
+    "samples.ppl": "perplexity {value}",
+    "samples.tokens": "{count} tokens",
+    "samples.group": "Saved as group {group}",
 }
 
 # Terms follow the Chinese tutorials our users read (e.g. 《动手学深度学习》): 词元 for token, 采样, 贪心解码,
@@ -773,6 +787,20 @@ ZH_CN: dict[str, str] = {
     "notice.cut_character": "输出结束在一个字符的中间：最后几个字节（{bytes}）没有计入文本，逐词元记录中仍保留它们；再多生成几个词元就能补全这个字符。",
     "notice.branch_in_character": "在拼成 {char!r} 的 {size} 个词元中的第 {index} 个处分支：保留它之前的字节（{kept}），接上候选词元的字节（{alternative}），输出从这里继续，并补全由此开始的字符。",
     "notice.not_saved": "这次生成没有保存到历史记录：{error}。",
+    # --- many samples (batched decoding), sweep, batch benchmark ---
+    "batch.num_samples": "num_return_sequences={value} 超出范围：一次请求 1 到 {most} 个样本。",
+    "batch.seed_room": "随机种子 {seed} 放不下 {count} 个样本（第 i 个样本使用种子 + i）：请使用不大于 {most} 的种子。",
+    "batch.unsupported": "{backend} 后端一次只能解码一个样本：请只要 1 个样本，或改用 torch 或 onnx。",
+    "generate.samples": "样本数",
+    "generate.samples_info": "对同一提示词一次批量生成 1 到 16 个续写；第 i 个样本使用种子 + i",
+    "generate.samples_view": "全部样本",
+    "generate.open_sample": "打开样本",
+    "generate.open_sample_info": "词元视图、分支、注意力和历史记录的“上一次结果”所用的样本",
+    "samples.title": "样本 {index} · 随机种子 {seed}",
+    "samples.logprob": "对数概率 {value}",
+    "samples.ppl": "困惑度 {value}",
+    "samples.tokens": "{count} 个词元",
+    "samples.group": "已保存为分组 {group}",
 }
 
 STRINGS: dict[str, dict[str, str]] = {"en": EN, "zh-CN": ZH_CN}
