@@ -141,16 +141,18 @@ class Playground:
         model: str | None = None,
         num_samples: int = 1,
         group_id: str | None = None,
+        stop_event: threading.Event | None = None,
     ) -> Generation:
         """Prepare a run of `num_samples` samples (validated, not started: iterate it, or `stream_samples` it).
-        A new run of a session replaces its Stop event."""
+        A new run of a session replaces its Stop event; `stop_event` (a sweep's, shared by its cells) is used
+        as the run's own when given."""
         num_samples = check_num_samples(num_samples)  # before building a backend: a bad count costs nothing
         runner = self.backend(backend, variant, model)
-        return Generation(runner, self.source_for(runner.info.model), prompt, settings, stop_event=self._stop_event_for(session),
-                          num_samples=num_samples, group_id=group_id)
+        return Generation(runner, self.source_for(runner.info.model), prompt, settings,
+                          stop_event=self._stop_event_for(session, stop_event), num_samples=num_samples, group_id=group_id)
 
-    def _stop_event_for(self, session: str | None) -> threading.Event:
-        stop_event = threading.Event()
+    def _stop_event_for(self, session: str | None, stop_event: threading.Event | None = None) -> threading.Event:
+        stop_event = stop_event or threading.Event()
         if session:
             with self._stop_lock:
                 self._stop_events[session] = stop_event

@@ -61,3 +61,23 @@ def test_samples_stack_on_a_narrow_chinese_screen(page, launched_app):
     assert second["y"] > first["y"] + first["height"] - 1  # one column: stacked, not side by side
     assert "样本 0" in cards.nth(0).inner_text() and "困惑度" in cards.nth(0).inner_text()
     context.close()
+
+
+def test_sweep_tab_fills_the_heatmap_and_shows_a_cells_texts(page, app_history):
+    fill(page.locator("#max-new-tokens input[type=number]"), "4")
+    page.get_by_role("tab", name="Sweep").click()
+    fill(page.locator("#sweep-x-values textarea, #sweep-x-values input").first, "0.5, 1.5")
+    fill(page.locator("#sweep-y-values textarea, #sweep-y-values input").first, "0.9")
+    fill(page.locator("#sweep-samples input[type=number]"), "2")
+    page.locator("#sweep-samples input[type=number]").press("Enter")
+    page.locator("#sweep-run").click()
+    page.wait_for_function("() => /Done: 2 cells/.test(document.querySelector('#sweep-status').innerText)", timeout=60_000)
+    group = page.locator("#sweep-status").inner_text().split("group ")[1].rstrip(".").strip()
+    rows = app_history.group(group)
+    assert len(rows) == 2 * 2
+    assert page.locator("#sweep-heatmap .heatmaplayer, #sweep-heatmap .hm").count() > 0
+    page.locator("#sweep-cell input").click()
+    page.get_by_role("option").nth(1).click()
+    page.wait_for_function("() => document.querySelectorAll('#sweep-texts .sample').length == 2", timeout=10_000)
+    assert "temperature=1.5" in page.locator("#sweep-texts").inner_text()
+    page.get_by_role("tab", name="Generate").click()

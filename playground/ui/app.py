@@ -16,6 +16,7 @@ from .compare_tab import build_compare_tab
 from .finetune_tab import build_finetune_tab
 from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
+from .sweep_tab import build_sweep_tab
 from .i18n import AUTH_MESSAGE, I18N, localize_on_load, t, translated
 from .render import CSS, banner_html, session_html
 from .security import Login, PasswordCheck, RouteGuard
@@ -51,6 +52,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 refresh_attention = build_attention_tab(playground, last_result, attention_tab)
             with gr.Tab(translated("app.tab.compare"), id="compare") as compare_tab:
                 compare_sides = build_compare_tab(playground, generate_inputs, compare_tab)  # {"a": (model, backend, variant), "b": ...}
+            with gr.Tab(translated("app.tab.sweep"), id="sweep"):
+                build_sweep_tab(playground, generate_inputs)
             with gr.Tab(translated("app.tab.finetune"), id="finetune"):
                 build_finetune_tab(playground, tabs, compare_sides)
             with gr.Tab(translated("app.tab.benchmark"), id="benchmark"):
