@@ -436,6 +436,12 @@ EN: dict[str, str] = {
     "sweep.bad_values": "Give 1 to {most} values for {name}, separated by commas; got {count}.",
     "sweep.same_axis": "Sweep two different settings (both axes are {name}).",
     "sweep.too_large": "This sweep would generate {total} tokens ({cells} cells x {samples} samples x {tokens} new tokens); the cap is {cap}. Use fewer values, samples or new tokens.",
+    "bench.col.batch": "batch",
+    "bench.col.per_sequence_tokens_per_s": "per_sequence_tokens_per_s",
+    "bench.col.speedup_vs_batch_1": "speedup_vs_batch_1",
+    "bench.batch_sizes": "Batch sizes (sequences stepped together)",
+    "bench.batch_title": "Aggregate decode speed by batch size",
+    "bench.batch_axis": "batch size",
 }
 
 # Terms follow the Chinese tutorials our users read (e.g. 《动手学深度学习》): 词元 for token, 采样, 贪心解码,
@@ -843,6 +849,12 @@ ZH_CN: dict[str, str] = {
     "sweep.bad_values": "请为 {name} 给出 1 到 {most} 个取值，用逗号分隔；现在是 {count} 个。",
     "sweep.same_axis": "请扫描两个不同的设置（两个轴都是 {name}）。",
     "sweep.too_large": "这次扫描将生成 {total} 个词元（{cells} 格 × {samples} 个样本 × {tokens} 个新词元），上限是 {cap}。请减少取值、样本数或新词元数。",
+    "bench.col.batch": "批大小",
+    "bench.col.per_sequence_tokens_per_s": "每序列词元/秒",
+    "bench.col.speedup_vs_batch_1": "相对批大小 1",
+    "bench.batch_sizes": "批大小（一起步进的序列数）",
+    "bench.batch_title": "不同批大小下的总解码速度",
+    "bench.batch_axis": "批大小",
 }
 
 STRINGS: dict[str, dict[str, str]] = {"en": EN, "zh-CN": ZH_CN}
