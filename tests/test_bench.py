@@ -78,3 +78,19 @@ def test_command_line_writes_json_and_the_bench_table(tiny_model_dir, tmp_path):
     with store._connect() as conn:
         stored = list(conn.table("bench").rows)
     assert len(stored) == 2 and json.loads(stored[0]["row"])["new_tokens"] == 5 and json.loads(stored[0]["machine"])["cores"]
+
+
+def test_gpu_check_says_so_and_exits_cleanly_without_a_gpu(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the script would run the whole check")
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "scripts/gpu_check.py", "--out", str(tmp_path / "report")], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "No usable CUDA GPU" in proc.stdout
+    assert not (tmp_path / "report").exists()  # nothing half-written
