@@ -35,6 +35,7 @@ LIST_COLUMNS = ("id", "created_at", "model", "backend", "variant", "provider", "
 STATUSES = ("complete", "stopped", "error")
 JOB_STATUSES = ("queued", "running", "complete", "cancelled", "error")
 JOB_JSON_COLUMNS = ("settings", "progress", "report")
+GROUP_PREFIX = "group:"  # a search for one group's runs
 TRIGRAM_MIN_CHARS = 3  # FTS5's trigram tokenizer cannot match a shorter term
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in a Python str, not encodable as UTF-8
 
@@ -388,10 +389,13 @@ class HistoryStore:
         `床前明月光`, `value` finds `values`). The query is taken literally: FTS operators, quotes
         and punctuation are not syntax, so no input can be a syntax error. Best match first
         when a word has 3 or more characters (the trigram index ranks it), newest first
-        otherwise. An empty query lists recent runs; one with no words finds nothing.
+        otherwise. An empty query lists recent runs; one with no words finds nothing. `group:ID` lists
+        the runs of one group (N samples, a sweep) in the order they were drawn.
         """
         if not query or not query.strip():
             return self.recent(limit, model, backend)
+        if query.strip().startswith(GROUP_PREFIX):  # "group:ID": the runs of one batch or sweep, in order
+            return self.group(query.strip()[len(GROUP_PREFIX):].strip())[:limit]
         words = _search_words(query)
         if not words:
             return []

@@ -155,6 +155,12 @@ def test_group_export_writes_only_that_group(tiny_source, tmp_path):
     assert main(["--db", str(db), "export", str(out), "--group", run.group_id]) == 0
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [(r["group_id"], r["sample_index"]) for r in lines] == [(run.group_id, i) for i in range(3)]
+    # Search understands groups: "group:ID" lists that group's runs, in order; the list shows both columns.
+    found = store.search(f"group:{run.group_id}")
+    assert [(r["group_id"], r["sample_index"]) for r in found] == [(run.group_id, i) for i in range(3)]
+    from playground.ui.history_tab import table_rows
+
+    assert table_rows(found)[1][-1] == f"{run.group_id} #1" and table_rows(store.recent(10))[-1][-1] == ""
 
 
 @pytest.fixture(scope="module")

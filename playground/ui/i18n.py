@@ -442,6 +442,7 @@ EN: dict[str, str] = {
     "bench.batch_sizes": "Batch sizes (sequences stepped together)",
     "bench.batch_title": "Aggregate decode speed by batch size",
     "bench.batch_axis": "batch size",
+    "history.col.group": "group #sample",
 }
 
 # Terms follow the Chinese tutorials our users read (e.g. 《动手学深度学习》): 词元 for token, 采样, 贪心解码,
@@ -855,6 +856,7 @@ ZH_CN: dict[str, str] = {
     "bench.batch_sizes": "批大小（一起步进的序列数）",
     "bench.batch_title": "不同批大小下的总解码速度",
     "bench.batch_axis": "批大小",
+    "history.col.group": "分组 #样本",
 }
 
 STRINGS: dict[str, dict[str, str]] = {"en": EN, "zh-CN": ZH_CN}
