@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import threading
+import uuid
 from contextlib import contextmanager
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Iterator, NamedTuple
 
+import numpy as np
 import torch
 from transformers.generation.logits_process import (
     LogitsProcessorList,
@@ -20,13 +22,14 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
-from .backends.base import Backend, BackendInfo
-from .config import GenerationSettings, check_prompt
-from .errors import Notice
+from .backends.base import Backend, BackendInfo, BatchUnsupported
+from .config import MAX_SEED, GenerationSettings, check_prompt
+from .errors import Notice, SettingsError
 from .models import ModelSource
 from .text import TokenCodec, Unit, complete_prefix_length, escape_bytes, group_units, hex_bytes
 
 LN2 = math.log(2.0)
+MAX_SAMPLES = 16  # samples of one prompt drawn at once (num_return_sequences)
 
 
 class Alternative(NamedTuple):
@@ -92,6 +95,22 @@ class GenerationResult:
     run_id: int | None = None  # set once the run is saved to the history
     parent_run_id: int | None = None  # for a branch: the run it branched from ...
     branch_position: int | None = None  # ... and the sequence position of the swapped token
+    group_id: str | None = None  # runs drawn together (N samples, a sweep) share one; None for a run of one
+    sample_index: int | None = None  # this run's place in its group (its seed is the group's seed + this, per cell)
+
+    @property
+    def sequence_logprob(self) -> float:
+        """Sum of the natural log-probabilities of the generated tokens under the model's raw distribution
+        (not the warped one: so samples drawn at different temperatures compare on one scale)."""
+        return sum(math.log(max(t.raw_prob, 1e-45)) for t in self.tokens if t.raw_prob is not None)
+
+    @property
+    def perplexity(self) -> float | None:
+        """exp(mean NLL) of the generated tokens under the model's raw distribution; None before the first token."""
+        probs = [t.raw_prob for t in self.tokens if t.raw_prob is not None]
+        if not probs:
+            return None
+        return math.exp(-sum(math.log(max(p, 1e-45)) for p in probs) / len(probs))
 
     @property
     def prompt_perplexity(self) -> float | None:
@@ -131,6 +150,8 @@ class GenerationResult:
             "new_token_count": len(self.tokens),
             "dropped_prompt_tokens": self.dropped_prompt_tokens,
             "prompt_perplexity": self.prompt_perplexity,
+            "sequence_logprob": self.sequence_logprob,
+            "perplexity": self.perplexity,
         }
 
     def to_dict(self) -> dict:
@@ -148,6 +169,8 @@ class GenerationResult:
             "run_id": self.run_id,
             "parent_run_id": self.parent_run_id,
             "branch_position": self.branch_position,
+            "group_id": self.group_id,
+            "sample_index": self.sample_index,
             "prompt_tokens": [t.to_dict() for t in self.prompt_tokens],
             "tokens": [t.to_dict() for t in self.tokens],
             "units": self.units_json(),
@@ -183,6 +206,8 @@ def result_from_saved(run: dict, codec: TokenCodec | None = None) -> GenerationR
         run_id=run.get("id"),
         parent_run_id=run.get("parent_run_id"),
         branch_position=run.get("branch_position"),
+        group_id=run.get("group_id"),
+        sample_index=run.get("sample_index"),
     )
 
 
@@ -230,50 +255,105 @@ def _distribution_stats(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, tor
     return logprobs, entropy_bits, top_probs, top_ids
 
 
+TOP_K_STRIDE = 64  # every 64th logit is the sample that sets `top_k`'s threshold
+
+
+def top_k(x: np.ndarray, k: int) -> tuple[list[list[float]], list[list[int]]]:
+    """The k largest logits of each row of `x` (N, V) and their ids, largest first, as lists.
+
+    Exact, in about a third of `torch.topk`'s time for a GPT-2 row here: the k-th largest of every 64th
+    logit is a threshold t that at least k logits reach, so the k largest are among the logits >= t
+    (any logit below t is smaller than those k); one compare over the row finds those (a few hundred),
+    and only they are sorted.
+    """
+    values, ids = [], []
+    for row in x:
+        if row.shape[0] >= 4 * k * TOP_K_STRIDE:
+            sample = row[::TOP_K_STRIDE]  # (V / 64,)
+            threshold = np.partition(sample, sample.shape[0] - k)[sample.shape[0] - k]  # the k-th largest of the sample
+            candidates = np.flatnonzero(row >= threshold)  # (>= k,)
+        else:
+            candidates = np.arange(row.shape[0])
+        order = candidates[np.argsort(-row[candidates], kind="stable")[:k]]  # (k,) largest first, lower id first on ties
+        values.append(row[order].tolist())
+        ids.append(order.tolist())
+    return values, ids
+
+
 @dataclass
 class StepStats:
-    """The model's raw distribution at one decoding step, computed in as few passes over V as possible.
+    """The model's raw distributions at one decoding step, for all N rows of a batch in one vectorised pass.
 
-    This runs once per generated token, so it is the loop's whole overhead: a max, an exp, a sum, a
-    dot product and a top-k over the vocabulary (the rank needs another pass only when the chosen
-    token falls outside the top-k).
+    This runs once per step, so it is the loop's whole overhead. The passes over the vocabulary (max,
+    exp, sum, dot product) are numpy on a view of the logits: each torch call costs several times a
+    numpy call's fixed overhead on this CPU, and at batch 1 the fixed costs are what is left (profile in
+    the README). The top-k takes a threshold from a sample first (`top_k`); the per-row scalars are plain floats.
     """
 
-    logits: torch.Tensor  # (V,) raw, finite
-    lse: float  # log sum exp(logits)
-    entropy_bits: float
-    top_logits: torch.Tensor  # (k,)
-    top_ids: list[int]
+    logits: np.ndarray  # (N, V) raw, finite
+    lse: list[float]  # (N,) log sum exp(logits)
+    entropy_bits: list[float]  # (N,)
+    top_probs: list[list[float]]  # (N, k)
+    top_ids: list[list[int]]  # (N, k)
 
     @classmethod
-    def of(cls, logits: torch.Tensor, k: int, scratch: torch.Tensor) -> "StepStats":
-        """`scratch` is a (V,) buffer reused across steps: a fresh 200 kB tensor per token costs an mmap."""
-        # torch.logsumexp is several times slower here than these three passes.
-        peak = float(logits.max())
-        unnormalised = torch.sub(logits, peak, out=scratch).exp_()  # (V,) = Z * p
-        z = float(unnormalised.sum())
-        lse = peak + math.log(z)
-        entropy_nats = lse - float(unnormalised @ logits) / z  # H = -sum p (x - lse) = lse - sum p x
-        top_logits, top_ids = logits.topk(k)
-        return cls(logits, lse, entropy_nats / LN2, top_logits, top_ids.tolist())
+    def of(cls, logits: torch.Tensor, k: int, scratch: np.ndarray) -> "StepStats":
+        """`logits` (N, V); `scratch` a (>= N, V) float32 buffer reused across steps (no fresh 200 kB array per row)."""
+        x = logits.numpy()  # (N, V), a view (a stride-0 view at the first step, when every row is the prompt's)
+        n = x.shape[0]
+        peak = x.max(axis=1)  # (N,)
+        unnormalised = np.subtract(x, peak[:, None], out=scratch[:n])  # (N, V)
+        np.exp(unnormalised, out=unnormalised)  # = Z * p
+        z = unnormalised.sum(axis=1, dtype=np.float64)  # (N,)
+        weighted = np.einsum("nv,nv->n", unnormalised, x)  # (N,) = Z * sum p x
+        # H = -sum p (x - lse) = lse - sum p x
+        lse = [float(m) + math.log(float(zz)) for m, zz in zip(peak, z)]
+        entropy_bits = [(l - float(w) / float(zz)) / LN2 for l, w, zz in zip(lse, weighted, z)]
+        top_logits, top_ids = top_k(x, k)  # (N, k) lists
+        top_probs = [[math.exp(v - l) for v in row] for row, l in zip(top_logits, lse)]
+        return cls(x, lse, entropy_bits, top_probs, top_ids)
 
-    def prob(self, token_id: int) -> float:
-        return math.exp(float(self.logits[token_id]) - self.lse)
+    def prob(self, row: int, token_id: int) -> float:
+        return math.exp(float(self.logits[row, token_id]) - self.lse[row])
 
-    def rank(self, token_id: int) -> int:
-        if token_id in self.top_ids:
-            return self.top_ids.index(token_id) + 1
-        return int((self.logits > self.logits[token_id]).sum()) + 1
+    def rank(self, row: int, token_id: int) -> int:
+        top_ids = self.top_ids[row]
+        if token_id in top_ids:
+            return top_ids.index(token_id) + 1
+        logits = self.logits[row]
+        return int(np.count_nonzero(logits > logits[token_id])) + 1
 
-    def top(self, codec: TokenCodec, previous_id: int | None) -> list[Alternative]:
-        probs = torch.exp(self.top_logits - self.lse).tolist()
-        return [Alternative(i, codec.label(i, previous_id), p, codec.piece(i, previous_id)) for i, p in zip(self.top_ids, probs)]
+    def top(self, row: int, codec: TokenCodec, previous_id: int | None) -> list[Alternative]:
+        return [Alternative(i, codec.label(i, previous_id), p, codec.piece(i, previous_id))
+                for i, p in zip(self.top_ids[row], self.top_probs[row])]
+
+
+def check_num_samples(value) -> int:
+    """How many samples one run may draw at once: a whole number from 1 to MAX_SAMPLES."""
+    from .config import as_int
+
+    count = as_int("num_return_sequences", value)
+    if not 1 <= count <= MAX_SAMPLES:
+        raise SettingsError(f"num_return_sequences={count} is out of range: ask for 1 to {MAX_SAMPLES} samples at once.",
+                            key="batch.num_samples", value=count, most=MAX_SAMPLES)
+    return count
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample `index` of a batch started with `seed` (the convention every part of the app shares)."""
+    return seed + index
 
 
 class Generation:
-    """One run. Iterate it to stream TokenRecords; `result` holds everything, complete when iteration ends.
+    """One run of N samples of one prompt (N = 1 by default). Iterate it to stream TokenRecords (for N > 1,
+    iterate `samples()` to get (sample index, record) pairs); `results[i]` holds sample i, complete when
+    iteration ends, and `result` is sample 0.
 
-    `stop_event` (a threading.Event) ends the run between two tokens and keeps what was produced.
+    Sample i samples with its own generator seeded `seed + i`, recorded in `results[i].settings.seed`, so
+    it equals a run of one sample with that seed. The prompt is run once; its cache is copied to N rows
+    and the N rows are stepped together.
+
+    `stop_event` (a threading.Event) ends the run between two steps and keeps what was produced.
 
     Text is assembled from each token's exact bytes (playground.text), never by decoding a token on
     its own: the streamed text holds back a character until its last byte has arrived, stop
@@ -290,11 +370,19 @@ class Generation:
         stop_event: threading.Event | None = None,
         ignore_eos: bool = False,
         prompt_ids: list[int] | None = None,
+        num_samples: int = 1,
+        group_id: str | None = None,
     ):
         self.backend = backend
         self.source = source
         self.codec: TokenCodec = source.codec
+        self.num_samples = check_num_samples(num_samples)
         self.settings = settings.validate().validate_for_context(backend.info.context_length).with_seed()
+        if sample_seed(self.settings.seed, self.num_samples - 1) > MAX_SEED:
+            raise SettingsError(f"seed={self.settings.seed} leaves no room for {self.num_samples} samples (sample i uses seed + i); "
+                                f"use a seed of at most {MAX_SEED - self.num_samples + 1}.",
+                                key="batch.seed_room", seed=self.settings.seed, count=self.num_samples,
+                                most=MAX_SEED - self.num_samples + 1)
         self.stop_event = stop_event or threading.Event()
         self.ignore_eos = ignore_eos
         # Explicit token ids (a branch) are used as they are: re-tokenizing their text could merge differently.
@@ -304,9 +392,16 @@ class Generation:
             data = b"".join(self.codec.pieces(self._given_prompt_ids))
             cut = complete_prefix_length(data)
             prompt, self._prompt_tail = escape_bytes(data[:cut]), data[cut:]
-        self.result = GenerationResult(prompt=check_prompt(prompt), settings=self.settings, info=backend.info)
-        self._generated_ids: list[int] = []
-        self._output = bytearray()  # the generated tokens' bytes
+        prompt = check_prompt(prompt)
+        self.results = [GenerationResult(prompt=prompt, settings=replace(self.settings, seed=sample_seed(self.settings.seed, i)),
+                                         info=backend.info) for i in range(self.num_samples)]
+        self.result = self.results[0]
+        # Samples of one batch form a group (a sweep passes one id for all its cells); a run of one has none.
+        self.group_id = group_id or (uuid.uuid4().hex[:16] if self.num_samples > 1 else None)
+        if self.group_id is not None:
+            for i, result in enumerate(self.results):
+                result.group_id, result.sample_index = self.group_id, i
+        self._outputs = [bytearray() for _ in range(self.num_samples)]  # each sample's generated bytes
 
     # The prompt window policy: keep the most recent tokens that leave room for max_new_tokens.
     def _prompt_ids(self) -> list[int]:
@@ -359,127 +454,176 @@ class Generation:
             bytes=codec.piece(token_id, previous_id),
         )
 
-    def _hit_stop_sequence(self, last_piece: bytes) -> bool:
+    def _hit_stop_sequence(self, sample: int, last_piece: bytes) -> bool:
         stops = self.settings.stop_sequences
         if not stops:
             return False
         # Only a match that ends in the newest token is new: search a tail just long enough to hold one
         # (without copying the whole output every step).
         window = max(len(s.encode("utf-8")) for s in stops) + len(last_piece)
-        tail = (self._prompt_tail + bytes(self._output[-window:]))[-window:]
+        tail = (self._prompt_tail + bytes(self._outputs[sample][-window:]))[-window:]
         return any(s.encode("utf-8") in tail for s in stops)
 
-    def _text_bytes(self) -> bytes:
+    def _text_bytes(self, sample: int) -> bytes:
         """The output's bytes, cut before the first stop sequence (matched on bytes: always at a character boundary)."""
-        data = self._prompt_tail + bytes(self._output)
+        data = self._prompt_tail + bytes(self._outputs[sample])
         cut = min((data.find(s.encode("utf-8")) for s in self.settings.stop_sequences if s.encode("utf-8") in data), default=-1)
         return data[:cut] if cut >= 0 else data
 
-    def current_text(self) -> str:
-        """The generated text so far, cut before any stop sequence; a character whose last bytes have not
+    def current_text(self, sample: int = 0) -> str:
+        """A sample's generated text so far, cut before any stop sequence; a character whose last bytes have not
         been generated yet is held back, so the stream never shows half a character."""
-        data = self._text_bytes()
+        data = self._text_bytes(sample)
         return escape_bytes(data[: complete_prefix_length(data)])
 
-    def _finish_text(self) -> None:
-        data = self._text_bytes()
+    def _finish_text(self, sample: int) -> None:
+        result = self.results[sample]
+        data = self._text_bytes(sample)
         cut = complete_prefix_length(data)
-        self.result.text = escape_bytes(data[:cut])
+        result.text = escape_bytes(data[:cut])
         if cut < len(data):
-            self.result.notices.append(Notice(
+            result.notices.append(Notice(
                 f"The output ends inside a character: its last bytes ({hex_bytes(data[cut:])}) are not in the text. "
                 "The token records keep them; a few more tokens would complete the character.",
                 key="notice.cut_character", bytes=hex_bytes(data[cut:]),
             ))
 
-    def _choose(self, logits, processors, input_ids, rng, k, scratch) -> tuple[int, float | None, StepStats]:
-        """Pick the next token; returns (token id, its probability in the warped distribution or None, raw stats)."""
+    def _choose(self, logits, processors, input_ids, rngs, k, scratch) -> tuple[list[int], list[float] | None, StepStats]:
+        """Pick each row's next token from `logits` (N, V); returns (token ids, their probabilities in the warped
+        distributions or None when nothing warps them, raw stats of all rows)."""
         stats = StepStats.of(logits, k, scratch)
         if not processors and not self.settings.do_sample:
-            return stats.top_ids[0], None, stats  # greedy on the raw distribution: the top-1 is the argmax
-        scores = processors(input_ids, logits[None].clone())  # (1, V), penalised and warped
-        warped_probs = torch.softmax(scores[0], dim=-1)
+            return [row[0] for row in stats.top_ids], None, stats  # greedy on the raw distribution: the top-1 is the argmax
+        scores = processors(input_ids, logits.clone())  # (N, V), penalised and warped, each row on its own history
+        warped_probs = torch.softmax(scores, dim=-1)  # (N, V)
         if self.settings.do_sample:
-            token_id = int(torch.multinomial(warped_probs, 1, generator=rng))
+            # One draw per row from that row's own generator: row i consumes exactly what a run of one would.
+            tokens = [int(torch.multinomial(warped_probs[r], 1, generator=rng)) for r, rng in enumerate(rngs)]
         else:
-            token_id = int(scores[0].argmax())
-        return token_id, float(warped_probs[token_id]), stats
+            tokens = scores.argmax(-1).tolist()
+        chosen = torch.tensor(tokens)[:, None]  # (N, 1)
+        return tokens, warped_probs.gather(1, chosen)[:, 0].tolist(), stats
 
     def __iter__(self) -> Iterator[TokenRecord]:
+        """Stream the records (of every sample, in step order; with one sample, simply its tokens)."""
+        for _, record in self.samples():
+            yield record
+
+    def samples(self) -> Iterator[tuple[int, TokenRecord]]:
+        """The one decoding loop: stream (sample index, record) pairs, a step of all live samples at a time.
+
+        Finished samples (end of text, stop sequence) stop costing work: their rows are dropped from the
+        batch and from the cache, so the remaining samples step as a smaller batch.
+        """
         if self.backend.streams_tokens:  # a serving engine decodes: its tokens become the records
-            yield from self._engine_records()
+            if self.num_samples > 1:
+                raise BatchUnsupported(self.backend.info)
+            for record in self._engine_records():
+                yield 0, record
             return
-        settings, result, k, codec = self.settings, self.result, self.settings.top_alternatives, self.codec
+        settings, results, k, codec = self.settings, self.results, self.settings.top_alternatives, self.codec
         processors = build_logits_processors(settings)
-        rng = torch.Generator().manual_seed(settings.seed)
+        rngs = [torch.Generator().manual_seed(r.settings.seed) for r in results]
 
         prompt_ids = self._prompt_ids()
-        # All positions of the sequence in one preallocated row; processors see input_ids[:, :n].
-        sequence = torch.empty((1, len(prompt_ids) + settings.max_new_tokens), dtype=torch.long)
-        sequence[0, : len(prompt_ids)] = torch.tensor(prompt_ids)
+        count = self.num_samples
+        # All positions of every sample in one preallocated block; processors see input_ids[:, :n].
+        sequence = torch.empty((count, len(prompt_ids) + settings.max_new_tokens), dtype=torch.long)  # (N, T + new)
+        sequence[:, : len(prompt_ids)] = torch.tensor(prompt_ids)
         n = len(prompt_ids)
 
         started = time.perf_counter()
-        logits, cache = self.backend.prefill(prompt_ids)  # (T, V)
+        logits, cache = self.backend.prefill(prompt_ids)  # (T, V): the prompt runs once for all samples
 
         # Prompt token i is scored by the distribution at position i - 1.
         k_eff = min(k, logits.shape[-1])
-        scratch = torch.empty(logits.shape[-1])  # (V,) work buffer for every decoding step
+        scratch = np.empty((count, logits.shape[-1]), dtype=np.float32)  # (N, V) work buffer for every decoding step
         threads = None if self.backend.computes_with_torch else 1
         with torch_threads(threads):
             logprobs, entropy, top_p_, top_i = _distribution_stats(logits, k_eff)
-            result.prompt_tokens.append(
+            prompt_records = [
                 TokenRecord(position=0, token_id=prompt_ids[0], text=codec.label(prompt_ids[0]), is_prompt=True,
                             raw_prob=None, prob=None, rank=None, entropy_bits=None, bytes=codec.piece(prompt_ids[0]))
-            )
+            ]
             for i in range(1, n):
-                result.prompt_tokens.append(self._record(i, prompt_ids[i], prompt_ids[i - 1], True, logprobs[i - 1],
-                                                         entropy[i - 1], top_p_[i - 1], top_i[i - 1]))
-        next_logits = logits[-1]  # (V,)
+                prompt_records.append(self._record(i, prompt_ids[i], prompt_ids[i - 1], True, logprobs[i - 1],
+                                                   entropy[i - 1], top_p_[i - 1], top_i[i - 1]))
+        for result in results:
+            result.prompt_tokens = list(prompt_records)
+            if result is not self.result:
+                result.notices = list(self.result.notices)
+                result.dropped_prompt_tokens = self.result.dropped_prompt_tokens
+        if count > 1:
+            cache = self.backend.expand(cache, count)  # the prompt's cache, one copy per sample
+        next_logits = logits[-1:].expand(count, -1)  # (N, V), a view: every sample starts from the same distribution
 
-        finish = "length"
+        live = list(range(count))  # row r of the batch is sample live[r]
+        previous_ids = [prompt_ids[-1]] * count  # by row
         decode_started = None
         paused_s = 0.0  # time spent suspended at `yield` (the consumer's work) is not the model's
-        previous_id = prompt_ids[-1]
+        stopped = False
         for step in range(settings.max_new_tokens):
             if self.stop_event.is_set():
-                finish = "stopped"
+                stopped = True
                 break
             with torch_threads(threads):
-                token_id, prob, stats = self._choose(next_logits, processors, sequence[:, :n], rng, k_eff, scratch)
-                raw_prob = stats.prob(token_id)
-                piece = codec.piece(token_id, previous_id)
-                record = TokenRecord(
-                    position=n, token_id=token_id, text=codec.label(token_id, previous_id), is_prompt=False,
-                    raw_prob=raw_prob, prob=raw_prob if prob is None else prob, rank=stats.rank(token_id),
-                    entropy_bits=stats.entropy_bits, top=stats.top(codec, previous_id), bytes=piece,
-                )
-            sequence[0, n] = token_id
+                tokens, probs, stats = self._choose(next_logits, processors, sequence[:, :n], [rngs[s] for s in live],
+                                                    k_eff, scratch)
+                records = []
+                for r, token_id in enumerate(tokens):
+                    previous_id = previous_ids[r]
+                    raw_prob = stats.prob(r, token_id)
+                    records.append(TokenRecord(
+                        position=n, token_id=token_id, text=codec.label(token_id, previous_id), is_prompt=False,
+                        raw_prob=raw_prob, prob=raw_prob if probs is None else probs[r], rank=stats.rank(r, token_id),
+                        entropy_bits=stats.entropy_bits[r], top=stats.top(r, codec, previous_id),
+                        bytes=codec.piece(token_id, previous_id),
+                    ))
+            sequence[:, n] = torch.tensor(tokens)
             n += 1
-            previous_id = token_id
-            self._generated_ids.append(token_id)
-            self._output += piece
-            result.tokens.append(record)
+            previous_ids = tokens
             now = time.perf_counter()
             if decode_started is None:
-                result.ttft_ms = (now - started) * 1000
                 decode_started = now
-            else:
-                result.decode_ms = (now - decode_started - paused_s) * 1000
-            yield record
-            paused_s += time.perf_counter() - now
+            finished = []  # rows whose sample ended at this token
+            for r, (sample, record) in enumerate(zip(live, records)):
+                result = results[sample]
+                self._outputs[sample] += record.bytes
+                result.tokens.append(record)
+                if result.ttft_ms is None:
+                    result.ttft_ms = (now - started) * 1000
+                else:
+                    result.decode_ms = (now - decode_started - paused_s) * 1000
+                if record.token_id in codec.eos_ids and not self.ignore_eos:
+                    result.finish_reason = "eos"
+                elif self._hit_stop_sequence(sample, record.bytes):
+                    result.finish_reason = "stop_sequence"
+                else:
+                    continue
+                finished.append(r)
+            for r, sample in enumerate(live):
+                if r in finished:
+                    self._finish_text(sample)  # final before its last record is seen: a consumer may stop here
+                yielded = time.perf_counter()
+                yield sample, records[r]
+                paused_s += time.perf_counter() - yielded
 
-            if token_id in codec.eos_ids and not self.ignore_eos:
-                finish = "eos"
-                break
-            if self._hit_stop_sequence(piece):
-                finish = "stop_sequence"
-                break
+            if finished:
+                keep = [r for r in range(len(live)) if r not in finished]
+                live = [live[r] for r in keep]
+                if not live:
+                    break
+                # Drop the finished rows everywhere, so they cost nothing from here on.
+                cache = self.backend.select(cache, keep)
+                sequence = sequence[keep]
+                tokens = [tokens[r] for r in keep]
+                previous_ids = tokens
             if step + 1 < settings.max_new_tokens:
-                next_logits, cache = self.backend.step(token_id, cache)
+                next_logits, cache = self.backend.step_batch(tokens, cache)  # (N_live, V)
 
-        result.finish_reason = finish
-        self._finish_text()
+        for sample in live:  # the samples still running when the loop ended: by length, or by Stop
+            results[sample].finish_reason = "stopped" if stopped else "length"
+            self._finish_text(sample)
 
 
     def _engine_records(self) -> Iterator[TokenRecord]:
@@ -537,8 +681,7 @@ class Generation:
                 )
                 n += 1
                 previous_id = token.token_id
-                self._generated_ids.append(token.token_id)
-                self._output += piece
+                self._outputs[0] += piece
                 result.tokens.append(record)
                 now = time.perf_counter()
                 if decode_started is None:
@@ -551,7 +694,7 @@ class Generation:
                 if token.token_id in codec.eos_ids and not self.ignore_eos:
                     finish = "eos"
                     break
-                if self._hit_stop_sequence(piece):
+                if self._hit_stop_sequence(0, piece):
                     finish = "stop_sequence"
                     break
             else:
@@ -560,7 +703,7 @@ class Generation:
         finally:
             tokens.close()
         result.finish_reason = finish
-        self._finish_text()
+        self._finish_text(0)
 
 
 @contextmanager
@@ -583,3 +726,12 @@ def generate(backend: Backend, source: ModelSource, prompt: str, settings: Gener
     for _ in run:
         pass
     return run.result
+
+
+def generate_samples(backend: Backend, source: ModelSource, prompt: str, settings: GenerationSettings, num_samples: int,
+                     **kwargs) -> list[GenerationResult]:
+    """Run N samples of one prompt as one batch to the end; sample i used seed + i (see `Generation`)."""
+    run = Generation(backend, source, prompt, settings, num_samples=num_samples, **kwargs)
+    for _ in run.samples():
+        pass
+    return run.results

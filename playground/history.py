@@ -30,10 +30,12 @@ APP_DIR_NAME = "gpt2-playground"
 DB_ENV = "GPT2_PLAYGROUND_DB"
 BUSY_TIMEOUT_S = 30.0
 JSON_COLUMNS = ("settings", "tokens", "metrics")
-LIST_COLUMNS = ("id", "created_at", "model", "backend", "variant", "provider", "prompt", "output", "status", "metrics")
+LIST_COLUMNS = ("id", "created_at", "model", "backend", "variant", "provider", "prompt", "output", "status", "metrics",
+                "group_id", "sample_index")
 STATUSES = ("complete", "stopped", "error")
 JOB_STATUSES = ("queued", "running", "complete", "cancelled", "error")
 JOB_JSON_COLUMNS = ("settings", "progress", "report")
+GROUP_PREFIX = "group:"  # a search for one group's runs
 TRIGRAM_MIN_CHARS = 3  # FTS5's trigram tokenizer cannot match a shorter term
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in a Python str, not encodable as UTF-8
 
@@ -152,6 +154,14 @@ def m005_jobs(db: Database) -> None:
         not_null={"created_at", "status"},
     )
     db.table("jobs").create_index(["created_at"])
+
+
+@migrations(name="m006_groups")
+def m006_groups(db: Database) -> None:
+    """Runs drawn together (N samples of one prompt, the cells of a sweep) share a group id; each has its index in it."""
+    db.table("runs").add_column("group_id", str)
+    db.table("runs").add_column("sample_index", int)
+    db.table("runs").create_index(["group_id"])
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -320,6 +330,8 @@ class HistoryStore:
             "error": error,
             "parent_run_id": parent_run_id,
             "branch_position": branch_position,
+            "group_id": run.get("group_id"),
+            "sample_index": run.get("sample_index"),
         }
         row = {column: _utf8_safe(value) for column, value in row.items()}
         with self._write() as db:
@@ -349,6 +361,18 @@ class HistoryStore:
             rows = list(db.table("runs").rows_where("id = ?", [run_id]))
         return _decode(rows[0]) if rows else None
 
+    def group(self, group_id: str, full: bool = False) -> list[dict]:
+        """The runs of one group (N samples, a sweep), in the order they were drawn."""
+        columns = None if full else list(LIST_COLUMNS)
+        with self._connect() as db:
+            rows = db.table("runs").rows_where("group_id = ?", [group_id], order_by="id",
+                                               select=", ".join(columns) if columns else "*")
+            return [_decode(r) for r in rows]
+
+    def group_ids(self, group_id: str) -> list[int]:
+        """The run ids of one group, for export."""
+        return [row["id"] for row in self.group(group_id)]
+
     def _filters(self, model: str | None, backend: str | None) -> tuple[str | None, dict]:
         clauses, args = [], {}
         if model:
@@ -374,10 +398,13 @@ class HistoryStore:
         `床前明月光`, `value` finds `values`). The query is taken literally: FTS operators, quotes
         and punctuation are not syntax, so no input can be a syntax error. Best match first
         when a word has 3 or more characters (the trigram index ranks it), newest first
-        otherwise. An empty query lists recent runs; one with no words finds nothing.
+        otherwise. An empty query lists recent runs; one with no words finds nothing. `group:ID` lists
+        the runs of one group (N samples, a sweep) in the order they were drawn.
         """
         if not query or not query.strip():
             return self.recent(limit, model, backend)
+        if query.strip().startswith(GROUP_PREFIX):  # "group:ID": the runs of one batch or sweep, in order
+            return self.group(query.strip()[len(GROUP_PREFIX):].strip())[:limit]
         words = _search_words(query)
         if not words:
             return []
@@ -508,8 +535,9 @@ def _summary(row: dict) -> str:
     metrics = row.get("metrics") or {}
     tps = metrics.get("decode_tokens_per_s")
     prompt = " ".join((row.get("prompt") or "").split())[:50]
+    group = f"  [{row['group_id']} #{row['sample_index']}]" if row.get("group_id") else ""
     return (f"{row['id']:>5}  {row['created_at'][:19]}  {row.get('model') or '':<14} {row.get('backend') or ''}/{row.get('variant') or '':<5} "
-            f"{(f'{tps:.1f} tok/s' if tps else '-'):>11}  {row['status']:<8}  {prompt}")
+            f"{(f'{tps:.1f} tok/s' if tps else '-'):>11}  {row['status']:<8}  {prompt}{group}")
 
 
 def _run_json(row: dict) -> str:
@@ -549,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     p_export.add_argument("path", type=Path)
     p_export.add_argument("--format", choices=["jsonl", "csv"], default=None, help="default: from the file extension")
     p_export.add_argument("--ids", type=int, nargs="*", default=None)
+    p_export.add_argument("--group", default=None, help="only the runs of this group (N samples or a sweep)")
+    p_group = sub.add_parser("group", help="the runs of one group (N samples or a sweep)")
+    p_group.add_argument("group_id")
     p_delete = sub.add_parser("delete", help="delete one run")
     p_delete.add_argument("id", type=int)
     args = parser.parse_args(argv)
@@ -569,7 +600,17 @@ def main(argv: list[str] | None = None) -> int:
             print(_run_json(row))
         elif args.command == "export":
             fmt = args.format or ("csv" if args.path.suffix == ".csv" else "jsonl")
-            print(f"Exported {store.export(args.path, fmt, args.ids)} runs to {args.path}")
+            ids = args.ids
+            if args.group:
+                ids = [i for i in store.group_ids(args.group) if ids is None or i in ids]
+            print(f"Exported {store.export(args.path, fmt, ids)} runs to {args.path}")
+        elif args.command == "group":
+            rows = store.group(args.group_id)
+            if not rows:
+                print(f"error: no runs in group {args.group_id}", file=sys.stderr)
+                return 1
+            for row in rows:
+                print(_summary(row))
         elif args.command == "delete":
             if not store.delete(args.id):
                 print(f"error: no run with id {args.id}", file=sys.stderr)

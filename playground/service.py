@@ -12,7 +12,7 @@ from typing import Iterator
 from .backends.base import Backend
 from .config import GenerationSettings
 from .errors import Notice, PlaygroundError, SettingsError
-from .generation import Generation, GenerationResult, TokenRecord
+from .generation import Generation, GenerationResult, TokenRecord, check_num_samples
 from .history import HistoryStore
 from .models import ModelSource, list_local_models, resolve_choice
 from .onnx.export import VARIANTS
@@ -167,10 +167,15 @@ class Playground:
         variant: str | None = None,
         model: str | None = None,
         prompt_ids: list[int] | None = None,
+        num_samples: int = 1,
+        group_id: str | None = None,
+        stop_event: threading.Event | None = None,
     ) -> Generation:
-        """Prepare a run (validated, not started: iterate it). A new run of a session replaces its Stop event.
-
-        `prompt_ids` (token ids of the model's tokenizer, as the API may send them) replace the prompt's text."""
+        """Prepare a run of `num_samples` samples (validated, not started: iterate it, or `stream_samples` it).
+        A new run of a session replaces its Stop event; `stop_event` (a sweep's, shared by its cells) is used
+        as the run's own when given. `prompt_ids` (token ids of the model's tokenizer, as the API may send
+        them) replace the prompt's text."""
+        num_samples = check_num_samples(num_samples)  # before building a backend: a bad count costs nothing
         runner = self.backend(backend, variant, model)
         source = self.source_for(runner.info.model)
         if prompt_ids is not None:
@@ -179,10 +184,11 @@ class Playground:
                 raise SettingsError(f"Token id {bad[0] if bad else None!r} is not in this model's vocabulary (0 to "
                                     f"{len(source.codec) - 1}).", key="settings.token_id", value=bad[0] if bad else None,
                                     most=len(source.codec) - 1)
-        return Generation(runner, source, prompt, settings, stop_event=self._stop_event_for(session), prompt_ids=prompt_ids)
+        return Generation(runner, source, prompt, settings, stop_event=self._stop_event_for(session, stop_event),
+                          prompt_ids=prompt_ids, num_samples=num_samples, group_id=group_id)
 
-    def _stop_event_for(self, session: str | None) -> threading.Event:
-        stop_event = threading.Event()
+    def _stop_event_for(self, session: str | None, stop_event: threading.Event | None = None) -> threading.Event:
+        stop_event = stop_event or threading.Event()
         if session:
             with self._stop_lock:
                 self._stop_events[session] = stop_event
@@ -248,15 +254,25 @@ class Playground:
         return None
 
     def stream(self, run: Generation, session: str | None = None) -> Iterator[TokenRecord]:
-        """Iterate a run and save it to the history when it ends: complete, stopped, abandoned or failed.
+        """Iterate a run's records (of all its samples) and save it when it ends, as `stream_samples` does."""
+        samples = self.stream_samples(run, session)
+        try:
+            for _, record in samples:
+                yield record
+        finally:
+            samples.close()  # a consumer that stopped early: the run is saved as stopped now, not at garbage collection
+
+    def stream_samples(self, run: Generation, session: str | None = None) -> Iterator[tuple[int, TokenRecord]]:
+        """Iterate a run's (sample index, record) pairs and save every sample to the history when it ends:
+        complete, stopped, abandoned or failed. Samples of a batch are saved as one group.
 
         A client that disconnects mid-stream closes this generator (GeneratorExit): the run is saved
-        as stopped with what it had produced.
+        as stopped with what it had produced; samples that had already finished keep their own status.
         """
         status, error = "complete", None
         try:
-            yield from run
-            if run.result.finish_reason == "stopped":
+            yield from run.samples()
+            if any(r.finish_reason == "stopped" for r in run.results):
                 status = "stopped"
         except GeneratorExit:
             status = "stopped"
@@ -271,12 +287,16 @@ class Playground:
     def _save(self, run: Generation, status: str, error: str | None) -> None:
         if self.history is None:
             return
-        result = run.result
-        try:
-            result.run_id = self.history.save_run(result.to_dict(), status, error, result.parent_run_id, result.branch_position)
-        except sqlite3.Error as exc:
-            # Disk full, file removed, ...: the user still gets their output, and is told it was not saved.
-            run.result.notices.append(Notice(f"This run was not saved to the history: {exc}.", key="notice.not_saved", error=str(exc)))
+        for result in run.results:
+            # In a stopped batch, a sample that had already finished (end of text, stop sequence) is complete.
+            finished = result.finish_reason in ("length", "eos", "stop_sequence")
+            own_status = "complete" if status == "stopped" and finished else status
+            try:
+                result.run_id = self.history.save_run(result.to_dict(), own_status, error, result.parent_run_id,
+                                                      result.branch_position)
+            except sqlite3.Error as exc:
+                # Disk full, file removed, ...: the user still gets their output, and is told it was not saved.
+                result.notices.append(Notice(f"This run was not saved to the history: {exc}.", key="notice.not_saved", error=str(exc)))
 
     def stop(self, session: str | None) -> bool:
         """Ask the session's running generation to end after its current token; False when none was running."""

@@ -13,7 +13,7 @@ CELLS = [Cell("torch", "fp32", "cpu"), Cell("onnx", "fp32", "cpu"), Cell("onnx",
 
 @pytest.fixture(scope="module")
 def rows(tiny_source, tmp_path_factory):
-    config = BenchConfig(prompt_tokens=[8, 12], new_tokens=[6], repeats=2, warmup=1, threads=2)
+    config = BenchConfig(prompt_tokens=[8, 12], new_tokens=[6], repeats=2, warmup=1, threads=2, batch_sizes=[1, 3])
     return run_benchmark(tiny_source, CELLS, config, exports_root=tmp_path_factory.mktemp("exports"), progress=False)
 
 
@@ -21,13 +21,22 @@ def test_every_requested_cell_and_size_is_present(rows):
     assert {(r["backend"], r["variant"], r["prompt_tokens"]) for r in rows} == {
         (c.backend, c.variant, p) for c in CELLS for p in (8, 12)}
     assert all(r["new_tokens"] == 6 and r["threads"] == 2 for r in rows)
+    assert sorted(r["batch"] for r in rows) == [1] * 6 + [3] * 6
+
+
+def test_every_batch_row_is_compared_with_its_cell_at_batch_1(rows):
+    for r in rows:
+        alone = next(a for a in rows if a["batch"] == 1 and (a["backend"], a["variant"], a["prompt_tokens"]) ==
+                     (r["backend"], r["variant"], r["prompt_tokens"]))
+        assert r["speedup_vs_batch_1"] == pytest.approx(r["decode_tokens_per_s"] / alone["decode_tokens_per_s"], abs=0.01)
 
 
 def test_numbers_are_positive_and_self_consistent(rows):
     for r in rows:
         assert all(r[k] > 0 for k in ("ttft_ms", "decode_tokens_per_s", "latency_p50_ms", "latency_p90_ms", "peak_rss_mb", "size_mb"))
         # tokens/s is the tokens after the first over the decode time of the same repeat
-        assert r["decode_tokens_per_s"] == pytest.approx((r["new_tokens"] - 1) / r["decode_s"], rel=1e-3)
+        assert r["per_sequence_tokens_per_s"] == pytest.approx((r["new_tokens"] - 1) / r["decode_s"], rel=1e-3)
+        assert r["decode_tokens_per_s"] == pytest.approx(r["batch"] * r["per_sequence_tokens_per_s"], rel=1e-3)
         assert r["latency_p50_ms"] <= r["latency_p90_ms"]
         assert set(JSON_KEYS) <= r.keys()
 
@@ -59,11 +68,29 @@ def test_command_line_writes_json_and_the_bench_table(tiny_model_dir, tmp_path):
     db = tmp_path / "h.db"
     out = tmp_path / "bench.json"
     code = main(["--model", str(tiny_model_dir), "--cells", "torch:fp32", "--prompt-tokens", "8", "--new-tokens", "5",
-                 "--repeats", "1", "--json", str(out), "--db", str(db)])
+                 "--repeats", "1", "--batch-sizes", "1", "2", "--json", str(out), "--db", str(db)])
     assert code == 0
     data = json.loads(out.read_text())
+    assert [r["batch"] for r in data["rows"]] == [1, 2]
+    data["rows"] = data["rows"][:1]
     assert data["machine"]["cores"] and len(data["rows"]) == 1 and set(JSON_KEYS) <= data["rows"][0].keys()
     store = HistoryStore(db)
     with store._connect() as conn:
         stored = list(conn.table("bench").rows)
-    assert len(stored) == 1 and json.loads(stored[0]["row"])["new_tokens"] == 5 and json.loads(stored[0]["machine"])["cores"]
+    assert len(stored) == 2 and json.loads(stored[0]["row"])["new_tokens"] == 5 and json.loads(stored[0]["machine"])["cores"]
+
+
+def test_gpu_check_says_so_and_exits_cleanly_without_a_gpu(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the script would run the whole check")
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "scripts/gpu_check.py", "--out", str(tmp_path / "report")], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "No usable CUDA GPU" in proc.stdout
+    assert not (tmp_path / "report").exists()  # nothing half-written

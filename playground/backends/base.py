@@ -1,10 +1,20 @@
-"""The one small interface every backend implements: prefill a prompt, then step one token at a time."""
+"""The one small interface every backend implements: prefill a prompt, then step one token (or a batch of N) at a time."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
+
+from ..errors import PlaygroundError
+
+
+class BatchUnsupported(PlaygroundError):
+    """A backend that decodes one sequence at a time was asked for several samples at once."""
+
+    def __init__(self, info: "BackendInfo"):
+        super().__init__(f"The {info.backend} backend decodes one sample at a time: ask for 1 sample, or use torch or onnx.",
+                         key="batch.unsupported", backend=info.backend)
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,30 @@ class Backend(ABC):
     @abstractmethod
     def step(self, token_id: int, cache: Any) -> tuple[Any, Any]:
         """Feed one token after the cached ones. Returns (logits of shape (V,), new cache)."""
+
+    # Batches: N continuations of one prompt. The prompt is prefilled once (batch 1), its cache copied to
+    # N rows with `expand`, then all rows step together; `select` keeps only some rows (finished samples
+    # are dropped, so they stop costing work). A backend that cannot batch keeps these defaults: batch 1
+    # still works through `step`, and a larger batch is refused with a message.
+
+    def step_batch(self, token_ids: list[int], cache: Any) -> tuple[Any, Any]:
+        """Feed one token per row after the cached ones. Returns (logits of shape (N, V), new cache)."""
+        if len(token_ids) != 1:
+            raise BatchUnsupported(self.info)
+        logits, cache = self.step(token_ids[0], cache)
+        return logits[None], cache  # (1, V)
+
+    def expand(self, cache: Any, count: int) -> Any:
+        """The prefilled cache of one prompt (batch 1) repeated to `count` rows."""
+        if count != 1:
+            raise BatchUnsupported(self.info)
+        return cache
+
+    def select(self, cache: Any, rows: list[int]) -> Any:
+        """A batch cache with only `rows` kept, in that order."""
+        if rows != [0]:
+            raise BatchUnsupported(self.info)
+        return cache
 
     @abstractmethod
     def attention(self, input_ids: list[int]) -> Any:

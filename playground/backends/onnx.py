@@ -69,6 +69,15 @@ class OnnxBackend(Backend):
     def step(self, token_id: int, cache: Any) -> tuple[torch.Tensor, Any]:
         return self.runner.step(token_id, cache)
 
+    def step_batch(self, token_ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
+        return self.runner.step_batch(token_ids, cache)
+
+    def expand(self, cache: Any, count: int) -> Any:
+        return self.runner.expand(cache, count)
+
+    def select(self, cache: Any, rows: list[int]) -> Any:
+        return self.runner.select(cache, rows)
+
     def attention(self, input_ids: list[int]) -> np.ndarray:
         if self._attention_runner is None:  # created on first use: most runs never open the attention view
             self._attention_runner = AttentionRunner(*self._attention_args)

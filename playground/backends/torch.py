@@ -54,6 +54,21 @@ class TorchBackend(Backend):
         return out.logits[0, -1].float().cpu(), out.past_key_values  # (V,)
 
     @torch.inference_mode()
+    def step_batch(self, token_ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
+        ids = torch.tensor(token_ids, device=self.device)[:, None]  # (N, 1); all rows have the same length: no mask
+        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        return out.logits[:, -1].float().cpu(), out.past_key_values  # (N, V)
+
+    def expand(self, cache: Any, count: int) -> Any:
+        """The prompt's DynamicCache (1 row) repeated to `count` rows, in place: the cache belongs to this run alone."""
+        cache.batch_repeat_interleave(count)
+        return cache
+
+    def select(self, cache: Any, rows: list[int]) -> Any:
+        cache.batch_select_indices(torch.tensor(rows, device=self.device))
+        return cache
+
+    @torch.inference_mode()
     def attention(self, input_ids: list[int]):
         ids = torch.tensor([input_ids], device=self.device)  # (1, T)
         attentions = self.model(input_ids=ids, output_attentions=True).attentions  # L x (1, H, T, T)

@@ -1,11 +1,13 @@
-"""The benchmark engine: backend x variant x provider cells, timed through the playground's own decoding loop.
+"""The benchmark engine: backend x variant x provider cells x batch sizes, timed through the playground's own decoding loop.
 
-    python -m playground.bench --model random:gpt2 --prompt-tokens 32 --new-tokens 128 --json bench.json
+    python -m playground.bench --model random:gpt2 --prompt-tokens 32 --new-tokens 128 --batch-sizes 1 4 8 16 --json bench.json
 
 Every cell decodes greedily for a fixed number of tokens (no early stop) from a prompt of exactly
-N tokens, after a warm-up, `repeats` times; the row reported is the repeat with the median decode
-speed, so its numbers agree with each other. One thread count for all cells. Printing and storing
-are the callers' job (the CLI below, the Benchmark tab).
+N tokens, after a warm-up, `repeats` times, at each batch size (B continuations of the prompt
+stepped together: one prefill, then B tokens per step); the row reported is the repeat with the
+median decode speed, so its numbers agree with each other. Aggregate tokens/s counts the tokens of
+all B sequences, per-sequence tokens/s one sequence's. One thread count for all cells. Printing and
+storing are the callers' job (the CLI below, the Benchmark tab).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 
 from ..config import GenerationSettings
 from ..errors import PlaygroundError
-from ..generation import Generation
+from ..generation import Generation, check_num_samples
 from ..models import RANDOM_PREFIX, ModelSource
 
 REFERENCE_TEXT = (
@@ -38,8 +40,8 @@ REFERENCE_TEXT = (
     "are bound to the parameters, and the return value of the function is the value of the expression after the "
     "return statement, or None if the function ends without one. Exceptions raised in the body propagate to the caller."
 )
-JSON_KEYS = ("backend", "variant", "provider", "prompt_tokens", "new_tokens", "ttft_ms", "decode_tokens_per_s",
-             "latency_p50_ms", "latency_p90_ms", "peak_rss_mb", "size_mb", "top1_agreement")
+JSON_KEYS = ("backend", "variant", "provider", "prompt_tokens", "new_tokens", "batch", "ttft_ms", "decode_tokens_per_s",
+             "per_sequence_tokens_per_s", "latency_p50_ms", "latency_p90_ms", "peak_rss_mb", "size_mb", "top1_agreement")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class BenchConfig:
     new_tokens: list[int] = field(default_factory=lambda: [128])
     repeats: int = 3
     warmup: int = 1
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 
@@ -141,16 +144,20 @@ def _prompt_ids(source: ModelSource, n: int) -> list[int]:
     return ids[:n]
 
 
-def _timed_run(backend, source, prompt_ids: list[int], new_tokens: int) -> tuple[float, list[float]]:
-    """(time to first token in ms, per-token latencies in ms of the rest), timing each step of the real loop."""
+def _timed_run(backend, source, prompt_ids: list[int], new_tokens: int, batch: int = 1) -> tuple[float, list[float]]:
+    """(time to first token in ms, per-step latencies in ms of the rest), timing each step of the real loop.
+
+    A step yields one record per sequence of the batch, sample 0's first: the step's time is taken there.
+    """
     run = Generation(backend, source, "", GenerationSettings(max_new_tokens=new_tokens, do_sample=False),
-                     ignore_eos=True, prompt_ids=prompt_ids)
+                     ignore_eos=True, prompt_ids=prompt_ids, num_samples=batch)
     latencies = []
     last = time.perf_counter()
-    for _ in run:
-        now = time.perf_counter()
-        latencies.append((now - last) * 1000)
-        last = now
+    for sample, _ in run.samples():
+        if sample == 0:
+            now = time.perf_counter()
+            latencies.append((now - last) * 1000)
+            last = now
     return latencies[0], latencies[1:]
 
 
@@ -199,7 +206,7 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
     reference_ids = source.tokenizer(REFERENCE_TEXT)["input_ids"]
     reference_logits = None
     rows: list[dict] = []
-    sizes = [(p, n) for p in config.prompt_tokens for n in config.new_tokens]
+    sizes = [(p, n, b) for p in config.prompt_tokens for n in config.new_tokens for b in config.batch_sizes]
     bar = tqdm(total=len(cells) * len(sizes), desc="Benchmark", unit="cell", disable=not progress)
     try:
         for cell in cells:
@@ -214,26 +221,28 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
                 reference_ids = reference_ids[: reference.info.context_length]
                 reference_logits = reference.prefill(reference_ids)[0].numpy()
             quality = _quality(backend, reference_logits, reference_ids)
-            for prompt_tokens, new_tokens in sizes:
-                bar.set_postfix_str(f"{cell.label} {prompt_tokens}+{new_tokens}")
+            for prompt_tokens, new_tokens, batch in sizes:
+                bar.set_postfix_str(f"{cell.label} {prompt_tokens}+{new_tokens} x{batch}")
                 ids = _prompt_ids(source, prompt_tokens)
                 if len(ids) + new_tokens > backend.info.context_length:
                     raise PlaygroundError(f"{prompt_tokens} + {new_tokens} tokens exceed the model's context of {backend.info.context_length}.")
                 for _ in range(config.warmup):
-                    _timed_run(backend, source, ids, min(new_tokens, 8))
+                    _timed_run(backend, source, ids, min(new_tokens, 8), batch)
                 repeats = []
                 with PeakMemory() as memory:
                     for _ in range(config.repeats):
-                        repeats.append(_timed_run(backend, source, ids, new_tokens))
+                        repeats.append(_timed_run(backend, source, ids, new_tokens, batch))
                 # The repeat with the median decode speed, so its numbers agree with each other.
                 speeds = [len(lat) / (sum(lat) / 1000) for _, lat in repeats]
                 ttft_ms, latencies = repeats[speeds.index(statistics.median_low(speeds))]
                 decode_s = sum(latencies) / 1000
                 row = {
                     "backend": cell.backend, "variant": cell.variant, "device": cell.device, "provider": backend.info.provider,
-                    "prompt_tokens": len(ids), "new_tokens": new_tokens, "threads": config.threads, "repeats": config.repeats,
-                    "load_s": round(load_s, 2), "ttft_ms": round(ttft_ms, 2), "decode_s": round(decode_s, 6),
-                    "decode_tokens_per_s": round(len(latencies) / decode_s, 2),
+                    "prompt_tokens": len(ids), "new_tokens": new_tokens, "batch": batch, "threads": config.threads,
+                    "repeats": config.repeats, "load_s": round(load_s, 2), "ttft_ms": round(ttft_ms, 2), "decode_s": round(decode_s, 6),
+                    # Aggregate: the tokens of all `batch` sequences; per sequence: one sequence's (a step's rate).
+                    "decode_tokens_per_s": round(batch * len(latencies) / decode_s, 2),
+                    "per_sequence_tokens_per_s": round(len(latencies) / decode_s, 2),
                     "latency_p50_ms": round(float(np.percentile(latencies, 50)), 2),
                     "latency_p90_ms": round(float(np.percentile(latencies, 90)), 2),
                     "peak_rss_mb": round(memory.peak_rss / 1e6, 1),  # whole process: includes the PyTorch reference model
@@ -257,22 +266,30 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
 
 
 def add_speedups(rows: list[dict]) -> None:
-    """Each row's decode speed relative to PyTorch fp32 on the CPU at the same sizes (None if that was not measured)."""
-    base = {(r["prompt_tokens"], r["new_tokens"]): r["decode_tokens_per_s"] for r in rows
+    """Each row's aggregate decode speed relative to PyTorch fp32 on the CPU at the same sizes and batch, and relative
+    to its own cell at batch 1 (None where that was not measured)."""
+    base = {(r["prompt_tokens"], r["new_tokens"], r.get("batch", 1)): r["decode_tokens_per_s"] for r in rows
             if (r["backend"], r["variant"], r["device"]) == ("torch", "fp32", "cpu")}
+    single = {(r["backend"], r["variant"], r["device"], r["prompt_tokens"], r["new_tokens"]): r["decode_tokens_per_s"]
+              for r in rows if r.get("batch", 1) == 1}
     for r in rows:
-        reference = base.get((r["prompt_tokens"], r["new_tokens"]))
+        reference = base.get((r["prompt_tokens"], r["new_tokens"], r.get("batch", 1)))
         r["speedup_vs_torch_fp32"] = round(r["decode_tokens_per_s"] / reference, 2) if reference else None
+        alone = single.get((r["backend"], r["variant"], r["device"], r["prompt_tokens"], r["new_tokens"]))
+        r["speedup_vs_batch_1"] = round(r["decode_tokens_per_s"] / alone, 2) if alone else None
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| cell | provider | prompt+new | TTFT ms | decode tok/s | speed-up | p50 ms | p90 ms | RSS MB | size MB | top-1 |"
+    head = ("| cell | provider | prompt+new | batch | TTFT ms | aggregate tok/s | per-seq tok/s | vs batch 1 | speed-up | "
+            "p50 ms | p90 ms | RSS MB | size MB | top-1 |")
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in rows:
         quality = f"{r['top1_agreement']:.3f}" if r["quality_meaningful"] else "n/m"
         speedup = f"{r['speedup_vs_torch_fp32']:.2f}×" if r.get("speedup_vs_torch_fp32") else "-"
-        lines.append(f"| {r['backend']} {r['variant']} | {r['provider']} | {r['prompt_tokens']}+{r['new_tokens']} | {r['ttft_ms']:.1f} | "
-                     f"{r['decode_tokens_per_s']:.1f} | {speedup} | {r['latency_p50_ms']:.2f} | {r['latency_p90_ms']:.2f} | "
+        vs_one = f"{r['speedup_vs_batch_1']:.2f}×" if r.get("speedup_vs_batch_1") else "-"
+        lines.append(f"| {r['backend']} {r['variant']} | {r['provider']} | {r['prompt_tokens']}+{r['new_tokens']} | {r.get('batch', 1)} | "
+                     f"{r['ttft_ms']:.1f} | {r['decode_tokens_per_s']:.1f} | {r.get('per_sequence_tokens_per_s', r['decode_tokens_per_s']):.1f} | "
+                     f"{vs_one} | {speedup} | {r['latency_p50_ms']:.2f} | {r['latency_p90_ms']:.2f} | "
                      f"{r['peak_rss_mb']:.0f} | {r['size_mb']:.1f} | {quality} |")
     return "\n".join(lines)
 
@@ -286,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", default=None, help="e.g. torch:fp32,onnx:int8 (default: every cell this machine can run)")
     parser.add_argument("--prompt-tokens", type=int, nargs="+", default=[32])
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[128])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="sequences stepped together, e.g. 1 4 8 16")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every cell (default: all cores)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows (and the machine) as JSON")
@@ -294,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = resolve_model(args.model)
         cells = parse_cells(args.cells)
-        config = BenchConfig(args.prompt_tokens, args.new_tokens, args.repeats, threads=args.threads)
+        for batch in args.batch_sizes:
+            check_num_samples(batch)
+        config = BenchConfig(args.prompt_tokens, args.new_tokens, args.repeats, threads=args.threads, batch_sizes=args.batch_sizes)
         print(f"Benchmark of {source.name} on {len(cells)} cells, {config.threads} threads, {config.repeats} repeats, greedy, fixed length",
               file=sys.stderr)
         rows = run_benchmark(source, cells, config)

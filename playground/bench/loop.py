@@ -8,6 +8,10 @@ the logits processors and records probability, rank, entropy and top-10 alternat
 Warm-up first, then repeats alternating between the two. This machine's speed drifts by 10-20%
 between seconds, so the ratio is the median of per-pair ratios (each pair runs back to back), not
 a ratio of medians.
+
+On a machine shared with other work the wall-clock ratio swings widely; the main thread's CPU time
+spent outside `session.run` per token (`*_outside_run_cpu_us`) does not depend on the load much, so
+it is reported too: the playground loop's extra over the bare loop is its whole overhead.
 """
 
 from __future__ import annotations
@@ -22,6 +26,44 @@ import numpy as np
 
 from ..config import GenerationSettings
 from ..generation import generate
+
+
+class CountingSession:
+    """The runner's session with the main thread's CPU time inside `run` added up (everything else delegated)."""
+
+    def __init__(self, session):
+        self._session = session
+        self.inside_s = 0.0
+        self.calls = 0
+
+    def run(self, *args, **kwargs):
+        started = time.thread_time()
+        try:
+            return self._session.run(*args, **kwargs)
+        finally:
+            self.inside_s += time.thread_time() - started
+            self.calls += 1
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def outside_run_cpu_us(runner, loop, new_tokens: int) -> tuple[float, float]:
+    """Main-thread CPU microseconds per decoded token spent (outside, inside) `session.run` by `loop()` (prefill
+    excluded: a one-token run is subtracted)."""
+    session = runner.session
+    counting = runner.session = CountingSession(session)
+    try:
+        def cpu(tokens: int) -> tuple[float, float]:
+            counting.inside_s = 0.0
+            started = time.thread_time()
+            loop(tokens)
+            return time.thread_time() - started - counting.inside_s, counting.inside_s
+
+        (out_n, in_n), (out_1, in_1) = cpu(new_tokens), cpu(1)
+        return (out_n - out_1) / (new_tokens - 1) * 1e6, (in_n - in_1) / (new_tokens - 1) * 1e6
+    finally:
+        runner.session = session
 
 
 def bare_loop(runner, prompt_ids: list[int], new_tokens: int) -> float:
@@ -95,6 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     row["ratio"] = round(statistics.median(o / b for o, b in zip(ours, bare)), 3)
     row["ratio_min_max"] = [round(min(o / b for o, b in zip(ours, bare)), 3), round(max(o / b for o, b in zip(ours, bare)), 3)]
+    bare_cpu = [outside_run_cpu_us(backend.runner, lambda n: bare_loop(backend.runner, prompt_ids, n), args.new_tokens) for _ in range(3)]
+    ours_cpu = [outside_run_cpu_us(backend.runner, lambda n: playground_loop(backend, source, prompt, n), args.new_tokens)
+                for _ in range(3)]
+    row["bare_outside_run_cpu_us"] = round(statistics.median(o for o, _ in bare_cpu), 1)
+    row["playground_outside_run_cpu_us"] = round(statistics.median(o for o, _ in ours_cpu), 1)
+    row["bare_inside_run_cpu_us"] = round(statistics.median(i for _, i in bare_cpu), 1)
+    # The overhead as a share of a step: the ratio the loop would reach if nothing else ran (the main thread's CPU
+    # time inside run stands for the step, as it computes through the whole step).
+    step_us = row["bare_inside_run_cpu_us"]
+    row["overhead_us_per_token"] = round(row["playground_outside_run_cpu_us"] - row["bare_outside_run_cpu_us"], 1)
+    row["ratio_from_cpu_time"] = round(step_us / (step_us + row["overhead_us_per_token"]), 3)
     print(json.dumps(row, indent=2))
     return 0
 

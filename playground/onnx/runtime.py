@@ -66,6 +66,15 @@ class OnnxRunner:
             "position_ids": np.arange(past_len, past_len + n, dtype=np.int64)[None],  # (1, n)
         }
 
+    def _step_feed(self, token_ids: list[int], past_len: int) -> dict[str, np.ndarray]:
+        """One new token per row after `past_len` cached positions: every row of a batch has the same length."""
+        rows = len(token_ids)
+        return {
+            "input_ids": np.asarray(token_ids, dtype=np.int64)[:, None],  # (N, 1)
+            "attention_mask": np.ones((rows, past_len + 1), dtype=np.int64),  # (N, past + 1)
+            "position_ids": np.full((rows, 1), past_len, dtype=np.int64),  # (N, 1)
+        }
+
     def _empty_past(self) -> list:
         empty = np.zeros((1, self.n_head, 0, self.head_dim), dtype=self.past_dtype)  # (1, H, 0, D)
         if self.io_binding:
@@ -74,13 +83,12 @@ class OnnxRunner:
             return [ort.OrtValue.ortvalue_from_numpy(empty, self.device_type, 0) for _ in self.past_names]
         return [empty] * len(self.past_names)
 
-    def run(self, ids: list[int], past: list, past_len: int) -> tuple[np.ndarray, list]:
-        """Feed `ids` after `past_len` cached positions; returns (logits (n, V) float32, new past)."""
-        feed = self._feed(ids, past_len)
+    def _run_feed(self, feed: dict[str, np.ndarray], past: list) -> tuple[np.ndarray, list]:
+        """Run the graph on `feed` after `past`; returns (logits (N, n, V) as the graph gives them, new past)."""
         if not self.io_binding:
             feed.update(zip(self.past_names, past))
             logits, *present = self.session.run(self.output_names, feed)
-            return logits[0], present
+            return logits, present
         binding = self.session.io_binding()
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
@@ -91,16 +99,46 @@ class OnnxRunner:
             binding.bind_output(name, self.device_type, 0)  # stays on the device for the next step
         self.session.run_with_iobinding(binding)
         logits, *present = binding.get_outputs()
-        return logits.numpy()[0], present
+        return logits.numpy(), present
+
+    def run(self, ids: list[int], past: list, past_len: int) -> tuple[np.ndarray, list]:
+        """Feed `ids` after `past_len` cached positions (batch 1); returns (logits (n, V), new past)."""
+        logits, present = self._run_feed(self._feed(ids, past_len), past)
+        return logits[0], present
 
     def prefill(self, ids: list[int]) -> tuple[torch.Tensor, Any]:
         logits, past = self.run(ids, self._empty_past(), 0)
         return torch.from_numpy(logits.astype(np.float32, copy=False)), (past, len(ids))
 
     def step(self, token_id: int, cache: Any) -> tuple[torch.Tensor, Any]:
+        logits, cache = self.step_batch([token_id], cache)
+        return logits[0], cache  # (V,)
+
+    def step_batch(self, token_ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
+        """One token per row; returns (logits (N, V) float32, new cache). A view of the graph's output, no copy."""
         past, past_len = cache
-        logits, present = self.run([token_id], past, past_len)
-        return torch.from_numpy(logits[-1].astype(np.float32, copy=False)), (present, past_len + 1)
+        logits, present = self._run_feed(self._step_feed(token_ids, past_len), past)  # logits (N, 1, V)
+        return torch.from_numpy(logits[:, -1].astype(np.float32, copy=False)), (present, past_len + 1)
+
+    def expand(self, cache: Any, count: int) -> Any:
+        """The prompt's cache (1, H, T, D) per layer, repeated to (count, H, T, D): copied once, at the start of a batch."""
+        past, past_len = cache
+        return [self._rows(value, np.zeros(count, dtype=np.int64)) for value in past], past_len
+
+    def select(self, cache: Any, rows: list[int]) -> Any:
+        """Keep only `rows` of every layer's cache (finished samples leave the batch)."""
+        past, past_len = cache
+        index = np.asarray(rows, dtype=np.int64)
+        return [self._rows(value, index) for value in past], past_len
+
+    def _rows(self, value, index: np.ndarray):
+        """Rows `index` of one cache tensor, as numpy on the CPU or as an OrtValue on the device it lives on."""
+        if not self.io_binding:
+            return np.ascontiguousarray(value[index])  # (len(index), H, T, D)
+        import onnxruntime as ort
+
+        # Through the host: done once per batch and once per finished sample, never per step.
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value.numpy()[index]), self.device_type, 0)
 
 
 class AttentionRunner:

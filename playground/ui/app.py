@@ -17,6 +17,7 @@ from .compare_tab import build_compare_tab
 from .finetune_tab import build_finetune_tab
 from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
+from .sweep_tab import build_sweep_tab
 from .i18n import AUTH_MESSAGE, I18N, localize_on_load, t, translated
 from .render import CSS, banner_html, session_html
 from .security import Login, PasswordCheck, RouteGuard
@@ -52,6 +53,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 refresh_attention = build_attention_tab(playground, last_result, attention_tab)
             with gr.Tab(translated("app.tab.compare"), id="compare") as compare_tab:
                 compare_sides = build_compare_tab(playground, generate_inputs, compare_tab)  # {"a": (model, backend, variant), "b": ...}
+            with gr.Tab(translated("app.tab.sweep"), id="sweep"):
+                build_sweep_tab(playground, generate_inputs)
             with gr.Tab(translated("app.tab.finetune"), id="finetune"):
                 build_finetune_tab(playground, tabs, compare_sides)
             with gr.Tab(translated("app.tab.benchmark"), id="benchmark"):
@@ -75,20 +78,28 @@ def build_demo(playground: Playground) -> gr.Blocks:
             backend: str | None = None,
             variant: str | None = None,
             model: str | None = None,
+            num_return_sequences: int = 1,
         ) -> tuple[str, dict]:
             """Generate a continuation of `prompt`. Returns the generated text and the whole run as JSON:
             settings (with the seed used), metrics, and per-token records for prompt and output.
             `backend` is torch or onnx and `variant` one of fp32, fp16, int8, int4 (default: the app's).
-            `model` is a folder name from the app's models folder or a hub id (default: the app's model)."""
+            `model` is a folder name from the app's models folder or a hub id (default: the app's model).
+            `num_return_sequences` (1 to 16) draws that many samples in one batch: sample i uses seed + i.
+            The text and the JSON are then those of sample 0, and the JSON's `runs` holds every sample's
+            run (each with its own seed, `group_id` and `sample_index`)."""
             settings = settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
                                         no_repeat_ngram_size, stop_sequences, seed, top_alternatives)
             try:
-                run = playground.start(prompt, settings, backend=backend, variant=variant, model=model)
+                run = playground.start(prompt, settings, backend=backend, variant=variant, model=model,
+                                       num_samples=num_return_sequences)
                 for _ in playground.stream(run):
                     pass
             except PlaygroundError as exc:
                 raise gr.Error(str(exc)) from None
-            return run.result.text, run.result.to_dict()
+            if run.num_samples == 1:
+                return run.result.text, run.result.to_dict()
+            runs = [result.to_dict() for result in run.results]
+            return run.result.text, runs[0] | {"runs": runs}
 
         gr.api(generate, api_name="generate", concurrency_id="generate")
     demo.queue(default_concurrency_limit=GENERATE_CONCURRENCY)

@@ -15,8 +15,10 @@ from ..errors import PlaygroundError
 from ..service import Playground
 from .i18n import error, lang_of, localize_on_load, t, translated, ui_error
 
-TABLE_COLUMNS = ["backend", "variant", "provider", "prompt_tokens", "new_tokens", "ttft_ms", "decode_tokens_per_s",
-                 "speedup_vs_torch_fp32", "latency_p50_ms", "latency_p90_ms", "peak_rss_mb", "size_mb", "top1_agreement"]
+TABLE_COLUMNS = ["backend", "variant", "provider", "prompt_tokens", "new_tokens", "batch", "ttft_ms", "decode_tokens_per_s",
+                 "per_sequence_tokens_per_s", "speedup_vs_batch_1", "speedup_vs_torch_fp32", "latency_p50_ms", "latency_p90_ms",
+                 "peak_rss_mb", "size_mb", "top1_agreement"]
+BATCH_SIZES = (1, 4, 8, 16)
 
 
 def table_headers(lang: str) -> list[str]:
@@ -25,7 +27,27 @@ def table_headers(lang: str) -> list[str]:
 
 
 def _label(row: dict) -> str:
-    return f"{row['backend']} {row['variant']} ({row['device']}) · {row['prompt_tokens']}+{row['new_tokens']}"
+    batch = f" ×{row['batch']}" if row.get("batch", 1) != 1 else ""
+    return f"{row['backend']} {row['variant']} ({row['device']}) · {row['prompt_tokens']}+{row['new_tokens']}{batch}"
+
+
+def batch_figure(rows: list[dict], title: str, x_title: str, unit: str):
+    """Aggregate decode tokens/s against batch size, one line per cell and size."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    lines: dict[str, list[dict]] = {}
+    for r in rows:
+        lines.setdefault(f"{r['backend']} {r['variant']} ({r['device']}) · {r['prompt_tokens']}+{r['new_tokens']}", []).append(r)
+    for name, points in lines.items():
+        points.sort(key=lambda r: r.get("batch", 1))
+        figure.add_trace(go.Scatter(x=[r.get("batch", 1) for r in points], y=[r["decode_tokens_per_s"] for r in points],
+                                    mode="lines+markers", name=escape(name, quote=False),
+                                    text=[f"{r['speedup_vs_batch_1']:.2f}×" if r.get("speedup_vs_batch_1") else "" for r in points],
+                                    hovertemplate="batch %{x}: %{y:.1f} " + unit + " (%{text} vs batch 1)<extra></extra>"))
+    figure.update_layout(title=title, height=340, margin={"l": 50, "r": 20, "t": 50, "b": 50}, xaxis_title=x_title,
+                         yaxis_title=unit, xaxis_type="log", legend={"orientation": "h"})
+    return figure
 
 
 def bars_figure(rows: list[dict], key: str, title: str, unit: str):
@@ -47,7 +69,7 @@ def bars_png(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=130)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5), dpi=130)
     labels = [_label(r).replace(" · ", "\n") for r in rows]
     colours = ["#6b7280" if r["backend"] == "torch" else "#2563eb" for r in rows]
     for ax, key, title in ((axes[0], "decode_tokens_per_s", "decode tokens/s"), (axes[1], "ttft_ms", "time to first token (ms)")):
@@ -56,6 +78,16 @@ def bars_png(rows: list[dict], path: Path) -> Path:
         ax.set_title(title)
         if key == "decode_tokens_per_s":
             ax.bar_label(bars, [f"{r['speedup_vs_torch_fp32']:.2f}×" if r.get("speedup_vs_torch_fp32") else "" for r in rows], fontsize=8)
+    lines: dict[str, list[dict]] = {}
+    for r in rows:
+        lines.setdefault(f"{r['backend']} {r['variant']} ({r['device']})", []).append(r)
+    for name, points in lines.items():
+        points.sort(key=lambda r: r.get("batch", 1))
+        axes[2].plot([r.get("batch", 1) for r in points], [r["decode_tokens_per_s"] for r in points], marker="o", label=name)
+    axes[2].set_xscale("log", base=2)
+    axes[2].set_xlabel("batch size")
+    axes[2].set_title("aggregate decode tokens/s by batch size")
+    axes[2].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -82,24 +114,27 @@ def build_bench_tab(playground: Playground) -> None:
         prompt_tokens = gr.Number(value=min(32, context // 4), precision=0, minimum=1, label=translated("bench.prompt_tokens"), scale=1, elem_id="bench-prompt")
         new_tokens = gr.Number(value=min(128, context // 2), precision=0, minimum=2, label=translated("bench.new_tokens"), scale=1, elem_id="bench-new")
         repeats = gr.Slider(1, 7, value=3, step=1, label=translated("bench.repeats"), scale=1)
+        batch_sizes = gr.CheckboxGroup(list(BATCH_SIZES), value=[1], label=translated("bench.batch_sizes"), scale=1,
+                                       elem_id="bench-batch")
         run_btn = gr.Button(translated("bench.run"), variant="primary", scale=0, elem_id="bench-run")
     status = gr.Markdown(elem_id="bench-status")
     table = gr.Dataframe(headers=TABLE_COLUMNS, value=[], interactive=False, elem_id="bench-table")
     with gr.Row():
         speed_plot = gr.Plot(elem_id="bench-speed")
         ttft_plot = gr.Plot(elem_id="bench-ttft")
+    batch_plot = gr.Plot(elem_id="bench-batch-plot")
     files = gr.File(label=translated("bench.files"), file_count="multiple", interactive=False, elem_id="bench-files")
     localize_on_load([intro, table], lambda lang: (t("bench.intro", lang, model=escape(playground.source.name)),
                                                    {"headers": table_headers(lang), "data": []}))
 
-    def run(chosen_labels, prompt_n, new_n, repeats_n, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+    def run(chosen_labels, prompt_n, new_n, repeats_n, batches, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         lang = lang_of(request)
         if not chosen_labels:
             raise error("bench.choose_cell", lang)
         prompt_n, new_n = int(prompt_n or 0), int(new_n or 0)
         if prompt_n < 1 or new_n < 2 or prompt_n + new_n > context:
             raise error("bench.must_fit", lang, context=context)
-        config = BenchConfig([prompt_n], [new_n], int(repeats_n))
+        config = BenchConfig([prompt_n], [new_n], int(repeats_n), batch_sizes=sorted(int(b) for b in batches or [1]))
         try:
             rows = run_benchmark(playground.source, [cells[label] for label in chosen_labels], config,
                                  exports_root=playground.exports_root)
@@ -116,7 +151,9 @@ def build_bench_tab(playground: Playground) -> None:
             note += " " + t("bench.random_weights", lang)
         return (note, {"headers": table_headers(lang), "data": [[r.get(c) for c in TABLE_COLUMNS] for r in rows]},
                 bars_figure(rows, "decode_tokens_per_s", t("bench.speed_title", lang), t("bench.tokens_per_s", lang)),
-                bars_figure(rows, "ttft_ms", t("bench.ttft_title", lang), "ms"), write_downloads(rows, machine))
+                bars_figure(rows, "ttft_ms", t("bench.ttft_title", lang), "ms"), write_downloads(rows, machine),
+                batch_figure(rows, t("bench.batch_title", lang), t("bench.batch_axis", lang), t("bench.tokens_per_s", lang)))
 
-    run_btn.click(run, inputs=[chosen, prompt_tokens, new_tokens, repeats], outputs=[status, table, speed_plot, ttft_plot, files],
+    run_btn.click(run, inputs=[chosen, prompt_tokens, new_tokens, repeats, batch_sizes],
+                  outputs=[status, table, speed_plot, ttft_plot, files, batch_plot],
                   api_visibility="private", concurrency_id="bench", concurrency_limit=1)

@@ -10,11 +10,11 @@ import gradio as gr
 from ..config import GenerationSettings
 from ..errors import PlaygroundError
 from ..onnx.export import VARIANTS
-from ..generation import GenerationResult
+from ..generation import MAX_SAMPLES, GenerationResult
 from ..service import Playground
 from ..text import hex_bytes, is_whole, unit_labels, visible_label
 from .i18n import error, info, lang_of, localize_on_load, t, translated, ui_error
-from .render import legend_html, pct, stats_markdown, surprisal_figure, token_view_html
+from .render import legend_html, pct, samples_html, stats_markdown, surprisal_figure, token_view_html
 
 # The order of the settings components, as settings_from_ui takes them.
 SETTING_NAMES = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
@@ -86,6 +86,8 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                 top_p = gr.Slider(0.01, 1.0, value=defaults.top_p, step=0.01, label=translated("generate.top_p"))
                 # A Textbox, not gr.Number: Number turns "empty" into 0, and empty must mean "random".
                 seed = gr.Textbox(value="", label=translated("generate.seed"), max_lines=1, elem_id="seed")
+            num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label=translated("generate.samples"),
+                                    info=translated("generate.samples_info"), elem_id="samples")
             with gr.Accordion(translated("generate.advanced"), open=False):
                 typical_p = gr.Slider(0.01, 1.0, value=defaults.typical_p, step=0.01, label=translated("generate.typical_p"))
                 repetition_penalty = gr.Slider(0.5, 3.0, value=defaults.repetition_penalty, step=0.05,
@@ -97,6 +99,11 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
         with gr.Column(scale=3, min_width=400):
             output = gr.Textbox(label=translated("generate.output"), lines=8, max_lines=30, interactive=False, elem_id="output")
             stats = gr.Markdown(elem_id="stats")
+            # N samples: their cards side by side, and which one the views below (and the other tabs) show.
+            open_sample = gr.Radio([], label=translated("generate.open_sample"), info=translated("generate.open_sample_info"),
+                                   visible=False, elem_id="open-sample")
+            samples_view = gr.HTML("", elem_id="samples-view")
+            batch_results = gr.State([])  # every sample of the last batch (empty for a run of one)
             colour_mode = gr.Radio(colour_choices("en"), value="prob", label=translated("generate.colour_by"))
             legend = gr.HTML(legend_html("prob"))
             token_view = gr.HTML(token_view_html(None), elem_id="token-view")
@@ -117,7 +124,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                       no_repeat_ngram_size, stop_sequences, seed, top_alternatives]
 
     def on_generate(prompt_text, model_name, backend_name, variant_name, max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
-                    no_repeat_ngram_size, stop_sequences, seed, top_alternatives, mode, request: gr.Request,
+                    no_repeat_ngram_size, stop_sequences, seed, top_alternatives, samples, mode, request: gr.Request,
                     progress=gr.Progress(track_tqdm=True)):
         lang = lang_of(request)
         settings = settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
@@ -126,13 +133,14 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
         try:
             # The first use of an ONNX variant exports it; its tqdm bar shows up as progress here.
             run = playground.start(prompt_text, settings, session=session, backend=backend_name, variant=variant_name,
-                                   model=model_name)
+                                   model=model_name, num_samples=samples)
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         yield from stream_to_ui(run, session, mode, lang)
 
     def stream_to_ui(run, session, mode, lang="en"):
         """Stream a run into the output components (re-rendering at most every RENDER_EVERY_S), then the final views."""
+        many = run.num_samples > 1
         try:
             last_render = 0.0
             for _ in playground.stream(run, session):
@@ -140,12 +148,24 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                 if now - last_render >= RENDER_EVERY_S:
                     last_render = now
                     yield (run.current_text(), stats_markdown(run.result, running=True, lang=lang), token_view_html(run.result, mode, lang=lang),
-                           gr.skip(), gr.skip(), gr.skip())
+                           gr.skip(), gr.skip(), gr.skip(),
+                           samples_html(run.results, mode, running=True, lang=lang) if many else "", gr.skip(), gr.skip())
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         result = run.result
+        choices = [(t("samples.title", lang, index=i, seed=r.settings.seed), i) for i, r in enumerate(run.results)]
         yield (result.text, stats_markdown(result, lang=lang), token_view_html(result, mode, lang=lang), result.to_dict(), result,
-               surprisal_figure(result, lang))
+               surprisal_figure(result, lang), samples_html(run.results, mode, 0, lang=lang),
+               gr.update(choices=choices if many else [], value=0 if many else None, visible=many), run.results if many else [])
+
+    def on_open_sample(index, results: list[GenerationResult], mode: str, request: gr.Request):
+        """Show sample `index` of the last batch in the main views and make it the last result the other tabs read."""
+        if index is None or not results or not 0 <= int(index) < len(results):
+            return (gr.skip(),) * 7
+        lang = lang_of(request)
+        result = results[int(index)]
+        return (result.text, stats_markdown(result, lang=lang), token_view_html(result, mode, lang=lang), result.to_dict(), result,
+                surprisal_figure(result, lang), samples_html(results, mode, int(index), lang=lang))
 
     def on_branch(parent: GenerationResult | None, token_choice: str | None, alternative_choice: str | None, mode: str,
                   request: gr.Request):
@@ -205,10 +225,11 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
         lang = lang_of(request)
         return legend_html(mode, lang), token_view_html(result, mode, lang=lang)
 
+    run_outputs = [output, stats, token_view, records, last_result, surprisal, samples_view, open_sample, batch_results]
     generate_btn.click(
         on_generate,
-        inputs=[prompt, model, backend, variant, *setting_inputs, colour_mode],
-        outputs=[output, stats, token_view, records, last_result, surprisal],
+        inputs=[prompt, model, backend, variant, *setting_inputs, num_samples, colour_mode],
+        outputs=run_outputs,
         api_visibility="private",
         concurrency_id="generate",
     )
@@ -217,8 +238,10 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
     branch_token.input(branch_alternatives, inputs=[last_result, branch_token], outputs=[branch_alternative], queue=False,
                        api_visibility="private")
     branch_btn.click(on_branch, inputs=[last_result, branch_token, branch_alternative, colour_mode],
-                     outputs=[output, stats, token_view, records, last_result, surprisal], api_visibility="private",
-                     concurrency_id="generate")
+                     outputs=run_outputs, api_visibility="private", concurrency_id="generate")
+    open_sample.input(on_open_sample, inputs=[open_sample, batch_results, colour_mode],
+                      outputs=[output, stats, token_view, records, last_result, surprisal, samples_view], queue=False,
+                      api_visibility="private")
     inputs_by_name = dict(zip(SETTING_NAMES, setting_inputs)) | {"prompt": prompt, "model": model, "backend": backend, "variant": variant}
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
     model.change(on_model, inputs=[model, max_new_tokens], outputs=max_new_tokens, api_visibility="private")

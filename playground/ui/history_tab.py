@@ -14,7 +14,7 @@ from .i18n import EN, error, info, lang_of, localize_on_load, t, translated, war
 from .render import stats_markdown, token_view_html
 
 ALL = "(all)"
-TABLE_COLUMNS = ["id", "time", "model", "backend", "prompt", "tokens_per_s", "status"]
+TABLE_COLUMNS = ["id", "time", "model", "backend", "prompt", "tokens_per_s", "status", "group"]
 PAGE_SIZE = 200
 
 
@@ -38,6 +38,8 @@ def table_rows(runs: list[dict], lang: str = "en") -> list[list]:
             prompt[:80] + ("…" if len(prompt) > 80 else ""),
             round(tps, 1) if tps else None,
             status_text(run["status"], lang),
+            # Samples of one batch or sweep: the group (search "group:ID" lists it) and the sample's index in it.
+            f"{run['group_id']} #{run.get('sample_index')}" if run.get("group_id") else "",
         ])
     return rows
 

@@ -51,6 +51,12 @@ CSS = """
 .banner { padding: 8px 12px; border-radius: 8px; background: #eef2ff; color: #1e1b4b; font-size: 14px; }
 .banner.warn { background: #fef3c7; color: #78350f; }
 .notice { color: #92400e; font-size: 13px; }
+.samples { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 10px; }
+.samples .sample { border: 1px solid #d1d5db; border-radius: 8px; padding: 6px; min-width: 0; }
+.samples .sample.chosen { border-color: #2563eb; box-shadow: 0 0 0 1px #2563eb; }
+.samples .sample h4 { margin: 2px 4px; font-size: 13px; }
+.samples .sample .meta { font-size: 12px; color: #4b5563; margin: 0 4px 4px; }
+.samples .tokview { font-size: 13px; line-height: 1.7; max-height: 320px; overflow-y: auto; }
 """
 
 
@@ -290,3 +296,29 @@ def surprisal_figure(result: GenerationResult | None, lang: str = "en"):
     figure.update_layout(height=260, margin={"l": 50, "r": 20, "t": 30, "b": 40}, xaxis_title=t("surprisal.x", lang),
                          yaxis_title=t("surprisal.y", lang), title=t("surprisal.title", lang), legend={"orientation": "h"})
     return figure
+
+
+def samples_html(results: list[GenerationResult], mode: str = "prob", chosen: int = 0, running: bool = False,
+                 lang: str = "en") -> str:
+    """N samples of one prompt side by side (one column on a narrow screen): each its output's token view, sequence
+    log-probability, perplexity and finish reason. Empty for a run of one sample (the main view shows it)."""
+    if len(results) < 2:
+        return ""
+    cards = []
+    for i, result in enumerate(results):
+        ppl = result.perplexity
+        finish_key = f"stats.finish.{result.finish_reason}"
+        status = (t("stats.running", lang) if result.finish_reason == "running" and running
+                  else t(finish_key, lang) if finish_key in STRINGS["en"] else result.finish_reason)
+        meta = " · ".join([
+            t("samples.tokens", lang, count=len(result.tokens)),
+            t("samples.logprob", lang, value=f"{result.sequence_logprob:.2f}"),
+            t("samples.ppl", lang, value=f"{ppl:.2f}" if ppl is not None else "–"),
+            status,
+        ])
+        cards.append(f'<div class="sample{" chosen" if i == chosen else ""}" data-sample="{i}">'
+                     f'<h4>{escape(t("samples.title", lang, index=i, seed=result.settings.seed))}</h4>'
+                     f'<div class="meta">{escape(meta)}</div>{token_view_html(result, mode, include_prompt=False, lang=lang)}</div>')
+    group = results[0].group_id
+    footer = f'<div class="meta">{escape(t("samples.group", lang, group=group))}</div>' if group and not running else ""
+    return f'<div class="samples" id="samples-grid">{"".join(cards)}</div>{footer}'
