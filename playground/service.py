@@ -55,6 +55,9 @@ class Playground:
         self._stop_lock = threading.Lock()
         # One for the UI and the API alike: one training job at a time, followed from any browser.
         self.finetune_jobs = FineTuneJobs(self.models_root, self.history)
+        self._fingerprints: dict[tuple, str] = {}  # (file, size, mtime) of a model's files -> its content hash
+        self._insides: dict[tuple, object] = {}  # the last few runs opened in the Inside view (analysis.inside.Inside)
+        self._inside_lock = threading.Lock()
 
     def model_choices(self) -> list[str]:
         """What the UI offers: the default model, then the folders of the models folder."""
@@ -231,12 +234,76 @@ class Playground:
             self.finish(session, run)
             self._save(run, status, error)
 
+    def model_fingerprint(self, model: str | None = None) -> str | None:
+        """Content hash of a model's config and weights (onnx.export.source_fingerprint), recomputed only when a
+        file's size or modification time changed; None when its files cannot be read."""
+        from .onnx.export import source_files, source_fingerprint
+
+        try:
+            source = self.source_for(model)
+            key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in source_files(source))
+            if key not in self._fingerprints:
+                self._fingerprints[key] = source_fingerprint(source)
+            return self._fingerprints[key]
+        except (OSError, PlaygroundError):
+            return None
+
+    @staticmethod
+    def _has_files(source: ModelSource) -> bool:
+        from .onnx.export import source_files
+
+        try:
+            return len(source_files(source)) >= 2  # config and weights, in the folder or the hub cache
+        except (OSError, ValueError):  # a folder path that is gone is no valid hub id either
+            return False
+
+    def inside(self, result: GenerationResult):
+        """The Inside view of a run (analysis.inside.Inside), built once per run and backend.
+
+        The run's model must still be there with the same weights: a saved run's fingerprint is compared
+        with the model's now.
+        """
+        from .analysis.inside import Inside, InsideError, check_fingerprint
+
+        info = result.info
+        key = (result.run_id, info.model, info.backend, info.variant,
+               tuple(t.token_id for t in result.prompt_tokens + result.tokens))
+        with self._inside_lock:
+            if key in self._insides:
+                return self._insides[key]
+        notice = None
+        if result.run_id is not None and self.history is not None:
+            saved = self.history.get(result.run_id)
+            stored = ((saved or {}).get("metrics") or {}).get("model_sha256") if saved else None
+            try:
+                source = self.source_for(info.model)
+                if not self._has_files(source):
+                    raise PlaygroundError(f"no config or weights at {source.location}")
+            except PlaygroundError as exc:
+                raise InsideError(f"The model '{info.model}' of this run is not available any more ({exc}). Put it back in the "
+                                  "models folder, or open a run of an available model.", key="inside.model_gone",
+                                  model=info.model) from None
+            notice = check_fingerprint(stored, self.model_fingerprint(info.model), info.model)
+        backend = self.backend(info.backend, info.variant, info.model)
+        reference = backend if info.backend == "torch" else self.backend("torch", None, info.model)
+        view = Inside(result, backend, reference.model, self.source_for(info.model).codec)
+        if notice:
+            view.notices.append(notice)
+        with self._inside_lock:
+            self._insides[key] = view
+            while len(self._insides) > 2:  # each holds a run's residual stream (up to 38 MB for GPT-2 small)
+                self._insides.pop(next(iter(self._insides)))
+        return view
+
     def _save(self, run: Generation, status: str, error: str | None) -> None:
         if self.history is None:
             return
         result = run.result
         try:
-            result.run_id = self.history.save_run(result.to_dict(), status, error, result.parent_run_id, result.branch_position)
+            data = result.to_dict()
+            # Stored with the metrics (no migration): the Inside view refuses a run whose model changed since.
+            data["metrics"]["model_sha256"] = self.model_fingerprint(result.info.model)
+            result.run_id = self.history.save_run(data, status, error, result.parent_run_id, result.branch_position)
         except sqlite3.Error as exc:
             # Disk full, file removed, ...: the user still gets their output, and is told it was not saved.
             run.result.notices.append(Notice(f"This run was not saved to the history: {exc}.", key="notice.not_saved", error=str(exc)))
