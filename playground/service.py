@@ -295,6 +295,25 @@ class Playground:
                 self._insides.pop(next(iter(self._insides)))
         return view
 
+    def inside_of_run(self, run_id) -> object:
+        """The Inside view of a saved run, by its id in the history."""
+        from .analysis.inside import InsideError
+        from .config import as_int
+        from .generation import result_from_saved
+
+        run_id = as_int("run_id", run_id)
+        if self.history is None:
+            raise InsideError(f"There is no history to open runs from: {self.history_disabled or 'it is disabled'}.",
+                              key="inside.no_history", reason=self.history_disabled or "disabled")
+        saved = self.history.get(run_id)
+        if saved is None:
+            raise InsideError(f"Run {run_id} is not in the history (deleted, or never saved): pick a run from the History tab.",
+                              key="inside.no_run", run_id=run_id)
+        codec = None
+        if any("bytes" not in t for part in (saved.get("tokens") or {}).values() for t in part):
+            codec = self.source_for(saved.get("model")).codec
+        return self.inside(result_from_saved(saved, codec))
+
     def _save(self, run: Generation, status: str, error: str | None) -> None:
         if self.history is None:
             return

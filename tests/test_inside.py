@@ -241,3 +241,43 @@ def test_chinese_bert_tokenizer_models_work(tiny_zh_bin_dir):
     assert abs(report["logit_lens"][-1]["chosen_prob"] - result.tokens[0].raw_prob) < PROB_ATOL
     assert report["funnel"][-1]["chosen_prob"] == pytest.approx(result.tokens[0].prob, abs=PROB_ATOL)
     assert torch.tensor(view.report(1)["embedding"]["wte_first"]).shape == (16,)  # [CLS] read first
+
+
+# --- the /inside endpoint of a launched app, through gradio_client ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(launched_app):
+    from gradio_client import Client
+
+    return Client(launched_app, verbose=False)
+
+
+def test_inside_api_answers_with_the_tabs_numbers(client):
+    _, run = client.predict(prompt="The value of", max_new_tokens=8, seed=7, temperature=0.8, top_k=30, api_name="/generate")
+    position = run["tokens"][2]["position"]
+    report = client.predict(run_id=run["run_id"], position=position, layer=1, head=1, api_name="/inside")
+    assert report["backend"] == "torch" and report["variant"] == "fp32" and report["position"] == position
+    lens = report["logit_lens"]
+    assert lens[0]["name"] == "embeddings" and {"chosen_prob", "chosen_rank", "top"} <= lens[0].keys()
+    assert abs(lens[-1]["chosen_prob"] - run["tokens"][2]["raw_prob"]) < PROB_ATOL
+    assert [s["name"] for s in report["funnel"]] == ["logits", "temperature", "top_k", "sampled"]
+    assert abs(report["funnel"][-1]["chosen_prob"] - run["tokens"][2]["prob"]) < PROB_ATOL
+    assert report["block"]["layer"] == 1 and report["kv_cache"]["total_bytes"] > 0 and len(report["residual"]) == 3
+    greedy = client.predict(run_id=run["run_id"], position=position, top_k=1, attribution=True, api_name="/inside")
+    assert greedy["funnel"][-1]["survivors"] == 1 and len(greedy["attribution"]["integrated_gradients"]) == position
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(position=0), "Position 0 is the run's first token"),
+    (dict(position=10_000), "is not in this run"),
+    (dict(position="x"), "position must be a whole number"),
+    (dict(temperature="warm"), "temperature must be a number"),
+    (dict(run_id=987654), "Run 987654 is not in the history"),
+])
+def test_inside_api_bad_input_is_a_clear_error(client, bad, message):
+    from gradio_client.exceptions import AppError
+
+    _, run = client.predict(prompt="An object", max_new_tokens=3, seed=1, api_name="/generate")
+    with pytest.raises(AppError, match=message):
+        client.predict(**({"run_id": run["run_id"], "position": 3} | bad), api_name="/inside")

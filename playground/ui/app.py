@@ -90,6 +90,33 @@ def build_demo(playground: Playground) -> gr.Blocks:
             return run.result.text, run.result.to_dict()
 
         gr.api(generate, api_name="generate", concurrency_id="generate")
+
+        def inside(
+            run_id: int,
+            position: int,
+            layer: int = 0,
+            head: int = 0,
+            temperature: float | None = None,
+            top_k: int | None = None,
+            top_p: float | None = None,
+            attribution: bool = False,
+        ) -> dict:
+            """Inside one prediction of a saved run: how the model arrived at the token at `position` (prompt tokens
+            first, from 0) from the tokens before it, computed by the run's own model, backend and variant.
+            Returns JSON with `logit_lens` (per layer, embeddings first: chosen_prob, chosen_rank, top), `funnel`
+            (per sampling stage: name, survivors, chosen_prob; `temperature`, `top_k`, `top_p` override the
+            run's), `residual`, `embedding`, `block` (layer `layer`, head `head`), `kv_cache`, backend and variant;
+            with `attribution`, integrated gradients and gradient x input per earlier token (torch runs only)."""
+            try:
+                view = playground.inside_of_run(run_id)
+                report = view.report(position, layer, head, temperature, top_k, top_p)
+                if attribution:
+                    report["attribution"] = view.attribution(position)
+                return report
+            except PlaygroundError as exc:
+                raise gr.Error(str(exc)) from None
+
+        gr.api(inside, api_name="inside", concurrency_id="generate")
     demo.queue(default_concurrency_limit=GENERATE_CONCURRENCY)
     return demo
 
