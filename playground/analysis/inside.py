@@ -30,7 +30,7 @@ from ..backends.base import Backend
 from ..config import GenerationSettings, as_float, as_int
 from ..errors import Notice, PlaygroundError
 from ..generation import GenerationResult, build_logits_processors
-from ..text import TokenCodec, hex_bytes
+from ..text import TokenCodec, hex_bytes, unit_labels
 from .attention import MAX_ATTENTION_TOKENS
 
 MAX_INSIDE_TOKENS = MAX_ATTENTION_TOKENS  # the same window as the Attention tab, so their rows agree
@@ -382,6 +382,8 @@ class Inside:
     head: LensHead = field(init=False)
     notices: list = field(default_factory=list, init=False)  # about the run as a whole (window, fingerprint)
     _logits: dict = field(default_factory=dict, init=False, repr=False)  # window index -> (logits (V,), KV cache report)
+    _labels: list | None = field(default=None, init=False, repr=False)
+    _grid: LensGrid | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         ids = [t.token_id for t in self.result.prompt_tokens + self.result.tokens]
@@ -442,6 +444,27 @@ class Inside:
                 "output_norm": None, "mlp_activations": None, "mlp_top": None, "attention_norms": None, "mlp_norms": None,
                 "computed_by": self.trace.computed_by}
 
+    @property
+    def labels(self) -> list[str]:
+        """Per window token: its character(s), with (i/n) for the n tokens of one character; escape before markup."""
+        if self._labels is None:
+            ids, first = self.trace.token_ids, self.trace.first_position
+            previous = self.result.prompt_tokens[first - 1].token_id if 0 < first <= len(self.result.prompt_tokens) else None
+            names = unit_labels(self.codec.pieces(ids, previous))
+            self._labels = [self.codec.label(i) if self.codec.is_silent(i) else name for i, name in zip(ids, names)]
+        return self._labels
+
+    def grid(self) -> LensGrid:
+        """The logit lens over the whole window (top-1 per cell), computed once."""
+        if self._grid is None:
+            self._grid = lens_grid(self.trace, self.head, k=1)
+        return self._grid
+
+    def quantization(self, reference_backend: Backend) -> list[dict]:
+        """This run's residual stream against `reference_backend`'s (PyTorch fp32) on the same tokens, layer by layer."""
+        reference = trace_run(reference_backend, self.trace.token_ids, cap=len(self.trace.token_ids)).hidden
+        return quantization_error(self.trace.hidden, reference, self.head)
+
     def attribution(self, position: Any) -> dict:
         """Gradient x input and integrated gradients for the prediction at `position` (PyTorch backend only)."""
         q = self.index(position)
@@ -456,6 +479,19 @@ class Inside:
         return attribute(self.backend.model, ids[:q], ids[q]) | {
             "positions": list(range(self.trace.first_position, self.trace.first_position + q))}
 
+    def position_notices(self, position: Any) -> list[Notice]:
+        """What to know about the numbers at one position (beside the run's own notices)."""
+        record = self.record(self.trace.first_position + self.index(position))
+        notices = []
+        if self.backend.info.variant == "int8":
+            notices.append(Notice("int8 quantizes activations with scales taken from each pass: this view's one pass over the "
+                                  "tokens gives slightly different probabilities from the run's token-by-token steps.",
+                                  key="inside.int8_pass"))
+        if record.is_prompt:
+            notices.append(Notice("This token is part of the prompt: the model predicted it but did not sample it, so the funnel "
+                                  "shows what sampling with these settings would have done.", key="inside.prompt_token"))
+        return notices
+
     def report(self, position: Any, layer: Any = 0, head: Any = 0, temperature: Any = None, top_k: Any = None,
                top_p: Any = None) -> dict:
         """Everything for one position, as JSON (the API's answer and what the tab draws)."""
@@ -466,14 +502,7 @@ class Inside:
         block = self.block(position, layer, head)
         funnel_stages = self.funnel(position, temperature, top_k, top_p)
         _, kv = self.logits_at(q)
-        notices = list(self.notices)
-        if info.variant == "int8":
-            notices.append(Notice("int8 quantizes activations with scales taken from each pass: this view's one pass over the "
-                                  "tokens gives slightly different probabilities from the run's token-by-token steps.",
-                                  key="inside.int8_pass"))
-        if record.is_prompt:
-            notices.append(Notice("This token is part of the prompt: the model predicted it but did not sample it, so the funnel "
-                                  "shows what sampling with these settings would have done.", key="inside.prompt_token"))
+        notices = [*self.notices, *self.position_notices(position)]
         return {
             "run_id": self.result.run_id,
             "position": position,

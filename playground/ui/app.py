@@ -16,6 +16,7 @@ from .compare_tab import build_compare_tab
 from .finetune_tab import build_finetune_tab
 from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
+from .inside_tab import build_inside_tab
 from .i18n import AUTH_MESSAGE, I18N, localize_on_load, t, translated
 from .render import CSS, banner_html, session_html
 from .security import Login, PasswordCheck, RouteGuard
@@ -49,6 +50,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 generate_inputs, last_result = build_generate_tab(playground)
             with gr.Tab(translated("app.tab.attention"), id="attention") as attention_tab:
                 refresh_attention = build_attention_tab(playground, last_result, attention_tab)
+            with gr.Tab(translated("app.tab.inside"), id="inside") as inside_tab:
+                open_inside = build_inside_tab(playground, last_result, inside_tab)
             with gr.Tab(translated("app.tab.compare"), id="compare") as compare_tab:
                 compare_sides = build_compare_tab(playground, generate_inputs, compare_tab)  # {"a": (model, backend, variant), "b": ...}
             with gr.Tab(translated("app.tab.finetune"), id="finetune"):
@@ -56,7 +59,7 @@ def build_demo(playground: Playground) -> gr.Blocks:
             with gr.Tab(translated("app.tab.benchmark"), id="benchmark"):
                 build_bench_tab(playground)
             with gr.Tab(translated("app.tab.history"), id="history") as history_tab:
-                build_history_tab(playground, generate_inputs, tabs, history_tab, last_result, refresh_attention)
+                build_history_tab(playground, generate_inputs, tabs, history_tab, last_result, refresh_attention, open_inside)
 
         def generate(
             prompt: str,
