@@ -74,15 +74,18 @@ def test_funnels_last_stage_is_the_recorded_prob(tiny_backend, tiny_source, sett
         assert names == ["logits", "repetition_penalty", "temperature", "top_k", "top_p", "typical_p", "sampled"]
 
 
-def test_funnel_recomputes_from_cached_logits_with_other_settings(inside, sampled_run):
+def test_funnel_recomputes_from_the_runs_logits_with_other_settings(inside, sampled_run, tiny_backend):
     position = sampled_run.tokens[3].position
-    inside.funnel(position)
-    cached = dict(inside._logits)
+    logits = inside._logits
     hot = inside.funnel(position, temperature=3, top_k="", top_p=1)
     assert [s["name"] for s in hot] == ["logits", "temperature", "top_k", "sampled"]  # the run's top_k=40 stays
     cut = inside.funnel(position, temperature="0.5", top_k=2, top_p="0.5")
     assert cut[-1]["survivors"] <= 2 and cut[2]["survivors"] == 2
-    assert inside._logits.keys() == cached.keys() and all(inside._logits[k][0] is cached[k][0] for k in cached)
+    assert inside._logits is logits  # no new forward pass: the one pass over the run is reused
+    # ... and its row is what a pass over the tokens before the position gives.
+    ids = [t.token_id for t in sampled_run.prompt_tokens + sampled_run.tokens]
+    fresh, _ = tiny_backend.prefill(ids[:position])
+    assert torch.allclose(inside.logits_at(position)[0], fresh[-1], atol=1e-4)
 
 
 def test_attention_row_equals_the_attention_tabs(inside, sampled_run, tiny_backend, tiny_source):

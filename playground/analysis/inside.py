@@ -91,15 +91,20 @@ class RunTrace:
         return self.hidden.shape[0] - 1
 
 
+def window_of(token_ids: list[int], cap: int) -> tuple[int, list[int], Notice | None]:
+    """The last `cap` tokens of a run: (first position, tokens, a notice when that cut anything)."""
+    if len(token_ids) <= cap:
+        return 0, list(token_ids), None
+    first = len(token_ids) - cap
+    notice = Notice(f"The run has {len(token_ids)} tokens; the inside view covers the last {cap}, computed over that window "
+                    f"alone (the model did not see the {first} earlier tokens in this pass), as the Attention tab does.",
+                    key="inside.window", tokens=len(token_ids), cap=cap, first=first)
+    return first, token_ids[first:], notice
+
+
 def trace_run(backend: Backend, token_ids: list[int], cap: int = MAX_INSIDE_TOKENS) -> RunTrace:
     """One forward pass over the run's final sequence (its last `cap` tokens at most), all layers' residuals."""
-    first, notice = 0, None
-    if len(token_ids) > cap:
-        first = len(token_ids) - cap
-        notice = Notice(f"The run has {len(token_ids)} tokens; the inside view covers the last {cap}, computed over that window "
-                        f"alone (the model did not see the {first} earlier tokens in this pass), as the Attention tab does.",
-                        key="inside.window", tokens=len(token_ids), cap=cap, first=first)
-    window = token_ids[first:]
+    first, window, notice = window_of(token_ids, cap)
     hidden = np.asarray(backend.hidden_states(window), dtype=np.float32)  # (L + 1, T, d)
     info = backend.info
     return RunTrace(hidden, window, first, f"{info.backend} {info.variant} · {info.provider}", notice)
@@ -246,42 +251,57 @@ def _capture_outputs(modules: dict[str, torch.nn.Module]):
 
 
 @torch.inference_mode()
-def open_block(model, token_ids: list[int], q: int, layer: int, head: int) -> dict:
-    """Layer `layer`, head `head` at the query window index q - 1, by the model's own forward with hooks:
-    scaled scores Q·Kᵀ/√d_head over every key, the causal mask, the softmax (the Attention tab's row), the
-    weighted values; the MLP activations after GELU; and every block's attention and MLP output norms."""
+def torch_pass(model, token_ids: list[int]) -> tuple[np.ndarray, torch.Tensor, Any, dict]:
+    """The model's own forward over `token_ids`, once, with hooks: the residual stream (L + 1, T, d) (the last before
+    the final layer norm), the logits (T, V), the KV cache, and each block's insides (see `open_block`)."""
+    from ..backends.torch import capture_input
+
     blocks = model.transformer.h
-    config = model.config
-    modules = {f"attn{i}": b.attn for i, b in enumerate(blocks)} | {f"mlp{i}": b.mlp for i, b in enumerate(blocks)}
-    modules |= {"qkv": blocks[layer].attn.c_attn, "gelu": blocks[layer].mlp.act}
+    modules = {}
+    for i, block in enumerate(blocks):
+        modules |= {f"attn{i}": block.attn, f"mlp{i}": block.mlp, f"qkv{i}": block.attn.c_attn, f"gelu{i}": block.mlp.act}
     device = next(model.parameters()).device
-    with _capture_outputs(modules) as seen:
-        model.transformer(input_ids=torch.tensor([token_ids], device=device))
+    with capture_input(model.transformer.ln_f) as final, _capture_outputs(modules) as seen:
+        out = model(input_ids=torch.tensor([token_ids], device=device), use_cache=True, output_hidden_states=True)
+    hidden = torch.stack([*out.hidden_states[:-1], final[0]])[:, 0].float().cpu().numpy()  # (L + 1, T, d)
+    internals = {
+        "qkv": torch.stack([seen[f"qkv{i}"][0] for i in range(len(blocks))]).float().cpu(),  # (L, T, 3d)
+        "gelu": torch.stack([seen[f"gelu{i}"][0] for i in range(len(blocks))]).float().cpu(),  # (L, T, 4d)
+        "attention_norms": torch.stack([seen[f"attn{i}"][0].float().norm(dim=-1) for i in range(len(blocks))]).cpu(),  # (L, T)
+        "mlp_norms": torch.stack([seen[f"mlp{i}"][0].float().norm(dim=-1) for i in range(len(blocks))]).cpu(),  # (L, T)
+    }
+    return hidden, out.logits[0].float().cpu(), out.past_key_values, internals
+
+
+def open_block(internals: dict, config, q: int, layer: int, head: int) -> dict:
+    """Layer `layer`, head `head` at the query window index q - 1, from what `torch_pass` caught: scaled scores
+    Q·Kᵀ/√d_head over every key, the causal mask, the softmax (the Attention tab's row), the weighted values;
+    the MLP activations after GELU; and every block's attention and MLP output norms at that token."""
     query = q - 1
     d, heads = config.n_embd, config.n_head
     head_dim = d // heads
-    qkv = seen["qkv"][0].float().cpu()  # (T, 3d)
+    qkv = internals["qkv"][layer]  # (T, 3d): the c_attn projection, before the heads are split
     qs, ks, vs = (x.view(-1, heads, head_dim)[:, head] for x in qkv.split(d, dim=-1))  # each (T, head_dim)
     scale = math.sqrt(head_dim) if config.scale_attn_weights else 1.0
     if config.scale_attn_by_inverse_layer_idx:
         scale *= layer + 1
     scores = ks @ qs[query] / scale  # (T,): query · every key
-    masked = torch.where(torch.arange(len(token_ids)) <= query, scores, torch.tensor(float("-inf")))  # causal: no later keys
+    masked = torch.where(torch.arange(qkv.shape[0]) <= query, scores, torch.tensor(float("-inf")))  # causal: no later keys
     weights = torch.softmax(masked, dim=-1)  # (T,)
     weighted = weights[:, None] * vs  # (T, head_dim): what each key contributes to the head's output
-    gelu = seen["gelu"][0, query].float().cpu()  # (4d,)
+    gelu = internals["gelu"][layer, query]  # (4d,)
     order = gelu.abs().argsort(descending=True)[:10]
     return {
         "layer": layer, "head": head, "query_index": query,
         "scores": scores.tolist(),
-        "mask": [k <= query for k in range(len(token_ids))],
+        "mask": [k <= query for k in range(qkv.shape[0])],
         "weights": weights.tolist(),
         "weighted_value_norms": weighted.norm(dim=-1).tolist(),
         "output_norm": float(weighted.sum(0).norm()),
         "mlp_activations": gelu.tolist(),
         "mlp_top": [{"neuron": int(i), "activation": float(gelu[i])} for i in order],
-        "attention_norms": [float(seen[f"attn{i}"][0, query].float().norm()) for i in range(len(blocks))],
-        "mlp_norms": [float(seen[f"mlp{i}"][0, query].float().norm()) for i in range(len(blocks))],
+        "attention_norms": internals["attention_norms"][:, query].tolist(),
+        "mlp_norms": internals["mlp_norms"][:, query].tolist(),
     }
 
 
@@ -330,25 +350,29 @@ def funnel(logits: torch.Tensor, input_ids: list[int], settings: GenerationSetti
 # --- KV cache ------------------------------------------------------------------------------------------------
 
 
-def kv_cache_report(cache: Any) -> dict:
-    """Per layer, the keys' and values' shapes and bytes of a real cache a backend returned from `prefill`."""
-    tensors = []
+def kv_cache_report(cache: Any, length: int) -> dict:
+    """Per layer, the keys' and values' shapes and bytes at the step that had `length` tokens, read off a real cache a
+    backend returned (from one pass over the run: at that step it held the first `length` positions of it)."""
+
+    def measured(x) -> tuple[list[int], int]:
+        if isinstance(x, torch.Tensor):
+            shape, width = list(x.shape), x.element_size()
+        elif isinstance(x, np.ndarray):
+            shape, width = list(x.shape), x.itemsize
+        else:  # an OrtValue kept on the GPU
+            shape, width = list(x.shape()), 2 if "float16" in x.data_type() else 4
+        shape[-2] = length  # (batch, heads, positions, head_dim)
+        return shape, int(np.prod(shape)) * width
+
     if hasattr(cache, "layers"):  # transformers' DynamicCache (PyTorch backend)
-        for layer in cache.layers:
-            tensors.append([(tuple(x.shape), x.element_size() * x.numel()) for x in (layer.keys, layer.values)])
+        pairs = [(layer.keys, layer.values) for layer in cache.layers]
     else:  # (present arrays or OrtValues: key, value per layer; past length) from the ONNX backend
         present, _ = cache
-        for key, value in zip(present[0::2], present[1::2]):
-            pair = []
-            for x in (key, value):
-                if isinstance(x, np.ndarray):
-                    pair.append((tuple(x.shape), x.nbytes))
-                else:  # OrtValue on the GPU
-                    shape = tuple(x.shape())
-                    pair.append((shape, int(np.prod(shape)) * (2 if "float16" in x.data_type() else 4)))
-            tensors.append(pair)
-    layers = [{"layer": i, "key_shape": list(k[0]), "value_shape": list(v[0]), "bytes": k[1] + v[1]}
-              for i, (k, v) in enumerate(tensors)]
+        pairs = list(zip(present[0::2], present[1::2]))
+    layers = []
+    for i, (key, value) in enumerate(pairs):
+        (key_shape, key_bytes), (value_shape, value_bytes) = measured(key), measured(value)
+        layers.append({"layer": i, "key_shape": key_shape, "value_shape": value_shape, "bytes": key_bytes + value_bytes})
     return {"layers": layers, "total_bytes": sum(layer["bytes"] for layer in layers)}
 
 
@@ -381,7 +405,9 @@ class Inside:
     trace: RunTrace = field(init=False)
     head: LensHead = field(init=False)
     notices: list = field(default_factory=list, init=False)  # about the run as a whole (window, fingerprint)
-    _logits: dict = field(default_factory=dict, init=False, repr=False)  # window index -> (logits (V,), KV cache report)
+    _logits: torch.Tensor = field(init=False, repr=False)  # (T, V): the backend's own logits at every window position
+    _cache: Any = field(init=False, repr=False)  # the backend's KV cache after the window
+    _internals: dict | None = field(default=None, init=False, repr=False)  # PyTorch only: see torch_pass
     _labels: list | None = field(default=None, init=False, repr=False)
     _grid: LensGrid | None = field(default=None, init=False, repr=False)
 
@@ -390,7 +416,15 @@ class Inside:
         if len(ids) < 2:
             raise InsideError("This run has a single token: there is no prediction to look inside. Generate at least one token.",
                               key="inside.too_short")
-        self.trace = trace_run(self.backend, ids, self.cap)
+        info = self.backend.info
+        if self.on_torch:  # one pass of the model's own forward gives everything
+            first, window, notice = window_of(ids, self.cap)
+            hidden, self._logits, self._cache, self._internals = torch_pass(self.backend.model, window)
+            self.trace = RunTrace(hidden, window, first, f"{info.backend} {info.variant} · {info.provider}", notice)
+        else:  # the export's analysis graph for the residual stream, the decoder for the logits and the cache
+            self.trace = trace_run(self.backend, ids, self.cap)
+            logits, self._cache = self.backend.prefill(self.trace.token_ids)  # (T, V)
+            self._logits = logits.float()
         self.head = LensHead(self.reference)
         if self.trace.notice:
             self.notices.append(self.trace.notice)
@@ -411,13 +445,12 @@ class Inside:
         return local_index(self.trace, position, self.run_length)
 
     def logits_at(self, q: int) -> tuple[torch.Tensor, dict]:
-        """The backend's own logits (V,) for the prediction at window index q, and its KV cache then (cached per q)."""
-        if q not in self._logits:
-            logits, cache = self.backend.prefill(self.trace.token_ids[:q])  # (q, V)
-            self._logits[q] = (logits[-1].float().clone(), kv_cache_report(cache))
-            if len(self._logits) > 64:  # a user walking along the run: keep the recent ones
-                self._logits.pop(next(iter(self._logits)))
-        return self._logits[q]
+        """The backend's own logits (V,) for the prediction at window index q, and its KV cache at that step.
+
+        Both come from the one pass over the window: with the causal mask, row q - 1 is what a pass over the
+        first q tokens gives, so sliders and other positions need no new forward pass.
+        """
+        return self._logits[q - 1], kv_cache_report(self._cache, q)
 
     def funnel(self, position: Any, temperature: Any = None, top_k: Any = None, top_p: Any = None) -> list[dict]:
         q = self.index(position)
@@ -435,8 +468,8 @@ class Inside:
         if not 0 <= head < config.n_head:
             raise InsideError(f"Head {head} does not exist: this model has heads 0 to {config.n_head - 1}.",
                               key="inside.head_range", head=head, last=config.n_head - 1)
-        if self.on_torch:
-            return open_block(self.backend.model, self.trace.token_ids, q, layer, head) | {"computed_by": self.trace.computed_by}
+        if self._internals is not None:
+            return open_block(self._internals, config, q, layer, head) | {"computed_by": self.trace.computed_by}
         # Another backend: its own attention row; the scores, values and MLP need PyTorch's hooks.
         row = np.asarray(self.backend.attention(self.trace.token_ids))[layer, head, q - 1]  # (T,)
         return {"layer": layer, "head": head, "query_index": q - 1, "weights": row.tolist(),

@@ -200,7 +200,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
             return result, gr.Tabs(selected="inside")
 
         inside_btn.click(show_inside, inputs=[selected_id], outputs=[last_result, tabs], api_visibility="private").then(
-            **open_inside["open"]).then(**open_inside["show"])
+            **open_inside["open"]).then(**open_inside["show"]).then(**open_inside["grid"])
     delete_btn.click(ask_delete, outputs=[delete_btn, confirm_btn, cancel_btn], queue=False, api_visibility="private")
     cancel_btn.click(cancel_delete, outputs=[delete_btn, confirm_btn, cancel_btn], queue=False, api_visibility="private")
     confirm_btn.click(do_delete, inputs=[selected_id, *filters],

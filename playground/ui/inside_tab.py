@@ -355,7 +355,7 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
             note += f"\n\n⚠️ {error_text(notice, lang)}"
         quant_note = t("inside.quant_torch", lang) if report["backend"] == "torch" else ""
         return (note, gr.update(visible=True), embedding_figure(report, view, lang), residual_figure(report, lang),
-                lens_figure(report, view, lang), lens_table(report, lang), grid_figure(view, report["position"], lang),
+                lens_figure(report, view, lang), lens_table(report, lang),
                 funnel_figure(report, lang), funnel_table(report, view, lang), block_figure(report, view, lang),
                 mlp_figure(report, lang), kv_markdown(report, lang), "", None, quant_note)
 
@@ -380,7 +380,7 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
     def show(result, choice, layer_i, head_i, temp, k, p, request: gr.Request):
         lang = lang_of(request)
         if result is None or choice in (None, ""):
-            return (gr.skip(),) * 15
+            return (gr.skip(),) * 14
         return render(result, choice, layer_i, head_i, temp, k, p, lang)
 
     def refresh_funnel(result, choice, temp, k, p, request: gr.Request):
@@ -422,15 +422,24 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
             raise ui_error(exc, lang) from None
         return "", quantization_figure(rows, f"{result.info.backend} {result.info.variant}", lang)
 
-    views = [status, body, embedding_plot, residual_plot, lens_plot, lens_html, grid_plot, funnel_plot, funnel_html, block_plot,
+    def grid(result, choice, request: gr.Request):
+        """The whole run's logit lens: drawn after the position's views, which do not wait for it."""
+        if result is None or choice in (None, ""):
+            return gr.skip()
+        lang = lang_of(request)
+        return grid_figure(view_of(result, lang), _choice_position(choice), lang)
+
+    views = [status, body, embedding_plot, residual_plot, lens_plot, lens_html, funnel_plot, funnel_html, block_plot,
              mlp_plot, kv_md, attribution_md, attribution_plot, quant_md]
     setup_outputs = [status, body, position, layer, head, temperature, top_k, top_p, attribution_plot]
     show_inputs = [last_result, position, layer, head, temperature, top_k, top_p]
     on_open = dict(fn=open_run, inputs=[last_result], outputs=setup_outputs, api_visibility="private")
     then_show = dict(fn=show, inputs=show_inputs, outputs=views, api_visibility="private")
-    tab.select(**on_open).then(**then_show)
-    show_btn.click(**on_open).then(**then_show)
-    for control in (position, layer, head):
+    then_grid = dict(fn=grid, inputs=[last_result, position], outputs=[grid_plot], api_visibility="private")
+    tab.select(**on_open).then(**then_show).then(**then_grid)
+    show_btn.click(**on_open).then(**then_show).then(**then_grid)
+    position.input(**then_show).then(**then_grid)
+    for control in (layer, head):
         control.input(**then_show)
     for control in (temperature, top_k, top_p):
         control.change(refresh_funnel, inputs=[last_result, position, temperature, top_k, top_p], outputs=[funnel_plot, funnel_html],
@@ -440,4 +449,4 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
         api_visibility="private")
     attribution_btn.click(attribution, inputs=[last_result, position], outputs=[attribution_md, attribution_plot], api_visibility="private")
     quant_btn.click(quantization, inputs=[last_result], outputs=[quant_md, quant_plot], api_visibility="private")
-    return {"open": on_open, "show": then_show}
+    return {"open": on_open, "show": then_show, "grid": then_grid}
