@@ -76,6 +76,10 @@ def test_inside_tab_opens_the_last_run_and_its_funnel_follows_the_sliders(page):
 
 
 def test_a_history_run_opens_in_the_inside_tab(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Generate").click()
+    generate(page, "An object", seed="9")  # the newest run, not the one the Inside tab shows now
     page.get_by_role("tab", name="History").click()
     row = page.locator("#history-table .virtual-row").first
     row.wait_for(timeout=30_000)
@@ -83,9 +87,9 @@ def test_a_history_run_opens_in_the_inside_tab(page):
     page.wait_for_function("() => /Run #/.test(document.querySelector('#history-run')?.innerText || '')", timeout=30_000)
     run_id = page.locator("#history-run").inner_text().split("Run #", 1)[1].split()[0]
     page.locator("#history-inside").click()
+    expect(page.get_by_role("tab", name="Inside")).to_have_attribute("aria-selected", "true", timeout=30_000)
     page.wait_for_function(f"() => /Run {run_id} · computed by/.test(document.querySelector('#inside-status')?.innerText || '')",
                            timeout=60_000)
-    assert page.get_by_role("tab", name="Inside").get_attribute("aria-selected") == "true"
     page.locator("#inside-block .main-svg").first.wait_for(timeout=30_000)
     settled(page)
     page.screenshot(path=str(ARTIFACTS / "inside-from-history.png"), full_page=True)
