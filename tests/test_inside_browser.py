@@ -119,3 +119,24 @@ def test_inside_tab_speaks_chinese_on_a_chinese_model(page, launched_app):
     assert zh.locator("#inside-lens-table").get_by_text("词嵌入").count() == 1
     zh.screenshot(path=str(ARTIFACTS / "inside-zh-CN-from-history.png"), full_page=True)
     context.close()
+
+
+def test_an_onnx_run_shows_its_own_numbers_and_its_quantization_error(page):
+    page.get_by_role("tab", name="Generate").click()
+    page.locator("#backend").get_by_label("ONNX Runtime").check()
+    try:
+        generate(page, "The value of", seed="2")
+        page.get_by_role("tab", name="Inside").click()
+        page.locator("#inside-status").get_by_text("computed by onnx fp32").wait_for(timeout=120_000)
+        page.locator("#inside-block .main-svg").first.wait_for(timeout=30_000)
+        assert "scores, values and MLP need the torch backend" in page.locator("#inside-block").inner_text()
+        page.locator("#inside-quant-button").click()
+        page.locator("#inside-quant .main-svg").first.wait_for(timeout=120_000)
+        assert "against PyTorch fp32" in page.locator("#inside-quant").inner_text()
+        assert page.locator("#inside-attribution-button").is_disabled()
+        assert "only the PyTorch backend gives" in page.locator("#inside-attribution-summary").inner_text()
+        settled(page)
+        page.screenshot(path=str(ARTIFACTS / "inside-onnx.png"), full_page=True)
+    finally:
+        page.get_by_role("tab", name="Generate").click()
+        page.locator("#backend").get_by_label("PyTorch").check()

@@ -11,7 +11,7 @@ from ..errors import PlaygroundError
 from ..generation import GenerationResult
 from ..service import Playground
 from ..text import visible_label
-from .i18n import error_text, lang_of, localize_on_load, t, translated, ui_error
+from .i18n import EN, error_text, lang_of, localize_on_load, t, translated, ui_error
 
 PLOT_MARGIN = {"l": 60, "r": 20, "t": 50, "b": 60}
 
@@ -27,13 +27,7 @@ def _layer_label(i: int, lang: str) -> str:
 
 def _stage_label(name: str, lang: str) -> str:
     key = f"inside.stage.{name}"
-    return t(key, lang) if key in _keys() else name
-
-
-def _keys():
-    from .i18n import EN
-
-    return EN
+    return t(key, lang) if key in EN else name  # a processor the loop gained later shows by its name
 
 
 def _bytes(n: int) -> str:
@@ -353,11 +347,15 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
                  raw=f"{token['raw_prob']:.4f}" if token["raw_prob"] is not None else "—")
         for notice in [*view.notices, *view.position_notices(report["position"])]:
             note += f"\n\n⚠️ {error_text(notice, lang)}"
-        quant_note = t("inside.quant_torch", lang) if report["backend"] == "torch" else ""
+        on_torch = report["backend"] == "torch"
+        quant_note = t("inside.quant_torch", lang) if on_torch else ""
+        attribution_note = "" if on_torch else t("inside.attribution_torch", lang, backend=f"{report['backend']} {report['variant']}")
         return (note, gr.update(visible=True), embedding_figure(report, view, lang), residual_figure(report, lang),
                 lens_figure(report, view, lang), lens_table(report, lang),
                 funnel_figure(report, lang), funnel_table(report, view, lang), block_figure(report, view, lang),
-                mlp_figure(report, lang), kv_markdown(report, lang), "", None, quant_note)
+                mlp_figure(report, lang), kv_markdown(report, lang), attribution_note, gr.update(value=None, visible=on_torch),
+                gr.update(interactive=on_torch), quant_note, gr.update(value=None, visible=not on_torch),
+                gr.update(interactive=not on_torch))
 
     def open_run(result: GenerationResult | None, request: gr.Request):
         lang = lang_of(request)
@@ -380,7 +378,7 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
     def show(result, choice, layer_i, head_i, temp, k, p, request: gr.Request):
         lang = lang_of(request)
         if result is None or choice in (None, ""):
-            return (gr.skip(),) * 14
+            return (gr.skip(),) * 17
         return render(result, choice, layer_i, head_i, temp, k, p, lang)
 
     def refresh_funnel(result, choice, temp, k, p, request: gr.Request):
@@ -407,7 +405,7 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
         change = found["output"] - found["baseline_output"]
         summary = t("inside.attribution_summary", lang, total=sum(found["integrated_gradients"]), change=change, delta=found["delta"])
         token = view.labels[position_i - view.trace.first_position]
-        return summary, attribution_figure(found, view, token, lang)
+        return summary, gr.update(value=attribution_figure(found, view, token, lang), visible=True)
 
     def quantization(result, request: gr.Request):
         lang = lang_of(request)
@@ -420,7 +418,7 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
             rows = view.quantization(playground.backend("torch", None, result.info.model))
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
-        return "", quantization_figure(rows, f"{result.info.backend} {result.info.variant}", lang)
+        return "", gr.update(value=quantization_figure(rows, f"{result.info.backend} {result.info.variant}", lang), visible=True)
 
     def grid(result, choice, request: gr.Request):
         """The whole run's logit lens: drawn after the position's views, which do not wait for it."""
@@ -430,7 +428,7 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
         return grid_figure(view_of(result, lang), _choice_position(choice), lang)
 
     views = [status, body, embedding_plot, residual_plot, lens_plot, lens_html, funnel_plot, funnel_html, block_plot,
-             mlp_plot, kv_md, attribution_md, attribution_plot, quant_md]
+             mlp_plot, kv_md, attribution_md, attribution_plot, attribution_btn, quant_md, quant_plot, quant_btn]
     setup_outputs = [status, body, position, layer, head, temperature, top_k, top_p, attribution_plot]
     show_inputs = [last_result, position, layer, head, temperature, top_k, top_p]
     on_open = dict(fn=open_run, inputs=[last_result], outputs=setup_outputs, api_visibility="private")
