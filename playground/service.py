@@ -58,6 +58,9 @@ class Playground:
         self._stop_lock = threading.Lock()
         # One for the UI and the API alike: one training job at a time, followed from any browser.
         self.finetune_jobs = FineTuneJobs(self.models_root, self.history)
+        self._fingerprints: dict[tuple, str] = {}  # (file, size, mtime) of a model's files -> its content hash
+        self._insides: dict[tuple, object] = {}  # the last few runs opened in the Inside view (analysis.inside.Inside)
+        self._inside_lock = threading.Lock()
 
     def model_choices(self) -> list[str]:
         """What the UI offers: the default model, then the folders of the models folder."""
@@ -284,6 +287,86 @@ class Playground:
             self.finish(session, run)
             self._save(run, status, error)
 
+    def model_fingerprint(self, model: str | None = None) -> str | None:
+        """Content hash of a model's config and weights (onnx.export.source_fingerprint), recomputed only when a
+        file's size or modification time changed; None when its files cannot be read."""
+        from .onnx.export import source_files, source_fingerprint
+
+        try:
+            source = self.source_for(model)
+            key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in source_files(source))
+            if key not in self._fingerprints:
+                self._fingerprints[key] = source_fingerprint(source)
+            return self._fingerprints[key]
+        except (OSError, PlaygroundError):
+            return None
+
+    @staticmethod
+    def _has_files(source: ModelSource) -> bool:
+        from .onnx.export import source_files
+
+        try:
+            return len(source_files(source)) >= 2  # config and weights, in the folder or the hub cache
+        except (OSError, ValueError):  # a folder path that is gone is no valid hub id either
+            return False
+
+    def inside(self, result: GenerationResult):
+        """The Inside view of a run (analysis.inside.Inside), built once per run and backend.
+
+        The run's model must still be there with the same weights: a saved run's fingerprint is compared
+        with the model's now.
+        """
+        from .analysis.inside import Inside, InsideError, check_fingerprint
+
+        info = result.info
+        key = (result.run_id, info.model, info.backend, info.variant,
+               tuple(t.token_id for t in result.prompt_tokens + result.tokens))
+        with self._inside_lock:
+            if key in self._insides:
+                return self._insides[key]
+        notice = None
+        if result.run_id is not None and self.history is not None:
+            saved = self.history.get(result.run_id)
+            stored = ((saved or {}).get("metrics") or {}).get("model_sha256") if saved else None
+            try:
+                source = self.source_for(info.model)
+                if not self._has_files(source):
+                    raise PlaygroundError(f"no config or weights at {source.location}")
+            except PlaygroundError as exc:
+                raise InsideError(f"The model '{info.model}' of this run is not available any more ({exc}). Put it back in the "
+                                  "models folder, or open a run of an available model.", key="inside.model_gone",
+                                  model=info.model) from None
+            notice = check_fingerprint(stored, self.model_fingerprint(info.model), info.model)
+        backend = self.backend(info.backend, info.variant, info.model)
+        reference = backend if info.backend == "torch" else self.backend("torch", None, info.model)
+        view = Inside(result, backend, reference.model, self.source_for(info.model).codec)
+        if notice:
+            view.notices.append(notice)
+        with self._inside_lock:
+            self._insides[key] = view
+            while len(self._insides) > 2:  # each holds a run's residual stream (up to 38 MB for GPT-2 small)
+                self._insides.pop(next(iter(self._insides)))
+        return view
+
+    def inside_of_run(self, run_id) -> object:
+        """The Inside view of a saved run, by its id in the history."""
+        from .analysis.inside import InsideError
+        from .config import as_int
+        from .generation import result_from_saved
+
+        run_id = as_int("run_id", run_id)
+        if self.history is None:
+            raise InsideError(f"There is no history to open runs from: {self.history_disabled or 'it is disabled'}.",
+                              key="inside.no_history", reason=self.history_disabled or "disabled")
+        saved = self.history.get(run_id)
+        if saved is None:
+            raise InsideError(f"Run {run_id} is not in the history (deleted, or never saved): pick a run from the History tab.",
+                              key="inside.no_run", run_id=run_id)
+        codec = None
+        if any("bytes" not in t for part in (saved.get("tokens") or {}).values() for t in part):
+            codec = self.source_for(saved.get("model")).codec
+        return self.inside(result_from_saved(saved, codec))
+
     def _save(self, run: Generation, status: str, error: str | None) -> None:
         if self.history is None:
             return
@@ -292,8 +375,10 @@ class Playground:
             finished = result.finish_reason in ("length", "eos", "stop_sequence")
             own_status = "complete" if status == "stopped" and finished else status
             try:
-                result.run_id = self.history.save_run(result.to_dict(), own_status, error, result.parent_run_id,
-                                                      result.branch_position)
+                data = result.to_dict()
+                # Stored with the metrics (no migration): the Inside view refuses a run whose model changed since.
+                data["metrics"]["model_sha256"] = self.model_fingerprint(result.info.model)
+                result.run_id = self.history.save_run(data, own_status, error, result.parent_run_id, result.branch_position)
             except sqlite3.Error as exc:
                 # Disk full, file removed, ...: the user still gets their output, and is told it was not saved.
                 result.notices.append(Notice(f"This run was not saved to the history: {exc}.", key="notice.not_saved", error=str(exc)))

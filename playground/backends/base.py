@@ -85,3 +85,15 @@ class Backend(ABC):
     @abstractmethod
     def attention(self, input_ids: list[int]) -> Any:
         """Attention probabilities of a whole sequence, computed by this backend: numpy (layers, heads, T, T)."""
+
+    def hidden_states(self, input_ids: list[int]) -> Any:
+        """The residual stream of a whole sequence, computed by this backend: numpy float32 (layers + 1, T, d).
+
+        Entry 0 is the input embedding (token + position), entry i the residual after block i; the last
+        one is taken before the final layer norm (unlike transformers' `hidden_states`, whose last entry
+        has it applied), so every entry can go through the same final layer norm and output head.
+        """
+        from ..errors import PlaygroundError
+
+        raise PlaygroundError(f"The {self.info.backend} backend cannot show hidden states; use the torch or onnx backend.",
+                              key="inside.no_hidden_states", backend=self.info.backend)

@@ -78,7 +78,13 @@ class OnnxBackend(Backend):
     def select(self, cache: Any, rows: list[int]) -> Any:
         return self.runner.select(cache, rows)
 
-    def attention(self, input_ids: list[int]) -> np.ndarray:
+    def _analysis(self) -> AttentionRunner:
         if self._attention_runner is None:  # created on first use: most runs never open the attention view
             self._attention_runner = AttentionRunner(*self._attention_args)
-        return self._attention_runner.attention(input_ids)
+        return self._attention_runner
+
+    def attention(self, input_ids: list[int]) -> np.ndarray:
+        return self._analysis().attention(input_ids)
+
+    def hidden_states(self, input_ids: list[int]) -> np.ndarray:
+        return self._analysis().hidden_states(input_ids)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -73,3 +75,31 @@ class TorchBackend(Backend):
         ids = torch.tensor([input_ids], device=self.device)  # (1, T)
         attentions = self.model(input_ids=ids, output_attentions=True).attentions  # L x (1, H, T, T)
         return torch.stack(attentions)[:, 0].float().cpu().numpy()  # (L, H, T, T)
+
+    @torch.inference_mode()
+    def hidden_states(self, input_ids: list[int]):
+        ids = torch.tensor([input_ids], device=self.device)  # (1, T)
+        transformer = self.model.transformer
+        with capture_input(transformer.ln_f) as final:  # the last residual, before the final layer norm
+            states = transformer(input_ids=ids, output_hidden_states=True).hidden_states  # (L + 1) x (1, T, d), last one normed
+        return torch.stack([*states[:-1], final[0]])[:, 0].float().cpu().numpy()  # (L + 1, T, d)
+
+
+@contextmanager
+def capture_input(module):
+    """Collect the first positional input of `module`'s calls made on this thread while the block runs.
+
+    The model is shared between threads (a generation may be running beside an analysis): the hook
+    keeps only this thread's calls.
+    """
+    thread, seen = threading.get_ident(), []
+
+    def hook(_module, args):
+        if threading.get_ident() == thread:
+            seen.append(args[0])
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()

@@ -23,12 +23,14 @@ from ..paths import exports_dir
 VARIANTS = ("fp32", "fp16", "int8", "int4")
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
-ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities
-FORMAT_VERSION = 4  # bump when the export recipe changes: older exports are then rebuilt
+ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities and residual stream
+FINAL_RESIDUAL = "final_residual"  # the analysis graph's last residual, before the final layer norm
+FORMAT_VERSION = 5  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding; 5: hidden states)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
 FP32_ATTENTION_ATOL = 1e-4
+FP32_HIDDEN_RTOL = 1e-4  # max |difference| over max |value| of the residual stream
 PROBE_TEXT = "The return value of a function is the value of the expression after the return statement."
 
 
@@ -272,7 +274,8 @@ def _export_fp32(model, out_dir: Path) -> Path:
 
 
 def _export_attention_graph(model, out_dir: Path) -> Path:
-    """optimum's decoder export without cache, with `attentions.{layer}` outputs (eager attention)."""
+    """optimum's decoder export without cache, with `hidden_states.{i}` and `attentions.{layer}` outputs (eager
+    attention), and the last residual before the final layer norm as `final_residual`."""
     import warnings
 
     from optimum.exporters.onnx import onnx_export_from_model
@@ -281,8 +284,12 @@ def _export_attention_graph(model, out_dir: Path) -> Path:
     class WithAttentions(GPT2OnnxConfig):
         @property
         def outputs(self):
+            # In the order the model returns them (logits, hidden_states, attentions): the names are given by position.
             outputs = super().outputs
-            for layer in range(self._normalized_config.num_layers):
+            layers = self._normalized_config.num_layers
+            for i in range(layers + 1):
+                outputs[f"hidden_states.{i}"] = {0: "batch_size", 1: "sequence_length"}  # (B, T, d)
+            for layer in range(layers):
                 outputs[f"attentions.{layer}"] = {0: "batch_size", 2: "sequence_length", 3: "sequence_length"}  # (B, H, T, T)
             return outputs
 
@@ -290,8 +297,29 @@ def _export_attention_graph(model, out_dir: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         onnx_export_from_model(model, out_dir, task="text-generation", custom_onnx_configs={"model": config},
-                               model_kwargs={"output_attentions": True}, opset=OPSET, do_validation=False)
+                               model_kwargs={"output_attentions": True, "output_hidden_states": True}, opset=OPSET,
+                               do_validation=False)
+    _add_final_residual_output(out_dir / MODEL_FILE, f"hidden_states.{model.config.n_layer}")
     return out_dir / MODEL_FILE
+
+
+def _add_final_residual_output(path: Path, normed_name: str) -> None:
+    """Also output the input of the node that makes `normed_name` (the final layer norm) as FINAL_RESIDUAL.
+
+    transformers' last hidden state has the final layer norm applied; the residual before it is what
+    the other layers' entries are, so the logit lens treats every layer alike.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path))
+    producers = {output: node for node in model.graph.node for output in node.output}
+    norm = producers[normed_name]
+    while norm.op_type != "LayerNormalization":  # the normed output may come through a Reshape or an Identity
+        norm = producers[norm.input[0]]
+    model.graph.node.append(helper.make_node("Identity", [norm.input[0]], [FINAL_RESIDUAL], name="final_residual_Identity"))
+    model.graph.output.append(helper.make_tensor_value_info(FINAL_RESIDUAL, TensorProto.FLOAT, ["batch_size", "sequence_length", None]))
+    onnx.save(model, str(path))
 
 
 def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
@@ -361,23 +389,33 @@ def _verify(source: ModelSource, torch_model, model_path: Path, variant: str) ->
         expected = torch_model(torch.tensor([ids])).logits[0].float().numpy()  # (T, V)
     with torch.inference_mode():
         expected_attention = torch.stack(torch_model(torch.tensor([ids]), output_attentions=True).attentions)[:, 0].numpy()
+    from ..backends.torch import capture_input
+
+    with torch.inference_mode(), capture_input(torch_model.transformer.ln_f) as final:
+        states = torch_model.transformer(torch.tensor([ids]), output_hidden_states=True).hidden_states
+        expected_hidden = torch.stack([*states[:-1], final[0]])[:, 0].numpy()  # (L + 1, T, d)
     runner = OnnxRunner(model_path, providers=providers)
     if runner.provider not in providers:
         return {"checked": False, "reason": f"the {providers[0]} could not start ({runner.provider} ran instead)"}
     got, _ = runner.prefill(ids)
     got = got.numpy()
-    attention = AttentionRunner(model_path.parent / ATTENTION_FILE, providers).attention(ids)  # (L, H, T, T)
+    analysis = AttentionRunner(model_path.parent / ATTENTION_FILE, providers)
+    attention = analysis.attention(ids)  # (L, H, T, T)
+    hidden = analysis.hidden_states(ids)  # (L + 1, T, d)
     diff = float(np.abs(got - expected).max())
     attention_diff = float(np.abs(attention - expected_attention).max())
+    hidden_diff = float(np.abs(hidden - expected_hidden).max() / np.abs(expected_hidden).max())
     agreement = float((got.argmax(-1) == expected.argmax(-1)).mean())
-    if not np.isfinite(got).all() or not np.isfinite(attention).all():
+    if not np.isfinite(got).all() or not np.isfinite(attention).all() or not np.isfinite(hidden).all():
         raise PlaygroundError(f"The {variant} export produced non-finite outputs: export broken, not installed.")
-    if variant == "fp32" and (diff > FP32_VERIFY_ATOL or attention_diff > FP32_ATTENTION_ATOL):
+    if variant == "fp32" and (diff > FP32_VERIFY_ATOL or attention_diff > FP32_ATTENTION_ATOL or hidden_diff > FP32_HIDDEN_RTOL):
         raise PlaygroundError(
-            f"The fp32 export differs from PyTorch (logits by {diff:.2e}, attention by {attention_diff:.2e}): not installed."
+            f"The fp32 export differs from PyTorch (logits by {diff:.2e}, attention by {attention_diff:.2e}, "
+            f"hidden states by {hidden_diff:.2e} relative): not installed."
         )
     return {"checked": True, "probe_tokens": len(ids), "max_abs_logit_diff": round(diff, 6),
-            "max_abs_attention_diff": round(attention_diff, 7), "top1_agreement": round(agreement, 4)}
+            "max_abs_attention_diff": round(attention_diff, 7), "max_rel_hidden_diff": float(f"{hidden_diff:.3g}"),
+            "top1_agreement": round(agreement, 4)}
 
 
 def export_folder(source: ModelSource, variant: str, root: Path | None = None) -> Path:

@@ -142,7 +142,8 @@ class OnnxRunner:
 
 
 class AttentionRunner:
-    """The attention graph of an export: one pass over a whole sequence, all layers' attention probabilities."""
+    """The analysis graph of an export: one pass over a whole sequence, all layers' attention probabilities and
+    residual stream."""
 
     def __init__(self, model_path: Path, providers: list[str], threads: int | None = None):
         import onnxruntime as ort
@@ -151,14 +152,22 @@ class AttentionRunner:
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.attention_names = sorted((o.name for o in self.session.get_outputs() if o.name.startswith("attentions.")),
                                       key=lambda name: int(name.split(".")[1]))
+        # hidden_states.0 .. L-1, then the last residual before the final layer norm (see onnx/export.py).
+        self.hidden_names = [f"hidden_states.{i}" for i in range(len(self.attention_names))] + ["final_residual"]
 
-    def attention(self, ids: list[int]) -> np.ndarray:
-        """Attention probabilities (L, H, T, T) for `ids`: row q holds what query position q attended to."""
+    def _run(self, names: list[str], ids: list[int]) -> list[np.ndarray]:
         n = len(ids)
         feed = {
             "input_ids": np.asarray([ids], dtype=np.int64),
             "attention_mask": np.ones((1, n), dtype=np.int64),
             "position_ids": np.arange(n, dtype=np.int64)[None],
         }
-        outputs = self.session.run(self.attention_names, {k: v for k, v in feed.items() if k in self.input_names})
-        return np.stack([o[0] for o in outputs]).astype(np.float32)  # L x (H, T, T)
+        return self.session.run(names, {k: v for k, v in feed.items() if k in self.input_names})
+
+    def attention(self, ids: list[int]) -> np.ndarray:
+        """Attention probabilities (L, H, T, T) for `ids`: row q holds what query position q attended to."""
+        return np.stack([o[0] for o in self._run(self.attention_names, ids)]).astype(np.float32)  # L x (H, T, T)
+
+    def hidden_states(self, ids: list[int]) -> np.ndarray:
+        """The residual stream (L + 1, T, d) for `ids`: embeddings, after each block (the last before the final layer norm)."""
+        return np.stack([o[0] for o in self._run(self.hidden_names, ids)]).astype(np.float32)  # (L + 1) x (T, d)

@@ -17,6 +17,7 @@ from .compare_tab import build_compare_tab
 from .finetune_tab import build_finetune_tab
 from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
+from .inside_tab import build_inside_tab
 from .sweep_tab import build_sweep_tab
 from .i18n import AUTH_MESSAGE, I18N, localize_on_load, t, translated
 from .render import CSS, banner_html, session_html
@@ -51,6 +52,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 generate_inputs, last_result = build_generate_tab(playground)
             with gr.Tab(translated("app.tab.attention"), id="attention") as attention_tab:
                 refresh_attention = build_attention_tab(playground, last_result, attention_tab)
+            with gr.Tab(translated("app.tab.inside"), id="inside") as inside_tab:
+                open_inside = build_inside_tab(playground, last_result, inside_tab)
             with gr.Tab(translated("app.tab.compare"), id="compare") as compare_tab:
                 compare_sides = build_compare_tab(playground, generate_inputs, compare_tab)  # {"a": (model, backend, variant), "b": ...}
             with gr.Tab(translated("app.tab.sweep"), id="sweep"):
@@ -60,7 +63,7 @@ def build_demo(playground: Playground) -> gr.Blocks:
             with gr.Tab(translated("app.tab.benchmark"), id="benchmark"):
                 build_bench_tab(playground)
             with gr.Tab(translated("app.tab.history"), id="history") as history_tab:
-                build_history_tab(playground, generate_inputs, tabs, history_tab, last_result, refresh_attention)
+                build_history_tab(playground, generate_inputs, tabs, history_tab, last_result, refresh_attention, open_inside)
 
         def generate(
             prompt: str,
@@ -102,6 +105,33 @@ def build_demo(playground: Playground) -> gr.Blocks:
             return run.result.text, runs[0] | {"runs": runs}
 
         gr.api(generate, api_name="generate", concurrency_id="generate")
+
+        def inside(
+            run_id: int,
+            position: int,
+            layer: int = 0,
+            head: int = 0,
+            temperature: float | None = None,
+            top_k: int | None = None,
+            top_p: float | None = None,
+            attribution: bool = False,
+        ) -> dict:
+            """Inside one prediction of a saved run: how the model arrived at the token at `position` (prompt tokens
+            first, from 0) from the tokens before it, computed by the run's own model, backend and variant.
+            Returns JSON with `logit_lens` (per layer, embeddings first: chosen_prob, chosen_rank, top), `funnel`
+            (per sampling stage: name, survivors, chosen_prob; `temperature`, `top_k`, `top_p` override the
+            run's), `residual`, `embedding`, `block` (layer `layer`, head `head`), `kv_cache`, backend and variant;
+            with `attribution`, integrated gradients and gradient x input per earlier token (torch runs only)."""
+            try:
+                view = playground.inside_of_run(run_id)
+                report = view.report(position, layer, head, temperature, top_k, top_p)
+                if attribution:
+                    report["attribution"] = view.attribution(position)
+                return report
+            except PlaygroundError as exc:
+                raise gr.Error(str(exc)) from None
+
+        gr.api(inside, api_name="inside", concurrency_id="generate")
     demo.queue(default_concurrency_limit=GENERATE_CONCURRENCY)
     demo.openai_api = build_openai_app(playground)  # served at /v1 by OpenAIRoutes (see launch_kwargs)
     return demo

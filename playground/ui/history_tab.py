@@ -67,9 +67,9 @@ def settings_for_ui(settings: dict) -> dict:
 
 
 def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Tabs, tab: gr.Tab, last_result: gr.State,
-                      refresh_attention: dict) -> None:
+                      refresh_attention: dict, open_inside: dict | None = None) -> None:
     """Lay out the tab; `generate_inputs` are the Generate tab's components, filled by "Use these settings";
-    "Show attention" puts the selected run in `last_result` and opens the Attention tab."""
+    "Show attention" puts the selected run in `last_result` and opens the Attention tab, "Look inside" the Inside tab."""
     store = playground.history
     if store is None:
         disabled = gr.Markdown(t("history.disabled", "en", reason=playground.history_disabled), elem_id="history-disabled")
@@ -88,6 +88,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
     with gr.Row():
         use_btn = gr.Button(translated("history.use"), variant="primary", elem_id="history-use", interactive=False)
         attention_btn = gr.Button(translated("history.attention"), elem_id="history-attention", interactive=False)
+        inside_btn = gr.Button(translated("history.inside"), elem_id="history-inside", interactive=False, visible=open_inside is not None)
         delete_btn = gr.Button(translated("history.delete"), variant="stop", elem_id="history-delete", interactive=False)
         confirm_btn = gr.Button(translated("history.confirm_delete"), variant="stop", visible=False, elem_id="history-confirm")
         cancel_btn = gr.Button(translated("history.cancel"), visible=False)
@@ -141,7 +142,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         if run.get("error"):
             title += "\n\n" + t("history.run_error", lang, error=run["error"])
         return (run["id"], title, run["output"], token_view_html(result, lang=lang), run["settings"], run["metrics"],
-                gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True))
+                gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True))
 
     def use_settings(run_id: int | None, request: gr.Request):
         run = store.get(run_id) if run_id is not None else None
@@ -173,7 +174,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         rows, ids, models = list_runs(q, model, backend, request)
         return (rows, ids, models, None, t("history.select_hint", lang), "", token_view_html(None), None, None,
                 gr.update(visible=True, interactive=False), gr.update(visible=False), gr.update(visible=False),
-                gr.update(interactive=False), gr.update(interactive=False))
+                gr.update(interactive=False), gr.update(interactive=False), gr.update(interactive=False))
 
     def export(fmt: str, scope: str, ids: list[int], request: gr.Request):
         out = Path(tempfile.mkdtemp(prefix="gpt2-playground-export-")) / f"history.{fmt}"
@@ -189,15 +190,23 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
     model_filter.input(**listing)
     tab.select(**listing)  # opening the tab shows the newest runs
     table.select(open_run, inputs=[shown_ids],
-                 outputs=[selected_id, run_title, run_output, run_tokens, run_settings, run_metrics, use_btn, delete_btn, attention_btn],
+                 outputs=[selected_id, run_title, run_output, run_tokens, run_settings, run_metrics, use_btn, delete_btn, attention_btn,
+                          inside_btn],
                  api_visibility="private")
     use_btn.click(use_settings, inputs=[selected_id], outputs=[*generate_inputs.values(), tabs], api_visibility="private")
     attention_btn.click(show_attention, inputs=[selected_id], outputs=[last_result, tabs], api_visibility="private").then(
         **refresh_attention)
+    if open_inside is not None:
+        def show_inside(run_id: int | None, request: gr.Request):
+            result, _ = show_attention(run_id, request)
+            return result, gr.Tabs(selected="inside")
+
+        inside_btn.click(show_inside, inputs=[selected_id], outputs=[last_result, tabs], api_visibility="private").then(
+            **open_inside["open"]).then(**open_inside["show"]).then(**open_inside["grid"])
     delete_btn.click(ask_delete, outputs=[delete_btn, confirm_btn, cancel_btn], queue=False, api_visibility="private")
     cancel_btn.click(cancel_delete, outputs=[delete_btn, confirm_btn, cancel_btn], queue=False, api_visibility="private")
     confirm_btn.click(do_delete, inputs=[selected_id, *filters],
                       outputs=[table, shown_ids, model_filter, selected_id, run_title, run_output, run_tokens, run_settings,
-                               run_metrics, delete_btn, confirm_btn, cancel_btn, use_btn, attention_btn],
+                               run_metrics, delete_btn, confirm_btn, cancel_btn, use_btn, attention_btn, inside_btn],
                       api_visibility="private")
     export_btn.click(export, inputs=[export_format, export_scope, shown_ids], outputs=[export_file], api_visibility="private")
