@@ -625,7 +625,6 @@ class Generation:
             results[sample].finish_reason = "stopped" if stopped else "length"
             self._finish_text(sample)
 
-
     def _engine_records(self) -> Iterator[TokenRecord]:
         """The run when a serving engine decodes (`backend.streams_tokens`): the engine's tokens become the same
         records, bytes included, with the engine's probabilities and as many alternatives as it gave. What it does

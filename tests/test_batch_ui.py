@@ -1,23 +1,7 @@
 """N samples in the Generate tab, in real headless Chromium: side by side, each with its seed, and one opened for the other tabs."""
 
-import pytest
-
 from .conftest import ARTIFACTS
-from .test_ui_browser import CHROMIUM, CHROMIUM_ARGS, fill, open_in_chinese, wait_until_done
-
-
-@pytest.fixture(scope="module")
-def page(launched_app):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(launched_app)
-        page.locator("#token-view").wait_for()
-        page.wait_for_timeout(1000)
-        yield page
-        browser.close()
+from .test_ui_browser import fill, open_in_chinese, page, wait_until_done  # noqa: F401 (page: the same module-scoped browser page)
 
 
 def test_samples_stream_side_by_side_and_one_opens_in_the_main_view(page, app_history):

@@ -1,32 +1,11 @@
 """The Inside tab in real headless Chromium: from a generated run and from History, in English and in zh-CN.
 Screenshots go to test-artifacts/."""
 
-import os
-
-import pytest
-
 from .conftest import ARTIFACTS
-from .test_ui_browser import CHROMIUM, CHROMIUM_ARGS, fill, open_in_chinese
-
-if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
-    pytest.skip("Chromium is not installed (apt-get install chromium); CI always runs these tests", allow_module_level=True)
+from .test_ui_browser import fill, open_in_chinese, page  # noqa: F401 (page: the same module-scoped browser page)
 
 DONE = ("() => { const s = document.querySelector('#stats')?.innerText || '';"
         " return /tokens\\/s|词元\\/秒/.test(s) && !/generating|生成中/.test(s); }")
-
-
-@pytest.fixture(scope="module")
-def page(launched_app):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(launched_app)
-        page.locator("#token-view").wait_for()
-        page.wait_for_timeout(1000)
-        yield page
-        browser.close()
 
 
 def generate(page, prompt, model=None, seed="4"):
