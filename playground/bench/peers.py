@@ -51,7 +51,7 @@ sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode
 
 # argv[1]: JSON {gguf, ids, new_tokens, threads, repeats, warmup, context}; prints one JSON line of timings.
 TIME = """
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 import llama_cpp
 from llama_cpp import Llama
@@ -83,8 +83,13 @@ def run(new_tokens):
 for _ in range(job["warmup"]):
     run(min(job["new_tokens"], 8))
 runs = [run(job["new_tokens"]) for _ in range(job["repeats"])]
-print(json.dumps({"load_s": load_s, "runs": runs, "version": llama_cpp.__version__,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6}))
+# VmHWM: this process's peak RSS since exec (Linux's ru_maxrss carries the forking parent's over exec)
+try:
+    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    import resource
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)  # bytes there
+print(json.dumps({"load_s": load_s, "runs": runs, "version": llama_cpp.__version__, "peak_rss_mb": peak_kb * 1024 / 1e6}))
 """
 
 
