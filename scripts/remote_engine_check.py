@@ -13,18 +13,16 @@ What it does:
         --llama-src /path/to/llama_cpp_python-0.3.36/vendor/llama.cpp
 
 `--engine-url URL` measures an engine that is already running instead (steps 1-2 skipped).
-Two adjustments are needed for the demo model and are made at run time, in this script only: its
-config.json gains `n_ctx` (the converter reads it; transformers no longer writes it), and the converter
-is told that the tokenizer's pre-tokenizer is GPT-2's (it only recognises known vocabularies by a hash;
-the script checks that tokenizer.json declares GPT-2's ByteLevel pre-tokenizer with its regex first).
+The conversion is the benchmark's (`playground.bench.peers.convert_to_gguf`), with its two run-time adjustments on a
+copy of the model: config.json gains `n_ctx` (the converter reads it; transformers no longer writes it), and the
+converter is told that the tokenizer's pre-tokenizer is GPT-2's (it only recognises known vocabularies by a hash;
+tokenizer.json is checked to declare GPT-2's ByteLevel pre-tokenizer with its regex first).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -40,33 +38,6 @@ PROMPTS = [
     "When the interpreter starts,",
     "Exceptions are raised when",
 ]
-
-CONVERT = """
-import runpy, sys
-src = sys.argv[1]
-sys.path[:0] = [src, src + "/gguf-py"]
-import conversion.base as base
-base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"  # GPT-2's ByteLevel pre-tokenizer (checked by the caller)
-sys.argv = [src + "/convert_hf_to_gguf.py"] + sys.argv[2:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def convert(model_dir: Path, llama_src: Path, out: Path) -> None:
-    """The model as a GGUF file (f32, so the comparison measures the engine, not a quantization)."""
-    tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
-    pre = tokenizer.get("pre_tokenizer") or {}
-    if pre.get("type") != "ByteLevel" or not pre.get("use_regex") or pre.get("add_prefix_space"):
-        raise SystemExit(f"{model_dir}: its pre-tokenizer is not GPT-2's ByteLevel ({pre}); convert it by hand.")
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / model_dir.name
-        shutil.copytree(model_dir, copy)
-        config = json.loads((copy / "config.json").read_text())
-        config.setdefault("n_ctx", config["n_positions"])
-        (copy / "config.json").write_text(json.dumps(config))
-        subprocess.run([sys.executable, "-c", CONVERT, str(llama_src), str(copy), "--outfile", str(out), "--outtype", "f32"],
-                       check=True, stdout=subprocess.DEVNULL)
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -125,7 +96,9 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    from playground.bench.peers import convert_to_gguf
     from playground.config import GenerationSettings
+    from playground.errors import PlaygroundError
     from playground.models import resolve_model
     from playground.service import Playground
 
@@ -140,7 +113,10 @@ def main() -> int:
             work = Path(tempfile.mkdtemp(prefix="remote-engine-check-"))
             gguf = work / f"{source.name}-f32.gguf"
             started = time.perf_counter()
-            convert(Path(source.location).resolve(), Path(args.llama_src), gguf)
+            try:  # f32, so the comparison measures the engine, not a quantization
+                convert_to_gguf(Path(source.location).resolve(), Path(args.llama_src), gguf)
+            except PlaygroundError as exc:
+                raise SystemExit(str(exc)) from None
             print(f"converted {source.location} -> {gguf} ({gguf.stat().st_size / 2**20:.1f} MB) in "
                   f"{time.perf_counter() - started:.1f} s", flush=True)
             from transformers import AutoConfig

@@ -265,6 +265,30 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
     return rows
 
 
+def run_peer_cells(source: ModelSource, config: BenchConfig, peer, exports_root: Path | None = None,
+                   on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], str | None]:
+    """llama.cpp rows (f32, Q8_0, Q4_0 at batch 1) for the same prompts, new tokens, repeats and threads as the cells,
+    or no rows and the one line that says how to get llama.cpp (`peer` is a `peers.PeerConfig`)."""
+    from ..onnx.export import export_folder
+    from .peers import missing_reason, run_peer
+
+    reason = missing_reason(peer)
+    if reason is not None:
+        return [], reason
+    from transformers import AutoConfig
+
+    context = AutoConfig.from_pretrained(source.location).n_positions
+    rows = []
+    for prompt_tokens in config.prompt_tokens:
+        for new_tokens in config.new_tokens:
+            for row in run_peer(Path(source.location).resolve(), peer, _prompt_ids(source, prompt_tokens), new_tokens,
+                                config.threads, config.repeats, config.warmup, context, export_folder(source, "gguf", exports_root)):
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+    return rows, None
+
+
 def add_speedups(rows: list[dict]) -> None:
     """Each row's aggregate decode speed relative to PyTorch fp32 on the CPU at the same sizes and batch, and relative
     to its own cell at batch 1 (None where that was not measured)."""
@@ -284,7 +308,7 @@ def markdown_table(rows: list[dict]) -> str:
             "p50 ms | p90 ms | RSS MB | size MB | top-1 |")
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in rows:
-        quality = f"{r['top1_agreement']:.3f}" if r["quality_meaningful"] else "n/m"
+        quality = f"{r['top1_agreement']:.3f}" if r["quality_meaningful"] else "n/m" if r.get("top1_agreement") is not None else "-"
         speedup = f"{r['speedup_vs_torch_fp32']:.2f}×" if r.get("speedup_vs_torch_fp32") else "-"
         vs_one = f"{r['speedup_vs_batch_1']:.2f}×" if r.get("speedup_vs_batch_1") else "-"
         lines.append(f"| {r['backend']} {r['variant']} | {r['provider']} | {r['prompt_tokens']}+{r['new_tokens']} | {r.get('batch', 1)} | "
@@ -307,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every cell (default: all cores)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows (and the machine) as JSON")
+    parser.add_argument("--llama-python", default=sys.executable,
+                        help="a python with llama-cpp-python, for the llama.cpp rows (default: this one)")
+    parser.add_argument("--llama-src", default=None, help="a llama.cpp source tree holding convert_hf_to_gguf.py (for the llama.cpp rows)")
+    parser.add_argument("--no-llama", action="store_true", help="skip the llama.cpp rows")
     parser.add_argument("--db", default=None, help="history database to add a bench table to (default: the app's)")
     args = parser.parse_args(argv)
     try:
@@ -318,11 +346,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Benchmark of {source.name} on {len(cells)} cells, {config.threads} threads, {config.repeats} repeats, greedy, fixed length",
               file=sys.stderr)
         rows = run_benchmark(source, cells, config)
+        note = None
+        if not args.no_llama:
+            from .peers import PeerConfig
+
+            peer_rows, note = run_peer_cells(source, config, PeerConfig(args.llama_python, args.llama_src))
+            rows += peer_rows
+            add_speedups(rows)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     machine = machine_description()
     print(markdown_table(rows))
+    if note:
+        print(f"\n{note}")
     if source.requested.startswith(RANDOM_PREFIX):
         print("\nRandom weights: quality columns are not meaningful (n/m).")
     if args.json:

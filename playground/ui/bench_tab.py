@@ -10,7 +10,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..bench.engine import BenchConfig, available_cells, machine_description, markdown_table, run_benchmark
+from ..bench.engine import (BenchConfig, add_speedups, available_cells, machine_description, markdown_table, run_benchmark,
+                            run_peer_cells)
+from ..bench.peers import PeerConfig
 from ..errors import PlaygroundError
 from ..service import Playground
 from .i18n import error, lang_of, localize_on_load, t, translated, ui_error
@@ -19,6 +21,7 @@ TABLE_COLUMNS = ["backend", "variant", "provider", "prompt_tokens", "new_tokens"
                  "per_sequence_tokens_per_s", "speedup_vs_batch_1", "speedup_vs_torch_fp32", "latency_p50_ms", "latency_p90_ms",
                  "peak_rss_mb", "size_mb", "top1_agreement"]
 BATCH_SIZES = (1, 4, 8, 16)
+COLOURS = {"torch": "#6b7280", "llama.cpp": "#d97706"}  # ONNX: blue
 
 
 def table_headers(lang: str) -> list[str]:
@@ -57,7 +60,7 @@ def bars_figure(rows: list[dict], key: str, title: str, unit: str):
     text = [f"{r[key]:.1f} {unit}" + (f" · {r['speedup_vs_torch_fp32']:.2f}×" if key == "decode_tokens_per_s" and r.get("speedup_vs_torch_fp32") else "")
             for r in rows]
     figure = go.Figure(go.Bar(x=labels, y=[r[key] for r in rows], text=text, textposition="outside",
-                              marker_color=["#6b7280" if r["backend"] == "torch" else "#2563eb" for r in rows]))
+                              marker_color=[COLOURS.get(r["backend"], "#2563eb") for r in rows]))
     figure.update_layout(title=title, height=340, margin={"l": 50, "r": 20, "t": 50, "b": 110}, yaxis_title=unit,
                          yaxis_range=[0, max((r[key] for r in rows), default=1) * 1.25])  # room for the labels
     return figure
@@ -71,7 +74,7 @@ def bars_png(rows: list[dict], path: Path) -> Path:
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.5), dpi=130)
     labels = [_label(r).replace(" · ", "\n") for r in rows]
-    colours = ["#6b7280" if r["backend"] == "torch" else "#2563eb" for r in rows]
+    colours = [COLOURS.get(r["backend"], "#2563eb") for r in rows]
     for ax, key, title in ((axes[0], "decode_tokens_per_s", "decode tokens/s"), (axes[1], "ttft_ms", "time to first token (ms)")):
         bars = ax.bar(range(len(rows)), [r[key] for r in rows], color=colours)
         ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=30, ha="right")
@@ -116,6 +119,7 @@ def build_bench_tab(playground: Playground) -> None:
         repeats = gr.Slider(1, 7, value=3, step=1, label=translated("bench.repeats"), scale=1)
         batch_sizes = gr.CheckboxGroup(list(BATCH_SIZES), value=[1], label=translated("bench.batch_sizes"), scale=1,
                                        elem_id="bench-batch")
+        peer = gr.Checkbox(value=True, label=translated("bench.peer"), scale=1, elem_id="bench-peer")
         run_btn = gr.Button(translated("bench.run"), variant="primary", scale=0, elem_id="bench-run")
     status = gr.Markdown(elem_id="bench-status")
     table = gr.Dataframe(headers=TABLE_COLUMNS, value=[], interactive=False, elem_id="bench-table")
@@ -127,7 +131,7 @@ def build_bench_tab(playground: Playground) -> None:
     localize_on_load([intro, table], lambda lang: (t("bench.intro", lang, model=escape(playground.source.name)),
                                                    {"headers": table_headers(lang), "data": []}))
 
-    def run(chosen_labels, prompt_n, new_n, repeats_n, batches, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+    def run(chosen_labels, prompt_n, new_n, repeats_n, batches, with_peer, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         lang = lang_of(request)
         if not chosen_labels:
             raise error("bench.choose_cell", lang)
@@ -138,6 +142,11 @@ def build_bench_tab(playground: Playground) -> None:
         try:
             rows = run_benchmark(playground.source, [cells[label] for label in chosen_labels], config,
                                  exports_root=playground.exports_root)
+            peer_missing = None
+            if with_peer:  # llama.cpp where PLAYGROUND_LLAMA_PYTHON / PLAYGROUND_LLAMA_SRC point to it
+                peer_rows, peer_missing = run_peer_cells(playground.source, config, PeerConfig.from_env(), playground.exports_root)
+                rows += peer_rows
+                add_speedups(rows)
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         machine = machine_description()
@@ -149,11 +158,13 @@ def build_bench_tab(playground: Playground) -> None:
         note = t("bench.note", lang, cells=len(rows), machine=where, threads=config.threads, repeats=config.repeats)
         if not rows[0]["quality_meaningful"]:
             note += " " + t("bench.random_weights", lang)
+        if peer_missing:
+            note += "\n\n" + t("bench.peer_missing", lang)
         return (note, {"headers": table_headers(lang), "data": [[r.get(c) for c in TABLE_COLUMNS] for r in rows]},
                 bars_figure(rows, "decode_tokens_per_s", t("bench.speed_title", lang), t("bench.tokens_per_s", lang)),
                 bars_figure(rows, "ttft_ms", t("bench.ttft_title", lang), "ms"), write_downloads(rows, machine),
                 batch_figure(rows, t("bench.batch_title", lang), t("bench.batch_axis", lang), t("bench.tokens_per_s", lang)))
 
-    run_btn.click(run, inputs=[chosen, prompt_tokens, new_tokens, repeats, batch_sizes],
+    run_btn.click(run, inputs=[chosen, prompt_tokens, new_tokens, repeats, batch_sizes, peer],
                   outputs=[status, table, speed_plot, ttft_plot, files, batch_plot],
                   api_visibility="private", concurrency_id="bench", concurrency_limit=1)

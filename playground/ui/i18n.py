@@ -596,6 +596,12 @@ EN: dict[str, str] = {
     "inside.no_run": "Run {run_id} is not in the history (deleted, or never saved): pick a run from the History tab.",
     "history.inside": "Look inside",
 
+    # --- decode speed: the llama.cpp peer cell ---
+    "bench.peer": "Add llama.cpp rows (f32, Q8_0, Q4_0)",
+    "bench.peer_missing": "llama.cpp rows skipped: install llama-cpp-python (`pip install llama-cpp-python`, in its own venv if "
+                          "you like), then start the app with `PLAYGROUND_LLAMA_PYTHON` set to that python and "
+                          "`PLAYGROUND_LLAMA_SRC` to a llama.cpp source tree holding `convert_hf_to_gguf.py` (the "
+                          "llama-cpp-python sdist has one in vendor/llama.cpp).",
 }
 
 # Terms follow the Chinese tutorials our users read (e.g. 《动手学深度学习》): 词元 for token, 采样, 贪心解码,
@@ -1155,6 +1161,11 @@ ZH_CN: dict[str, str] = {
     "inside.no_run": "历史记录中没有运行 {run_id}（已删除或从未保存）：请从“历史”页选择一次运行。",
     "history.inside": "查看内部",
 
+    # --- decode speed: the llama.cpp peer cell ---
+    "bench.peer": "加入 llama.cpp 对照行（f32、Q8_0、Q4_0）",
+    "bench.peer_missing": "未运行 llama.cpp 对照：请安装 llama-cpp-python（`pip install llama-cpp-python`，可装在单独的虚拟环境中），"
+                          "然后启动应用时把 `PLAYGROUND_LLAMA_PYTHON` 设为该 python，把 `PLAYGROUND_LLAMA_SRC` 设为含有 "
+                          "`convert_hf_to_gguf.py` 的 llama.cpp 源码目录（llama-cpp-python 的源码包在 vendor/llama.cpp 中带有一份）。",
 }
 
 STRINGS: dict[str, dict[str, str]] = {"en": EN, "zh-CN": ZH_CN}

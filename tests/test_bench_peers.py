@@ -1,0 +1,80 @@
+"""The llama.cpp peer cell: the "how to get it" line without llama.cpp, its rows' shape, and (where llama.cpp is here) a real run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from playground.bench.engine import JSON_KEYS, BenchConfig, add_speedups, main, markdown_table, run_peer_cells
+from playground.bench.peers import HOW_TO_GET, PEER_VARIANTS, PeerConfig, missing_reason, peer_row
+
+LLAMA_PYTHON = Path("/work/llama-venv/bin/python")
+LLAMA_SRC = Path("/work/llama-build/src/llama_cpp_python-0.3.36/vendor/llama.cpp")
+
+
+def _has_llama_cpp(python: str) -> bool:
+    return subprocess.run([python, "-c", "import llama_cpp"], capture_output=True).returncode == 0
+
+
+def test_without_llama_cpp_the_benchmark_says_how_to_get_it(tmp_path, tiny_source):
+    # no source tree, a folder that is not one, then a tree with no llama-cpp-python in the python given
+    assert missing_reason(PeerConfig(sys.executable, None)) == HOW_TO_GET
+    assert missing_reason(PeerConfig(sys.executable, str(tmp_path))) == HOW_TO_GET
+    (tmp_path / "convert_hf_to_gguf.py").write_text("")
+    assert missing_reason(PeerConfig(str(tmp_path / "no-such-python"), str(tmp_path))) == HOW_TO_GET
+    rows, note = run_peer_cells(tiny_source, BenchConfig([4], [3], 1, threads=1), PeerConfig(sys.executable, None))
+    assert rows == [] and note == HOW_TO_GET
+    assert "pip install llama-cpp-python" in HOW_TO_GET and "--llama-src" in HOW_TO_GET
+
+
+def test_the_command_line_prints_the_line_or_skips_it(tiny_model_dir, tmp_path, capsys):
+    args = ["--model", str(tiny_model_dir), "--cells", "torch:fp32", "--prompt-tokens", "4", "--new-tokens", "3",
+            "--repeats", "1", "--db", str(tmp_path / "h.db")]
+    assert main(args + ["--llama-src", str(tmp_path / "missing")]) == 0
+    assert HOW_TO_GET in capsys.readouterr().out
+    assert main(args + ["--no-llama"]) == 0
+    assert HOW_TO_GET not in capsys.readouterr().out
+
+
+def test_a_peer_row_has_the_engine_rows_shape_and_the_median_repeat():
+    # three repeats: the prompt's latency first, then 4 decode steps each
+    runs = [[50.0, 10, 10, 10, 10], [40.0, 20, 20, 20, 20], [60.0, 5, 5, 5, 5]]
+    row = peer_row(runs, variant="Q4_0", version="0.3.36", prompt_tokens=32, new_tokens=5, threads=2, load_s=0.4,
+                   peak_rss_mb=300.0, size_mb=84.2)
+    assert set(JSON_KEYS) <= row.keys()
+    assert (row["backend"], row["variant"], row["batch"], row["repeats"]) == ("llama.cpp", "Q4_0", 1, 3)
+    assert row["ttft_ms"] == 50.0 and row["decode_tokens_per_s"] == 100.0  # the median: 4 steps in 40 ms
+    assert row["per_sequence_tokens_per_s"] == pytest.approx((row["new_tokens"] - 1) / row["decode_s"], rel=1e-3)
+    assert row["top1_agreement"] is None and not row["quality_meaningful"]
+    torch_row = dict(row, backend="torch", variant="fp32", provider="PyTorch", decode_tokens_per_s=50.0)
+    rows = [torch_row, row]
+    add_speedups(rows)
+    assert row["speedup_vs_torch_fp32"] == 2.0
+    line = markdown_table(rows).splitlines()[-1]
+    assert line.startswith("| llama.cpp Q4_0 | llama-cpp-python 0.3.36 | 32+5 | 1 |") and line.endswith("| 84.2 | - |")
+
+
+@pytest.mark.skipif(not (LLAMA_PYTHON.exists() and LLAMA_SRC.is_dir()),
+                    reason=f"llama.cpp is not here ({LLAMA_PYTHON} with llama-cpp-python and {LLAMA_SRC}); CI has none")
+def test_the_real_peer_cell_on_the_tiny_model(tiny_source, tmp_path):
+    if not _has_llama_cpp(str(LLAMA_PYTHON)):
+        pytest.skip(f"{LLAMA_PYTHON} cannot import llama_cpp")
+    config = BenchConfig([8], [6], repeats=2, warmup=1, threads=1)
+    rows, note = run_peer_cells(tiny_source, config, PeerConfig(str(LLAMA_PYTHON), str(LLAMA_SRC)), exports_root=tmp_path)
+    assert note is None
+    assert [r["variant"] for r in rows] == list(PEER_VARIANTS)
+    for r in rows:
+        assert set(JSON_KEYS) <= r.keys() and r["backend"] == "llama.cpp" and r["provider"].startswith("llama-cpp-python")
+        assert (r["prompt_tokens"], r["new_tokens"], r["threads"], r["repeats"]) == (8, 6, 1, 2)
+        assert all(r[k] > 0 for k in ("ttft_ms", "decode_tokens_per_s", "latency_p50_ms", "peak_rss_mb", "size_mb"))
+        assert r["per_sequence_tokens_per_s"] == pytest.approx(5 / r["decode_s"], rel=1e-3)
+        # the llama.cpp process's own peak (a tiny GGUF), not this process's carried over the fork and exec
+        assert r["peak_rss_mb"] < psutil.Process().memory_info().rss / 1e6
+    f32, q8, q4 = (r["size_mb"] for r in rows)
+    assert f32 > q8 > q4  # the quantizations happened
+    folder = tmp_path / tiny_source.name / "gguf"
+    assert sorted(p.name for p in folder.glob("*.gguf")) == ["Q4_0.gguf", "Q8_0.gguf", "f32.gguf"]
+    assert json.loads((folder / "source.json").read_text())  # reused while the model's files are unchanged
