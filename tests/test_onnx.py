@@ -86,6 +86,31 @@ def test_manifests_say_what_was_quantized_and_keep_the_tie(onnx_backends, tiny_b
     assert int4["size_mb"] < onnx_backends["int8"].manifest["size_mb"]
 
 
+@pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
+def test_decoder_attention_is_fused_and_the_analysis_graph_is_not(onnx_backends, tiny_backend, variant):
+    """Each layer's ~70 attention nodes become one MultiHeadAttention node (onnx/fusion.py); the analysis graph
+    keeps eager attention, whose probabilities are its outputs. Fusing again finds nothing left to fuse."""
+    import onnx
+
+    from playground.onnx.export import ATTENTION_FILE
+    from playground.onnx.fusion import drop_linear_reshapes, fuse_attention, op_counts
+
+    n_layer = tiny_backend.model.config.n_layer
+    backend = onnx_backends[variant]
+    assert backend.manifest["weights"]["ops"]["MultiHeadAttention"] == n_layer
+    decoder = onnx.load(str(backend.model_path))
+    ops = op_counts(decoder)
+    assert ops["MultiHeadAttention"] == n_layer and ops["Softmax"] == 0
+    assert not [n for n in decoder.graph.node if n.op_type == "Concat" and n.input[0].startswith("past_key_values.")]
+    # No shape arithmetic left per layer (optimum's graph: ~150 such nodes per layer); what is left serves the embeddings.
+    shape_ops = sum(ops[op] for op in ("Shape", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Slice", "Concat", "Gather"))
+    assert shape_ops <= 16, ops
+    assert fuse_attention(decoder) == 0 and drop_linear_reshapes(decoder) == 0
+    analysis = onnx.load(str(backend.model_path.parent / ATTENTION_FILE))
+    assert op_counts(analysis)["MultiHeadAttention"] == 0 and op_counts(analysis)["Softmax"] == n_layer
+    assert fuse_attention(analysis) == 0
+
+
 def _rebuilt(tiny_source, exports_root, variant="fp32"):
     path, manifest = ensure_export(tiny_source, variant, exports_root, progress=False)
     runner = OnnxRunner(path, [CPU])

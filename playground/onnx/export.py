@@ -19,13 +19,15 @@ from pathlib import Path
 from ..errors import DeviceError, PlaygroundError
 from ..models import ModelSource, load_torch_model, resolve_model
 from ..paths import exports_dir
+from .fusion import drop_linear_reshapes, fuse_attention
 
 VARIANTS = ("fp32", "fp16", "int8", "int4")
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
 ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities and residual stream
 FINAL_RESIDUAL = "final_residual"  # the analysis graph's last residual, before the final layer norm
-FORMAT_VERSION = 5  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding; 5: hidden states)
+FORMAT_VERSION = 6  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
+# 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder, see onnx/fusion.py)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
@@ -251,7 +253,8 @@ def weight_stats(model) -> dict:
     total = float_params + quant_params
     return {
         "ops": {op: ops[op] for op in ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits", "DynamicQuantizeLinear", "Gather",
-                                       "GatherBlockQuantized") if ops.get(op)},
+                                       "GatherBlockQuantized", "MultiHeadAttention") if ops.get(op)},
+        "nodes": len(model.graph.node),
         "quantized_matmuls": ops.get("MatMulInteger", 0) + ops.get("MatMulNBits", 0),
         "float_matmuls": ops.get("MatMul", 0) + ops.get("Gemm", 0),
         "quantized_weight_fraction": round(quant_params / total, 3) if total else 0.0,
@@ -325,9 +328,6 @@ def _add_final_residual_output(path: Path, normed_name: str) -> None:
 def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
     import onnx
 
-    if variant == "fp32":
-        shutil.copyfile(raw_path, out_path)
-        return
     model = onnx.load(str(raw_path))
     if variant == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -339,6 +339,11 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
         onnx.save(model, str(out_path))
         return
     gemm_to_matmul(model)
+    drop_linear_reshapes(model)
+    if variant == "fp32":
+        fuse_attention(model)
+        onnx.save(model, str(out_path))
+        return
     embedding = tied_embedding(model)
     untie_lm_head(model)
     if variant == "int8":
@@ -349,6 +354,9 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
         # Gather too: the token embedding is a quarter of GPT-2 small's weights; int8 it is read one row per token.
         quantize_dynamic(str(staged), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
         staged.unlink()
+        quantized = onnx.load(str(out_path))
+        if fuse_attention(quantized):  # after quantizing: the quantizer's shape inference cannot see through the fused op
+            onnx.save(quantized, str(out_path))
         return
     if variant == "int4":
         import logging
@@ -363,6 +371,7 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
         quantizer.process()
         if embedding is not None:
             share_embedding_with_lm_head(quantizer.model.model, embedding)  # 236 -> 82 MB for GPT-2 small
+        fuse_attention(quantizer.model.model)
         quantizer.model.save_model_to_file(str(out_path), use_external_data_format=False)
         return
     raise AssertionError(variant)

@@ -1,0 +1,190 @@
+"""Graph surgery that makes optimum's GPT-2 decoder cheaper per step, without changing what it computes.
+
+optimum exports each attention layer as ~70 nodes (shape arithmetic, head split, cache Concat, the
+causal and padding masks, Softmax, head merge) and wraps every Conv1D in two Reshapes with their own
+shape arithmetic. At batch 1 a decoding step runs ~1,300 nodes, and most are tiny: their dispatch cost,
+not their arithmetic, is what the step pays (per-op profile: `python scripts/profile_ops.py`). Here:
+
+- `fuse_attention`: each layer's attention becomes one `com.microsoft.MultiHeadAttention` node
+  (causal, the cache appended inside, the attention mask as its key-padding mask), fed by the Split
+  of c_attn's output that was there already. Its outputs keep the graph's names (`present.{i}.key`,
+  `present.{i}.value`), so the graph's interface, and every caller, stay as they were.
+- `drop_linear_reshapes`: Conv1D's flatten to 2-D and back is dropped; MatMul takes (B, S, E) as is.
+- `prune`: nodes nothing reads any more are removed.
+
+onnxruntime's own GPT-2 fusion (`onnxruntime.transformers.optimize_model`) expects the older export
+with one `past_{i}` input per layer and does not fuse optimum's attention (FACTS.md). The rewrite is
+verified like every export: its logits against PyTorch's at build time, and by the parity tests.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+CONV1D_SCOPES = {"c_attn", "c_proj", "c_fc"}  # transformers' Conv1D modules in a GPT-2 block
+
+
+def _producers(model) -> dict:
+    return {output: node for node in model.graph.node for output in node.output}
+
+
+def _consumers(model) -> dict[str, list]:
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _only_consumer(readers: dict, name: str, op_type: str):
+    nodes = readers.get(name, [])
+    return nodes[0] if len(nodes) == 1 and nodes[0].op_type == op_type else None
+
+
+def fuse_attention(model) -> int:
+    """Replace each layer's attention with one MultiHeadAttention node; returns how many layers were fused.
+
+    Per layer, optimum's graph holds: Split(qkv) -> q, k, v (B, S, E); k, v -> Reshape -> Transpose ->
+    Concat(past, .) = present.{i}.key / .value (B, H, P + S, D); softmax(q kᵀ / √D + masks) @ present.value
+    -> Transpose -> Reshape = the input of c_proj (B, S, E). A layer that does not match exactly is left alone.
+    """
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    inputs = {i.name: i for i in graph.input}
+    if "attention_mask" not in inputs or "past_key_values.0.key" not in inputs:
+        return 0  # the analysis graph (no cache) keeps its eager attention: its probabilities are outputs
+    num_heads = inputs["past_key_values.0.key"].type.tensor_type.shape.dim[1].dim_value  # (B, H, P, D)
+    producers, readers = _producers(model), _consumers(model)
+    plans = []
+    layer = 0
+    while f"present.{layer}.key" in producers:
+        plan = _attention_plan(producers, readers, layer)
+        if plan is None:
+            return 0  # one layer that does not match: leave the whole graph as optimum wrote it
+        plans.append(plan)
+        layer += 1
+    if not plans:
+        return 0
+    mask = "attention_mask_int32"
+    nodes = [helper.make_node("Cast", ["attention_mask"], [mask], name="attention_mask_Cast_int32", to=TensorProto.INT32)]
+    for i, (split, key_concat, value_concat, merge) in enumerate(plans):
+        q, k, v = split.output
+        nodes.append(helper.make_node(
+            "MultiHeadAttention",
+            # query, key, value, bias, key_padding_mask, attention_bias, past_key, past_value
+            [q, k, v, "", mask, "", key_concat.input[0], value_concat.input[0]],
+            [merge.output[0], key_concat.output[0], value_concat.output[0]],
+            name=f"/transformer/h.{i}/attn/MultiHeadAttention", domain="com.microsoft", num_heads=num_heads, unidirectional=1,
+        ))
+    # Each fused node takes the place of its layer's output Reshape: after its inputs, before c_proj.
+    fused = {id(plan[3]): node for plan, node in zip(plans, nodes[1:])}
+    drop = {id(node) for plan in plans for node in plan[1:3]}
+    ordered = [nodes[0]]
+    for node in graph.node:
+        if id(node) in fused:
+            ordered.append(fused[id(node)])
+        elif id(node) not in drop:
+            ordered.append(node)
+    del graph.node[:]
+    graph.node.extend(ordered)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    prune(model)
+    return len(plans)
+
+
+def _attention_plan(producers: dict, readers: dict, layer: int):
+    """(Split, key Concat, value Concat, output Reshape) of one layer, or None when the layer is shaped otherwise."""
+    key_concat, value_concat = producers.get(f"present.{layer}.key"), producers.get(f"present.{layer}.value")
+    if key_concat is None or value_concat is None or key_concat.op_type != "Concat" or value_concat.op_type != "Concat":
+        return None
+    if not key_concat.input[0].startswith("past_key_values.") or not value_concat.input[0].startswith("past_key_values."):
+        return None
+
+    def split_of(concat):
+        transpose = producers.get(concat.input[1])
+        reshape = producers.get(transpose.input[0]) if transpose is not None and transpose.op_type == "Transpose" else None
+        source = producers.get(reshape.input[0]) if reshape is not None and reshape.op_type == "Reshape" else None
+        return (source, list(source.output).index(reshape.input[0])) if source is not None and source.op_type == "Split" else (None, -1)
+
+    (split, k_index), (split_v, v_index) = split_of(key_concat), split_of(value_concat)
+    if split is None or split is not split_v or (k_index, v_index) != (1, 2) or len(split.output) != 3:
+        return None
+    # softmax(...) @ present.value -> Transpose -> Reshape: the merged heads c_proj reads.
+    weighted = next((n for n in readers.get(value_concat.output[0], []) if n.op_type == "MatMul"), None)
+    transpose = _only_consumer(readers, weighted.output[0], "Transpose") if weighted is not None else None
+    # The Transpose is also read by the Shape nodes that compute the Reshape's target shape.
+    merge = next((n for n in readers.get(transpose.output[0], []) if n.op_type == "Reshape"), None) if transpose else None
+    if merge is None:
+        return None
+    return split, key_concat, value_concat, merge
+
+
+def drop_linear_reshapes(model) -> int:
+    """Reshape(x, (-1, E)) -> MatMul -> [Add] -> Reshape(., (B, S, N)) becomes MatMul(x) -> [Add]; returns how many.
+
+    transformers' Conv1D flattens its input to 2-D for `addmm` and restores the shape after; MatMul
+    broadcasts over the leading dimensions, so both Reshapes (and the shape arithmetic feeding them)
+    can go. Only the Reshapes inside a Conv1D's own scope (c_attn, c_proj, c_fc) are touched. Run it
+    after `gemm_to_matmul` and before quantizing (the quantizers rewrite MatMul).
+    """
+    graph = model.graph
+    producers, readers = _producers(model), _consumers(model)
+    renames: dict[str, str] = {}
+    drop = set()
+    for node in graph.node:
+        if node.op_type != "MatMul":
+            continue
+        flatten = producers.get(node.input[0])
+        if flatten is None or flatten.op_type != "Reshape" or len(readers.get(flatten.output[0], [])) != 1:
+            continue
+        scope = flatten.name.rsplit("/", 1)[0]
+        if scope.rsplit("/", 1)[-1] not in CONV1D_SCOPES:
+            continue  # only the Conv1D (c_attn, c_proj, c_fc) wrappers
+        tail = node
+        add = _only_consumer(readers, node.output[0], "Add")
+        if add is not None:
+            tail = add
+        restore = _only_consumer(readers, tail.output[0], "Reshape")
+        if restore is None or restore.name.rsplit("/", 1)[0] != scope:
+            continue
+        node.input[0] = flatten.input[0]
+        renames[restore.output[0]] = tail.output[0]
+        drop.update({id(flatten), id(restore)})
+    if not drop:
+        return 0
+    kept = [n for n in graph.node if id(n) not in drop]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    outputs = {o.name for o in graph.output}
+    assert not outputs & set(renames), "a graph output was a Conv1D's restored shape"
+    del graph.node[:]
+    graph.node.extend(kept)
+    prune(model)
+    return len(drop) // 2
+
+
+def prune(model) -> int:
+    """Remove nodes whose outputs nothing reads (graph outputs count as read); returns how many went."""
+    graph = model.graph
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(list(graph.node)):
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed.update(name for name in node.input if name)
+    removed = len(graph.node) - len(kept)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    used = needed
+    initializers = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    return removed
+
+
+def op_counts(model) -> Counter:
+    return Counter(node.op_type for node in model.graph.node)
