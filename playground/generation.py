@@ -542,6 +542,10 @@ class Generation:
         k_eff = min(k, logits.shape[-1])
         scratch = np.empty((count, logits.shape[-1]), dtype=np.float32)  # (N, V) work buffer for every decoding step
         threads = None if self.backend.computes_with_torch else 1
+        # A step runs torch ops only to penalise, warp or sample; a greedy step on the raw distribution is numpy alone.
+        # torch.set_num_threads is not free (it resizes torch's thread pool, whose threads then spin): measured with a
+        # PyTorch model loaded beside an ONNX one, toggling it every step cost the ONNX decode ~10%.
+        step_threads = threads if processors or settings.do_sample else None
         with torch_threads(threads):
             logprobs, entropy, top_p_, top_i = _distribution_stats(logits, k_eff)
             prompt_records = [
@@ -569,7 +573,7 @@ class Generation:
             if self.stop_event.is_set():
                 stopped = True
                 break
-            with torch_threads(threads):
+            with torch_threads(step_threads):
                 tokens, probs, stats = self._choose(next_logits, processors, sequence[:, :n], [rngs[s] for s in live],
                                                     k_eff, scratch)
                 records = []

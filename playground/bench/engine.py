@@ -220,8 +220,9 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
                 reference = backend if (cell.backend, cell.variant, cell.device) == ("torch", "fp32", "cpu") else TorchBackend(source, "cpu")
                 reference_ids = reference_ids[: reference.info.context_length]
                 reference_logits = reference.prefill(reference_ids)[0].numpy()
-                # Only its logits are kept: a PyTorch model left loaded beside an ONNX cell slowed that cell's
-                # decode by 13% here (int4: 174.8 -> 201.6 tokens/s once freed), and a cell's figure must not depend on what else ran.
+                # Only its logits are kept: a cell's figures (speed, peak RSS) must not depend on what else the run
+                # loaded. Kept loaded, it slowed the ONNX cells after it by 13% (int4 174.8 -> 201.6 tokens/s), through
+                # the loop's per-step torch.set_num_threads waking its thread pool (now done only when torch computes).
                 del reference
                 gc.collect()
             quality = _quality(backend, reference_logits, reference_ids)
