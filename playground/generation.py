@@ -30,6 +30,7 @@ from .text import TokenCodec, Unit, complete_prefix_length, escape_bytes, group_
 
 LN2 = math.log(2.0)
 MAX_SAMPLES = 16  # samples of one prompt drawn at once (num_return_sequences)
+PROMPT_CHUNK = 64  # prompt positions whose statistics are computed together
 
 
 class Alternative(NamedTuple):
@@ -245,16 +246,6 @@ def build_logits_processors(settings: GenerationSettings) -> LogitsProcessorList
     return processors
 
 
-def _distribution_stats(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For prompt logits (N, V): log-probs (N, V), entropy in bits (N,), and the top-k (probs, ids), each (N, k)."""
-    logprobs = torch.log_softmax(logits, dim=-1)  # (N, V)
-    probs = logprobs.exp()
-    # Entropy H = -sum p log p; masked (-inf) logits contribute 0, not NaN.
-    entropy_bits = -(probs * logprobs.nan_to_num(neginf=0.0)).sum(-1) / LN2  # (N,)
-    top_probs, top_ids = probs.topk(k, dim=-1)  # (N, k)
-    return logprobs, entropy_bits, top_probs, top_ids
-
-
 TOP_K_STRIDE = 64  # every 64th logit is the sample that sets `top_k`'s threshold
 
 
@@ -436,26 +427,6 @@ class Generation:
             ids = ([ids[0]] + ids[len(ids) - room + 1:]) if keep_start else ids[-room:]
         return ids
 
-    def _record(self, position, token_id, previous_id, is_prompt, logprobs, entropy_bits, top_probs, top_ids) -> TokenRecord:
-        """Build a prompt token's record from one row of distribution stats (all 1-D tensors for a single position)."""
-        codec = self.codec
-        raw_logprob = logprobs[token_id]
-        rank = int((logprobs > raw_logprob).sum()) + 1
-        raw_prob = math.exp(float(raw_logprob))
-        return TokenRecord(
-            position=position,
-            token_id=token_id,
-            text=codec.label(token_id, previous_id),
-            is_prompt=is_prompt,
-            raw_prob=raw_prob,
-            prob=raw_prob,
-            rank=rank,
-            entropy_bits=float(entropy_bits),
-            top=[Alternative(i, codec.label(i, previous_id), p, codec.piece(i, previous_id))
-                 for i, p in zip(top_ids.tolist(), top_probs.tolist())],
-            bytes=codec.piece(token_id, previous_id),
-        )
-
     def _hit_stop_sequence(self, sample: int, last_piece: bytes) -> bool:
         stops = self.settings.stop_sequences
         if not stops:
@@ -538,23 +509,31 @@ class Generation:
         started = time.perf_counter()
         logits, cache = self.backend.prefill(prompt_ids)  # (T, V): the prompt runs once for all samples
 
-        # Prompt token i is scored by the distribution at position i - 1.
+        # Prompt token i is scored by the distribution at position i - 1: the same statistics as a decoding step,
+        # PROMPT_CHUNK rows at a time (a (T, V) work buffer for a long prompt would double the logits' memory).
         k_eff = min(k, logits.shape[-1])
-        scratch = np.empty((count, logits.shape[-1]), dtype=np.float32)  # (N, V) work buffer for every decoding step
+        scratch = np.empty((max(count, min(PROMPT_CHUNK, n)), logits.shape[-1]), dtype=np.float32)  # work buffer (rows, V)
+        prompt_records = [
+            TokenRecord(position=0, token_id=prompt_ids[0], text=codec.label(prompt_ids[0]), is_prompt=True,
+                        raw_prob=None, prob=None, rank=None, entropy_bits=None, bytes=codec.piece(prompt_ids[0]))
+        ]
+        for start in range(0, n - 1, PROMPT_CHUNK):
+            rows = logits[start: min(start + PROMPT_CHUNK, n - 1)]  # (chunk, V): the distributions at positions start..
+            stats = StepStats.of(rows, k_eff, scratch)
+            for r in range(rows.shape[0]):
+                i = start + r + 1  # the prompt token this row scores
+                token_id, previous_id = prompt_ids[i], prompt_ids[i - 1]
+                raw_prob = stats.prob(r, token_id)
+                prompt_records.append(TokenRecord(
+                    position=i, token_id=token_id, text=codec.label(token_id, previous_id), is_prompt=True, raw_prob=raw_prob,
+                    prob=raw_prob, rank=stats.rank(r, token_id), entropy_bits=stats.entropy_bits[r],
+                    top=stats.top(r, codec, previous_id), bytes=codec.piece(token_id, previous_id),
+                ))
         threads = None if self.backend.computes_with_torch else 1
         # A step runs torch ops only to penalise, warp or sample; a greedy step on the raw distribution is numpy alone.
         # torch.set_num_threads is not free (it resizes torch's thread pool, whose threads then spin): measured with a
         # PyTorch model loaded beside an ONNX one, toggling it every step cost the ONNX decode ~10%.
         step_threads = threads if processors or settings.do_sample else None
-        with torch_threads(threads):
-            logprobs, entropy, top_p_, top_i = _distribution_stats(logits, k_eff)
-            prompt_records = [
-                TokenRecord(position=0, token_id=prompt_ids[0], text=codec.label(prompt_ids[0]), is_prompt=True,
-                            raw_prob=None, prob=None, rank=None, entropy_bits=None, bytes=codec.piece(prompt_ids[0]))
-            ]
-            for i in range(1, n):
-                prompt_records.append(self._record(i, prompt_ids[i], prompt_ids[i - 1], True, logprobs[i - 1],
-                                                   entropy[i - 1], top_p_[i - 1], top_i[i - 1]))
         for result in results:
             result.prompt_tokens = list(prompt_records)
             if result is not self.result:
