@@ -30,6 +30,46 @@ def test_samples_stream_side_by_side_and_one_opens_in_the_main_view(page, app_hi
     page.screenshot(path=str(ARTIFACTS / "generate-samples.png"), full_page=True)
 
 
+def test_history_exports_the_selected_runs_group(page, app_history):
+    fill(page.locator("#prompt textarea"), "Alone, before the group")
+    fill(page.locator("#max-new-tokens input[type=number]"), "4")
+    fill(page.locator("#samples input[type=number]"), "1")
+    page.locator("#samples input[type=number]").press("Enter")
+    page.locator("#generate-btn").click()
+    wait_until_done(page)
+    fill(page.locator("#prompt textarea"), "Group export of")
+    fill(page.locator("#samples input[type=number]"), "2")
+    page.locator("#samples input[type=number]").press("Enter")
+    page.locator("#generate-btn").click()
+    wait_until_done(page)
+    page.wait_for_function("() => /Saved as group/.test(document.querySelector('#samples-view').innerText)", timeout=60_000)
+    group = page.locator("#samples-view").inner_text().split("Saved as group ")[1].split()[0]
+    fill(page.locator("#samples input[type=number]"), "1")
+    page.locator("#samples input[type=number]").press("Enter")
+
+    page.get_by_role("tab", name="History").click()
+    row = page.locator("#history-table .virtual-row").filter(has_text=group).first
+    row.wait_for(timeout=30_000)
+    row.locator('[data-col="4"]').click()
+    page.wait_for_function("() => /Run #/.test(document.querySelector('#history-run')?.innerText || '')", timeout=30_000)
+    page.locator("#history-export").get_by_text("Export").first.click()  # open the accordion
+    page.locator("#history-scope").get_by_text("The selected run's group").click()
+    page.locator("#history-export-btn").click()
+    link = page.locator("#history-export-file a").first
+    link.wait_for(timeout=30_000)
+    exported = page.request.get(link.get_attribute("href")).text().strip().splitlines()
+    assert len(exported) == 2 and len(app_history.group(group)) == 2
+    assert all(f'"group_id": "{group}"' in line or f'"group_id":"{group}"' in line for line in exported), exported[0][:300]
+
+    # A run drawn alone has no group: a clear message, no file.
+    lone = page.locator("#history-table .virtual-row").filter(has_text="Alone, before the group").first
+    lone.locator('[data-col="4"]').click()
+    page.wait_for_function(f"() => !/{group}/.test(document.querySelector('#history-run')?.innerText || '')", timeout=30_000)
+    page.locator("#history-export-btn").click()
+    page.get_by_text("was drawn alone").first.wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Generate").click()
+
+
 def test_samples_stack_on_a_narrow_chinese_screen(page, launched_app):
     context, zh = open_in_chinese(page, launched_app)
     zh.set_viewport_size({"width": 560, "height": 1000})

@@ -55,7 +55,7 @@ def filter_choices(values: list[str], lang: str) -> list[tuple[str, str]]:
 
 
 def scope_choices(lang: str) -> list[tuple[str, str]]:
-    return [(t("history.scope_shown", lang), "shown"), (t("history.scope_all", lang), "all")]
+    return [(t("history.scope_shown", lang), "shown"), (t("history.scope_group", lang), "group"), (t("history.scope_all", lang), "all")]
 
 
 def settings_for_ui(settings: dict) -> dict:
@@ -79,7 +79,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
     with gr.Row():
         query = gr.Textbox(label=translated("history.search"), placeholder=translated("history.search_placeholder"), scale=4, elem_id="history-search")
         model_filter = gr.Dropdown([ALL], value=ALL, label=translated("history.model"), scale=1, allow_custom_value=False)
-        backend_filter = gr.Dropdown([ALL, "torch", "onnx"], value=ALL, label=translated("history.backend"), scale=1, elem_id="history-backend")
+        backend_filter = gr.Dropdown(filter_choices(["torch", "onnx"], "en"), value=ALL, label=translated("history.backend"), scale=1, elem_id="history-backend")
         refresh = gr.Button(translated("history.refresh"), scale=0)
     table = gr.Dataframe(value=table_value([], "en"), interactive=False, wrap=True, max_height=360, elem_id="history-table")
     shown_ids = gr.State([])  # ids of the rows in the table, in order
@@ -99,11 +99,11 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         with gr.Row():
             run_settings = gr.JSON(label=translated("history.settings"))
             run_metrics = gr.JSON(label=translated("history.metrics"))
-    with gr.Accordion(translated("history.export"), open=False):
+    with gr.Accordion(translated("history.export"), open=False, elem_id="history-export"):
         with gr.Row():
             export_format = gr.Radio([("JSON Lines", "jsonl"), ("CSV", "csv")], value="jsonl", label=translated("history.format"))
-            export_scope = gr.Radio(scope_choices("en"), value="shown", label=translated("history.scope"))
-            export_btn = gr.Button(translated("history.export_button"), scale=0)
+            export_scope = gr.Radio(scope_choices("en"), value="shown", label=translated("history.scope"), elem_id="history-scope")
+            export_btn = gr.Button(translated("history.export_button"), scale=0, elem_id="history-export-btn")
         export_file = gr.File(label=translated("history.download"), interactive=False, elem_id="history-export-file")
     localize_on_load([table, model_filter, backend_filter, export_scope], lambda lang: (
         table_value([], lang), gr.update(choices=filter_choices([], lang)), gr.update(choices=filter_choices(["torch", "onnx"], lang)),
@@ -113,8 +113,10 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         lang = lang_of(request)
         model, backend = (None if model == ALL else model), (None if backend == ALL else backend)
         runs = store.search(q or "", PAGE_SIZE, model, backend)
+        # The backends offered are those in the history (torch, onnx, and remote engines once used).
         return (table_value(table_rows(runs, lang), lang), [r["id"] for r in runs],
-                gr.update(choices=filter_choices(store.distinct("model"), lang)))
+                gr.update(choices=filter_choices(store.distinct("model"), lang)),
+                gr.update(choices=filter_choices(sorted({"torch", "onnx", *store.distinct("backend")}), lang)))
 
     def codec_for(run: dict):
         """The run's model's tokens, for a run saved before records carried bytes; None if not needed or not loadable."""
@@ -171,22 +173,30 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
             warning("history.already_deleted", lang)
         else:
             info("history.deleted", lang, run_id=run_id)
-        rows, ids, models = list_runs(q, model, backend, request)
-        return (rows, ids, models, None, t("history.select_hint", lang), "", token_view_html(None), None, None,
+        rows, ids, models, backends = list_runs(q, model, backend, request)
+        return (rows, ids, models, backends, None, t("history.select_hint", lang), "", token_view_html(None), None, None,
                 gr.update(visible=True, interactive=False), gr.update(visible=False), gr.update(visible=False),
                 gr.update(interactive=False), gr.update(interactive=False), gr.update(interactive=False))
 
-    def export(fmt: str, scope: str, ids: list[int], request: gr.Request):
+    def export(fmt: str, scope: str, ids: list[int], run_id: int | None, request: gr.Request):
+        lang = lang_of(request)
+        if scope == "group":
+            run = store.get(run_id) if run_id is not None else None
+            if run is None:
+                raise error("history.select_first", lang)
+            if not run.get("group_id"):
+                raise error("history.no_group", lang, run_id=run_id)
+            ids = store.group_ids(run["group_id"])
         out = Path(tempfile.mkdtemp(prefix="gpt2-playground-export-")) / f"history.{fmt}"
         count = store.export(out, fmt, None if scope == "all" else ids)
-        info("history.exported", lang_of(request), count=count)
+        info("history.exported", lang, count=count)
         return str(out)
 
     filters = [query, model_filter, backend_filter]
-    listing = dict(fn=list_runs, inputs=filters, outputs=[table, shown_ids, model_filter], api_visibility="private")
+    listing = dict(fn=list_runs, inputs=filters, outputs=[table, shown_ids, model_filter, backend_filter], api_visibility="private")
     refresh.click(**listing)
     query.submit(**listing)
-    backend_filter.change(**listing)
+    backend_filter.input(**listing)  # .input, not .change: the listing itself updates the choices
     model_filter.input(**listing)
     tab.select(**listing)  # opening the tab shows the newest runs
     table.select(open_run, inputs=[shown_ids],
@@ -206,7 +216,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
     delete_btn.click(ask_delete, outputs=[delete_btn, confirm_btn, cancel_btn], queue=False, api_visibility="private")
     cancel_btn.click(cancel_delete, outputs=[delete_btn, confirm_btn, cancel_btn], queue=False, api_visibility="private")
     confirm_btn.click(do_delete, inputs=[selected_id, *filters],
-                      outputs=[table, shown_ids, model_filter, selected_id, run_title, run_output, run_tokens, run_settings,
+                      outputs=[table, shown_ids, model_filter, backend_filter, selected_id, run_title, run_output, run_tokens, run_settings,
                                run_metrics, delete_btn, confirm_btn, cancel_btn, use_btn, attention_btn, inside_btn],
                       api_visibility="private")
-    export_btn.click(export, inputs=[export_format, export_scope, shown_ids], outputs=[export_file], api_visibility="private")
+    export_btn.click(export, inputs=[export_format, export_scope, shown_ids, selected_id], outputs=[export_file], api_visibility="private")

@@ -602,6 +602,10 @@ EN: dict[str, str] = {
                           "you like), then start the app with `PLAYGROUND_LLAMA_PYTHON` set to that python and "
                           "`PLAYGROUND_LLAMA_SRC` to a llama.cpp source tree holding `convert_hf_to_gguf.py` (the "
                           "llama-cpp-python sdist has one in vendor/llama.cpp).",
+
+    # --- history: export a group ---
+    "history.scope_group": "The selected run's group (its N samples or sweep)",
+    "history.no_group": "Select a run that belongs to a group (drawn with several samples, or a sweep) first: run {run_id} was drawn alone.",
 }
 
 # Terms follow the Chinese tutorials our users read (e.g. 《动手学深度学习》): 词元 for token, 采样, 贪心解码,
@@ -1166,6 +1170,10 @@ ZH_CN: dict[str, str] = {
     "bench.peer_missing": "未运行 llama.cpp 对照：请安装 llama-cpp-python（`pip install llama-cpp-python`，可装在单独的虚拟环境中），"
                           "然后启动应用时把 `PLAYGROUND_LLAMA_PYTHON` 设为该 python，把 `PLAYGROUND_LLAMA_SRC` 设为含有 "
                           "`convert_hf_to_gguf.py` 的 llama.cpp 源码目录（llama-cpp-python 的源码包在 vendor/llama.cpp 中带有一份）。",
+
+    # --- history: export a group ---
+    "history.scope_group": "所选运行所在的组（同批的 N 个样本或一次扫描）",
+    "history.no_group": "请先选择属于某个组的运行（一次生成多个样本，或一次扫描）：运行 {run_id} 是单独生成的。",
 }
 
 STRINGS: dict[str, dict[str, str]] = {"en": EN, "zh-CN": ZH_CN}
