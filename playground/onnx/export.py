@@ -325,7 +325,9 @@ def _add_final_residual_output(path: Path, normed_name: str) -> None:
     onnx.save(model, str(path))
 
 
-def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
+def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = True) -> None:
+    """`variant` of optimum's graph at `raw_path`, written to `out_path`; `fuse=False` keeps optimum's attention and
+    Conv1D reshapes (scripts/profile_ops.py compares the two)."""
     import onnx
 
     model = onnx.load(str(raw_path))
@@ -339,9 +341,11 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
         onnx.save(model, str(out_path))
         return
     gemm_to_matmul(model)
-    drop_linear_reshapes(model)
+    if fuse:
+        drop_linear_reshapes(model)
     if variant == "fp32":
-        fuse_attention(model)
+        if fuse:
+            fuse_attention(model)
         onnx.save(model, str(out_path))
         return
     embedding = tied_embedding(model)
@@ -355,7 +359,7 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
         quantize_dynamic(str(staged), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
         staged.unlink()
         quantized = onnx.load(str(out_path))
-        if fuse_attention(quantized):  # after quantizing: the quantizer's shape inference cannot see through the fused op
+        if fuse and fuse_attention(quantized):  # after quantizing: the quantizer's shape inference cannot see through the fused op
             onnx.save(quantized, str(out_path))
         return
     if variant == "int4":
@@ -371,7 +375,8 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path) -> None:
         quantizer.process()
         if embedding is not None:
             share_embedding_with_lm_head(quantizer.model.model, embedding)  # 236 -> 82 MB for GPT-2 small
-        fuse_attention(quantizer.model.model)
+        if fuse:
+            fuse_attention(quantizer.model.model)
         quantizer.model.save_model_to_file(str(out_path), use_external_data_format=False)
         return
     raise AssertionError(variant)

@@ -1,0 +1,97 @@
+"""Where a decoding step's time goes inside onnxruntime: per-op-type time and node count, the export as built
+(attention fused, onnx/fusion.py) against optimum's graph without the fusion, same variant:
+
+    python scripts/profile_ops.py [--model random:gpt2] [--variant int4] [--steps 128] [--threads 2]
+
+Each graph decodes `--steps` tokens after a 32-token prompt with onnxruntime's profiler on; the table
+sums the profiler's kernel times over the last 100 steps per op type. The profiler's own cost inflates
+small nodes most, so read the node counts and the shares, and take speed from the benchmark.
+"""
+
+import argparse
+import collections
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from playground.models import load_torch_model, resolve_model  # noqa: E402
+from playground.onnx.export import _export_fp32, _make_variant, ensure_export  # noqa: E402
+from playground.onnx.runtime import session_options  # noqa: E402
+
+
+def profile(path: Path, steps: int, threads: int) -> tuple[float, float, dict]:
+    """(mean step ms under the profiler, mean step ms without it, {op type: (us per step, nodes per step)})."""
+    import onnxruntime as ort
+
+    def decode(session, profiled: bool) -> float:
+        inputs = [i.name for i in session.get_inputs()]
+        past_names = [name for name in inputs if name.startswith("past_key_values.")]
+        shape = session.get_inputs()[inputs.index(past_names[0])].shape  # (B, H, P, D)
+        outputs = [o.name for o in session.get_outputs()]
+        past = [np.zeros((1, int(shape[1]), 0, int(shape[3])), np.float32)] * len(past_names)
+        feed = {"input_ids": np.arange(1000, 1032)[None], "attention_mask": np.ones((1, 32), np.int64),
+                "position_ids": np.arange(32)[None]}
+        _, *past = session.run(outputs, feed | dict(zip(past_names, past)))
+        started, n = time.perf_counter(), 32
+        for _ in range(steps):
+            feed = {"input_ids": np.array([[5]]), "attention_mask": np.ones((1, n + 1), np.int64), "position_ids": np.array([[n]])}
+            _, *past = session.run(outputs, feed | dict(zip(past_names, past)))
+            n += 1
+        return (time.perf_counter() - started) / steps * 1000
+
+    plain = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    decode(plain, False)  # warm-up
+    step_ms = decode(plain, False)
+    options = session_options(threads)
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "profile_ops")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    decode(session, True)
+    trace = Path(session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    runs = [e for e in events if e.get("name") == "model_run"][-100:]
+    since = runs[0]["ts"]
+    time_us, count = collections.Counter(), collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= since:
+            op = event["args"].get("op_name")
+            time_us[op] += event["dur"]
+            count[op] += 1
+    per_step = {op: (time_us[op] / len(runs), count[op] / len(runs)) for op in time_us}
+    return sum(r["dur"] for r in runs) / len(runs) / 1000, step_ms, per_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="random:gpt2")
+    parser.add_argument("--variant", default="int4", choices=["fp32", "int8", "int4"])
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--lines", type=int, default=12)
+    args = parser.parse_args()
+    source = resolve_model(args.model)
+    fused, _ = ensure_export(source, args.variant)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = _export_fp32(load_torch_model(source), Path(tmp) / "raw")
+        unfused = Path(tmp) / "unfused.onnx"
+        _make_variant(raw, args.variant, unfused, fuse=False)
+        results = {"optimum's graph": profile(unfused, args.steps, args.threads),
+                   "fused (the export)": profile(fused, args.steps, args.threads)}
+    for name, (profiled_ms, step_ms, per_step) in results.items():
+        nodes = sum(c for _, c in per_step.values())
+        print(f"\n{name}: {nodes:.0f} nodes per step, {step_ms:.2f} ms per step ({profiled_ms:.2f} ms under the profiler)")
+        print(f"| op | us/step | nodes | share |\n|---|---|---|---|")
+        for op, (us, c) in sorted(per_step.items(), key=lambda item: -item[1][0])[: args.lines]:
+            print(f"| {op} | {us:.0f} | {c:.0f} | {100 * us / (profiled_ms * 1000):.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
