@@ -43,7 +43,10 @@ class OnnxBackend(Backend):
         check_variant_runs_on(variant, device)
         self.model_path, self.manifest = ensure_export(source, variant, exports_root, progress=progress)
         providers = [CUDA, CPU] if device == "cuda" else [CPU]
-        self.runner = OnnxRunner(self.model_path, providers, threads=threads)
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source.location)
+        self.runner = OnnxRunner(self.model_path, providers, threads=threads, context=config.n_positions)
         self._attention_args = (self.model_path.parent / ATTENTION_FILE, providers, threads)
         self._attention_runner: AttentionRunner | None = None
         if device == "cuda" and self.runner.provider != CUDA:
@@ -51,9 +54,6 @@ class OnnxBackend(Backend):
             notice = Notice(f"The CUDA provider failed to initialise ({self.runner.provider} is running): running on the CPU.",
                             key="notice.cuda_failed", provider=self.runner.provider)
             check_variant_runs_on(variant, "cpu")
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(source.location)
         self.info = BackendInfo(
             model=source.name,
             backend="onnx",

@@ -26,8 +26,8 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
 ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities and residual stream
 FINAL_RESIDUAL = "final_residual"  # the analysis graph's last residual, before the final layer norm
-FORMAT_VERSION = 6  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
-# 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder, see onnx/fusion.py)
+FORMAT_VERSION = 7  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
+# 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder; 7: its cache written in place, onnx/fusion.py)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
@@ -408,7 +408,7 @@ def _verify(source: ModelSource, torch_model, model_path: Path, variant: str) ->
     with torch.inference_mode(), capture_input(torch_model.transformer.ln_f) as final:
         states = torch_model.transformer(torch.tensor([ids]), output_hidden_states=True).hidden_states
         expected_hidden = torch.stack([*states[:-1], final[0]])[:, 0].numpy()  # (L + 1, T, d)
-    runner = OnnxRunner(model_path, providers=providers)
+    runner = OnnxRunner(model_path, providers=providers, context=torch_model.config.n_positions)
     if runner.provider not in providers:
         return {"checked": False, "reason": f"the {providers[0]} could not start ({runner.provider} ran instead)"}
     got, _ = runner.prefill(ids)

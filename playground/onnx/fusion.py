@@ -6,9 +6,12 @@ shape arithmetic. At batch 1 a decoding step runs ~1,300 nodes, and most are tin
 not their arithmetic, is what the step pays (per-op profile: `python scripts/profile_ops.py`). Here:
 
 - `fuse_attention`: each layer's attention becomes one `com.microsoft.MultiHeadAttention` node
-  (causal, the cache appended inside, the attention mask as its key-padding mask), fed by the Split
-  of c_attn's output that was there already. Its outputs keep the graph's names (`present.{i}.key`,
-  `present.{i}.value`), so the graph's interface, and every caller, stay as they were.
+  (causal, the attention mask as its key-padding mask), fed by the Split of c_attn's output that was
+  there already, and the cache is written in place: `past_key_values.{i}.*` are fixed-capacity
+  buffers (B, H, capacity, D) whose first P positions hold the cache (P = the mask's length - the new
+  tokens), and `present.{i}.*` must be bound to those same buffers (IO binding): a step appends its
+  keys and values at P instead of copying the whole cache into a new tensor (onnx/runtime.py). The
+  graph's names are unchanged; its metadata says `kv_cache: in_place`.
 - `drop_linear_reshapes`: Conv1D's flatten to 2-D and back is dropped; MatMul takes (B, S, E) as is.
 - `prune`: nodes nothing reads any more are removed.
 
@@ -22,6 +25,16 @@ from __future__ import annotations
 from collections import Counter
 
 CONV1D_SCOPES = {"c_attn", "c_proj", "c_fc"}  # transformers' Conv1D modules in a GPT-2 block
+KV_CACHE_KEY, KV_IN_PLACE = "kv_cache", "in_place"  # model metadata: the decoder's cache is written in place
+
+
+def set_metadata(model, key: str, value: str) -> None:
+    for entry in model.metadata_props:
+        if entry.key == key:
+            entry.value = value
+            return
+    entry = model.metadata_props.add()
+    entry.key, entry.value = key, value
 
 
 def _producers(model) -> dict:
@@ -66,21 +79,34 @@ def fuse_attention(model) -> int:
         layer += 1
     if not plans:
         return 0
-    mask = "attention_mask_int32"
-    nodes = [helper.make_node("Cast", ["attention_mask"], [mask], name="attention_mask_Cast_int32", to=TensorProto.INT32)]
+    from onnx import numpy_helper
+    import numpy as np
+
+    mask, past_length = "attention_mask_int32", "past_sequence_length"
+    graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "kv_axis_1"))
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], [mask], name="attention_mask_Cast_int32", to=TensorProto.INT32),
+        # Positions already in the cache = the mask's length (all positions) - the new tokens' count: (1,) int32.
+        helper.make_node("Shape", ["attention_mask"], ["kv_mask_shape"], name="kv_mask_Shape"),
+        helper.make_node("Shape", ["input_ids"], ["kv_ids_shape"], name="kv_ids_Shape"),
+        helper.make_node("Gather", ["kv_mask_shape", "kv_axis_1"], ["kv_total"], name="kv_total_Gather", axis=0),
+        helper.make_node("Gather", ["kv_ids_shape", "kv_axis_1"], ["kv_new"], name="kv_new_Gather", axis=0),
+        helper.make_node("Sub", ["kv_total", "kv_new"], ["kv_past"], name="kv_past_Sub"),
+        helper.make_node("Cast", ["kv_past"], [past_length], name="kv_past_Cast", to=TensorProto.INT32),
+    ]
     for i, (split, key_concat, value_concat, merge) in enumerate(plans):
         q, k, v = split.output
         nodes.append(helper.make_node(
             "MultiHeadAttention",
-            # query, key, value, bias, key_padding_mask, attention_bias, past_key, past_value
-            [q, k, v, "", mask, "", key_concat.input[0], value_concat.input[0]],
+            # query, key, value, bias, key_padding_mask, attention_bias, past_key, past_value, past_sequence_length
+            [q, k, v, "", mask, "", key_concat.input[0], value_concat.input[0], past_length],
             [merge.output[0], key_concat.output[0], value_concat.output[0]],
             name=f"/transformer/h.{i}/attn/MultiHeadAttention", domain="com.microsoft", num_heads=num_heads, unidirectional=1,
         ))
     # Each fused node takes the place of its layer's output Reshape: after its inputs, before c_proj.
-    fused = {id(plan[3]): node for plan, node in zip(plans, nodes[1:])}
+    fused = {id(plan[3]): node for plan, node in zip(plans, nodes[7:])}
     drop = {id(node) for plan in plans for node in plan[1:3]}
-    ordered = [nodes[0]]
+    ordered = list(nodes[:7])
     for node in graph.node:
         if id(node) in fused:
             ordered.append(fused[id(node)])
@@ -90,6 +116,7 @@ def fuse_attention(model) -> int:
     graph.node.extend(ordered)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    set_metadata(model, KV_CACHE_KEY, KV_IN_PLACE)
     prune(model)
     return len(plans)
 

@@ -37,13 +37,19 @@ def session_options(threads: int | None = None):
 
 
 class OnnxRunner:
-    """One InferenceSession over an optimum decoder-with-past graph, with the KV-cache bookkeeping.
+    """One InferenceSession over an export's decoder-with-past graph, with the KV-cache bookkeeping.
 
-    On CUDA, IO binding keeps the cache on the GPU between steps (only logits come back); on the CPU,
-    plain `run` is as fast, and the cache is a list of numpy arrays.
+    A cache is (per layer key and value, past length). Exports since format 7 write the cache in place
+    (`kv_cache: in_place` in the model's metadata, see onnx/fusion.py): each layer's keys and values
+    live in a buffer of the model's whole context, (N, H, context, D), bound as both the past input
+    and the present output (IO binding), and a step appends its one position; on the CPU the buffers
+    are numpy arrays (zero pages cost nothing until written), on CUDA device OrtValues. Older graphs
+    (and fp16, which keeps optimum's attention) return a new, longer cache each step: on the CPU plain
+    `run` with numpy arrays, on CUDA IO binding keeps the cache on the device (only logits come back).
     """
 
-    def __init__(self, model_path: Path, providers: list[str], threads: int | None = None, io_binding: bool | None = None):
+    def __init__(self, model_path: Path, providers: list[str], threads: int | None = None, io_binding: bool | None = None,
+                 context: int | None = None):
         import onnxruntime as ort
 
         self.session = ort.InferenceSession(str(model_path), session_options(threads), providers=providers)
@@ -55,8 +61,11 @@ class OnnxRunner:
         shape = inputs[self.past_names[0]].shape  # [batch, n_head, past_len, head_dim]
         self.n_head, self.head_dim = int(shape[1]), int(shape[3])
         self.past_dtype = np.float16 if "float16" in inputs[self.past_names[0]].type else np.float32
-        self.io_binding = (self.provider == CUDA) if io_binding is None else io_binding
         self.device_type = "cuda" if self.provider == CUDA else "cpu"
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.in_place = metadata.get("kv_cache") == "in_place"
+        self.context = context or 1024  # the buffers' capacity: the model's context (GPT-2: n_positions)
+        self.io_binding = self.in_place or ((self.provider == CUDA) if io_binding is None else io_binding)
 
     def _feed(self, ids: list[int], past_len: int) -> dict[str, np.ndarray]:
         n = len(ids)
@@ -75,7 +84,18 @@ class OnnxRunner:
             "position_ids": np.full((rows, 1), past_len, dtype=np.int64),  # (N, 1)
         }
 
+    def _buffers(self, rows: int) -> list:
+        """Empty in-place cache buffers for `rows` sequences: (rows, H, context, D) per layer key and value."""
+        import onnxruntime as ort
+
+        shape = (rows, self.n_head, self.context, self.head_dim)
+        if self.device_type == "cpu":
+            return [CpuBuffer(np.zeros(shape, dtype=self.past_dtype)) for _ in self.past_names]
+        return [ort.OrtValue.ortvalue_from_shape_and_type(shape, self.past_dtype, self.device_type, 0) for _ in self.past_names]
+
     def _empty_past(self) -> list:
+        if self.in_place:
+            return self._buffers(1)
         empty = np.zeros((1, self.n_head, 0, self.head_dim), dtype=self.past_dtype)  # (1, H, 0, D)
         if self.io_binding:
             import onnxruntime as ort
@@ -93,16 +113,22 @@ class OnnxRunner:
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
         for name, value in zip(self.past_names, past):
-            binding.bind_ortvalue_input(name, value)
+            binding.bind_ortvalue_input(name, value.ortvalue if isinstance(value, CpuBuffer) else value)
         binding.bind_output("logits", "cpu")
-        for name in self.present_names:
-            binding.bind_output(name, self.device_type, 0)  # stays on the device for the next step
+        if self.in_place:  # the step writes its keys and values into the same buffers
+            for name, value in zip(self.present_names, past):
+                binding.bind_ortvalue_output(name, value.ortvalue if isinstance(value, CpuBuffer) else value)
+        else:
+            for name in self.present_names:
+                binding.bind_output(name, self.device_type, 0)  # stays on the device for the next step
         self.session.run_with_iobinding(binding)
-        logits, *present = binding.get_outputs()
-        return logits.numpy(), present
+        outputs = binding.get_outputs()
+        return outputs[0].numpy(), (past if self.in_place else outputs[1:])
 
     def run(self, ids: list[int], past: list, past_len: int) -> tuple[np.ndarray, list]:
         """Feed `ids` after `past_len` cached positions (batch 1); returns (logits (n, V), new past)."""
+        if self.in_place and past_len + len(ids) > self.context:
+            raise ValueError(f"{past_len + len(ids)} positions do not fit the {self.context}-position cache")
         logits, present = self._run_feed(self._feed(ids, past_len), past)
         return logits[0], present
 
@@ -123,22 +149,49 @@ class OnnxRunner:
     def expand(self, cache: Any, count: int) -> Any:
         """The prompt's cache (1, H, T, D) per layer, repeated to (count, H, T, D): copied once, at the start of a batch."""
         past, past_len = cache
-        return [self._rows(value, np.zeros(count, dtype=np.int64)) for value in past], past_len
+        return [self._rows(value, np.zeros(count, dtype=np.int64), past_len) for value in past], past_len
 
     def select(self, cache: Any, rows: list[int]) -> Any:
         """Keep only `rows` of every layer's cache (finished samples leave the batch)."""
         past, past_len = cache
         index = np.asarray(rows, dtype=np.int64)
-        return [self._rows(value, index) for value in past], past_len
+        return [self._rows(value, index, past_len) for value in past], past_len
 
-    def _rows(self, value, index: np.ndarray):
-        """Rows `index` of one cache tensor, as numpy on the CPU or as an OrtValue on the device it lives on."""
-        if not self.io_binding:
-            return np.ascontiguousarray(value[index])  # (len(index), H, T, D)
+    def _rows(self, value, index: np.ndarray, past_len: int):
+        """Rows `index` of one cache tensor (its first `past_len` positions), where it lives: numpy on the CPU, an
+        OrtValue on the device. Done once per batch and once per finished sample, never per step."""
         import onnxruntime as ort
 
-        # Through the host: done once per batch and once per finished sample, never per step.
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value.numpy()[index]), self.device_type, 0)
+        if isinstance(value, CpuBuffer):
+            rows = CpuBuffer(np.zeros((len(index), *value.array.shape[1:]), dtype=value.array.dtype))  # (n, H, context, D)
+            rows.array[:, :, :past_len] = value.array[index, :, :past_len]
+            return rows
+        if not self.io_binding:
+            return np.ascontiguousarray(value[index])  # (len(index), H, T, D)
+        host = value.numpy()[index]  # through the host
+        if self.in_place:
+            rows = np.zeros((len(index), *host.shape[1:]), dtype=host.dtype)
+            rows[:, :, :past_len] = host[:, :, :past_len]
+            host = rows
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(host), self.device_type, 0)
+
+
+class CpuBuffer:
+    """An in-place cache buffer on the CPU: the numpy array and the OrtValue over the same memory (no copy)."""
+
+    __slots__ = ("array", "ortvalue")
+
+    def __init__(self, array: np.ndarray):
+        import onnxruntime as ort
+
+        self.array = array  # (N, H, context, D); kept here, as the OrtValue does not own the memory
+        self.ortvalue = ort.OrtValue.ortvalue_from_numpy(array)
+
+    def shape(self) -> list[int]:
+        return list(self.array.shape)
+
+    def data_type(self) -> str:
+        return f"tensor({'float16' if self.array.dtype == np.float16 else 'float'})"
 
 
 class AttentionRunner:
