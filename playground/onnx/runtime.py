@@ -90,8 +90,9 @@ class OnnxRunner:
 
         shape = (rows, self.n_head, self.context, self.head_dim)
         if self.device_type == "cpu":
-            return [CpuBuffer(np.zeros(shape, dtype=self.past_dtype)) for _ in self.past_names]
-        return [ort.OrtValue.ortvalue_from_shape_and_type(shape, self.past_dtype, self.device_type, 0) for _ in self.past_names]
+            return CacheBuffers(CpuBuffer(np.zeros(shape, dtype=self.past_dtype)) for _ in self.past_names)
+        return CacheBuffers(ort.OrtValue.ortvalue_from_shape_and_type(shape, self.past_dtype, self.device_type, 0)
+                            for _ in self.past_names)
 
     def _empty_past(self) -> list:
         if self.in_place:
@@ -109,6 +110,8 @@ class OnnxRunner:
             feed.update(zip(self.past_names, past))
             logits, *present = self.session.run(self.output_names, feed)
             return logits, present
+        if self.in_place:
+            return self._run_in_place(feed, past)
         binding = self.session.io_binding()
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
@@ -124,6 +127,32 @@ class OnnxRunner:
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
         return outputs[0].numpy(), (past if self.in_place else outputs[1:])
+
+    def _run_in_place(self, feed: dict[str, np.ndarray], past: "CacheBuffers") -> tuple[np.ndarray, "CacheBuffers"]:
+        """One run on cache buffers that are both past and present. The binding is made once per set of buffers
+        (each step rebinds only the three small inputs), and a step's logits land in one of two preallocated arrays,
+        used in turn: a step's logits stay valid while the caller reads them after the next step started."""
+        binding = past.binding
+        if binding is None:
+            binding = past.binding = self.session.io_binding()
+            binding.bind_output("logits", "cpu")  # first: get_outputs() lists outputs in the order they were first bound
+            for names in (self.past_names, self.present_names):
+                for name, value in zip(names, past):
+                    (binding.bind_ortvalue_input if names is self.past_names else binding.bind_ortvalue_output)(
+                        name, value.ortvalue if isinstance(value, CpuBuffer) else value)
+        for name, value in feed.items():
+            binding.bind_cpu_input(name, value)
+        rows, new = feed["input_ids"].shape
+        if new == 1 and past.vocab:  # a decoding step
+            out = past.next_logits(rows)
+            binding.bind_output("logits", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+            self.session.run_with_iobinding(binding)
+            return out, past
+        binding.bind_output("logits", "cpu")  # the prompt: (1, T, V), allocated by onnxruntime
+        self.session.run_with_iobinding(binding)
+        logits = binding.get_outputs()[0].numpy()
+        past.vocab = logits.shape[-1]
+        return logits, past
 
     def run(self, ids: list[int], past: list, past_len: int) -> tuple[np.ndarray, list]:
         """Feed `ids` after `past_len` cached positions (batch 1); returns (logits (n, V), new past)."""
@@ -149,13 +178,20 @@ class OnnxRunner:
     def expand(self, cache: Any, count: int) -> Any:
         """The prompt's cache (1, H, T, D) per layer, repeated to (count, H, T, D): copied once, at the start of a batch."""
         past, past_len = cache
-        return [self._rows(value, np.zeros(count, dtype=np.int64), past_len) for value in past], past_len
+        return self._rows_of(past, np.zeros(count, dtype=np.int64), past_len), past_len
 
     def select(self, cache: Any, rows: list[int]) -> Any:
         """Keep only `rows` of every layer's cache (finished samples leave the batch)."""
         past, past_len = cache
         index = np.asarray(rows, dtype=np.int64)
-        return [self._rows(value, index, past_len) for value in past], past_len
+        return self._rows_of(past, index, past_len), past_len
+
+    def _rows_of(self, past: list, index: np.ndarray, past_len: int) -> list:
+        rows = [self._rows(value, index, past_len) for value in past]
+        if isinstance(past, CacheBuffers):
+            rows = CacheBuffers(rows)
+            rows.vocab = past.vocab
+        return rows
 
     def _rows(self, value, index: np.ndarray, past_len: int):
         """Rows `index` of one cache tensor (its first `past_len` positions), where it lives: numpy on the CPU, an
@@ -174,6 +210,24 @@ class OnnxRunner:
             rows[:, :, :past_len] = host[:, :, :past_len]
             host = rows
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(host), self.device_type, 0)
+
+
+class CacheBuffers(list):
+    """An in-place cache: per layer key and value buffers (N, H, context, D), with the IO binding made for them and
+    two logits arrays (N, 1, V) that decoding steps write in turn."""
+
+    def __init__(self, buffers=()):
+        super().__init__(buffers)
+        self.binding = None
+        self.vocab = 0  # known after the prompt's run
+        self._logits: list[np.ndarray] = []
+        self._turn = 0
+
+    def next_logits(self, rows: int) -> np.ndarray:
+        if not self._logits or self._logits[0].shape[0] != rows:
+            self._logits = [np.empty((rows, 1, self.vocab), dtype=np.float32) for _ in range(2)]  # (N, 1, V) each
+        self._turn ^= 1
+        return self._logits[self._turn]
 
 
 class CpuBuffer:
