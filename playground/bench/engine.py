@@ -104,7 +104,15 @@ def machine_description() -> dict:
 
 
 class PeakMemory:
-    """Peak resident memory of this process (and GPU memory on CUDA) while a block runs, sampled every 5 ms."""
+    """Peak resident memory of this process while a block runs.
+
+    On Linux the kernel keeps the peak (VmHWM) and resets it on request (`/proc/self/clear_refs`), so
+    nothing runs beside the timed loop. Elsewhere a thread samples the RSS every 100 ms. (A thread
+    sampling every 5 ms, as before, took the GIL once a step: int4 decode 217.1 against 220.8 tokens/s
+    without it, 6 alternating pairs.)
+    """
+
+    STATUS, CLEAR = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
     def __init__(self):
         import psutil
@@ -112,21 +120,39 @@ class PeakMemory:
         self._process = psutil.Process()
         self.peak_rss = 0
         self._stop = threading.Event()
+        self._thread = None
+
+    def _kernel_peak(self) -> int | None:
+        try:
+            for line in self.STATUS.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+        except OSError:
+            pass
+        return None
 
     def __enter__(self):
         self.peak_rss = self._process.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        try:
+            self.CLEAR.write_text("5")  # reset the kernel's peak to the current RSS
+            self._kernel = self._kernel_peak() is not None
+        except OSError:
+            self._kernel = False
+        if not self._kernel:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
         return self
 
     def _sample(self):
-        while not self._stop.wait(0.005):
+        while not self._stop.wait(0.1):
             self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        peak = self._kernel_peak() if self._kernel else None
+        self.peak_rss = max(self.peak_rss, peak or 0, self._process.memory_info().rss)
 
 
 @dataclass
