@@ -11,8 +11,11 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from playground.api.routes import stop_prefix_held
+from playground.api.routes import start_samples, stop_prefix_held
 from playground.api.schemas import parse_completion_request
+from playground.config import GenerationSettings
+from playground.generation import MAX_SAMPLES
+from playground.service import Playground
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +220,18 @@ def test_a_client_that_leaves_a_streamed_batch_stops_all_its_samples(launched_ap
     assert [run["status"] for run in runs] == ["stopped"] * 4
     assert [run["sample_index"] for run in runs] == [0, 1, 2, 3] and len({run["group_id"] for run in runs}) == 1
     assert all(0 < len(run["tokens"]["output"]) < 60 for run in runs)
+
+
+def test_more_samples_than_one_batch_holds_continue_the_seeds(tiny_source):
+    # A request holds at most 16 samples today (MAX_SAMPLES, the loop's cap); were it more, batches of 16 go on
+    # with seeds S + 16, ...
+    playground = Playground(tiny_source, device="cpu")
+    settings = GenerationSettings(max_new_tokens=2, seed=5)
+    runs = start_samples(playground, "x", settings, MAX_SAMPLES + 4, "session", None, None, None)
+    assert [run.num_samples for run in runs] == [MAX_SAMPLES, 4]
+    assert [r.settings.seed for run in runs for r in run.results] == list(range(5, 5 + MAX_SAMPLES + 4))
+    one_by_one = start_samples(playground, [7, 8], settings, 3, "session", None, None, None, batched=False)
+    assert [(run.num_samples, run.result.settings.seed) for run in one_by_one] == [(1, 5), (1, 6), (1, 7)]
 
 
 def test_echo_returns_the_prompt_tokens_with_their_logprobs(v1, gradio):
