@@ -115,7 +115,7 @@ BATCH = dict(model="tiny-gpt2", prompt="A list of", n=4, max_tokens=16, seed=20,
 
 
 # A row's logits computed in a batch of 4 vs alone: the same maths, but a GEMM over 4 rows may sum in another
-# order than a GEMV over one. Measured on the tiny model (torch, fp32): log-probabilities 1.2e-6 apart at most
+# order than a GEMV over one. Measured on the tiny model (torch, fp32): log-probabilities up to 1.2e-6 apart
 # (a relative 6.5e-7, a few float32 roundings); tests/test_batch.py allows 1e-5 on the probabilities.
 LOGPROB_ATOL = 1e-5
 
