@@ -115,7 +115,7 @@ def front_app(front):
     demo.close()
 
 
-def test_remote_through_the_front_apps_generate_and_v1(front_app):
+def test_remote_through_the_front_apps_generate_and_v1(front_app, front):
     client = Client(front_app, verbose=False)
     kwargs = dict(prompt="An object", max_new_tokens=8, seed=4, top_k=0, api_name="/generate")
     remote_text, remote_run = client.predict(backend="remote", **kwargs)
@@ -126,6 +126,17 @@ def test_remote_through_the_front_apps_generate_and_v1(front_app):
     reply = v1.completions.create(model="tiny-gpt2", prompt="An object", max_tokens=8, seed=4, logprobs=3,
                                   extra_body={"backend": "remote"})
     assert reply.choices[0].text == local_text
+    # An engine decodes one sequence per request: n samples are n runs of one, seeds S + i as on a local backend.
+    second_text, _ = client.predict(backend="torch", **kwargs | {"seed": 5})
+    pair = v1.completions.create(model="tiny-gpt2", prompt="An object", max_tokens=8, seed=4, n=2, extra_body={"backend": "remote"})
+    assert [c.text for c in pair.choices] == [local_text, second_text] and local_text != second_text
+    assert [front.history.get(c.model_extra["run_id"])["group_id"] for c in pair.choices] == [None, None]
+    streamed = {}
+    for chunk in v1.completions.create(model="tiny-gpt2", prompt="An object", max_tokens=8, seed=4, n=2, stream=True,
+                                       extra_body={"backend": "remote"}):
+        for c in chunk.choices:
+            streamed[c.index] = streamed.get(c.index, "") + c.text
+    assert streamed == {0: local_text, 1: second_text}
 
 
 # ---- faults, from a real HTTP server on loopback that misbehaves on purpose ----------------------------

@@ -1,5 +1,6 @@
 """The OpenAI-compatible `/v1` routes of a launched app, called with the real `openai` SDK as any script would."""
 
+import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,8 +11,11 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from playground.api.routes import stop_prefix_held
+from playground.api.routes import start_samples, stop_prefix_held
 from playground.api.schemas import parse_completion_request
+from playground.config import GenerationSettings
+from playground.generation import MAX_SAMPLES
+from playground.service import Playground
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +108,132 @@ def test_n_samples_use_consecutive_seeds(v1, gradio):
     assert streamed == {0: reply.choices[0].text, 1: reply.choices[1].text}
 
 
+# ---- n samples of a prompt: one batch of the decoding loop -------------------------------------------
+
+BATCH = dict(model="tiny-gpt2", prompt="A list of", n=4, max_tokens=16, seed=20, temperature=1.0, logprobs=5,
+             extra_body={"return_tokens_as_token_ids": True})
+
+
+# A row's logits computed in a batch of 4 vs alone: the same maths, but a GEMM over 4 rows may sum in another
+# order than a GEMV over one. Measured on the tiny model (torch, fp32): log-probabilities up to 1.2e-6 apart
+# (a relative 6.5e-7, a few float32 roundings); tests/test_batch.py allows 1e-5 on the probabilities.
+LOGPROB_ATOL = 1e-5
+
+
+def assert_same_choice(batched, single):
+    """The same sample: text, finish reason, seed, tokens, and logprobs within LOGPROB_ATOL."""
+    assert batched.text == single.text and batched.finish_reason == single.finish_reason
+    assert batched.model_extra["seed"] == single.model_extra["seed"]
+    assert batched.logprobs.tokens == single.logprobs.tokens and batched.logprobs.text_offset == single.logprobs.text_offset
+    assert batched.logprobs.token_logprobs == pytest.approx(single.logprobs.token_logprobs, abs=LOGPROB_ATOL)
+    for a, b in zip(batched.logprobs.top_logprobs, single.logprobs.top_logprobs):
+        assert a is None and b is None or set(a) == set(b) and a == pytest.approx(b, abs=LOGPROB_ATOL)
+
+
+def streamed_choices(chunks) -> dict[int, dict]:
+    """Each choice of a stream put back together: its text, tokens, and its last chunk (the one with a finish reason)."""
+    choices: dict[int, dict] = {}
+    for chunk in chunks:
+        for c in chunk.choices:
+            choice = choices.setdefault(c.index, {"text": "", "tokens": [], "last": None, "after_last": 0})
+            choice["after_last"] += choice["last"] is not None  # chunks of a choice after its last one: must stay 0
+            choice["text"] += c.text
+            choice["tokens"] += c.logprobs.tokens if c.logprobs else []
+            if c.finish_reason is not None:
+                choice["last"] = c
+    return choices
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_n_samples_are_one_batch_with_the_single_runs_numbers(v1, app_history, backend):
+    reply = v1.completions.create(**BATCH | {"extra_body": BATCH["extra_body"] | {"backend": backend, "variant": "fp32"}})
+    assert [c.index for c in reply.choices] == [0, 1, 2, 3]
+    assert len({c.text for c in reply.choices}) > 1  # the samples really differ
+    for i, choice in enumerate(reply.choices):
+        alone = v1.completions.create(**BATCH | {"n": 1, "seed": 20 + i, "extra_body": BATCH["extra_body"] | {
+            "backend": backend, "variant": "fp32"}}).choices[0]
+        assert_same_choice(choice, alone)
+        assert app_history.get(alone.model_extra["run_id"])["group_id"] is None  # a run of one is no group
+    # In the history: one group, sample i at place i with seed 20 + i, each with its own run.
+    rows = [app_history.get(c.model_extra["run_id"]) for c in reply.choices]
+    assert len({row["id"] for row in rows}) == 4 and rows[0]["group_id"] is not None
+    assert [row["group_id"] for row in rows] == [rows[0]["group_id"]] * 4
+    assert [row["sample_index"] for row in rows] == [0, 1, 2, 3]
+    assert [row["settings"]["seed"] for row in rows] == [20, 21, 22, 23]
+    assert [row["output"] for row in rows] == [c.text for c in reply.choices]
+    assert app_history.group_ids(rows[0]["group_id"]) == [row["id"] for row in rows]
+    assert {row["backend"] for row in rows} == {backend} and {row["status"] for row in rows} == {"complete"}
+
+
+def test_a_streamed_batch_interleaves_its_choices_and_each_adds_up_to_the_whole_answer(v1, app_history):
+    kwargs = BATCH | {"echo": True, "logprobs": 2}
+    whole = v1.completions.create(**kwargs)
+    chunks = list(v1.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))
+    # The samples step together: a chunk of a later choice comes before an earlier choice's last text chunk.
+    order = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason is None]
+    assert order != sorted(order) and order[:4] == [0, 1, 2, 3]
+    streamed = streamed_choices(chunks)
+    assert sorted(streamed) == [0, 1, 2, 3]
+    for choice in whole.choices:
+        got = streamed[choice.index]
+        assert got["text"] == choice.text and got["text"].startswith("A list of")  # each echoes its prompt once
+        assert got["tokens"] == choice.logprobs.tokens
+        assert got["last"].finish_reason == choice.finish_reason and got["after_last"] == 0
+        assert got["last"].model_extra["seed"] == choice.model_extra["seed"]
+        row = app_history.get(got["last"].model_extra["run_id"])
+        assert row["output"] == choice.text[len("A list of"):] and row["sample_index"] == choice.index
+    # After the choices: the usage chunk (no choices), then [DONE] (the SDK stops there).
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert len({app_history.get(streamed[i]["last"].model_extra["run_id"])["group_id"] for i in range(4)}) == 1
+
+
+def test_stop_sequences_end_each_sample_of_a_batch_on_its_own(v1):
+    # Both stops span tokens on the tiny model ("i" "e" " i", "t" ">"): a stream must hold back a tail that could
+    # begin one ("i", "ie", "t") until the next token shows it does not, per sample.
+    stops = ["ie i", "t>"]
+    kwargs = dict(model="tiny-gpt2", prompt="A list of", n=4, max_tokens=24, seed=20, temperature=1.0, stop=stops)
+    whole = v1.completions.create(**kwargs)
+    reasons = [c.finish_reason for c in whole.choices]
+    assert set(reasons) == {"stop", "length"}, f"{reasons}: both kinds of end are needed for this test to mean anything"
+    streamed = streamed_choices(v1.completions.create(stream=True, **kwargs))
+    for i, choice in enumerate(whole.choices):
+        alone = v1.completions.create(**kwargs | {"n": 1, "seed": 20 + i}).choices[0]
+        assert choice.text == alone.text and choice.finish_reason == alone.finish_reason
+        assert not any(stop in choice.text for stop in stops)
+        assert streamed[i]["text"] == choice.text and streamed[i]["last"].finish_reason == choice.finish_reason
+
+
+def test_a_client_that_leaves_a_streamed_batch_stops_all_its_samples(launched_app, app_history):
+    body = {"model": "tiny-gpt2", "prompt": "Leaving a batch", "n": 4, "max_tokens": 60, "seed": 3, "stream": True}
+    with httpx.stream("POST", launched_app.rstrip("/") + "/v1/completions", json=body, timeout=60) as reply:
+        seen = set()
+        for line in reply.iter_lines():
+            if line.startswith("data: {"):
+                seen.add(json.loads(line[len("data: "):])["choices"][0]["index"])
+            if len(seen) == 4:  # every sample has started
+                break
+    for _ in range(100):
+        if len(app_history.search("Leaving a batch")) == 4:
+            break
+        time.sleep(0.1)
+    runs = sorted((app_history.get(r["id"]) for r in app_history.search("Leaving a batch")), key=lambda r: r["sample_index"])
+    assert [run["status"] for run in runs] == ["stopped"] * 4
+    assert [run["sample_index"] for run in runs] == [0, 1, 2, 3] and len({run["group_id"] for run in runs}) == 1
+    assert all(0 < len(run["tokens"]["output"]) < 60 for run in runs)
+
+
+def test_more_samples_than_one_batch_holds_continue_the_seeds(tiny_source):
+    # A request holds at most 16 samples today (MAX_SAMPLES, the loop's cap); were it more, batches of 16 go on
+    # with seeds S + 16, ...
+    playground = Playground(tiny_source, device="cpu")
+    settings = GenerationSettings(max_new_tokens=2, seed=5)
+    runs = start_samples(playground, "x", settings, MAX_SAMPLES + 4, "session", None, None, None)
+    assert [run.num_samples for run in runs] == [MAX_SAMPLES, 4]
+    assert [r.settings.seed for run in runs for r in run.results] == list(range(5, 5 + MAX_SAMPLES + 4))
+    one_by_one = start_samples(playground, [7, 8], settings, 3, "session", None, None, None, batched=False)
+    assert [(run.num_samples, run.result.settings.seed) for run in one_by_one] == [(1, 5), (1, 6), (1, 7)]
+
+
 def test_echo_returns_the_prompt_tokens_with_their_logprobs(v1, gradio):
     reply = v1.completions.create(model="tiny-gpt2", prompt="The value of a", max_tokens=4, seed=1, echo=True, logprobs=2)
     choice = reply.choices[0]
@@ -145,6 +275,8 @@ def test_echo_returns_the_prompt_tokens_with_their_logprobs(v1, gradio):
         ({"logit_bias": {"50": 10}}, "logit_bias", "logit_bias"),
         ({"n": 0}, "n=0 is out of range", "n"),
         ({"n": 17}, "n=17 is out of range", "n"),
+        ({"prompt": ["a", "b", "c"], "n": 6}, "3 prompts x n=6 is 18 samples; at most 16", "n"),
+        ({"seed": 2**63 - 2, "n": 3}, "leaves no room for 3 samples", "seed"),
         ({"logprobs": 101}, "logprobs=101 is out of range", "logprobs"),
         ({"stop": ["x"] * 9}, "At most 8 stop sequences", "stop"),
         ({"prompt": [1, 2, 10**6]}, "Token id 1000000 is not in this model's vocabulary", "prompt"),

@@ -1,9 +1,10 @@
 """`POST /v1/completions` and `GET /v1/models` on the playground's own server, through the one decoding loop.
 
-Every request is one or more runs of `Playground.start`/`stream`, so each sample is saved to the history
-like a run of the UI or `/generate`, and a client that disconnects mid-stream stops its run (saved as
-stopped). The routes live in a small Starlette app; `OpenAIRoutes`, a middleware given to Gradio's
-launch, hands it the `/v1` paths after the route guard and the login check (see `login_refusal`).
+Every request is one or more runs of `Playground.start`/`stream_samples`, so each sample is saved to the
+history like a run of the UI or `/generate`, and a client that disconnects mid-stream stops its run (saved
+as stopped). The n samples of a prompt are one batch of the decoding loop, saved as one group. The routes
+live in a small Starlette app; `OpenAIRoutes`, a middleware given to Gradio's launch, hands it the `/v1`
+paths after the route guard and the login check (see `login_refusal`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from starlette.routing import Route
 from ..backends.remote import EngineError
 from ..config import GenerationSettings
 from ..errors import ModelLoadError, PlaygroundError, SettingsError
-from ..generation import Generation
+from ..generation import MAX_SAMPLES, Generation, GenerationResult, TokenRecord
 from ..service import Playground
 from .schemas import ApiError, CompletionRequest, LogprobsWriter, finish_reason, parse_completion_request, settings_error
 
@@ -57,44 +58,69 @@ def api_error(exc: Exception) -> ApiError:
 
 
 def start_samples(playground: Playground, prompt: str | list[int], settings: GenerationSettings, n: int, session: str,
-                  backend: str | None, variant: str | None, model: str | None) -> list[Generation]:
-    """The n samples of one prompt (text or token ids): sample i uses seed S + i (the convention shared with batched
-    decoding), so sample 0 is exactly the run that `/generate` gives with seed S. S is drawn once when the request has none."""
+                  backend: str | None, variant: str | None, model: str | None, batched: bool = True) -> list[Generation]:
+    """The runs that draw the n samples of one prompt (text or token ids). Sample i uses seed S + i (the convention
+    of batched decoding), so sample 0 is exactly the run that `/generate` gives with seed S; S is drawn once when
+    the request has none.
+
+    A local backend draws them as one batch of the decoding loop (batches of MAX_SAMPLES, seeds continuing, were n
+    ever larger); a serving engine (`streams_tokens`: the remote backend) decodes one sequence per request, so it
+    gets n runs of one, as does `batched=False` (kept to measure the batch against).
+    """
     settings = settings.with_seed()
     text, ids = (prompt, None) if isinstance(prompt, str) else ("", prompt)
-    return [playground.start(text, replace(settings, seed=settings.seed + i), session=session, backend=backend,
-                             variant=variant, model=model, prompt_ids=ids)
-            for i in range(n)]
+    size = MAX_SAMPLES if batched and not playground.backend(backend, variant, model).streams_tokens else 1
+    return [playground.start(text, replace(settings, seed=settings.seed + first), session=session, backend=backend,
+                             variant=variant, model=model, prompt_ids=ids, num_samples=min(size, n - first))
+            for first in range(0, n, size)]
+
+
+def saved_as(run: Generation | None) -> str:
+    """A sentence for an error message: where what a failed run produced was saved ("" when it was not)."""
+    ids = [str(r.run_id) for r in run.results if r.run_id is not None] if run is not None else []
+    if not ids:
+        return ""
+    return f" What it produced is saved in the history as run{'s' if len(ids) > 1 else ''} {', '.join(ids)}."
 
 
 class CompletionStream:
-    """The answer to one request, sample after sample: OpenAI's completion JSON, whole or as streamed chunks."""
+    """The answer to one request: OpenAI's completion JSON, whole or as streamed chunks.
+
+    Choices are numbered in OpenAI's order, prompt by prompt and n samples each; a prompt's samples are the
+    samples of its runs (one batch on a local backend), in order.
+    """
 
     def __init__(self, request: CompletionRequest, runs: list[list[Generation]]):
         self.request = request
-        self.runs = runs  # per prompt, its n samples
+        self.runs = runs  # per prompt, the runs that draw its n samples
         self.id = f"cmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
 
-    def samples(self) -> Iterator[tuple[int, Generation]]:
-        """(choice index, run) in OpenAI's order: prompt by prompt, n samples each."""
+    def batches(self) -> Iterator[tuple[int, Generation]]:
+        """(choice index of the run's sample 0, run), in OpenAI's order."""
         index = 0
         for per_prompt in self.runs:
             for run in per_prompt:
                 yield index, run
-                index += 1
+                index += run.num_samples
+
+    def samples(self) -> Iterator[tuple[int, GenerationResult]]:
+        """(choice index, sample) in OpenAI's order: prompt by prompt, n samples each."""
+        for first, run in self.batches():
+            for i, result in enumerate(run.results):
+                yield first + i, result
 
     def envelope(self, model: str, choices: list[dict]) -> dict:
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": model, "choices": choices}
 
     def usage(self) -> dict:
         prompt = sum(len(per_prompt[0].result.prompt_tokens) for per_prompt in self.runs)
-        completion = sum(len(run.result.tokens) for _, run in self.samples())
+        completion = sum(len(result.tokens) for _, result in self.samples())
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    def choice(self, index: int, run: Generation) -> dict:
+    def choice(self, index: int, result: GenerationResult) -> dict:
         """A whole sample: its text (after the prompt under echo), logprobs, finish reason, seed and history id."""
-        result, request = run.result, self.request
+        request = self.request
         logprobs = None
         if request.logprobs is not None:
             records = (result.prompt_tokens if request.echo else []) + result.tokens
@@ -104,12 +130,53 @@ class CompletionStream:
                 "seed": result.settings.seed, "run_id": result.run_id}
 
     def whole(self) -> dict:
-        choices = [self.choice(index, run) for index, run in self.samples()]
+        choices = [self.choice(index, result) for index, result in self.samples()]
         return self.envelope(self.model, choices) | {"usage": self.usage()}
 
     @property
     def model(self) -> str:
         return self.runs[0][0].result.info.model
+
+
+class SampleStream:
+    """What one choice of a streamed answer has sent so far: the chunks of a sample, token by token.
+
+    Its text deltas never split a character (`current_text` holds back a character until its last byte) and
+    hold back a tail that could start a stop sequence, until it cannot; the last chunk sends what was held.
+    """
+
+    def __init__(self, request: CompletionRequest, run: Generation, sample: int, index: int):
+        self.request, self.run, self.sample, self.index = request, run, sample, index
+        self.writer = LogprobsWriter(request.logprobs or 0, request.tokens_as_ids)
+        self.sent = ""  # the text sent so far (after the prompt)
+        self.started = False  # under echo, the first chunk carries the prompt
+
+    def chunk(self, record: TokenRecord) -> dict:
+        """The choice's chunk for its next record."""
+        text = self.run.current_text(self.sample)
+        text = text[:len(text) - stop_prefix_held(text, self.run.settings.stop_sequences)]
+        # What was sent stays sent: at a stop sequence's last token the text is cut before the stop, and the
+        # held-back tail of that shorter text may reach before what was already sent (held "i" of "ie i", then
+        # the stop cuts "cali|ie i" to "cali", whose "i" could begin another "ie i").
+        delta = text[len(self.sent):]
+        self.sent += delta
+        records = [record]
+        result = self.run.results[self.sample]
+        if not self.started and self.request.echo:
+            delta, records = result.prompt + delta, result.prompt_tokens + records
+        self.started = True
+        logprobs = self.writer.write(records) if self.request.logprobs is not None else None
+        return {"index": self.index, "text": delta, "logprobs": logprobs, "finish_reason": None}
+
+    def last(self) -> dict:
+        """The choice's last chunk, once its run is saved: the held-back text, finish reason, seed and history id."""
+        result = self.run.results[self.sample]
+        text, logprobs = (result.text[len(self.sent):] if result.text.startswith(self.sent) else ""), None
+        if not self.started and self.request.echo:  # a sample stopped before its first token still echoes its prompt
+            text = result.prompt + text
+            logprobs = self.writer.write(result.prompt_tokens) if self.request.logprobs is not None else None
+        return {"index": self.index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason(result),
+                "seed": result.settings.seed, "run_id": result.run_id}
 
 
 def stop_prefix_held(text: str, stops: tuple[str, ...]) -> int:
@@ -127,8 +194,9 @@ def sse(data: dict | str) -> bytes:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n".encode("utf-8")
 
 
-def build_openai_app(playground: Playground) -> Starlette:
-    """The /v1 routes over `playground` (the login is checked before they are reached: see OpenAIRoutes)."""
+def build_openai_app(playground: Playground, batched: bool = True) -> Starlette:
+    """The /v1 routes over `playground` (the login is checked before they are reached: see OpenAIRoutes).
+    `batched=False` draws a prompt's n samples one run after another (to measure the batch against)."""
     limiter = anyio.CapacityLimiter(V1_CONCURRENCY)
 
     async def read_body(request: Request) -> object:
@@ -152,7 +220,7 @@ def build_openai_app(playground: Playground) -> Starlette:
             # Starting may build a backend (an ONNX export takes a while): off the event loop.
             runs = await anyio.to_thread.run_sync(lambda: [
                 start_samples(playground, prompt, parsed.settings, parsed.n, session, parsed.backend, parsed.variant,
-                              parsed.model)
+                              parsed.model, batched)
                 for prompt in parsed.prompts])
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error object
             return error_response(api_error(exc))
@@ -160,13 +228,12 @@ def build_openai_app(playground: Playground) -> Starlette:
         if parsed.stream:
             return StreamingResponse(stream_events(answer, session), media_type="text/event-stream",
                                      headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-        for _, run in answer.samples():
+        for _, run in answer.batches():
             try:
                 await anyio.to_thread.run_sync(consume, run, session, limiter=limiter)
             except Exception as exc:  # noqa: BLE001
                 error = api_error(exc)
-                if run.result.run_id is not None:
-                    error.message += f" What it produced is saved in the history as run {run.result.run_id}."
+                error.message += saved_as(run)
                 return error_response(error)
         return JSONResponse(answer.whole())
 
@@ -176,42 +243,31 @@ def build_openai_app(playground: Playground) -> Starlette:
 
     async def stream_events(answer: CompletionStream, session: str) -> AsyncIterator[bytes]:
         """Server-sent events: a chunk per token (its text delta and logprobs), a last chunk per sample with its
-        finish reason, optional usage, then `data: [DONE]`. A fault mid-run sends an error event, then [DONE]."""
+        finish reason, optional usage, then `data: [DONE]`. The samples of a batch step together, so their chunks
+        interleave (each carries its choice's index); their last chunks follow once the batch is saved (they
+        carry the history ids). A fault mid-run sends an error event, then [DONE]."""
         request, run = answer.request, None
         try:
-            for index, run in answer.samples():
-                records = playground.stream(run, session)
-                writer = LogprobsWriter(request.logprobs or 0, request.tokens_as_ids)
-                sent, first = "", True
+            for first, run in answer.batches():
+                streams = [SampleStream(request, run, i, first + i) for i in range(run.num_samples)]
+                records = playground.stream_samples(run, session)
                 try:
                     while True:
-                        record = await anyio.to_thread.run_sync(next, records, None, limiter=limiter)
-                        if record is None:
+                        item = await anyio.to_thread.run_sync(next, records, None, limiter=limiter)
+                        if item is None:
                             break
-                        text = run.current_text()
-                        text = text[:len(text) - stop_prefix_held(text, run.settings.stop_sequences)]
-                        delta, sent = text[len(sent):], text
-                        batch = [record]
-                        if first and request.echo:
-                            delta, batch = run.result.prompt + delta, run.result.prompt_tokens + batch
-                        first = False
-                        logprobs = writer.write(batch) if request.logprobs is not None else None
-                        yield sse(answer.envelope(run.result.info.model, [
-                            {"index": index, "text": delta, "logprobs": logprobs, "finish_reason": None}]))
+                        sample, record = item
+                        yield sse(answer.envelope(run.result.info.model, [streams[sample].chunk(record)]))
                 finally:
                     with anyio.CancelScope(shield=True):  # a disconnect cancels us: still close, which saves it as stopped
                         await anyio.to_thread.run_sync(records.close)
-                result = run.result
-                yield sse(answer.envelope(result.info.model, [
-                    {"index": index, "text": result.text[len(sent):] if result.text.startswith(sent) else "",
-                     "logprobs": None, "finish_reason": finish_reason(result), "seed": result.settings.seed,
-                     "run_id": result.run_id}]))
+                for stream in streams:
+                    yield sse(answer.envelope(run.result.info.model, [stream.last()]))
             if request.include_usage:
                 yield sse(answer.envelope(answer.model, []) | {"usage": answer.usage()})
         except Exception as exc:  # noqa: BLE001 - the client reads it as an error event
             error = api_error(exc)
-            if run is not None and run.result.run_id is not None:
-                error.message += f" What it produced is saved in the history as run {run.result.run_id}."
+            error.message += saved_as(run)
             yield sse(error.to_dict())
         finally:
             playground.stop(session)

@@ -53,7 +53,8 @@ def settings_error(exc: SettingsError) -> ApiError:
     if name is None:
         name = {"settings.stop_length": "stop_sequences", "settings.too_many_stops": "stop_sequences",
                 "settings.context": "max_new_tokens", "settings.prompt_too_long": "prompt",
-                "settings.prompt_type": "prompt", "settings.token_id": "prompt", "settings.unknown": None}.get(exc.key)
+                "settings.prompt_type": "prompt", "settings.token_id": "prompt", "settings.unknown": None,
+                "batch.seed_room": "seed"}.get(exc.key)
     return ApiError(str(exc), param=OPENAI_NAMES.get(name, name), code="invalid_value")
 
 
