@@ -19,42 +19,40 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-
 from playground.models import load_torch_model, resolve_model  # noqa: E402
 from playground.onnx.export import _export_fp32, _make_variant, ensure_export  # noqa: E402
-from playground.onnx.runtime import session_options  # noqa: E402
 
 
 def profile(path: Path, steps: int, threads: int) -> tuple[float, float, dict]:
-    """(mean step ms under the profiler, mean step ms without it, {op type: (us per step, nodes per step)})."""
-    import onnxruntime as ort
+    """(mean step ms under the profiler, mean step ms without it, {op type: (us per step, nodes per step)}).
+    The graph is driven by the backend's own runner, so an in-place cache is bound as it is in the app."""
+    from playground.onnx import runtime
 
-    def decode(session, profiled: bool) -> float:
-        inputs = [i.name for i in session.get_inputs()]
-        past_names = [name for name in inputs if name.startswith("past_key_values.")]
-        shape = session.get_inputs()[inputs.index(past_names[0])].shape  # (B, H, P, D)
-        outputs = [o.name for o in session.get_outputs()]
-        past = [np.zeros((1, int(shape[1]), 0, int(shape[3])), np.float32)] * len(past_names)
-        feed = {"input_ids": np.arange(1000, 1032)[None], "attention_mask": np.ones((1, 32), np.int64),
-                "position_ids": np.arange(32)[None]}
-        _, *past = session.run(outputs, feed | dict(zip(past_names, past)))
-        started, n = time.perf_counter(), 32
+    def decode(runner) -> float:
+        _, cache = runner.prefill(list(range(1000, 1032)))
+        started = time.perf_counter()
         for _ in range(steps):
-            feed = {"input_ids": np.array([[5]]), "attention_mask": np.ones((1, n + 1), np.int64), "position_ids": np.array([[n]])}
-            _, *past = session.run(outputs, feed | dict(zip(past_names, past)))
-            n += 1
+            _, cache = runner.step(5, cache)
         return (time.perf_counter() - started) / steps * 1000
 
-    plain = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-    decode(plain, False)  # warm-up
-    step_ms = decode(plain, False)
-    options = session_options(threads)
-    options.enable_profiling = True
-    options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "profile_ops")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    decode(session, True)
-    trace = Path(session.end_profiling())
+    plain = runtime.OnnxRunner(path, ["CPUExecutionProvider"], threads=threads)
+    decode(plain)  # warm-up
+    step_ms = decode(plain)
+    original = runtime.session_options
+
+    def profiled(count=None):
+        options = original(count)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "profile_ops")
+        return options
+
+    runtime.session_options = profiled
+    try:
+        runner = runtime.OnnxRunner(path, ["CPUExecutionProvider"], threads=threads)
+    finally:
+        runtime.session_options = original
+    decode(runner)
+    trace = Path(runner.session.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()
     runs = [e for e in events if e.get("name") == "model_run"][-100:]
