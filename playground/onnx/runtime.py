@@ -43,7 +43,7 @@ class OnnxRunner:
     (`kv_cache: in_place` in the model's metadata, see onnx/fusion.py): each layer's keys and values
     live in a buffer of the model's whole context, (N, H, context, D), bound as both the past input
     and the present output (IO binding), and a step appends its one position; on the CPU the buffers
-    are numpy arrays (zero pages cost nothing until written), on CUDA device OrtValues. Older graphs
+    are numpy arrays (pages cost nothing until written), on CUDA device OrtValues. Older graphs
     (and fp16, which keeps optimum's attention) return a new, longer cache each step: on the CPU plain
     `run` with numpy arrays, on CUDA IO binding keeps the cache on the device (only logits come back).
     """
@@ -90,7 +90,9 @@ class OnnxRunner:
 
         shape = (rows, self.n_head, self.context, self.head_dim)
         if self.device_type == "cpu":
-            return CacheBuffers(CpuBuffer(np.zeros(shape, dtype=self.past_dtype)) for _ in self.past_names)
+            # Uninitialised: attention reads only the first past-length positions (tests poison the rest with NaN),
+            # and np.zeros of (1, 12, 1024, 64) costs 0.85 ms each here (24 of them per run).
+            return CacheBuffers(CpuBuffer(np.empty(shape, dtype=self.past_dtype)) for _ in self.past_names)
         return CacheBuffers(ort.OrtValue.ortvalue_from_shape_and_type(shape, self.past_dtype, self.device_type, 0)
                             for _ in self.past_names)
 
@@ -199,14 +201,14 @@ class OnnxRunner:
         import onnxruntime as ort
 
         if isinstance(value, CpuBuffer):
-            rows = CpuBuffer(np.zeros((len(index), *value.array.shape[1:]), dtype=value.array.dtype))  # (n, H, context, D)
+            rows = CpuBuffer(np.empty((len(index), *value.array.shape[1:]), dtype=value.array.dtype))  # (n, H, context, D)
             rows.array[:, :, :past_len] = value.array[index, :, :past_len]
             return rows
         if not self.io_binding:
             return np.ascontiguousarray(value[index])  # (len(index), H, T, D)
         host = value.numpy()[index]  # through the host
         if self.in_place:
-            rows = np.zeros((len(index), *host.shape[1:]), dtype=host.dtype)
+            rows = np.empty((len(index), *host.shape[1:]), dtype=host.dtype)
             rows[:, :, :past_len] = host[:, :, :past_len]
             host = rows
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(host), self.device_type, 0)
