@@ -16,8 +16,9 @@ not their arithmetic, is what the step pays (per-op profile: `python scripts/pro
 - `prune`: nodes nothing reads any more are removed.
 
 onnxruntime's own GPT-2 fusion (`onnxruntime.transformers.optimize_model`) expects the older export
-with one `past_{i}` input per layer and does not fuse optimum's attention (FACTS.md). The rewrite is
-verified like every export: its logits against PyTorch's at build time, and by the parity tests.
+with one `past_{i}` input per layer: on optimum's graph it fuses the GELUs and the skip layer norms but
+no attention. The rewrite is verified like every export: its logits against PyTorch's at build time,
+and by the parity tests (tests/test_onnx.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ KV_CACHE_KEY, KV_IN_PLACE = "kv_cache", "in_place"  # model metadata: the decode
 
 
 def set_metadata(model, key: str, value: str) -> None:
+    """Set one entry of the model's metadata (onnxruntime: `session.get_modelmeta().custom_metadata_map`)."""
     for entry in model.metadata_props:
         if entry.key == key:
             entry.value = value
@@ -59,9 +61,11 @@ def fuse_attention(model) -> int:
 
     Per layer, optimum's graph holds: Split(qkv) -> q, k, v (B, S, E); k, v -> Reshape -> Transpose ->
     Concat(past, .) = present.{i}.key / .value (B, H, P + S, D); softmax(q kᵀ / √D + masks) @ present.value
-    -> Transpose -> Reshape = the input of c_proj (B, S, E). A layer that does not match exactly is left alone.
+    -> Transpose -> Reshape = the input of c_proj (B, S, E). If any layer does not match exactly, the graph is
+    left as it is (and its cache grows by concatenation, as optimum wrote it).
     """
-    from onnx import TensorProto, helper
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
     inputs = {i.name: i for i in graph.input}
@@ -79,9 +83,6 @@ def fuse_attention(model) -> int:
         layer += 1
     if not plans:
         return 0
-    from onnx import numpy_helper
-    import numpy as np
-
     mask, past_length = "attention_mask_int32", "past_sequence_length"
     graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "kv_axis_1"))
     nodes = [

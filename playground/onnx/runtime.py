@@ -118,17 +118,13 @@ class OnnxRunner:
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
         for name, value in zip(self.past_names, past):
-            binding.bind_ortvalue_input(name, value.ortvalue if isinstance(value, CpuBuffer) else value)
+            binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
-        if self.in_place:  # the step writes its keys and values into the same buffers
-            for name, value in zip(self.present_names, past):
-                binding.bind_ortvalue_output(name, value.ortvalue if isinstance(value, CpuBuffer) else value)
-        else:
-            for name in self.present_names:
-                binding.bind_output(name, self.device_type, 0)  # stays on the device for the next step
+        for name in self.present_names:
+            binding.bind_output(name, self.device_type, 0)  # stays on the device for the next step
         self.session.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
-        return outputs[0].numpy(), (past if self.in_place else outputs[1:])
+        logits, *present = binding.get_outputs()
+        return logits.numpy(), present
 
     def _run_in_place(self, feed: dict[str, np.ndarray], past: "CacheBuffers") -> tuple[np.ndarray, "CacheBuffers"]:
         """One run on cache buffers that are both past and present. The binding is made once per set of buffers
