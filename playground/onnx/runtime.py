@@ -91,7 +91,7 @@ class OnnxRunner:
         shape = (rows, self.n_head, self.context, self.head_dim)
         if self.device_type == "cpu":
             # Uninitialised: attention reads only the first past-length positions (tests poison the rest with NaN),
-            # and np.zeros of (1, 12, 1024, 64) costs 0.85 ms each here (24 of them per run).
+            # and filling them costs time to first token: 24 GPT-2 buffers took 10.1 ms per run with np.zeros, 1.8 with np.empty.
             return CacheBuffers(CpuBuffer(np.empty(shape, dtype=self.past_dtype)) for _ in self.past_names)
         return CacheBuffers(ort.OrtValue.ortvalue_from_shape_and_type(shape, self.past_dtype, self.device_type, 0)
                             for _ in self.past_names)
