@@ -108,18 +108,12 @@ class GenerationResult:
     @property
     def perplexity(self) -> float | None:
         """exp(mean NLL) of the generated tokens under the model's raw distribution; None before the first token."""
-        probs = [t.raw_prob for t in self.tokens if t.raw_prob is not None]
-        if not probs:
-            return None
-        return math.exp(-sum(math.log(max(p, 1e-45)) for p in probs) / len(probs))
+        return _perplexity(self.tokens)
 
     @property
     def prompt_perplexity(self) -> float | None:
         """exp(mean NLL) of the prompt tokens that have a prefix; None for a prompt of one token."""
-        probs = [t.raw_prob for t in self.prompt_tokens if t.raw_prob is not None]
-        if not probs:
-            return None
-        return math.exp(-sum(math.log(max(p, 1e-45)) for p in probs) / len(probs))
+        return _perplexity(self.prompt_tokens)
 
     @property
     def decode_tokens_per_s(self) -> float | None:
@@ -176,6 +170,14 @@ class GenerationResult:
             "tokens": [t.to_dict() for t in self.tokens],
             "units": self.units_json(),
         }
+
+
+def _perplexity(records: list[TokenRecord]) -> float | None:
+    """exp(mean NLL) of the records that have a raw probability; None when none has."""
+    probs = [t.raw_prob for t in records if t.raw_prob is not None]
+    if not probs:
+        return None
+    return math.exp(-sum(math.log(max(p, 1e-45)) for p in probs) / len(probs))
 
 
 def result_from_saved(run: dict, codec: TokenCodec | None = None) -> GenerationResult:
