@@ -463,17 +463,18 @@ class Generation:
                 key="notice.cut_character", bytes=hex_bytes(data[cut:]),
             ))
 
-    def _choose(self, logits, processors, input_ids, rngs, k, scratch) -> tuple[list[int], list[float] | None, StepStats]:
+    def _choose(self, logits, processors, sequence, n, rngs, live, k, scratch) -> tuple[list[int], list[float] | None, StepStats]:
         """Pick each row's next token from `logits` (N, V); returns (token ids, their probabilities in the warped
-        distributions or None when nothing warps them, raw stats of all rows)."""
+        distributions or None when nothing warps them, raw stats of all rows). The processors see `sequence[:, :n]`;
+        row r samples with `rngs[live[r]]` (both only looked at when something penalises, warps or samples)."""
         stats = StepStats.of(logits, k, scratch)
         if not processors and not self.settings.do_sample:
             return [row[0] for row in stats.top_ids], None, stats  # greedy on the raw distribution: the top-1 is the argmax
-        scores = processors(input_ids, logits.clone())  # (N, V), penalised and warped, each row on its own history
+        scores = processors(sequence[:, :n], logits.clone())  # (N, V), penalised and warped, each row on its own history
         warped_probs = torch.softmax(scores, dim=-1)  # (N, V)
         if self.settings.do_sample:
             # One draw per row from that row's own generator: row i consumes exactly what a run of one would.
-            tokens = [int(torch.multinomial(warped_probs[r], 1, generator=rng)) for r, rng in enumerate(rngs)]
+            tokens = [int(torch.multinomial(warped_probs[r], 1, generator=rng)) for r, rng in enumerate(rngs[s] for s in live)]
         else:
             tokens = scores.argmax(-1).tolist()
         chosen = torch.tensor(tokens)[:, None]  # (N, 1)
@@ -555,8 +556,7 @@ class Generation:
                 stopped = True
                 break
             with torch_threads(step_threads):
-                tokens, probs, stats = self._choose(next_logits, processors, sequence[:, :n], [rngs[s] for s in live],
-                                                    k_eff, scratch)
+                tokens, probs, stats = self._choose(next_logits, processors, sequence, n, rngs, live, k_eff, scratch)
                 records = []
                 for r, token_id in enumerate(tokens):
                     previous_id = previous_ids[r]

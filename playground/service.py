@@ -370,14 +370,15 @@ class Playground:
     def _save(self, run: Generation, status: str, error: str | None) -> None:
         if self.history is None:
             return
+        # Stored with the metrics (no migration): the Inside view refuses a run whose model changed since.
+        fingerprint = self.model_fingerprint(run.result.info.model)  # the samples of a batch share one model
         for result in run.results:
             # In a stopped batch, a sample that had already finished (end of text, stop sequence) is complete.
             finished = result.finish_reason in ("length", "eos", "stop_sequence")
             own_status = "complete" if status == "stopped" and finished else status
             try:
                 data = result.to_dict()
-                # Stored with the metrics (no migration): the Inside view refuses a run whose model changed since.
-                data["metrics"]["model_sha256"] = self.model_fingerprint(result.info.model)
+                data["metrics"]["model_sha256"] = fingerprint
                 result.run_id = self.history.save_run(data, own_status, error, result.parent_run_id, result.branch_position)
             except sqlite3.Error as exc:
                 # Disk full, file removed, ...: the user still gets their output, and is told it was not saved.
