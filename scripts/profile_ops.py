@@ -1,11 +1,12 @@
 """Where a decoding step's time goes inside onnxruntime: per-op-type time and node count, the export as built
 (attention fused, onnx/fusion.py) against optimum's graph without the fusion, same variant:
 
-    python scripts/profile_ops.py [--model random:gpt2] [--variant int4] [--steps 128] [--threads 2]
+    python scripts/profile_ops.py [--model random:gpt2] [--variant int4] [--steps 128] [--threads 2] [--prompt]
 
 Each graph decodes `--steps` tokens after a 32-token prompt with onnxruntime's profiler on; the table
-sums the profiler's kernel times over the last 100 steps per op type. The profiler's own cost inflates
-small nodes most, so read the node counts and the shares, and take speed from the benchmark.
+sums the profiler's kernel times over the last 100 steps per op type. With `--prompt` the runs timed
+are 32-token prompt passes instead (what time to first token waits for). The profiler's own cost
+inflates small nodes most, so read the node counts and the shares, and take speed from the benchmark.
 """
 
 import argparse
@@ -23,12 +24,17 @@ from playground.models import load_torch_model, resolve_model  # noqa: E402
 from playground.onnx.export import _export_fp32, _make_variant, ensure_export  # noqa: E402
 
 
-def profile(path: Path, steps: int, threads: int) -> tuple[float, float, dict]:
+def profile(path: Path, steps: int, threads: int, prompt: bool = False) -> tuple[float, float, dict]:
     """(mean step ms under the profiler, mean step ms without it, {op type: (us per step, nodes per step)}).
     The graph is driven by the backend's own runner, so an in-place cache is bound as it is in the app."""
     from playground.onnx import runtime
 
     def decode(runner) -> float:
+        started = time.perf_counter()
+        if prompt:
+            for _ in range(steps):
+                runner.prefill(list(range(1000, 1032)))
+            return (time.perf_counter() - started) / steps * 1000
         _, cache = runner.prefill(list(range(1000, 1032)))
         started = time.perf_counter()
         for _ in range(steps):
@@ -55,7 +61,7 @@ def profile(path: Path, steps: int, threads: int) -> tuple[float, float, dict]:
     trace = Path(runner.session.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()
-    runs = [e for e in events if e.get("name") == "model_run"][-100:]
+    runs = [e for e in events if e.get("name") == "model_run"][-(min(100, steps - 1) if prompt else 100):]  # not the first
     since = runs[0]["ts"]
     time_us, count = collections.Counter(), collections.Counter()
     for event in events:
@@ -74,6 +80,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--lines", type=int, default=12)
+    parser.add_argument("--prompt", action="store_true", help="time 32-token prompt passes instead of decoding steps")
     args = parser.parse_args()
     source = resolve_model(args.model)
     fused, _ = ensure_export(source, args.variant)
@@ -81,12 +88,13 @@ def main() -> None:
         raw = _export_fp32(load_torch_model(source), Path(tmp) / "raw")
         unfused = Path(tmp) / "unfused.onnx"
         _make_variant(raw, args.variant, unfused, fuse=False)
-        results = {"optimum's graph": profile(unfused, args.steps, args.threads),
-                   "fused (the export)": profile(fused, args.steps, args.threads)}
+        results = {"optimum's graph": profile(unfused, args.steps, args.threads, args.prompt),
+                   "fused (the export)": profile(fused, args.steps, args.threads, args.prompt)}
     for name, (profiled_ms, step_ms, per_step) in results.items():
         nodes = sum(c for _, c in per_step.values())
-        print(f"\n{name}: {nodes:.0f} nodes per step, {step_ms:.2f} ms per step ({profiled_ms:.2f} ms under the profiler)")
-        print(f"| op | us/step | nodes | share |\n|---|---|---|---|")
+        unit = "prompt pass" if args.prompt else "step"
+        print(f"\n{name}: {nodes:.0f} nodes per {unit}, {step_ms:.2f} ms per {unit} ({profiled_ms:.2f} ms under the profiler)")
+        print(f"| op | us/{unit} | nodes | share |\n|---|---|---|---|")
         for op, (us, c) in sorted(per_step.items(), key=lambda item: -item[1][0])[: args.lines]:
             print(f"| {op} | {us:.0f} | {c:.0f} | {100 * us / (profiled_ms * 1000):.1f}% |")
 
