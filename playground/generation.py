@@ -277,8 +277,10 @@ def top_k(x: np.ndarray, k: int) -> tuple[list[list[float]], list[list[int]]]:
 class StepStats:
     """The model's raw distributions at one decoding step, for all N rows of a batch in one vectorised pass.
 
-    This runs once per step and is most of the loop's overhead. The top-k comes first (`top_k`: a
-    threshold from a sample, then a sort of the few logits above it) and gives each row's max; then
+    This runs once per step. A backend that computes the statistics with the logits (`Backend.statistics`:
+    ONNX exports since format 8, in the graph) hands them over in `given`, and only a few small arrays
+    are read here. Otherwise they are computed from the logits: the top-k first (`top_k`: a threshold
+    from a sample, then a sort of the few logits above it), whose first value is each row's max; then
     three passes over the vocabulary (exp of the shifted logits, their sum, their dot product with
     the logits), numpy on a view of the logits. Few calls matter more than few flops here: a decoding
     step streams the model's weights through the caches, so every call after it starts cold (a numpy
@@ -292,9 +294,14 @@ class StepStats:
     top_ids: list[list[int]]  # (N, k)
 
     @classmethod
-    def of(cls, logits: torch.Tensor, k: int, scratch: np.ndarray) -> "StepStats":
-        """`logits` (N, V); `scratch` a (>= N, V) float32 buffer reused across steps (no fresh 200 kB array per row)."""
+    def of(cls, logits: torch.Tensor, k: int, scratch: np.ndarray, given: tuple | None = None) -> "StepStats":
+        """`logits` (N, V); `scratch` a (>= N, V) float32 buffer reused across steps (no fresh 200 kB array per row);
+        `given`: the backend's (top logits (N, k), their ids (N, k), lse (N,), mean logit (N,)) for these rows."""
         x = logits.numpy()  # (N, V), a view (a stride-0 view at the first step, when every row is the prompt's)
+        if given is not None:
+            top_logits, ids, lse, mean = given
+            return cls(x, lse.tolist(), ((lse - mean) / LN2).tolist(),
+                       np.exp(top_logits - lse[:, None]).tolist(), ids.tolist())
         n = x.shape[0]
         top_logits, top_ids = top_k(x, k)  # (N, k) lists, largest first: the first is each row's max (k >= 1)
         peak = np.array([row[0] for row in top_logits], dtype=np.float32)[:, None]  # (N, 1)
@@ -463,11 +470,17 @@ class Generation:
                 key="notice.cut_character", bytes=hex_bytes(data[cut:]),
             ))
 
-    def _choose(self, logits, processors, sequence, n, rngs, live, k, scratch) -> tuple[list[int], list[float] | None, StepStats]:
+    def _given_statistics(self, cache, k: int) -> tuple | None:
+        """The backend's own statistics of its latest run on `cache` (`Backend.statistics`), when it has k alternatives."""
+        given = self.backend.statistics(cache)
+        return given if given is not None and given[0].shape[-1] == k else None
+
+    def _choose(self, logits, given, processors, sequence, n, rngs, live, k, scratch) -> tuple[list[int], list[float] | None, StepStats]:
         """Pick each row's next token from `logits` (N, V); returns (token ids, their probabilities in the warped
-        distributions or None when nothing warps them, raw stats of all rows). The processors see `sequence[:, :n]`;
-        row r samples with `rngs[live[r]]` (both only looked at when something penalises, warps or samples)."""
-        stats = StepStats.of(logits, k, scratch)
+        distributions or None when nothing warps them, raw stats of all rows; `given`: the backend's, see StepStats).
+        The processors see `sequence[:, :n]`; row r samples with `rngs[live[r]]` (both only looked at when something
+        penalises, warps or samples)."""
+        stats = StepStats.of(logits, k, scratch, given)
         if not processors and not self.settings.do_sample:
             return [row[0] for row in stats.top_ids], None, stats  # greedy on the raw distribution: the top-1 is the argmax
         scores = processors(sequence[:, :n], logits.clone())  # (N, V), penalised and warped, each row on its own history
@@ -510,11 +523,12 @@ class Generation:
         n = len(prompt_ids)
 
         started = time.perf_counter()
-        logits, cache = self.backend.prefill(prompt_ids)  # (T, V): the prompt runs once for all samples
+        logits, cache = self.backend.prefill(prompt_ids, top_k=k)  # (T, V): the prompt runs once for all samples
+        k_eff = min(k, logits.shape[-1])
+        given = self._given_statistics(cache, k_eff)  # (1, T, k), (1, T, k), (1, T), (1, T), or None
 
         # Prompt token i is scored by the distribution at position i - 1: the same statistics as a decoding step,
         # PROMPT_CHUNK rows at a time (a (T, V) work buffer for a long prompt would double the logits' memory).
-        k_eff = min(k, logits.shape[-1])
         scratch = np.empty((max(count, min(PROMPT_CHUNK, n)), logits.shape[-1]), dtype=np.float32)  # work buffer (rows, V)
         prompt_records = [
             TokenRecord(position=0, token_id=prompt_ids[0], text=codec.label(prompt_ids[0]), is_prompt=True,
@@ -522,7 +536,7 @@ class Generation:
         ]
         for start in range(0, n - 1, PROMPT_CHUNK):
             rows = logits[start: min(start + PROMPT_CHUNK, n - 1)]  # (chunk, V): the distributions at positions start..
-            stats = StepStats.of(rows, k_eff, scratch)
+            stats = StepStats.of(rows, k_eff, scratch, given and tuple(a[0, start: start + rows.shape[0]] for a in given))
             for r in range(rows.shape[0]):
                 i = start + r + 1  # the prompt token this row scores
                 token_id, previous_id = prompt_ids[i], prompt_ids[i - 1]
@@ -545,6 +559,7 @@ class Generation:
         if count > 1:
             cache = self.backend.expand(cache, count)  # the prompt's cache, one copy per sample
         next_logits = logits[-1:].expand(count, -1)  # (N, V), a view: every sample starts from the same distribution
+        next_given = given and tuple(np.broadcast_to(a[0, -1], (count, *a.shape[2:])) for a in given)
 
         live = list(range(count))  # row r of the batch is sample live[r]
         previous_ids = [prompt_ids[-1]] * count  # by row
@@ -556,7 +571,8 @@ class Generation:
                 stopped = True
                 break
             with torch_threads(step_threads):
-                tokens, probs, stats = self._choose(next_logits, processors, sequence, n, rngs, live, k_eff, scratch)
+                tokens, probs, stats = self._choose(next_logits, next_given, processors, sequence, n, rngs, live, k_eff,
+                                                    scratch)
                 records = []
                 for r, token_id in enumerate(tokens):
                     previous_id = previous_ids[r]
@@ -609,6 +625,8 @@ class Generation:
                 previous_ids = tokens
             if step + 1 < settings.max_new_tokens:
                 next_logits, cache = self.backend.step_batch(tokens, cache)  # (N_live, V)
+                next_given = self._given_statistics(cache, k_eff)
+                next_given = next_given and tuple(a[:, -1] for a in next_given)  # (N_live, k), ..., (N_live,)
 
         for sample in live:  # the samples still running when the loop ended: by length, or by Stop
             results[sample].finish_reason = "stopped" if stopped else "length"

@@ -1,6 +1,7 @@
 """The ONNX backend on a real tiny GPT-2: parity with PyTorch, quantized variants, export integrity, providers."""
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -99,7 +100,7 @@ def test_decoder_attention_is_fused_and_the_analysis_graph_is_not(onnx_backends,
     backend = onnx_backends[variant]
     assert backend.manifest["weights"]["ops"]["MultiHeadAttention"] == n_layer
     decoder = onnx.load(str(backend.model_path))
-    ops = op_counts(decoder)
+    ops = Counter(node.op_type for node in decoder.graph.node if not node.name.startswith("stats/"))  # onnx/stats.py's own
     assert ops["MultiHeadAttention"] == n_layer and ops["Softmax"] == 0
     assert not [n for n in decoder.graph.node if n.op_type == "Concat" and n.input[0].startswith("past_key_values.")]
     # No shape arithmetic left per layer (optimum's graph: ~150 such nodes per layer).
@@ -254,3 +255,98 @@ def test_fp16_export_builds_here_with_overflow_prone_ops_kept_in_fp32(tiny_sourc
     assert layer_norms and all(inits.get(n.input[1], TensorProto.FLOAT) == TensorProto.FLOAT for n in layer_norms)
     if not torch.cuda.is_available():
         assert manifest["verification"]["checked"] is False and "no GPU" in manifest["verification"]["reason"]
+
+
+def _statistics_graph(vocab: int):
+    """A real ONNX graph whose `logits` output is its input, with onnx/stats.py's statistics appended."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from playground.onnx.stats import add_statistics
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["scores"], ["logits"])], "scores",
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch_size", "sequence_length", vocab])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", vocab])])
+    model = add_statistics(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9))
+    onnx.checker.check_model(model)
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=[CPU])
+
+
+@pytest.mark.parametrize("vocab", [50257, 300, 7])
+def test_graph_statistics_equal_the_loops_own_on_ties_and_small_vocabularies(vocab):
+    """onnx/stats.py's block top-k is exact: the same ids in the same order as the loop's numpy top-k (lower id
+    first on equal logits), for a GPT-2 vocabulary, one of fewer than k blocks of 64 (300) and one smaller than a
+    block (7); log-sum-exp, probabilities and entropy match float64 to float32 rounding."""
+    from playground.generation import StepStats
+
+    session = _statistics_graph(vocab)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 3, vocab)) * 3).astype(np.float32)  # (N, T, V)
+    x[0, 0, : min(vocab, 40)] = x[0, 0].max() + 1  # a tie across the top, inside and across blocks
+    x[1, 2, vocab - 3:] = x[1, 2].max() + 2  # the largest logits in the last, partial block
+    x[0, 1, ::5] = 7.5  # many equal logits, every 5th id
+    for k in sorted({1, 5, min(10, vocab), min(100, vocab)}):
+        logits, top_logits, top_ids, lse, mean = session.run(None, {"scores": x, "top_k": np.array([k], dtype=np.int64)})
+        assert top_logits.shape == top_ids.shape == (2, 3, k) and lse.shape == mean.shape == (2, 3)
+        for n in range(2):
+            given = StepStats.of(torch.from_numpy(x[n]), k, np.empty((3, vocab), np.float32),
+                                 (top_logits[n], top_ids[n], lse[n], mean[n]))
+            mine = StepStats.of(torch.from_numpy(x[n]), k, np.empty((3, vocab), np.float32))
+            assert given.top_ids == mine.top_ids
+            exact = x[n].astype(np.float64)  # (T, V)
+            lse_exact = np.log(np.exp(exact - exact.max(-1, keepdims=True)).sum(-1)) + exact.max(-1)
+            p = np.exp(exact - lse_exact[:, None])
+            entropy_exact = -(p * np.log2(np.maximum(p, 1e-300))).sum(-1)
+            assert np.allclose(given.lse, lse_exact, rtol=1e-6, atol=1e-6)
+            assert np.allclose(given.top_probs, np.take_along_axis(p, np.asarray(given.top_ids), 1), rtol=2e-6)
+            assert np.allclose(given.entropy_bits, entropy_exact, atol=2e-5)
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
+def test_exports_compute_the_statistics_of_each_run_in_the_graph(onnx_backends, tiny_source, variant):
+    """The prompt's run gives every position's statistics, each step those of its rows (a batch, a row dropped), and
+    they agree with the loop's numpy statistics of the same logits; a generation's records are the same either way."""
+    from playground.generation import StepStats
+
+    backend = onnx_backends[variant]
+    runner = backend.runner
+    assert runner.computes_statistics
+    ids = tiny_source.tokenizer(PROMPT)["input_ids"]
+    k = 10
+
+    def check(logits, given):
+        x = logits.numpy()
+        scratch = np.empty(x.shape, np.float32)
+        a, b = StepStats.of(logits, k, scratch, given), StepStats.of(logits, k, scratch)
+        assert a.top_ids == b.top_ids
+        assert np.allclose(a.top_probs, b.top_probs, rtol=1e-4, atol=1e-7) and np.allclose(a.lse, b.lse, atol=1e-4)
+        assert np.allclose(a.entropy_bits, b.entropy_bits, atol=1e-3)
+
+    logits, cache = backend.prefill(ids, top_k=k)
+    given = backend.statistics(cache)
+    assert given[0].shape == (1, len(ids), k)
+    check(logits, tuple(a[0] for a in given))
+    cache = backend.expand(cache, 3)
+    logits, cache = backend.step_batch([5, 9, 11], cache)
+    check(logits, tuple(a[:, -1] for a in backend.statistics(cache)))
+    cache = backend.select(cache, [0, 2])
+    for tokens in ([4, 6], [7, 8]):
+        logits, cache = backend.step_batch(tokens, cache)
+        check(logits, tuple(a[:, -1] for a in backend.statistics(cache)))
+
+
+def test_records_are_the_same_with_the_graphs_statistics_and_without(onnx_backends, tiny_source, monkeypatch):
+    """A run on the export's own statistics and the same run with them ignored (the loop computes its own): same
+    tokens, ranks and alternatives, probabilities and entropies within float32 rounding; prompt tokens too."""
+    backend = onnx_backends["int8"]
+    settings = GenerationSettings(max_new_tokens=12, do_sample=True, seed=3, top_k=20, top_alternatives=7)
+    with_graph = generate(backend, tiny_source, PROMPT, settings)
+    monkeypatch.setattr(type(backend), "statistics", lambda self, cache: None)
+    without = generate(backend, tiny_source, PROMPT, settings)
+    for a, b in zip(with_graph.prompt_tokens + with_graph.tokens, without.prompt_tokens + without.tokens, strict=True):
+        assert (a.token_id, a.rank, [t.token_id for t in a.top]) == (b.token_id, b.rank, [t.token_id for t in b.top])
+        if a.raw_prob is not None:
+            assert a.raw_prob == pytest.approx(b.raw_prob, rel=1e-4) and a.entropy_bits == pytest.approx(b.entropy_bits, abs=1e-3)

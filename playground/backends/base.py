@@ -51,8 +51,15 @@ class Backend(ABC):
     streams_tokens: bool = False
 
     @abstractmethod
-    def prefill(self, input_ids: list[int]) -> tuple[Any, Any]:
-        """Run the whole prompt. Returns (logits of shape (T, V), cache)."""
+    def prefill(self, input_ids: list[int], top_k: int = 1) -> tuple[Any, Any]:
+        """Run the whole prompt. Returns (logits of shape (T, V), cache). `top_k`: how many alternatives per position
+        `statistics` should hold, for a backend that computes them."""
+
+    def statistics(self, cache: Any) -> tuple[Any, ...] | None:
+        """The per-position statistics computed together with the latest logits on `cache`, as numpy arrays: top-k
+        logits (N, T, k) largest first (lower id first on ties), their ids (N, T, k), log-sum-exp (N, T) and mean
+        logit under the distribution (N, T). None (the default): the decoding loop computes them from the logits."""
+        return None
 
     @abstractmethod
     def step(self, token_id: int, cache: Any) -> tuple[Any, Any]:

@@ -63,8 +63,11 @@ class OnnxBackend(Backend):
             notice=notice,
         )
 
-    def prefill(self, input_ids: list[int]) -> tuple[torch.Tensor, Any]:
-        return self.runner.prefill(input_ids)
+    def prefill(self, input_ids: list[int], top_k: int = 1) -> tuple[torch.Tensor, Any]:
+        return self.runner.prefill(input_ids, top_k)
+
+    def statistics(self, cache: Any) -> tuple[np.ndarray, ...] | None:
+        return self.runner.statistics(cache)  # exports since format 8 compute them in the graph (onnx/stats.py)
 
     def step(self, token_id: int, cache: Any) -> tuple[torch.Tensor, Any]:
         return self.runner.step(token_id, cache)

@@ -80,7 +80,7 @@ class RemoteBackend(Backend):
                                 provider=parsed.netloc, context_length=AutoConfig.from_pretrained(source.location).n_positions)
 
     # ---- what an engine cannot do -------------------------------------------------------------------
-    def prefill(self, input_ids):
+    def prefill(self, input_ids, top_k=1):
         raise unavailable("logits")
 
     def step(self, token_id, cache):

@@ -44,7 +44,7 @@ class TorchBackend(Backend):
         )
 
     @torch.inference_mode()
-    def prefill(self, input_ids: list[int]) -> tuple[torch.Tensor, Any]:
+    def prefill(self, input_ids: list[int], top_k: int = 1) -> tuple[torch.Tensor, Any]:
         ids = torch.tensor([input_ids], device=self.device)  # (1, T)
         out = self.model(input_ids=ids, use_cache=True)
         return out.logits[0].float().cpu(), out.past_key_values  # (T, V)

@@ -20,14 +20,16 @@ from ..errors import DeviceError, PlaygroundError
 from ..models import ModelSource, load_torch_model, resolve_model
 from ..paths import exports_dir
 from .fusion import drop_linear_reshapes, fuse_attention
+from .stats import add_statistics
 
 VARIANTS = ("fp32", "fp16", "int8", "int4")
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
 ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities and residual stream
 FINAL_RESIDUAL = "final_residual"  # the analysis graph's last residual, before the final layer norm
-FORMAT_VERSION = 7  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
-# 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder; 7: its cache written in place, onnx/fusion.py)
+FORMAT_VERSION = 8  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
+# 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder; 7: its cache written in place, onnx/fusion.py;
+# 8: the per-token statistics computed in the graph, onnx/stats.py)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
@@ -344,8 +346,8 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = Tru
     if fuse:
         drop_linear_reshapes(model)
     if variant == "fp32":
-        if fuse:
-            fuse_attention(model)
+        if fuse and fuse_attention(model):
+            add_statistics(model)
         onnx.save(model, str(out_path))
         return
     embedding = tied_embedding(model)
@@ -360,6 +362,7 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = Tru
         staged.unlink()
         quantized = onnx.load(str(out_path))
         if fuse and fuse_attention(quantized):  # after quantizing: the quantizer's shape inference cannot see through the fused op
+            add_statistics(quantized)
             onnx.save(quantized, str(out_path))
         return
     if variant == "int4":
@@ -375,8 +378,8 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = Tru
         quantizer.process()
         if embedding is not None:
             share_embedding_with_lm_head(quantizer.model.model, embedding)  # 236 -> 82 MB for GPT-2 small
-        if fuse:
-            fuse_attention(quantizer.model.model)
+        if fuse and fuse_attention(quantizer.model.model):
+            add_statistics(quantizer.model.model)
         quantizer.model.save_model_to_file(str(out_path), use_external_data_format=False)
         return
     raise AssertionError(variant)

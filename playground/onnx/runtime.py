@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .stats import OUTPUTS as STAT_OUTPUTS
+from .stats import TOP_K_INPUT as STAT_TOP_K
+
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
@@ -66,6 +69,10 @@ class OnnxRunner:
         self.in_place = metadata.get("kv_cache") == "in_place"
         self.context = context or 1024  # the buffers' capacity: the model's context (GPT-2: n_positions)
         self.io_binding = self.in_place or ((self.provider == CUDA) if io_binding is None else io_binding)
+        # Exports since format 8 also compute each position's statistics (onnx/stats.py) in the same run.
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        self.computes_statistics = self.in_place and all(name in outputs for name in STAT_OUTPUTS)
+        self.vocab = outputs["logits"].shape[-1]
 
     def _feed(self, ids: list[int], past_len: int) -> dict[str, np.ndarray]:
         n = len(ids)
@@ -131,25 +138,35 @@ class OnnxRunner:
         (each step rebinds only the three small inputs), and a step's logits land in one of two preallocated arrays,
         used in turn: a step's logits stay valid while the caller reads them after the next step started."""
         binding = past.binding
+        stats = STAT_OUTPUTS if self.computes_statistics else ()
         if binding is None:
             binding = past.binding = self.session.io_binding()
-            binding.bind_output("logits", "cpu")  # first: get_outputs() lists outputs in the order they were first bound
+            for name in ("logits", *stats):  # first: get_outputs() lists outputs in the order they were first bound
+                binding.bind_output(name, "cpu")
             for names in (self.past_names, self.present_names):
                 for name, value in zip(names, past):
                     (binding.bind_ortvalue_input if names is self.past_names else binding.bind_ortvalue_output)(
                         name, value.ortvalue if isinstance(value, CpuBuffer) else value)
+            if stats:
+                binding.bind_cpu_input(STAT_TOP_K, past.top_k)
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
         rows, new = feed["input_ids"].shape
         if new == 1 and past.vocab:  # a decoding step
             out = past.next_logits(rows)
             binding.bind_output("logits", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+            if stats and (past.stats is None or past.stats[0].shape[:2] != (rows, 1)):
+                past.stats = step_statistics(rows, int(past.top_k[0]))  # one set per batch size, bound once
+                for name, array in zip(stats, past.stats):
+                    binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
             self.session.run_with_iobinding(binding)
             return out, past
-        binding.bind_output("logits", "cpu")  # the prompt: (1, T, V), allocated by onnxruntime
+        for name in ("logits", *stats):  # the prompt: (1, T, V) and (1, T, k), allocated by onnxruntime
+            binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
-        logits = binding.get_outputs()[0].numpy()
+        logits, *computed = (value.numpy() for value in binding.get_outputs()[: 1 + len(stats)])
         past.vocab = logits.shape[-1]
+        past.stats = tuple(computed) if stats else None
         return logits, past
 
     def run(self, ids: list[int], past: list, past_len: int) -> tuple[np.ndarray, list]:
@@ -159,9 +176,19 @@ class OnnxRunner:
         logits, present = self._run_feed(self._feed(ids, past_len), past)
         return logits[0], present
 
-    def prefill(self, ids: list[int]) -> tuple[torch.Tensor, Any]:
-        logits, past = self.run(ids, self._empty_past(), 0)
+    def prefill(self, ids: list[int], top_k: int = 1) -> tuple[torch.Tensor, Any]:
+        """Run the prompt; a graph that computes the statistics (`statistics`) gives the top-`top_k` alternatives."""
+        past = self._empty_past()
+        if isinstance(past, CacheBuffers):
+            past.top_k = np.array([max(1, min(top_k, self.vocab))], dtype=np.int64)
+        logits, past = self.run(ids, past, 0)
         return torch.from_numpy(logits.astype(np.float32, copy=False)), (past, len(ids))
+
+    def statistics(self, cache: Any) -> tuple[np.ndarray, ...] | None:
+        """The statistics the graph computed in the latest run on `cache`: top logits (N, T, k), their ids (N, T, k),
+        log-sum-exp (N, T) and mean logit (N, T); None for a graph without them."""
+        past = cache[0]
+        return past.stats if isinstance(past, CacheBuffers) else None
 
     def step(self, token_id: int, cache: Any) -> tuple[torch.Tensor, Any]:
         logits, cache = self.step_batch([token_id], cache)
@@ -188,7 +215,7 @@ class OnnxRunner:
         rows = [self._rows(value, index, past_len) for value in past]
         if isinstance(past, CacheBuffers):
             rows = CacheBuffers(rows)
-            rows.vocab = past.vocab
+            rows.vocab, rows.top_k = past.vocab, past.top_k
         return rows
 
     def _rows(self, value, index: np.ndarray, past_len: int):
@@ -218,6 +245,8 @@ class CacheBuffers(list):
         super().__init__(buffers)
         self.binding = None
         self.vocab = 0  # known after the prompt's run
+        self.top_k = np.ones(1, dtype=np.int64)  # the alternatives a graph with statistics computes (bound as an input)
+        self.stats: tuple[np.ndarray, ...] | None = None  # the latest run's statistics (OnnxRunner.statistics)
         self._logits: list[np.ndarray] = []
         self._turn = 0
 
@@ -226,6 +255,12 @@ class CacheBuffers(list):
             self._logits = [np.empty((rows, 1, self.vocab), dtype=np.float32) for _ in range(2)]  # (N, 1, V) each
         self._turn ^= 1
         return self._logits[self._turn]
+
+
+def step_statistics(rows: int, k: int) -> tuple[np.ndarray, ...]:
+    """Arrays a decoding step writes its statistics into: top logits and ids (N, 1, k), lse and mean logit (N, 1)."""
+    return (np.empty((rows, 1, k), dtype=np.float32), np.empty((rows, 1, k), dtype=np.int64),
+            np.empty((rows, 1), dtype=np.float32), np.empty((rows, 1), dtype=np.float32))
 
 
 class CpuBuffer:
