@@ -75,15 +75,22 @@ def outside_run_cpu_us(runner, loop, new_tokens: int) -> tuple[float, float]:
 
 def bare_loop(runner, prompt_ids: list[int], new_tokens: int) -> float:
     """Decode tokens/s of the minimal loop: session.run, keep the cache, argmax. For an export that writes its cache
-    in place, the runner's own step (IO binding to the cache buffers, the logits as a tensor view) is that minimum."""
+    in place, the runner's own step (IO binding to the cache buffers, the logits as a tensor view) is that minimum,
+    fetching only the logits and the cache: not the statistics the graph can compute (onnx/stats.py), which are
+    the playground loop's work."""
     if runner.in_place:
-        logits, cache = runner.prefill(prompt_ids)
-        token = int(logits[-1].argmax())
-        started = time.perf_counter()
-        for _ in range(new_tokens - 1):
-            logits, cache = runner.step_batch([token], cache)
-            token = int(logits[0].argmax())
-        return (new_tokens - 1) / (time.perf_counter() - started)
+        fetches = runner.computes_statistics
+        runner.computes_statistics = False
+        try:
+            logits, cache = runner.prefill(prompt_ids)
+            token = int(logits[-1].argmax())
+            started = time.perf_counter()
+            for _ in range(new_tokens - 1):
+                logits, cache = runner.step_batch([token], cache)
+                token = int(logits[0].argmax())
+            return (new_tokens - 1) / (time.perf_counter() - started)
+        finally:
+            runner.computes_statistics = fetches
     session, names = runner.session, runner.output_names
     past = runner._empty_past()
     feed = runner._feed(prompt_ids, 0) | dict(zip(runner.past_names, past))

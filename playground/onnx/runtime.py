@@ -71,7 +71,9 @@ class OnnxRunner:
         self.io_binding = self.in_place or ((self.provider == CUDA) if io_binding is None else io_binding)
         # Exports since format 8 also compute each position's statistics (onnx/stats.py) in the same run.
         outputs = {o.name: o for o in self.session.get_outputs()}
-        self.computes_statistics = self.in_place and all(name in outputs for name in STAT_OUTPUTS)
+        self.has_statistics = self.in_place and all(name in outputs for name in STAT_OUTPUTS)
+        # Whether runs fetch them; off, onnxruntime skips their nodes (bench/loop.py's bare loop, a reference).
+        self.computes_statistics = self.has_statistics
         self.vocab = outputs["logits"].shape[-1]
 
     def _feed(self, ids: list[int], past_len: int) -> dict[str, np.ndarray]:
@@ -147,8 +149,8 @@ class OnnxRunner:
                 for name, value in zip(names, past):
                     (binding.bind_ortvalue_input if names is self.past_names else binding.bind_ortvalue_output)(
                         name, value.ortvalue if isinstance(value, CpuBuffer) else value)
-            if stats:
-                binding.bind_cpu_input(STAT_TOP_K, past.top_k)
+            if self.has_statistics:
+                binding.bind_cpu_input(STAT_TOP_K, past.top_k)  # the graph needs it fed, fetched or not
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
         rows, new = feed["input_ids"].shape
