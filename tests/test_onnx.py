@@ -275,11 +275,12 @@ def _statistics_graph(vocab: int):
     return ort.InferenceSession(model.SerializeToString(), providers=[CPU])
 
 
-@pytest.mark.parametrize("vocab", [50257, 300, 7])
+@pytest.mark.parametrize("vocab", [50257, 300, 1009, 7])
 def test_graph_statistics_equal_the_loops_own_on_ties_and_small_vocabularies(vocab):
     """onnx/stats.py's block top-k is exact: the same ids in the same order as the loop's numpy top-k (lower id
-    first on equal logits), for a GPT-2 vocabulary, one of fewer than k blocks of 64 (300) and one smaller than a
-    block (7); log-sum-exp, probabilities and entropy match float64 to float32 rounding."""
+    first on equal logits), for GPT-2's vocabulary (blocks of 29), one of fewer than k blocks (300), a prime one
+    (1009: the last block padded) and one smaller than a block (7); log-sum-exp, probabilities and entropy match
+    float64 to float32 rounding."""
     from playground.generation import StepStats
 
     session = _statistics_graph(vocab)

@@ -6,8 +6,8 @@ and numpy call starts cold (README, "Loop overhead"), and the statistics were a 
 Here they are a handful of kernels on logits that are still in cache, and the loop reads a few small arrays.
 
 The top-k is exact without a full sort (onnxruntime's TopK over 50,257 logits alone costs ~450 us): the
-vocabulary is cut into blocks of `BLOCK` logits, the k blocks with the largest maxima hold the k largest
-logits (any other block's max is below all of them), and TopK runs on those k * BLOCK candidates. The chosen
+vocabulary is cut into blocks of about `BLOCK` logits, the k blocks with the largest maxima hold the k largest
+logits (any other block's max is below all of them), and TopK runs on those k blocks' logits. The chosen
 blocks are put in id order first, so equal logits rank lower id first, as `np.argmax` and a stable sort do.
 """
 
@@ -17,9 +17,16 @@ import numpy as np
 
 from .fusion import set_metadata
 
-BLOCK = 64
+BLOCK = 64  # the block width aimed at: a divisor of the vocabulary near it when there is one (no padding)
 OUTPUTS = ("top_logits", "top_ids", "lse", "mean_logit")  # (N, T, k) float, (N, T, k) int64, (N, T), (N, T)
 TOP_K_INPUT = "top_k"  # int64 (1,): how many alternatives to return, 1 .. vocabulary
+
+
+def block_width(vocab: int) -> int:
+    """The divisor of `vocab` between BLOCK / 4 and 2 * BLOCK nearest BLOCK (GPT-2's 50,257: 29; 21,128: 76), else
+    BLOCK (the last block is then padded)."""
+    divisors = [w for w in range(BLOCK // 4, 2 * BLOCK + 1) if vocab % w == 0]
+    return min(divisors, key=lambda w: abs(w - BLOCK), default=BLOCK)
 
 
 def add_statistics(model, logits: str = "logits"):
@@ -32,33 +39,39 @@ def add_statistics(model, logits: str = "logits"):
     vocab = output.type.tensor_type.shape.dim[2].dim_value
     if not vocab:
         raise ValueError("the logits' vocabulary dimension must be static")
-    blocks = -(-vocab // BLOCK)
+    width_ = block_width(vocab)
+    blocks = -(-vocab // width_)
     p = "stats/"
 
     def const(name: str, value) -> str:
         graph.initializer.append(numpy_helper.from_array(np.asarray(value), p + name))
         return p + name
 
-    pads = const("pads", np.array([0, 0, 0, 0, 0, blocks * BLOCK - vocab], dtype=np.int64))
-    # Padding below every logit, finite: its exp is 0, and 0 times it is 0 (not NaN, as with -inf).
-    floor = const("floor", np.array(np.finfo(np.float32).min, dtype=np.float32))
-    block_shape = const("block_shape", np.array([0, 0, blocks, BLOCK], dtype=np.int64))
+    block_shape = const("block_shape", np.array([0, 0, blocks, width_], dtype=np.int64))
     flat_shape = const("flat_shape", np.array([0, 0, -1], dtype=np.int64))
     last = const("last", np.array([-1], dtype=np.int64))
-    width = const("width", np.array(BLOCK, dtype=np.int64))
+    width = const("width", np.array(width_, dtype=np.int64))
+    padded = logits
+    padding = []
+    if blocks * width_ != vocab:  # onnxruntime's Pad copies slowly (~100 us for GPT-2's logits): only when needed
+        pads = const("pads", np.array([0, 0, 0, 0, 0, blocks * width_ - vocab], dtype=np.int64))
+        # Padding below every logit, finite: its exp is 0, and 0 times it is 0 (not NaN, as with -inf).
+        floor = const("floor", np.array(np.finfo(np.float32).min, dtype=np.float32))
+        padded = p + "padded"
+        padding = [helper.make_node("Pad", [logits, pads, floor], [padded], mode="constant")]  # (N, T, blocks * width)
     first = (const("zero", np.array([0], dtype=np.int64)), const("one", np.array([1], dtype=np.int64)))
     k = TOP_K_INPUT
     nodes = [
         # A vocabulary of fewer than k blocks: every block is a candidate (the caller keeps k <= V).
         helper.make_node("Min", [k, const("blocks", np.array([blocks], dtype=np.int64))], [p + "k_blocks"]),
-        helper.make_node("Pad", [logits, pads, floor], [p + "padded"], mode="constant"),  # (N, T, blocks * BLOCK)
-        helper.make_node("Reshape", [p + "padded", block_shape], [p + "blocked"]),  # (N, T, blocks, BLOCK)
+        *padding,
+        helper.make_node("Reshape", [padded, block_shape], [p + "blocked"]),  # (N, T, blocks, width)
         helper.make_node("ReduceMax", [p + "blocked", last], [p + "block_max"], keepdims=0),  # (N, T, blocks)
         helper.make_node("TopK", [p + "block_max", p + "k_blocks"], [p + "_", p + "best_blocks"]),  # (N, T, k) by value
         helper.make_node("TopK", [p + "best_blocks", p + "k_blocks"], [p + "blocks_in_order", p + "__"], largest=0),  # by id
         helper.make_node("Unsqueeze", [p + "blocks_in_order", last], [p + "block_index"]),  # (N, T, k, 1)
         helper.make_node("GatherND", [p + "blocked", p + "block_index"], [p + "candidates4"], batch_dims=2),
-        helper.make_node("Reshape", [p + "candidates4", flat_shape], [p + "candidates"]),  # (N, T, k * BLOCK)
+        helper.make_node("Reshape", [p + "candidates4", flat_shape], [p + "candidates"]),  # (N, T, k * width)
         helper.make_node("TopK", [p + "candidates", k], ["top_logits", p + "slot"]),  # (N, T, k), lower slot on ties
         helper.make_node("Div", [p + "slot", width], [p + "slot_block"]),
         helper.make_node("Mod", [p + "slot", width], [p + "slot_offset"]),
