@@ -1,10 +1,13 @@
-"""How close each quantized export is to PyTorch fp32, with and without the attention fusion:
+"""How close each quantized export is to PyTorch fp32, with and without the attention fusion, and llama.cpp's
+quantizations of the same model beside them:
 
-    python scripts/quant_quality.py [--model demo] [--windows 6]
+    python scripts/quant_quality.py [--model demo] [--windows 6] [--llama-python PY --llama-src DIR]
 
 Text: Python's own docstrings (pydoc of str, list, dict, os.path, open), cut into `--windows` windows of
 the model's context. Per variant, built from one optimum export both ways (onnx/export.py's
-`_make_variant`, fuse on and off): mean KL(PyTorch || ONNX) per position and top-1 agreement.
+`_make_variant`, fuse on and off): mean KL(PyTorch || ONNX) per position, top-1 agreement and file size.
+With llama.cpp (the benchmark's peer options), its f32, Q8_0 and Q4_0 GGUF files of the same model are
+scored the same way on llama.cpp's own logits.
 """
 
 import argparse
@@ -19,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from playground.bench.peers import PEER_VARIANTS, PeerConfig, missing_reason, peer_logits  # noqa: E402
 from playground.models import load_torch_model, resolve_model  # noqa: E402
-from playground.onnx.export import _export_fp32, _make_variant  # noqa: E402
+from playground.onnx.export import _export_fp32, _make_variant, export_folder  # noqa: E402
 from playground.onnx.runtime import OnnxRunner  # noqa: E402
 
 
@@ -28,6 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo")
     parser.add_argument("--windows", type=int, default=6)
+    parser.add_argument("--llama-python", default=sys.executable, help="a python with llama-cpp-python (llama.cpp rows)")
+    parser.add_argument("--llama-src", default=None, help="a llama.cpp source tree holding convert_hf_to_gguf.py")
     args = parser.parse_args()
     source = resolve_model(args.model)
     model = load_torch_model(source)
@@ -38,16 +44,21 @@ def main() -> None:
     with torch.inference_mode():
         reference = [torch.log_softmax(model(torch.tensor([w])).logits[0].float(), -1).numpy() for w in windows]  # (T, V)
 
-    def compare(path: Path) -> tuple[float, float]:
-        runner = OnnxRunner(path, ["CPUExecutionProvider"], context=context)
+    def score(logits) -> tuple[float, float]:
+        """Mean KL(PyTorch || them) per position and top-1 agreement, over the windows' logits (T, V) each."""
         kl, top1 = [], []
-        for window, want in zip(windows, reference):
-            got = torch.log_softmax(runner.prefill(window)[0], -1).numpy()  # (T, V)
+        for want, theirs in zip(reference, logits):
+            got = torch.log_softmax(torch.as_tensor(theirs), -1).numpy()  # (T, V)
             kl.append(float((np.exp(want) * (want - got)).sum(-1).mean()))
             top1.append(float((want.argmax(-1) == got.argmax(-1)).mean()))
         return float(np.mean(kl)), float(np.mean(top1))
 
-    print(f"{source.name}: {len(windows)} windows of {context} tokens\n| variant | graph | KL to fp32 | top-1 agreement |\n|---|---|---|---|")
+    def compare(path: Path) -> tuple[float, float]:
+        runner = OnnxRunner(path, ["CPUExecutionProvider"], context=context)
+        return score(runner.prefill(window)[0] for window in windows)
+
+    print(f"{source.name}: {len(windows)} windows of {context} tokens\n| variant | graph | KL to fp32 | top-1 agreement | MB |\n"
+          "|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         raw = _export_fp32(model, Path(tmp) / "raw")
         for variant in ("int8", "int4"):
@@ -56,7 +67,16 @@ def main() -> None:
                 _make_variant(raw, variant, path, fuse=fuse)
                 kl, top1 = compare(path)
                 graph = "fused, in place" if fuse else "optimum's"
-                print(f"| {variant} | {graph} | {kl:.5f} | {top1:.4f} |")
+                print(f"| {variant} | {graph} | {kl:.5f} | {top1:.4f} | {path.stat().st_size / 1e6:.1f} |")
+    peer = PeerConfig(args.llama_python, args.llama_src)
+    reason = missing_reason(peer)
+    if reason:
+        print(reason)
+        return
+    for variant in PEER_VARIANTS:
+        logits, size = peer_logits(Path(source.location), peer, variant, windows, context, export_folder(source, "gguf"))
+        kl, top1 = score(logits)
+        print(f"| llama.cpp {variant} | GGUF | {kl:.5f} | {top1:.4f} | {size / 1e6:.1f} |")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,21 @@ params.ftype = int(sys.argv[3])
 sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(params)))
 """
 
+# argv[1]: JSON {gguf, windows, context, out}: every position's logits of each window (llama.cpp's own), saved to `out`.
+LOGITS = """
+import json, sys
+import numpy as np
+from llama_cpp import Llama
+job = json.loads(sys.argv[1])
+llm = Llama(model_path=job["gguf"], n_ctx=job["context"], n_batch=job["context"], logits_all=True, verbose=False)
+rows = []
+for window in job["windows"]:
+    llm.reset()
+    llm.eval(window)
+    rows.append(np.array(llm.scores[: len(window)], dtype=np.float32))  # (T, V)
+np.save(job["out"], np.stack(rows))
+"""
+
 # argv[1]: JSON {gguf, ids, new_tokens, threads, repeats, warmup, context}; prints one JSON line of timings.
 TIME = """
 import json, sys, time
@@ -210,3 +225,19 @@ def run_peer(model_dir: Path, peer: PeerConfig, prompt_ids: list[int], new_token
                              new_tokens=new_tokens, threads=threads, load_s=result["load_s"],
                              peak_rss_mb=result["peak_rss_mb"], size_mb=gguf.stat().st_size / 1e6))
     return rows
+
+
+def peer_logits(model_dir: Path, peer: PeerConfig, variant: str, windows: list[list[int]], context: int, folder: Path):
+    """llama.cpp's logits for every position of each window (same length each) with the model as `variant`:
+    (numpy (windows, T, V), the GGUF file's size in bytes). For comparing its quantizations with ours
+    (scripts/quant_quality.py)."""
+    import numpy as np
+
+    gguf = ensure_gguf(model_dir, peer, variant, folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "logits.npy"
+        job = {"gguf": str(gguf), "windows": windows, "context": context, "out": str(out)}
+        done = subprocess.run([peer.python, "-c", LOGITS, json.dumps(job)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise PlaygroundError(f"llama.cpp could not evaluate {gguf.name}: {done.stderr.strip()[-500:]}")
+        return np.load(out), gguf.stat().st_size

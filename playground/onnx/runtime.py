@@ -74,7 +74,8 @@ class OnnxRunner:
         self.has_statistics = self.in_place and all(name in outputs for name in STAT_OUTPUTS)
         # Whether runs fetch them; off, onnxruntime skips their nodes (bench/loop.py's bare loop, a reference).
         self.computes_statistics = self.has_statistics
-        self.vocab = outputs["logits"].shape[-1]
+        vocab = outputs["logits"].shape[-1]
+        self.vocab = vocab if isinstance(vocab, int) else None  # static in GPT-2 exports
 
     def _feed(self, ids: list[int], past_len: int) -> dict[str, np.ndarray]:
         n = len(ids)
@@ -157,14 +158,16 @@ class OnnxRunner:
         if new == 1 and past.vocab:  # a decoding step
             out = past.next_logits(rows)
             binding.bind_output("logits", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
-            if stats and (past.stats is None or past.stats[0].shape[:2] != (rows, 1)):
+            if stats and past.stats_rows != rows:
                 past.stats = step_statistics(rows, int(past.top_k[0]))  # one set per batch size, bound once
+                past.stats_rows = rows
                 for name, array in zip(stats, past.stats):
                     binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
             self.session.run_with_iobinding(binding)
             return out, past
         for name in ("logits", *stats):  # the prompt: (1, T, V) and (1, T, k), allocated by onnxruntime
             binding.bind_output(name, "cpu")
+        past.stats_rows = 0  # the next step binds its own arrays again
         self.session.run_with_iobinding(binding)
         logits, *computed = (value.numpy() for value in binding.get_outputs()[: 1 + len(stats)])
         past.vocab = logits.shape[-1]
@@ -182,7 +185,7 @@ class OnnxRunner:
         """Run the prompt; a graph that computes the statistics (`statistics`) gives the top-`top_k` alternatives."""
         past = self._empty_past()
         if isinstance(past, CacheBuffers):
-            past.top_k = np.array([max(1, min(top_k, self.vocab))], dtype=np.int64)
+            past.top_k = np.array([max(1, min(top_k, self.vocab or top_k))], dtype=np.int64)
         logits, past = self.run(ids, past, 0)
         return torch.from_numpy(logits.astype(np.float32, copy=False)), (past, len(ids))
 
@@ -249,6 +252,7 @@ class CacheBuffers(list):
         self.vocab = 0  # known after the prompt's run
         self.top_k = np.ones(1, dtype=np.int64)  # the alternatives a graph with statistics computes (bound as an input)
         self.stats: tuple[np.ndarray, ...] | None = None  # the latest run's statistics (OnnxRunner.statistics)
+        self.stats_rows = 0  # the batch size of the step arrays bound for them (0: none bound)
         self._logits: list[np.ndarray] = []
         self._turn = 0
 
