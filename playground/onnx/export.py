@@ -27,9 +27,9 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
 ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities and residual stream
 FINAL_RESIDUAL = "final_residual"  # the analysis graph's last residual, before the final layer norm
-FORMAT_VERSION = 8  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
+FORMAT_VERSION = 9  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
 # 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder; 7: its cache written in place, onnx/fusion.py;
-# 8: the per-token statistics computed in the graph, onnx/stats.py)
+# 8: the per-token statistics computed in the graph, onnx/stats.py; 9: int8 and int4 weight-only in blocks, NBITS_RECIPES)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
@@ -48,10 +48,19 @@ class VariantSpec:
 VARIANT_SPECS = {
     "fp32": VariantSpec("fp32", ("cpu", "cuda"), "full precision, the reference"),
     "fp16": VariantSpec("fp16", ("cuda",), "half precision weights and compute (LayerNorm, Add, Gelu kept in fp32)"),
-    "int8": VariantSpec("int8", ("cpu",), "dynamic int8 quantization of every MatMul weight (MatMulInteger) and the embeddings"),
-    "int4": VariantSpec("int4", ("cpu", "cuda"), "weight-only int4 (MatMulNBits, block 32, symmetric); the token embedding "
-                                                 "reads the quantized lm_head (GatherBlockQuantized)"),
+    "int8": VariantSpec("int8", ("cpu",), "weight-only int8 of every MatMul weight (MatMulNBits, blocks of 32, symmetric, "
+                                          "like llama.cpp's Q8_0); the token embedding reads lm_head's (GatherBlockQuantized)"),
+    "int4": VariantSpec("int4", ("cpu", "cuda"), "weight-only int4 of the blocks' MatMul weights (MatMulNBits, blocks of 64, "
+                                                 "symmetric) and int8 lm_head (blocks of 128), which the token embedding "
+                                                 "reads (GatherBlockQuantized)"),
 }
+
+# Weight-only quantization in llama.cpp's manner: each weight row in blocks along the input dimension, one fp32
+# scale per block, symmetric. (bits, block) for the transformer blocks' MatMuls, then for lm_head, whose weight the
+# token embedding shares. lm_head gets 8 bits in int4 as llama.cpp's Q4_0 keeps its output layer at Q6_K: on the
+# demo model a 4-bit lm_head made KL to fp32 7.7x Q4_0's (README, "Quantization against llama.cpp's").
+# accuracy_level=4 lets the CPU kernel compute in int8: about 2.5x faster than the default here.
+NBITS_RECIPES = {"int8": ((8, 32), (8, 32)), "int4": ((4, 64), (8, 128))}
 
 
 def check_variant_runs_on(variant: str, device: str) -> None:
@@ -176,14 +185,15 @@ def untie_lm_head(model) -> bool:
 
 
 def share_embedding_with_lm_head(model, token_embedding: str) -> bool:
-    """After MatMulNBits quantization: let the token-embedding Gather read lm_head's int4 weight.
+    """After MatMulNBits quantization: let the token-embedding Gather read lm_head's quantized weight.
 
     GPT-2 ties lm_head to the token embedding (wte, (V, E)). MatMulNBits stores lm_head's weight as
-    B (N=V, K/block, block/2) uint8, two 4-bit values per byte, low nibble first, with implicit zero
-    point 8 and scales (V, K/block): row v of B is wte[v] quantized block-wise along E. That is exactly
-    GatherBlockQuantized's layout for data (V, E/2) uint8 with bits=4, quantize_axis=1, so a Reshape
-    view of the same initializer serves both, and the fp32 wte (a quarter of GPT-2 small: 154 MB)
-    leaves the file. Returns False (graph untouched) when lm_head is not a MatMulNBits over wte.
+    B (N=V, K/block, block * bits/8) uint8 (4 bits: two values per byte, low nibble first) with an
+    implicit zero point (8 or 128) and scales (V, K/block): row v of B is wte[v] quantized block-wise
+    along E. That is exactly GatherBlockQuantized's layout for data (V, E * bits/8) uint8 with the same
+    bits, quantize_axis=1, so a Reshape view of the same initializer serves both, and the fp32 wte (a
+    quarter of GPT-2 small: 154 MB) leaves the file. Returns False (graph untouched) when lm_head is not
+    a MatMulNBits over wte in whole blocks.
     """
     from onnx import helper, numpy_helper
     import numpy as np
@@ -196,21 +206,22 @@ def share_embedding_with_lm_head(model, token_embedding: str) -> bool:
     attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
     vocab, embd = inits[token_embedding].dims
     block = attrs["block_size"]
-    if (attrs["N"], attrs["K"], attrs.get("bits", 4)) != (vocab, embd, 4) or len(head.input) > 3 and head.input[3]:
-        return False  # transposed differently, another bit width, or explicit zero points: keep the fp32 embedding
-    data_shape = numpy_helper.from_array(np.array([vocab, embd // 2], dtype=np.int64), "wte_q4_shape")
-    scales_shape = numpy_helper.from_array(np.array([vocab, embd // block], dtype=np.int64), "wte_q4_scales_shape")
+    bits = attrs.get("bits", 4)
+    if (attrs["N"], attrs["K"]) != (vocab, embd) or bits not in (4, 8) or embd % block or len(head.input) > 3 and head.input[3]:
+        return False  # transposed differently, padded blocks, or explicit zero points: keep the fp32 embedding
+    data_shape = numpy_helper.from_array(np.array([vocab, embd * bits // 8], dtype=np.int64), "wte_q_shape")
+    scales_shape = numpy_helper.from_array(np.array([vocab, embd // block], dtype=np.int64), "wte_q_scales_shape")
     model.graph.initializer.extend([data_shape, scales_shape])
     views = [
-        helper.make_node("Reshape", [head.input[1], data_shape.name], ["wte_q4"], name="wte_q4_view"),  # (V, E/2)
-        helper.make_node("Reshape", [head.input[2], scales_shape.name], ["wte_q4_scales"], name="wte_q4_scales_view"),  # (V, E/block)
+        helper.make_node("Reshape", [head.input[1], data_shape.name], ["wte_q"], name="wte_q_view"),  # (V, E * bits/8)
+        helper.make_node("Reshape", [head.input[2], scales_shape.name], ["wte_q_scales"], name="wte_q_scales_view"),  # (V, E/block)
     ]
     for gather in gathers:
         index = list(model.graph.node).index(gather)
         model.graph.node.remove(gather)
         model.graph.node.insert(index, helper.make_node(
-            "GatherBlockQuantized", ["wte_q4", gather.input[1], "wte_q4_scales"], list(gather.output), name=gather.name + "_Q4",
-            domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=block, bits=4,
+            "GatherBlockQuantized", ["wte_q", gather.input[1], "wte_q_scales"], list(gather.output), name=gather.name + "_Q",
+            domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=block, bits=bits,
         ))
     for view in reversed(views):
         model.graph.node.insert(0, view)
@@ -232,7 +243,7 @@ def tied_embedding(model) -> str | None:
 def lm_head_is_tied(model) -> bool:
     """True when lm_head and the token embedding read one weight: the fp32 initializer (through a Transpose),
     or in int4 lm_head's quantized weight (see `share_embedding_with_lm_head`)."""
-    return tied_embedding(model) is not None or any(n.name == "wte_q4_view" for n in model.graph.node)
+    return tied_embedding(model) is not None or any(n.name == "wte_q_view" for n in model.graph.node)
 
 
 def weight_stats(model) -> dict:
@@ -241,7 +252,12 @@ def weight_stats(model) -> dict:
 
     from onnx import TensorProto
 
+    from onnx import helper
+
     ops = Counter(n.op_type for n in model.graph.node)
+    # MatMulNBits packs 8 / bits weights per uint8 byte.
+    per_byte = {n.input[1]: 8 // next((helper.get_attribute_value(a) for a in n.attribute if a.name == "bits"), 4)
+                for n in model.graph.node if n.op_type == "MatMulNBits"}
     float_params = quant_params = 0
     for init in model.graph.initializer:
         count = 1
@@ -250,8 +266,7 @@ def weight_stats(model) -> dict:
         if init.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16):
             float_params += count if count > 1024 else 0
         elif init.data_type in (TensorProto.INT8, TensorProto.UINT8) and count > 1024:
-            # MatMulNBits packs two 4-bit weights per uint8 byte.
-            quant_params += count * (2 if ops.get("MatMulNBits") else 1)
+            quant_params += count * per_byte.get(init.name, 1)
     total = float_params + quant_params
     return {
         "ops": {op: ops[op] for op in ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits", "DynamicQuantizeLinear", "Gather",
@@ -352,37 +367,39 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = Tru
         return
     embedding = tied_embedding(model)
     untie_lm_head(model)
-    if variant == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+    if variant not in NBITS_RECIPES:
+        raise AssertionError(variant)
+    model = quantize_weights(model, *NBITS_RECIPES[variant])
+    if embedding is not None:
+        share_embedding_with_lm_head(model, embedding)  # GPT-2 small int4: 236 -> 82 MB when it came in
+    if fuse and fuse_attention(model):  # after quantizing: the quantizer's shape inference cannot see through the fused op
+        add_statistics(model)
+    onnx.save(model, str(out_path))
 
-        staged = out_path.with_suffix(".matmul.onnx")
-        onnx.save(model, str(staged))
-        # Gather too: the token embedding is a quarter of GPT-2 small's weights; int8 it is read one row per token.
-        quantize_dynamic(str(staged), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
-        staged.unlink()
-        quantized = onnx.load(str(out_path))
-        if fuse and fuse_attention(quantized):  # after quantizing: the quantizer's shape inference cannot see through the fused op
-            add_statistics(quantized)
-            onnx.save(quantized, str(out_path))
-        return
-    if variant == "int4":
-        import logging
 
-        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+def quantize_weights(model, blocks: tuple[int, int], head: tuple[int, int]):
+    """Every MatMul with a constant weight as MatMulNBits: (bits, block) `blocks` for the transformer blocks', `head`
+    for lm_head's (its block the largest power of two up to the one asked for that divides the hidden size, so the
+    token embedding can read it in whole blocks)."""
+    import logging
 
-        logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # one line per node otherwise
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-        # accuracy_level=4 lets the CPU kernel compute in int8: about 2.5x faster than the default here.
-        config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4)
-        quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # one line per node otherwise
+    inits = {i.name: i for i in model.graph.initializer}
+    lm_head = next((n for n in model.graph.node if n.op_type == "MatMul" and "logits" in n.output), None)
+    names = [lm_head.name] if lm_head is not None else []
+    for (bits, block), include, exclude in ((blocks, None, names), (head, names, None)):
+        if include == []:
+            continue
+        if include:
+            hidden = inits[lm_head.input[1]].dims[0] if lm_head.input[1] in inits else block
+            block = next((b for b in (block, block // 2, block // 4, block // 8) if b >= 16 and hidden % b == 0), block)
+        config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, accuracy_level=4, bits=bits)
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_include=include, nodes_to_exclude=exclude)
         quantizer.process()
-        if embedding is not None:
-            share_embedding_with_lm_head(quantizer.model.model, embedding)  # 236 -> 82 MB for GPT-2 small
-        if fuse and fuse_attention(quantizer.model.model):
-            add_statistics(quantizer.model.model)
-        quantizer.model.save_model_to_file(str(out_path), use_external_data_format=False)
-        return
-    raise AssertionError(variant)
+        model = quantizer.model.model
+    return model
 
 
 def probe_ids(source: ModelSource, context: int) -> list[int]:
