@@ -157,7 +157,12 @@ def test_onnx_fp32_hidden_states_equal_pytorchs_and_quantization_drifts(tiny_bac
     report = view.report(sampled_run.tokens[0].position)
     assert report["backend"] == "onnx" and report["variant"] == "int8" and report["block"]["scores"] is None
     assert np.allclose(np.sum(report["block"]["weights"]), 1.0, atol=1e-4) and report["residual"][1]["attention_norm"] is None
-    assert any("int8" in n for n in report["notices"])
+    # int8 quantizes activations per row block (MatMulNBits), so this view's one pass over the tokens gives what an int8
+    # run's token-by-token steps gave: no notice, and the funnel's raw distribution is that run's.
+    assert not any("int8" in n for n in report["notices"])
+    run = generate(int8, tiny_source, "The value of", GenerationSettings(max_new_tokens=4, seed=5))
+    funnel = Inside(run, int8, tiny_backend.model, tiny_source.codec).report(run.tokens[2].position)["funnel"]
+    assert abs(funnel[0]["chosen_prob"] - run.tokens[2].raw_prob) < 1e-5
     with pytest.raises(InsideError, match="only the PyTorch backend"):
         view.attribution(sampled_run.tokens[0].position)
 

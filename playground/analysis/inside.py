@@ -516,10 +516,6 @@ class Inside:
         """What to know about the numbers at one position (beside the run's own notices)."""
         record = self.record(self.trace.first_position + self.index(position))
         notices = []
-        if self.backend.info.variant == "int8":
-            notices.append(Notice("int8 quantizes activations with scales taken from each pass: this view's one pass over the "
-                                  "tokens gives slightly different probabilities from the run's token-by-token steps.",
-                                  key="inside.int8_pass"))
         if record.is_prompt:
             notices.append(Notice("This token is part of the prompt: the model predicted it but did not sample it, so the funnel "
                                   "shows what sampling with these settings would have done.", key="inside.prompt_token"))

@@ -38,7 +38,7 @@ class OnnxBackend(Backend):
                  progress: bool = True, threads: int | None = None):
         device, notice = resolve_onnx_device(device)
         if device == "cuda" and variant == "int8":
-            notice = Notice("int8 dynamic quantization runs on the CPU provider only: running on the CPU.", key="notice.int8_cpu")
+            notice = Notice("int8 runs on the CPU provider only: running on the CPU.", key="notice.int8_cpu")
             device = "cpu"
         check_variant_runs_on(variant, device)
         self.model_path, self.manifest = ensure_export(source, variant, exports_root, progress=progress)

@@ -391,7 +391,7 @@ EN: dict[str, str] = {
     # Notices about a run (playground.errors.Notice keys)
     "notice.no_gpu": "CUDA was requested but no usable GPU was found: running on the CPU.",
     "notice.no_gpu_onnx": "CUDA was requested but onnxruntime cannot use a GPU here: running on the CPU.",
-    "notice.int8_cpu": "int8 dynamic quantization runs on the CPU provider only: running on the CPU.",
+    "notice.int8_cpu": "int8 runs on the CPU provider only: running on the CPU.",
     "notice.cuda_failed": "The CUDA provider failed to initialise ({provider} is running): running on the CPU.",
     "notice.random_weights": "Randomly initialised weights: for speed measurements only; its text and quality numbers mean nothing.",
     "notice.hub_fallback": "The model hub is unreachable and '{model}' is not cached: using the offline demo model ({demo}) instead.",
@@ -587,7 +587,6 @@ EN: dict[str, str] = {
     "inside.no_hidden_states": "The {backend} backend cannot show hidden states; use the torch or onnx backend.",
     "inside.no_captum": "Attribution needs captum; install it with pip install captum.",
     "inside.attribution_torch": "Attribution needs gradients, which only the PyTorch backend gives; this run ran on {backend}. Generate it again with the torch backend to see attributions.",
-    "inside.int8_pass": "int8 quantizes activations with scales taken from each pass: this view's one pass over the tokens gives slightly different probabilities from the run's token-by-token steps.",
     "inside.prompt_token": "This token is part of the prompt: the model predicted it but did not sample it, so the funnel shows what sampling with these settings would have done.",
     "inside.no_fingerprint": "This run was saved without a fingerprint of its model, so it cannot be checked that '{model}' still has the same weights: the view shows what the current weights compute.",
     "inside.model_changed": "The model '{model}' has changed since this run was made (its weights' fingerprint differs): the numbers would not be the run's. Generate the run again with the current model.",
@@ -968,7 +967,7 @@ ZH_CN: dict[str, str] = {
     # Notices about a run (playground.errors.Notice keys)
     "notice.no_gpu": "请求使用 CUDA，但没有找到可用的 GPU：改在 CPU 上运行。",
     "notice.no_gpu_onnx": "请求使用 CUDA，但 onnxruntime 在这里无法使用 GPU：改在 CPU 上运行。",
-    "notice.int8_cpu": "int8 动态量化只能在 CPU 执行器上运行：改在 CPU 上运行。",
+    "notice.int8_cpu": "int8 只能在 CPU 执行器上运行：改在 CPU 上运行。",
     "notice.cuda_failed": "CUDA 执行器初始化失败（实际运行的是 {provider}）：改在 CPU 上运行。",
     "notice.random_weights": "随机初始化的权重：只用于测速，它生成的文本和质量指标都没有意义。",
     "notice.hub_fallback": "无法连接模型 Hub，本地缓存里也没有 '{model}'：改用离线演示模型（{demo}）。",
@@ -1156,7 +1155,6 @@ ZH_CN: dict[str, str] = {
     "inside.no_hidden_states": "{backend} 后端无法给出隐藏状态；请使用 torch 或 onnx 后端。",
     "inside.no_captum": "归因需要 captum；请用 pip install captum 安装。",
     "inside.attribution_torch": "归因需要梯度，只有 PyTorch 后端能给出；这次运行使用的是 {backend}。请用 torch 后端重新生成以查看归因。",
-    "inside.int8_pass": "int8 按每次计算取激活的量化比例：这里对所有词元一次算完，得到的概率与运行时逐个词元计算的略有不同。",
     "inside.prompt_token": "这个词元属于提示词：模型预测了它，但没有采样它，所以漏斗显示的是按这些设置采样会发生什么。",
     "inside.no_fingerprint": "这次运行保存时没有记录模型指纹，无法确认 '{model}' 的权重是否未变：视图显示的是当前权重的计算结果。",
     "inside.model_changed": "模型 '{model}' 在这次运行之后已经改变（权重指纹不同）：算出的数字将不是这次运行的。请用当前模型重新生成。",
