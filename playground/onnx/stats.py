@@ -39,22 +39,22 @@ def add_statistics(model, logits: str = "logits"):
     vocab = output.type.tensor_type.shape.dim[2].dim_value
     if not vocab:
         raise ValueError("the logits' vocabulary dimension must be static")
-    width_ = block_width(vocab)
-    blocks = -(-vocab // width_)
+    size = block_width(vocab)
+    blocks = -(-vocab // size)
     p = "stats/"
 
     def const(name: str, value) -> str:
         graph.initializer.append(numpy_helper.from_array(np.asarray(value), p + name))
         return p + name
 
-    block_shape = const("block_shape", np.array([0, 0, blocks, width_], dtype=np.int64))
+    block_shape = const("block_shape", np.array([0, 0, blocks, size], dtype=np.int64))
     flat_shape = const("flat_shape", np.array([0, 0, -1], dtype=np.int64))
     last = const("last", np.array([-1], dtype=np.int64))
-    width = const("width", np.array(width_, dtype=np.int64))
+    width = const("width", np.array(size, dtype=np.int64))
     padded = logits
     padding = []
-    if blocks * width_ != vocab:  # onnxruntime's Pad copies slowly (~100 us for GPT-2's logits): only when needed
-        pads = const("pads", np.array([0, 0, 0, 0, 0, blocks * width_ - vocab], dtype=np.int64))
+    if blocks * size != vocab:  # onnxruntime's Pad copies slowly (~100 us for GPT-2's logits): only when needed
+        pads = const("pads", np.array([0, 0, 0, 0, 0, blocks * size - vocab], dtype=np.int64))
         # Padding below every logit, finite: its exp is 0, and 0 times it is 0 (not NaN, as with -inf).
         floor = const("floor", np.array(np.finfo(np.float32).min, dtype=np.float32))
         padded = p + "padded"
@@ -81,7 +81,7 @@ def add_statistics(model, logits: str = "logits"):
         helper.make_node("Slice", ["top_logits", first[0], first[1], last], [p + "max"]),  # (N, T, 1)
         helper.make_node("Unsqueeze", [p + "max", last], [p + "max4"]),  # (N, T, 1, 1)
         helper.make_node("Sub", [p + "blocked", p + "max4"], [p + "shifted"]),
-        helper.make_node("Exp", [p + "shifted"], [p + "unnormalised"]),  # Z * p, (N, T, blocks, BLOCK)
+        helper.make_node("Exp", [p + "shifted"], [p + "unnormalised"]),  # Z * p, (N, T, blocks, width)
         # Sums of sums, block by block: float32 error ~1e-7 (one flat float32 sum over 50k terms: ~1e-5).
         helper.make_node("ReduceSum", [p + "unnormalised", last], [p + "z_blocks"], keepdims=0),
         helper.make_node("ReduceSum", [p + "z_blocks", last], [p + "z"], keepdims=0),  # (N, T)
