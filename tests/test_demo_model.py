@@ -127,3 +127,40 @@ def test_full_chinese_recipe_learns_well_beyond_a_unigram_model(tmp_path):
     pairs = [a + b for a, b in zip(chars, chars[1:])]
     assert len(pairs) > 40
     assert sum(p in corpus_pairs for p in pairs) / len(pairs) > 0.6, "".join(chars)
+
+
+def test_a_build_killed_midway_leaves_a_staging_folder_that_the_next_start_removes(tmp_path):
+    """A first start killed while the demo model trains (SIGKILL: no cleanup runs) leaves models/.NAME-XXXXXXXX; the next
+    build of that model removes it, and leaves alone a staging folder whose writer is alive and other hidden folders."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from playground.training.engine import OWNER_FILE, staged_folder
+
+    out = tmp_path / "demo-gpt2"
+    build = subprocess.Popen([sys.executable, "-m", "playground.training.demo", "--out", str(out), "--steps", "100000"],
+                             stderr=subprocess.PIPE, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    try:
+        for line in build.stderr:  # tqdm's bar: training has started, the staging folder is being written
+            if "step" in line or "%" in line:
+                break
+    finally:
+        build.send_signal(signal.SIGKILL)
+        build.wait()
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".demo-gpt2-")]
+    assert len(left) == 1 and not out.exists()
+
+    keeper = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        live = tmp_path / ".demo-gpt2-livebld1"  # another process still building the same model
+        live.mkdir()
+        (live / OWNER_FILE).write_text(str(keeper.pid))
+        other = tmp_path / ".demo-gpt2-notours"  # not a staging folder's name: never touched
+        other.mkdir()
+        with staged_folder(out) as staged:
+            (staged / "weights").write_text("x")
+        assert not left[0].exists() and live.exists() and other.exists() and (out / "weights").is_file()
+    finally:
+        keeper.communicate(b"")

@@ -15,6 +15,8 @@ as before.
 from __future__ import annotations
 
 import math
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -224,6 +226,38 @@ def unigram_perplexity(train_ids: list[int], val_ids: list[int], vocab_size: int
 # --- output -------------------------------------------------------------------------------------
 
 
+OWNER_FILE = ".owner-pid"  # in a staging folder: the process writing it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_abandoned_stages(out_dir: Path) -> list[Path]:
+    """Remove the staging folders of `out_dir` that a killed build left behind (`.NAME-XXXXXXXX` beside it, as
+    `staged_folder` makes them), and only those: a folder whose writer is still running is left alone."""
+    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}-[a-z0-9_]{{8}}$")
+    removed = []
+    for folder in out_dir.parent.iterdir() if out_dir.parent.is_dir() else ():
+        if not folder.is_dir() or not pattern.match(folder.name):
+            continue
+        try:
+            pid = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            pid = None  # written before owners were recorded, or killed before it wrote one
+        if pid is not None and (pid == os.getpid() or _alive(pid)):
+            continue  # a build still in progress (in this process or another)
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 @contextmanager
 def staged_folder(out_dir: Path, replace: bool = True) -> Iterator[Path]:
     """Yield an empty folder to write a model into; it replaces `out_dir` only when the block completes.
@@ -235,7 +269,9 @@ def staged_folder(out_dir: Path, replace: bool = True) -> Iterator[Path]:
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_stages(out_dir)
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-", dir=out_dir.parent) as tmp:
+        (Path(tmp) / OWNER_FILE).write_text(str(os.getpid()))
         staged = Path(tmp) / out_dir.name
         staged.mkdir()
         yield staged
