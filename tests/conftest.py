@@ -155,3 +155,50 @@ def tiny_zh_bin_dir(tiny_zh_demo_dir) -> Path:
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json", "pytorch_model.bin", "special_tokens_map.json", "tokenizer_config.json", "vocab.txt"]
     return out
+
+
+# ---- Browser tests: one Chromium per session, a new context (cookies, session, language) per test --------
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that drive a browser are marked `browser`: `-m "not browser"` leaves them out."""
+    for item in items:
+        if {"browser", "page", "zh_page"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's), shared by the browser tests; each test opens its own context in it."""
+    from .browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM
+
+    if not HAVE_CHROMIUM and not os.environ.get("CI"):
+        pytest.skip("Chromium is not installed (apt-get install chromium); CI always runs these tests")
+    from playwright.sync_api import expect, sync_playwright
+
+    from .browser import LONG_MS
+
+    expect.set_options(timeout=LONG_MS)  # waits are for conditions: see tests/browser.py
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, launched_app):
+    """The app in a fresh English page of its own."""
+    from .browser import open_app
+
+    context, page = open_app(browser, launched_app, "en-US")
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def zh_page(browser, launched_app):
+    """The app in a fresh page of a Simplified-Chinese browser."""
+    from .browser import open_app
+
+    context, page = open_app(browser, launched_app, "zh-CN")
+    yield page
+    context.close()

@@ -1,67 +1,20 @@
 """The whole UI in real headless Chromium: generate and watch it stream, token view, ONNX, attention, history,
-reuse, compare, branch, benchmark, and the login page. Screenshots of each step go to test-artifacts/."""
+reuse, compare, branch, benchmark, and the login page. Each test has its own page (tests/conftest.py) and makes the
+runs it reads, found by their ids. Screenshots of each step go to test-artifacts/."""
 
-import os
 import re
-import shutil
 
 import pytest
 
+from .browser import LONG_MS, click_generate, fill, generate, history_row, open_app, open_history_run, open_tab, set_number
 from .conftest import ARTIFACTS
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
-    pytest.skip("Chromium is not installed (apt-get install chromium); CI always runs these tests", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def page(launched_app):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(launched_app)
-        page.locator("#token-view").wait_for()  # the front end has rendered ...
-        page.wait_for_timeout(1000)  # ... and settled its initial values
-
-        yield page
-        browser.close()
-
-
-def fill(locator, text):
-    """Fill a field and wait until the app holds that value (a fill that races the front end is retried)."""
-    from playwright.sync_api import expect
-
-    locator.fill(text)
-    expect(locator).to_have_value(text, timeout=10_000)
-
-
-def open_in_chinese(page, url):
-    """The app in a new browser context whose language is Simplified Chinese; returns (context, page)."""
-    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN",
-                                               extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
-    zh = context.new_page()
-    zh.goto(url)
-    zh.locator("#token-view").wait_for()
-    return context, zh
-
-
-def wait_until_done(page):
-    page.wait_for_function(
-        "() => { const s = document.querySelector('#stats'); return s && /tokens\\/s/.test(s.innerText) && !/generating/.test(s.innerText); }",
-        timeout=60_000,
-    )
 
 
 def test_generate_shows_text_stats_and_token_view(page):
     hostile = '<img src=x onerror="window.pwned=1">'
     fill(page.locator("#prompt textarea"), f"The value {hostile}")
     fill(page.locator("#seed input, #seed textarea").first, "5")
-    fill(page.locator("#max-new-tokens input[type=number]"), "12")
+    set_number(page, "max-new-tokens", 12)
     from playwright.sync_api import expect
 
     expect(page.locator("#prompt textarea")).to_have_value(f"The value {hostile}")
@@ -72,10 +25,9 @@ def test_generate_shows_text_stats_and_token_view(page):
         new MutationObserver(() => window.seen.push([stats.innerText, document.querySelector('#output textarea').value]))
             .observe(stats, {subtree: true, childList: true, characterData: true});
     }""")
-    page.locator("#generate-btn").click()
-    wait_until_done(page)
+    run_id = click_generate(page)
     output = page.locator("#output textarea").input_value()
-    assert len(output) > 0
+    assert len(output) > 0 and f"saved as run #{run_id}" in page.locator("#stats").inner_text()
     partial = [text for stats, text in page.evaluate("window.seen") if "generating" in stats and text]
     assert partial and all(output.startswith(text) for text in partial)  # streamed: text shown before the run ended
     stats = page.locator("#stats").inner_text()
@@ -94,80 +46,74 @@ def test_generate_shows_text_stats_and_token_view(page):
 
 
 def test_rank_colour_mode_shows_its_legend(page):
+    generate(page, "The value of")
     page.get_by_label("Rank (GLTR)").check()
-    page.wait_for_function("() => document.body.innerText.includes('Rank of the chosen token (GLTR)')", timeout=10_000)
+    page.wait_for_function("() => document.body.innerText.includes('Rank of the chosen token (GLTR)')")
     assert page.locator("#token-view .tok").count() > 0
 
 
 def test_switching_to_onnx_generates_on_onnx_runtime(page):
     page.locator("#backend").get_by_label("ONNX Runtime").check()
-    page.locator("#generate-btn").click()
-    page.wait_for_function("() => /onnx fp32/.test(document.querySelector('#stats')?.innerText || '')", timeout=120_000)
-    wait_until_done(page)
-    assert "CPUExecutionProvider" in page.locator("#stats").inner_text()
+    click_generate(page)  # the first ONNX run exports the model
+    stats = page.locator("#stats").inner_text()
+    assert "onnx fp32" in stats and "CPUExecutionProvider" in stats
     page.screenshot(path=str(ARTIFACTS / "generate-tab-onnx.png"), full_page=True)
 
 
-def test_history_lists_both_runs_and_reuse_reproduces_the_output(page):
-    page.get_by_role("tab", name="History").click()
-    rows = page.locator("#history-table .virtual-row")
-    rows.filter(has_text="onnx fp32").first.wait_for(timeout=30_000)
-    torch_row = rows.filter(has_text="torch").filter(has_text="The value").first
-    assert torch_row.is_visible()
-    assert page.locator("#history-table img").count() == 0  # the <img> prompt is text in the table too
-    assert '<img src=x onerror="window.pwned=1">' in torch_row.inner_text()
+def test_history_shows_a_new_run_and_reuse_reproduces_its_output(page):
+    from playwright.sync_api import expect
 
-    torch_row.locator('[data-col="4"]').click()
-    page.wait_for_function("() => /Run #/.test(document.querySelector('#history-run')?.innerText || '')", timeout=30_000)
+    hostile = '<img src=x onerror="window.pwned=1">'
+    run_id = generate(page, f"The value {hostile}", seed="5", max_new_tokens=12)
+    open_tab(page, "history")  # opening the tab lists the newest runs, this one among them
+    row = history_row(page, run_id)
+    row.wait_for()
+    assert page.locator("#history-table img").count() == 0  # the <img> prompt is text in the table too
+    assert hostile in row.inner_text() and "torch" in row.inner_text()
+    open_history_run(page, run_id)
     saved_output = page.locator("#history-output textarea").input_value()
     assert saved_output
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "history-tab.png"), full_page=True)
 
     page.locator("#history-use").click()
-    from playwright.sync_api import expect
-
-    expect(page.locator("#prompt textarea")).to_have_value('The value <img src=x onerror="window.pwned=1">', timeout=10_000)
+    expect(page.locator("#prompt textarea")).to_have_value(f"The value {hostile}")
     expect(page.locator("#seed input, #seed textarea").first).to_have_value("5")
-    page.locator("#generate-btn").click()
-    page.wait_for_function("() => /torch fp32/.test(document.querySelector('#stats')?.innerText || '')", timeout=60_000)
-    wait_until_done(page)
+    click_generate(page)
+    assert "torch fp32" in page.locator("#stats").inner_text()
     assert page.locator("#output textarea").input_value() == saved_output
+    assert page.evaluate("window.pwned") is None
     page.screenshot(path=str(ARTIFACTS / "reuse-settings.png"), full_page=True)
 
 
 def test_attention_tab_shows_the_last_runs_attention(page):
-    page.get_by_role("tab", name="Generate").click()
-    fill(page.locator("#prompt textarea"), "<img src=x onerror=window.pwned=2> object")  # the first tick is always labelled
-    page.locator("#generate-btn").click()
-    page.wait_for_function("() => /^<img/.test(document.querySelector('#token-view')?.innerText || '')", timeout=60_000)
-    wait_until_done(page)
-    page.get_by_role("tab", name="Attention").click()
-    page.wait_for_function("() => /Computed by/.test(document.querySelector('#attention-status')?.innerText || '')", timeout=60_000)
+    generate(page, "<img src=x onerror=window.pwned=2> object")  # the first tick is always labelled
+    assert page.locator("#token-view").inner_text().startswith("<img")
+    open_tab(page, "attention")
+    page.wait_for_function("() => /Computed by/.test(document.querySelector('#attention-status')?.innerText || '')")
     heatmap = page.locator("#attention-heatmap")
-    heatmap.locator(".ytick").first.wait_for(timeout=30_000)
+    heatmap.locator(".ytick").first.wait_for()
     ticks = heatmap.locator(".ytick").all_text_contents()
     assert ticks[0].startswith("<") and "&lt;" not in " ".join(ticks), ticks  # the "<" token's label, as text
     assert page.locator("#attention-heatmap img, #attention-heatmap image[href='x']").count() == 0
     assert page.evaluate("window.pwned") is None
-    page.locator("#attention-heads img").wait_for(timeout=30_000)
+    page.locator("#attention-heads img").wait_for()
     page.screenshot(path=str(ARTIFACTS / "attention-tab.png"), full_page=True)
     page.get_by_role("button", name="Attention tensor (.npz)").click()
-    page.locator("#attention-download a").first.wait_for(timeout=30_000)
+    page.locator("#attention-download a").first.wait_for()
 
 
 def test_history_run_opens_in_the_attention_tab_computed_by_its_backend(page):
-    page.get_by_role("tab", name="History").click()
+    page.locator("#backend").get_by_label("ONNX Runtime").check()
+    run_id = generate(page, "An ONNX run for the attention tab", seed="6")
+    open_tab(page, "history")
     backend_filter = page.locator("#history-backend input")
     backend_filter.fill("onnx")
     backend_filter.press("Enter")  # a user filters the table down to ONNX runs
-    onnx_row = page.locator("#history-table .virtual-row").filter(has_text="onnx fp32").first
-    onnx_row.wait_for(timeout=30_000)
-    onnx_row.locator('[data-col="4"]').click()
-    page.wait_for_function("() => /Run #/.test(document.querySelector('#history-run')?.innerText || '')", timeout=30_000)
+    open_history_run(page, run_id)
+    assert "onnx fp32" in history_row(page, run_id).inner_text()
     page.locator("#history-attention").click()
-    page.wait_for_function("() => /Computed by onnx fp32/.test(document.querySelector('#attention-status')?.innerText || '')",
-                           timeout=60_000)
+    page.wait_for_function("() => /Computed by onnx fp32/.test(document.querySelector('#attention-status')?.innerText || '')")
     assert page.get_by_role("tab", name="Attention").get_attribute("aria-selected") == "true"
 
 
@@ -185,7 +131,7 @@ def run_compare(page, done=r"Identical output|First divergence|Different tokeniz
     page.wait_for_function("""done => {
         const seen = window.compareSeen, started = seen.findIndex(text => /Running side|正在运行/.test(text));
         return started >= 0 && seen.slice(started).some(text => new RegExp(done).test(text));
-    }""", arg=done, timeout=120_000)
+    }""", arg=done)
 
 
 def choose_side(page, side, model=None, backend=None, variant=None):
@@ -203,7 +149,6 @@ def choose_side(page, side, model=None, backend=None, variant=None):
 
 
 def test_compare_tab_runs_both_backends_side_by_side(page):
-    page.get_by_role("tab", name="Generate").click()
     fill(page.locator("#prompt textarea"), "The value <b>of</b>")
     fill(page.locator("#seed input, #seed textarea").first, "3")
     page.get_by_role("tab", name="Compare").click()
@@ -243,13 +188,12 @@ def test_compare_two_models_with_the_same_weights_and_a_drawn_seed(page, models_
 
     later = models_root / "tiny-later"
     try:
-        page.get_by_role("tab", name="Generate").click()
         fill(page.locator("#prompt textarea"), "The value of")
         fill(page.locator("#seed input, #seed textarea").first, "")
         shutil.copytree(models_root / "tiny-copy", later)  # e.g. a fine-tuned model, saved while the app runs
         page.get_by_role("tab", name="Compare").click()
         page.locator("#compare-model-b input").click()
-        page.get_by_role("option", name="tiny-later").wait_for(timeout=10_000)
+        page.get_by_role("option", name="tiny-later").wait_for()
         page.keyboard.press("Escape")
     finally:
         shutil.rmtree(later, ignore_errors=True)
@@ -265,18 +209,17 @@ def test_compare_two_models_with_the_same_weights_and_a_drawn_seed(page, models_
     page.screenshot(path=str(ARTIFACTS / "compare-en.png"), full_page=True)
 
 
-def test_compare_models_with_different_tokenizers_shows_both_outputs_and_a_note(page, launched_app):
+def test_compare_models_with_different_tokenizers_shows_both_outputs_and_a_note(zh_page):
     """tiny-gpt2 (byte-level BPE) vs tiny-zh (a character BertTokenizer), in a Chinese browser: no divergence or
     probability plot, a note in Chinese, both outputs side by side."""
     from playwright.sync_api import expect
 
     from playground.ui.i18n import t
 
-    context, zh = open_in_chinese(page, launched_app)
-    zh.wait_for_timeout(1000)
+    zh = zh_page
     fill(zh.locator("#prompt textarea"), "床前明月光，")
     fill(zh.locator("#seed input, #seed textarea").first, "4")
-    fill(zh.locator("#max-new-tokens input[type=number]"), "16")
+    set_number(zh, "max-new-tokens", 16)
     zh.get_by_role("tab", name="对比").click()
     expect(zh.locator("#compare-run")).to_have_text(t("compare.run", "zh-CN"))
     choose_side(zh, "b", model="tiny-zh", backend="PyTorch")
@@ -295,28 +238,17 @@ def test_compare_models_with_different_tokenizers_shows_both_outputs_and_a_note(
     assert zh.locator("#compare-plot").is_visible()
     assert "tiny-gpt2 · onnx int8" in zh.locator("#compare-summary").inner_text()
     zh.screenshot(path=str(ARTIFACTS / "compare-zh.png"), full_page=True)
-    context.close()
 
 
 def test_branching_from_an_alternative_continues_and_is_saved(page):
-    page.get_by_role("tab", name="Generate").click()
-    fill(page.locator("#prompt textarea"), "The value of")
-    page.locator("#generate-btn").click()
-    page.wait_for_function("() => /saved as run #/.test(document.querySelector('#stats')?.innerText || '') && "
-                           "/^The value of/.test(document.querySelector('#token-view')?.innerText || '')", timeout=60_000)
-    wait_until_done(page)
-    parent_stats = page.locator("#stats").inner_text()
+    parent_id = generate(page, "The value of")
     page.get_by_text("Branch from an alternative").click()
-    token = page.locator("#branch-token input")
-    token.fill("2:")
-    page.wait_for_timeout(300)
-    token.press("ArrowDown")
-    token.press("Enter")
-    page.wait_for_function("() => /\\(\\d/.test(document.querySelector('#branch-alternative input')?.value || '')", timeout=10_000)
-    page.locator("#branch-btn").click()
-    page.wait_for_function("() => /branched from run #/.test(document.querySelector('#stats')?.innerText || '')", timeout=60_000)
-    wait_until_done(page)
-    assert page.locator("#stats").inner_text() != parent_stats
+    page.locator("#branch-token input").click()
+    page.get_by_role("option", name=re.compile(r"^2: ")).click()
+    page.wait_for_function("() => /\\(\\d/.test(document.querySelector('#branch-alternative input')?.value || '')")
+    branch_id = click_generate(page, "#branch-btn")
+    assert branch_id != parent_id
+    assert f"branched from run #{parent_id}" in page.locator("#stats").inner_text()
     page.screenshot(path=str(ARTIFACTS / "branch.png"), full_page=True)
 
 
@@ -326,65 +258,55 @@ def test_benchmark_tab_runs_a_small_benchmark(page):
         page.locator("#bench-cells").get_by_label(label).uncheck()
     fill(page.locator("#bench-new input"), "8")
     page.locator("#bench-run").click()
-    page.wait_for_function("() => /cells on/.test(document.querySelector('#bench-status')?.innerText || '')", timeout=180_000)
+    page.wait_for_function("() => /cells on/.test(document.querySelector('#bench-status')?.innerText || '')")
     rows = page.locator("#bench-table .virtual-row")
     assert rows.count() == 2
     # no llama.cpp configured for the test app: the peer cell is one line saying how to get it
     assert "pip install llama-cpp-python" in page.locator("#bench-status").inner_text()
     assert "tokens/s" in page.locator("#bench-speed").inner_text()
-    page.locator("#bench-files a").first.wait_for(timeout=30_000)
+    page.locator("#bench-files a").first.wait_for()
     assert page.locator("#bench-files a").count() == 4
     page.screenshot(path=str(ARTIFACTS / "benchmark-tab.png"), full_page=True)
 
 
 def test_a_model_from_the_models_folder_can_be_chosen(page):
-    page.get_by_role("tab", name="Generate").click()
+    generate(page, "The value", model="tiny-copy")
+    assert "tiny-copy · torch" in page.locator("#stats").inner_text()
     model = page.locator("#model input")
-    model.fill("tiny-copy")
-    model.press("Enter")
-    page.locator("#backend").get_by_label("PyTorch").check()
-    fill(page.locator("#prompt textarea"), "The value")
-    page.locator("#generate-btn").click()
-    page.wait_for_function("() => /tiny-copy · torch/.test(document.querySelector('#stats')?.innerText || '')", timeout=60_000)
-    wait_until_done(page)
     model.fill("/etc")
     model.press("Enter")
     page.locator("#generate-btn").click()
-    page.get_by_text("cannot be chosen here").first.wait_for(timeout=30_000)
+    page.get_by_text("cannot be chosen here").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "model-refused.png"), full_page=True)
-    model.fill("tiny-gpt2")
-    model.press("Enter")
 
 
-def test_login_page_guards_the_app(page, app_with_login):
-    context = page.context.browser.new_context(viewport={"width": 1000, "height": 700})  # its own cookies
+def test_login_page_guards_the_app(browser, app_with_login):
+    context = browser.new_context(viewport={"width": 1000, "height": 700})  # its own cookies
+    context.set_default_timeout(LONG_MS)
     login = context.new_page()
     login.goto(app_with_login)
     login.get_by_label("username").fill("alice")
     login.get_by_label("password").fill("wrong")
     login.get_by_role("button", name="Login").click()
-    login.get_by_text("Incorrect credentials").wait_for(timeout=10_000)
+    login.get_by_text("Incorrect credentials").wait_for()
     login.screenshot(path=str(ARTIFACTS / "login.png"))
     login.get_by_label("username").fill("alice")  # a failed attempt clears the form
     login.get_by_label("password").fill("correct horse")
     login.get_by_role("button", name="Login").click()
-    login.locator("#session-banner").get_by_text("Logged in as alice").wait_for(timeout=30_000)
+    login.locator("#session-banner").get_by_text("Logged in as alice").wait_for()
     login.locator("#generate-btn").wait_for()
     context.close()
 
 
 @pytest.mark.parametrize("locale", ["zh-CN", "en-US"])
-def test_the_interface_speaks_the_browsers_language(page, launched_app, locale):
+def test_the_interface_speaks_the_browsers_language(browser, launched_app, locale):
     """Labels come from Gradio's i18n in the browser; choices, notes and errors from the server, in the same language."""
     from playwright.sync_api import expect
 
     from playground.ui.i18n import t
 
     lang = "zh-CN" if locale.startswith("zh") else "en"
-    context = page.context.browser.new_context(locale=locale, viewport={"width": 1400, "height": 1000})
-    other = context.new_page()
-    other.goto(launched_app)
-    other.locator("#token-view").wait_for()
+    context, other = open_app(browser, launched_app, locale)
     for tab in ("app.tab.generate", "app.tab.attention", "app.tab.compare", "app.tab.benchmark", "app.tab.history"):
         expect(other.get_by_role("tab", name=t(tab, lang))).to_be_visible()
     expect(other.locator("#prompt")).to_contain_text(t("generate.prompt", lang))
@@ -400,31 +322,22 @@ def test_the_interface_speaks_the_browsers_language(page, launched_app, locale):
     fill(other.locator("#seed input, #seed textarea").first, "abc")
     other.locator("#generate-btn").click()
     message = t("settings.not_int", lang, name=t("setting.seed", lang), value="abc")
-    other.get_by_text(message).first.wait_for(timeout=60_000)
+    other.get_by_text(message).first.wait_for()
     ARTIFACTS.mkdir(exist_ok=True)
     other.screenshot(path=str(ARTIFACTS / f"ui-{locale}.png"), full_page=True)
     context.close()
 
 
-def test_chinese_prompts_read_right_on_a_chinese_model_and_on_the_english_one(page, launched_app):
+def test_chinese_prompts_read_right_on_a_chinese_model_and_on_the_english_one(zh_page):
     """A zh-CN browser, Chinese prompts on the Chinese model (WordPiece) and on the English one (byte-level BPE):
     no U+FFFD in the page, the hover cards or the attention labels; no spaces between Chinese characters."""
     from playwright.sync_api import expect
 
-    context, zh = open_in_chinese(page, launched_app)
-    zh.wait_for_timeout(1000)
+    zh = zh_page
     expect(zh.get_by_role("tab", name="生成")).to_be_visible()
-    done = "() => { const s = document.querySelector('#stats')?.innerText || ''; return /词元\\/秒/.test(s) && !/生成中/.test(s); }"
     for model, prompt in (("tiny-zh", "床前明月光，"), ("tiny-gpt2", "注意力机制 café 🙂 👨‍👩‍👧")):
-        model_box = zh.locator("#model input")
-        model_box.fill(model)
-        model_box.press("Enter")
-        fill(zh.locator("#prompt textarea"), prompt)
-        fill(zh.locator("#seed input, #seed textarea").first, "3")
-        fill(zh.locator("#max-new-tokens input[type=number]"), "16")
-        zh.locator("#generate-btn").click()
-        zh.wait_for_function(f"() => (document.querySelector('#stats')?.innerText || '').includes('{model} · torch')", timeout=60_000)
-        zh.wait_for_function(done, timeout=60_000)
+        generate(zh, prompt, seed="3", model=model, max_new_tokens=16)
+        assert f"{model} · torch" in zh.locator("#stats").inner_text()
         view = zh.locator("#token-view")
         shown = view.evaluate("v => { const c = v.cloneNode(true); c.querySelectorAll('.tip').forEach(t => t.remove()); return c.textContent; }")
         assert prompt[:2] in shown, shown  # two Chinese characters side by side, no space between them
@@ -437,12 +350,11 @@ def test_chinese_prompts_read_right_on_a_chinese_model_and_on_the_english_one(pa
         output = zh.locator("#output textarea").input_value()
         assert "\ufffd" not in output and not re.search(r"[\u4e00-\u9fff] [\u4e00-\u9fff]", output), output
         zh.get_by_role("tab", name="注意力").click()
-        zh.locator("#attention-status").get_by_text("计算").first.wait_for(timeout=60_000)
+        zh.locator("#attention-status").get_by_text("计算").first.wait_for()
         labels = zh.evaluate("() => Array.from(document.querySelectorAll('#attention-heatmap .xtick text')).map(t => t.textContent)")
         assert labels and not any("\ufffd" in label for label in labels)
         zh.screenshot(path=str(ARTIFACTS / f"zh-CN-attention-{model}.png"), full_page=True)
         zh.get_by_role("tab", name="生成").click()
-    context.close()
 
 
 def training_text_file(tmp_path):
@@ -468,10 +380,10 @@ def test_finetune_tab_from_upload_to_a_comparison_with_the_base(page, tmp_path):
     page.get_by_role("tab", name="Fine-tune").click()
     page.locator("#ft-upload input[type=file]").set_input_files(str(training_text_file(tmp_path)))
     # Gradio shows the name whole only while uploading, then as "licence" + ".txt": wait on the part that stays.
-    expect(page.locator("#ft-upload")).to_contain_text("licence", timeout=30_000)
+    expect(page.locator("#ft-upload")).to_contain_text("licence")
     fill(page.locator("#ft-block input"), "32")
     page.locator("#ft-check").click()
-    page.locator("#ft-preview").get_by_text("First examples").wait_for(timeout=60_000)
+    page.locator("#ft-preview").get_by_text("First examples").wait_for()
     preview = page.locator("#ft-preview").inner_text()
     assert "licence.txt" in preview and "utf-8" in preview and "Blocks of 32 tokens" in preview
     assert "GNU GENERAL PUBLIC LICENSE" in preview or "Python" in preview
@@ -482,15 +394,15 @@ def test_finetune_tab_from_upload_to_a_comparison_with_the_base(page, tmp_path):
     fill(page.locator("#ft-max-steps input"), "20")
     fill(page.locator("#ft-lr input, #ft-lr textarea").first, "3e-3")  # the tiny model learns fast at a large rate
     page.locator("#ft-start").click()
-    page.locator("#ft-progress").get_by_text(f"{name} (from tiny-gpt2)").wait_for(timeout=60_000)
+    page.locator("#ft-progress").get_by_text(f"{name} (from tiny-gpt2)").wait_for()
     page.screenshot(path=str(ARTIFACTS / "finetune-running.png"), full_page=True)
-    page.locator("#ft-result").get_by_text("Validation perplexity").wait_for(timeout=120_000)
+    page.locator("#ft-result").get_by_text("Validation perplexity").wait_for()
     result = page.locator("#ft-result").inner_text()
     before, after = map(float, re.search(r"perplexity: ([\d.]+) → ([\d.]+)", result).groups())
     assert after < before and name in result
     assert "step 20 / 20" in page.locator("#ft-progress").inner_text()
     assert page.locator("#ft-plot .scatterlayer .trace").count() == 2  # training and validation loss
-    page.locator("#ft-compare").wait_for(timeout=10_000)
+    page.locator("#ft-compare").wait_for()
     page.screenshot(path=str(ARTIFACTS / "finetune-done.png"), full_page=True)
 
     page.locator("#ft-compare").click()
@@ -506,18 +418,18 @@ def test_finetune_tab_from_upload_to_a_comparison_with_the_base(page, tmp_path):
 
     page.get_by_role("tab", name="Generate").click()  # the new model is offered in the Generate tab too
     page.locator("#model input").click()
-    page.get_by_role("option", name=name).wait_for(timeout=10_000)
+    page.get_by_role("option", name=name).wait_for()
     page.keyboard.press("Escape")
 
 
-def test_finetune_tab_speaks_chinese_and_shows_the_last_job_to_another_browser(page, launched_app):
+def test_finetune_tab_speaks_chinese_and_shows_the_last_job_to_another_browser(zh_page):
     """A second, zh-CN browser: the tab's labels in Chinese, the last job (from the test above, or none) rendered in
     Chinese by the server, and an engine error in Chinese."""
     from playwright.sync_api import expect
 
     from playground.ui.i18n import t
 
-    context, zh = open_in_chinese(page, launched_app)
+    zh = zh_page
     zh.get_by_role("tab", name=t("app.tab.finetune", "zh-CN")).click()
     expect(zh.locator("#ft-check")).to_have_text(t("finetune.check", "zh-CN"))
     expect(zh.locator("#ft-start")).to_have_text(t("finetune.start", "zh-CN"))
@@ -526,11 +438,9 @@ def test_finetune_tab_speaks_chinese_and_shows_the_last_job_to_another_browser(p
     for key in ("finetune.base", "finetune.name", "finetune.paste", "finetune.method_label", "finetune.learning_rate",
                 "finetune.max_steps", "finetune.block_label", "finetune.lora"):
         assert t(key, "zh-CN") in body and t(key, "en") not in body, key
-    zh.wait_for_function("() => /任务 #|还没有微调任务/.test(document.querySelector('#ft-progress')?.innerText || '')",
-                         timeout=10_000)
+    zh.wait_for_function("() => /任务 #|还没有微调任务/.test(document.querySelector('#ft-progress')?.innerText || '')")
     fill(zh.locator("#ft-text textarea"), "一段很短的文字。")
     fill(zh.locator("#ft-name input, #ft-name textarea").first, "../escape")
     zh.locator("#ft-start").click()
-    zh.get_by_text("是一个路径").first.wait_for(timeout=30_000)
+    zh.get_by_text("是一个路径").first.wait_for()
     zh.screenshot(path=str(ARTIFACTS / "finetune-zh-CN.png"), full_page=True)
-    context.close()

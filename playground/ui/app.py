@@ -10,7 +10,7 @@ from starlette.middleware import Middleware
 from ..api import OpenAIRoutes, build_openai_app
 from ..errors import PlaygroundError
 from ..service import Playground
-from ..training.data import MAX_DATA_BYTES
+from ..finetune.data import MAX_DATA_BYTES
 from .attention_tab import build_attention_tab
 from .bench_tab import build_bench_tab
 from .compare_tab import build_compare_tab
@@ -19,7 +19,7 @@ from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
 from .inside_tab import build_inside_tab
 from .sweep_tab import build_sweep_tab
-from .i18n import AUTH_MESSAGE, I18N, localize_on_load, t, translated
+from .i18n import AUTH_MESSAGE, I18N, localize_on_load, localize_page, t, translated
 from .render import CSS, banner_html, session_html
 from .security import Login, PasswordCheck, RouteGuard
 
@@ -64,6 +64,7 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 build_bench_tab(playground)
             with gr.Tab(translated("app.tab.history"), id="history") as history_tab:
                 build_history_tab(playground, generate_inputs, tabs, history_tab, last_result, refresh_attention, open_inside)
+        localize_page(demo, gr.HTML("", elem_id="page-ready-box", padding=False))
 
         def generate(
             prompt: str,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import gradio as gr
+from gradio.context import Context
 
 from ..locales import EN, LANGUAGES, STRINGS, ZH_CN, placeholders, text
 
@@ -116,9 +117,24 @@ def info(key: str, lang: str, **params: Any) -> None:
 def localize_on_load(outputs: Sequence[Any], render: Callable[[str], Any]) -> None:
     """Fill `outputs` with `render(lang)` when a page loads, in that browser's language: for the text the browser
     does not translate itself (choice labels, Dataframe headers, HTML, text with numbers in it). Call it
-    inside the Blocks, after the components."""
+    inside the Blocks, after the components; `localize_page` then makes one load event of all of them."""
+    root = Context.root_block
+    root.__dict__.setdefault("_localizers", []).append((list(outputs), render))
+
+
+def localize_page(demo: gr.Blocks, ready: gr.HTML) -> None:
+    """One load event that fills every output given to `localize_on_load` in the browser's language (one request
+    instead of one per tab), then puts `<span id="page-ready" data-lang="...">` in `ready`: the sign that the page
+    holds its own language's values, which anything driving the page (the browser tests) waits for."""
+    localizers = demo.__dict__.pop("_localizers", [])
+    outputs = [component for components, _ in localizers for component in components]
 
     def on_load(request: gr.Request):
-        return render(lang_of(request))
+        lang = lang_of(request)
+        values = []
+        for components, render in localizers:
+            value = render(lang)
+            values.extend(value if len(components) > 1 else [value])
+        return [*values, f'<span id="page-ready" data-lang="{lang}"></span>']
 
-    gr.on(None, on_load, inputs=None, outputs=list(outputs), queue=False, show_progress="hidden", api_visibility="private")
+    demo.load(on_load, inputs=None, outputs=[*outputs, ready], queue=False, show_progress="hidden", api_visibility="private")

@@ -1,0 +1,121 @@
+"""What the browser tests share: a page of the app in a language, filling fields, and making a run and finding it.
+
+Every wait is on a condition the page shows (an element, a status text, a run id), never on a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+HAVE_CHROMIUM = os.path.exists(CHROMIUM)
+VIEWPORT = {"width": 1400, "height": 1000}
+# Every wait is for a condition, so a long limit costs nothing when things work; it is long because a 2-core machine
+# with another process busy may take minutes for an ONNX export or a fine-tune that takes seconds alone.
+LONG_MS = 180_000
+
+# A finished run's stats line names the run it was saved as (playground/locales: stats.saved).
+SAVED = {"en": r"saved as run #(\d+)", "zh-CN": r"已保存为第 (\d+) 条记录"}
+RUNNING = {"en": "generating", "zh-CN": "生成中"}
+
+
+def open_app(browser, url: str, locale: str = "en-US", viewport: dict | None = None):
+    """The app in a new browser context (its own cookies and session) whose language is `locale`, once the page
+    holds its language's values (`#page-ready`); returns (context, page)."""
+    lang = "zh-CN" if locale.startswith("zh") else "en"
+    headers = {"Accept-Language": "zh-CN,zh;q=0.9"} if lang == "zh-CN" else {"Accept-Language": "en-US,en;q=0.9"}
+    context = browser.new_context(viewport=viewport or VIEWPORT, locale=locale, extra_http_headers=headers)
+    context.set_default_timeout(LONG_MS)
+    page = context.new_page()
+    page.goto(url)
+    page.locator(f'#page-ready[data-lang="{lang}"]').wait_for(state="attached")
+    return context, page
+
+
+def lang_of_page(page) -> str:
+    return page.locator("#page-ready").get_attribute("data-lang")
+
+
+def fill(locator, text: str) -> None:
+    """Fill a field and wait until the app holds that value."""
+    from playwright.sync_api import expect
+
+    locator.fill(text)
+    expect(locator).to_have_value(text)
+
+
+def set_number(page, elem_id: str, value) -> None:
+    """A slider's or number's value, committed as a user does (Enter)."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    fill(box, str(value))
+    box.press("Enter")
+
+
+def shown_run_id(page) -> int | None:
+    """The id of the run the Generate tab's stats show as saved (None before any)."""
+    text = page.locator("#stats").inner_text()
+    match = re.search(SAVED[lang_of_page(page)], text)
+    return int(match.group(1)) if match else None
+
+
+def wait_for_new_run(page, before: int | None) -> int:
+    """Wait until the stats show a finished run saved under an id other than `before`; returns that id."""
+    lang = lang_of_page(page)
+    page.wait_for_function(
+        """([saved, running, before]) => {
+            const s = document.querySelector('#stats')?.innerText || '';
+            const m = s.match(new RegExp(saved));
+            return m && Number(m[1]) !== before && !s.includes(running);
+        }""", arg=[SAVED[lang], RUNNING[lang], before if before is not None else -1])
+    return shown_run_id(page)
+
+
+def click_generate(page, button: str = "#generate-btn") -> int:
+    """Click Generate (or another button that starts a run) and wait for the run to finish; returns its id."""
+    before = shown_run_id(page)
+    page.locator(button).click()
+    return wait_for_new_run(page, before)
+
+
+def generate(page, prompt: str, seed: str = "4", model: str | None = None, max_new_tokens: int | None = None) -> int:
+    """Run `prompt` on the Generate tab (optionally another model, a seed, a length); returns the saved run's id."""
+    page.get_by_role("tab", name=tab_name(page, "generate")).click()
+    if model:
+        box = page.locator("#model input")
+        box.fill(model)
+        box.press("Enter")
+    fill(page.locator("#prompt textarea"), prompt)
+    fill(page.locator("#seed input, #seed textarea").first, seed)
+    if max_new_tokens is not None:
+        set_number(page, "max-new-tokens", max_new_tokens)
+    return click_generate(page)
+
+
+def tab_name(page, tab: str) -> str:
+    from playground.locales import text
+
+    return text(f"app.tab.{tab}", lang_of_page(page))
+
+
+def open_tab(page, tab: str) -> None:
+    page.get_by_role("tab", name=tab_name(page, tab)).click()
+
+
+def history_row(page, run_id: int):
+    """The History tab's row of run `run_id`, found by its id."""
+    return page.locator("#history-table .virtual-row").filter(
+        has=page.locator('[data-col="0"]', has_text=re.compile(rf"^\s*{run_id}\s*$")))
+
+
+def open_history_run(page, run_id: int) -> None:
+    """Open the History tab, find run `run_id` among the newest runs and select it."""
+    open_tab(page, "history")
+    row = history_row(page, run_id)
+    row.wait_for()
+    row.locator('[data-col="4"]').click()
+    page.wait_for_function("id => new RegExp('#' + id + '(?!\\\\d)').test(document.querySelector('#history-run')?.innerText || '')",
+                           arg=run_id)
