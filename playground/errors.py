@@ -1,15 +1,22 @@
 """Errors the playground raises for a user to read: each says what went wrong and how to fix it."""
 
+from .locales import text
+
 
 class PlaygroundError(Exception):
     """Base class: the message is shown to the user as-is, so it must say how to fix the problem.
 
-    The message is English (the API and the logs show it). `key` and `params` let a user interface show
-    it in another language: `key` names a message template there, and `params` fill it in. The domain
-    only names them; it never imports the UI's strings.
+    Raised with a `key` of playground/locales and the `params` its template takes:
+    `raise SettingsError(key="settings.range", name="top_p", value=5.0, interval="(0, 1]")`. Its message
+    (str(exc)) is the English text, which the API and the logs show; a user interface shows the same key
+    in the user's language. A message given as text is for errors no user can cause (internal checks).
     """
 
-    def __init__(self, message: str, *, key: str | None = None, **params: object):
+    def __init__(self, message: str | None = None, *, key: str | None = None, **params: object):
+        if message is None:
+            if key is None:
+                raise TypeError("a PlaygroundError needs a key (or a message)")
+            message = text(key, "en", **params)
         super().__init__(message)
         self.key = key
         self.params = params
@@ -28,15 +35,17 @@ class DeviceError(PlaygroundError):
 
 
 class Notice(str):
-    """Something a user should know about a run (a dropped prompt, an unknown character): English text, as the
-    API and the history store it, with an optional `key` and `params` a user interface can translate, as
-    for PlaygroundError."""
+    """Something a user should know about a run (a dropped prompt, an unknown character): made, as a PlaygroundError
+    is, from a `key` of playground/locales and its `params`; the string itself is the English text, as the API and
+    the history store it."""
 
     key: str | None
     params: dict
 
-    def __new__(cls, text: str, *, key: str | None = None, **params: object) -> "Notice":
-        notice = super().__new__(cls, text)
+    def __new__(cls, message: str | None = None, *, key: str | None = None, **params: object) -> "Notice":
+        if message is None:
+            message = text(key, "en", **params)
+        notice = super().__new__(cls, message)
         notice.key = key
         notice.params = params
         return notice
