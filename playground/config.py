@@ -16,34 +16,48 @@ MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
-class GenerationSettings:
-    """Sampling settings. Defaults match transformers' `generate`, except a sensible `max_new_tokens`.
+class Range:
+    """A number setting's declaration: its allowed range (validated), and the part of it the UI's slider offers."""
 
-    Ranges (checked by `validate`):
-      max_new_tokens       1 .. context - 1 (checked against the model in `validate_for_context`)
-      do_sample            False = greedy; the four warpers below apply only when sampling
-      temperature          (0, 100]
-      top_k                0 (off) .. 100000
-      top_p                (0, 1]; 1 = off
-      typical_p            (0, 1]; 1 = off
-      repetition_penalty   (0, 100]; 1 = off
-      no_repeat_ngram_size 0 (off) .. 64
-      stop_sequences       up to 8 non-empty strings of at most 200 characters
-      seed                 0 .. 2**63 - 1, or None for a fresh random seed (the one used is recorded)
-      top_alternatives     1 .. 100 alternatives recorded per token
+    low: float
+    high: float
+    low_open: bool = False  # (low, high] instead of [low, high]
+    ui: tuple[float, float, float] | None = None  # the slider's (minimum, maximum, step); None: no slider of its own
+
+    @property
+    def interval(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low}, {self.high}]"
+
+
+def setting(default: Any, range_: Range | None = None, **kwargs: Any) -> Any:
+    """A GenerationSettings field with its range (as metadata)."""
+    return field(default=default, metadata={"range": range_} if range_ else {}, **kwargs)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling settings, declared once: the UI's inputs, the `/generate` API's parameters and their order, the
+    validation and the history all derive from these fields. Defaults match transformers' `generate`, except
+    a sensible `max_new_tokens`; `do_sample` False is greedy (the warpers then do not apply); `top_k` 0,
+    `top_p`/`typical_p`/`repetition_penalty` 1 and `no_repeat_ngram_size` 0 are off; `stop_sequences` are
+    up to 8 non-empty strings of at most 200 characters; a `seed` of None draws a fresh one (the one used is
+    recorded); `top_alternatives` is how many alternatives each token record keeps. `max_new_tokens` is also
+    checked against the model's context (`validate_for_context`).
+
+    The order is the `/generate` API's positional order: a new setting goes at the end.
     """
 
-    max_new_tokens: int = 64
-    do_sample: bool = True
-    temperature: float = 1.0
-    top_k: int = 50
-    top_p: float = 1.0
-    typical_p: float = 1.0
-    repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
+    max_new_tokens: int = setting(64, Range(1, 100_000, ui=(1, None, 1)))  # the slider's maximum is the model's context - 1
+    do_sample: bool = setting(True)
+    temperature: float = setting(1.0, Range(0, 100, low_open=True, ui=(0.01, 3.0, 0.01)))
+    top_k: int = setting(50, Range(0, 100_000, ui=(0, 200, 1)))
+    top_p: float = setting(1.0, Range(0, 1, low_open=True, ui=(0.01, 1.0, 0.01)))
+    repetition_penalty: float = setting(1.0, Range(0, 100, low_open=True, ui=(0.5, 3.0, 0.05)))
+    seed: int | None = setting(None, Range(0, MAX_SEED))
+    typical_p: float = setting(1.0, Range(0, 1, low_open=True, ui=(0.01, 1.0, 0.01)))
+    no_repeat_ngram_size: int = setting(0, Range(0, 64, ui=(0, 10, 1)))
     stop_sequences: tuple[str, ...] = field(default_factory=tuple)
-    seed: int | None = None
-    top_alternatives: int = 10
+    top_alternatives: int = setting(10, Range(1, 100, ui=(1, 50, 1)))
 
     @classmethod
     def from_user(cls, **values: Any) -> "GenerationSettings":
@@ -66,16 +80,10 @@ class GenerationSettings:
 
     def validate(self) -> "GenerationSettings":
         """Raise SettingsError naming the bad value and the allowed range; return self when all is well."""
-        _check_range("max_new_tokens", self.max_new_tokens, 1, 100_000)
-        _check_range("temperature", self.temperature, 0, 100, low_open=True)
-        _check_range("top_k", self.top_k, 0, 100_000)
-        _check_range("top_p", self.top_p, 0, 1, low_open=True)
-        _check_range("typical_p", self.typical_p, 0, 1, low_open=True)
-        _check_range("repetition_penalty", self.repetition_penalty, 0, 100, low_open=True)
-        _check_range("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 64)
-        _check_range("top_alternatives", self.top_alternatives, 1, 100)
-        if self.seed is not None:
-            _check_range("seed", self.seed, 0, MAX_SEED)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if "range" in f.metadata and value is not None:
+                _check_range(f.name, value, f.metadata["range"])
         if len(self.stop_sequences) > MAX_STOP_SEQUENCES:
             raise SettingsError(f"At most {MAX_STOP_SEQUENCES} stop sequences are allowed; got {len(self.stop_sequences)}.",
                                 key="settings.too_many_stops", limit=MAX_STOP_SEQUENCES, count=len(self.stop_sequences))
@@ -107,8 +115,10 @@ class GenerationSettings:
         return data
 
 
-_INT_FIELDS = {"max_new_tokens", "top_k", "no_repeat_ngram_size", "seed", "top_alternatives"}
-_FLOAT_FIELDS = {"temperature", "top_p", "typical_p", "repetition_penalty"}
+SETTING_NAMES = tuple(f.name for f in fields(GenerationSettings))  # the declaration's order
+SETTING_RANGES: dict[str, Range] = {f.name: f.metadata["range"] for f in fields(GenerationSettings) if "range" in f.metadata}
+_INT_FIELDS = {f.name for f in fields(GenerationSettings) if f.type in ("int", "int | None")}
+_FLOAT_FIELDS = {f.name for f in fields(GenerationSettings) if f.type == "float"}
 
 
 def as_int(name: str, value: Any) -> int:
@@ -155,12 +165,10 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
-    too_low = value <= low if low_open else value < low
-    if too_low or value > high:
-        interval = f"{'(' if low_open else '['}{low}, {high}]"
-        raise SettingsError(f"{name}={value!r} is out of range; allowed: {interval}.", key="settings.range", name=name, value=value,
-                            interval=interval)
+def _check_range(name: str, value: float, allowed: Range) -> None:
+    too_low = value <= allowed.low if allowed.low_open else value < allowed.low
+    if too_low or value > allowed.high:
+        raise SettingsError(key="settings.range", name=name, value=value, interval=allowed.interval)
 
 
 def check_prompt(prompt: Any) -> str:
