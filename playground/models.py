@@ -1,7 +1,8 @@
-"""Resolve `--model` (hub id, local folder, `demo` or `demo-zh`) to files on disk, with an offline fallback to the demo model."""
+"""`--model` (hub id, local folder, `demo` or `demo-zh`) -> files on disk (offline: the demo model), their weights, their fingerprint."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -10,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import ModelLoadError, Notice
+from .errors import ModelLoadError, Notice, first_line
 from .paths import demo_model_dir, demo_zh_model_dir
 
 DEMO = "demo"
@@ -20,8 +21,7 @@ SAFETENSORS_WEIGHTS = "model.safetensors"
 PICKLED_WEIGHTS = "pytorch_model.bin"
 HUB_PROBE_TIMEOUT_S = 3.0
 RANDOM_PREFIX = "random:"
-RANDOM_NOTICE = Notice("Randomly initialised weights: for speed measurements only; its text and quality numbers mean nothing.",
-                       key="notice.random_weights")
+RANDOM_NOTICE = Notice(key="notice.random_weights")
 # "name" or "owner/name", as the hub spells repository ids; nothing path-like.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 # Real GPT-2 family shapes (transformers' GPT2Config with these overrides), for speed-only measurements.
@@ -90,9 +90,9 @@ def _read_json(path: Path, name: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{name}: {path.name} cannot be read ({exc}). Re-download the model or save it again with save_pretrained.") from exc
+        raise ModelLoadError(key="models.unreadable", model=name, file=path.name, error=first_line(exc)) from exc
     if not isinstance(data, dict):
-        raise ModelLoadError(f"{name}: {path.name} is not a JSON object. Re-download the model or save it again with save_pretrained.")
+        raise ModelLoadError(key="models.not_object", model=name, file=path.name)
     return data
 
 
@@ -103,29 +103,21 @@ def _refuse_unsupported(config_file: Path, tokenizer_config_file: Path | None, n
         files["tokenizer_config.json"] = _read_json(tokenizer_config_file, name)
     for file_name, data in files.items():
         if "auto_map" in data:
-            raise ModelLoadError(
-                f"{name} needs its own Python code (`auto_map` in its {file_name}), and the playground never runs a "
-                "model's code (no trust_remote_code). Use a GPT-2 checkpoint made of standard transformers classes."
-            )
+            raise ModelLoadError(key="models.remote_code", model=name, file=file_name)
     model_type = files["config.json"].get("model_type")
+    if not model_type:
+        raise ModelLoadError(key="models.no_type", model=name)
     if model_type != "gpt2":
-        raise ModelLoadError(
-            f"{name} is a {model_type or 'model of unknown type'} model (model_type in its config.json); the playground runs "
-            "GPT-2 family models only (model_type gpt2), e.g. gpt2, distilgpt2 or uer/gpt2-chinese-cluecorpussmall."
-        )
+        raise ModelLoadError(key="models.not_gpt2", model=name, model_type=model_type)
 
 
 def _check_local_folder(folder: Path) -> None:
     if not folder.is_dir():
-        raise ModelLoadError(f"Model folder {folder} does not exist. Pass a folder in Hugging Face format, a hub id, 'demo' or 'demo-zh'.")
+        raise ModelLoadError(key="models.no_folder", folder=str(folder))
     if not (folder / "config.json").is_file():
-        raise ModelLoadError(f"{folder} has no config.json: it is not a model folder in Hugging Face format (save_pretrained output).")
+        raise ModelLoadError(key="models.no_config", folder=str(folder))
     if not _has_weights(folder):
-        raise ModelLoadError(
-            f"{folder} has no weights the playground loads: it needs {SAFETENSORS_WEIGHTS} (or other .safetensors files), "
-            f"or a {PICKLED_WEIGHTS}, which is read as plain tensors only. Save the model with "
-            "`model.save_pretrained(folder, safe_serialization=True)`."
-        )
+        raise ModelLoadError(key="models.no_weights", folder=str(folder), safetensors=SAFETENSORS_WEIGHTS, pickled=PICKLED_WEIGHTS)
     _refuse_unsupported(folder / "config.json", folder / "tokenizer_config.json", str(folder))
 
 
@@ -178,8 +170,7 @@ def resolve_model(spec: str | None = None, demo_dir: Path | None = None, demo_zh
     if _cached_on_disk(spec):
         return ModelSource(name=spec, location=spec, requested=spec)
     if not hub_reachable():
-        notice = Notice(f"The model hub is unreachable and '{spec}' is not cached: using the offline demo model ({demo_dir.name}) instead.",
-                        key="notice.hub_fallback", model=spec, demo=demo_dir.name)
+        notice = Notice(key="notice.hub_fallback", model=spec, demo=demo_dir.name)
         print(notice, flush=True)
         return ModelSource(name=demo_dir.name, location=str(ensure_demo_model(demo_dir)), requested=spec, notice=notice)
     _check_hub_config(spec)
@@ -200,7 +191,7 @@ def resolve_choice(choice: object, models_root: Path) -> ModelSource:
     """A model picked in the UI or the API, where strangers may be typing: only a folder listed in
     `models_root` (by name) or a hub id. Never an arbitrary path, and no silent fallback to the demo model."""
     if not isinstance(choice, str):
-        raise ModelLoadError(f"The model must be a name; got {type(choice).__name__}, which cannot be chosen here.")
+        raise ModelLoadError(key="models.not_a_name", field="model", type=type(choice).__name__)
     choice = choice.strip()
     if choice in list_local_models(models_root):
         folder = models_root / choice
@@ -209,14 +200,11 @@ def resolve_choice(choice: object, models_root: Path) -> ModelSource:
         return ModelSource(name=choice, location=str(folder), requested=choice, notice=notice)
     # A hub id that is also a folder here would be loaded from that folder by transformers: refuse it.
     if not HUB_ID.match(choice) or ".." in choice or Path(choice).exists():
-        raise ModelLoadError(
-            f"{choice[:200]!r} cannot be chosen here: pick a model from the list (the folders in {models_root.name}/) or "
-            "type a hub id such as gpt2 or openai-community/gpt2-medium. Other folders open with --model PATH at start-up."
-        )
+        raise ModelLoadError(key="models.not_choosable", field="model", model=choice[:200], folder=models_root.name)
     if _cached_on_disk(choice):
         return ModelSource(name=choice, location=choice, requested=choice)
     if not hub_reachable():
-        raise ModelLoadError(f"The model hub is unreachable and '{choice}' is not in the local cache: pick a model from the list.")
+        raise ModelLoadError(key="models.hub_unreachable", field="model", model=choice)
     _check_hub_config(choice)
     return ModelSource(name=choice, location=choice, requested=choice)
 
@@ -228,24 +216,18 @@ def _check_hub_config(hub_id: str) -> None:
     try:
         config = Path(hf_hub_download(hub_id, "config.json"))
     except (OSError, ValueError) as exc:  # huggingface_hub's HTTP errors are OSErrors; a malformed id is a ValueError
-        raise ModelLoadError(f"Could not load model '{hub_id}': {exc}".splitlines()[0]) from exc
+        raise ModelLoadError(key="models.load_failed", model=hub_id, error=first_line(exc)) from exc
     _refuse_unsupported(config, None, f"'{hub_id}'")
 
 
-def _pickled_weights_message(source: ModelSource, exc: Exception) -> str:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return (
-        f"Could not load the weights of '{source.requested}' from its {PICKLED_WEIGHTS} ({reason}). The playground reads "
-        "a .bin only as a plain state dict of tensors (torch.load with weights_only=True), so a file holding code, "
-        "custom classes or anything else is refused. If you trust where it came from, convert it to safetensors "
-        "(`model.save_pretrained(folder, safe_serialization=True)`) and load that folder."
-    )
+def _pickled_weights_error(source: ModelSource, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(key="models.pickled", model=source.requested, file=PICKLED_WEIGHTS, error=first_line(exc))
 
 
 def build_random_model(arch: str, demo_dir: Path, seed: int = 0) -> Path:
     """A GPT-2 family architecture with seeded random weights and the demo tokenizer, cached in models/random-ARCH/."""
     if arch not in RANDOM_ARCHITECTURES:
-        raise ModelLoadError(f"Unknown random architecture {arch!r}; use one of: {', '.join(RANDOM_PREFIX + a for a in RANDOM_ARCHITECTURES)}.")
+        raise ModelLoadError(key="models.random_arch", name=arch, available=", ".join(RANDOM_PREFIX + a for a in RANDOM_ARCHITECTURES))
     folder = demo_dir.parent / f"random-{arch}"
     if (folder / "model.safetensors").is_file():
         return folder
@@ -301,13 +283,47 @@ def load_torch_model(source: ModelSource, dtype=None):
         )
     except OSError as exc:
         if not pickled:
-            raise ModelLoadError(f"Could not load model '{source.requested}': {exc}".splitlines()[0]) from exc
-        raise ModelLoadError(_pickled_weights_message(source, exc)) from exc
+            raise ModelLoadError(key="models.load_failed", model=source.requested, error=first_line(exc)) from exc
+        raise _pickled_weights_error(source, exc) from exc
     except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as exc:
         if not pickled:
             raise  # not a weights file we were handed: a bug, not the user's to fix
         # weights_only let the pickle through, but it is not a state dict of this model's tensors (a list, a tensor...).
-        raise ModelLoadError(_pickled_weights_message(source, exc)) from exc
+        raise _pickled_weights_error(source, exc) from exc
     if model.config.model_type not in {"gpt2"}:
-        raise ModelLoadError(f"'{source.requested}' is a {model.config.model_type} model; the playground runs GPT-2 family models only.")
+        raise ModelLoadError(key="models.not_gpt2", model=f"'{source.requested}'", model_type=model.config.model_type)
     return model.eval()
+
+
+# --- identity of the source model ---------------------------------------------------------------
+
+
+def source_files(source: ModelSource) -> list[Path]:
+    """The config and the weight files the model loads from: safetensors, else its pytorch_model.bin."""
+    folder = Path(source.location)
+    if folder.is_dir():
+        weights = sorted(folder.glob("*.safetensors")) or [folder / "pytorch_model.bin"]
+        return sorted(p for p in [folder / "config.json", *weights] if p.is_file())
+    from huggingface_hub import try_to_load_from_cache
+
+    paths = [try_to_load_from_cache(source.location, name) for name in ("config.json", "model.safetensors")]
+    if not isinstance(paths[1], str):
+        paths[1] = try_to_load_from_cache(source.location, "pytorch_model.bin")
+    return [Path(p) for p in paths if isinstance(p, str)]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def source_fingerprint(source: ModelSource) -> str:
+    """Content hash of the source model's config and weights: an export of other weights is stale."""
+    digest = hashlib.sha256()
+    for path in source_files(source):
+        digest.update(path.name.encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()

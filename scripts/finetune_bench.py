@@ -46,8 +46,8 @@ BAR_SECONDS = 180
 def run_case(part: str, method: str, device: str, steps: int) -> dict:
     """One fine-tune in this process; returns its figures."""
     from playground.models import resolve_model
-    from playground.training.data import read_file
-    from playground.training.finetune import FineTuneSettings, run_finetune
+    from playground.finetune.data import read_file
+    from playground.finetune.run import FineTuneSettings, run_finetune
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

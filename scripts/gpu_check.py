@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"No usable CUDA GPU on this machine ({found}): nothing to check. Run this script where a GPU is lent.")
         return 0
 
-    from playground.bench.engine import BenchConfig, machine_description, markdown_table, parse_cells, run_benchmark
+    from playground.bench.engine import BenchConfig, markdown_table, parse_cells, run_benchmark
+    from playground.machine import machine_description
     from playground.models import resolve_model
 
     args.out.mkdir(parents=True, exist_ok=True)

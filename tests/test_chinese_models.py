@@ -83,7 +83,7 @@ def test_onnx_export_of_a_bin_only_bert_tokenizer_model_runs(tiny_zh_bin_dir, tm
 
 
 def test_changing_the_bin_weights_makes_the_export_stale(tiny_zh_bin_dir, tmp_path):
-    from playground.onnx.export import source_fingerprint
+    from playground.models import source_fingerprint
 
     folder = tmp_path / "m"
     shutil.copytree(tiny_zh_bin_dir, folder)

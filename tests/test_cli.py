@@ -7,6 +7,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,12 +19,14 @@ def run_app(*args, timeout=60):
     return subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_missing_model_folder_is_a_one_line_error():
     result = run_app("--model", "./no/such/folder", "--no-browser")
     assert result.returncode == 2
     assert result.stderr.startswith("error: Model folder") and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_auth_without_a_password_is_a_one_line_error():
     result = run_app("--auth", "alice", "--no-browser")
     assert result.returncode == 2
@@ -52,6 +56,7 @@ def start_app(*args, until: str, env: dict | None = None) -> tuple[subprocess.Po
     return proc, "".join(lines)
 
 
+@pytest.mark.slow
 def test_share_offline_says_why_and_keeps_serving_locally(tiny_model_dir):
     port = free_port()
     proc, output = start_app("--model", str(tiny_model_dir), "--share", "--no-browser", "--port", str(port),
@@ -67,6 +72,7 @@ def test_share_offline_says_why_and_keeps_serving_locally(tiny_model_dir):
         proc.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_auth_file_puts_the_app_behind_a_login(tiny_model_dir, tmp_path):
     accounts = tmp_path / "accounts"
     accounts.write_text("alice:correct horse\n")

@@ -7,7 +7,7 @@ import pytest
 
 from playground.backends.onnx import OnnxBackend
 from playground.backends.torch import TorchBackend
-from playground.compare import compare, same_vocabulary
+from playground.analysis.compare import compare, same_vocabulary
 from playground.config import GenerationSettings
 from playground.generation import generate
 from playground.models import resolve_model

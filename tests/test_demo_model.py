@@ -2,10 +2,18 @@
 
 import re
 
+import pytest
 from safetensors.torch import load_file
 
 from playground.config import GenerationSettings
-from playground.training.demo import DemoRecipe, ZhDemoRecipe, build_demo_model, is_built, load_corpus, split_corpus
+from playground.training.demo import (
+    DemoRecipe,
+    ZhDemoRecipe,
+    build_demo_model,
+    is_built,
+    load_corpus,
+    split_corpus,
+)
 
 from .conftest import TINY_RECIPE, TINY_ZH_RECIPE
 
@@ -36,6 +44,7 @@ def test_validation_split_is_held_out():
     assert val[:500] not in train
 
 
+@pytest.mark.slow
 def test_full_recipe_learns_well_beyond_a_unigram_model(tmp_path):
     """The real demo model (about 3 minutes on 2 cores): the bar is 40% of the unigram perplexity."""
     from playground.backends.torch import TorchBackend
@@ -98,6 +107,7 @@ def test_chinese_validation_texts_are_held_out():
     assert not set(val) & set(train)
 
 
+@pytest.mark.slow
 def test_full_chinese_recipe_learns_well_beyond_a_unigram_model(tmp_path):
     """The real Chinese demo model (about 3 minutes on 2 cores): the bar is 40% of the unigram perplexity."""
     import torch
@@ -129,6 +139,7 @@ def test_full_chinese_recipe_learns_well_beyond_a_unigram_model(tmp_path):
     assert sum(p in corpus_pairs for p in pairs) / len(pairs) > 0.6, "".join(chars)
 
 
+@pytest.mark.slow
 def test_a_build_killed_midway_leaves_a_staging_folder_that_the_next_start_removes(tmp_path):
     """A first start killed while the demo model trains (SIGKILL: no cleanup runs) leaves models/.NAME-XXXXXXXX; the next
     build of that model removes it, and leaves alone a staging folder whose writer is alive and other hidden folders."""

@@ -14,9 +14,9 @@ import torch
 from playground.errors import DataError, ModelLoadError, PlaygroundError, SettingsError, TrainingCancelled
 from playground.history import HistoryStore
 from playground.models import ModelSource, list_local_models, resolve_model
-from playground.training.data import MAX_DATA_BYTES, csv_columns, decode_bytes, from_text, prepare_data, read_file
-from playground.training.finetune import FineTuneSettings, plan_finetune, run_finetune
-from playground.training.jobs import FineTuneJobs
+from playground.finetune.data import MAX_DATA_BYTES, csv_columns, decode_bytes, from_text, prepare_data, read_file
+from playground.finetune.run import FineTuneSettings, plan_finetune, run_finetune
+from playground.finetune.jobs import FineTuneJobs
 
 GPL3 = Path("/usr/share/common-licenses/GPL-3")  # Debian's base-files: legal English, a style the tiny model never saw
 FAST = dict(block_size=32, batch_size=8, warmup_steps=2, eval_every=5)
@@ -335,6 +335,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           env=os.environ | {"PYTHONIOENCODING": "utf-8"}, cwd=Path(__file__).resolve().parent.parent)
 
 
+@pytest.mark.slow
 def test_cli_fine_tunes_and_refuses_bad_input_in_one_line(tiny_model_dir, tmp_path):
     data = _write(tmp_path / "legal.txt", GPL3.read_bytes()[:12_000])
     result = run_cli("--model", str(tiny_model_dir), "--data", str(data), "--name", "cli-legal", "--models-dir", str(tmp_path / "m"),

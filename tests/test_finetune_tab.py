@@ -8,23 +8,23 @@ import gradio as gr
 import pytest
 
 from playground.errors import DataError
-from playground.training.finetune import FineTuneSettings, plan_finetune
+from playground.finetune.run import FineTuneSettings, plan_finetune
 from playground.ui.finetune_tab import (SETTING_NAMES, loss_figure, preview_html, progress_html, read_upload,
                                         result_html, settings_from_form, uploaded_text)
 from playground.ui.i18n import EN, ZH_CN, error_text
 
-TRAINING_DIR = Path(__file__).resolve().parent.parent / "playground" / "training"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "playground"
 
 
 def test_every_fine_tuning_error_key_has_both_languages():
     keys = set()
-    for path in TRAINING_DIR.glob("*.py"):
+    for path in [*(PACKAGE_DIR / "finetune").glob("*.py"), *(PACKAGE_DIR / "training").glob("*.py")]:
         keys |= set(re.findall(r'key="((?:data|finetune|train)\.[a-z_]+)"', path.read_text()))
     assert keys and keys <= set(EN) and keys <= set(ZH_CN), sorted(keys - set(EN))
 
 
 def test_the_upload_cap_the_tab_states_is_the_engines():
-    from playground.training.data import MAX_DATA_BYTES
+    from playground.finetune.data import MAX_DATA_BYTES
 
     for strings in (EN, ZH_CN):
         for key in ("finetune.upload", "finetune.upload_note"):

@@ -10,12 +10,15 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from playground.config import GenerationSettings
-from playground.generation import generate, result_from_saved
+from playground.generation import generate
+from playground.records import result_from_saved, saved_row
 from playground.history import DB_ENV, HistoryStore, default_db_path, main, migrations, open_history
 from playground.service import Playground
 
@@ -29,28 +32,35 @@ def store(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sample_run(tiny_backend, tiny_source):
-    """A real generation's record, as the app stores it."""
-    return generate(tiny_backend, tiny_source, "The value <b>of</b> the", GenerationSettings(max_new_tokens=8, seed=2)).to_dict()
+def sample_result(tiny_backend, tiny_source):
+    """A real generation."""
+    return generate(tiny_backend, tiny_source, "The value <b>of</b> the", GenerationSettings(max_new_tokens=8, seed=2))
 
 
-def test_saved_run_round_trips_into_the_views(store, sample_run):
-    run_id = store.save_run(sample_run, "complete")
+@pytest.fixture(scope="module")
+def sample_run(sample_result):
+    """A real generation's row, as the app stores it."""
+    return saved_row(sample_result, "complete", model_sha256="0" * 64)
+
+
+def test_saved_run_round_trips_into_the_views(store, sample_result, sample_run):
+    run_id = store.save_run(sample_run)
     row = store.get(run_id)
-    assert row["prompt"] == sample_run["prompt"] and row["output"] == sample_run["text"]
+    assert row["prompt"] == sample_result.prompt and row["output"] == sample_result.text
     assert row["settings"] == sample_run["settings"] and row["settings"]["seed"] == 2
     assert row["created_at"].endswith("+00:00")
-    assert row["tokens"]["output"] == sample_run["tokens"] and row["tokens"]["prompt"] == sample_run["prompt_tokens"]
-    assert row["metrics"]["decode_tokens_per_s"] == sample_run["metrics"]["decode_tokens_per_s"]
-    # ... and back into what the UI shows.
+    assert row["tokens"] == sample_run["tokens"] and row["model_sha256"] == "0" * 64
+    assert row["metrics"]["decode_tokens_per_s"] == sample_result.decode_tokens_per_s
+    # ... back into what the UI shows, and into the same row again: one mapping, both ways.
     restored = result_from_saved(row)
-    assert [t.token_id for t in restored.tokens] == [t["token_id"] for t in sample_run["tokens"]]
-    assert restored.settings == GenerationSettings(**(sample_run["settings"] | {"stop_sequences": ()}))
-    assert restored.prompt_perplexity == pytest.approx(sample_run["metrics"]["prompt_perplexity"])
+    assert [t.token_id for t in restored.tokens] == [t.token_id for t in sample_result.tokens]
+    assert restored.settings == sample_result.settings and restored.finish_reason == sample_result.finish_reason
+    assert restored.prompt_perplexity == pytest.approx(sample_result.prompt_perplexity)
+    assert saved_row(restored, row["status"], row["error"], row["model_sha256"]) == {column: row[column] for column in sample_run}
 
 
 def test_file_is_wal_and_plain_for_other_tools(store, sample_run):
-    store.save_run(sample_run, "complete")
+    store.save_run(sample_run)
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     settings_json = conn.execute("SELECT settings FROM runs").fetchone()[0]
@@ -100,7 +110,7 @@ def test_concurrent_writers_lose_nothing(store, sample_run):
 
     def writer(thread_no: int) -> list[int]:
         barrier.wait()
-        return [store.save_run(sample_run | {"prompt": f"writer{thread_no} run {i}"}, "complete") for i in range(25)]
+        return [store.save_run(sample_run | {"prompt": f"writer{thread_no} run {i}"}) for i in range(25)]
 
     with ThreadPoolExecutor(8) as pool:
         ids = [i for batch in pool.map(writer, range(8)) for i in batch]
@@ -133,8 +143,26 @@ def test_first_schema_upgrades_in_place_without_losing_rows(tmp_path):
     assert {"parent_run_id", "branch_position"} <= columns
     assert applied == [m.name for m in migrations._migrations]
     assert [r["id"] for r in store.search("template")] == [2]  # the old rows are still searchable
-    new_id = store.save_run({"prompt": "after upgrade", "text": "ok"}, "complete", parent_run_id=2, branch_position=3)
+    new_id = store.save_run({"prompt": "after upgrade", "output": "ok", "status": "complete", "parent_run_id": 2,
+                             "branch_position": 3})
     assert store.get(new_id)["parent_run_id"] == 2
+
+
+def test_fingerprints_move_from_the_metrics_to_their_column(tmp_path):
+    """Runs saved before m007 kept their model's hash in the metrics JSON: the migration moves it to its column."""
+    path = tmp_path / "h.db"
+    with closing(sqlite3.connect(path)) as conn:
+        db = Database(conn)
+        migrations.apply(db, stop_before="m007_model_sha256")
+        for metrics in ({"ttft_ms": 1.5, "model_sha256": "ab" * 32}, {"ttft_ms": 2.0}, None):
+            db.table("runs").insert({"created_at": "2026-12-01T00:00:00.000+00:00", "prompt": "old", "status": "complete",
+                                     "metrics": None if metrics is None else json.dumps(metrics)})
+        conn.commit()
+    store = HistoryStore(path)
+    rows = [store.get(i) for i in (1, 2, 3)]
+    assert [row["model_sha256"] for row in rows] == ["ab" * 32, None, None]
+    assert [row["metrics"] for row in rows] == [{"ttft_ms": 1.5}, {"ttft_ms": 2.0}, None]
+    assert {row["id"] for row in store.search("old")} == {1, 2, 3}  # still found: the update kept the index
 
 
 @pytest.mark.parametrize("content", [b"this is not a database" * 100, b"", "truncated"])
@@ -168,14 +196,14 @@ def test_generation_still_works_when_saving_fails(tiny_source, tmp_path):
 
 @pytest.mark.parametrize("query", ['"', "AND", "OR NOT", "NEAR(", "*", "a OR", "prompt:x", "'; DROP TABLE runs; --", "(((", "^", "\x00", "😀"])
 def test_hostile_search_queries_never_raise(store, sample_run, query):
-    store.save_run(sample_run, "complete")
+    store.save_run(sample_run)
     assert isinstance(store.search(query), list)
     assert store.count() == 1
 
 
 def test_search_and_filters(store, sample_run):
-    store.save_run(sample_run | {"prompt": "alpha beta"}, "complete")
-    store.save_run(sample_run | {"prompt": "gamma", "text": "beta delta", "backend": "onnx"}, "stopped")
+    store.save_run(sample_run | {"prompt": "alpha beta"})
+    store.save_run(sample_run | {"prompt": "gamma", "output": "beta delta", "backend": "onnx", "status": "stopped"})
     assert {r["prompt"] for r in store.search("beta")} == {"alpha beta", "gamma"}
     assert [r["prompt"] for r in store.search("beta", backend="onnx")] == ["gamma"]
     assert [r["prompt"] for r in store.recent(backend="torch")] == ["alpha beta"]
@@ -183,10 +211,10 @@ def test_search_and_filters(store, sample_run):
 
 
 def test_exports_parse(store, sample_run, tmp_path):
-    ids = [store.save_run(sample_run | {"prompt": f'p{i}, "quoted"\nline'}, "complete") for i in range(3)]
+    ids = [store.save_run(sample_run | {"prompt": f'p{i}, "quoted"\nline'}) for i in range(3)]
     assert store.export(tmp_path / "all.jsonl", "jsonl") == 3
     lines = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in lines] == ids and lines[0]["tokens"]["output"][0]["token_id"] == sample_run["tokens"][0]["token_id"]
+    assert [r["id"] for r in lines] == ids and lines[0]["tokens"] == sample_run["tokens"]
     assert store.export(tmp_path / "some.csv", "csv", ids[1:]) == 2
     with open(tmp_path / "some.csv", newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
@@ -195,7 +223,7 @@ def test_exports_parse(store, sample_run, tmp_path):
 
 
 def test_delete(store, sample_run):
-    run_id = store.save_run(sample_run, "complete")
+    run_id = store.save_run(sample_run)
     assert store.delete(run_id) and store.get(run_id) is None
     assert store.delete(run_id) is False and store.delete(12345) is False
     assert store.search(sample_run["prompt"].split()[0]) == []  # the FTS index follows
@@ -210,7 +238,7 @@ def test_default_location_is_outside_the_repo_and_overridable(monkeypatch, tmp_p
 
 
 def test_command_line(store, sample_run, tmp_path, capsys):
-    run_id = store.save_run(sample_run, "complete")
+    run_id = store.save_run(sample_run)
     db = ["--db", str(store.path)]
     assert main([*db, "list"]) == 0 and f"{run_id:>5}" in capsys.readouterr().out
     assert main([*db, "search", "value"]) == 0 and "The value" in capsys.readouterr().out
@@ -256,7 +284,7 @@ POEM, CAT, MIXED, ENGLISH = "床前明月光", "我家的猫喜欢睡觉", "GPT-
 def multilingual(store, sample_run):
     """Four runs, one per kind of text; returns {prompt: id}."""
     outputs = {POEM: "疑是地上霜", CAT: "", MIXED: " heads", ENGLISH: " is its result"}
-    return {prompt: store.save_run(sample_run | {"prompt": prompt, "text": text}, "complete") for prompt, text in outputs.items()}
+    return {prompt: store.save_run(sample_run | {"prompt": prompt, "output": text}) for prompt, text in outputs.items()}
 
 
 @pytest.mark.parametrize("query, found", [
@@ -291,15 +319,15 @@ def test_search_finds_words_inside_text_in_any_script(store, multilingual, query
     ("明月*", {"poem", "literal"}),
 ])
 def test_search_syntax_is_literal_text(store, sample_run, query, found):
-    store.save_run(sample_run | {"prompt": "poem", "text": POEM}, "complete")
-    store.save_run(sample_run | {"prompt": "literal", "text": 'He said "明月" or 1 NEAR(x) -x snake_case a*b'}, "complete")
+    store.save_run(sample_run | {"prompt": "poem", "output": POEM})
+    store.save_run(sample_run | {"prompt": "literal", "output": 'He said "明月" or 1 NEAR(x) -x snake_case a*b'})
     assert {r["prompt"] for r in store.search(query)} == found
 
 
 def test_search_filters_limits_and_orders_in_both_paths(store, sample_run):
     ids = [store.save_run(sample_run | {"prompt": f"猫{i} 明月光" + " 明月光" * (i == 2), "model": "demo-zh" if i % 2 else "demo",
-                                        "backend": "onnx" if i < 2 else "torch"}, "complete") for i in range(5)]
-    store.save_run(sample_run | {"prompt": "unrelated"}, "complete")
+                                        "backend": "onnx" if i < 2 else "torch"}) for i in range(5)]
+    store.save_run(sample_run | {"prompt": "unrelated"})
     # Short words (LIKE): newest first, limit and filters applied; called as the History tab calls it.
     assert [r["id"] for r in store.search("猫", 3, None, None)] == ids[:1:-1]
     assert [r["id"] for r in store.search("猫", 10, "demo-zh", None)] == [ids[3], ids[1]]
@@ -325,7 +353,7 @@ def test_first_schema_upgrade_makes_old_chinese_rows_searchable(tmp_path):
     conn = sqlite3.connect(db_path)
     assert "trigram" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'runs_fts'").fetchone()[0]
     conn.close()
-    new_id = store.save_run({"prompt": "举头望明月", "text": ""}, "complete")  # the new triggers index new rows
+    new_id = store.save_run({"prompt": "举头望明月", "output": "", "status": "complete"})  # the new triggers index new rows
     assert {r["id"] for r in store.search("明月")} == {4, new_id}
     store.delete(4)
     assert [r["id"] for r in store.search("明月")] == [new_id]
@@ -335,13 +363,14 @@ def awkward_run(sample_run) -> dict:
     """Text that breaks naive CSV: newlines, commas, quotes, CJK, emoji, a lone surrogate, a long token list."""
     tokens = [{"token_id": i, "text": text, "bytes": list(text.encode("utf-8", "surrogatepass")), "probability": 0.5}
               for i, text in enumerate(["床", "前", "😀", "\ud800", ', "q"\n'] * 200)]
-    return sample_run | {"prompt": 'p1, "quoted"\n第二行 😀 \ud800', "text": "床前明月光，\r\n疑是地上霜。", "tokens": tokens,
+    return sample_run | {"prompt": 'p1, "quoted"\n第二行 😀 \ud800', "output": "床前明月光，\r\n疑是地上霜。",
+                         "tokens": {"prompt": [], "output": tokens},
                          "settings": sample_run["settings"] | {"stop_sequences": ["。", "\ud800"]}}
 
 
 def test_csv_export_opens_in_a_chinese_spreadsheet_and_round_trips(store, sample_run, tmp_path):
     run = awkward_run(sample_run)
-    run_id = store.save_run(run, "complete")  # a lone surrogate in plain text is saved as U+FFFD, not a crash
+    run_id = store.save_run(run)  # a lone surrogate in plain text is saved as U+FFFD, not a crash
     assert store.export(tmp_path / "runs.csv", "csv") == 1
     data = (tmp_path / "runs.csv").read_bytes()
     assert data.startswith(b"\xef\xbb\xbf") and not data[3:].startswith(b"\xef\xbb\xbf")  # one BOM: Excel reads UTF-8
@@ -349,26 +378,26 @@ def test_csv_export_opens_in_a_chinese_spreadsheet_and_round_trips(store, sample
     with open(tmp_path / "runs.csv", newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 1 and int(rows[0]["id"]) == run_id
-    assert rows[0]["prompt"] == 'p1, "quoted"\n第二行 😀 \ufffd' and rows[0]["output"] == run["text"]
+    assert rows[0]["prompt"] == 'p1, "quoted"\n第二行 😀 \ufffd' and rows[0]["output"] == run["output"]
     assert len(rows[0]["tokens"]) > 30_000  # more than a spreadsheet cell holds; the file keeps it whole
-    assert json.loads(rows[0]["tokens"])["output"] == run["tokens"]  # the lone surrogate and the bytes field exactly
+    assert json.loads(rows[0]["tokens"]) == run["tokens"]  # the lone surrogate and the bytes field exactly
     assert json.loads(rows[0]["settings"])["stop_sequences"] == ["。", "\ud800"]
 
 
 def test_jsonl_export_is_readable_utf8_and_exact(store, sample_run, tmp_path):
     run = awkward_run(sample_run)
-    store.save_run(run, "complete")
+    store.save_run(run)
     assert store.export(tmp_path / "runs.jsonl", "jsonl") == 1
     data = (tmp_path / "runs.jsonl").read_bytes()
     assert not data.startswith(b"\xef\xbb\xbf") and "床前明月光".encode() in data
     (line,) = data.decode("utf-8").splitlines()
     row = json.loads(line)
-    assert row["output"] == run["text"] and row["tokens"]["output"] == run["tokens"]
+    assert row["output"] == run["output"] and row["tokens"] == run["tokens"]
     assert row["tokens"]["output"][2]["bytes"] == [240, 159, 152, 128]
 
 
 def test_command_line_prints_chinese(store, sample_run, capsys):
-    run_id = store.save_run(sample_run | {"prompt": POEM}, "complete")
+    run_id = store.save_run(sample_run | {"prompt": POEM})
     db = ["--db", str(store.path)]
     assert main([*db, "search", "明月"]) == 0 and POEM in capsys.readouterr().out
     assert main([*db, "show", str(run_id)]) == 0 and f'"prompt": "{POEM}"' in capsys.readouterr().out
@@ -376,7 +405,7 @@ def test_command_line_prints_chinese(store, sample_run, capsys):
 
 @pytest.mark.parametrize("encoding", ["ascii", "gbk", "cp1252"])
 def test_command_line_never_crashes_on_a_terminal_that_cannot_show_the_text(store, sample_run, monkeypatch, encoding):
-    run_id = store.save_run(awkward_run(sample_run) | {"prompt": POEM + " 😀"}, "complete")
+    run_id = store.save_run(awkward_run(sample_run) | {"prompt": POEM + " 😀"})
     db = ["--db", str(store.path)]
 
     def cli(*args) -> tuple[int, str]:
@@ -400,9 +429,10 @@ def test_command_line_never_crashes_on_a_terminal_that_cannot_show_the_text(stor
     assert code == 2 and "invalid choice" in out
 
 
+@pytest.mark.slow
 def test_command_line_under_an_ascii_only_stdout(store):
     """The real thing: `PYTHONIOENCODING=ascii python -m playground.history`."""
-    store.save_run({"prompt": POEM + " 😀", "text": "疑是地上霜"}, "complete")
+    store.save_run({"prompt": POEM + " 😀", "output": "疑是地上霜", "status": "complete"})
     result = subprocess.run([sys.executable, "-m", "playground.history", "--db", str(store.path), "search", "明月"], cwd=ROOT,
                             env=os.environ | {"PYTHONIOENCODING": "ascii"}, capture_output=True, timeout=120)
     assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
@@ -411,7 +441,7 @@ def test_command_line_under_an_ascii_only_stdout(store):
 
 @pytest.mark.parametrize("text", ['=HYPERLINK("http://evil.example","x")', "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1"])
 def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text(store, sample_run, tmp_path, text):
-    store.save_run(sample_run | {"prompt": text, "text": text}, "complete")
+    store.save_run(sample_run | {"prompt": text, "output": text})
     store.export(tmp_path / "runs.csv", "csv")
     with open(tmp_path / "runs.csv", newline="", encoding="utf-8-sig") as handle:
         (row,) = csv.DictReader(handle)

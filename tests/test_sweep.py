@@ -7,7 +7,7 @@ import pytest
 
 from playground.config import GenerationSettings
 from playground.errors import SettingsError
-from playground.sweep import MAX_SWEEP_TOKENS, cell_metrics, distinct_2, plan_sweep, repetition_rate, run_sweep
+from playground.analysis.sweep import MAX_SWEEP_TOKENS, cell_metrics, distinct_2, plan_sweep, repetition_rate, run_sweep
 
 PROMPT = "The value of the attribute is"
 
@@ -72,7 +72,7 @@ def test_stop_keeps_the_finished_cells(tiny_source, tmp_path):
 
 
 def test_the_stated_cap_is_the_enforced_one():
-    from playground.sweep import MAX_VALUES_PER_AXIS
+    from playground.analysis.sweep import MAX_VALUES_PER_AXIS
     from playground.ui.i18n import EN, ZH_CN
 
     for strings in (EN, ZH_CN):

@@ -1,1 +1,1 @@
-"""What the model computes inside a run: attention weights (and, as they arrive, hidden states)."""
+"""Analyses of runs: what the model computes inside one (attention, Inside, attribution), two runs compared, sweeps."""

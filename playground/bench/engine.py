@@ -17,13 +17,11 @@ import gc
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
@@ -32,7 +30,8 @@ import numpy as np
 from ..config import GenerationSettings
 from ..errors import PlaygroundError
 from ..generation import Generation, check_num_samples
-from ..models import RANDOM_PREFIX, ModelSource
+from ..machine import machine_description
+from ..models import RANDOM_PREFIX, ModelSource, source_files
 
 REFERENCE_TEXT = (
     "A function definition defines a user-defined function object. The function definition does not execute the "
@@ -80,27 +79,9 @@ def parse_cells(spec: str | None) -> list[Cell]:
         matches = [c for c in available if c.backend == parts[0] and (len(parts) < 2 or c.variant == parts[1])
                    and (len(parts) < 3 or c.device == parts[2])]
         if not matches:
-            raise PlaygroundError(f"No runnable cell matches {item!r} here; available: {', '.join(c.label for c in available)}.")
+            raise PlaygroundError(key="bench.no_cell", cell=item, available=", ".join(c.label for c in available))
         chosen += [c for c in matches if c not in chosen]
     return chosen
-
-
-def machine_description() -> dict:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": {name: version(name) for name in ("torch", "transformers", "onnxruntime-gpu", "optimum-onnx")},
-    }
 
 
 class PeakMemory:
@@ -203,7 +184,6 @@ def _size_mb(backend, source: ModelSource) -> float:
     manifest = getattr(backend, "manifest", None)
     if manifest is not None:
         return round(manifest["files"]["model.onnx"]["bytes"] / 1e6, 1)  # the decoder graph a run uses
-    from ..onnx.export import source_files
 
     return round(sum(p.stat().st_size for p in source_files(source) if p.suffix == ".safetensors") / 1e6, 1)
 
@@ -256,7 +236,8 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
                 bar.set_postfix_str(f"{cell.label} {prompt_tokens}+{new_tokens} x{batch}")
                 ids = _prompt_ids(source, prompt_tokens)
                 if len(ids) + new_tokens > backend.info.context_length:
-                    raise PlaygroundError(f"{prompt_tokens} + {new_tokens} tokens exceed the model's context of {backend.info.context_length}.")
+                    raise PlaygroundError(key="bench.context", prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                                          context=backend.info.context_length)
                 for _ in range(config.warmup):
                     _timed_run(backend, source, ids, min(new_tokens, 8), batch)
                 repeats = []

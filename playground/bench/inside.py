@@ -20,7 +20,8 @@ import time
 
 from ..config import GenerationSettings
 from ..generation import generate
-from .engine import REFERENCE_TEXT, machine_description
+from ..machine import machine_description
+from .engine import REFERENCE_TEXT
 
 
 def resident_mb() -> tuple[float, float]:

@@ -145,7 +145,7 @@ def convert_to_gguf(model_dir: Path, llama_src: Path, out: Path, outtype: str = 
     tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
     pre = tokenizer.get("pre_tokenizer") or {}
     if pre.get("type") != "ByteLevel" or not pre.get("use_regex") or pre.get("add_prefix_space"):
-        raise PlaygroundError(f"{model_dir}: its pre-tokenizer is not GPT-2's ByteLevel ({pre}); convert it to GGUF by hand.")
+        raise PlaygroundError(key="bench.peer_tokenizer", model=model_dir.name, type=pre.get("type") or "none")
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / model_dir.name
         shutil.copytree(model_dir, copy)
@@ -155,7 +155,7 @@ def convert_to_gguf(model_dir: Path, llama_src: Path, out: Path, outtype: str = 
         done = subprocess.run([sys.executable, "-c", CONVERT, str(llama_src), str(copy), "--outfile", str(out), "--outtype", outtype],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:
-            raise PlaygroundError(f"llama.cpp's converter failed on {model_dir}: {done.stderr.strip()[-500:]}")
+            raise PlaygroundError(key="bench.peer_convert", model=model_dir.name, error=done.stderr.strip()[-500:])
 
 
 def _fingerprint(model_dir: Path) -> dict:
@@ -182,7 +182,7 @@ def ensure_gguf(model_dir: Path, peer: PeerConfig, variant: str, folder: Path) -
         done = subprocess.run([peer.python, "-c", QUANTIZE, str(f32), str(out.with_suffix(".tmp")), str(LLAMA_FTYPES[variant])],
                               capture_output=True, text=True)
         if done.returncode != 0:
-            raise PlaygroundError(f"llama.cpp could not quantize to {variant}: {done.stderr.strip()[-500:]}")
+            raise PlaygroundError(key="bench.peer_quantize", variant=variant, error=done.stderr.strip()[-500:])
         out.with_suffix(".tmp").rename(out)
     return out
 
@@ -219,7 +219,7 @@ def run_peer(model_dir: Path, peer: PeerConfig, prompt_ids: list[int], new_token
                "warmup": warmup, "context": context}
         done = subprocess.run([peer.python, "-c", TIME, json.dumps(job)], capture_output=True, text=True)
         if done.returncode != 0:
-            raise PlaygroundError(f"llama.cpp failed to run {gguf.name}: {done.stderr.strip()[-500:]}")
+            raise PlaygroundError(key="bench.peer_run", file=gguf.name, error=done.stderr.strip()[-500:])
         result = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(peer_row(result["runs"], variant=variant, version=result["version"], prompt_tokens=len(prompt_ids),
                              new_tokens=new_tokens, threads=threads, load_s=result["load_s"],
@@ -239,5 +239,5 @@ def peer_logits(model_dir: Path, peer: PeerConfig, variant: str, windows: list[l
         job = {"gguf": str(gguf), "windows": windows, "context": context, "out": str(out)}
         done = subprocess.run([peer.python, "-c", LOGITS, json.dumps(job)], capture_output=True, text=True)
         if done.returncode != 0:
-            raise PlaygroundError(f"llama.cpp could not evaluate {gguf.name}: {done.stderr.strip()[-500:]}")
+            raise PlaygroundError(key="bench.peer_eval", file=gguf.name, error=done.stderr.strip()[-500:])
         return np.load(out), gguf.stat().st_size

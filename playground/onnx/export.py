@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
@@ -17,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DeviceError, PlaygroundError
-from ..models import ModelSource, load_torch_model, resolve_model
+from ..hooks import capture_input
+from ..models import ModelSource, file_sha256, load_torch_model, resolve_model, source_fingerprint
 from ..paths import exports_dir
 from .fusion import drop_linear_reshapes, fuse_attention
 from .stats import add_statistics
@@ -66,53 +66,19 @@ NBITS_RECIPES = {"int8": ((8, 32), (8, 32)), "int4": ((4, 64), (8, 128))}
 def check_variant_runs_on(variant: str, device: str) -> None:
     """Refuse a variant the hardware cannot run, naming one that would."""
     if variant not in VARIANT_SPECS:
-        raise PlaygroundError(f"Unknown ONNX variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+        raise PlaygroundError(key="variant.unknown", field="variant", name=variant, available=", ".join(VARIANTS))
     spec = VARIANT_SPECS[variant]
     if device not in spec.runs_on:
         alternatives = [v for v, s in VARIANT_SPECS.items() if device in s.runs_on]
-        where = "a GPU" if spec.runs_on == ("cuda",) else "the CPU"
-        raise DeviceError(
-            f"The {variant} variant needs {where} ({'CUDA' if 'cuda' in spec.runs_on else 'CPU'} execution provider), "
-            f"and this run is on {device.upper()}. Use one of: {', '.join(alternatives)}."
-        )
+        raise DeviceError(key="onnx.needs_gpu" if spec.runs_on == ("cuda",) else "onnx.needs_cpu", field="variant",
+                          variant=variant, device=device.upper(), alternatives=", ".join(alternatives))
 
 
-# --- identity of the source model ---------------------------------------------------------------
+# --- the export's folder name and the libraries that built it ------------------------------------
 
 
 def model_slug(source: ModelSource) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "--", source.name).strip("-") or "model"
-
-
-def source_files(source: ModelSource) -> list[Path]:
-    """The config and the weight files the model loads from: safetensors, else its pytorch_model.bin."""
-    folder = Path(source.location)
-    if folder.is_dir():
-        weights = sorted(folder.glob("*.safetensors")) or [folder / "pytorch_model.bin"]
-        return sorted(p for p in [folder / "config.json", *weights] if p.is_file())
-    from huggingface_hub import try_to_load_from_cache
-
-    paths = [try_to_load_from_cache(source.location, name) for name in ("config.json", "model.safetensors")]
-    if not isinstance(paths[1], str):
-        paths[1] = try_to_load_from_cache(source.location, "pytorch_model.bin")
-    return [Path(p) for p in paths if isinstance(p, str)]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def source_fingerprint(source: ModelSource) -> str:
-    """Content hash of the source model's config and weights: an export of other weights is stale."""
-    digest = hashlib.sha256()
-    for path in source_files(source):
-        digest.update(path.name.encode())
-        digest.update(file_sha256(path).encode())
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -422,8 +388,6 @@ def _verify(source: ModelSource, torch_model, model_path: Path, variant: str) ->
         expected = torch_model(torch.tensor([ids])).logits[0].float().numpy()  # (T, V)
     with torch.inference_mode():
         expected_attention = torch.stack(torch_model(torch.tensor([ids]), output_attentions=True).attentions)[:, 0].numpy()
-    from ..backends.torch import capture_input
-
     with torch.inference_mode(), capture_input(torch_model.transformer.ln_f) as final:
         states = torch_model.transformer(torch.tensor([ids]), output_hidden_states=True).hidden_states
         expected_hidden = torch.stack([*states[:-1], final[0]])[:, 0].numpy()  # (L + 1, T, d)
@@ -440,12 +404,9 @@ def _verify(source: ModelSource, torch_model, model_path: Path, variant: str) ->
     hidden_diff = float(np.abs(hidden - expected_hidden).max() / np.abs(expected_hidden).max())
     agreement = float((got.argmax(-1) == expected.argmax(-1)).mean())
     if not np.isfinite(got).all() or not np.isfinite(attention).all() or not np.isfinite(hidden).all():
-        raise PlaygroundError(f"The {variant} export produced non-finite outputs: export broken, not installed.")
+        raise PlaygroundError(key="onnx.non_finite", variant=variant)
     if variant == "fp32" and (diff > FP32_VERIFY_ATOL or attention_diff > FP32_ATTENTION_ATOL or hidden_diff > FP32_HIDDEN_RTOL):
-        raise PlaygroundError(
-            f"The fp32 export differs from PyTorch (logits by {diff:.2e}, attention by {attention_diff:.2e}, "
-            f"hidden states by {hidden_diff:.2e} relative): not installed."
-        )
+        raise PlaygroundError(key="onnx.differs", logits=diff, attention=attention_diff, hidden=hidden_diff)
     return {"checked": True, "probe_tokens": len(ids), "max_abs_logit_diff": round(diff, 6),
             "max_abs_attention_diff": round(attention_diff, 7), "max_rel_hidden_diff": float(f"{hidden_diff:.3g}"),
             "top1_agreement": round(agreement, 4)}
@@ -484,7 +445,7 @@ def ensure_export(source: ModelSource, variant: str, root: Path | None = None, p
     from tqdm.auto import tqdm
 
     if variant not in VARIANT_SPECS:
-        raise PlaygroundError(f"Unknown ONNX variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+        raise PlaygroundError(key="variant.unknown", field="variant", name=variant, available=", ".join(VARIANTS))
     folder = export_folder(source, variant, root)
     fingerprint = source_fingerprint(source)
     manifest = read_valid_manifest(folder, source, variant, fingerprint)

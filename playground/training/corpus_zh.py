@@ -70,10 +70,7 @@ def load_zh_texts(max_chars: int | None = None, fortunes_dir: Path = FORTUNES_DI
         utf8 = fortunes_dir / f"{name}.u8"
         path = utf8 if utf8.is_file() else fortunes_dir / name
         if not path.is_file():
-            raise ModelLoadError(
-                f"The Chinese demo model trains on Debian's fortunes-zh package, and {path} is missing. "
-                f"Install it with `{INSTALL_HINT}` and try again."
-            )
+            raise ModelLoadError(key="models.no_fortunes", path=str(path), command=INSTALL_HINT)
         paths.append(path)
     texts, seen, total = [], set(), 0
     for path in paths:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..paths import demo_model_dir, demo_zh_model_dir
 from .corpus_zh import chunk_text, load_zh_texts, split_texts
-from .engine import Schedule, model_perplexity, random_windows, staged_folder, train_causal_lm, unigram_perplexity, windows_perplexity
+from .engine import Schedule, random_windows, staged_folder, train_causal_lm, unigram_perplexity, windows_perplexity
 
 EOS = "<|endoftext|>"
 REPORT_FILE = "training_report.json"

@@ -110,8 +110,7 @@ def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule,
         if cancel is not None and cancel.is_set():
             bar.close()
             model.eval()
-            raise TrainingCancelled(f"Training was cancelled before step {step + 1} of {schedule.steps}; nothing was saved.",
-                                    key="train.cancelled", step=step, total=schedule.steps)
+            raise TrainingCancelled(key="train.cancelled_at", step=step + 1, total=schedule.steps)
         step_started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = schedule.lr_at(step)
@@ -276,8 +275,7 @@ def staged_folder(out_dir: Path, replace: bool = True) -> Iterator[Path]:
         staged.mkdir()
         yield staged
         if out_dir.exists() and not replace:
-            raise PlaygroundError(f"A model named {out_dir.name!r} appeared in {out_dir.parent} while this one was being written; "
-                                  "nothing was overwritten. Choose another name.", key="train.name_taken", name=out_dir.name)
+            raise PlaygroundError(key="train.name_taken", name=out_dir.name, folder=out_dir.parent.name)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staged.rename(out_dir)

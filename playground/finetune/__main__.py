@@ -1,4 +1,4 @@
-"""`python -m playground.finetune`: fine-tune a GPT-2 on a text file from a terminal (the engine is playground.training.finetune).
+"""`python -m playground.finetune`: fine-tune a GPT-2 on a text file from a terminal (the run is playground.finetune.run).
 
     python -m playground.finetune --model demo --data notes.txt --name my-notes --method lora --max-steps 200
 
@@ -14,13 +14,14 @@ import sys
 import threading
 from pathlib import Path
 
-from .errors import PlaygroundError
-from .paths import models_dir
+from ..errors import PlaygroundError
+from ..models import RANDOM_NOTICE, resolve_model
+from ..paths import models_dir
+from .data import read_file
+from .run import DEFAULT_LEARNING_RATES, FineTuneSettings, execute_plan, plan_finetune
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .training.finetune import DEFAULT_LEARNING_RATES, FineTuneSettings
-
     d = FineTuneSettings()
     p = argparse.ArgumentParser(prog="python -m playground.finetune", description="Fine-tune a GPT-2 model on your own text.")
     p.add_argument("--model", required=True, help="base model: demo, demo-zh, a model folder, or a cached hub id such as gpt2")
@@ -60,15 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cancel = threading.Event()
     try:
-        from .models import RANDOM_NOTICE, resolve_model
-        from .training.finetune import FineTuneSettings, execute_plan, plan_finetune
-
         settings = FineTuneSettings.from_user(**{name: getattr(args, name) for name in SETTING_ARGS})
         base = resolve_model(args.model)
         if base.notice and base.notice != RANDOM_NOTICE:  # the hub was unreachable: never fine-tune a stand-in silently
-            raise PlaygroundError(f"{base.notice} Fine-tune a model that is here: demo, demo-zh, or a model folder.")
-        from .training.data import read_file
-
+            raise PlaygroundError(key="finetune.stand_in", field="model", notice=str(base.notice))
         plan = plan_finetune(base, read_file(args.data, args.column), settings, args.name, args.models_dir or models_dir())
         summary = plan.summary()
         data = summary["data"]

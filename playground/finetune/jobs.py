@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import PlaygroundError, TrainingCancelled
-from .finetune import FineTuneSettings, execute_plan, plan_finetune
+from .run import FineTuneSettings, execute_plan, plan_finetune
 
 WRITE_INTERVAL_S = 2.0
 
@@ -57,8 +57,7 @@ class FineTuneJobs:
         Raises PlaygroundError for any bad input, and when a job is already running.
         """
         if not self._slot.acquire(blocking=False):
-            raise PlaygroundError("A fine-tuning job is already running; wait for it to finish or cancel it, then start again.",
-                                  key="finetune.busy")
+            raise PlaygroundError(key="finetune.busy")
         try:
             plan = plan_finetune(base, data, settings, name, self.models_root)
             now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")

@@ -85,12 +85,12 @@ def decode_bytes(raw: bytes, name: str = "the data") -> tuple[str, str]:
             try:
                 return raw.decode(encoding), encoding
             except UnicodeDecodeError as exc:
-                raise DataError(f"{name} starts with a {encoding.upper()} byte-order mark but is not valid {encoding.upper()} "
-                                f"(at byte {exc.start}). Save it again as UTF-8.", key="data.bad_bom", name=name,
-                                encoding=encoding) from None
+                # utf-8-sig counts from after its mark, the UTF-16/32 decoders from the file's first byte
+                offset = exc.start + (len(bom) if encoding == "utf-8-sig" else 0)
+                raise DataError(key="data.bad_bom", name=name, encoding=encoding.upper().removesuffix("-SIG"),
+                                offset=offset) from None
     if b"\x00" in raw:
-        raise DataError(f"{name} looks binary (it contains NUL bytes), not text. Use a .txt, .jsonl or .csv text file; "
-                        "UTF-16 text needs its byte-order mark, or save it as UTF-8.", key="data.binary", name=name)
+        raise DataError(key="data.binary", name=name)
     try:
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError as exc:
@@ -99,14 +99,12 @@ def decode_bytes(raw: bytes, name: str = "the data") -> tuple[str, str]:
     bad = sum(1 for char in loose if 0xDC80 <= ord(char) <= 0xDCFF)
     has_utf8_multibyte = any(ord(char) > 0x7F and not 0xDC80 <= ord(char) <= 0xDCFF for char in loose)
     if has_utf8_multibyte and bad / len(raw) < DAMAGED_UTF8_FRACTION:
-        raise DataError(f"{name} is UTF-8 except for {bad} damaged byte(s) (the first at byte {first_bad}): it was cut or "
-                        "mixes encodings. Fix or re-save it as UTF-8.", key="data.damaged_utf8", name=name, bad=bad, offset=first_bad)
+        raise DataError(key="data.damaged_utf8", name=name, bad=bad, offset=first_bad)
     from charset_normalizer import from_bytes
 
     best = from_bytes(raw, cp_isolation=list(LEGACY_ENCODINGS)).best()
     if best is None or best.chaos > MAX_CHAOS:
-        raise DataError(f"{name} is not text in UTF-8, UTF-16 (with a byte-order mark), GB18030/GBK, Big5 or Windows-1252: "
-                        "most of it cannot be decoded. Save it as UTF-8.", key="data.unknown_encoding", name=name)
+        raise DataError(key="data.unknown_encoding", name=name)
     return str(best), best.encoding
 
 
@@ -122,7 +120,7 @@ def split_texts(text: str) -> list[str]:
 
 def _training_text(texts: list[str], source: str, encoding: str) -> TrainingText:
     if not texts:
-        raise DataError(f"{source} has no text to train on (it is empty or only whitespace).", key="data.empty", name=source)
+        raise DataError(key="data.empty", name=source)
     digest = hashlib.sha256()
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
@@ -132,28 +130,25 @@ def _training_text(texts: list[str], source: str, encoding: str) -> TrainingText
 def from_text(text: str, source: str = "pasted text") -> TrainingText:
     """Pasted text: split as a .txt file would be (paragraphs, or lines when there are no blank lines)."""
     if not isinstance(text, str):
-        raise DataError(f"The training text must be text; got {type(text).__name__}.", key="data.not_text")
+        raise DataError(key="data.not_text", type=type(text).__name__)
     size = len(text.encode("utf-8", "replace"))
     if size > MAX_DATA_BYTES:
-        raise DataError(f"The {source} is {size / 2**20:.1f} MB; the limit is {MAX_DATA_BYTES // 2**20} MB. Use less text.",
-                        key="data.too_large", size_mb=round(size / 2**20, 1), limit_mb=MAX_DATA_BYTES // 2**20)
+        raise DataError(key="data.text_too_large", size_mb=round(size / 2**20, 1), limit_mb=MAX_DATA_BYTES // 2**20)
     text = text.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate from a browser becomes "?"
     return _training_text(split_texts(text), source, "utf-8")
 
 
 def _read_checked(path: Path) -> bytes:
     if path.suffix.lower() not in FORMATS:
-        raise DataError(f"{path.name}: training data must be a text file ({', '.join(FORMATS)}), not {path.suffix or 'a file without extension'}.",
-                        key="data.format", name=path.name, formats=", ".join(FORMATS))
+        raise DataError(key="data.format", name=path.name, formats=", ".join(FORMATS))
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise DataError(f"{path.name} cannot be read ({exc.strerror or exc}).", key="data.unreadable", name=path.name) from None
+        raise DataError(key="data.unreadable", name=path.name, error=exc.strerror or str(exc)) from None
     if size > MAX_DATA_BYTES:
-        raise DataError(f"{path.name} is {size / 2**20:.1f} MB; the limit is {MAX_DATA_BYTES // 2**20} MB. Use a smaller file.",
-                        key="data.too_large", size_mb=round(size / 2**20, 1), limit_mb=MAX_DATA_BYTES // 2**20)
+        raise DataError(key="data.too_large", name=path.name, size_mb=round(size / 2**20, 1), limit_mb=MAX_DATA_BYTES // 2**20)
     if size == 0:
-        raise DataError(f"{path.name} is empty.", key="data.empty", name=path.name)
+        raise DataError(key="data.empty", name=path.name)
     return path.read_bytes()
 
 
@@ -161,9 +156,9 @@ def _csv_rows(text: str, name: str) -> tuple[list[str], list[list[str]]]:
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
-        raise DataError(f"{name} is not a valid CSV file ({exc}).", key="data.bad_csv", name=name) from None
+        raise DataError(key="data.bad_csv", name=name, error=str(exc)) from None
     if not rows or not any(cell.strip() for cell in rows[0]):
-        raise DataError(f"{name} has no header row: the first row must name the columns.", key="data.no_header", name=name)
+        raise DataError(key="data.no_header", name=name)
     return [cell.strip() for cell in rows[0]], rows[1:]
 
 
@@ -180,11 +175,9 @@ def _choose_column(columns: list[str], column: str | None, name: str) -> int:
             return columns.index(DEFAULT_JSONL_FIELD)
         if len(columns) == 1:
             return 0
-        raise DataError(f"{name} has several columns ({', '.join(columns)}): choose the one that holds the text.",
-                        key="data.choose_column", name=name, columns=", ".join(columns))
+        raise DataError(key="data.choose_column", name=name, columns=", ".join(columns))
     if column not in columns:
-        raise DataError(f"{name} has no column {column!r}; its columns are: {', '.join(columns)}.", key="data.no_column",
-                        name=name, column=column, columns=", ".join(columns))
+        raise DataError(key="data.no_column", name=name, column=column, columns=", ".join(columns))
     return columns.index(column)
 
 
@@ -206,12 +199,10 @@ def read_file(path: Path | str, column: str | None = None) -> TrainingText:
             try:
                 record = json.loads(line)
             except ValueError as exc:
-                raise DataError(f"{name}, line {number}: not valid JSON ({exc}). Each line must be one JSON object.",
-                                key="data.bad_jsonl", name=name, line=number) from None
+                raise DataError(key="data.bad_jsonl", name=name, line=number, error=str(exc)) from None
             value = record.get(key) if isinstance(record, dict) else None
             if not isinstance(value, str):
-                raise DataError(f"{name}, line {number}: no {key!r} text field. Each line must be a JSON object such as "
-                                f'{{"{key}": "..."}}.', key="data.no_field", name=name, line=number, field=key)
+                raise DataError(key="data.no_field", name=name, line=number, text_field=key)
             if value.strip():
                 texts.append(value.strip())
     else:
@@ -255,8 +246,6 @@ def prepare_data(training_text: TrainingText, codec, block_size: int, val_fracti
     if len(stream) < needed:
         most = max(1, (len(stream) - 1) // 2)
         raise DataError(
-            f"{training_text.source} has {len(stream)} tokens; fine-tuning with blocks of {block_size} tokens needs at least "
-            f"{needed} (one block to train on, one to validate on). Add text, or set the block size to at most {most}.",
             key="data.too_short", name=training_text.source, tokens=len(stream), needed=needed, block=block_size, most=most)
     ids = torch.tensor(stream, dtype=torch.long)
     regular = (len(ids) - 1) // block_size
@@ -277,18 +266,14 @@ def prepare_data(training_text: TrainingText, codec, block_size: int, val_fracti
     short = sum(1 for w in wrapped if len(w) < block_size + 1)
     notices: list[Notice] = []
     if short:
-        separator = "[CLS] text [SEP]" if codec.wordpiece else "<|endoftext|> between texts"
-        notices.append(Notice(f"{short} of {len(wrapped)} texts are shorter than a block of {block_size} tokens: they are packed "
-                              f"together ({separator}), none is dropped.", key="data.short_texts", short=short,
-                              texts=len(wrapped), block=block_size))
+        notices.append(Notice(key="data.short_texts", short=short, texts=len(wrapped), block=block_size,
+                              end="[SEP]" if codec.wordpiece else "<|endoftext|>"))
     unk_fraction = None
     if codec.unk_id is not None:
         content = [t for t in stream if t not in codec.special_ids or t == codec.unk_id]
         unk_fraction = round(content.count(codec.unk_id) / max(1, len(content)), 4)
         if unk_fraction >= UNK_NOTICE_FRACTION:
-            notices.append(Notice(f"{unk_fraction:.1%} of the tokens are [UNK]: characters this model's vocabulary does not have. "
-                                  "The model cannot learn or write them; check the file's encoding, or use a model whose vocabulary "
-                                  "covers this text.", key="data.unk", fraction=unk_fraction))
+            notices.append(Notice(key="data.unk", fraction=unk_fraction))
     stats = {
         "source": training_text.source,
         "encoding": training_text.encoding,

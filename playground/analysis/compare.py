@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .generation import GenerationResult
-from .text import TokenCodec
+from ..records import GenerationResult
+from ..text import TokenCodec
 
 
 @dataclass

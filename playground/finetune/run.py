@@ -5,7 +5,7 @@
 
 `plan_finetune` checks everything that can be wrong before any training (the name, the settings, the
 base model, the data) and raises a PlaygroundError that says how to fix it; `execute_plan` trains with
-`engine.train_causal_lm` (the loop the demo models are built with), merges LoRA adapters into the
+`training.engine.train_causal_lm` (the loop the demo models are built with), merges LoRA adapters into the
 weights (peft's `merge_and_unload`), and writes `models/NAME/` in standard Hugging Face format
 (model.safetensors, tokenizer files, generation_config.json, training_report.json) atomically: a cancel
 or a crash leaves no folder behind. `run_finetune` is both in one call.
@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import as_float, as_int
-from ..errors import ModelLoadError, PlaygroundError, SettingsError, TrainingCancelled
+from ..errors import ModelLoadError, PlaygroundError, SettingsError, TrainingCancelled, first_line
+from ..machine import machine_description
+from ..models import ModelSource, load_torch_model, source_fingerprint
+from ..training.engine import Schedule, blocks_loss, staged_folder, train_causal_lm
 from .data import VAL_FRACTION, PreparedData, TrainingText, from_text, prepare_data, read_file
-from .engine import Schedule, blocks_loss, staged_folder, train_causal_lm
 
 REPORT_FILE = "training_report.json"
 METHODS = ("full", "lora")
@@ -90,8 +92,7 @@ class FineTuneSettings:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise SettingsError(f"Unknown fine-tuning setting(s): {', '.join(unknown)}. Known settings: {', '.join(sorted(names))}.",
-                                key="finetune.unknown", unknown=", ".join(unknown), known=", ".join(sorted(names)))
+            raise SettingsError(key="finetune.unknown", unknown=", ".join(unknown), known=", ".join(sorted(names)))
         return cls(**{name: _coerce(name, value) for name, value in values.items() if value is not None}).validate()
 
     @property
@@ -101,11 +102,9 @@ class FineTuneSettings:
     def validate(self) -> "FineTuneSettings":
         """Raise SettingsError naming the bad value and what is allowed; return self when all is well."""
         if self.method not in METHODS:
-            raise SettingsError(f"method={self.method!r} is not a fine-tuning method; use one of: {', '.join(METHODS)}.",
-                                key="finetune.method", value=self.method, allowed=", ".join(METHODS))
+            raise SettingsError(key="finetune.method", value=self.method, allowed=", ".join(METHODS))
         if self.device not in DEVICES:
-            raise SettingsError(f"device={self.device!r} is not allowed; use one of: {', '.join(DEVICES)}.",
-                                key="finetune.device", value=self.device, allowed=", ".join(DEVICES))
+            raise SettingsError(key="finetune.device", value=self.device, allowed=", ".join(DEVICES))
         for name in ("epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps", "seed",
                      "eval_every", "lora_rank"):
             _check_int(name, getattr(self, name))
@@ -129,20 +128,17 @@ class FineTuneSettings:
         _check_range("lora_rank", self.lora_rank, 1, 1024)
         _check_range("lora_alpha", self.lora_alpha, 0, 10_000, low_open=True)
         if not 0 <= self.lora_dropout < 1:
-            raise SettingsError(f"lora_dropout={self.lora_dropout!r} is out of range; allowed: [0, 1).", key="settings.range",
-                                name="lora_dropout", value=self.lora_dropout, interval="[0, 1)")
+            raise SettingsError(key="settings.range", name="lora_dropout", value=self.lora_dropout, interval="[0, 1)")
         modules = self.lora_target_modules
         if (not isinstance(modules, tuple) or not modules
                 or not all(isinstance(m, str) and m.replace("_", "a").replace(".", "a").isalnum() for m in modules)):
-            raise SettingsError(f"lora_target_modules={modules!r} must be one or more module names such as c_attn, c_proj, c_fc.",
-                                key="finetune.targets", value=str(modules))
+            raise SettingsError(key="finetune.targets", field="lora_target_modules", value=repr(modules))
         return self
 
     def validate_for_model(self, context_length: int) -> "FineTuneSettings":
         """A block must fit in the model's context window (n_positions)."""
         if self.block_size > context_length:
-            raise SettingsError(f"block_size={self.block_size} does not fit this model's context of {context_length} tokens; "
-                                f"use at most {context_length}.", key="finetune.block_size", value=self.block_size,
+            raise SettingsError(key="finetune.block_size", value=self.block_size,
                                 context=context_length)
         return self
 
@@ -180,19 +176,19 @@ def _coerce(name: str, value: Any) -> Any:
 
 def _check_int(name: str, value: Any) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise SettingsError(f"{name} must be a whole number; got {value!r}.", key="settings.not_int", name=name, value=value)
+        raise SettingsError(key="settings.not_int", name=name, value=value)
 
 
 def _check_number(name: str, value: Any) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
-        raise SettingsError(f"{name} must be a finite number; got {value!r}.", key="settings.not_finite", name=name, value=value)
+        raise SettingsError(key="settings.not_finite", name=name, value=value)
 
 
 def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
     too_low = value <= low if low_open else value < low
     if too_low or value > high:
         interval = f"{'(' if low_open else '['}{low}, {high}]"
-        raise SettingsError(f"{name}={value!r} is out of range; allowed: {interval}.", key="settings.range", name=name, value=value,
+        raise SettingsError(key="settings.range", name=name, value=value,
                             interval=interval)
 
 
@@ -202,24 +198,19 @@ def _check_range(name: str, value: float, low: float, high: float, low_open: boo
 def check_model_name(name: Any, models_root: Path) -> Path:
     """The folder `models_root/name` for a new model: a plain, visible, unused folder name, or a PlaygroundError."""
     if not isinstance(name, str) or not name.strip():
-        raise PlaygroundError("Give the new model a name (letters, digits, - _ .), e.g. my-gpt2.", key="finetune.name_missing")
+        raise PlaygroundError(key="finetune.name_missing")
     name = name.strip()
     if "/" in name or "\\" in name or ".." in name or name in (".", "") or os.path.isabs(name):
-        raise PlaygroundError(f"{name[:100]!r} is a path; the new model's name must be a plain folder name such as my-gpt2 "
-                              f"(it is saved in {Path(models_root).name}/).", key="finetune.name_path", name=name[:100])
+        raise PlaygroundError(key="finetune.name_path", name=name[:100], folder=Path(models_root).name)
     if name.startswith("."):
-        raise PlaygroundError(f"{name!r} would be a hidden folder; start the name with a letter or digit.", key="finetune.name_hidden",
-                              name=name)
+        raise PlaygroundError(key="finetune.name_hidden", name=name)
     if len(name) > MAX_NAME_CHARS or not all(c.isalnum() or c in "-_." for c in name):
-        raise PlaygroundError(f"{name[:100]!r} is not a usable model name: use at most {MAX_NAME_CHARS} letters, digits, "
-                              "'-', '_' or '.'.", key="finetune.name_chars", name=name[:100], most=MAX_NAME_CHARS)
+        raise PlaygroundError(key="finetune.name_chars", name=name[:100], most=MAX_NAME_CHARS)
     if name.startswith("random-"):
-        raise PlaygroundError(f"{name!r}: names beginning with random- are kept for randomly initialised models; choose another.",
-                              key="finetune.name_reserved", name=name)
+        raise PlaygroundError(key="finetune.name_reserved", name=name)
     out_dir = Path(models_root) / name
     if out_dir.exists():
-        raise PlaygroundError(f"A model named {name!r} already exists in {Path(models_root).name}/; choose another name or delete "
-                              "that folder first.", key="finetune.name_taken", name=name)
+        raise PlaygroundError(key="finetune.name_taken", name=name, folder=Path(models_root).name)
     return out_dir
 
 
@@ -230,7 +221,7 @@ def check_model_name(name: Any, models_root: Path) -> Path:
 class FineTunePlan:
     """A checked fine-tuning run, ready to execute."""
 
-    base: object  # playground.models.ModelSource
+    base: ModelSource
     settings: FineTuneSettings
     name: str
     out_dir: Path
@@ -264,11 +255,9 @@ def check_base(base) -> object:
     try:
         config = AutoConfig.from_pretrained(base.location, trust_remote_code=False)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"Could not read the config of '{base.requested}': {exc}".splitlines()[0]) from exc
+        raise ModelLoadError(key="finetune.no_config", field="model", model=base.requested, error=first_line(exc)) from exc
     if config.model_type != "gpt2":
-        raise ModelLoadError(f"'{base.requested}' is a {config.model_type} model; fine-tuning here works on GPT-2 family models "
-                             "only (model_type gpt2), e.g. gpt2, distilgpt2, demo or demo-zh.", key="finetune.not_gpt2",
-                             model=base.requested, model_type=config.model_type)
+        raise ModelLoadError(key="finetune.not_gpt2", model=base.requested, model_type=config.model_type)
     return config
 
 
@@ -277,8 +266,7 @@ def choose_device(requested: str) -> tuple[str, str]:
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():
-        raise SettingsError("device=cuda was asked for, but no CUDA GPU is available here; use cpu or auto.",
-                            key="finetune.no_cuda")
+        raise SettingsError(key="finetune.no_cuda")
     if requested == "cpu" or not torch.cuda.is_available():
         return "cpu", "fp32"
     return "cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -328,16 +316,13 @@ def _add_lora(model, settings: FineTuneSettings):
         return get_peft_model(model, config)
     except ValueError as exc:
         kinds = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ in ("Conv1D", "Linear")})
-        raise SettingsError(f"lora_target_modules={list(settings.lora_target_modules)} do not all name layers of this model "
-                            f"({str(exc).splitlines()[0]}); GPT-2's are: {', '.join(kinds)}.", key="finetune.targets",
-                            value=", ".join(settings.lora_target_modules)) from None
+        raise SettingsError(key="finetune.targets_model", field="lora_target_modules",
+                            value=repr(list(settings.lora_target_modules)), error=first_line(exc), layers=", ".join(kinds)) from None
 
 
 def _machine(device: str, precision: str) -> dict:
     import torch
     from importlib.metadata import version
-
-    from ..bench.engine import machine_description
 
     machine = machine_description()
     machine["versions"] = {name: version(name) for name in ("torch", "transformers", "peft")}
@@ -355,9 +340,6 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
     TrainingCancelled is raised and nothing is written; so is any other failure.
     """
     import torch
-
-    from ..onnx.export import source_fingerprint
-    from ..models import load_torch_model
 
     settings, data = plan.settings, plan.data
     started = time.perf_counter()
@@ -404,7 +386,7 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                         on_step=on_step, cancel=cancel, precision=plan.precision)
         train_seconds = time.perf_counter() - train_started
         if cancel is not None and cancel.is_set():  # set during the last step: still nothing is saved
-            raise TrainingCancelled("Training was cancelled; nothing was saved.", key="train.cancelled")
+            raise TrainingCancelled(key="train.cancelled")
         report_progress(phase="saving")
         if settings.method == "lora":
             model = model.merge_and_unload()  # W + (alpha / r) * B @ A in every adapted layer: a plain GPT-2 again

@@ -16,9 +16,10 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
-from .config import GenerationSettings, as_float, as_int
-from .errors import SettingsError
-from .generation import GenerationResult, check_num_samples
+from ..config import GenerationSettings, as_float, as_int
+from ..errors import SettingsError
+from ..generation import check_num_samples
+from ..records import GenerationResult
 
 # The settings a sweep can vary, and how their values are read.
 AXES = {"temperature": as_float, "top_p": as_float, "top_k": as_int, "repetition_penalty": as_float,
@@ -56,12 +57,11 @@ class SweepPlan:
 def parse_values(name: str, text) -> tuple:
     """'0.5, 1, 1.5' (or a list) -> the setting's values, each checked against the setting's range."""
     if name not in AXES:
-        raise SettingsError(f"{name!r} cannot be swept; choose one of {', '.join(AXES)}.", key="sweep.axis", name=name,
+        raise SettingsError(key="sweep.axis", name=name,
                             axes=", ".join(AXES))
     items = [v for v in (text.replace(";", ",").split(",") if isinstance(text, str) else list(text or [])) if str(v).strip()]
     if not 1 <= len(items) <= MAX_VALUES_PER_AXIS:
-        raise SettingsError(f"Give 1 to {MAX_VALUES_PER_AXIS} values for {name}, separated by commas; got {len(items)}.",
-                            key="sweep.bad_values", name=name, most=MAX_VALUES_PER_AXIS, count=len(items))
+        raise SettingsError(key="sweep.bad_values", name=name, most=MAX_VALUES_PER_AXIS, count=len(items))
     values = tuple(dict.fromkeys(AXES[name](name, v.strip() if isinstance(v, str) else v) for v in items))
     for value in values:
         replace(GenerationSettings(), **{name: value}).validate()  # the setting's own range check and message
@@ -71,13 +71,11 @@ def parse_values(name: str, text) -> tuple:
 def plan_sweep(base: GenerationSettings, x_name: str, x_values, y_name: str, y_values, samples) -> SweepPlan:
     """Check a sweep before anything runs: two different settings, values in range, a grid under the cap."""
     if x_name == y_name:
-        raise SettingsError(f"Sweep two different settings (both axes are {x_name}).", key="sweep.same_axis", name=x_name)
+        raise SettingsError(key="sweep.same_axis", name=x_name)
     plan = SweepPlan(base.validate().with_seed(), x_name, parse_values(x_name, x_values), y_name, parse_values(y_name, y_values),
                      check_num_samples(samples))
     if plan.total_tokens > MAX_SWEEP_TOKENS:
         raise SettingsError(
-            f"This sweep would generate {plan.total_tokens} tokens ({len(plan.cells)} cells x {plan.samples} samples x "
-            f"{base.max_new_tokens} new tokens); the cap is {MAX_SWEEP_TOKENS}. Use fewer values, samples or new tokens.",
             key="sweep.too_large", total=plan.total_tokens, cells=len(plan.cells), samples=plan.samples,
             tokens=base.max_new_tokens, cap=MAX_SWEEP_TOKENS)
     return plan
