@@ -1,14 +1,15 @@
-"""The one decoding loop: prompt -> backend -> transformers' logits processors -> token records with probabilities."""
+"""The one decoding loop: prompt -> backend -> transformers' logits processors -> token records with probabilities
+(or a serving engine's records), into the run's results."""
 
 from __future__ import annotations
 
 import math
 import threading
 import uuid
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Iterator, NamedTuple
+from dataclasses import dataclass, replace
+from typing import Generator, Iterator
 
 import numpy as np
 import torch
@@ -22,211 +23,16 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
-from .backends.base import Backend, BackendInfo, BatchUnsupported
+from .backends.base import Backend, Engine
 from .config import MAX_SEED, GenerationSettings, check_prompt
 from .errors import Notice, SettingsError
 from .models import ModelSource
-from .text import TokenCodec, Unit, complete_prefix_length, escape_bytes, group_units, hex_bytes
+from .records import Alternative, GenerationResult, TokenRecord
+from .text import TokenCodec, complete_prefix_length, escape_bytes, hex_bytes
 
 LN2 = math.log(2.0)
 MAX_SAMPLES = 16  # samples of one prompt drawn at once (num_return_sequences)
 PROMPT_CHUNK = 64  # prompt positions whose statistics are computed together
-
-
-class Alternative(NamedTuple):
-    """A token the model could have chosen at a position, with its raw probability."""
-
-    token_id: int
-    text: str  # display text: the characters, or \xNN for bytes that are not a whole character
-    prob: float
-    bytes: bytes  # exactly what it would have added to the text
-
-
-@dataclass
-class TokenRecord:
-    """One token of a run with what the model thought of it.
-
-    For prompt tokens the probabilities are those of the token given its prefix (None for the first,
-    which has no prefix). For generated tokens, `prob` is the probability in the distribution that was
-    actually sampled from (after penalties and warpers) and `raw_prob` the model's own softmax.
-    """
-
-    position: int  # index in the sequence the model saw
-    token_id: int
-    text: str  # display text: its characters, \xNN for bytes that are not a whole character, or a special token's name
-    is_prompt: bool
-    raw_prob: float | None
-    prob: float | None
-    rank: int | None  # 1 = the model's most likely token
-    entropy_bits: float | None  # of the model's raw distribution at this position
-    top: list[Alternative] = field(default_factory=list)  # most likely first
-    bytes: bytes = b""  # exactly what this token added to the text (empty for [CLS], <|endoftext|>, ...)
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["bytes"] = list(self.bytes)
-        data["top"] = [{"token_id": a.token_id, "text": a.text, "prob": a.prob, "bytes": list(a.bytes)} for a in self.top]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TokenRecord":
-        # Runs saved before records had bytes: recover them from the text where it is whole characters.
-        def raw(item: dict) -> bytes:
-            return bytes(item["bytes"]) if "bytes" in item else item.get("text", "").encode("utf-8", errors="replace")
-
-        top = [Alternative(a["token_id"], a["text"], a["prob"], raw(a)) for a in data.get("top", [])]
-        return cls(**(data | {"top": top, "bytes": raw(data)}))
-
-
-@dataclass
-class GenerationResult:
-    """A run as it stands: filled in while streaming, complete once the loop returns."""
-
-    prompt: str
-    settings: GenerationSettings
-    info: BackendInfo
-    prompt_tokens: list[TokenRecord] = field(default_factory=list)
-    tokens: list[TokenRecord] = field(default_factory=list)
-    text: str = ""  # the generated text, cut before a stop sequence
-    finish_reason: str = "running"  # length, eos, stop_sequence, stopped
-    notices: list[str] = field(default_factory=list)
-    dropped_prompt_tokens: int = 0
-    ttft_ms: float | None = None
-    decode_ms: float = 0.0
-    run_id: int | None = None  # set once the run is saved to the history
-    parent_run_id: int | None = None  # for a branch: the run it branched from ...
-    branch_position: int | None = None  # ... and the sequence position of the swapped token
-    group_id: str | None = None  # runs drawn together (N samples, a sweep) share one; None for a run of one
-    sample_index: int | None = None  # this run's place in its group (its seed is the group's seed + this, per cell)
-
-    @property
-    def sequence_logprob(self) -> float:
-        """Sum of the natural log-probabilities of the generated tokens under the model's raw distribution
-        (not the warped one: so samples drawn at different temperatures compare on one scale)."""
-        return sum(math.log(max(t.raw_prob, 1e-45)) for t in self.tokens if t.raw_prob is not None)
-
-    @property
-    def perplexity(self) -> float | None:
-        """exp(mean NLL) of the generated tokens under the model's raw distribution; None before the first token."""
-        return _perplexity(self.tokens)
-
-    @property
-    def prompt_perplexity(self) -> float | None:
-        """exp(mean NLL) of the prompt tokens that have a prefix; None for a prompt of one token."""
-        return _perplexity(self.prompt_tokens)
-
-    @property
-    def decode_tokens_per_s(self) -> float | None:
-        """Tokens after the first over the time spent producing them (the first token's cost is the prefill)."""
-        steps = len(self.tokens) - 1
-        return steps / (self.decode_ms / 1000) if steps > 0 and self.decode_ms > 0 else None
-
-    def units(self) -> list[tuple[Unit, list[TokenRecord]]]:
-        """Prompt and output tokens grouped into whole characters (see playground.text), each with its records."""
-        records = self.prompt_tokens + self.tokens
-        return [(unit, records[unit.start:unit.end]) for unit in group_units([r.bytes for r in records])]
-
-    def units_json(self) -> list[dict]:
-        """The units for the API: their text, the positions of their tokens, and their joint probability."""
-        out = []
-        for unit, records in self.units():
-            probs = [r.raw_prob for r in records]
-            joint = math.prod(probs) if all(p is not None for p in probs) else None
-            out.append({"text": unit.text, "positions": [r.position for r in records], "complete": unit.complete,
-                        "is_prompt": records[-1].is_prompt, "joint_prob": joint})
-        return out
-
-    def metrics(self) -> dict:
-        return {
-            "ttft_ms": self.ttft_ms,
-            "decode_ms": self.decode_ms,
-            "decode_tokens_per_s": self.decode_tokens_per_s,
-            "prompt_token_count": len(self.prompt_tokens),
-            "new_token_count": len(self.tokens),
-            "dropped_prompt_tokens": self.dropped_prompt_tokens,
-            "prompt_perplexity": self.prompt_perplexity,
-            "sequence_logprob": self.sequence_logprob,
-            "perplexity": self.perplexity,
-        }
-
-    def to_dict(self) -> dict:
-        return {
-            "prompt": self.prompt,
-            "text": self.text,
-            "finish_reason": self.finish_reason,
-            "model": self.info.model,
-            "backend": self.info.backend,
-            "variant": self.info.variant,
-            "provider": self.info.provider,
-            "settings": self.settings.to_dict(),
-            "metrics": self.metrics(),
-            "notices": list(self.notices),
-            "run_id": self.run_id,
-            "parent_run_id": self.parent_run_id,
-            "branch_position": self.branch_position,
-            "group_id": self.group_id,
-            "sample_index": self.sample_index,
-            "prompt_tokens": [t.to_dict() for t in self.prompt_tokens],
-            "tokens": [t.to_dict() for t in self.tokens],
-            "units": self.units_json(),
-        }
-
-
-def _perplexity(records: list[TokenRecord]) -> float | None:
-    """exp(mean NLL) of the records that have a raw probability; None when none has."""
-    probs = [t.raw_prob for t in records if t.raw_prob is not None]
-    if not probs:
-        return None
-    return math.exp(-sum(math.log(max(p, 1e-45)) for p in probs) / len(probs))
-
-
-def result_from_saved(run: dict, codec: TokenCodec | None = None) -> GenerationResult:
-    """A GenerationResult from a history row (JSON columns decoded), for the views that show a stored run.
-
-    Runs saved before records carried bytes get them back from `codec` (the run's model), so their
-    multi-byte characters show whole instead of as U+FFFD.
-    """
-    settings = dict(run.get("settings") or {})
-    settings["stop_sequences"] = tuple(settings.get("stop_sequences") or ())
-    metrics = run.get("metrics") or {}
-    info = BackendInfo(model=run.get("model") or "?", backend=run.get("backend") or "?", variant=run.get("variant") or "?",
-                       provider=run.get("provider") or "?", context_length=0)
-    tokens = run.get("tokens") or {}
-    if codec is not None and any("bytes" not in t for part in tokens.values() for t in part):
-        tokens = _with_bytes(tokens, codec)
-    return GenerationResult(
-        prompt=run.get("prompt") or "",
-        settings=GenerationSettings(**settings),
-        info=info,
-        prompt_tokens=[TokenRecord.from_dict(t) for t in tokens.get("prompt", [])],
-        tokens=[TokenRecord.from_dict(t) for t in tokens.get("output", [])],
-        text=run.get("output") or "",
-        finish_reason=metrics.get("finish_reason") or run.get("status") or "?",
-        notices=list(metrics.get("notices") or []),
-        dropped_prompt_tokens=metrics.get("dropped_prompt_tokens") or 0,
-        ttft_ms=metrics.get("ttft_ms"),
-        decode_ms=metrics.get("decode_ms") or 0.0,
-        run_id=run.get("id"),
-        parent_run_id=run.get("parent_run_id"),
-        branch_position=run.get("branch_position"),
-        group_id=run.get("group_id"),
-        sample_index=run.get("sample_index"),
-    )
-
-
-def _with_bytes(tokens: dict, codec: TokenCodec) -> dict:
-    """Fill in the bytes and display texts of stored records (and their alternatives) from their token ids."""
-    records = [dict(t) for t in tokens.get("prompt", [])] + [dict(t) for t in tokens.get("output", [])]
-    previous = None
-    for record in records:
-        if record["token_id"] < len(codec):
-            record["bytes"] = list(codec.piece(record["token_id"], previous))
-            record["text"] = codec.label(record["token_id"], previous)
-            record["top"] = [a | {"bytes": list(codec.piece(a["token_id"], previous)), "text": codec.label(a["token_id"], previous)}
-                             for a in record.get("top", []) if a["token_id"] < len(codec)]
-        previous = record["token_id"]
-    n = len(tokens.get("prompt", []))
-    return {"prompt": records[:n], "output": records[n:]}
 
 
 def build_logits_processors(settings: GenerationSettings) -> LogitsProcessorList:
@@ -329,6 +135,17 @@ class StepStats:
         return [Alternative(i, codec.label(i, previous_id), p, codec.piece(i, previous_id))
                 for i, p in zip(self.top_ids[row], self.top_probs[row])]
 
+    def record(self, row: int, position: int, token_id: int, previous_id: int | None, codec: TokenCodec,
+               is_prompt: bool = False, prob: float | None = None) -> TokenRecord:
+        """The record of `token_id` scored by row `row`; `prob`: its probability in the warped distribution it was
+        sampled from (None: nothing warped it, so the raw one)."""
+        raw_prob = self.prob(row, token_id)
+        return TokenRecord(
+            position=position, token_id=token_id, text=codec.label(token_id, previous_id), is_prompt=is_prompt,
+            raw_prob=raw_prob, prob=raw_prob if prob is None else prob, rank=self.rank(row, token_id),
+            entropy_bits=self.entropy_bits[row], top=self.top(row, codec, previous_id), bytes=codec.piece(token_id, previous_id),
+        )
+
 
 def check_num_samples(value) -> int:
     """How many samples one run may draw at once: a whole number from 1 to MAX_SAMPLES."""
@@ -336,8 +153,7 @@ def check_num_samples(value) -> int:
 
     count = as_int("num_return_sequences", value)
     if not 1 <= count <= MAX_SAMPLES:
-        raise SettingsError(f"num_return_sequences={count} is out of range: ask for 1 to {MAX_SAMPLES} samples at once.",
-                            key="batch.num_samples", value=count, most=MAX_SAMPLES)
+        raise SettingsError(key="batch.num_samples", value=count, most=MAX_SAMPLES)
     return count
 
 
@@ -352,8 +168,9 @@ class Generation:
     iteration ends, and `result` is sample 0.
 
     Sample i samples with its own generator seeded `seed + i`, recorded in `results[i].settings.seed`, so
-    it equals a run of one sample with that seed. The prompt is run once; its cache is copied to N rows
-    and the N rows are stepped together.
+    it equals a run of one sample with that seed. On a local `Backend` the prompt is run once; its cache
+    is copied to N rows and the N rows are stepped together. A serving `Engine` decodes one sequence per
+    request: it gets N requests, one after another, sample i with seed + i.
 
     `stop_event` (a threading.Event) ends the run between two steps and keeps what was produced.
 
@@ -365,7 +182,7 @@ class Generation:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend | Engine,
         source: ModelSource,
         prompt: str,
         settings: GenerationSettings,
@@ -381,9 +198,7 @@ class Generation:
         self.num_samples = check_num_samples(num_samples)
         self.settings = settings.validate().validate_for_context(backend.info.context_length).with_seed()
         if sample_seed(self.settings.seed, self.num_samples - 1) > MAX_SEED:
-            raise SettingsError(f"seed={self.settings.seed} leaves no room for {self.num_samples} samples (sample i uses seed + i); "
-                                f"use a seed of at most {MAX_SEED - self.num_samples + 1}.",
-                                key="batch.seed_room", seed=self.settings.seed, count=self.num_samples,
+            raise SettingsError(key="batch.seed_room", field="seed", seed=self.settings.seed, count=self.num_samples,
                                 most=MAX_SEED - self.num_samples + 1)
         self.stop_event = stop_event or threading.Event()
         self.ignore_eos = ignore_eos
@@ -412,22 +227,17 @@ class Generation:
         if not ids:
             ids = [codec.start_id]
             start = codec.label(codec.start_id)
-            self.result.notices.append(Notice(f"Empty prompt: generation starts from the {start} token.",
-                                              key="notice.empty_prompt", token=start))
+            self.result.notices.append(Notice(key="notice.empty_prompt", token=start))
         if codec.unk_id is not None and codec.unk_id in ids and not self._given_prompt_ids:
             missing = sorted({c for c in self.result.prompt if codec.unk_id in codec.encode(c)[-1:]})
             chars = f"{' '.join(missing[:20])}{' …' if len(missing) > 20 else ''}"
             self.result.notices.append(Notice(
-                f"{ids.count(codec.unk_id)} prompt tokens are {codec.label(codec.unk_id)}: this model's vocabulary lacks "
-                f"{chars}. The model sees an unknown token there.",
                 key="notice.unknown_chars", count=ids.count(codec.unk_id), unk=codec.label(codec.unk_id), chars=chars,
             ))
         room = self.backend.info.context_length - self.settings.max_new_tokens
         if len(ids) > room:
             self.result.dropped_prompt_tokens = len(ids) - room
             self.result.notices.append(Notice(
-                f"The prompt has {len(ids)} tokens but only {room} fit beside {self.settings.max_new_tokens} new tokens "
-                f"in the {self.backend.info.context_length}-token context: the first {len(ids) - room} tokens were dropped.",
                 key="notice.prompt_dropped", tokens=len(ids), room=room, new=self.settings.max_new_tokens,
                 context=self.backend.info.context_length, dropped=len(ids) - room,
             ))
@@ -465,8 +275,6 @@ class Generation:
         result.text = escape_bytes(data[:cut])
         if cut < len(data):
             result.notices.append(Notice(
-                f"The output ends inside a character: its last bytes ({hex_bytes(data[cut:])}) are not in the text. "
-                "The token records keep them; a few more tokens would complete the character.",
                 key="notice.cut_character", bytes=hex_bytes(data[cut:]),
             ))
 
@@ -475,19 +283,19 @@ class Generation:
         given = self.backend.statistics(cache)
         return given if given is not None and given[0].shape[-1] == k else None
 
-    def _choose(self, logits, given, processors, sequence, n, rngs, live, k, scratch) -> tuple[list[int], list[float] | None, StepStats]:
+    def _choose(self, logits, given, processors, history, rngs, k, scratch) -> tuple[list[int], list[float] | None, StepStats]:
         """Pick each row's next token from `logits` (N, V); returns (token ids, their probabilities in the warped
         distributions or None when nothing warps them, raw stats of all rows; `given`: the backend's, see StepStats).
-        The processors see `sequence[:, :n]`; row r samples with `rngs[live[r]]` (both only looked at when something
-        penalises, warps or samples)."""
+        The processors see `history` (N, n), each row its own; row r samples with `rngs[r]` (both only looked at
+        when something penalises, warps or samples)."""
         stats = StepStats.of(logits, k, scratch, given)
         if not processors and not self.settings.do_sample:
             return [row[0] for row in stats.top_ids], None, stats  # greedy on the raw distribution: the top-1 is the argmax
-        scores = processors(sequence[:, :n], logits.clone())  # (N, V), penalised and warped, each row on its own history
+        scores = processors(history, logits.clone())  # (N, V), penalised and warped, each row on its own history
         warped_probs = torch.softmax(scores, dim=-1)  # (N, V)
         if self.settings.do_sample:
             # One draw per row from that row's own generator: row i consumes exactly what a run of one would.
-            tokens = [int(torch.multinomial(warped_probs[r], 1, generator=rng)) for r, rng in enumerate(rngs[s] for s in live)]
+            tokens = [int(torch.multinomial(warped_probs[r], 1, generator=rng)) for r, rng in enumerate(rngs)]
         else:
             tokens = scores.argmax(-1).tolist()
         chosen = torch.tensor(tokens)[:, None]  # (N, 1)
@@ -501,215 +309,165 @@ class Generation:
     def samples(self) -> Iterator[tuple[int, TokenRecord]]:
         """The one decoding loop: stream (sample index, record) pairs, a step of all live samples at a time.
 
-        Finished samples (end of text, stop sequence) stop costing work: their rows are dropped from the
-        batch and from the cache, so the remaining samples step as a smaller batch.
+        A decoder makes the records: `_decode` steps a local backend with the N samples as one batch; a serving
+        engine decodes one sequence per request, so `_engine_decode` runs the samples one after another. Either
+        way `_follow` takes the records into the results: the text, timings, end of text, stop sequences, Stop.
         """
-        if self.backend.streams_tokens:  # a serving engine decodes: its tokens become the records
-            if self.num_samples > 1:
-                raise BatchUnsupported(self.backend.info)
-            for record in self._engine_records():
-                yield 0, record
-            return
-        settings, results, k, codec = self.settings, self.results, self.settings.top_alternatives, self.codec
-        processors = build_logits_processors(settings)
-        rngs = [torch.Generator().manual_seed(r.settings.seed) for r in results]
-
         prompt_ids = self._prompt_ids()
-        count = self.num_samples
-        # All positions of every sample in one preallocated block; processors see input_ids[:, :n].
-        sequence = torch.empty((count, len(prompt_ids) + settings.max_new_tokens), dtype=torch.long)  # (N, T + new)
-        written = sequence.numpy()  # the same memory: a numpy store per step instead of a torch.tensor
-        sequence[:, : len(prompt_ids)] = torch.tensor(prompt_ids)
-        n = len(prompt_ids)
+        for result in self.results[1:]:  # the prompt's notices (a dropped start, unknown characters) hold for every sample
+            result.notices = list(self.result.notices)
+            result.dropped_prompt_tokens = self.result.dropped_prompt_tokens
+        if isinstance(self.backend, Engine):
+            for sample, result in enumerate(self.results):
+                yield from self._follow([sample], self._engine_decode(prompt_ids, result))
+        else:
+            yield from self._follow(list(range(self.num_samples)), self._decode(prompt_ids))
 
+    def _follow(self, live: list[int], decoder: Generator[list[TokenRecord], list[int] | None, None]
+                ) -> Iterator[tuple[int, TokenRecord]]:
+        """Take a decoder's records into the results of the samples `live` and stream them as (sample, record).
+
+        The decoder yields the prompt's records, then one record per live sample per step, and is answered with
+        the rows still running: a finished sample (end of text, stop sequence) leaves the batch. The run ends when
+        every sample finished, when the decoder ends (max_new_tokens, or an engine that ended the text), or at Stop,
+        which is looked at between two steps.
+        """
+        results, codec = self.results, self.codec
         started = time.perf_counter()
-        logits, cache = self.backend.prefill(prompt_ids, top_k=k)  # (T, V): the prompt runs once for all samples
-        k_eff = min(k, logits.shape[-1])
-        given = self._given_statistics(cache, k_eff)  # (1, T, k), (1, T, k), (1, T), (1, T), or None
+        decode_started, paused_s = None, 0.0  # time suspended at `yield` (the consumer's work) is not the model's
+        try:
+            prompt_records = next(decoder)
+            for sample in live:
+                results[sample].prompt_tokens = list(prompt_records)
+            keep = None  # what the prompt's records are answered with
+            while live and not self.stop_event.is_set():
+                try:
+                    records = decoder.send(keep)
+                except StopIteration:
+                    break
+                now = time.perf_counter()
+                decode_started = decode_started or now
+                finished = []
+                for sample, record in zip(live, records):
+                    result = results[sample]
+                    self._outputs[sample] += record.bytes
+                    result.tokens.append(record)
+                    if result.ttft_ms is None:
+                        result.ttft_ms = (now - started) * 1000
+                    else:
+                        result.decode_ms = (now - decode_started - paused_s) * 1000
+                    if record.token_id in codec.eos_ids and not self.ignore_eos:
+                        result.finish_reason = "eos"
+                    elif self._hit_stop_sequence(sample, record.bytes):
+                        result.finish_reason = "stop_sequence"
+                    else:
+                        continue
+                    finished.append(sample)
+                    self._finish_text(sample)  # final before its last record is seen: a consumer may stop here
+                for sample, record in zip(live, records):
+                    yielded = time.perf_counter()
+                    yield sample, record
+                    paused_s += time.perf_counter() - yielded
+                keep = [r for r, sample in enumerate(live) if sample not in finished]
+                live = [live[r] for r in keep]
+        finally:
+            decoder.close()  # a consumer that stopped early: the model's cache, or the engine's request, goes now
+        for sample in live:  # still running when the loop ended
+            result = results[sample]
+            if len(result.tokens) >= self.settings.max_new_tokens:
+                result.finish_reason = "length"
+            else:  # Stop, or an engine that ended the text itself (without sending an end-of-text token)
+                result.finish_reason = "stopped" if self.stop_event.is_set() else "eos"
+            self._finish_text(sample)
 
-        # Prompt token i is scored by the distribution at position i - 1: the same statistics as a decoding step,
-        # PROMPT_CHUNK rows at a time (a (T, V) work buffer for a long prompt would double the logits' memory).
+    def _decode(self, prompt_ids: list[int]) -> Generator[list[TokenRecord], list[int] | None, None]:
+        """The local decoding loop, nanoGPT's `generate` for N samples of one prompt: the prompt runs once, then each
+        step picks a token per row and feeds it back. Yields the prompt's records, then each step's (one per row);
+        each step is answered with the rows to keep."""
+        settings, codec, count, n = self.settings, self.codec, self.num_samples, len(prompt_ids)
+        processors = build_logits_processors(settings)
+        rngs = [torch.Generator().manual_seed(r.settings.seed) for r in self.results]  # row r samples with rngs[r]
+        # All positions of every sample in one preallocated block; the processors see sequence[:, :n + step].
+        sequence = torch.empty((count, n + settings.max_new_tokens), dtype=torch.long)  # (N, T + new)
+        written = sequence.numpy()  # the same memory: a numpy store per step instead of a torch.tensor
+        sequence[:, :n] = torch.tensor(prompt_ids)
+
+        logits, cache = self.backend.prefill(prompt_ids, top_k=settings.top_alternatives)  # (T, V): once for all samples
+        k = min(settings.top_alternatives, logits.shape[-1])
+        given = self._given_statistics(cache, k)  # (1, T, k), (1, T, k), (1, T), (1, T), or None
         scratch = np.empty((max(count, min(PROMPT_CHUNK, n)), logits.shape[-1]), dtype=np.float32)  # work buffer (rows, V)
-        prompt_records = [
-            TokenRecord(position=0, token_id=prompt_ids[0], text=codec.label(prompt_ids[0]), is_prompt=True,
-                        raw_prob=None, prob=None, rank=None, entropy_bits=None, bytes=codec.piece(prompt_ids[0]))
-        ]
-        for start in range(0, n - 1, PROMPT_CHUNK):
-            rows = logits[start: min(start + PROMPT_CHUNK, n - 1)]  # (chunk, V): the distributions at positions start..
-            stats = StepStats.of(rows, k_eff, scratch, given and tuple(a[0, start: start + rows.shape[0]] for a in given))
-            for r in range(rows.shape[0]):
-                i = start + r + 1  # the prompt token this row scores
-                token_id, previous_id = prompt_ids[i], prompt_ids[i - 1]
-                raw_prob = stats.prob(r, token_id)
-                prompt_records.append(TokenRecord(
-                    position=i, token_id=token_id, text=codec.label(token_id, previous_id), is_prompt=True, raw_prob=raw_prob,
-                    prob=raw_prob, rank=stats.rank(r, token_id), entropy_bits=stats.entropy_bits[r],
-                    top=stats.top(r, codec, previous_id), bytes=codec.piece(token_id, previous_id),
-                ))
-        threads = None if self.backend.computes_with_torch else 1
+        yield self._prompt_records(prompt_ids, logits, given, k, scratch)
+
+        if count > 1:
+            cache = self.backend.expand(cache, count)  # the prompt's cache, one copy per sample
+        logits = logits[-1:].expand(count, -1)  # (N, V), a view: every sample starts from the same distribution
+        given = given and tuple(np.broadcast_to(a[0, -1], (count, *a.shape[2:])) for a in given)
+        previous_ids = [prompt_ids[-1]] * count  # by row
         # A step runs torch ops only to penalise, warp or sample; a greedy step on the raw distribution is numpy alone.
         # torch.set_num_threads is not free (it resizes torch's thread pool, whose threads then spin): measured with a
         # PyTorch model loaded beside an ONNX one, toggling it every step cost the ONNX decode ~10%.
+        threads = None if self.backend.computes_with_torch else 1
         step_threads = threads if processors or settings.do_sample else None
-        for result in results:
-            result.prompt_tokens = list(prompt_records)
-            if result is not self.result:
-                result.notices = list(self.result.notices)
-                result.dropped_prompt_tokens = self.result.dropped_prompt_tokens
-        if count > 1:
-            cache = self.backend.expand(cache, count)  # the prompt's cache, one copy per sample
-        next_logits = logits[-1:].expand(count, -1)  # (N, V), a view: every sample starts from the same distribution
-        next_given = given and tuple(np.broadcast_to(a[0, -1], (count, *a.shape[2:])) for a in given)
-
-        live = list(range(count))  # row r of the batch is sample live[r]
-        previous_ids = [prompt_ids[-1]] * count  # by row
-        decode_started = None
-        paused_s = 0.0  # time spent suspended at `yield` (the consumer's work) is not the model's
-        stopped = False
         for step in range(settings.max_new_tokens):
-            if self.stop_event.is_set():
-                stopped = True
-                break
             with torch_threads(step_threads):
-                tokens, probs, stats = self._choose(next_logits, next_given, processors, sequence, n, rngs, live, k_eff,
-                                                    scratch)
-                records = []
-                for r, token_id in enumerate(tokens):
-                    previous_id = previous_ids[r]
-                    raw_prob = stats.prob(r, token_id)
-                    records.append(TokenRecord(
-                        position=n, token_id=token_id, text=codec.label(token_id, previous_id), is_prompt=False,
-                        raw_prob=raw_prob, prob=raw_prob if probs is None else probs[r], rank=stats.rank(r, token_id),
-                        entropy_bits=stats.entropy_bits[r], top=stats.top(r, codec, previous_id),
-                        bytes=codec.piece(token_id, previous_id),
-                    ))
-            written[:, n] = tokens
-            n += 1
-            previous_ids = tokens
-            now = time.perf_counter()
-            if decode_started is None:
-                decode_started = now
-            finished = []  # rows whose sample ended at this token
-            for r, (sample, record) in enumerate(zip(live, records)):
-                result = results[sample]
-                self._outputs[sample] += record.bytes
-                result.tokens.append(record)
-                if result.ttft_ms is None:
-                    result.ttft_ms = (now - started) * 1000
-                else:
-                    result.decode_ms = (now - decode_started - paused_s) * 1000
-                if record.token_id in codec.eos_ids and not self.ignore_eos:
-                    result.finish_reason = "eos"
-                elif self._hit_stop_sequence(sample, record.bytes):
-                    result.finish_reason = "stop_sequence"
-                else:
-                    continue
-                finished.append(r)
-            for r, sample in enumerate(live):
-                if r in finished:
-                    self._finish_text(sample)  # final before its last record is seen: a consumer may stop here
-                yielded = time.perf_counter()
-                yield sample, records[r]
-                paused_s += time.perf_counter() - yielded
-
-            if finished:
-                keep = [r for r in range(len(live)) if r not in finished]
-                live = [live[r] for r in keep]
-                if not live:
-                    break
-                # Drop the finished rows everywhere, so they cost nothing from here on.
+                tokens, probs, stats = self._choose(logits, given, processors, sequence[:, :n + step], rngs, k, scratch)
+                records = [stats.record(r, n + step, token_id, previous_ids[r], codec, prob=None if probs is None else probs[r])
+                           for r, token_id in enumerate(tokens)]
+            written[:, n + step] = tokens
+            keep = yield records
+            if len(keep) < len(tokens):  # drop the finished rows everywhere: they cost nothing from here on
                 cache = self.backend.select(cache, keep)
-                sequence = sequence[keep]
+                sequence, rngs, tokens = sequence[keep], [rngs[r] for r in keep], [tokens[r] for r in keep]
                 written = sequence.numpy()
-                tokens = [tokens[r] for r in keep]
-                previous_ids = tokens
-            if step + 1 < settings.max_new_tokens:
-                next_logits, cache = self.backend.step_batch(tokens, cache)  # (N_live, V)
-                next_given = self._given_statistics(cache, k_eff)
-                next_given = next_given and tuple(a[:, -1] for a in next_given)  # (N_live, k), ..., (N_live,)
+            previous_ids = tokens
+            if step + 1 < settings.max_new_tokens:  # feed each row its token
+                logits, cache = self.backend.step_batch(tokens, cache)  # (N_live, V)
+                given = self._given_statistics(cache, k)
+                given = given and tuple(a[:, -1] for a in given)  # (N_live, k), ..., (N_live,)
 
-        for sample in live:  # the samples still running when the loop ended: by length, or by Stop
-            results[sample].finish_reason = "stopped" if stopped else "length"
-            self._finish_text(sample)
+    def _prompt_records(self, prompt_ids: list[int], logits, given, k: int, scratch: np.ndarray) -> list[TokenRecord]:
+        """The prompt's records from its logits (T, V): token i is scored by the distribution at position i - 1, with the
+        same statistics as a decoding step, PROMPT_CHUNK rows at a time (a (T, V) work buffer for a long prompt would
+        double the logits' memory)."""
+        records = self._unscored_prompt(prompt_ids[:1])
+        for start in range(0, len(prompt_ids) - 1, PROMPT_CHUNK):
+            rows = logits[start: min(start + PROMPT_CHUNK, len(prompt_ids) - 1)]  # (chunk, V): the distributions at positions start..
+            stats = StepStats.of(rows, k, scratch, given and tuple(a[0, start: start + rows.shape[0]] for a in given))
+            records += [stats.record(r, start + r + 1, prompt_ids[start + r + 1], prompt_ids[start + r], self.codec, is_prompt=True)
+                        for r in range(rows.shape[0])]
+        return records
 
-    def _engine_records(self) -> Iterator[TokenRecord]:
-        """The run when a serving engine decodes (`backend.streams_tokens`): the engine's tokens become the same
-        records, bytes included, with the engine's probabilities and as many alternatives as it gave. What it does
-        not report stays None, never estimated: the probability in the sampled (warped) distribution, the entropy,
-        a rank outside its alternatives, and the prompt's scores when it does not echo them."""
-        settings, result, codec = self.settings, self.result, self.codec
-        prompt_ids = self._prompt_ids()
-        result.prompt_tokens = [
-            TokenRecord(position=i, token_id=t, text=codec.label(t, prompt_ids[i - 1] if i else None), is_prompt=True,
-                        raw_prob=None, prob=None, rank=None, entropy_bits=None,
-                        bytes=codec.piece(t, prompt_ids[i - 1] if i else None))
-            for i, t in enumerate(prompt_ids)
-        ]
+    def _unscored_prompt(self, prompt_ids: list[int]) -> list[TokenRecord]:
+        """Prompt records without probabilities (the first token has no prefix to be scored by; an engine may score none)."""
+        codec = self.codec
+        return [TokenRecord(position=i, token_id=t, text=codec.label(t, prompt_ids[i - 1] if i else None), is_prompt=True,
+                            raw_prob=None, prob=None, rank=None, entropy_bits=None, bytes=codec.piece(t, prompt_ids[i - 1] if i else None))
+                for i, t in enumerate(prompt_ids)]
+
+    def _engine_decode(self, prompt_ids: list[int], result: GenerationResult) -> Iterator[list[TokenRecord]]:
+        """One sample decoded by a serving engine: the prompt's records (scored where the engine echoes them), then its
+        records one at a time, with what it reports and nothing estimated. Tokens beyond max_new_tokens are read and
+        dropped, so the engine finishes its run normally."""
+        settings = result.settings  # this sample's seed
+        yield self._unscored_prompt(prompt_ids)
         result.notices.append(Notice(
-            "Decoded by a serving engine: tokens, their probabilities and the alternatives come from it. Attention, "
-            "entropy, the sampled (warped) distribution and ranks beyond the alternatives are not available.",
             key="remote.notice"))
-        started = time.perf_counter()
-        finish, decode_started, paused_s, fewer_noted = "length", None, 0.0, False
-        n, previous_id, echoed = len(prompt_ids), prompt_ids[-1], 0
-        tokens = self.backend.stream_tokens(prompt_ids, settings, self.stop_event)
-        try:
-            for token in tokens:
-                # OpenAI's convention adds the chosen token to the top-N when it is not among them: keep the top-N.
-                token.top = token.top[:settings.top_alternatives]
-                if token.is_prompt:  # the engine's echo: its scores for the prompt tokens
-                    record = result.prompt_tokens[echoed] if echoed < n else None
-                    if record is not None and record.token_id == token.token_id and token.logprob is not None:
-                        before = prompt_ids[echoed - 1] if echoed else None
-                        record.raw_prob = record.prob = math.exp(token.logprob)
-                        record.top = [Alternative(i, codec.label(i, before), math.exp(lp), codec.piece(i, before)) for i, lp in token.top]
-                        record.rank = next((r + 1 for r, (i, _) in enumerate(token.top) if i == token.token_id), None)
-                    echoed += 1
+        kept, fewer_noted = 0, False
+        with closing(self.backend.stream_records(prompt_ids, settings, self.stop_event)) as records:
+            for record in records:
+                if record.is_prompt:  # the engine's echo: its scores of the prompt
+                    if record.raw_prob is not None and result.prompt_tokens[record.position].token_id == record.token_id:
+                        result.prompt_tokens[record.position] = record
                     continue
-                if self.stop_event.is_set():
-                    finish = "stopped"
-                    break
-                if len(result.tokens) >= settings.max_new_tokens:
-                    continue  # more than asked for: ignored (reading on lets the engine finish its run normally)
-                if len(token.top) < settings.top_alternatives and not fewer_noted:
+                if kept == settings.max_new_tokens:
+                    continue
+                if len(record.top) < settings.top_alternatives and not fewer_noted:
                     fewer_noted = True
                     result.notices.append(Notice(
-                        f"The engine gave {len(token.top)} alternatives per token where {settings.top_alternatives} were "
-                        "asked; the view shows those it gave.", key="remote.fewer_alternatives", given=len(token.top),
+                        key="remote.fewer_alternatives", given=len(record.top),
                         asked=settings.top_alternatives))
-                piece = codec.piece(token.token_id, previous_id)
-                record = TokenRecord(
-                    position=n, token_id=token.token_id, text=codec.label(token.token_id, previous_id), is_prompt=False,
-                    raw_prob=None if token.logprob is None else math.exp(token.logprob), prob=None,
-                    rank=next((r + 1 for r, (i, _) in enumerate(token.top) if i == token.token_id), None), entropy_bits=None,
-                    top=[Alternative(i, codec.label(i, previous_id), math.exp(lp), codec.piece(i, previous_id)) for i, lp in token.top],
-                    bytes=piece,
-                )
-                n += 1
-                previous_id = token.token_id
-                self._outputs[0] += piece
-                result.tokens.append(record)
-                now = time.perf_counter()
-                if decode_started is None:
-                    result.ttft_ms = (now - started) * 1000
-                    decode_started = now
-                else:
-                    result.decode_ms = (now - decode_started - paused_s) * 1000
-                yield record
-                paused_s += time.perf_counter() - now
-                if token.token_id in codec.eos_ids and not self.ignore_eos:
-                    finish = "eos"
-                    break
-                if self._hit_stop_sequence(0, piece):
-                    finish = "stop_sequence"
-                    break
-            else:
-                if len(result.tokens) < settings.max_new_tokens:
-                    finish = "stopped" if self.stop_event.is_set() else "eos"  # the engine ended the text itself
-        finally:
-            tokens.close()
-        result.finish_reason = finish
-        self._finish_text(0)
+                kept += 1
+                yield [record]
 
 
 @contextmanager
@@ -726,7 +484,7 @@ def torch_threads(count: int | None):
         torch.set_num_threads(previous)
 
 
-def generate(backend: Backend, source: ModelSource, prompt: str, settings: GenerationSettings, **kwargs) -> GenerationResult:
+def generate(backend: Backend | Engine, source: ModelSource, prompt: str, settings: GenerationSettings, **kwargs) -> GenerationResult:
     """Run a generation to the end and return its result."""
     run = Generation(backend, source, prompt, settings, **kwargs)
     for _ in run:
@@ -734,7 +492,7 @@ def generate(backend: Backend, source: ModelSource, prompt: str, settings: Gener
     return run.result
 
 
-def generate_samples(backend: Backend, source: ModelSource, prompt: str, settings: GenerationSettings, num_samples: int,
+def generate_samples(backend: Backend | Engine, source: ModelSource, prompt: str, settings: GenerationSettings, num_samples: int,
                      **kwargs) -> list[GenerationResult]:
     """Run N samples of one prompt as one batch to the end; sample i used seed + i (see `Generation`)."""
     run = Generation(backend, source, prompt, settings, num_samples=num_samples, **kwargs)

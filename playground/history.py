@@ -164,6 +164,16 @@ def m006_groups(db: Database) -> None:
     db.table("runs").create_index(["group_id"])
 
 
+@migrations(name="m007_model_sha256")
+def m007_model_sha256(db: Database) -> None:
+    """The hash of the model's files a run was made with gets its own column (the Inside view compares it with the
+    model's now). Runs saved before kept it in their metrics JSON: it moves from there to the column."""
+    db.table("runs").add_column("model_sha256", str)
+    db.execute("""UPDATE runs SET model_sha256 = json_extract(metrics, '$.model_sha256'),
+                                  metrics = json_remove(metrics, '$.model_sha256')
+                  WHERE json_valid(metrics) AND json_type(metrics, '$.model_sha256') IS NOT NULL""")
+
+
 # --- the store ----------------------------------------------------------------------------------
 
 
@@ -310,30 +320,12 @@ class HistoryStore:
 
     # --- writing --------------------------------------------------------------------------------
 
-    def save_run(self, run: dict, status: str, error: str | None = None, parent_run_id: int | None = None,
-                 branch_position: int | None = None) -> int:
-        """Insert a finished run (GenerationResult.to_dict() shape); returns its id."""
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
-        row = {
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            "model": run.get("model"),
-            "backend": run.get("backend"),
-            "variant": run.get("variant"),
-            "provider": run.get("provider"),
-            "prompt": run.get("prompt", ""),
-            "settings": json.dumps(run.get("settings", {})),
-            "output": run.get("text", ""),
-            "tokens": json.dumps({"prompt": run.get("prompt_tokens", []), "output": run.get("tokens", [])}),
-            "metrics": json.dumps(run.get("metrics", {}) | {"finish_reason": run.get("finish_reason"), "notices": run.get("notices", [])}),
-            "status": status,
-            "error": error,
-            "parent_run_id": parent_run_id,
-            "branch_position": branch_position,
-            "group_id": run.get("group_id"),
-            "sample_index": run.get("sample_index"),
-        }
-        row = {column: _utf8_safe(value) for column, value in row.items()}
+    def save_run(self, row: dict) -> int:
+        """Insert a run's row (`records.saved_row`: the runs table's columns, the JSON ones as Python values); returns its id."""
+        if row.get("status") not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {row.get('status')!r}")
+        row = {"created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")} | {
+            column: json.dumps(value) if column in JSON_COLUMNS else _utf8_safe(value) for column, value in row.items()}
         with self._write() as db:
             return db.table("runs").insert(row).last_pk
 
@@ -516,7 +508,7 @@ class HistoryStore:
                 writer.writeheader()
                 writer.writerows({column: _csv_cell(column, value) for column, value in row.items()} for row in rows)
         else:
-            raise PlaygroundError(f"Unknown export format {fmt!r}; use jsonl or csv.")
+            raise PlaygroundError(key="history.unknown_format", field="format", name=fmt)
         return len(rows)
 
 

@@ -4,10 +4,12 @@ import math
 import threading
 
 import pytest
+import regex
 import torch
 
 from playground.config import GenerationSettings
 from playground.generation import Generation, generate
+from playground.text import complete_prefix_length, escape_bytes
 
 PROMPT = "The value of the attribute is"
 
@@ -176,3 +178,43 @@ def test_a_backend_being_built_does_not_block_others(tiny_source, tmp_path):
     assert building.is_alive()
     building.join()
     assert playground.backend("onnx", "int8").info.variant == "int8"
+
+
+def greedy_completion(backend, codec, ids: list[int], max_tokens: int = 4) -> str | None:
+    """A bare greedy loop on the backend (prefill, argmax, step) until the bytes are whole characters: the reference."""
+    data, start = b"".join(codec.pieces(ids)), complete_prefix_length(b"".join(codec.pieces(ids[:-1])))
+    logits, cache = backend.prefill(ids)
+    logits = logits[-1]  # (V,)
+    for _ in range(max_tokens):
+        if complete_prefix_length(data) == len(data):
+            break
+        token_id = int(logits.argmax())
+        data, ids = data + codec.piece(token_id, ids[-1]), ids + [token_id]
+        logits, cache = backend.step(token_id, cache)
+    if complete_prefix_length(data) < len(data):
+        return None
+    text = escape_bytes(data[start:])
+    return regex.match(r"\X", text).group() if text else None
+
+
+def test_the_completion_hint_is_the_greedy_continuation_until_the_character_is_whole(tiny_backend, tiny_source):
+    from playground.service import Playground
+
+    playground = Playground(tiny_source, device="cpu")
+    for seed in range(40):
+        parent = generate(playground.backend(), tiny_source, "注意", GenerationSettings(max_new_tokens=20, seed=seed, temperature=2.0, top_k=0))
+        found = [(unit, records) for unit, records in parent.units() if len(records) > 1 and not records[0].is_prompt]
+        if found:
+            break
+    else:
+        pytest.fail("no sampled run spelled a multi-byte character")
+    unit, records = found[0]
+    last = parent.tokens.index(records[-1])
+    # The token that made the character whole, put back: the character itself, without a step.
+    assert playground.completion_of(parent, last, records[-1].token_id) == regex.match(r"\X", unit.text).group()
+    kept = [t.token_id for t in parent.prompt_tokens + parent.tokens]
+    for record in records:
+        index = parent.tokens.index(record)
+        for alternative in record.top:
+            expected = greedy_completion(tiny_backend, tiny_source.codec, kept[:record.position] + [alternative.token_id])
+            assert playground.completion_of(parent, index, alternative.token_id) == expected

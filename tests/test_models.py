@@ -106,13 +106,13 @@ def test_choice_of_an_uncached_hub_id_offline_says_so_without_falling_back(model
 
 
 def test_playground_runs_a_chosen_model_and_keeps_few_loaded(tiny_source, tiny_model_dir, tmp_path, monkeypatch):
-    from playground import service
+    from playground import registry
     from playground.config import GenerationSettings
     from playground.service import Playground
 
     for name in ("m1", "m2", "m3"):
         shutil.copytree(tiny_model_dir, tmp_path / name)
-    monkeypatch.setattr(service, "MAX_LOADED_MODELS", 2)
+    monkeypatch.setattr(registry, "MAX_LOADED_MODELS", 2)
     playground = Playground(tiny_source, device="cpu", models_root=tmp_path)
     assert playground.model_choices() == ["tiny-gpt2", "m1", "m2", "m3"]
     assert playground.context_length("m1") == 64 and not playground._backends  # read from the config alone

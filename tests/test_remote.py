@@ -6,6 +6,7 @@ import math
 import socket
 import threading
 import time
+from dataclasses import fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
@@ -13,9 +14,12 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from playground.backends.remote import EngineError, RemoteBackend
-from playground.compare import compare
+from playground.backends.base import Backend, Engine
+from playground.backends.remote import EngineError, RemoteEngine
+from playground.analysis.compare import compare
 from playground.config import GenerationSettings
+from playground.generation import Generation
+from playground.records import TokenRecord
 from playground.service import Playground
 from tests.conftest import free_port
 
@@ -92,16 +96,80 @@ def test_a_branch_and_a_stop_sequence_through_the_engine(front):
 
 
 def test_what_an_engine_cannot_do_is_refused_clearly(front, tiny_source):
-    backend = front.backend("remote")
+    assert isinstance(front.backend("remote"), Engine) and not isinstance(front.backend("remote"), Backend)
     with pytest.raises(EngineError, match="Attention is not available with a serving engine"):
-        backend.attention([1, 2, 3])
-    with pytest.raises(EngineError, match="not available"):
-        backend.prefill([1, 2])
+        front.analysis_backend("remote")
+    with pytest.raises(EngineError, match="logits are not available with a serving engine"):
+        front.inside(run(front, "remote", max_new_tokens=3))
     bare = Playground(tiny_source, device="cpu")
     with pytest.raises(Exception, match="No serving engine is configured"):
         bare.backend("remote")
     with pytest.raises(Exception, match="choose tiny-gpt2 for the remote backend"):
         front.start("x", GenerationSettings(max_new_tokens=2), backend="remote", model="tiny-copy")
+
+
+def assert_same_record(remote: TokenRecord, local: TokenRecord):
+    """Field by field: what both know is equal; the engine's probabilities match; what it does not report is None."""
+    for field in fields(TokenRecord):
+        mine, theirs = getattr(remote, field.name), getattr(local, field.name)
+        if field.name in ("position", "token_id", "text", "is_prompt", "bytes"):
+            assert mine == theirs, field.name
+        elif field.name == "entropy_bits":
+            assert mine is None
+        elif field.name == "prob":  # the warped distribution: only a prompt token's (its raw one) is known
+            assert mine is None if not remote.is_prompt or theirs is None else mine == pytest.approx(theirs, rel=1e-5)
+        elif field.name == "raw_prob":
+            assert mine is None if theirs is None else mine == pytest.approx(theirs, rel=1e-5)
+        elif field.name == "rank":
+            assert mine == (theirs if theirs is not None and theirs <= len(remote.top) else None)
+        elif field.name == "top":
+            assert [a.token_id for a in mine] == [a.token_id for a in theirs]
+            assert [a.prob for a in mine] == pytest.approx([a.prob for a in theirs], rel=1e-5)
+            assert [(a.text, a.bytes) for a in mine] == [(a.text, a.bytes) for a in theirs]
+        else:
+            raise AssertionError(f"a TokenRecord field this test does not check: {field.name}")
+
+
+def test_one_generation_drives_a_local_backend_and_the_engine_alike(front):
+    """The same `Generation` code over PyTorch and over the engine: N samples with seeds S + i, the same records
+    field by field, the same stop sequences and Stop, saved as one group each."""
+    settings = GenerationSettings(**(SETTINGS | dict(max_new_tokens=10)))
+    runs = {}
+    for name in ("torch", "remote"):
+        runs[name] = generation = Generation(front.backend(name), front.source, "The value of", settings, num_samples=3)
+        pairs = list(generation.samples())
+        for i, result in enumerate(generation.results):
+            assert [record for sample, record in pairs if sample == i] == result.tokens
+    for local, remote in zip(runs["torch"].results, runs["remote"].results, strict=True):
+        assert (remote.settings.seed, remote.text, remote.finish_reason) == (local.settings.seed, local.text, local.finish_reason)
+        assert remote.sample_index == local.sample_index and remote.group_id is not None
+        for r, l in zip(remote.prompt_tokens + remote.tokens, local.prompt_tokens + local.tokens, strict=True):
+            assert_same_record(r, l)
+    assert len({r.text for r in runs["torch"].results}) > 1  # the samples really differ
+
+    text = runs["torch"].result.text
+    stop = text[len(text) // 2:][:3]
+    stopped = {}
+    for name in ("torch", "remote"):
+        by_sequence = Generation(front.backend(name), front.source, "The value of", replace(settings, stop_sequences=(stop,)))
+        list(by_sequence)
+        stop_event = threading.Event()
+        by_stop = Generation(front.backend(name), front.source, "The value of", settings, stop_event=stop_event)
+        for i, _ in enumerate(by_stop):
+            if i == 1:
+                stop_event.set()
+        stopped[name] = [(g.result.finish_reason, g.result.text, len(g.result.tokens)) for g in (by_sequence, by_stop)]
+    assert stopped["torch"] == stopped["remote"]
+    assert [reason for reason, *_ in stopped["remote"]] == ["stop_sequence", "stopped"] and stopped["remote"][1][2] == 2
+
+    # Through the playground, as the UI and /v1 start runs: N samples on the engine are allowed, saved as one group.
+    generation = front.start("The value of", settings, backend="remote", num_samples=2)
+    for _ in front.stream(generation):
+        pass
+    rows = [front.history.get(r.run_id) for r in generation.results]
+    assert [(row["group_id"], row["sample_index"], row["status"]) for row in rows] == [
+        (generation.group_id, 0, "complete"), (generation.group_id, 1, "complete")]
+    assert [row["output"] for row in rows] == [r.text for r in runs["torch"].results[:2]]
 
 
 @pytest.fixture(scope="module")
@@ -126,11 +194,12 @@ def test_remote_through_the_front_apps_generate_and_v1(front_app, front):
     reply = v1.completions.create(model="tiny-gpt2", prompt="An object", max_tokens=8, seed=4, logprobs=3,
                                   extra_body={"backend": "remote"})
     assert reply.choices[0].text == local_text
-    # An engine decodes one sequence per request: n samples are n runs of one, seeds S + i as on a local backend.
+    # An engine decodes one sequence per request: n samples are n requests, one group, seeds S + i as on a local backend.
     second_text, _ = client.predict(backend="torch", **kwargs | {"seed": 5})
     pair = v1.completions.create(model="tiny-gpt2", prompt="An object", max_tokens=8, seed=4, n=2, extra_body={"backend": "remote"})
     assert [c.text for c in pair.choices] == [local_text, second_text] and local_text != second_text
-    assert [front.history.get(c.model_extra["run_id"])["group_id"] for c in pair.choices] == [None, None]
+    [group] = {front.history.get(c.model_extra["run_id"])["group_id"] for c in pair.choices}
+    assert group is not None
     streamed = {}
     for chunk in v1.completions.create(model="tiny-gpt2", prompt="An object", max_tokens=8, seed=4, n=2, stream=True,
                                        extra_body={"backend": "remote"}):
@@ -252,9 +321,9 @@ def test_engine_faults_are_clear_and_the_partial_run_is_saved(faulty, bad_engine
 
 def test_an_unreachable_engine_is_named_at_start(tiny_source):
     with pytest.raises(EngineError, match="cannot be reached"):
-        RemoteBackend(tiny_source, f"http://127.0.0.1:{closed_port()}/v1")
+        RemoteEngine(tiny_source, f"http://127.0.0.1:{closed_port()}/v1")
     with pytest.raises(EngineError, match="not an http"):
-        RemoteBackend(tiny_source, "ftp://example")
+        RemoteEngine(tiny_source, "ftp://example")
 
 
 def test_fewer_alternatives_than_asked_are_shown_with_a_notice(faulty, bad_engine):

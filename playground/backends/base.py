@@ -1,35 +1,15 @@
-"""The one small interface every backend implements: prefill a prompt, then step one token (or a batch of N) at a time."""
+"""The two things that can run a generation: a `Backend` (a forward pass the decoding loop steps) and an `Engine`
+(a serving engine that decodes by itself and streams token records)."""
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
-from ..errors import PlaygroundError
-
-
-class BatchUnsupported(PlaygroundError):
-    """A backend that decodes one sequence at a time was asked for several samples at once."""
-
-    def __init__(self, info: "BackendInfo"):
-        super().__init__(f"The {info.backend} backend decodes one sample at a time: ask for 1 sample, or use torch or onnx.",
-                         key="batch.unsupported", backend=info.backend)
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    """What ran a generation, shown beside each output and stored with each run."""
-
-    model: str  # display name of the model, e.g. "gpt2" or "demo-gpt2"
-    backend: str  # "torch" or "onnx"
-    variant: str  # "fp32", "fp16", "int8", "int4"
-    provider: str  # where it really runs: "cpu", "cuda:0", "CPUExecutionProvider", ...
-    context_length: int
-    notice: str | None = None  # e.g. "CUDA requested but not available: running on the CPU"
-
-    def label(self) -> str:
-        return f"{self.model} · {self.backend} {self.variant} · {self.provider}"
+if TYPE_CHECKING:
+    from ..config import GenerationSettings
+    from ..records import BackendInfo, TokenRecord
 
 
 class Backend(ABC):
@@ -45,10 +25,6 @@ class Backend(ABC):
     # its own small torch ops on one thread, so torch's OpenMP workers do not spin on the cores that
     # the backend's thread pool needs (measured: that contention halved ONNX decode speed).
     computes_with_torch: bool = True
-    # True for a backend that decodes by itself (a serving engine, backends/remote.py): the decoding loop then
-    # takes whole tokens with their log-probabilities from `stream_tokens(prompt_ids, settings, stop_event)`
-    # instead of logits, and leaves what the engine does not report empty (None), never estimated.
-    streams_tokens: bool = False
 
     @abstractmethod
     def prefill(self, input_ids: list[int], top_k: int = 1) -> tuple[Any, Any]:
@@ -67,32 +43,25 @@ class Backend(ABC):
 
     # Batches: N continuations of one prompt. The prompt is prefilled once (batch 1), its cache copied to
     # N rows with `expand`, then all rows step together; `select` keeps only some rows (finished samples
-    # are dropped, so they stop costing work). A backend that cannot batch keeps these defaults: batch 1
-    # still works through `step`, and a larger batch is refused with a message.
+    # are dropped, so they stop costing work).
 
+    @abstractmethod
     def step_batch(self, token_ids: list[int], cache: Any) -> tuple[Any, Any]:
         """Feed one token per row after the cached ones. Returns (logits of shape (N, V), new cache)."""
-        if len(token_ids) != 1:
-            raise BatchUnsupported(self.info)
-        logits, cache = self.step(token_ids[0], cache)
-        return logits[None], cache  # (1, V)
 
+    @abstractmethod
     def expand(self, cache: Any, count: int) -> Any:
         """The prefilled cache of one prompt (batch 1) repeated to `count` rows."""
-        if count != 1:
-            raise BatchUnsupported(self.info)
-        return cache
 
+    @abstractmethod
     def select(self, cache: Any, rows: list[int]) -> Any:
         """A batch cache with only `rows` kept, in that order."""
-        if rows != [0]:
-            raise BatchUnsupported(self.info)
-        return cache
 
     @abstractmethod
     def attention(self, input_ids: list[int]) -> Any:
         """Attention probabilities of a whole sequence, computed by this backend: numpy (layers, heads, T, T)."""
 
+    @abstractmethod
     def hidden_states(self, input_ids: list[int]) -> Any:
         """The residual stream of a whole sequence, computed by this backend: numpy float32 (layers + 1, T, d).
 
@@ -100,7 +69,21 @@ class Backend(ABC):
         one is taken before the final layer norm (unlike transformers' `hidden_states`, whose last entry
         has it applied), so every entry can go through the same final layer norm and output head.
         """
-        from ..errors import PlaygroundError
 
-        raise PlaygroundError(f"The {self.info.backend} backend cannot show hidden states; use the torch or onnx backend.",
-                              key="inside.no_hidden_states", backend=self.info.backend)
+
+class Engine(ABC):
+    """A serving engine that decodes by itself (backends/remote.py): it streams a run's token records, not logits.
+
+    It has no forward pass to look into, so what needs one (attention, the Inside view) stays with `Backend`;
+    it decodes one sequence per request, so the decoding loop runs N samples as N requests, one after another.
+    """
+
+    info: BackendInfo
+
+    @abstractmethod
+    def stream_records(self, prompt_ids: list[int], settings: GenerationSettings,
+                       stop_event: threading.Event) -> Iterator[TokenRecord]:
+        """One sequence decoded with `settings` (its seed included): first the prompt tokens the engine scored
+        (`is_prompt`, when it echoes them), then each new token, positions counted from the prompt's start. What
+        the engine does not report stays None, never estimated. Ends when the engine finishes, when `stop_event` is
+        set, or when the consumer closes the iterator (which ends the request)."""

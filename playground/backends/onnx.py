@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,20 @@ from ..errors import DeviceError, Notice
 from ..onnx.export import ATTENTION_FILE, check_variant_runs_on, ensure_export
 from ..onnx.runtime import CPU, CUDA, AttentionRunner, OnnxRunner, cuda_provider_available
 from ..models import ModelSource
-from .base import Backend, BackendInfo
+from ..records import BackendInfo
+from .base import Backend
 
 def resolve_onnx_device(requested: str = "auto") -> tuple[str, str | None]:
     """`--device` for ONNX: CUDA when asked for (or auto) and listed; else CPU, with a note when CUDA was asked for."""
     if requested not in {"auto", "cpu", "cuda"}:
-        raise DeviceError(f"Unknown device {requested!r}; use auto, cpu or cuda.")
+        raise DeviceError(key="device.unknown", field="device", device=requested)
     if requested == "cpu":
         return "cpu", None
     gpu = torch.cuda.is_available() and cuda_provider_available()
     if gpu:
         return "cuda", None
     if requested == "cuda":
-        return "cpu", Notice("CUDA was requested but onnxruntime cannot use a GPU here: running on the CPU.", key="notice.no_gpu_onnx")
+        return "cpu", Notice(key="notice.no_gpu_onnx")
     return "cpu", None
 
 
@@ -38,7 +38,7 @@ class OnnxBackend(Backend):
                  progress: bool = True, threads: int | None = None):
         device, notice = resolve_onnx_device(device)
         if device == "cuda" and variant == "int8":
-            notice = Notice("int8 runs on the CPU provider only: running on the CPU.", key="notice.int8_cpu")
+            notice = Notice(key="notice.int8_cpu")
             device = "cpu"
         check_variant_runs_on(variant, device)
         self.model_path, self.manifest = ensure_export(source, variant, exports_root, progress=progress)
@@ -51,8 +51,7 @@ class OnnxBackend(Backend):
         self._attention_runner: AttentionRunner | None = None
         if device == "cuda" and self.runner.provider != CUDA:
             # onnxruntime-gpu may list CUDA yet silently fall back: say so, and refuse GPU-only variants.
-            notice = Notice(f"The CUDA provider failed to initialise ({self.runner.provider} is running): running on the CPU.",
-                            key="notice.cuda_failed", provider=self.runner.provider)
+            notice = Notice(key="notice.cuda_failed", provider=self.runner.provider)
             check_variant_runs_on(variant, "cpu")
         self.info = BackendInfo(
             model=source.name,

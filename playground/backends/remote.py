@@ -1,16 +1,16 @@
-"""A serving engine as a backend: any OpenAI-compatible server that returns logprobs (vLLM, llama.cpp, the playground's /v1).
+"""A serving engine: any OpenAI-compatible server that returns logprobs (vLLM, llama.cpp, the playground's /v1).
 
 The engine decodes; the playground shows what it returns. It sends the prompt as token ids of the
 local model's tokenizer (the engine must serve the same model), streams `/v1/completions` with
-`logprobs` and `echo`, and turns each streamed token into an `EngineToken`: its id, the engine's
-log-probability and the alternatives it gave, as many as it gave. Tokens come back as
-`token_id:N` where the engine supports vLLM's `return_tokens_as_token_ids` (vLLM, the playground),
-otherwise as text, mapped back to ids through the tokenizer's byte table.
+`logprobs` and `echo`, and turns each streamed token into a token record: its id, the engine's
+probability and the alternatives it gave, as many as it gave. Tokens come back as `token_id:N`
+where the engine supports vLLM's `return_tokens_as_token_ids` (vLLM, the playground), otherwise as
+text, mapped back to ids through the tokenizer's byte table.
 
-What an engine does not return is never made up: attention, the warped distribution a token was
-sampled from, the full distribution (so entropy and a rank outside the alternatives), and, where
-the engine does not echo prompt logprobs, the prompt's probabilities. `prefill`, `step` and
-`attention` say so with an EngineError.
+What an engine does not return is never made up: the warped distribution a token was sampled from,
+the full distribution (so entropy and a rank outside the alternatives), and, where the engine does
+not echo prompt logprobs, the prompt's probabilities. It has no forward pass to look into (attention,
+the Inside view): `unavailable` says so where one is asked for.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from urllib.parse import urlparse
 from ..config import GenerationSettings
 from ..errors import PlaygroundError
 from ..models import ModelSource
-from .base import Backend, BackendInfo
+from ..records import Alternative, BackendInfo, TokenRecord
+from .base import Engine
 
 DEFAULT_TIMEOUT_S = 30.0  # the longest wait for the engine's next bytes (connect: 5 s)
 
@@ -36,7 +37,7 @@ class EngineError(PlaygroundError):
 
 @dataclass
 class EngineToken:
-    """One token as an engine reports it."""
+    """One token as an engine's stream reports it, before it becomes a token record."""
 
     token_id: int
     logprob: float | None  # the engine's log-probability of the token; None where it gave none
@@ -45,24 +46,19 @@ class EngineToken:
 
 
 def unavailable(what: str) -> EngineError:
-    """`what` is "attention" or "logits"."""
-    text = {"attention": "Attention", "logits": "The model's logits"}[what]
-    return EngineError(f"{text} is not available with a serving engine: the engine returns tokens and their "
-                       "log-probabilities only. Choose the PyTorch or ONNX backend for it.", key=f"remote.no_{what}")
+    """The refusal of something only a forward pass gives: `what` is "attention" or "logits" (the Inside view)."""
+    return EngineError(key={"attention": "remote.no_attention", "logits": "remote.no_logits"}[what])
 
 
-class RemoteBackend(Backend):
+class RemoteEngine(Engine):
     """Decoding in an OpenAI-compatible engine at `url` (its /v1 root or the server's root)."""
-
-    streams_tokens = True  # the decoding loop asks for whole tokens (stream_tokens), not logits
 
     def __init__(self, source: ModelSource, url: str, model: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
         import httpx
 
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise EngineError(f"--remote-url {url!r} is not an http(s) URL; give the engine's address, e.g. "
-                              "http://127.0.0.1:8000/v1.", key="remote.bad_url", url=url)
+            raise EngineError(key="remote.bad_url", url=url)
         root = url.rstrip("/")
         self.base_url = root if root.endswith("/v1") else root + "/v1"
         self.source = source
@@ -79,15 +75,33 @@ class RemoteBackend(Backend):
         self.info = BackendInfo(model=source.name, backend="remote", variant=self.engine_model,
                                 provider=parsed.netloc, context_length=AutoConfig.from_pretrained(source.location).n_positions)
 
-    # ---- what an engine cannot do -------------------------------------------------------------------
-    def prefill(self, input_ids, top_k=1):
-        raise unavailable("logits")
-
-    def step(self, token_id, cache):
-        raise unavailable("logits")
-
-    def attention(self, input_ids):
-        raise unavailable("attention")
+    def stream_records(self, prompt_ids: list[int], settings: GenerationSettings,
+                       stop_event: threading.Event) -> Iterator[TokenRecord]:
+        """The engine's tokens as token records (see `Engine.stream_records`): the probability is the engine's,
+        `prob` (the sampled, warped distribution) and the entropy stay None, and a rank is known only within the
+        alternatives it gave. OpenAI's convention adds the chosen token to the top-N when it is not among them:
+        only the top-N asked for are kept."""
+        codec, echoed, generated, last_id = self.codec, 0, 0, prompt_ids[-1]
+        tokens = self._stream_tokens(prompt_ids, settings, stop_event)
+        try:
+            for token in tokens:
+                if token.is_prompt:  # the echo: position i of our prompt, scored given the tokens before it
+                    position, previous_id = echoed, prompt_ids[echoed - 1] if echoed else None
+                    echoed += 1
+                else:
+                    position, previous_id = len(prompt_ids) + generated, last_id
+                    generated, last_id = generated + 1, token.token_id
+                top = token.top[:settings.top_alternatives]
+                raw_prob = None if token.logprob is None else math.exp(token.logprob)
+                yield TokenRecord(
+                    position=position, token_id=token.token_id, text=codec.label(token.token_id, previous_id),
+                    is_prompt=token.is_prompt, raw_prob=raw_prob, prob=raw_prob if token.is_prompt else None,
+                    rank=next((r + 1 for r, (i, _) in enumerate(top) if i == token.token_id), None), entropy_bits=None,
+                    top=[Alternative(i, codec.label(i, previous_id), math.exp(lp), codec.piece(i, previous_id)) for i, lp in top],
+                    bytes=codec.piece(token.token_id, previous_id),
+                )
+        finally:
+            tokens.close()
 
     # ---- talking to the engine ----------------------------------------------------------------------
     def _fault(self, exc: Exception) -> EngineError:
@@ -96,14 +110,10 @@ class RemoteBackend(Backend):
 
         where = self.base_url
         if isinstance(exc, httpx.TimeoutException):
-            return EngineError(f"The engine at {where} sent nothing for {self.timeout_s:g} s: it is overloaded, stuck or "
-                               "still loading. Try again, or check the engine.", key="remote.timeout", url=where,
-                               seconds=f"{self.timeout_s:g}")
+            return EngineError(key="remote.timeout", url=where, seconds=f"{self.timeout_s:g}")
         if isinstance(exc, httpx.ConnectError):
-            return EngineError(f"The engine at {where} cannot be reached ({exc}): start it, or check --remote-url.",
-                               key="remote.unreachable", url=where, error=str(exc)[:200])
-        return EngineError(f"The connection to the engine at {where} broke ({type(exc).__name__}: {str(exc)[:200]}).",
-                           key="remote.broken", url=where, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            return EngineError(key="remote.unreachable", url=where, error=str(exc)[:200])
+        return EngineError(key="remote.broken", url=where, error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def _first_model(self) -> str:
         import httpx
@@ -114,8 +124,7 @@ class RemoteBackend(Backend):
             raise self._fault(exc) from None
         models = self._json(reply).get("data") if reply.status_code == 200 else None
         if not isinstance(models, list) or not models or not isinstance(models[0], dict) or "id" not in models[0]:
-            raise EngineError(f"The engine at {self.base_url} lists no model (GET /models answered {reply.status_code}): "
-                              "name it with --remote-model.", key="remote.no_model", url=self.base_url, status=reply.status_code)
+            raise EngineError(key="remote.no_model", url=self.base_url, status=reply.status_code)
         return str(models[0]["id"])
 
     def _json(self, reply) -> dict:
@@ -128,9 +137,7 @@ class RemoteBackend(Backend):
         return data
 
     def _malformed(self, text: str) -> EngineError:
-        return EngineError(f"The engine at {self.base_url} sent something that is not an OpenAI completion "
-                           f"({text[:120]!r}): is it an OpenAI-compatible server?", key="remote.malformed",
-                           url=self.base_url, text=repr(text[:120]))
+        return EngineError(key="remote.malformed", url=self.base_url, text=repr(text[:120]))
 
     def request_body(self, prompt_ids: list[int], settings: GenerationSettings) -> dict:
         """The completions request for one run: the engine samples with these settings and the run's seed."""
@@ -165,9 +172,9 @@ class RemoteBackend(Backend):
             return ids[0]
         raise self._malformed(f"unknown token {name!r}")
 
-    def stream_tokens(self, prompt_ids: list[int], settings: GenerationSettings,
-                      stop_event: threading.Event) -> Iterator[EngineToken]:
-        """The engine's tokens for one run: the prompt's first (when it echoes them with logprobs), then each new one.
+    def _stream_tokens(self, prompt_ids: list[int], settings: GenerationSettings,
+                       stop_event: threading.Event) -> Iterator[EngineToken]:
+        """The engine's tokens for one run as it sends them: the prompt's first (when it echoes them), then each new one.
 
         Ends when the engine says it finished, or when the consumer stops iterating (which closes the stream).
         A stream that ends before the engine said it finished, or that is not JSON, is an EngineError.
@@ -182,8 +189,7 @@ class RemoteBackend(Backend):
             with reply_context as reply:
                 if reply.status_code != 200:
                     reply.read()
-                    raise EngineError(f"The engine at {self.base_url} refused the request (HTTP {reply.status_code}): "
-                                      f"{_error_message(reply.text)}", key="remote.refused", url=self.base_url,
+                    raise EngineError(key="remote.refused", url=self.base_url,
                                       status=reply.status_code, error=_error_message(reply.text))
                 for line in reply.iter_lines():
                     if stop_event.is_set():
@@ -201,8 +207,7 @@ class RemoteBackend(Backend):
                     if not isinstance(chunk, dict):
                         raise self._malformed(payload)
                     if "error" in chunk:
-                        raise EngineError(f"The engine at {self.base_url} failed mid-run: {_error_message(payload)}",
-                                          key="remote.failed", url=self.base_url, error=_error_message(payload))
+                        raise EngineError(key="remote.failed", url=self.base_url, error=_error_message(payload))
                     for choice in chunk.get("choices") or []:
                         if not isinstance(choice, dict):
                             raise self._malformed(payload)
@@ -218,8 +223,7 @@ class RemoteBackend(Backend):
         except httpx.HTTPError as exc:
             raise self._fault(exc) from None
         if not finished:
-            raise EngineError(f"The engine at {self.base_url} closed the stream before the run finished.",
-                              key="remote.closed", url=self.base_url)
+            raise EngineError(key="remote.closed", url=self.base_url)
 
     def _open(self, prompt_ids: list[int], settings: GenerationSettings):
         """The streamed request (a context manager). Token ids are exact, but not every engine takes them
@@ -247,9 +251,7 @@ class RemoteBackend(Backend):
         logprobs = choice.get("logprobs")
         if logprobs is None:
             if choice.get("text"):
-                raise EngineError(f"The engine at {self.base_url} returned no logprobs; the playground needs an engine "
-                                  "that returns them (vLLM, llama.cpp's server and the playground's /v1 do).",
-                                  key="remote.no_logprobs", url=self.base_url)
+                raise EngineError(key="remote.no_logprobs", url=self.base_url)
             return []
         try:
             names, values = logprobs["tokens"], logprobs["token_logprobs"]

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from ..errors import DeviceError, Notice
+from ..hooks import capture_input
 from ..models import ModelSource, load_torch_model
-from .base import Backend, BackendInfo
+from ..records import BackendInfo
+from .base import Backend
 
 
 def resolve_torch_device(requested: str = "auto") -> tuple[str, str | None]:
     """Pick the device for `--device {auto,cpu,cuda}`; returns (device, notice shown to the user or None)."""
     if requested not in {"auto", "cpu", "cuda"}:
-        raise DeviceError(f"Unknown device {requested!r}; use auto, cpu or cuda.")
+        raise DeviceError(key="device.unknown", field="device", device=requested)
     if requested == "cpu":
         return "cpu", None
     if torch.cuda.is_available():
         return "cuda:0", None
     if requested == "cuda":
-        return "cpu", Notice("CUDA was requested but no usable GPU was found: running on the CPU.", key="notice.no_gpu")
+        return "cpu", Notice(key="notice.no_gpu")
     return "cpu", None
 
 
@@ -83,23 +83,3 @@ class TorchBackend(Backend):
         with capture_input(transformer.ln_f) as final:  # the last residual, before the final layer norm
             states = transformer(input_ids=ids, output_hidden_states=True).hidden_states  # (L + 1) x (1, T, d), last one normed
         return torch.stack([*states[:-1], final[0]])[:, 0].float().cpu().numpy()  # (L + 1, T, d)
-
-
-@contextmanager
-def capture_input(module):
-    """Collect the first positional input of `module`'s calls made on this thread while the block runs.
-
-    The model is shared between threads (a generation may be running beside an analysis): the hook
-    keeps only this thread's calls.
-    """
-    thread, seen = threading.get_ident(), []
-
-    def hook(_module, args):
-        if threading.get_ident() == thread:
-            seen.append(args[0])
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        yield seen
-    finally:
-        handle.remove()
