@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.backend == "remote" and not args.remote_url:
-            raise PlaygroundError("--backend remote needs --remote-url URL (the engine's address, e.g. http://127.0.0.1:8000/v1).")
+            raise PlaygroundError(key="remote.no_url")
         login = resolve_login(args.auth, args.auth_file)
         source = resolve_model(args.model)
         history, history_disabled = open_history(args.db)

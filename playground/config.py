@@ -69,8 +69,7 @@ class GenerationSettings:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise SettingsError(f"Unknown setting(s): {', '.join(unknown)}. Known settings: {', '.join(sorted(names))}.",
-                                key="settings.unknown", unknown=", ".join(unknown), known=", ".join(sorted(names)))
+            raise SettingsError(key="settings.unknown", unknown=", ".join(unknown), known=", ".join(sorted(names)))
         clean: dict[str, Any] = {}
         for name, value in values.items():
             if value is None:
@@ -85,21 +84,17 @@ class GenerationSettings:
             if "range" in f.metadata and value is not None:
                 _check_range(f.name, value, f.metadata["range"])
         if len(self.stop_sequences) > MAX_STOP_SEQUENCES:
-            raise SettingsError(f"At most {MAX_STOP_SEQUENCES} stop sequences are allowed; got {len(self.stop_sequences)}.",
-                                key="settings.too_many_stops", limit=MAX_STOP_SEQUENCES, count=len(self.stop_sequences))
+            raise SettingsError(key="settings.too_many_stops", field="stop_sequences", limit=MAX_STOP_SEQUENCES, count=len(self.stop_sequences))
         for stop in self.stop_sequences:
             if not stop or len(stop) > MAX_STOP_SEQUENCE_CHARS:
-                raise SettingsError(f"Each stop sequence must have 1 to {MAX_STOP_SEQUENCE_CHARS} characters; got {len(stop)}.",
-                                    key="settings.stop_length", limit=MAX_STOP_SEQUENCE_CHARS, length=len(stop))
+                raise SettingsError(key="settings.stop_length", field="stop_sequences", limit=MAX_STOP_SEQUENCE_CHARS, length=len(stop))
         return self
 
     def validate_for_context(self, context_length: int) -> "GenerationSettings":
         """A run must leave at least one prompt token in the model's context window."""
         if self.max_new_tokens >= context_length:
             raise SettingsError(
-                f"max_new_tokens={self.max_new_tokens} does not fit this model's context of {context_length} tokens; "
-                f"use at most {context_length - 1}.",
-                key="settings.context", value=self.max_new_tokens, context=context_length, most=context_length - 1,
+                key="settings.context", field="max_new_tokens", value=self.max_new_tokens, context=context_length, most=context_length - 1,
             )
         return self
 
@@ -128,7 +123,7 @@ def as_int(name: str, value: Any) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SettingsError(f"{name} must be a whole number; got {value!r}.", key="settings.not_int", name=name, value=value)
+        raise SettingsError(key="settings.not_int", name=name, value=value)
     return value
 
 
@@ -138,10 +133,10 @@ def as_float(name: str, value: Any) -> float:
         try:
             value = float(value)
         except ValueError:
-            raise SettingsError(f"{name} must be a number; got {value!r}.", key="settings.not_number", name=name,
+            raise SettingsError(key="settings.not_number", name=name,
                                 value=value) from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SettingsError(f"{name} must be a finite number; got {value!r}.", key="settings.not_finite", name=name, value=value)
+        raise SettingsError(key="settings.not_finite", name=name, value=value)
     return float(value)
 
 
@@ -153,14 +148,14 @@ def _coerce(name: str, value: Any) -> Any:
         return as_float(name, value)
     if name == "do_sample":
         if not isinstance(value, bool):
-            raise SettingsError(f"do_sample must be true or false; got {value!r}.", key="settings.not_bool", value=value)
+            raise SettingsError(key="settings.not_bool", value=value)
         return value
     if name == "stop_sequences":
         if isinstance(value, str):
             # One stop sequence per line; "\n" written literally in the UI stands for a newline.
             value = [line.replace("\\n", "\n") for line in value.splitlines() if line]
         if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) for s in value):
-            raise SettingsError(f"stop_sequences must be a list of strings; got {value!r}.", key="settings.not_list", value=value)
+            raise SettingsError(key="settings.not_list", value=value)
         return tuple(value)
     return value
 
@@ -176,13 +171,11 @@ def check_prompt(prompt: Any) -> str:
     if prompt is None:
         return ""
     if not isinstance(prompt, str):
-        raise SettingsError(f"The prompt must be text; got {type(prompt).__name__}.", key="settings.prompt_type",
+        raise SettingsError(key="settings.prompt_type", field="prompt",
                             type=type(prompt).__name__)
     if len(prompt) > MAX_PROMPT_CHARS:
         raise SettingsError(
-            f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}. "
-            "Only the last part fits in the model's context anyway: paste less text.",
-            key="settings.prompt_too_long", length=len(prompt), limit=MAX_PROMPT_CHARS,
+            key="settings.prompt_too_long", field="prompt", length=len(prompt), limit=MAX_PROMPT_CHARS,
         )
     # Lone surrogates (from JSON "\ud800") cannot be encoded to UTF-8 by the tokenizer.
     return prompt.encode("utf-8", "replace").decode("utf-8")

@@ -12,7 +12,7 @@ class PlaygroundError(Exception):
     in the user's language. A message given as text is for errors no user can cause (internal checks).
     """
 
-    def __init__(self, message: str | None = None, *, key: str | None = None, **params: object):
+    def __init__(self, message: str | None = None, *, key: str | None = None, field: str | None = None, **params: object):
         if message is None:
             if key is None:
                 raise TypeError("a PlaygroundError needs a key (or a message)")
@@ -20,10 +20,14 @@ class PlaygroundError(Exception):
         super().__init__(message)
         self.key = key
         self.params = params
+        self.field = field  # the input it is about (a setting, "backend", "variant", "model"): the API's `param`
 
 
 class SettingsError(PlaygroundError):
-    """A generation setting is out of range or of the wrong type."""
+    """A generation setting is out of range or of the wrong type; its `field` is the setting's `name`."""
+
+    def __init__(self, message: str | None = None, *, key: str | None = None, field: str | None = None, **params: object):
+        super().__init__(message, key=key, field=field or params.get("name"), **params)
 
 
 class ModelLoadError(PlaygroundError):
@@ -57,3 +61,9 @@ class DataError(PlaygroundError):
 
 class TrainingCancelled(PlaygroundError):
     """A training run was cancelled by the user; nothing was written."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): the cause a user's message quotes."""
+    message = str(exc).strip()
+    return message.splitlines()[0] if message else type(exc).__name__

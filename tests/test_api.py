@@ -151,3 +151,25 @@ def test_records_of_a_mixed_script_prompt_reassemble_byte_exactly(client):
     assert all(isinstance(alt["bytes"], list) for t in run["tokens"] for alt in t["top"])
     assert "".join(u["text"] for u in run["units"]).startswith(prompt + text)
     assert "\ufffd" not in repr(run)
+
+
+def test_the_app_silences_exactly_gradios_deprecated_status_warning(client):
+    """Gradio 6.17.3 reads a status name Starlette 1.x deprecated at every queue join, one log line per click; the
+    app's start (launch_kwargs) filters that warning and no other."""
+    import warnings
+
+    from starlette import status
+
+    from playground.ui.app import launch_kwargs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client.predict(prompt="A", max_new_tokens=2, seed=1, api_name="/generate")  # a queue join
+        assert any("'HTTP_422_UNPROCESSABLE_ENTITY' is deprecated" in str(w.message) for w in caught)
+        caught.clear()
+        launch_kwargs()
+        client.predict(prompt="A", max_new_tokens=2, seed=1, api_name="/generate")
+        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE  # noqa: B018 - another deprecated name still warns
+    messages = [str(w.message) for w in caught]
+    assert not any("HTTP_422" in m for m in messages)
+    assert any("'HTTP_413_REQUEST_ENTITY_TOO_LARGE' is deprecated" in m for m in messages)

@@ -71,3 +71,19 @@ def test_attention_labels_name_whole_characters(tiny_backend, tiny_source, tmp_p
     ticktext = heatmap_figure(run, 0, None).layout.xaxis.ticktext
     assert all("\ufffd" not in label for label in list(ticktext) + run.labels)
     assert static_heatmap(run, 0, None, tmp_path / "cjk.svg").read_text().count("注") >= 6
+
+
+@pytest.mark.parametrize("lang, words", [("en", ["Layer 1: all 2 heads", "head 0", "head 1"]),
+                                         ("zh-CN", ["第 1 层：全部 2 个注意力头", "第 0 个头", "第 1 个头"])])
+def test_the_all_heads_image_speaks_the_pages_language(tiny_backend, tiny_source, run_ids, tmp_path, lang, words):
+    import matplotlib
+
+    from playground.figures import cjk_family
+    from playground.ui.attention_tab import heads_titles
+
+    if lang == "zh-CN" and cjk_family() is None:
+        words = ["Layer 1: all 2 heads", "head 0"]  # no font draws Chinese here: English rather than boxes
+    run = compute_attention(tiny_backend, run_ids, tiny_source.codec)
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays text in the SVG, so it can be read back
+        svg = small_multiples(run, 1, tmp_path / "heads.svg", **heads_titles(run, 1, lang)).read_text()
+    assert all(word in svg for word in words), words

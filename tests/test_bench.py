@@ -95,3 +95,19 @@ def test_gpu_check_says_so_and_exits_cleanly_without_a_gpu(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "No usable CUDA GPU" in proc.stdout
     assert not (tmp_path / "report").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("chosen, prompt, new, expected", [
+    (["torch fp32 (cpu)"], 16, 48, {}),
+    (["torch fp32 (cpu)"], 16, 1, {"new": "新词元数应在 2 到 48 之间（提示词元数加新词元数不能超过模型的上下文长度 64）。"}),
+    ([], 0, None, {"cells": "请至少选择一个测试单元。", "prompt": "提示词元数应在 1 到 62 之间（模型的上下文长度为 64，还要留出至少 2 个新词元）。",
+                   "new": "新词元数应在 2 到 63 之间（提示词元数加新词元数不能超过模型的上下文长度 64）。"}),
+    (["torch fp32 (cpu)"], 60, 10, {"new": "新词元数应在 2 到 4 之间（提示词元数加新词元数不能超过模型的上下文长度 64）。"}),
+])
+def test_the_benchmark_tab_says_which_box_is_out_of_range_in_the_browsers_language(chosen, prompt, new, expected):
+    """The tab's own check, shown at the box before anything runs (Gradio's range check speaks English only)."""
+    from playground.ui.bench_tab import input_problems
+
+    assert input_problems(chosen, prompt, new, 64, "zh-CN") == expected
+    english = input_problems(chosen, prompt, new, 64, "en")
+    assert english.keys() == expected.keys() and all("from" in message or "Choose" in message for message in english.values())

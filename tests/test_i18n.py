@@ -1,7 +1,9 @@
 """The interface's strings in English and Simplified Chinese: same keys, same placeholders, the language of a
 request, and domain errors shown in Chinese in the UI while the API keeps English."""
 
+import ast
 import re
+import string
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,6 +38,41 @@ def test_every_key_the_ui_uses_exists():
         used |= set(re.findall(r'(?:translated|t)\(\s*f?"([a-z_]+\.[a-z_.]+)"', path.read_text()))
     assert used, "no keys found: did the call names change?"
     assert used <= set(EN), sorted(used - set(EN))
+
+
+PACKAGE = Path(__file__).resolve().parent.parent / "playground"
+
+
+def _keyed_calls():
+    """(where, key, keyword names) of every error or notice made with a literal key="..." in playground/."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", "")
+            keywords = {k.arg: k.value for k in node.keywords}
+            key = keywords.get("key")
+            if (name.endswith("Error") or name in ("Notice", "TrainingCancelled")) and isinstance(key, ast.Constant):
+                yield f"{path.relative_to(PACKAGE.parent)}:{node.lineno}", key.value, set(keywords)
+
+
+def test_every_key_an_error_or_notice_uses_exists():
+    calls = list(_keyed_calls())
+    assert len(calls) > 50, "no keyed calls found: did the error classes change?"
+    assert not [(where, key) for where, key, _ in calls if key not in EN]
+
+
+def test_every_keyed_call_passes_exactly_its_templates_parameters():
+    """A message is only rendered when it is raised: a missing parameter would turn an error into a KeyError there.
+    `key` and `field` are the error's own keywords, so no template may use them as placeholders."""
+    problems = []
+    for where, key, given in _keyed_calls():
+        if key not in EN or None in given:  # None: a **mapping, checked where it is built
+            continue
+        wanted = {name for _, name, _, _ in string.Formatter().parse(EN[key]) if name is not None}
+        if wanted != given - {"key", "field"} or wanted & {"key", "field"}:
+            problems.append((where, key, sorted(wanted), sorted(given - {"key", "field"})))
+    assert not problems
 
 
 def test_chinese_text_is_chinese_and_keeps_product_names():
@@ -93,13 +130,13 @@ UI_SETTINGS = dict(max_new_tokens=16, do_sample=True, temperature=1.0, top_k=50,
 
 def test_a_settings_error_is_chinese_at_the_ui_boundary():
     with pytest.raises(gr.Error) as caught:
-        settings_from_ui(**(UI_SETTINGS | {"temperature": 0}), lang="zh-CN")
+        settings_from_ui(UI_SETTINGS | {"temperature": 0}, lang="zh-CN")
     assert caught.value.message == "温度（temperature） = 0.0 超出范围，允许的范围是 (0, 100]。"
 
 
 def test_a_settings_error_stays_english_for_english_and_in_the_domain():
     with pytest.raises(gr.Error) as caught:
-        settings_from_ui(**(UI_SETTINGS | {"temperature": 0}))
+        settings_from_ui(UI_SETTINGS | {"temperature": 0})
     with pytest.raises(SettingsError) as domain:
         GenerationSettings.from_user(temperature=0)
     assert caught.value.message == str(domain.value) == "temperature=0.0 is out of range; allowed: (0, 100]."

@@ -11,7 +11,8 @@ from playground.analysis.attribution import COMPLETENESS_RTOL
 from playground.analysis.inside import Inside, InsideError, lens_grid, quantization_error, trace_run
 from playground.config import GenerationSettings
 from playground.errors import SettingsError
-from playground.generation import generate, result_from_saved
+from playground.generation import generate
+from playground.records import result_from_saved, saved_row
 from playground.history import HistoryStore
 from playground.service import Playground
 
@@ -86,6 +87,24 @@ def test_funnel_recomputes_from_the_runs_logits_with_other_settings(inside, samp
     ids = [t.token_id for t in sampled_run.prompt_tokens + sampled_run.tokens]
     fresh, _ = tiny_backend.prefill(ids[:position])
     assert torch.allclose(inside.logits_at(position)[0], fresh[-1], atol=1e-4)
+
+
+@pytest.mark.parametrize("top_k, top_p", [(3, 1.0), (1, 1.0), (0, 0.05), (2, 0.5)])
+def test_funnel_tops_list_only_the_survivors(inside, sampled_run, top_k, top_p):
+    """Fewer tokens than the list's length left after a cut: the stage lists those, never zero-probability filler."""
+    for record in sampled_run.tokens[:4]:
+        stages = inside.funnel(record.position, temperature=1.0, top_k=top_k, top_p=top_p)
+        for stage in stages:
+            assert len(stage["top"]) == min(10, stage["survivors"])
+            assert all(a["prob"] > 0 for a in stage["top"]), stage
+            assert [a["prob"] for a in stage["top"]] == sorted((a["prob"] for a in stage["top"]), reverse=True)
+        assert stages[-1]["survivors"] <= (top_k or 10**9)
+    if top_k == 1:
+        assert len(stages[-1]["top"]) == 1 and stages[-1]["top"][0]["prob"] == pytest.approx(1.0)
+    from playground.ui.inside_tab import funnel_table
+
+    rows = funnel_table({"funnel": stages}, inside, "zh-CN").split("<tr>")[2:]  # after the header row
+    assert [row.count("<code>") for row in rows] == [min(5, s["survivors"]) for s in stages]
 
 
 def test_attention_row_equals_the_attention_tabs(inside, sampled_run, tiny_backend, tiny_source):
@@ -212,7 +231,7 @@ def test_a_saved_run_whose_model_changed_or_went_is_refused(tiny_model_dir, tiny
     for _ in playground.stream(run):
         pass
     saved = playground.history.get(run.result.run_id)
-    assert saved["metrics"]["model_sha256"] == playground.model_fingerprint("copy")
+    assert saved["model_sha256"] == playground.model_fingerprint("copy") and "model_sha256" not in saved["metrics"]
     reopened = result_from_saved(saved)
     assert playground.inside(reopened).report(reopened.tokens[0].position)["notices"] == []  # same weights: fine
     config = root / "copy" / "config.json"
@@ -229,7 +248,7 @@ def test_a_saved_run_whose_model_changed_or_went_is_refused(tiny_model_dir, tiny
 def test_runs_saved_without_a_fingerprint_get_a_notice(tiny_source, tiny_backend, tmp_path):
     store = HistoryStore(tmp_path / "h.db")
     result = run_on(tiny_backend, tiny_source, max_new_tokens=3)
-    result.run_id = store.save_run(result.to_dict(), "complete")  # as runs were saved before fingerprints
+    result.run_id = store.save_run(saved_row(result, "complete"))  # as runs were saved before fingerprints
     playground = Playground(tiny_source, device="cpu", history=store)
     report = playground.inside(result_from_saved(store.get(result.run_id))).report(3)
     assert any("without a fingerprint" in n for n in report["notices"])

@@ -22,7 +22,7 @@ REDIRECTS = [
     "//gradio_api//file=https://evil.example",
 ]
 UNAUTHENTICATED_ROUTES = [
-    ("GET", "/monitoring/summary"),
+    ("POST", "/monitoring/summary"),
     ("GET", "/monitoring/0123456789"),
     ("GET", "/gradio_api/upload_progress?upload_id=abc"),
     ("GET", "/gradio_api/profiling/traces"),
@@ -41,6 +41,21 @@ def test_file_route_does_not_redirect_to_urls(launched_app, path):
 def test_unused_unauthenticated_routes_are_refused(launched_app, method, path):
     response = httpx.request(method, launched_app.rstrip("/") + path, follow_redirects=False)
     assert response.status_code == 403 and "disabled in gpt2-playground" in response.text
+
+
+def test_the_api_page_reads_an_empty_summary(launched_app):
+    """Gradio's API page ("Use via API") parses /monitoring/summary as JSON and stays blank otherwise: the guard answers
+    it itself, with Gradio's shape and no statistics, after runs too; the monitoring dashboard stays refused."""
+    from gradio_client import Client
+
+    base = launched_app.rstrip("/")
+    Client(launched_app, verbose=False).predict(prompt="The value of", max_new_tokens=3, seed=1, api_name="/generate")
+    for path in ("/monitoring/summary", "//monitoring//summary/", "/MONITORING/summary"):
+        response = httpx.get(base + path, follow_redirects=False)
+        assert response.status_code == 200 and response.json() == {"functions": {}}, path
+    assert httpx.get(base + "/monitoring/summary/x").status_code == 403
+    # The page's other probe: 404 means "no MCP server" to it (it then shows the Python client), so it stays Gradio's.
+    assert httpx.get(base + "/gradio_api/mcp/schema").status_code == 404
 
 
 def test_the_guard_is_what_closes_the_holes():
@@ -113,7 +128,7 @@ def test_only_text_formats_can_be_uploaded(launched_app, name):
 
 
 def test_an_upload_over_the_cap_is_refused(launched_app):
-    from playground.training.data import MAX_DATA_BYTES
+    from playground.finetune.data import MAX_DATA_BYTES
 
     # Over the cap by its Content-Length: the guard answers before a byte is read.
     assert upload(launched_app, "big.txt", b"a" * (MAX_DATA_BYTES + 100 * 1024)).status_code == 413
@@ -224,6 +239,9 @@ def test_session_banner_shows_the_link_and_the_user_escaped():
     assert session_html(None, None) == ""
     html = session_html("https://abc.gradio.live", "<b>eve</b>")
     assert 'href="https://abc.gradio.live"' in html and "&lt;b&gt;eve&lt;/b&gt;" in html and "<b>eve" not in html
+    assert "Logged in as" in html and "Log out" in html
+    chinese = session_html("https://abc.gradio.live", "eve", "zh-CN")
+    assert "公开链接：" in chinese and "已登录：" in chinese and "退出登录" in chinese and "Log" not in chinese
 
 
 def test_password_guessing_is_braked_per_user():

@@ -417,4 +417,37 @@ def test_v1_asks_for_the_same_login(app_with_login):
     assert streamed == reply.choices[0].text
     # HTTP Basic with the same account works too; the route guard still stands in front.
     assert httpx.get(base + "/models", auth=("alice", "correct horse")).status_code == 200
-    assert httpx.get(app_with_login.rstrip("/") + "/monitoring/summary").status_code == 403
+    assert httpx.get(app_with_login.rstrip("/") + "/monitoring/0123456789").status_code == 403
+    assert httpx.get(app_with_login.rstrip("/") + "/monitoring/summary").json() == {"functions": {}}  # the API page's, empty
+
+
+# ---- the name the app was started with ------------------------------------------------------------
+
+def test_the_app_model_answers_to_the_name_it_was_started_with(tiny_zh_demo_dir, tmp_path):
+    """`--model demo-zh` serves the folder demo-zh-gpt2: a client may name the model either way."""
+    import asyncio
+
+    from playground.api import build_openai_app
+    from playground.history import HistoryStore
+    from playground.models import resolve_model
+
+    source = resolve_model("demo-zh", demo_zh_dir=tiny_zh_demo_dir)  # as `--model demo-zh` resolves it
+    assert (source.requested, source.name) == ("demo-zh", tiny_zh_demo_dir.name)
+    playground = Playground(source, device="cpu", history=HistoryStore(tmp_path / "history.db"), models_root=tmp_path / "models")
+    api = build_openai_app(playground)
+
+    async def ask():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://app") as http:
+            client = openai.AsyncOpenAI(base_url="http://app/v1", api_key="unused", max_retries=0, http_client=http)
+            by_start = await client.completions.create(model="demo-zh", prompt="春风", max_tokens=5, seed=3)
+            by_folder = await client.completions.create(model=source.name, prompt="春风", max_tokens=5, seed=3)
+            retrieved = await client.models.retrieve("demo-zh")
+            with pytest.raises(openai.NotFoundError):
+                await client.completions.create(model="demo", prompt="春风", max_tokens=5)
+            return by_start, by_folder, retrieved
+
+    by_start, by_folder, retrieved = asyncio.run(ask())
+    assert by_start.choices[0].text == by_folder.choices[0].text and by_start.model == source.name
+    assert retrieved.id == "demo-zh"
+    assert playground.source_for("demo-zh") is source  # the Generate tab's model box and /generate take it too
+    assert playground.history.get(by_start.choices[0].model_extra["run_id"])["model"] == source.name

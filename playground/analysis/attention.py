@@ -53,9 +53,7 @@ def compute_attention(backend: Backend, token_ids: list[int], codec: TokenCodec,
     first = 0
     if len(token_ids) > cap:
         first = len(token_ids) - cap
-        notice = Notice(f"The run has {len(token_ids)} tokens; attention is shown for the last {cap}, "
-                        f"computed over that window alone (the model did not see the {first} earlier tokens in this pass).",
-                        key="notice.attention_window", tokens=len(token_ids), cap=cap, first=first)
+        notice = Notice(key="notice.attention_window", tokens=len(token_ids), cap=cap, first=first)
     window = token_ids[first:]
     weights = np.asarray(backend.attention(window), dtype=np.float32)  # (L, H, T, T)
     info = backend.info
@@ -143,8 +141,9 @@ def static_heatmap(run: RunAttention, layer: int, head: int | None, path: Path) 
     return path
 
 
-def small_multiples(run: RunAttention, layer: int, path: Path) -> Path:
-    """All heads of a layer side by side (PNG): quick to draw and to look at even at 256 tokens."""
+def small_multiples(run: RunAttention, layer: int, path: Path, title: str | None = None, head_title: str = "head {head}") -> Path:
+    """All heads of a layer side by side (PNG): quick to draw and to look at even at 256 tokens. `title` and
+    `head_title` (a template of {head}) are the figure's words, English unless the caller gives others."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,10 +159,10 @@ def small_multiples(run: RunAttention, layer: int, path: Path) -> Path:
         ax.set_yticks([])
         if h < heads:
             ax.imshow(np.where(mask, run.weights[layer, h], np.nan), cmap="Blues", vmin=0)
-            ax.set_title(f"head {h}", fontsize=9)
+            ax.set_title(head_title.format(head=h), fontsize=9)
         else:
             ax.axis("off")
-    fig.suptitle(f"Layer {layer}: all {heads} heads (query down, key across)", fontsize=11)
+    fig.suptitle(title or f"Layer {layer}: all {heads} heads (query down, key across)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

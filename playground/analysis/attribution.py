@@ -26,8 +26,7 @@ def attribute(model, token_ids: list[int], target_id: int, steps: int = IG_STEPS
     try:
         from captum.attr import InputXGradient, IntegratedGradients
     except ImportError as exc:  # captum is pinned in pyproject.toml; a trimmed install may lack it
-        raise PlaygroundError(f"Attribution needs captum ({exc}); install it with pip install captum.",
-                              key="inside.no_captum") from None
+        raise PlaygroundError(key="inside.no_captum", error=str(exc)) from None
 
     device = next(model.parameters()).device
     ids = torch.tensor([token_ids], device=device)  # (1, T)

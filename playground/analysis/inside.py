@@ -29,7 +29,9 @@ from transformers.generation.logits_process import (
 from ..backends.base import Backend
 from ..config import GenerationSettings, as_float, as_int
 from ..errors import Notice, PlaygroundError
-from ..generation import GenerationResult, build_logits_processors
+from ..generation import build_logits_processors
+from ..hooks import capture_input
+from ..records import GenerationResult
 from ..text import TokenCodec, hex_bytes, unit_labels
 from .attention import MAX_ATTENTION_TOKENS
 
@@ -96,9 +98,7 @@ def window_of(token_ids: list[int], cap: int) -> tuple[int, list[int], Notice | 
     if len(token_ids) <= cap:
         return 0, list(token_ids), None
     first = len(token_ids) - cap
-    notice = Notice(f"The run has {len(token_ids)} tokens; the inside view covers the last {cap}, computed over that window "
-                    f"alone (the model did not see the {first} earlier tokens in this pass), as the Attention tab does.",
-                    key="inside.window", tokens=len(token_ids), cap=cap, first=first)
+    notice = Notice(key="inside.window", tokens=len(token_ids), cap=cap, first=first)
     return first, token_ids[first:], notice
 
 
@@ -114,15 +114,12 @@ def local_index(trace: RunTrace, position: Any, run_length: int) -> int:
     """The window index of run position `position`, which must have a prediction (a token before it) in the window."""
     position = as_int("position", position)
     if not 0 <= position < run_length:
-        raise InsideError(f"Position {position} is not in this run: it has {run_length} tokens (positions 0 to {run_length - 1}).",
-                          key="inside.position_range", position=position, last=run_length - 1, tokens=run_length)
+        raise InsideError(key="inside.position_range", position=position, last=run_length - 1, tokens=run_length)
     if position == 0:
-        raise InsideError("Position 0 is the run's first token: the model predicted nothing before it. Pick position 1 or later.",
-                          key="inside.position_zero")
+        raise InsideError(key="inside.position_zero")
     q = position - trace.first_position
     if q < 1:
-        raise InsideError(f"Position {position} is before the analysed window (positions {trace.first_position + 1} to "
-                          f"{run_length - 1}): pick a later token.", key="inside.position_window", position=position,
+        raise InsideError(key="inside.position_window", position=position,
                           first=trace.first_position + 1, last=run_length - 1)
     return q
 
@@ -254,8 +251,6 @@ def _capture_outputs(modules: dict[str, torch.nn.Module]):
 def torch_pass(model, token_ids: list[int]) -> tuple[np.ndarray, torch.Tensor, Any, dict]:
     """The model's own forward over `token_ids`, once, with hooks: the residual stream (L + 1, T, d) (the last before
     the final layer norm), the logits (T, V), the KV cache, and each block's insides (see `open_block`)."""
-    from ..backends.torch import capture_input
-
     blocks = model.transformer.h
     modules = {}
     for i, block in enumerate(blocks):
@@ -335,9 +330,12 @@ def funnel(logits: torch.Tensor, input_ids: list[int], settings: GenerationSetti
 
     def stage(name: str) -> dict:
         probs = torch.softmax(scores[0], dim=-1)  # (V,)
-        top_probs, top_ids = probs.topk(min(FUNNEL_TOP, probs.shape[0]))
-        return {"name": name, "survivors": int(torch.isfinite(scores[0]).sum()), "chosen_prob": float(probs[chosen_id]),
-                "top": [{"token_id": int(i), "prob": float(p)} for i, p in zip(top_ids, top_probs)]}
+        survivors = int(torch.isfinite(scores[0]).sum())  # the cut ones are -inf, probability exactly 0
+        # The top tokens among the survivors only: after top-k 3 there are 3, never zero-probability filler. (Ranked by
+        # score, where -inf sorts last; a survivor's probability can underflow to 0 and tie with the cut ones.)
+        top_ids = scores[0].topk(min(FUNNEL_TOP, survivors)).indices
+        return {"name": name, "survivors": survivors, "chosen_prob": float(probs[chosen_id]),
+                "top": [{"token_id": int(i), "prob": float(probs[i])} for i in top_ids]}
 
     stages = [stage("logits")]
     for processor in build_logits_processors(settings):
@@ -414,8 +412,7 @@ class Inside:
     def __post_init__(self):
         ids = [t.token_id for t in self.result.prompt_tokens + self.result.tokens]
         if len(ids) < 2:
-            raise InsideError("This run has a single token: there is no prediction to look inside. Generate at least one token.",
-                              key="inside.too_short")
+            raise InsideError(key="inside.too_short")
         info = self.backend.info
         if self.on_torch:  # one pass of the model's own forward gives everything
             first, window, notice = window_of(ids, self.cap)
@@ -463,11 +460,9 @@ class Inside:
         layer, head = as_int("layer", layer), as_int("head", head)
         config = self.reference.config
         if not 0 <= layer < config.n_layer:
-            raise InsideError(f"Layer {layer} does not exist: this model has layers 0 to {config.n_layer - 1}.",
-                              key="inside.layer_range", layer=layer, last=config.n_layer - 1)
+            raise InsideError(key="inside.layer_range", layer=layer, last=config.n_layer - 1)
         if not 0 <= head < config.n_head:
-            raise InsideError(f"Head {head} does not exist: this model has heads 0 to {config.n_head - 1}.",
-                              key="inside.head_range", head=head, last=config.n_head - 1)
+            raise InsideError(key="inside.head_range", head=head, last=config.n_head - 1)
         if self._internals is not None:
             return open_block(self._internals, config, q, layer, head) | {"computed_by": self.trace.computed_by}
         # Another backend: its own attention row; the scores, values and MLP need PyTorch's hooks.
@@ -503,9 +498,7 @@ class Inside:
         q = self.index(position)
         if not self.on_torch:
             info = self.backend.info
-            raise InsideError(f"Attribution needs gradients, which only the PyTorch backend gives; this run ran on {info.backend} "
-                              f"{info.variant}. Generate it again with the torch backend to see attributions.",
-                              key="inside.attribution_torch", backend=f"{info.backend} {info.variant}")
+            raise InsideError(key="inside.attribution_torch", backend=f"{info.backend} {info.variant}")
         from .attribution import attribute
 
         ids = self.trace.token_ids
@@ -517,8 +510,7 @@ class Inside:
         record = self.record(self.trace.first_position + self.index(position))
         notices = []
         if record.is_prompt:
-            notices.append(Notice("This token is part of the prompt: the model predicted it but did not sample it, so the funnel "
-                                  "shows what sampling with these settings would have done.", key="inside.prompt_token"))
+            notices.append(Notice(key="inside.prompt_token"))
         return notices
 
     def report(self, position: Any, layer: Any = 0, head: Any = 0, temperature: Any = None, top_k: Any = None,
@@ -553,10 +545,7 @@ class Inside:
 def check_fingerprint(stored: str | None, current: str | None, model: str) -> Notice | None:
     """Refuse a run whose model's weights changed since it was made; a notice when the run predates fingerprints."""
     if stored is None:
-        return Notice(f"This run was saved without a fingerprint of its model, so it cannot be checked that '{model}' still has "
-                      "the same weights: the view shows what the current weights compute.", key="inside.no_fingerprint", model=model)
+        return Notice(key="inside.no_fingerprint", model=model)
     if current is not None and stored != current:
-        raise InsideError(f"The model '{model}' has changed since this run was made (its weights' fingerprint differs): the "
-                          "numbers would not be the run's. Generate the run again with the current model.",
-                          key="inside.model_changed", model=model)
+        raise InsideError(key="inside.model_changed", model=model)
     return None

@@ -27,7 +27,8 @@ from starlette.routing import Route
 from ..backends.remote import EngineError
 from ..config import GenerationSettings
 from ..errors import ModelLoadError, PlaygroundError, SettingsError
-from ..generation import MAX_SAMPLES, Generation, GenerationResult, TokenRecord
+from ..generation import MAX_SAMPLES, Generation
+from ..records import GenerationResult, TokenRecord
 from ..service import Playground
 from .schemas import ApiError, CompletionRequest, LogprobsWriter, finish_reason, parse_completion_request, settings_error
 
@@ -51,8 +52,7 @@ def api_error(exc: Exception) -> ApiError:
     if isinstance(exc, ModelLoadError):
         return ApiError(str(exc), param="model", code="model_not_found", status=404)
     if isinstance(exc, PlaygroundError):
-        param = "backend" if "backend" in str(exc)[:20] else "variant" if "variant" in str(exc)[:40] else None
-        return ApiError(str(exc), param=param, code="invalid_value")
+        return ApiError(str(exc), param=exc.field, code="invalid_value")
     return ApiError(f"The server failed on this request ({type(exc).__name__}); it keeps serving. Try again, or report it.",
                     type="server_error", code="internal_error", status=500)
 
@@ -63,16 +63,24 @@ def start_samples(playground: Playground, prompt: str | list[int], settings: Gen
     of batched decoding), so sample 0 is exactly the run that `/generate` gives with seed S; S is drawn once when
     the request has none.
 
-    A local backend draws them as one batch of the decoding loop (batches of MAX_SAMPLES, seeds continuing, were n
-    ever larger); a serving engine (`streams_tokens`: the remote backend) decodes one sequence per request, so it
-    gets n runs of one, as does `batched=False` (kept to measure the batch against).
+    They are one run of n samples (runs of MAX_SAMPLES, seeds continuing, were n ever larger), drawn as
+    `Playground.start` draws them for the UI too: one batch on a local backend, one request after another on a
+    serving engine. `batched=False` gives n runs of one (kept to measure the batch against).
     """
     settings = settings.with_seed()
     text, ids = (prompt, None) if isinstance(prompt, str) else ("", prompt)
-    size = MAX_SAMPLES if batched and not playground.backend(backend, variant, model).streams_tokens else 1
+    size = MAX_SAMPLES if batched else 1
     return [playground.start(text, replace(settings, seed=settings.seed + first), session=session, backend=backend,
                              variant=variant, model=model, prompt_ids=ids, num_samples=min(size, n - first))
             for first in range(0, n, size)]
+
+
+def served_name(playground: Playground, model: str | None) -> str | None:
+    """The model a request names, as the playground knows it: the app's own model also answers to the name it was
+    started with, besides its folder's name (`--model demo-zh` serves the folder demo-zh-gpt2 under both names)."""
+    if isinstance(model, str) and model.strip() == playground.source.requested and model.strip() not in playground.model_choices():
+        return playground.source.name
+    return model
 
 
 def saved_as(run: Generation | None) -> str:
@@ -220,7 +228,7 @@ def build_openai_app(playground: Playground, batched: bool = True) -> Starlette:
             # Starting may build a backend (an ONNX export takes a while): off the event loop.
             runs = await anyio.to_thread.run_sync(lambda: [
                 start_samples(playground, prompt, parsed.settings, parsed.n, session, parsed.backend, parsed.variant,
-                              parsed.model, batched)
+                              served_name(playground, parsed.model), batched)
                 for prompt in parsed.prompts])
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error object
             return error_response(api_error(exc))
@@ -279,7 +287,7 @@ def build_openai_app(playground: Playground, batched: bool = True) -> Starlette:
 
     async def model(request: Request):
         name = request.path_params["name"]
-        if name not in playground.model_choices():
+        if served_name(playground, name) not in playground.model_choices():
             return error_response(ApiError(f"The model {name[:200]!r} is not offered here; GET /v1/models lists those that are.",
                                            param="model", code="model_not_found", status=404))
         return JSONResponse({"id": name, "object": "model", "created": 0, "owned_by": OWNER})

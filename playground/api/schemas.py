@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import GenerationSettings, as_float, as_int
 from ..errors import SettingsError
-from ..generation import GenerationResult, TokenRecord
+from ..records import GenerationResult, TokenRecord
 from ..text import complete_prefix_length, escape_bytes
 
 MAX_SAMPLES = 16  # n x number of prompts in one request
@@ -48,13 +48,8 @@ class ApiError(Exception):
 
 
 def settings_error(exc: SettingsError) -> ApiError:
-    """The UI's message, with `param` naming the OpenAI field it came from."""
-    name = exc.params.get("name")
-    if name is None:
-        name = {"settings.stop_length": "stop_sequences", "settings.too_many_stops": "stop_sequences",
-                "settings.context": "max_new_tokens", "settings.prompt_too_long": "prompt",
-                "settings.prompt_type": "prompt", "settings.token_id": "prompt", "settings.unknown": None,
-                "batch.seed_room": "seed"}.get(exc.key)
+    """The UI's message, with `param` naming the OpenAI field of the setting the error is about."""
+    name = exc.field
     return ApiError(str(exc), param=OPENAI_NAMES.get(name, name), code="invalid_value")
 
 

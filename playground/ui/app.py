@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+import inspect
+import typing
 from html import escape
 
 import gradio as gr
 from starlette.middleware import Middleware
 
 from ..api import OpenAIRoutes, build_openai_app
+from ..config import SETTING_NAMES, GenerationSettings
 from ..errors import PlaygroundError
 from ..service import Playground
 from ..finetune.data import MAX_DATA_BYTES
@@ -19,10 +23,31 @@ from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
 from .inside_tab import build_inside_tab
 from .sweep_tab import build_sweep_tab
-from .i18n import AUTH_MESSAGE, I18N, localize_on_load, localize_page, t, translated
+from .i18n import AUTH_MESSAGE, I18N, lang_of, localize_on_load, localize_page, t, translated
 from .render import CSS, banner_html, session_html
 from .security import Login, PasswordCheck, RouteGuard
 
+def generate_signature() -> inspect.Signature:
+    """/generate's parameters: the prompt, then every generation setting as GenerationSettings declares it (its order,
+    type and default: a new setting appears here by itself), then where to run it."""
+    P = inspect.Parameter
+    types, defaults = typing.get_type_hints(GenerationSettings), GenerationSettings()
+    parameters = [P("prompt", P.POSITIONAL_OR_KEYWORD, annotation=str)]
+    for name in SETTING_NAMES:
+        kind, default = types[name], getattr(defaults, name)
+        if name == "stop_sequences":  # a tuple in the settings, a JSON list (or nothing) in a request
+            kind, default = list[str] | None, None
+        parameters.append(P(name, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
+    parameters += [P("backend", P.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None),
+                   P("variant", P.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None),
+                   P("model", P.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None),
+                   P("num_return_sequences", P.POSITIONAL_OR_KEYWORD, default=1, annotation=int)]
+    # The return type as a string, as `def generate(...) -> tuple[str, dict]` under `from __future__ import annotations`
+    # gives it: Gradio then answers with one output holding [text, run], the shape /generate's callers already read.
+    return inspect.Signature(parameters, return_annotation="tuple[str, dict]")
+
+
+GENERATE_SIGNATURE = generate_signature()
 GENERATE_CONCURRENCY = 2  # two cores: more parallel runs only slow each other down
 
 
@@ -43,7 +68,7 @@ def build_demo(playground: Playground) -> gr.Blocks:
 
         # The public link exists only after launch, and the user only per request.
         def show_session(request: gr.Request):
-            html = session_html(demo.share_url, request.username)
+            html = session_html(demo.share_url, request.username, lang_of(request))
             return gr.update(value=html, visible=bool(html))
 
         demo.load(show_session, outputs=session_banner, show_progress="hidden", queue=False, api_visibility="private")
@@ -66,24 +91,7 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 build_history_tab(playground, generate_inputs, tabs, history_tab, last_result, refresh_attention, open_inside)
         localize_page(demo, gr.HTML("", elem_id="page-ready-box", padding=False))
 
-        def generate(
-            prompt: str,
-            max_new_tokens: int = 64,
-            do_sample: bool = True,
-            temperature: float = 1.0,
-            top_k: int = 50,
-            top_p: float = 1.0,
-            repetition_penalty: float = 1.0,
-            seed: int | None = None,
-            typical_p: float = 1.0,
-            no_repeat_ngram_size: int = 0,
-            stop_sequences: list[str] | None = None,
-            top_alternatives: int = 10,
-            backend: str | None = None,
-            variant: str | None = None,
-            model: str | None = None,
-            num_return_sequences: int = 1,
-        ) -> tuple[str, dict]:
+        def generate(*args, **kwargs) -> tuple[str, dict]:
             """Generate a continuation of `prompt`. Returns the generated text and the whole run as JSON:
             settings (with the seed used), metrics, and per-token records for prompt and output.
             `backend` is torch or onnx and `variant` one of fp32, fp16, int8, int4 (default: the app's).
@@ -91,8 +99,12 @@ def build_demo(playground: Playground) -> gr.Blocks:
             `num_return_sequences` (1 to 16) draws that many samples in one batch: sample i uses seed + i.
             The text and the JSON are then those of sample 0, and the JSON's `runs` holds every sample's
             run (each with its own seed, `group_id` and `sample_index`)."""
-            settings = settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
-                                        no_repeat_ngram_size, stop_sequences, seed, top_alternatives)
+            call = GENERATE_SIGNATURE.bind(*args, **kwargs)
+            call.apply_defaults()
+            values = call.arguments
+            prompt, backend, variant, model = values["prompt"], values["backend"], values["variant"], values["model"]
+            num_return_sequences = values["num_return_sequences"]
+            settings = settings_from_ui({name: values[name] for name in SETTING_NAMES})
             try:
                 run = playground.start(prompt, settings, backend=backend, variant=variant, model=model,
                                        num_samples=num_return_sequences)
@@ -105,6 +117,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
             runs = [result.to_dict() for result in run.results]
             return run.result.text, runs[0] | {"runs": runs}
 
+        generate.__signature__ = GENERATE_SIGNATURE  # what Gradio reads for /generate's parameters and their types
+        generate.__annotations__ = {p.name: p.annotation for p in GENERATE_SIGNATURE.parameters.values()}
         gr.api(generate, api_name="generate", concurrency_id="generate")
 
         def inside(
@@ -138,10 +152,25 @@ def build_demo(playground: Playground) -> gr.Blocks:
     return demo
 
 
+def silence_gradio_status_warning() -> None:
+    """Hide the one warning Gradio 6.17.3 makes Starlette 1.x print at every queue join.
+
+    gradio/routes.py builds its error map with `status.HTTP_422_UNPROCESSABLE_ENTITY`, a name Starlette renamed
+    (to HTTP_422_UNPROCESSABLE_CONTENT) and now warns about on every use: one line in the log per click, about
+    code that is not ours and cannot be fixed here. Only that message is filtered; every other warning,
+    Starlette's other deprecations included, is still shown."""
+    from starlette.exceptions import StarletteDeprecationWarning
+
+    warnings.filterwarnings("ignore", message=r"'HTTP_422_UNPROCESSABLE_ENTITY' is deprecated",
+                            category=StarletteDeprecationWarning)
+
+
 def launch_kwargs(login: Login | None = None) -> dict:
     """Options every launch of the playground uses (the app and the tests alike): the route guard in
     front of Gradio, client-side rendering (Gradio's SSR workers bypass its login in 6.17), the login, the
-    interface's English and Chinese strings (the browser's language picks one), the 20 MB upload cap."""
+    interface's English and Chinese strings (the browser's language picks one), the 20 MB upload cap.
+    Called where the app starts, it also silences Gradio's one deprecation warning per queue join."""
+    silence_gradio_status_warning()
     kwargs = {
         "css": CSS,
         "show_error": True,

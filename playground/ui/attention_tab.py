@@ -11,7 +11,7 @@ import gradio as gr
 from ..analysis.attention import MAX_ATTENTION_TOKENS, RunAttention, compute_attention, heatmap_figure, row_figure, small_multiples, static_heatmap
 from ..errors import PlaygroundError
 from ..figures import cjk_font_notice
-from ..generation import GenerationResult
+from ..records import GenerationResult
 from ..service import Playground
 from ..text import visible_label
 from .i18n import error, error_text, lang_of, localize_on_load, t, translated, ui_error, warning
@@ -26,6 +26,14 @@ def _head(choice: str) -> int | None:
 
 def _query(choice: str | None) -> int | None:
     return None if choice in (None, NO_QUERY) else int(choice.split(":", 1)[0])
+
+
+def heads_titles(run: RunAttention, layer: int, lang: str) -> dict:
+    """The all-heads image's words in `lang`; English when no installed font can draw Chinese (boxes would be worse)."""
+    title = t("attention.heads_title", lang, layer=layer, heads=run.n_heads)
+    if cjk_font_notice([title]):  # also registers the CJK font when there is one
+        lang, title = "en", t("attention.heads_title", "en", layer=layer, heads=run.n_heads)
+    return {"title": title, "head_title": t("attention.head_n", lang, head="{head}")}
 
 
 def run_key(result: GenerationResult) -> tuple:
@@ -56,14 +64,15 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
         svg_btn = gr.Button(translated("attention.svg"), size="sm")
         npz_btn = gr.Button(translated("attention.npz"), size="sm")
     download = gr.File(label=translated("attention.download"), interactive=False, elem_id="attention-download")
-    localize_on_load([intro, head, query], lambda lang: (
+    localize_on_load([intro, head, query, row_plot], lambda lang: (
         t("attention.intro", lang, max_tokens=MAX_ATTENTION_TOKENS),
         gr.update(choices=[(t("attention.mean_heads", lang), MEAN)]),
-        gr.update(choices=[(t("attention.no_query", lang), NO_QUERY)])))
+        gr.update(choices=[(t("attention.no_query", lang), NO_QUERY)]),
+        row_figure(None, 0, None, None).update_layout(title=t("attention.row_hint", lang))))
 
     def views(run: RunAttention, layer_i: int, head_choice: str, query_choice: str, lang: str = "en"):
         q, head_i = _query(query_choice), _head(head_choice)
-        heads_path = small_multiples(run, int(layer_i), Path(tempfile.mkdtemp()) / "heads.png")
+        heads_path = small_multiples(run, int(layer_i), Path(tempfile.mkdtemp()) / "heads.png", **heads_titles(run, int(layer_i), lang))
         heat, row = heatmap_figure(run, int(layer_i), head_i, q), row_figure(run, int(layer_i), head_i, q)
         # The figures' words, in the browser's language (the domain draws them in English).
         what = t("attention.mean_heads", lang) if head_i is None else t("attention.head_n", lang, head=head_i)
@@ -84,7 +93,7 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
         if not force and current is not None and current_for == run_key(result):
             return (gr.skip(),) * 10
         try:
-            backend = playground.backend(result.info.backend, result.info.variant, result.info.model)
+            backend = playground.analysis_backend(result.info.backend, result.info.variant, result.info.model)
             ids = [t.token_id for t in result.prompt_tokens + result.tokens]
             run = compute_attention(backend, ids, playground.source_for(result.info.model).codec)
         except PlaygroundError as exc:

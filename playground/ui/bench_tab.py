@@ -10,12 +10,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..bench.engine import (BenchConfig, add_speedups, available_cells, machine_description, markdown_table, run_benchmark,
+from ..bench.engine import (BenchConfig, add_speedups, available_cells, markdown_table, run_benchmark,
                             run_peer_cells)
 from ..bench.peers import PeerConfig
 from ..errors import PlaygroundError
+from ..machine import machine_description
 from ..service import Playground
-from .i18n import error, lang_of, localize_on_load, t, translated, ui_error
+from .i18n import lang_of, localize_on_load, t, translated, ui_error
 
 TABLE_COLUMNS = ["backend", "variant", "provider", "prompt_tokens", "new_tokens", "batch", "ttft_ms", "decode_tokens_per_s",
                  "per_sequence_tokens_per_s", "speedup_vs_batch_1", "speedup_vs_torch_fp32", "latency_p50_ms", "latency_p90_ms",
@@ -108,14 +109,33 @@ def write_downloads(rows: list[dict], machine: dict) -> list[str]:
     return [str(folder / name) for name in ("bench.csv", "bench.json", "bench.md")] + [str(bars_png(rows, folder / "bench.png"))]
 
 
+def input_problems(chosen_labels, prompt_n, new_n, context: int, lang: str) -> dict[str, str]:
+    """What keeps the inputs from running, by input ("cells", "prompt", "new"), said in `lang`; empty when they can run.
+
+    The number boxes carry no minimum of Gradio's own: its range check answers in English only ("Value 1 is less
+    than minimum value 2") with an error on every pane; these messages show at the box itself (see `validate`).
+    """
+    problems = {}
+    if not chosen_labels:
+        problems["cells"] = t("bench.choose_cell", lang)
+    prompt_ok = isinstance(prompt_n, (int, float)) and 1 <= prompt_n <= context - 2
+    if not prompt_ok:
+        problems["prompt"] = t("bench.prompt_range", lang, most=context - 2, context=context)
+    most_new = context - int(prompt_n) if prompt_ok else context - 1
+    if not (isinstance(new_n, (int, float)) and 2 <= new_n <= most_new):
+        problems["new"] = t("bench.new_range", lang, most=most_new, context=context)
+    return problems
+
+
 def build_bench_tab(playground: Playground) -> None:
     cells = {c.label: c for c in available_cells()}
     context = playground.backend().info.context_length
     intro = gr.Markdown(t("bench.intro", "en", model=escape(playground.source.name)))
     with gr.Row():
         chosen = gr.CheckboxGroup(list(cells), value=list(cells), label=translated("bench.cells"), scale=3, elem_id="bench-cells")
-        prompt_tokens = gr.Number(value=min(32, context // 4), precision=0, minimum=1, label=translated("bench.prompt_tokens"), scale=1, elem_id="bench-prompt")
-        new_tokens = gr.Number(value=min(128, context // 2), precision=0, minimum=2, label=translated("bench.new_tokens"), scale=1, elem_id="bench-new")
+        # No minimum= here: see input_problems.
+        prompt_tokens = gr.Number(value=min(32, context // 4), precision=0, label=translated("bench.prompt_tokens"), scale=1, elem_id="bench-prompt")
+        new_tokens = gr.Number(value=min(128, context // 2), precision=0, label=translated("bench.new_tokens"), scale=1, elem_id="bench-new")
         repeats = gr.Slider(1, 7, value=3, step=1, label=translated("bench.repeats"), scale=1)
         batch_sizes = gr.CheckboxGroup(list(BATCH_SIZES), value=[1], label=translated("bench.batch_sizes"), scale=1,
                                        elem_id="bench-batch")
@@ -131,17 +151,32 @@ def build_bench_tab(playground: Playground) -> None:
     localize_on_load([intro, table], lambda lang: (t("bench.intro", lang, model=escape(playground.source.name)),
                                                    {"headers": table_headers(lang), "data": []}))
 
-    def run(chosen_labels, prompt_n, new_n, repeats_n, batches, with_peer, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+    def validate(chosen_labels, prompt_n, new_n, repeats_n, batches, with_peer, request: gr.Request):
+        """Gradio's check before the run: a bad input gets its message at the box, in the browser's language, and
+        nothing runs (no error on the result panes, no traceback in the log)."""
+        problems = input_problems(chosen_labels, prompt_n, new_n, context, lang_of(request))
+        return [gr.validate(name not in problems, problems.get(name, ""))
+                for name in ("cells", "prompt", "new", "repeats", "batch_sizes", "peer")]
+
+    def run(chosen_labels, prompt_n, new_n, repeats_n, batches, with_peer, request: gr.Request, progress=gr.Progress()):
         lang = lang_of(request)
-        if not chosen_labels:
-            raise error("bench.choose_cell", lang)
-        prompt_n, new_n = int(prompt_n or 0), int(new_n or 0)
-        if prompt_n < 1 or new_n < 2 or prompt_n + new_n > context:
-            raise error("bench.must_fit", lang, context=context)
+        problems = input_problems(chosen_labels, prompt_n, new_n, context, lang)
+        if problems:  # `validate` has said so already; a caller that skipped it gets the first problem
+            raise gr.Error(next(iter(problems.values())), print_exception=False)
+        prompt_n, new_n = int(prompt_n), int(new_n)
         config = BenchConfig([prompt_n], [new_n], int(repeats_n), batch_sizes=sorted(int(b) for b in batches or [1]))
+        # Progress in the browser's language, one step per measured row (the engine's own tqdm bar is English).
+        done, total = 0, len(chosen_labels) * len(config.batch_sizes)
+
+        def measured(row):
+            nonlocal done
+            done += 1
+            progress((done, total), desc=t("bench.progress", lang), unit=t("bench.progress_unit", lang))
+
+        progress((0, total), desc=t("bench.progress", lang), unit=t("bench.progress_unit", lang))
         try:
             rows = run_benchmark(playground.source, [cells[label] for label in chosen_labels], config,
-                                 exports_root=playground.exports_root)
+                                 exports_root=playground.exports_root, on_row=measured, progress=False)
             peer_missing = None
             if with_peer:  # llama.cpp where PLAYGROUND_LLAMA_PYTHON / PLAYGROUND_LLAMA_SRC point to it
                 peer_rows, peer_missing = run_peer_cells(playground.source, config, PeerConfig.from_env(), playground.exports_root)
@@ -166,5 +201,5 @@ def build_bench_tab(playground: Playground) -> None:
                 batch_figure(rows, t("bench.batch_title", lang), t("bench.batch_axis", lang), t("bench.tokens_per_s", lang)))
 
     run_btn.click(run, inputs=[chosen, prompt_tokens, new_tokens, repeats, batch_sizes, peer],
-                  outputs=[status, table, speed_plot, ttft_plot, files, batch_plot],
+                  outputs=[status, table, speed_plot, ttft_plot, files, batch_plot], validator=validate,
                   api_visibility="private", concurrency_id="bench", concurrency_limit=1)

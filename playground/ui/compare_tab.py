@@ -7,12 +7,14 @@ from html import escape
 
 import gradio as gr
 
-from ..compare import Comparison, compare, same_vocabulary
+from ..analysis.compare import Comparison, compare, same_vocabulary
 from ..errors import PlaygroundError
 from ..onnx.export import VARIANTS
-from ..generation import Generation, GenerationResult
+from ..generation import Generation
+from ..records import GenerationResult
 from ..service import Playground
-from .generate_tab import RENDER_EVERY_S, SETTING_NAMES, backend_choices, settings_from_ui
+from ..config import SETTING_NAMES
+from .generate_tab import RENDER_EVERY_S, backend_choices, settings_from_ui
 from .i18n import lang_of, localize_on_load, t, translated, ui_error
 from .render import output_token_name, stats_markdown, token_view_html
 
@@ -104,7 +106,7 @@ def build_compare_tab(playground: Playground, generate_inputs: dict, tab: gr.Tab
     def run_both(request: gr.Request, prompt, model_a, backend_a, variant_a, model_b, backend_b, variant_b, *values):
         # Gradio fills `request` only before *values.
         lang = lang_of(request)
-        settings = settings_from_ui(*values, lang=lang).with_seed()  # an empty seed is drawn here, once, for both sides
+        settings = settings_from_ui(dict(zip(SETTING_NAMES, values)), lang).with_seed()  # an empty seed is drawn here, once, for both sides
         runs: list[Generation] = []
         try:
             for side, model, backend, variant in (("A", model_a, backend_a, variant_a), ("B", model_b, backend_b, variant_b)):

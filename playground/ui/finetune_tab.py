@@ -18,8 +18,8 @@ import gradio as gr
 
 from ..errors import PlaygroundError
 from ..service import Playground
-from ..training.data import FORMATS, csv_columns, read_file
-from ..training.finetune import DEFAULT_LEARNING_RATES, GPT2_LORA_TARGETS, FineTuneSettings, plan_finetune
+from ..finetune.data import FORMATS, csv_columns, read_file
+from ..finetune.run import DEFAULT_LEARNING_RATES, GPT2_LORA_TARGETS, FineTuneSettings, plan_finetune
 from .i18n import error_text, info, lang_of, localize_on_load, t, translated, ui_error
 from .security import delete_upload
 
@@ -327,6 +327,9 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
 
     def render_job(job, lang):
         return progress_html(job, lang), loss_figure(job, lang), result_html(job, lang), compare_button(job)
+
+    # Drawn in the browser's language as the page opens, not only at the timer's first tick.
+    localize_on_load([progress, plot, result], lambda lang: render_job(jobs.current(), lang)[:3])
 
     def compare_button(job):
         complete = job is not None and job["status"] == "complete" and job["name"] in playground.model_choices()

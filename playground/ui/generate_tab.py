@@ -2,39 +2,105 @@
 
 from __future__ import annotations
 
+import json
 import time
+from functools import lru_cache
+from typing import Any
 from urllib.parse import urlparse
 
 import gradio as gr
 
-from ..config import GenerationSettings
+from ..config import SETTING_NAMES, SETTING_RANGES, GenerationSettings
 from ..errors import PlaygroundError
+from ..figures import needs_cjk
 from ..onnx.export import VARIANTS
-from ..generation import MAX_SAMPLES, GenerationResult
+from ..generation import MAX_SAMPLES
+from ..records import GenerationResult
 from ..service import Playground
-from ..text import hex_bytes, is_whole, unit_labels, visible_label
-from .i18n import error, info, lang_of, localize_on_load, t, translated, ui_error
+from ..text import complete_prefix_length, escape_bytes, hex_bytes, is_whole, unit_labels, visible_label
+from .i18n import LANGUAGES, error, info, lang_of, localize_on_load, t, translated, ui_error
 from .render import legend_html, pct, samples_html, stats_markdown, surprisal_figure, token_view_html
 
-# The order of the settings components, as settings_from_ui takes them.
-SETTING_NAMES = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
-                 "no_repeat_ngram_size", "stop_sequences", "seed", "top_alternatives")
 RENDER_EVERY_S = 0.12  # re-render the token view at most this often while streaming
-EXAMPLE_PROMPT = "The return value of a function is"
+CHINESE_VOCABULARY_SHARE = 0.2  # uer's Chinese GPT-2: about 2/3 of its 21,128 tokens are CJK; GPT-2's 50,257: under 1%
 
 
-def settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
-                     no_repeat_ngram_size, stop_sequences, seed, top_alternatives, lang: str = "en") -> GenerationSettings:
-    """UI values -> validated settings; raises gr.Error with the validation message in `lang`."""
+@lru_cache(maxsize=8)
+def model_language(codec) -> str:
+    """"zh-CN" for a model whose vocabulary is largely CJK characters (the BertTokenizer vocabulary of uer's Chinese
+    GPT-2 and of the Chinese demo, where an English prompt turns into [UNK]s and stray word pieces), else "en"."""
+    pieces = (codec.piece(i) for i in range(len(codec)))
+    wide = sum(1 for data in pieces if data and needs_cjk([data.decode("utf-8", errors="ignore")]))
+    return "zh-CN" if wide >= CHINESE_VOCABULARY_SHARE * len(codec) else "en"
+
+
+def example_prompt(codec, lang: str) -> str:
+    """The prompt a page opens with, in the model's language, so that 生成 at once gives text the model can continue: a
+    Chinese example for a Chinese model, an English one for an English model, in either language of the page (`lang`
+    is the page's; the model's language wins, as an English demo model turns a Chinese example into byte noise)."""
+    return t("generate.example_prompt", model_language(codec))
+
+
+def follow_model_language(playground: Playground, model: gr.Dropdown, prompt: gr.Textbox) -> None:
+    """Let an untouched example prompt follow the language of the model the user picks; call inside the Blocks.
+
+    The server says which example fits the model (loading its tokenizer can take a moment); whether the box still
+    holds an example is decided in the browser when that answer arrives, so what the user typed meanwhile stays.
+    (`.input`, not `.change`: a run reused from History keeps its own prompt, even when that is an example.)
+    """
+    example = gr.Textbox(visible=False)
+    examples = json.dumps(sorted({t("generate.example_prompt", lang).strip() for lang in LANGUAGES}), ensure_ascii=False)
+
+    def model_example(model_name: str, request: gr.Request) -> str:
+        try:
+            return example_prompt(playground.source_for(model_name).codec, lang_of(request))
+        except (PlaygroundError, OSError, ValueError):  # a bad choice is reported at Generate
+            return ""
+
+    model.input(model_example, inputs=model, outputs=example, queue=False, api_visibility="private").then(
+        None, inputs=[example, prompt], outputs=prompt, js=f"(example, text) => example && {examples}.includes(text.trim()) ? example : text")
+
+
+def settings_from_ui(values: dict[str, Any], lang: str = "en") -> GenerationSettings:
+    """The settings components' values by setting name -> validated settings; raises gr.Error with the validation
+    message in `lang`. An empty seed box means a random seed; the stop box holds one sequence per line."""
+    values = dict(values)
+    if isinstance(values.get("seed"), str):
+        values["seed"] = values["seed"].strip() or None
+    values["stop_sequences"] = values.get("stop_sequences") or ""
     try:
-        return GenerationSettings.from_user(
-            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-            typical_p=typical_p, repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-            stop_sequences=stop_sequences or "", seed=(seed.strip() or None) if isinstance(seed, str) else seed,
-            top_alternatives=top_alternatives,
-        )
+        return GenerationSettings.from_user(**values)
     except PlaygroundError as exc:
         raise ui_error(exc, lang) from None
+
+
+def setting_slider(name: str, maximum: float | None = None, value: Any = None, **kwargs: Any) -> gr.Slider:
+    """The slider of a number setting, as GenerationSettings declares it: its span and step, its default, its label."""
+    low, high, step = SETTING_RANGES[name].ui
+    return gr.Slider(low, maximum if maximum is not None else high, step=step,
+                     value=getattr(GenerationSettings(), name) if value is None else value,
+                     label=translated(f"generate.{name}"), **kwargs)
+
+
+def branch_view(parent: GenerationResult, branch: GenerationResult, text: str) -> tuple[str, str]:
+    """A branch shown whole, as (prompt box, output box): the prompt it grew from (the parent's), then everything after
+    it: the parent's tokens it kept, the swapped-in token and the continuation (`text`, the branch's output so far).
+
+    The branch ran on the parent's prompt tokens and the kept and swapped tokens as its prompt, so its prompt text
+    starts with what the parent's prompt tokens spell (for a Chinese model's [CLS] and lower-cased word pieces, that
+    is not the prompt as typed): the output box is the rest of its whole text.
+    """
+    spelled = b"".join(record.bytes for record in parent.prompt_tokens)
+    start = escape_bytes(spelled[:complete_prefix_length(spelled)])
+    whole = branch.prompt + text
+    if not whole.startswith(start):  # not expected; show the branch as it ran rather than a wrong cut
+        return branch.prompt, text
+    return parent.prompt, whole[len(start):]
+
+
+def run_view_html(result: GenerationResult | None, mode: str, lang: str) -> str:
+    """The token view of a run; a branch's swapped-in token is outlined."""
+    return token_view_html(result, mode, mark_position=result.branch_position if result else None, lang=lang)
 
 
 def colour_choices(lang: str) -> list[tuple[str, str]]:
@@ -62,7 +128,8 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            prompt = gr.Textbox(label=translated("generate.prompt"), value=EXAMPLE_PROMPT, lines=5, max_lines=20, elem_id="prompt")
+            prompt = gr.Textbox(label=translated("generate.prompt"), value=example_prompt(playground.source.codec, "en"), lines=5,
+                                max_lines=20, elem_id="prompt")
             model = gr.Dropdown(playground.model_choices(), value=playground.source.name, label=translated("generate.model"),
                                 allow_custom_value=True, elem_id="model",
                                 info=translated("generate.model_info"))
@@ -76,26 +143,24 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                 generate_btn = gr.Button(translated("generate.generate"), variant="primary", elem_id="generate-btn")
                 stop_btn = gr.Button(translated("generate.stop"), variant="stop", elem_id="stop-btn")
             # Default to at most half the context, so a small model's prompt is not squeezed out.
-            max_new_tokens = gr.Slider(1, context - 1, value=min(defaults.max_new_tokens, context // 2), step=1,
-                                       label=translated("generate.max_new_tokens"), elem_id="max-new-tokens")
+            max_new_tokens = setting_slider("max_new_tokens", context - 1, min(defaults.max_new_tokens, context // 2),
+                                            elem_id="max-new-tokens")
             do_sample = gr.Checkbox(value=defaults.do_sample, label=translated("generate.do_sample"))
             with gr.Row():
-                temperature = gr.Slider(0.01, 3.0, value=defaults.temperature, step=0.01, label=translated("generate.temperature"))
-                top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label=translated("generate.top_k"))
+                temperature = setting_slider("temperature")
+                top_k = setting_slider("top_k")
             with gr.Row():
-                top_p = gr.Slider(0.01, 1.0, value=defaults.top_p, step=0.01, label=translated("generate.top_p"))
+                top_p = setting_slider("top_p")
                 # A Textbox, not gr.Number: Number turns "empty" into 0, and empty must mean "random".
                 seed = gr.Textbox(value="", label=translated("generate.seed"), max_lines=1, elem_id="seed")
             num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label=translated("generate.samples"),
                                     info=translated("generate.samples_info"), elem_id="samples")
             with gr.Accordion(translated("generate.advanced"), open=False):
-                typical_p = gr.Slider(0.01, 1.0, value=defaults.typical_p, step=0.01, label=translated("generate.typical_p"))
-                repetition_penalty = gr.Slider(0.5, 3.0, value=defaults.repetition_penalty, step=0.05,
-                                               label=translated("generate.repetition_penalty"))
-                no_repeat_ngram_size = gr.Slider(0, 10, value=defaults.no_repeat_ngram_size, step=1,
-                                                 label=translated("generate.no_repeat_ngram_size"))
+                typical_p = setting_slider("typical_p")
+                repetition_penalty = setting_slider("repetition_penalty")
+                no_repeat_ngram_size = setting_slider("no_repeat_ngram_size")
                 stop_sequences = gr.Textbox(label=translated("generate.stop_sequences"), lines=2)
-                top_alternatives = gr.Slider(1, 50, value=defaults.top_alternatives, step=1, label=translated("generate.top_alternatives"))
+                top_alternatives = setting_slider("top_alternatives")
         with gr.Column(scale=3, min_width=400):
             output = gr.Textbox(label=translated("generate.output"), lines=8, max_lines=30, interactive=False, elem_id="output")
             stats = gr.Markdown(elem_id="stats")
@@ -117,44 +182,51 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             with gr.Accordion(translated("generate.records"), open=False):
                 records = gr.JSON(elem_id="records")
 
-    localize_on_load([colour_mode, legend, token_view, surprisal], lambda lang: (
-        gr.update(choices=colour_choices(lang)), legend_html("prob", lang), token_view_html(None, lang=lang), surprisal_figure(None, lang)))
+    localize_on_load([prompt, colour_mode, legend, token_view, surprisal], lambda lang: (
+        example_prompt(playground.source.codec, lang), gr.update(choices=colour_choices(lang)), legend_html("prob", lang),
+        token_view_html(None, lang=lang), surprisal_figure(None, lang)))
 
-    setting_inputs = [max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
-                      no_repeat_ngram_size, stop_sequences, seed, top_alternatives]
+    setting_controls = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                            repetition_penalty=repetition_penalty, seed=seed, typical_p=typical_p,
+                            no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences, top_alternatives=top_alternatives)
+    assert tuple(setting_controls) == SETTING_NAMES, "a control for every generation setting, in the declaration's order"
+    setting_inputs = list(setting_controls.values())
 
-    def on_generate(prompt_text, model_name, backend_name, variant_name, max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
-                    no_repeat_ngram_size, stop_sequences, seed, top_alternatives, samples, mode, request: gr.Request,
-                    progress=gr.Progress(track_tqdm=True)):
+    def on_generate(values: dict, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        """`values`: the inputs' values by component (Gradio passes a dict when the inputs are a set)."""
         lang = lang_of(request)
-        settings = settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
-                                    no_repeat_ngram_size, stop_sequences, seed, top_alternatives, lang)
+        settings = settings_from_ui({name: values[control] for name, control in setting_controls.items()}, lang)
         session = request.session_hash if request else None
         try:
             # The first use of an ONNX variant exports it; its tqdm bar shows up as progress here.
-            run = playground.start(prompt_text, settings, session=session, backend=backend_name, variant=variant_name,
-                                   model=model_name, num_samples=samples)
+            run = playground.start(values[prompt], settings, session=session, backend=values[backend], variant=values[variant],
+                                   model=values[model], num_samples=values[num_samples])
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
-        yield from stream_to_ui(run, session, mode, lang)
+        yield from stream_to_ui(run, session, values[colour_mode], lang)
 
-    def stream_to_ui(run, session, mode, lang="en"):
-        """Stream a run into the output components (re-rendering at most every RENDER_EVERY_S), then the final views."""
+    def stream_to_ui(run, session, mode, lang="en", shown=lambda text: text):
+        """Stream a run into the output components (re-rendering at most every RENDER_EVERY_S), then the final views.
+        `shown` turns the run's output text into the output box's (a branch shows the tokens it kept before it)."""
         many = run.num_samples > 1
+        # A run of one has no sample cards and no sample picker, from its first token on (a batch's picker and
+        # samples are set once it has finished).
+        picker = (gr.skip(), gr.skip()) if many else (gr.update(choices=[], value=None, visible=False), [])
         try:
             last_render = 0.0
             for _ in playground.stream(run, session):
                 now = time.perf_counter()
                 if now - last_render >= RENDER_EVERY_S:
                     last_render = now
-                    yield (run.current_text(), stats_markdown(run.result, running=True, lang=lang), token_view_html(run.result, mode, lang=lang),
-                           gr.skip(), gr.skip(), gr.skip(),
-                           samples_html(run.results, mode, running=True, lang=lang) if many else "", gr.skip(), gr.skip())
+                    yield (shown(run.current_text()), stats_markdown(run.result, running=True, lang=lang),
+                           run_view_html(run.result, mode, lang), gr.skip(), gr.skip(), gr.skip(),
+                           samples_html(run.results, mode, running=True, lang=lang) if many else "", *picker)
+                    picker = (gr.skip(), gr.skip())
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         result = run.result
         choices = [(t("samples.title", lang, index=i, seed=r.settings.seed), i) for i, r in enumerate(run.results)]
-        yield (result.text, stats_markdown(result, lang=lang), token_view_html(result, mode, lang=lang), result.to_dict(), result,
+        yield (shown(result.text), stats_markdown(result, lang=lang), run_view_html(result, mode, lang), result.to_dict(), result,
                surprisal_figure(result, lang), samples_html(run.results, mode, 0, lang=lang),
                gr.update(choices=choices if many else [], value=0 if many else None, visible=many), run.results if many else [])
 
@@ -164,7 +236,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             return (gr.skip(),) * 7
         lang = lang_of(request)
         result = results[int(index)]
-        return (result.text, stats_markdown(result, lang=lang), token_view_html(result, mode, lang=lang), result.to_dict(), result,
+        return (result.text, stats_markdown(result, lang=lang), run_view_html(result, mode, lang), result.to_dict(), result,
                 surprisal_figure(result, lang), samples_html(results, mode, int(index), lang=lang))
 
     def on_branch(parent: GenerationResult | None, token_choice: str | None, alternative_choice: str | None, mode: str,
@@ -177,7 +249,12 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             run = playground.branch(parent, token_index, alternative_id, session=session)
         except PlaygroundError as exc:
             raise ui_error(exc, request) from None
-        yield from stream_to_ui(run, session, mode, lang_of(request))
+        # Shown whole: the prompt box holds the prompt it grew from, the output box the kept tokens, the swapped one
+        # and the continuation (see branch_view).
+        prompt_box = branch_view(parent, run.result, "")[0]
+        for values in stream_to_ui(run, session, mode, lang_of(request), lambda text: branch_view(parent, run.result, text)[1]):
+            yield *values, prompt_box
+            prompt_box = gr.skip()
 
     def branch_tokens(result: GenerationResult | None):
         """One choice per generated token, named by the character it spells: `5: 注(2/3)` is the 2nd of 3 tokens of 注."""
@@ -223,12 +300,12 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
 
     def on_colour(mode: str, result: GenerationResult | None, request: gr.Request):
         lang = lang_of(request)
-        return legend_html(mode, lang), token_view_html(result, mode, lang=lang)
+        return legend_html(mode, lang), run_view_html(result, mode, lang)
 
     run_outputs = [output, stats, token_view, records, last_result, surprisal, samples_view, open_sample, batch_results]
     generate_btn.click(
         on_generate,
-        inputs=[prompt, model, backend, variant, *setting_inputs, num_samples, colour_mode],
+        inputs={prompt, model, backend, variant, *setting_inputs, num_samples, colour_mode},
         outputs=run_outputs,
         api_visibility="private",
         concurrency_id="generate",
@@ -238,13 +315,14 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
     branch_token.input(branch_alternatives, inputs=[last_result, branch_token], outputs=[branch_alternative], queue=False,
                        api_visibility="private")
     branch_btn.click(on_branch, inputs=[last_result, branch_token, branch_alternative, colour_mode],
-                     outputs=run_outputs, api_visibility="private", concurrency_id="generate")
+                     outputs=[*run_outputs, prompt], api_visibility="private", concurrency_id="generate")
     open_sample.input(on_open_sample, inputs=[open_sample, batch_results, colour_mode],
                       outputs=[output, stats, token_view, records, last_result, surprisal, samples_view], queue=False,
                       api_visibility="private")
     inputs_by_name = dict(zip(SETTING_NAMES, setting_inputs)) | {"prompt": prompt, "model": model, "backend": backend, "variant": variant}
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
     model.change(on_model, inputs=[model, max_new_tokens], outputs=max_new_tokens, api_visibility="private")
+    follow_model_language(playground, model, prompt)
     # Model folders appear while the app runs (a fine-tuned model): offer them whenever the list is opened.
     model.focus(lambda: gr.update(choices=playground.model_choices()), outputs=model, queue=False, api_visibility="private")
     backend.change(lambda b: gr.update(interactive=b == "onnx"), inputs=backend, outputs=variant, queue=False, api_visibility="private")

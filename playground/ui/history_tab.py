@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..errors import PlaygroundError
-from ..generation import result_from_saved
+from ..records import result_from_saved
 from ..service import Playground
 from .i18n import EN, error, info, lang_of, localize_on_load, t, translated, warning
 from .render import stats_markdown, token_view_html
@@ -105,9 +105,9 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
             export_scope = gr.Radio(scope_choices("en"), value="shown", label=translated("history.scope"), elem_id="history-scope")
             export_btn = gr.Button(translated("history.export_button"), scale=0, elem_id="history-export-btn")
         export_file = gr.File(label=translated("history.download"), interactive=False, elem_id="history-export-file")
-    localize_on_load([table, model_filter, backend_filter, export_scope], lambda lang: (
+    localize_on_load([table, model_filter, backend_filter, export_scope, run_tokens], lambda lang: (
         table_value([], lang), gr.update(choices=filter_choices([], lang)), gr.update(choices=filter_choices(["torch", "onnx"], lang)),
-        gr.update(choices=scope_choices(lang))))
+        gr.update(choices=scope_choices(lang)), token_view_html(None, lang=lang)))
 
     def list_runs(q: str, model: str, backend: str, request: gr.Request):
         lang = lang_of(request)
@@ -143,7 +143,8 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
                  + f"\n\n{stats_markdown(result, lang=lang)}")
         if run.get("error"):
             title += "\n\n" + t("history.run_error", lang, error=run["error"])
-        return (run["id"], title, run["output"], token_view_html(result, lang=lang), run["settings"], run["metrics"],
+        return (run["id"], title, run["output"], token_view_html(result, mark_position=result.branch_position, lang=lang),
+                run["settings"], run["metrics"],
                 gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True))
 
     def use_settings(run_id: int | None, request: gr.Request):
@@ -174,7 +175,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         else:
             info("history.deleted", lang, run_id=run_id)
         rows, ids, models, backends = list_runs(q, model, backend, request)
-        return (rows, ids, models, backends, None, t("history.select_hint", lang), "", token_view_html(None), None, None,
+        return (rows, ids, models, backends, None, t("history.select_hint", lang), "", token_view_html(None, lang=lang), None, None,
                 gr.update(visible=True, interactive=False), gr.update(visible=False), gr.update(visible=False),
                 gr.update(interactive=False), gr.update(interactive=False), gr.update(interactive=False))
 

@@ -91,17 +91,19 @@ def error_text(exc: Exception, lang: str) -> str:
 
 
 def ui_error(exc: Exception, request_or_lang: gr.Request | str | None) -> gr.Error:
-    """The gr.Error that shows a domain error in the browser's language: `raise ui_error(exc, request) from None`."""
+    """The gr.Error that shows a domain error in the browser's language: `raise ui_error(exc, request) from None`.
+    The message says what to fix, so the server's log gets no traceback (Gradio prints one for every gr.Error
+    unless told not to); a fault that is no PlaygroundError never comes through here and keeps its traceback."""
     lang = request_or_lang if isinstance(request_or_lang, str) else lang_of(request_or_lang)
-    return gr.Error(error_text(exc, lang))
+    return gr.Error(error_text(exc, lang), print_exception=False)
 
 
 def error(key: str, lang: str, **params: Any) -> gr.Error:
-    """The UI's own error, in `lang`: `raise error("history.select_first", lang)`.
+    """The UI's own error, in `lang`: `raise error("history.select_first", lang)`; like `ui_error`, no traceback.
 
     (Gradio 6.17.3 heads every notice with its untranslated type, "Error", "Warning" or "Info", and
     shows no `title`, so none is given.)"""
-    return gr.Error(t(key, lang, **params))
+    return gr.Error(t(key, lang, **params), print_exception=False)
 
 
 def warning(key: str, lang: str, **params: Any) -> None:

@@ -8,10 +8,11 @@ import gradio as gr
 
 from ..analysis.inside import Inside
 from ..errors import PlaygroundError
-from ..generation import GenerationResult
+from ..records import GenerationResult
 from ..service import Playground
 from ..text import visible_label
 from .i18n import EN, error_text, lang_of, localize_on_load, t, translated, ui_error
+from .render import pct
 
 PLOT_MARGIN = {"l": 60, "r": 20, "t": 50, "b": 60}
 
@@ -163,7 +164,8 @@ def funnel_table(report: dict, view: Inside, lang: str) -> str:
     head = "".join(f"<th>{escape(t(k, lang))}</th>" for k in ("inside.col.stage", "inside.col.survivors", "inside.col.prob", "inside.col.top"))
     rows = []
     for s in report["funnel"]:
-        top = " · ".join(f"<code>{escape(visible_label(view.codec.label(a['token_id'])))}</code> {a['prob']:.3f}" for a in s["top"][:5])
+        # The stage's survivors only (at most 5); a small probability as 0.042%, never a 0.000 that reads as cut.
+        top = " · ".join(f"<code>{escape(visible_label(view.codec.label(a['token_id'])))}</code> {pct(a['prob'])}" for a in s["top"][:5])
         rows.append(f"<tr><td>{escape(_stage_label(s['name'], lang))}</td><td>{s['survivors']}</td>"
                     f"<td>{s['chosen_prob']:.5f}</td><td>{top}</td></tr>")
     return f'<table class="inside-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'

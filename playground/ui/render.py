@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from ..generation import GenerationResult, TokenRecord
+from ..records import GenerationResult, TokenRecord
 from ..text import Unit, hex_bytes, is_whole, unit_labels, visible_label
 from .i18n import STRINGS, error_text, t
 
@@ -263,14 +263,15 @@ def banner_html(model_name: str, requested: str, notice: str | None, lang: str =
     return f'<div class="banner">{text}</div>'
 
 
-def session_html(share_url: str | None, username: str | None) -> str:
-    """The public link (when there is one) and who is logged in, with a way out."""
+def session_html(share_url: str | None, username: str | None, lang: str = "en") -> str:
+    """The public link (when there is one) and who is logged in, with a way out, in `lang`."""
     parts = []
     if share_url:
         url = escape(share_url)
-        parts.append(f'Public link: <a href="{url}" target="_blank" rel="noopener">{url}</a>')
+        parts.append(f'{escape(t("session.public_link", lang))} <a href="{url}" target="_blank" rel="noopener">{url}</a>')
     if username:
-        parts.append(f'Logged in as <b>{escape(username)}</b> · <a href="logout">Log out</a>')
+        parts.append(f'{escape(t("session.logged_in", lang))} <b>{escape(username)}</b> · '
+                     f'<a href="logout">{escape(t("session.log_out", lang))}</a>')
     return f'<div class="banner">{" · ".join(parts)}</div>' if parts else ""
 
 

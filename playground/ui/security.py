@@ -12,7 +12,11 @@ Gradio, for every request, shared link or not:
 
 The playground uses none of these routes, nor the `proxy=` route for loaded Spaces, the dev-reload
 stream or the vibe editor; those are refused too, so a stranger cannot reach code the app never meant
-to expose.
+to expose. One exception: Gradio's own API page ("Use via API" in the footer) reads `GET
+/monitoring/summary` (per-endpoint call statistics) and stays blank when that is not JSON, so the guard
+answers it itself with an empty summary (`{"functions": {}}`, what Gradio serves before any call): the
+page works and tells a stranger nothing. (The page's other probe, `GET /gradio_api/mcp/schema`, answers
+404 because the MCP server is off; the page reads that as "no MCP" and shows the Python client.)
 
 Uploads (`POST /gradio_api/upload`) are open for one use only, the Fine-tune tab's training data, and
 narrowed to it here, in front of Gradio's own checks (its login, and `max_file_size` given to `launch`):
@@ -36,10 +40,10 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 
 from ..errors import PlaygroundError
-from ..training.data import FORMATS, MAX_DATA_BYTES
+from ..finetune.data import FORMATS, MAX_DATA_BYTES
 
 # Prefixes of routes that the app never uses (after collapsing repeated slashes).
 DENIED_PREFIXES = (
@@ -52,6 +56,9 @@ DENIED_PREFIXES = (
     "/gradio_api/vibe-",
     "/gradio_api/undo-vibe-",
 )
+# What the API page reads, answered with no statistics (see the module's docstring).
+API_PAGE_SUMMARY = re.compile(r"^/+monitoring/+summary/*$", re.IGNORECASE)
+EMPTY_SUMMARY = {"functions": {}}
 UPLOAD_ROUTE = re.compile(r"^/+gradio_api/+upload/*$", re.IGNORECASE)
 MULTIPART_ENVELOPE_BYTES = 64 * 1024  # boundaries and part headers around the file, well above what a browser sends
 UPLOAD_TTL_S = 15 * 60.0  # an upload the app has not read and deleted by then is deleted
@@ -101,6 +108,9 @@ class RouteGuard:
             path, root = scope.get("path", ""), scope.get("root_path", "")
             if root and path.startswith(root):  # served under a prefix (behind a proxy): judge the app's own path
                 path = path[len(root):]
+            if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD") and API_PAGE_SUMMARY.match(path):
+                await JSONResponse(EMPTY_SUMMARY)(scope, receive, send)
+                return
             reason = refusal(path)
             if reason is None and self.is_upload(path):
                 reason = "An uploaded file is never served back."

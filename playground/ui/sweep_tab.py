@@ -9,14 +9,20 @@ import gradio as gr
 
 from ..errors import PlaygroundError
 from ..service import Playground
-from ..sweep import AXES, METRICS, SweepState, plan_sweep, run_sweep
-from .generate_tab import EXAMPLE_PROMPT, SETTING_NAMES, settings_from_ui
+from ..analysis.sweep import AXES, METRICS, SweepState, plan_sweep, run_sweep
+from ..config import SETTING_NAMES
+from .generate_tab import example_prompt, follow_model_language, settings_from_ui
 from .i18n import info, lang_of, localize_on_load, t, translated, ui_error
 from .render import samples_html
 
 
 def metric_choices(lang: str) -> list[tuple[str, str]]:
     return [(t(f"sweep.metric.{m}", lang), m) for m in METRICS]
+
+
+def axis_choices(lang: str) -> list[tuple[str, str]]:
+    """The settings a sweep can vary, named as `lang` names them (the Chinese names keep the setting's own name)."""
+    return [(t(f"setting.{name}", lang), name) for name in AXES]
 
 
 def cell_label(state: SweepState, row: int, column: int) -> str:
@@ -35,8 +41,8 @@ def heatmap_figure(state: SweepState | None, metric: str, lang: str = "en"):
             z=grid, x=[str(v) for v in state.plan.x_values], y=[str(v) for v in state.plan.y_values], colorscale="Viridis",
             texttemplate="%{z:.3f}", hovertemplate=f"{state.plan.x_name}=%{{x}}<br>{state.plan.y_name}=%{{y}}<br>%{{z:.4f}}<extra></extra>",
         ))
-        figure.update_layout(xaxis_title=state.plan.x_name, yaxis_title=state.plan.y_name, xaxis_type="category",
-                             yaxis_type="category")
+        figure.update_layout(xaxis_title=t(f"setting.{state.plan.x_name}", lang), yaxis_title=t(f"setting.{state.plan.y_name}", lang),
+                             xaxis_type="category", yaxis_type="category")
     figure.update_layout(height=360, margin={"l": 60, "r": 20, "t": 40, "b": 50}, title=t(f"sweep.metric.{metric}", lang))
     return figure
 
@@ -58,12 +64,13 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             gr.Markdown(translated("sweep.help"))
-            prompt = gr.Textbox(label=translated("generate.prompt"), value=EXAMPLE_PROMPT, lines=3, elem_id="sweep-prompt")
+            prompt = gr.Textbox(label=translated("generate.prompt"), value=example_prompt(playground.source.codec, "en"), lines=3,
+                                elem_id="sweep-prompt")
             with gr.Row():
-                x_name = gr.Dropdown(list(AXES), value="temperature", label=translated("sweep.x"), elem_id="sweep-x")
+                x_name = gr.Dropdown(axis_choices("en"), value="temperature", label=translated("sweep.x"), elem_id="sweep-x")
                 x_values = gr.Textbox("0.5, 1.0, 1.5", label=translated("sweep.values"), max_lines=1, elem_id="sweep-x-values")
             with gr.Row():
-                y_name = gr.Dropdown(list(AXES), value="top_p", label=translated("sweep.y"), elem_id="sweep-y")
+                y_name = gr.Dropdown(axis_choices("en"), value="top_p", label=translated("sweep.y"), elem_id="sweep-y")
                 y_values = gr.Textbox("0.5, 0.9, 1.0", label=translated("sweep.values"), max_lines=1, elem_id="sweep-y-values")
             samples = gr.Slider(1, 16, value=4, step=1, label=translated("generate.samples"), elem_id="sweep-samples")
             gr.Markdown(translated("sweep.cap"))
@@ -77,17 +84,18 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
             cell = gr.Dropdown([], label=translated("sweep.cell"), info=translated("sweep.cell_info"), elem_id="sweep-cell")
             texts = gr.HTML("", elem_id="sweep-texts")
     state_box = gr.State(None)
-    localize_on_load([metric, heatmap], lambda lang: (gr.update(choices=metric_choices(lang)), heatmap_figure(None, METRICS[0], lang)))
+    localize_on_load([prompt, x_name, y_name, metric, heatmap], lambda lang: (
+        example_prompt(playground.source.codec, lang), gr.update(choices=axis_choices(lang)), gr.update(choices=axis_choices(lang)),
+        gr.update(choices=metric_choices(lang)), heatmap_figure(None, METRICS[0], lang)))
 
     settings_inputs = [generate_inputs[name] for name in SETTING_NAMES]
     where_inputs = [generate_inputs["backend"], generate_inputs["variant"], generate_inputs["model"]]
 
-    def on_run(prompt_text, x, xs, y, ys, count, max_new_tokens, do_sample, temperature, top_k, top_p, typical_p,
-               repetition_penalty, no_repeat_ngram_size, stop_sequences, seed, top_alternatives, backend_name, variant_name,
-               model_name, metric_name, request: gr.Request):
+    def on_run(request: gr.Request, prompt_text, x, xs, y, ys, count, backend_name, variant_name, model_name, metric_name,
+               *setting_values):
+        # Gradio fills `request` only before *setting_values (the Generate tab's settings, in SETTING_NAMES order).
         lang = lang_of(request)
-        settings = settings_from_ui(max_new_tokens, do_sample, temperature, top_k, top_p, typical_p, repetition_penalty,
-                                    no_repeat_ngram_size, stop_sequences, seed, top_alternatives, lang)
+        settings = settings_from_ui(dict(zip(SETTING_NAMES, setting_values)), lang)
         session = request.session_hash if request else None
         try:
             plan = plan_sweep(settings, x, xs, y, ys, count)
@@ -126,7 +134,8 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
     def on_metric(metric_name, state, request: gr.Request):
         return heatmap_figure(state, metric_name, lang_of(request))
 
-    run_btn.click(on_run, inputs=[prompt, x_name, x_values, y_name, y_values, samples, *settings_inputs, *where_inputs, metric],
+    follow_model_language(playground, generate_inputs["model"], prompt)  # the sweep runs on the Generate tab's model
+    run_btn.click(on_run, inputs=[prompt, x_name, x_values, y_name, y_values, samples, *where_inputs, metric, *settings_inputs],
                   outputs=[status, heatmap, cell, state_box], api_visibility="private", concurrency_id="generate")
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
     cell.input(on_cell, inputs=[cell, state_box], outputs=texts, queue=False, api_visibility="private")
