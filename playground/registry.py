@@ -48,12 +48,13 @@ class ModelRegistry:
 
     def source_for(self, model: str | None = None) -> ModelSource:
         """The model named `model` (default: the app's), resolved once; only allow-listed folders and hub ids. The app's
-        model also answers to the name it was started with (`--model demo-zh` is the folder demo-zh-gpt2)."""
+        model also answers to the name it was started with (`--model demo-zh` is the folder demo-zh-gpt2), when that
+        is a name: a path is refused here as any other path is."""
         if model is None or (isinstance(model, str) and not model.strip()):
             return self.source
         if isinstance(model, str):
             model = model.strip()
-            if model == self.source.requested:
+            if model == self.source.requested and not any(sep in model for sep in "/\\"):  # a name, never a path
                 return self.source
         with self._backend_lock:
             if isinstance(model, str) and model in self._sources:
