@@ -64,6 +64,19 @@ def tiny_backend(tiny_source):
     return TorchBackend(tiny_source, device="cpu")
 
 
+def wait_until(condition, timeout_s: float = 180.0, every_s: float = 0.1):
+    """Wait for the server to do something it does in its own time (save a run after a client left), checking
+    `condition` until it holds; fails after `timeout_s`, a limit that costs nothing when things work."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout_s:.0f} s: {condition}")
+        time.sleep(every_s)
+    return result
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,7 +2,6 @@
 
 import json
 import math
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -16,6 +15,8 @@ from playground.api.schemas import parse_completion_request
 from playground.config import GenerationSettings
 from playground.generation import MAX_SAMPLES
 from playground.service import Playground
+
+from .conftest import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -212,10 +213,8 @@ def test_a_client_that_leaves_a_streamed_batch_stops_all_its_samples(launched_ap
                 seen.add(json.loads(line[len("data: "):])["choices"][0]["index"])
             if len(seen) == 4:  # every sample has started
                 break
-    for _ in range(100):
-        if len(app_history.search("Leaving a batch")) == 4:
-            break
-        time.sleep(0.1)
+    # The server notices the closed connection at its next write and saves then: on a loaded machine, seconds later.
+    wait_until(lambda: len(app_history.search("Leaving a batch")) == 4)
     runs = sorted((app_history.get(r["id"]) for r in app_history.search("Leaving a batch")), key=lambda r: r["sample_index"])
     assert [run["status"] for run in runs] == ["stopped"] * 4
     assert [run["sample_index"] for run in runs] == [0, 1, 2, 3] and len({run["group_id"] for run in runs}) == 1
@@ -373,16 +372,12 @@ def test_several_clients_at_once_get_their_own_seeded_results(launched_app, app_
 
 
 def test_a_client_that_leaves_mid_stream_stops_its_run_saved_as_stopped(launched_app, app_history):
-    before = app_history.count()
     body = {"model": "tiny-gpt2", "prompt": "Leaving early", "max_tokens": 60, "seed": 3, "stream": True}
     with httpx.stream("POST", launched_app.rstrip("/") + "/v1/completions", json=body, timeout=60) as reply:
         for line in reply.iter_lines():
             if line.startswith("data: {"):
                 break
-    for _ in range(100):
-        if app_history.count() > before:
-            break
-        time.sleep(0.1)
+    wait_until(lambda: app_history.search("Leaving early"))  # saved when the server notices the client left
     [run] = [app_history.get(r["id"]) for r in app_history.search("Leaving early")]
     assert run["status"] == "stopped" and len(run["tokens"]["output"]) < 60
 
