@@ -77,6 +77,18 @@ def wait_until(condition, timeout_s: float = 180.0, every_s: float = 0.1):
     return result
 
 
+def last_run_id(store) -> int:
+    """The newest run's id in `store` (0 when empty)."""
+    newest = store.recent(1)
+    return newest[0]["id"] if newest else 0
+
+
+def saved_since(store, before_id: int, prompts) -> list[str]:
+    """The prompts, among `prompts`, of the runs saved after run `before_id`: what a test's own requests saved, however
+    late another test's run (a client that left) is saved beside them."""
+    return sorted(r["prompt"] for r in store.recent(1000) if r["id"] > before_id and r["prompt"] in set(prompts))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

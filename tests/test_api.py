@@ -6,6 +6,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from .conftest import last_run_id, saved_since
+
 
 @pytest.fixture(scope="module")
 def client(launched_app):
@@ -88,9 +90,9 @@ def test_unrunnable_variant_is_refused_with_what_would_run(client):
 
 
 def test_each_api_run_is_saved_once(client, app_history):
-    before = app_history.count()
+    before = last_run_id(app_history)
     text, run = client.predict(prompt="Saved <i>once</i>", max_new_tokens=6, seed=9, api_name="/generate")
-    assert app_history.count() == before + 1
+    assert saved_since(app_history, before, ["Saved <i>once</i>"]) == ["Saved <i>once</i>"]
     row = app_history.get(run["run_id"])
     assert row["output"] == text and row["prompt"] == "Saved <i>once</i>" and row["settings"]["seed"] == 9
     assert row["status"] == "complete" and row["backend"] == "torch"
@@ -129,10 +131,11 @@ def test_two_users_at_once_get_their_own_seeded_results_saved_once(launched_app,
         client = Client(launched_app, verbose=False)  # a session of its own
         return [client.predict(**r, api_name="/generate") for r in requests if r["prompt"] == f"User {user} asks"]
 
-    before = app_history.count()
+    before = last_run_id(app_history)
     with ThreadPoolExecutor(2) as pool:
         concurrent = [reply for replies in pool.map(user_session, (0, 1)) for reply in replies]
-    assert app_history.count() == before + len(requests)
+    prompts = [r["prompt"] for r in requests]
+    assert saved_since(app_history, before, prompts) == sorted(prompts)  # each saved once
     alone = Client(launched_app, verbose=False)
     for request, (text, run) in zip(requests, concurrent):
         assert run["prompt"] == request["prompt"] and run["settings"]["seed"] == request["seed"]

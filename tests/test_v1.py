@@ -16,7 +16,7 @@ from playground.config import GenerationSettings
 from playground.generation import MAX_SAMPLES
 from playground.service import Playground
 
-from .conftest import wait_until
+from .conftest import last_run_id, saved_since, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +38,13 @@ def test_models_lists_the_app_model_and_the_models_folder(v1):
 
 
 def test_a_plain_completion_is_a_saved_run(v1, app_history):
-    before = app_history.count()
+    before = last_run_id(app_history)
     reply = v1.completions.create(model="tiny-gpt2", prompt="The value of", max_tokens=9, seed=11)
     [choice] = reply.choices
     assert reply.object == "text_completion" and reply.model == "tiny-gpt2"
     assert choice.finish_reason in ("length", "stop") and choice.logprobs is None
     assert reply.usage.completion_tokens <= 9 and reply.usage.prompt_tokens >= 2
-    assert app_history.count() == before + 1
+    assert saved_since(app_history, before, ["The value of"]) == ["The value of"]
     row = app_history.get(choice.model_extra["run_id"])
     assert row["output"] == choice.text and row["prompt"] == "The value of" and row["status"] == "complete"
     assert row["settings"]["seed"] == 11 and row["settings"]["top_k"] == 0 and row["settings"]["max_new_tokens"] == 9
@@ -364,10 +364,11 @@ def test_several_clients_at_once_get_their_own_seeded_results(launched_app, app_
             return "".join(c.choices[0].text for c in reply)
         return reply.choices[0].text
 
-    before = app_history.count()
+    before = last_run_id(app_history)
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(ask, requests))
-    assert app_history.count() == before + len(requests)
+    prompts = [r["prompt"] for r in requests]
+    assert saved_since(app_history, before, prompts) == sorted(prompts)  # each saved once
     assert together == [ask(r) for r in requests]  # the same texts as one at a time
 
 
