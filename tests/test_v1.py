@@ -442,7 +442,9 @@ def test_the_app_model_answers_to_the_name_it_was_started_with(tiny_zh_demo_dir,
                 await client.completions.create(model="demo", prompt="春风", max_tokens=5)
             return by_start, by_folder, retrieved
 
-    by_start, by_folder, retrieved = asyncio.run(ask())
+    # A thread of its own: when a browser test ran earlier in this process, Playwright's event loop runs in this one.
+    with ThreadPoolExecutor(1) as pool:
+        by_start, by_folder, retrieved = pool.submit(asyncio.run, ask()).result()
     assert by_start.choices[0].text == by_folder.choices[0].text and by_start.model == source.name
     assert retrieved.id == "demo-zh"
     assert playground.source_for("demo-zh") is source  # the Generate tab's model box and /generate take it too
