@@ -111,11 +111,29 @@ def history_row(page, run_id: int):
         has=page.locator('[data-col="0"]', has_text=re.compile(rf"^\s*{run_id}\s*$")))
 
 
+def wait_for_history_row(page, run_id: int):
+    """Run `run_id`'s row in the History table, once shown. If it never shows, the page as it was is kept for whoever
+    reads the failure: a screenshot and the table's text in test-artifacts/ (a row that a saved run never got is the
+    flake of issue 24, seen once in about six loaded runs)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    from .conftest import ARTIFACTS
+
+    row = history_row(page, run_id)
+    try:
+        row.wait_for()
+    except PlaywrightTimeout:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"history-missing-run-{run_id}.png"), full_page=True)
+        (ARTIFACTS / f"history-missing-run-{run_id}.txt").write_text(page.locator("#history-table").inner_text(timeout=10_000))
+        raise
+    return row
+
+
 def open_history_run(page, run_id: int) -> None:
     """Open the History tab, find run `run_id` among the newest runs and select it."""
     open_tab(page, "history")
-    row = history_row(page, run_id)
-    row.wait_for()
+    row = wait_for_history_row(page, run_id)
     row.locator('[data-col="4"]').click()
     page.wait_for_function("id => new RegExp('#' + id + '(?!\\\\d)').test(document.querySelector('#history-run')?.innerText || '')",
                            arg=run_id)

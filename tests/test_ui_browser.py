@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from .browser import LONG_MS, click_generate, fill, generate, history_row, open_app, open_history_run, open_tab, set_number
+from .browser import (LONG_MS, click_generate, fill, generate, history_row, open_app, open_history_run, open_tab, set_number,
+                      wait_for_history_row)
 from .conftest import ARTIFACTS
 
 
@@ -66,8 +67,7 @@ def test_history_shows_a_new_run_and_reuse_reproduces_its_output(page):
     hostile = '<img src=x onerror="window.pwned=1">'
     run_id = generate(page, f"The value {hostile}", seed="5", max_new_tokens=12)
     open_tab(page, "history")  # opening the tab lists the newest runs, this one among them
-    row = history_row(page, run_id)
-    row.wait_for()
+    row = wait_for_history_row(page, run_id)
     assert page.locator("#history-table img").count() == 0  # the <img> prompt is text in the table too
     assert hostile in row.inner_text() and "torch" in row.inner_text()
     open_history_run(page, run_id)

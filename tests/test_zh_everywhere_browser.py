@@ -10,7 +10,8 @@ from playground.locales import EN, ZH_CN, text
 from playground.config import SETTING_NAMES
 from playground.ui.sweep_tab import AXES
 
-from .browser import click_generate, fill, generate, history_row, open_app, open_history_run, open_tab, set_number
+from .browser import (click_generate, fill, generate, open_app, open_history_run, open_tab, set_number,
+                      wait_for_history_row)
 from .conftest import ARTIFACTS
 
 # Words that stay as they are in the Chinese interface: product, format and unit names, the model and backend names
@@ -79,7 +80,7 @@ def test_every_tab_reads_chinese(zh_page):
     for tab in ZH_TABS:
         open_tab(zh, tab)
         if tab == "history":
-            history_row(zh, run_id).wait_for()
+            wait_for_history_row(zh, run_id)
         else:
             zh.locator(ready[tab]).first.wait_for()
         if tab == "inside":
