@@ -430,6 +430,13 @@ class HistoryStore:
         with self._connect() as db:
             return db.table("runs").count
 
+    def revision(self) -> tuple[int, int]:
+        """(newest run id, number of runs): changes whenever a run is saved or deleted, so a view of the runs
+        can tell cheaply whether it is out of date."""
+        with self._connect() as db:
+            newest, count = db.execute("SELECT coalesce(max(id), 0), count(*) FROM runs").fetchone()
+            return newest, count
+
     # --- fine-tuning jobs ---------------------------------------------------------------------------
 
     def create_job(self, name: str, base_model: str, settings: dict, status: str = "queued") -> int:

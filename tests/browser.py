@@ -107,8 +107,7 @@ def open_tab(page, tab: str) -> None:
 
 def history_row(page, run_id: int):
     """The History tab's row of run `run_id`, found by its id."""
-    return page.locator("#history-table .virtual-row").filter(
-        has=page.locator('[data-col="0"]', has_text=re.compile(rf"^\s*{run_id}\s*$")))
+    return page.locator(f'#history-table tr[data-run-id="{run_id}"]')
 
 
 def wait_for_history_row(page, run_id: int):

@@ -86,6 +86,37 @@ def test_history_shows_a_new_run_and_reuse_reproduces_its_output(page):
     page.screenshot(path=str(ARTIFACTS / "reuse-settings.png"), full_page=True)
 
 
+def test_history_opens_at_once_on_a_full_page_and_follows_runs_saved_elsewhere(page, app_history):
+    """A full page of runs (PAGE_SIZE) shows as soon as the tab opens: the Gradio Dataframe it replaced took 45 to 76 s
+    for 200 runs and minutes on a loaded machine (issue 24's flake). A run saved by another client while the tab is open
+    appears without reopening it; Enter on a row opens that run, as a click does."""
+    from playwright.sync_api import expect
+
+    from playground.ui.history_tab import PAGE_SIZE
+
+    from .conftest import last_run_id
+
+    mine = app_history.get(generate(page, "a run to copy", max_new_tokens=4))
+    row = {key: mine[key] for key in ("model", "backend", "variant", "output", "settings", "metrics", "tokens", "status")}
+    first = last_run_id(app_history) + 1
+    for i in range(PAGE_SIZE):
+        app_history.save_run(row | {"prompt": f"<b>第 {i} 行</b> & row {i}"})
+    newest = last_run_id(app_history)
+    open_tab(page, "history")
+    expect(history_row(page, newest)).to_be_visible(timeout=30_000)
+    assert page.locator("#history-table tr[data-run-id]").count() == PAGE_SIZE
+    assert history_row(page, first).count() == 1  # the 200th newest is there too
+    assert page.locator("#history-table b").count() == 0  # prompts are text, never markup
+    assert f"<b>第 {PAGE_SIZE - 1} 行</b> & row {PAGE_SIZE - 1}" in history_row(page, newest).inner_text()
+
+    later = app_history.save_run(row | {"prompt": "saved by another client"})
+    expect(history_row(page, later)).to_be_visible(timeout=30_000)  # within POLL_S, the tab never left
+    history_row(page, later).focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#history-run")).to_contain_text(f"#{later}")
+    expect(page.locator("#history-output textarea")).to_have_value(mine["output"])
+
+
 def test_attention_tab_shows_the_last_runs_attention(page):
     generate(page, "<img src=x onerror=window.pwned=2> object")  # the first tick is always labelled
     assert page.locator("#token-view").inner_text().startswith("<img")

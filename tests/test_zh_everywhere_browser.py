@@ -25,8 +25,7 @@ ALLOWED = {
 } | set(SETTING_NAMES) | set(AXES)
 # Where model and user text is shown (tokens, prompts, outputs, other runs' prompts, JSON records): not the app speaking.
 DATA = ", ".join([
-    ".tokview .tok", ".tokview .unit", "textarea", "code", ".xtick", ".ytick", "#history-table tbody",
-    "#history-table .virtual-row", "#history-table td", "#records",
+    ".tokview .tok", ".tokview .unit", "textarea", "code", ".xtick", ".ytick", "#history-table tr[data-run-id]", "#records",
     "#history-run [data-testid='json']", ".json-holder", "#stats strong", "#history-run strong",
 ])
 DATA_INPUTS = ["model", "seed", "branch-token", "branch-alternative", "inside-position", "attention-query", "compare-model-a",

@@ -87,8 +87,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 build_finetune_tab(playground, tabs, compare_sides)
             with gr.Tab(translated("app.tab.benchmark"), id="benchmark"):
                 build_bench_tab(playground)
-            with gr.Tab(translated("app.tab.history"), id="history") as history_tab:
-                build_history_tab(playground, generate_inputs, tabs, history_tab, last_result, refresh_attention, open_inside)
+            with gr.Tab(translated("app.tab.history"), id="history"):
+                build_history_tab(playground, generate_inputs, tabs, last_result, refresh_attention, open_inside)
         localize_page(demo, gr.HTML("", elem_id="page-ready-box", padding=False))
 
         def generate(*args, **kwargs) -> tuple[str, dict]:

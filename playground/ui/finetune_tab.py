@@ -352,7 +352,6 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
         job = jobs.current()
         if job is None or job["status"] != "complete":
             return (gr.skip(),) * 7
-        (model_a, backend_a, variant_a), (model_b, backend_b, variant_b) = compare_sides["a"], compare_sides["b"]
         choices = playground.model_choices()
         return (gr.Tabs(selected="compare"), gr.update(choices=choices, value=job["base_model"]), "torch",
                 gr.update(interactive=False), gr.update(choices=choices, value=job["name"]), "torch", gr.update(interactive=False))

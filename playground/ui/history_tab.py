@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from html import escape
 from pathlib import Path
 
 import gradio as gr
@@ -16,6 +17,31 @@ from .render import stats_markdown, token_view_html
 ALL = "(all)"
 TABLE_COLUMNS = ["id", "time", "model", "backend", "prompt", "tokens_per_s", "status", "group"]
 PAGE_SIZE = 200
+# How often an open page asks whether runs were saved or deleted (by any tab, API client or other page).
+POLL_S = 2.0
+
+# The runs table is plain HTML that we write, not a gr.Dataframe: in Gradio 6.11 and later (we are pinned to 6.17.3)
+# a Dataframe of 200 runs in this app took 45 to 76 s to show when its tab opened, minutes on a loaded machine, the
+# browser busy re-running Svelte effects throughout (gradio-app/gradio#13448 is one form of it). A table of 200 rows of
+# text needs no virtual scrolling. A click on a row sends its run id as a select event; so do Enter and Space.
+RUNS_TABLE_JS = """
+if (!element.dataset.wired) {
+  element.dataset.wired = "1";
+  const pick = (row) => {
+    element.querySelectorAll("tr.picked").forEach((r) => r.classList.remove("picked"));
+    row.classList.add("picked");
+    trigger("select", {index: Number(row.dataset.row), value: Number(row.dataset.runId)});
+  };
+  element.addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-run-id]");
+    if (row) pick(row);
+  });
+  element.addEventListener("keydown", (event) => {
+    const row = event.target.closest("tr[data-run-id]");
+    if (row && (event.key === "Enter" || event.key === " ")) { event.preventDefault(); pick(row); }
+  });
+}
+"""
 
 
 def status_text(status: str, lang: str) -> str:
@@ -44,9 +70,16 @@ def table_rows(runs: list[dict], lang: str = "en") -> list[list]:
     return rows
 
 
-def table_value(rows: list[list], lang: str) -> dict:
-    """The runs table's value with its headers in `lang` (Gradio does not translate Dataframe headers)."""
-    return {"headers": [t(f"history.col.{column}", lang) for column in TABLE_COLUMNS], "data": rows}
+def table_html(runs: list[dict], lang: str) -> str:
+    """The runs table: a row per run (`data-run-id`), a cell per column (`data-col`), every cell's text escaped."""
+    head = "".join(f'<th data-col="{i}">{escape(t(f"history.col.{column}", lang))}</th>' for i, column in enumerate(TABLE_COLUMNS))
+    body = "".join(
+        f'<tr data-row="{i}" data-run-id="{run["id"]}" tabindex="0">'
+        + "".join(f'<td data-col="{j}">{"" if cell is None else escape(str(cell))}</td>' for j, cell in enumerate(row)) + "</tr>"
+        for i, (run, row) in enumerate(zip(runs, table_rows(runs, lang))))
+    if not runs:
+        body = f'<tr class="empty"><td colspan="{len(TABLE_COLUMNS)}">{escape(t("history.empty", lang))}</td></tr>'
+    return f'<div class="runs-table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def filter_choices(values: list[str], lang: str) -> list[tuple[str, str]]:
@@ -66,10 +99,11 @@ def settings_for_ui(settings: dict) -> dict:
     return values
 
 
-def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Tabs, tab: gr.Tab, last_result: gr.State,
+def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Tabs, last_result: gr.State,
                       refresh_attention: dict, open_inside: dict | None = None) -> None:
     """Lay out the tab; `generate_inputs` are the Generate tab's components, filled by "Use these settings";
-    "Show attention" puts the selected run in `last_result` and opens the Attention tab, "Look inside" the Inside tab."""
+    "Show attention" puts the selected run in `last_result` and opens the Attention tab, "Look inside" the Inside tab.
+    The table lists the newest runs as the page loads and follows the history from then on (see POLL_S)."""
     store = playground.history
     if store is None:
         disabled = gr.Markdown(t("history.disabled", "en", reason=playground.history_disabled), elem_id="history-disabled")
@@ -81,8 +115,9 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         model_filter = gr.Dropdown([ALL], value=ALL, label=translated("history.model"), scale=1, allow_custom_value=False)
         backend_filter = gr.Dropdown(filter_choices(["torch", "onnx"], "en"), value=ALL, label=translated("history.backend"), scale=1, elem_id="history-backend")
         refresh = gr.Button(translated("history.refresh"), scale=0)
-    table = gr.Dataframe(value=table_value([], "en"), interactive=False, wrap=True, max_height=360, elem_id="history-table")
+    table = gr.HTML(table_html([], "en"), js_on_load=RUNS_TABLE_JS, elem_id="history-table")
     shown_ids = gr.State([])  # ids of the rows in the table, in order
+    shown_revision = gr.State(None)  # the history's revision when the table was listed (HistoryStore.revision)
     selected_id = gr.State(None)
 
     with gr.Row():
@@ -105,18 +140,30 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
             export_scope = gr.Radio(scope_choices("en"), value="shown", label=translated("history.scope"), elem_id="history-scope")
             export_btn = gr.Button(translated("history.export_button"), scale=0, elem_id="history-export-btn")
         export_file = gr.File(label=translated("history.download"), interactive=False, elem_id="history-export-file")
-    localize_on_load([table, model_filter, backend_filter, export_scope, run_tokens], lambda lang: (
-        table_value([], lang), gr.update(choices=filter_choices([], lang)), gr.update(choices=filter_choices(["torch", "onnx"], lang)),
-        gr.update(choices=scope_choices(lang)), token_view_html(None, lang=lang)))
+    listed = [table, shown_ids, model_filter, backend_filter, shown_revision]
 
-    def list_runs(q: str, model: str, backend: str, request: gr.Request):
-        lang = lang_of(request)
+    def listing(q: str, model: str, backend: str, lang: str) -> tuple:
+        """Values for `listed`: the runs that the search and filters find, newest first."""
+        revision = store.revision()  # before the search: a run saved during it is listed at the next look
         model, backend = (None if model == ALL else model), (None if backend == ALL else backend)
         runs = store.search(q or "", PAGE_SIZE, model, backend)
         # The backends offered are those in the history (torch, onnx, and remote engines once used).
-        return (table_value(table_rows(runs, lang), lang), [r["id"] for r in runs],
+        return (table_html(runs, lang), [r["id"] for r in runs],
                 gr.update(choices=filter_choices(store.distinct("model"), lang)),
-                gr.update(choices=filter_choices(sorted({"torch", "onnx", *store.distinct("backend")}), lang)))
+                gr.update(choices=filter_choices(sorted({"torch", "onnx", *store.distinct("backend")}), lang)), revision)
+
+    # The page opens with the newest runs listed, in its language.
+    localize_on_load([*listed, export_scope, run_tokens], lambda lang: (
+        *listing("", ALL, ALL, lang), gr.update(choices=scope_choices(lang)), token_view_html(None, lang=lang)))
+
+    def list_runs(q: str, model: str, backend: str, request: gr.Request):
+        return listing(q, model, backend, lang_of(request))
+
+    def list_if_changed(q: str, model: str, backend: str, shown: tuple | None, request: gr.Request):
+        """List again only when a run was saved or deleted since the table was listed."""
+        if shown is not None and store.revision() == tuple(shown):
+            return (gr.skip(),) * len(listed)
+        return list_runs(q, model, backend, request)
 
     def codec_for(run: dict):
         """The run's model's tokens, for a run saved before records carried bytes; None if not needed or not loadable."""
@@ -130,12 +177,12 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
 
     def open_run(ids: list[int], evt: gr.SelectData, request: gr.Request):
         lang = lang_of(request)
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        if row is None or row >= len(ids):
+        run_id = evt.value
+        if run_id not in ids:  # only a run this page lists (the event's data comes from the browser)
             return gr.skip()
-        run = store.get(ids[row])
+        run = store.get(run_id)
         if run is None:
-            warning("history.gone", lang, run_id=ids[row])
+            warning("history.gone", lang, run_id=run_id)
             return gr.skip()
         result = result_from_saved(run, codec_for(run))
         title = (t("history.run_title", lang, run_id=run["id"], time=run["created_at"][:19].replace("T", " "),
@@ -174,8 +221,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
             warning("history.already_deleted", lang)
         else:
             info("history.deleted", lang, run_id=run_id)
-        rows, ids, models, backends = list_runs(q, model, backend, request)
-        return (rows, ids, models, backends, None, t("history.select_hint", lang), "", token_view_html(None, lang=lang), None, None,
+        return (*list_runs(q, model, backend, request), None, t("history.select_hint", lang), "", token_view_html(None, lang=lang), None, None,
                 gr.update(visible=True, interactive=False), gr.update(visible=False), gr.update(visible=False),
                 gr.update(interactive=False), gr.update(interactive=False), gr.update(interactive=False))
 
@@ -194,12 +240,16 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         return str(out)
 
     filters = [query, model_filter, backend_filter]
-    listing = dict(fn=list_runs, inputs=filters, outputs=[table, shown_ids, model_filter, backend_filter], api_visibility="private")
-    refresh.click(**listing)
-    query.submit(**listing)
-    backend_filter.input(**listing)  # .input, not .change: the listing itself updates the choices
-    model_filter.input(**listing)
-    tab.select(**listing)  # opening the tab shows the newest runs
+    relist = dict(fn=list_runs, inputs=filters, outputs=listed, api_visibility="private")
+    refresh.click(**relist)
+    query.submit(**relist)
+    backend_filter.input(**relist)  # .input, not .change: the listing itself updates the choices
+    model_filter.input(**relist)
+    # Runs saved by this page (its Generate tab) show at once, those saved anywhere else within POLL_S.
+    follow = dict(fn=list_if_changed, inputs=[*filters, shown_revision], outputs=listed, queue=False, show_progress="hidden",
+                  api_visibility="private")
+    last_result.change(**follow)
+    gr.Timer(POLL_S).tick(**follow)
     table.select(open_run, inputs=[shown_ids],
                  outputs=[selected_id, run_title, run_output, run_tokens, run_settings, run_metrics, use_btn, delete_btn, attention_btn,
                           inside_btn],
@@ -217,7 +267,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
     delete_btn.click(ask_delete, outputs=[delete_btn, confirm_btn, cancel_btn], queue=False, api_visibility="private")
     cancel_btn.click(cancel_delete, outputs=[delete_btn, confirm_btn, cancel_btn], queue=False, api_visibility="private")
     confirm_btn.click(do_delete, inputs=[selected_id, *filters],
-                      outputs=[table, shown_ids, model_filter, backend_filter, selected_id, run_title, run_output, run_tokens, run_settings,
+                      outputs=[*listed, selected_id, run_title, run_output, run_tokens, run_settings,
                                run_metrics, delete_btn, confirm_btn, cancel_btn, use_btn, attention_btn, inside_btn],
                       api_visibility="private")
     export_btn.click(export, inputs=[export_format, export_scope, shown_ids, selected_id], outputs=[export_file], api_visibility="private")

@@ -16,6 +16,20 @@ PROB_BUCKETS = [(0.5, "≥ 50%", "#7ee787"), (0.1, "10–50%", "#c6e77e"), (0.01
 PROMPT_NO_SCORE = "#e5e7eb"
 
 CSS = """
+#history-table .runs-table { max-height: 360px; overflow: auto; border: 1px solid var(--border-color-primary);
+                              border-radius: var(--radius-lg); }
+#history-table table { width: 100%; border-collapse: collapse; font-size: var(--text-sm); }
+#history-table th { position: sticky; top: 0; z-index: 1; text-align: left; font-weight: 600; padding: 6px 8px;
+                    background: var(--background-fill-secondary); border-bottom: 1px solid var(--border-color-primary); }
+#history-table td { padding: 5px 8px; border-bottom: 1px solid var(--border-color-primary); vertical-align: top;
+                    overflow-wrap: anywhere; }
+#history-table td[data-col="0"], #history-table td[data-col="1"], #history-table td[data-col="5"] {
+    white-space: nowrap; font-variant-numeric: tabular-nums; }
+#history-table tr[data-run-id] { cursor: pointer; }
+#history-table tr[data-run-id]:hover { background: var(--background-fill-secondary); }
+#history-table tr[data-run-id]:focus-visible { outline: 2px solid var(--color-accent); outline-offset: -2px; }
+#history-table tr.picked { background: var(--color-accent-soft); }
+#history-table tr.empty td { text-align: center; padding: 16px; color: var(--body-text-color-subdued); }
 .tokview { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 14px; line-height: 1.9;
            white-space: pre-wrap; word-break: break-word; padding: 8px; color: #111; background: #fff;
            border-radius: 8px; }
