@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 import threading
-import uuid
-from contextlib import closing, contextmanager
 import time
+import uuid
+from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Generator, Iterator
 
@@ -26,6 +26,7 @@ from transformers.generation.logits_process import (
 from .backends.base import Backend, Engine
 from .config import MAX_SEED, GenerationSettings, check_prompt
 from .errors import Notice, SettingsError
+from .machine import torch_threads
 from .models import ModelSource
 from .records import Alternative, GenerationResult, TokenRecord
 from .text import TokenCodec, complete_prefix_length, escape_bytes, hex_bytes
@@ -468,20 +469,6 @@ class Generation:
                         asked=settings.top_alternatives))
                 kept += 1
                 yield [record]
-
-
-@contextmanager
-def torch_threads(count: int | None):
-    """Run a block with `count` torch intra-op threads (None: leave as is), restoring the previous count."""
-    if count is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def generate(backend: Backend | Engine, source: ModelSource, prompt: str, settings: GenerationSettings, **kwargs) -> GenerationResult:

@@ -37,7 +37,9 @@ def _loopback_only_connect(self, address):
 
 socket.socket.connect = _loopback_only_connect
 
-TINY_RECIPE = dict(n_layer=2, n_embd=64, n_head=2, context=64, vocab_size=512, steps=60, batch_size=8, max_chars=60_000)
+# One torch thread, always: the same-seed tests rebuild these and compare the weights, which are the same for the same
+# thread count only (a recipe's default follows the cores that other processes leave free).
+TINY_RECIPE = dict(n_layer=2, n_embd=64, n_head=2, context=64, vocab_size=512, steps=60, batch_size=8, max_chars=60_000, threads=1)
 
 
 @pytest.fixture(scope="session")
@@ -146,7 +148,7 @@ def app_with_login(tiny_source, tmp_path_factory):
 
 # ---- Chinese GPT-2: a tiny model in the layout of the uer/gpt2-chinese-cluecorpussmall checkpoints -------
 
-TINY_ZH_RECIPE = dict(n_layer=2, n_embd=64, n_head=2, context=64, steps=150, batch_size=8, learning_rate=6e-3, max_chars=40_000)
+TINY_ZH_RECIPE = dict(n_layer=2, n_embd=64, n_head=2, context=64, steps=150, batch_size=8, learning_rate=6e-3, max_chars=40_000, threads=1)
 
 
 @pytest.fixture(scope="session")

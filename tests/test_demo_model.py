@@ -27,6 +27,28 @@ def test_same_seed_builds_the_same_weights(tmp_path, tiny_model_dir):
     assert (tiny_model_dir / "tokenizer.json").read_text() == (tmp_path / "again" / "tokenizer.json").read_text()
 
 
+def test_training_leaves_a_core_that_another_process_keeps_busy_alone(tiny_model_dir):
+    """torch's threads wait for each other, so training takes the cores that other processes leave free (a 60-step
+    build on 2 cores: 50.5 s with 2 threads beside a busy process, 16.8 s with 1); a recipe's own count wins."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from playground.machine import idle_cores, torch_threads, training_threads
+
+    cores = os.cpu_count()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with torch_threads(cores):
+            busy_idle, threads = idle_cores(window_s=0.5), training_threads()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy_idle <= cores - 0.7 and threads <= max(1, cores - 1), (busy_idle, threads)
+    assert json.loads((tiny_model_dir / "training_report.json").read_text())["torch_threads"] == 1  # TINY_RECIPE's
+
+
 def test_folder_is_standard_hugging_face_format(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

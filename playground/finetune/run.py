@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from ..config import as_float, as_int
 from ..errors import ModelLoadError, PlaygroundError, SettingsError, TrainingCancelled, first_line
-from ..machine import machine_description
+from ..machine import machine_description, training_threads
 from ..models import ModelSource, load_torch_model, source_fingerprint
 from ..training.engine import Schedule, blocks_loss, staged_folder, train_causal_lm
 from .data import VAL_FRACTION, PreparedData, TrainingText, from_text, prepare_data, read_file
@@ -320,13 +320,12 @@ def _add_lora(model, settings: FineTuneSettings):
                             value=repr(list(settings.lora_target_modules)), error=first_line(exc), layers=", ".join(kinds)) from None
 
 
-def _machine(device: str, precision: str) -> dict:
-    import torch
+def _machine(device: str, precision: str, threads: int) -> dict:
     from importlib.metadata import version
 
     machine = machine_description()
     machine["versions"] = {name: version(name) for name in ("torch", "transformers", "peft")}
-    machine.update(device=device, precision=precision, torch_threads=torch.get_num_threads())
+    machine.update(device=device, precision=precision, torch_threads=threads)
     return machine
 
 
@@ -380,10 +379,11 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                             **({"val_loss": info["val_loss"]} if info["val_loss"] is not None else {}))
 
         train_started = time.perf_counter()
+        threads = training_threads()
         train_causal_lm(model, _batches(data.train_blocks, settings.batch_size, torch.Generator().manual_seed(settings.seed)),
                         schedule, desc=f"Fine-tuning {plan.name}", progress=show_bar,
                         accumulation_steps=settings.gradient_accumulation, evaluate=validate, eval_every=plan.eval_every,
-                        on_step=on_step, cancel=cancel, precision=plan.precision)
+                        on_step=on_step, cancel=cancel, precision=plan.precision, threads=threads)
         train_seconds = time.perf_counter() - train_started
         if cancel is not None and cancel.is_set():  # set during the last step: still nothing is saved
             raise TrainingCancelled(key="train.cancelled")
@@ -415,7 +415,7 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
             "tokens_per_s": state["tokens_per_s"],
             "train_seconds": round(train_seconds, 1),
             "total_seconds": round(time.perf_counter() - started, 1),
-            "machine": _machine(plan.device, plan.precision),
+            "machine": _machine(plan.device, plan.precision, threads),
         }
         (staged / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     report_progress(phase="complete", val_loss=val_loss_after)

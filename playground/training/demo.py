@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..machine import training_threads
 from ..paths import demo_model_dir, demo_zh_model_dir
 from .corpus_zh import chunk_text, load_zh_texts, split_texts
 from .engine import Schedule, random_windows, staged_folder, train_causal_lm, unigram_perplexity, windows_perplexity
@@ -49,6 +50,9 @@ class DemoRecipe:
     dropout: float = 0.1
     seed: int = 1234
     max_chars: int | None = None  # tests train on a slice of the corpus
+    # torch threads; None: the cores that other processes leave free as the build starts (machine.training_threads).
+    # The same recipe and seed give the same weights for the same thread count.
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -261,12 +265,14 @@ def build_demo_model(out_dir: Path | None = None, recipe: DemoRecipe = DemoRecip
         )
         model = GPT2LMHeadModel(config)
         schedule = Schedule(steps=recipe.steps, learning_rate=recipe.learning_rate, warmup_steps=recipe.warmup_steps)
+        threads = recipe.threads or training_threads()
         train_causal_lm(
             model,
             lambda: random_windows(data.train_ids, recipe.context, recipe.batch_size, generator, data.window_starts),
             schedule,
             desc="Training Chinese demo GPT-2" if zh else "Training demo GPT-2",
             progress=progress,
+            threads=threads,
         )
 
         report = {
@@ -277,6 +283,7 @@ def build_demo_model(out_dir: Path | None = None, recipe: DemoRecipe = DemoRecip
             "unigram_val_perplexity": round(unigram_perplexity(data.train_ids.tolist(), data.unigram_val_ids, len(data.tokenizer)), 2),
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.perf_counter() - started, 1),
+            "torch_threads": threads,
             **data.extra_report,
         }
         report["ratio_to_unigram"] = round(report["val_perplexity"] / report["unigram_val_perplexity"], 3)

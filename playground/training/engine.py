@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PlaygroundError, TrainingCancelled
+from ..machine import torch_threads, training_threads
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # fp32 everywhere; bf16 and fp16 autocast
 
 def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule, desc: str = "Training", progress: bool = True, *,
                     accumulation_steps: int = 1, evaluate: Callable[[], float] | None = None, eval_every: int = 0,
-                    on_step: Callable[[dict], None] | None = None, cancel=None, precision: str = "fp32") -> float:
+                    on_step: Callable[[dict], None] | None = None, cancel=None, precision: str = "fp32",
+                    threads: int | None = None) -> float:
     """Train `model` in place for `schedule.steps` optimizer steps; returns the last step's training loss.
 
     Next-token cross-entropy over every position of each (B, T + 1) window from `next_batch()`, AdamW
@@ -86,7 +88,17 @@ def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule,
       cancel              a threading.Event checked before every step: when set, TrainingCancelled is raised
                           (inside `staged_folder`, that leaves nothing written)
       precision           fp32; on CUDA also bf16 (autocast) or fp16 (autocast and a GradScaler)
+      threads             torch threads on the CPU (None: machine.training_threads(), the cores other processes leave
+                          free as the run starts). The same seed gives the same weights for the same thread count only.
     """
+    with torch_threads(threads or training_threads()):
+        return _train(model, next_batch, schedule, desc, progress, accumulation_steps, evaluate, eval_every, on_step, cancel,
+                      precision)
+
+
+def _train(model, next_batch, schedule, desc, progress, accumulation_steps, evaluate, eval_every, on_step, cancel,
+           precision) -> float:
+    """train_causal_lm's loop, in the threads it chose."""
     import torch
     from tqdm.auto import tqdm
 
