@@ -34,7 +34,7 @@ LIST_COLUMNS = ("id", "created_at", "model", "backend", "variant", "provider", "
                 "group_id", "sample_index")
 STATUSES = ("complete", "stopped", "error")
 JOB_STATUSES = ("queued", "running", "complete", "cancelled", "error")
-JOB_JSON_COLUMNS = ("settings", "progress", "report")
+JOB_JSON_COLUMNS = ("settings", "progress", "report", "error")
 GROUP_PREFIX = "group:"  # a search for one group's runs
 TRIGRAM_MIN_CHARS = 3  # FTS5's trigram tokenizer cannot match a shorter term
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in a Python str, not encodable as UTF-8
@@ -172,6 +172,14 @@ def m007_model_sha256(db: Database) -> None:
     db.execute("""UPDATE runs SET model_sha256 = json_extract(metrics, '$.model_sha256'),
                                   metrics = json_remove(metrics, '$.model_sha256')
                   WHERE json_valid(metrics) AND json_type(metrics, '$.model_sha256') IS NOT NULL""")
+
+
+@migrations(name="m008_job_errors")
+def m008_job_errors(db: Database) -> None:
+    """A job's error is JSON: {"key", "params"} of playground/locales, so each reader sees it in their language.
+    Errors saved before were English text: they become {"text": ...}."""
+    db.execute("""UPDATE jobs SET error = json_object('text', error)
+                  WHERE error IS NOT NULL AND NOT (json_valid(error) AND json_type(error) = 'object')""")
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -450,8 +458,9 @@ class HistoryStore:
             return db.table("jobs").insert(row).last_pk
 
     def update_job(self, job_id: int, *, status: str | None = None, progress: dict | None = None, report: dict | None = None,
-                   error: str | None = None) -> None:
-        """Change a job's status, progress, report or error (only the ones given)."""
+                   error: dict | None = None) -> None:
+        """Change a job's status, progress, report or error (only the ones given). An error is {"key", "params"} of
+        playground/locales ({"text"} for one that has no key)."""
         if status is not None and status not in JOB_STATUSES:
             raise ValueError(f"status must be one of {JOB_STATUSES}, not {status!r}")
         changes: dict = {"updated_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
@@ -462,7 +471,7 @@ class HistoryStore:
         if report is not None:
             changes["report"] = _json_text(report)
         if error is not None:
-            changes["error"] = _utf8_safe(error)
+            changes["error"] = _json_text(error)
         with self._write() as db:
             db.table("jobs").update(job_id, changes)
 
@@ -483,7 +492,7 @@ class HistoryStore:
             rows = list(db.table("jobs").rows_where("status in ('queued', 'running')"))
             gone = [row["id"] for row in rows if not _process_alive(row.get("pid"))]
             for job_id in gone:
-                db.table("jobs").update(job_id, {"status": "error", "error": "Interrupted: the process running this job stopped.",
+                db.table("jobs").update(job_id, {"status": "error", "error": json.dumps({"key": "finetune.interrupted", "params": {}}),
                                                  "updated_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
         return len(gone)
 

@@ -297,7 +297,10 @@ def test_one_job_at_a_time_and_its_progress_is_in_the_database(tiny_source, lega
     finally:
         assert jobs.cancel()
         finished = jobs.wait(60)
-    assert finished["status"] == "cancelled" and "nothing was saved" in finished["error"]
+    assert finished["status"] == "cancelled" and finished["error"]["key"].startswith("train.cancelled")
+    from playground.ui.finetune_tab import job_error_text
+
+    assert "nothing was saved" in job_error_text(finished["error"], "en") and "没有保存" in job_error_text(finished["error"], "zh-CN")
     assert store.get_job(job["id"])["status"] == "cancelled"
     assert model_folders(tmp_path / "models") == []
 
@@ -324,7 +327,11 @@ def test_jobs_left_running_by_a_stopped_process_are_marked_interrupted(tmp_path)
     with store._write() as db:
         db.table("jobs").update(job_id, {"pid": 2**22 + 12345})  # above Linux's pid_max: no such process
     FineTuneJobs(tmp_path / "models", store)
-    assert store.get_job(job_id)["status"] == "error" and "Interrupted" in store.get_job(job_id)["error"]
+    job = store.get_job(job_id)
+    assert job["status"] == "error" and job["error"] == {"key": "finetune.interrupted", "params": {}}
+    from playground.ui.finetune_tab import job_error_text
+
+    assert job_error_text(job["error"], "en").startswith("Interrupted") and "中断" in job_error_text(job["error"], "zh-CN")
 
 
 # --- the command line -----------------------------------------------------------------------------

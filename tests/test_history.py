@@ -165,6 +165,23 @@ def test_fingerprints_move_from_the_metrics_to_their_column(tmp_path):
     assert {row["id"] for row in store.search("old")} == {1, 2, 3}  # still found: the update kept the index
 
 
+def test_job_errors_saved_as_english_text_are_kept_as_text(tmp_path):
+    """Before m008 a fine-tune job's error was English text; now it is a locale key and parameters."""
+    path = tmp_path / "h.db"
+    with closing(sqlite3.connect(path)) as conn:
+        db = Database(conn)
+        migrations.apply(db, stop_before="m008_job_errors")
+        for error in ("Training failed: RuntimeError: boom. Nothing was saved.", None):
+            db.table("jobs").insert({"created_at": "2026-12-01T00:00:00.000+00:00", "updated_at": "2026-12-01T00:00:00.000+00:00",
+                                     "status": "error" if error else "complete", "name": "old", "base_model": "demo-gpt2",
+                                     "error": error})
+        conn.commit()
+    store = HistoryStore(path)
+    assert [store.get_job(i)["error"] for i in (1, 2)] == [{"text": "Training failed: RuntimeError: boom. Nothing was saved."}, None]
+    store.update_job(2, status="error", error={"key": "finetune.crashed", "params": {"kind": "ValueError", "error": "坏了"}})
+    assert store.get_job(2)["error"] == {"key": "finetune.crashed", "params": {"kind": "ValueError", "error": "坏了"}}
+
+
 @pytest.mark.parametrize("content", [b"this is not a database" * 100, b"", "truncated"])
 def test_bad_file_disables_history_and_is_left_untouched(tmp_path, content):
     path = tmp_path / "history.db"

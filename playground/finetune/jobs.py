@@ -123,24 +123,30 @@ class FineTuneJobs:
                 progress = self._job["progress"]
             self._update(job_id, True, status="complete", progress=progress, report=report)
         except TrainingCancelled as exc:
-            self._finish_with(job_id, "cancelled", str(exc))
+            self._finish_with(job_id, "cancelled", error_record(exc))
         except PlaygroundError as exc:
-            self._finish_with(job_id, "error", str(exc))
+            self._finish_with(job_id, "error", error_record(exc))
         except Exception as exc:  # a crash must still end the job with a reason; the traceback goes to the log
             traceback.print_exc(file=sys.stderr)
             self._finish_with(job_id, "error", _failure_message(exc))
         finally:
             self._slot.release()
 
-    def _finish_with(self, job_id: int, status: str, error: str) -> None:
+    def _finish_with(self, job_id: int, status: str, error: dict) -> None:
         with self._job_lock:
             progress = self._job["progress"]
         self._update(job_id, True, status=status, progress=progress, error=error)
 
 
-def _failure_message(exc: Exception) -> str:
+def error_record(exc: PlaygroundError) -> dict:
+    """How a job's error is stored: its locale key and parameters (as text), so each reader sees it in their language."""
+    if exc.key is None:
+        return {"text": str(exc)}
+    return {"key": exc.key, "params": {name: value if isinstance(value, (int, float)) else str(value) for name, value in exc.params.items()}}
+
+
+def _failure_message(exc: Exception) -> dict:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "out of memory" in text.lower() or isinstance(exc, MemoryError):
-        return (f"Out of memory ({text[:200]}). Nothing was saved; lower the batch size or the block size, use LoRA, "
-                "or raise gradient accumulation instead of the batch size.")
-    return f"Training failed: {type(exc).__name__}: {text[:500]}. Nothing was saved."
+        return {"key": "finetune.out_of_memory", "params": {"error": text[:200]}}
+    return {"key": "finetune.crashed", "params": {"kind": type(exc).__name__, "error": text[:500]}}

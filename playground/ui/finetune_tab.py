@@ -159,7 +159,16 @@ def result_html(job: dict | None, lang: str = "en") -> str:
     if job["status"] == "cancelled":
         return f"<div class='ft-result'>{escape(t('finetune.cancelled', lang))}</div>"
     return (f"<div class='ft-result' style='color:#b91c1c'>{escape(t('finetune.failed', lang))} "
-            f"<code>{escape(job.get('error') or '')}</code></div>")
+            f"<code>{escape(job_error_text(job.get('error'), lang))}</code></div>")
+
+
+def job_error_text(error: dict | None, lang: str) -> str:
+    """A job's stored error in `lang`: its locale key and parameters, or the text of one saved before errors had keys."""
+    if not error:
+        return ""
+    if error.get("key"):
+        return t(error["key"], lang, **error.get("params", {}))
+    return error.get("text", "")
 
 
 def loss_figure(job: dict | None, lang: str = "en"):
