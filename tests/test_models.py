@@ -78,11 +78,17 @@ def test_cuda_request_without_gpu_falls_back_to_cpu_with_a_note():
 # ---- choosing a model from the UI or the API: allow-listed folders and hub ids only ----------------
 
 def test_choice_lists_and_opens_only_the_models_folder(models_root, tmp_path):
-    (models_root / ".hidden").mkdir(exist_ok=True)
-    (models_root / "not-a-model").mkdir(exist_ok=True)
-    assert list_local_models(models_root) == ["tiny-copy", "tiny-zh"]  # tiny-zh: pytorch_model.bin weights only
-    source = resolve_choice(" tiny-copy ", models_root)
-    assert (source.name, source.location) == ("tiny-copy", str(models_root / "tiny-copy"))
+    import shutil
+
+    # A folder of its own: the shared one gains the models that other tests fine-tune into it.
+    root = tmp_path / "models"
+    for name in ("tiny-copy", "tiny-zh"):
+        shutil.copytree(models_root / name, root / name)
+    (root / ".hidden").mkdir()
+    (root / "not-a-model").mkdir()
+    assert list_local_models(root) == ["tiny-copy", "tiny-zh"]  # tiny-zh: pytorch_model.bin weights only
+    source = resolve_choice(" tiny-copy ", root)
+    assert (source.name, source.location) == ("tiny-copy", str(root / "tiny-copy"))
 
 
 @pytest.mark.parametrize("choice", ["/etc", "../models-root/tiny-copy", "./tiny-copy", "~/.ssh", "a/b/c", "x" * 300,
