@@ -75,7 +75,10 @@ def test_views_escape_the_users_text_and_read_in_chinese(tiny_source, tmp_path):
     assert "<b>x</b>" not in progress_html(job) and "step 3 / 3" in progress_html(job) and "已完成" in progress_html(job, "zh-CN")
     assert "244.7 → 49.4" in result_html(job) and "-79.8%" in result_html(job)
     assert len(loss_figure(job).data) == 2
-    failed = job | {"status": "error", "error": "Out of memory <script>"}
+    failed = job | {"status": "error", "error": {"key": "finetune.out_of_memory", "params": {"error": "<script>"}}}
     assert "&lt;script&gt;" in result_html(failed) and "<script>" not in result_html(failed)
+    assert "Out of memory" in result_html(failed) and "内存不足" in result_html(failed, "zh-CN")
+    saved_before = failed | {"error": {"text": "Training failed <script>"}}  # a job saved before errors had keys
+    assert "Training failed &lt;script&gt;" in result_html(saved_before, "zh-CN")
     assert "还没有微调任务" in progress_html(None, "zh-CN")
 
