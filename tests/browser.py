@@ -40,12 +40,22 @@ def lang_of_page(page) -> str:
     return page.locator("#page-ready").get_attribute("data-lang")
 
 
-def fill(locator, text: str) -> None:
-    """Fill a field and wait until the app holds that value."""
+def fill(locator, text: str, tries: int = 3) -> None:
+    """Fill a field and wait until the app holds that value.
+
+    Playwright fills by selecting the old text and inserting the new, two steps: an update that the app pushes into
+    the field between them (the example prompt that follows a just-chosen model) leaves both texts in the box, so a
+    field that does not hold exactly `text` once the app is idle again is filled again."""
     from playwright.sync_api import expect
 
-    locator.fill(text)
-    expect(locator).to_have_value(text)
+    for attempt in range(tries):
+        locator.fill(text)
+        try:
+            expect(locator).to_have_value(text, timeout=LONG_MS if attempt == tries - 1 else 15_000)
+            return
+        except AssertionError:
+            if attempt == tries - 1:
+                raise
 
 
 def set_number(page, elem_id: str, value) -> None:
