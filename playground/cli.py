@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="ask for a login; with USER alone the password comes from $GPT2_PLAYGROUND_PASSWORD, "
                              "which keeps it out of the process list")
     parser.add_argument("--auth-file", metavar="FILE", help="ask for a login: FILE holds USER:PASSWORD lines")
+    parser.add_argument("--admin", metavar="USER", action="append", default=None,
+                        help="a login that sees, exports and deletes everyone's runs (the teacher; repeat for several); "
+                             "every other user sees only their own")
     parser.add_argument("--db", default=None,
                         help="history database (default: $GPT2_PLAYGROUND_DB or the user data folder, "
                              "e.g. ~/.local/share/gpt2-playground/history.db)")
@@ -45,17 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     from .models import resolve_model
     from .service import Playground
     from .ui.app import build_demo, launch_kwargs
-    from .ui.security import auth_file_warning, exposure_warning, resolve_login
+    from .ui.security import auth_file_warning, check_admins, exposure_warning, resolve_login
 
     try:
         if args.backend == "remote" and not args.remote_url:
             raise PlaygroundError(key="remote.no_url")
         login = resolve_login(args.auth, args.auth_file)
+        admins = check_admins(args.admin, login)
         source = resolve_model(args.model)
         history, history_disabled = open_history(args.db)
         playground = Playground(source, device=args.device, default_backend=args.backend, default_variant=args.variant,
                                 history=history, history_disabled=history_disabled, remote_url=args.remote_url,
-                                remote_model=args.remote_model, remote_timeout_s=args.remote_timeout)
+                                remote_model=args.remote_model, remote_timeout_s=args.remote_timeout, admins=admins)
         info = playground.backend().info  # load now: a broken model fails here, not on the first click
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -68,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"History disabled: {history_disabled}", flush=True)
     if login is not None:
-        print(f"Login required: {', '.join(login.users())} (from {login.origin})", flush=True)
+        print(f"Login required: {', '.join(login.users())} (from {login.origin}); each sees their own runs"
+              + (f", {', '.join(sorted(admins))} everyone's" if admins else ""), flush=True)
     for warning in (auth_file_warning(args.auth_file), exposure_warning(args.share, args.host, login)):
         if warning:
             print(warning, file=sys.stderr, flush=True)

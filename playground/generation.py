@@ -192,8 +192,10 @@ class Generation:
         prompt_ids: list[int] | None = None,
         num_samples: int = 1,
         group_id: str | None = None,
+        owner: str = "",
     ):
         self.backend = backend
+        self.owner = owner  # the login the run is saved under ("" without one: history.LOCAL_OWNER)
         self.source = source
         self.codec: TokenCodec = source.codec
         self.num_samples = check_num_samples(num_samples)

@@ -31,13 +31,17 @@ DB_ENV = "GPT2_PLAYGROUND_DB"
 BUSY_TIMEOUT_S = 30.0
 JSON_COLUMNS = ("settings", "tokens", "metrics")
 LIST_COLUMNS = ("id", "created_at", "model", "backend", "variant", "provider", "prompt", "output", "status", "metrics",
-                "group_id", "sample_index")
+                "group_id", "sample_index", "owner")
 STATUSES = ("complete", "stopped", "error")
 JOB_STATUSES = ("queued", "running", "complete", "cancelled", "error")
 JOB_JSON_COLUMNS = ("settings", "progress", "report", "error")
 GROUP_PREFIX = "group:"  # a search for one group's runs
 TRIGRAM_MIN_CHARS = 3  # FTS5's trigram tokenizer cannot match a shorter term
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in a Python str, not encodable as UTF-8
+# Whose a row is: the login name of the user who made it, or LOCAL_OWNER for a run made without a login (the app's
+# single local user; every row saved before owners existed). Readers pass `owner=` to see one user's rows only;
+# owner=None (the local user, an admin, the command line) sees every row.
+LOCAL_OWNER = ""
 
 
 class HistoryUnavailable(PlaygroundError):
@@ -182,6 +186,15 @@ def m008_job_errors(db: Database) -> None:
                   WHERE error IS NOT NULL AND NOT (json_valid(error) AND json_type(error) = 'object')""")
 
 
+@migrations(name="m009_owners")
+def m009_owners(db: Database) -> None:
+    """Runs, fine-tune jobs and benchmark rows carry the login name of the user who made them, so that each person in
+    a class sees their own; rows saved before belong to the local user (LOCAL_OWNER)."""
+    for table in ("runs", "jobs", "bench"):
+        db.table(table).add_column("owner", str, not_null_default=LOCAL_OWNER)
+    db.table("runs").create_index(["owner", "id"])
+
+
 # --- the store ----------------------------------------------------------------------------------
 
 
@@ -269,6 +282,13 @@ def _like_pattern(word: str) -> str:
     return "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _owned(where: str, args: list, owner: str | None) -> tuple[str, list]:
+    """`where` and its arguments, narrowed to `owner`'s rows when an owner is given."""
+    if owner is None:
+        return where, args
+    return f"({where}) AND owner = ?", [*args, owner]
+
+
 class HistoryStore:
     """A history file shared by all of Gradio's worker threads (and other processes).
 
@@ -337,44 +357,49 @@ class HistoryStore:
         with self._write() as db:
             return db.table("runs").insert(row).last_pk
 
-    def save_bench(self, rows: list[dict], model: str, machine: dict) -> str:
-        """Store one benchmark's rows (whole rows as JSON, key columns for queries); returns its session id."""
+    def save_bench(self, rows: list[dict], model: str, machine: dict, owner: str = LOCAL_OWNER) -> str:
+        """Store one benchmark's rows (whole rows as JSON, key columns for queries) as `owner`'s; returns its session id."""
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         session = now
         records = [{"created_at": now, "session": session, "model": model, "machine": json.dumps(machine), "row": json.dumps(r),
                     "backend": r["backend"], "variant": r["variant"], "provider": r["provider"],
-                    "decode_tokens_per_s": r["decode_tokens_per_s"]} for r in rows]
+                    "decode_tokens_per_s": r["decode_tokens_per_s"], "owner": owner} for r in rows]
         with self._write() as db:
             db.table("bench").insert_all(records)
         return session
 
-    def delete(self, run_id: int) -> bool:
-        """Delete one run; False when there was no such run."""
+    def delete(self, run_id: int, owner: str | None = None) -> bool:
+        """Delete one run (only if it is `owner`'s, when given); False when there was no such run."""
+        where, args = _owned("id = ?", [run_id], owner)
         with self._write() as db:
-            cursor = db.execute("DELETE FROM runs WHERE id = ?", [run_id])
+            cursor = db.execute(f"DELETE FROM runs WHERE {where}", args)
             return cursor.rowcount > 0
 
     # --- reading --------------------------------------------------------------------------------
 
-    def get(self, run_id: int) -> dict | None:
+    def get(self, run_id: int, owner: str | None = None) -> dict | None:
+        """Run `run_id` with everything saved with it; None when there is none (or it is not `owner`'s, when given)."""
         with self._connect() as db:
-            rows = list(db.table("runs").rows_where("id = ?", [run_id]))
+            rows = list(db.table("runs").rows_where(*_owned("id = ?", [run_id], owner)))
         return _decode(rows[0]) if rows else None
 
-    def group(self, group_id: str, full: bool = False) -> list[dict]:
+    def group(self, group_id: str, full: bool = False, owner: str | None = None) -> list[dict]:
         """The runs of one group (N samples, a sweep), in the order they were drawn."""
         columns = None if full else list(LIST_COLUMNS)
         with self._connect() as db:
-            rows = db.table("runs").rows_where("group_id = ?", [group_id], order_by="id",
+            rows = db.table("runs").rows_where(*_owned("group_id = ?", [group_id], owner), order_by="id",
                                                select=", ".join(columns) if columns else "*")
             return [_decode(r) for r in rows]
 
-    def group_ids(self, group_id: str) -> list[int]:
+    def group_ids(self, group_id: str, owner: str | None = None) -> list[int]:
         """The run ids of one group, for export."""
-        return [row["id"] for row in self.group(group_id)]
+        return [row["id"] for row in self.group(group_id, owner=owner)]
 
-    def _filters(self, model: str | None, backend: str | None) -> tuple[str | None, dict]:
+    def _filters(self, model: str | None, backend: str | None, owner: str | None = None) -> tuple[str | None, dict]:
         clauses, args = [], {}
+        if owner is not None:
+            clauses.append("owner = :owner")
+            args["owner"] = owner
         if model:
             clauses.append("model = :model")
             args["model"] = model
@@ -383,15 +408,17 @@ class HistoryStore:
             args["backend"] = backend
         return (" and ".join(clauses) or None), args
 
-    def recent(self, limit: int = 100, model: str | None = None, backend: str | None = None, full: bool = False) -> list[dict]:
-        """Newest first; without `full`, the per-token records are left out (they are large)."""
-        where, args = self._filters(model, backend)
+    def recent(self, limit: int = 100, model: str | None = None, backend: str | None = None, full: bool = False,
+               owner: str | None = None) -> list[dict]:
+        """Newest first (`owner`'s only, when given); without `full`, the per-token records are left out (they are large)."""
+        where, args = self._filters(model, backend, owner)
         columns = None if full else list(LIST_COLUMNS)
         with self._connect() as db:
             rows = db.table("runs").rows_where(where, args, order_by="id desc", limit=limit, select=", ".join(columns) if columns else "*")
             return [_decode(r) for r in rows]
 
-    def search(self, query: str, limit: int = 100, model: str | None = None, backend: str | None = None) -> list[dict]:
+    def search(self, query: str, limit: int = 100, model: str | None = None, backend: str | None = None,
+               owner: str | None = None) -> list[dict]:
         """Search prompts and outputs for the query's words, as substrings in any script.
 
         Every word must appear in the prompt or the output, case-insensitively (`明月` finds
@@ -399,16 +426,16 @@ class HistoryStore:
         and punctuation are not syntax, so no input can be a syntax error. Best match first
         when a word has 3 or more characters (the trigram index ranks it), newest first
         otherwise. An empty query lists recent runs; one with no words finds nothing. `group:ID` lists
-        the runs of one group (N samples, a sweep) in the order they were drawn.
+        the runs of one group (N samples, a sweep) in the order they were drawn. With `owner`, only that user's runs.
         """
         if not query or not query.strip():
-            return self.recent(limit, model, backend)
+            return self.recent(limit, model, backend, owner=owner)
         if query.strip().startswith(GROUP_PREFIX):  # "group:ID": the runs of one batch or sweep, in order
-            return self.group(query.strip()[len(GROUP_PREFIX):].strip())[:limit]
+            return self.group(query.strip()[len(GROUP_PREFIX):].strip(), owner=owner)[:limit]
         words = _search_words(query)
         if not words:
             return []
-        where, args = self._filters(model, backend)
+        where, args = self._filters(model, backend, owner)
         clauses = [where] if where else []
         # Words too short for the trigram index: LIKE on the runs table (the FTS table cannot do it).
         # LIKE ignores case for ASCII letters only; Han characters have none.
@@ -428,32 +455,37 @@ class HistoryStore:
                 rows = runs.rows_where(where, args, order_by="id desc", limit=limit, select=", ".join(LIST_COLUMNS))
             return [_decode(r) for r in rows]
 
-    def distinct(self, column: str) -> list[str]:
+    def distinct(self, column: str, owner: str | None = None) -> list[str]:
+        """The values of `column` (model, backend or variant) in the runs (`owner`'s, when given)."""
         if column not in {"model", "backend", "variant"}:
             raise ValueError(column)
+        where, args = _owned(f"{column} IS NOT NULL", [], owner)
         with self._connect() as db:
-            return [r[0] for r in db.execute(f"SELECT DISTINCT {column} FROM runs WHERE {column} IS NOT NULL ORDER BY 1").fetchall()]
+            return [r[0] for r in db.execute(f"SELECT DISTINCT {column} FROM runs WHERE {where} ORDER BY 1", args).fetchall()]
 
-    def count(self) -> int:
+    def count(self, owner: str | None = None) -> int:
+        where, args = _owned("1", [], owner)
         with self._connect() as db:
-            return db.table("runs").count
+            return db.execute(f"SELECT count(*) FROM runs WHERE {where}", args).fetchone()[0]
 
-    def revision(self) -> tuple[int, int]:
-        """(newest run id, number of runs): changes whenever a run is saved or deleted, so a view of the runs
-        can tell cheaply whether it is out of date."""
+    def revision(self, owner: str | None = None) -> tuple[int, int]:
+        """(newest run id, number of runs), of `owner`'s runs when given: changes whenever a run is saved or deleted,
+        so a view of the runs can tell cheaply whether it is out of date."""
+        where, args = _owned("1", [], owner)
         with self._connect() as db:
-            newest, count = db.execute("SELECT coalesce(max(id), 0), count(*) FROM runs").fetchone()
+            newest, count = db.execute(f"SELECT coalesce(max(id), 0), count(*) FROM runs WHERE {where}", args).fetchone()
             return newest, count
 
     # --- fine-tuning jobs ---------------------------------------------------------------------------
 
-    def create_job(self, name: str, base_model: str, settings: dict, status: str = "queued") -> int:
-        """Insert a fine-tuning job for this process; returns its id."""
+    def create_job(self, name: str, base_model: str, settings: dict, status: str = "queued", owner: str = LOCAL_OWNER) -> int:
+        """Insert a fine-tuning job of `owner`'s for this process; returns its id."""
         if status not in JOB_STATUSES:
             raise ValueError(f"status must be one of {JOB_STATUSES}, not {status!r}")
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         row = {"created_at": now, "updated_at": now, "status": status, "name": _utf8_safe(name), "base_model": _utf8_safe(base_model),
-               "settings": _json_text(settings), "progress": _json_text({}), "report": None, "error": None, "pid": os.getpid()}
+               "settings": _json_text(settings), "progress": _json_text({}), "report": None, "error": None, "pid": os.getpid(),
+               "owner": owner}
         with self._write() as db:
             return db.table("jobs").insert(row).last_pk
 
@@ -475,15 +507,15 @@ class HistoryStore:
         with self._write() as db:
             db.table("jobs").update(job_id, changes)
 
-    def get_job(self, job_id: int) -> dict | None:
+    def get_job(self, job_id: int, owner: str | None = None) -> dict | None:
         with self._connect() as db:
-            rows = list(db.table("jobs").rows_where("id = ?", [job_id]))
+            rows = list(db.table("jobs").rows_where(*_owned("id = ?", [job_id], owner)))
         return _decode_job(rows[0]) if rows else None
 
-    def latest_job(self) -> dict | None:
-        """The newest fine-tuning job, whatever its status."""
+    def latest_job(self, owner: str | None = None) -> dict | None:
+        """The newest fine-tuning job (`owner`'s, when given), whatever its status."""
         with self._connect() as db:
-            rows = list(db.table("jobs").rows_where(order_by="id desc", limit=1))
+            rows = list(db.table("jobs").rows_where(*_owned("1", [], owner), order_by="id desc", limit=1))
         return _decode_job(rows[0]) if rows else None
 
     def fail_interrupted_jobs(self) -> int:
@@ -498,8 +530,9 @@ class HistoryStore:
 
     # --- export ---------------------------------------------------------------------------------
 
-    def export(self, path: Path | str, fmt: str, run_ids: list[int] | None = None) -> int:
-        """Write runs (all, or `run_ids`) as JSONL (everything, JSON columns nested) or CSV (JSON columns as text).
+    def export(self, path: Path | str, fmt: str, run_ids: list[int] | None = None, owner: str | None = None) -> int:
+        """Write runs (all, or `run_ids`; of those, `owner`'s only when given) as JSONL (everything, JSON columns
+        nested) or CSV (JSON columns as text).
 
         Both keep every language readable. JSONL is UTF-8 without a BOM, one run a line, every text
         exact. CSV is UTF-8 with a BOM, because a spreadsheet reads a CSV without one in the system's
@@ -509,10 +542,10 @@ class HistoryStore:
         path = Path(path)
         with self._connect() as db:
             if run_ids is None:
-                rows = list(db.table("runs").rows_where(order_by="id"))
+                rows = list(db.table("runs").rows_where(*_owned("1", [], owner), order_by="id"))
             else:
                 marks = ", ".join("?" for _ in run_ids)
-                rows = list(db.table("runs").rows_where(f"id in ({marks})", list(run_ids), order_by="id"))
+                rows = list(db.table("runs").rows_where(*_owned(f"id in ({marks})", list(run_ids), owner), order_by="id"))
         if fmt == "jsonl":
             with open(path, "w", encoding="utf-8") as handle:
                 for row in rows:
@@ -544,6 +577,7 @@ def _summary(row: dict) -> str:
     tps = metrics.get("decode_tokens_per_s")
     prompt = " ".join((row.get("prompt") or "").split())[:50]
     group = f"  [{row['group_id']} #{row['sample_index']}]" if row.get("group_id") else ""
+    group += f"  @{row['owner']}" if row.get("owner") else ""
     return (f"{row['id']:>5}  {row['created_at'][:19]}  {row.get('model') or '':<14} {row.get('backend') or ''}/{row.get('variant') or '':<5} "
             f"{(f'{tps:.1f} tok/s' if tps else '-'):>11}  {row['status']:<8}  {prompt}{group}")
 
@@ -571,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     _tolerate_unencodable_output()
     parser = argparse.ArgumentParser(prog="python -m playground.history", description="Browse the playground's run history.")
     parser.add_argument("--db", type=Path, default=None, help=f"history file (default: ${DB_ENV} or {default_db_path()})")
+    parser.add_argument("--owner", default=None, metavar="USER",
+                        help="only the runs of this login ('' for those made without a login; default: everyone's)")
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="recent runs")
     p_list.add_argument("--limit", type=int, default=20)
@@ -595,13 +631,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = HistoryStore(args.db or default_db_path())
         if args.command == "list":
-            for row in store.recent(args.limit, args.model, args.backend):
+            for row in store.recent(args.limit, args.model, args.backend, owner=args.owner):
                 print(_summary(row))
         elif args.command == "search":
-            for row in store.search(args.query, args.limit):
+            for row in store.search(args.query, args.limit, owner=args.owner):
                 print(_summary(row))
         elif args.command == "show":
-            row = store.get(args.id)
+            row = store.get(args.id, owner=args.owner)
             if row is None:
                 print(f"error: no run with id {args.id}", file=sys.stderr)
                 return 1
@@ -611,16 +647,16 @@ def main(argv: list[str] | None = None) -> int:
             ids = args.ids
             if args.group:
                 ids = [i for i in store.group_ids(args.group) if ids is None or i in ids]
-            print(f"Exported {store.export(args.path, fmt, ids)} runs to {args.path}")
+            print(f"Exported {store.export(args.path, fmt, ids, owner=args.owner)} runs to {args.path}")
         elif args.command == "group":
-            rows = store.group(args.group_id)
+            rows = store.group(args.group_id, owner=args.owner)
             if not rows:
                 print(f"error: no runs in group {args.group_id}", file=sys.stderr)
                 return 1
             for row in rows:
                 print(_summary(row))
         elif args.command == "delete":
-            if not store.delete(args.id):
+            if not store.delete(args.id, owner=args.owner):
                 print(f"error: no run with id {args.id}", file=sys.stderr)
                 return 1
             print(f"Deleted run {args.id}")

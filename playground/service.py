@@ -14,7 +14,7 @@ from typing import Iterator
 from .config import GenerationSettings
 from .errors import Notice, PlaygroundError, SettingsError
 from .generation import Generation, check_num_samples
-from .history import HistoryStore
+from .history import LOCAL_OWNER, HistoryStore
 from .models import ModelSource
 from .records import GenerationResult, TokenRecord, result_from_saved, saved_row
 from .registry import ModelRegistry
@@ -33,18 +33,26 @@ class Playground(ModelRegistry):
                  default_variant: str = "fp32", exports_root: Path | None = None,
                  history: HistoryStore | None = None, history_disabled: str | None = None,
                  models_root: Path | None = None, remote_url: str | None = None, remote_model: str | None = None,
-                 remote_timeout_s: float | None = None):
+                 remote_timeout_s: float | None = None, admins: frozenset[str] | set[str] = frozenset()):
         super().__init__(source, device=device, default_backend=default_backend, default_variant=default_variant,
                          exports_root=exports_root, models_root=models_root, remote_url=remote_url,
                          remote_model=remote_model, remote_timeout_s=remote_timeout_s)
         self.history = history
         self.history_disabled = history_disabled  # why there is no history, shown in the UI
+        self.admins = frozenset(admins)  # logins that see and export everyone's runs (--admin: the teacher)
         self._stop_events: dict[str, threading.Event] = {}
         self._stop_lock = threading.Lock()
         # One for the UI and the API alike: one training job at a time, followed from any browser.
         self.finetune_jobs = FineTuneJobs(self.models_root, self.history)
         self._insides: dict[tuple, object] = {}  # the last few runs opened in the Inside view (analysis.inside.Inside)
         self._inside_lock = threading.Lock()
+
+    def viewer(self, username: str | None) -> str | None:
+        """Whose rows the user logged in as `username` may see, for the history's `owner=`: their own, or None
+        (everyone's) for an admin and for the single local user of an app without a login (`username` None)."""
+        if not username or username in self.admins:
+            return None
+        return username
 
     def start(
         self,
@@ -58,6 +66,7 @@ class Playground(ModelRegistry):
         num_samples: int = 1,
         group_id: str | None = None,
         stop_event: threading.Event | None = None,
+        owner: str = LOCAL_OWNER,
     ) -> Generation:
         """Prepare a run of `num_samples` samples (validated, not started: iterate it, or `stream_samples` it).
         A new run of a session replaces its Stop event; `stop_event` (a sweep's, shared by its cells) is used
@@ -66,7 +75,8 @@ class Playground(ModelRegistry):
 
         Every run starts here (the UI, /generate, /v1, sweeps, branches), so what a run may be is decided here
         once: N samples on any backend, drawn as one batch by a local backend and as N requests, one after
-        another, by a serving engine (which decodes one sequence per request); either way one group."""
+        another, by a serving engine (which decodes one sequence per request); either way one group. `owner`, the
+        login of the user it is for, is saved with it (history.LOCAL_OWNER without a login)."""
         num_samples = check_num_samples(num_samples)  # before building a backend: a bad count costs nothing
         runner = self.backend(backend, variant, model)
         source = self.source_for(runner.info.model)
@@ -76,7 +86,7 @@ class Playground(ModelRegistry):
                 raise SettingsError(key="settings.token_id", field="prompt", value=bad[0] if bad else None,
                                     most=len(source.codec) - 1)
         return Generation(runner, source, prompt, settings, stop_event=self._stop_event_for(session, stop_event),
-                          prompt_ids=prompt_ids, num_samples=num_samples, group_id=group_id)
+                          prompt_ids=prompt_ids, num_samples=num_samples, group_id=group_id, owner=owner)
 
     def _stop_event_for(self, session: str | None, stop_event: threading.Event | None = None) -> threading.Event:
         stop_event = stop_event or threading.Event()
@@ -86,7 +96,7 @@ class Playground(ModelRegistry):
         return stop_event
 
     def branch(self, parent: GenerationResult, token_index: int, alternative_id: int,
-               session: str | None = None) -> Generation:
+               session: str | None = None, owner: str = LOCAL_OWNER) -> Generation:
         """A new run that keeps `parent` up to its `token_index`-th generated token, replaces that token with
         `alternative_id`, and continues with the parent's settings, seed and backend.
 
@@ -96,7 +106,7 @@ class Playground(ModelRegistry):
             raise PlaygroundError(key="branch.no_token", index=token_index, count=len(parent.tokens))
         ids = [t.token_id for t in parent.prompt_tokens + parent.tokens[:token_index]] + [alternative_id]
         run = self.start("", parent.settings, session=session, backend=parent.info.backend, variant=parent.info.variant,
-                         model=parent.info.model, prompt_ids=ids)
+                         model=parent.info.model, prompt_ids=ids, owner=owner)
         run.result.parent_run_id = parent.run_id
         run.result.branch_position = parent.tokens[token_index].position
         # Inside a character of several tokens, say which bytes were kept and which replaced.
@@ -198,16 +208,16 @@ class Playground(ModelRegistry):
                 self._insides.pop(next(iter(self._insides)))
         return view
 
-    def inside_of_run(self, run_id) -> object:
-        """The Inside view of a saved run, by its id in the history."""
+    def inside_of_run(self, run_id, owner: str | None = None) -> object:
+        """The Inside view of a saved run, by its id in the history (only one of `owner`'s, when given)."""
         from .analysis.inside import InsideError
         from .config import as_int
 
         run_id = as_int("run_id", run_id)
         if self.history is None:
             raise InsideError(key="inside.no_history", reason=self.history_disabled or "it is disabled")
-        saved = self.history.get(run_id)
-        if saved is None:
+        saved = self.history.get(run_id, owner=owner)
+        if saved is None:  # another user's run is as unknown as one that never was
             raise InsideError(key="inside.no_run", run_id=run_id)
         codec = None
         if any("bytes" not in t for part in (saved.get("tokens") or {}).values() for t in part):
@@ -224,7 +234,8 @@ class Playground(ModelRegistry):
             finished = result.finish_reason in ("length", "eos", "stop_sequence")
             own_status = "complete" if status == "stopped" and finished else status
             try:
-                result.run_id = self.history.save_run(saved_row(result, own_status, error, model_sha256=fingerprint))
+                result.run_id = self.history.save_run(saved_row(result, own_status, error, model_sha256=fingerprint)
+                                                      | {"owner": run.owner})
             except sqlite3.Error as exc:
                 # Disk full, file removed, ...: the user still gets their output, and is told it was not saved.
                 result.notices.append(Notice(key="notice.not_saved", error=str(exc)))

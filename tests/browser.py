@@ -36,6 +36,20 @@ def open_app(browser, url: str, locale: str = "en-US", viewport: dict | None = N
     return context, page
 
 
+def log_in(browser, url: str, user: str, password: str, locale: str = "en-US"):
+    """The app behind a login, in a new browser context logged in as `user`, once the page is ready; returns (context, page)."""
+    lang = "zh-CN" if locale.startswith("zh") else "en"
+    context = browser.new_context(viewport=VIEWPORT, locale=locale)
+    context.set_default_timeout(LONG_MS)
+    page = context.new_page()
+    page.goto(url)
+    page.locator("input[type=text]").first.fill(user)
+    page.locator("input[type=password]").first.fill(password)
+    page.get_by_role("button", name=re.compile("^(Login|登录)$")).click()  # Gradio's login page, in the browser's language
+    page.locator(f'#page-ready[data-lang="{lang}"]').wait_for(state="attached")
+    return context, page
+
+
 def lang_of_page(page) -> str:
     return page.locator("#page-ready").get_attribute("data-lang")
 

@@ -146,6 +146,28 @@ def app_with_login(tiny_source, tmp_path_factory):
     demo.close()
 
 
+CLASS_PASSWORDS = {"alice": "alice pw", "bob": "bob pw", "teacher": "teacher pw"}
+
+
+@pytest.fixture(scope="session")
+def class_app(tiny_source, tmp_path_factory, models_root):
+    """A class on one link: the app behind a login for alice, bob and teacher (--admin teacher), with its own history.
+    Yields (url, history store)."""
+    from playground.history import HistoryStore
+    from playground.service import Playground
+    from playground.ui.app import build_demo, launch_kwargs
+    from playground.ui.security import Login, check_admins
+
+    login = Login(tuple(CLASS_PASSWORDS.items()), "tests")
+    history = HistoryStore(tmp_path_factory.mktemp("class-history") / "history.db")
+    playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("class-exports"), history=history,
+                            models_root=models_root, admins=check_admins(["teacher"], login))
+    demo = build_demo(playground)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(login))
+    yield demo.local_url, history
+    demo.close()
+
+
 # ---- Chinese GPT-2: a tiny model in the layout of the uer/gpt2-chinese-cluecorpussmall checkpoints -------
 
 TINY_ZH_RECIPE = dict(n_layer=2, n_embd=64, n_head=2, context=64, steps=150, batch_size=8, learning_rate=6e-3, max_chars=40_000, threads=1)

@@ -465,3 +465,70 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text(store, sample_ru
     assert row["prompt"] == row["output"] == "'" + text  # shown as text; the apostrophe is hidden by the spreadsheet
     store.export(tmp_path / "runs.jsonl", "jsonl")
     assert json.loads((tmp_path / "runs.jsonl").read_text(encoding="utf-8"))["prompt"] == text  # JSONL stays exact
+
+
+# ---- each person their own runs (issue 25) -------------------------------------------------------
+
+
+def test_runs_saved_before_owners_belong_to_the_local_user(tmp_path):
+    """m009 gives runs, jobs and benchmark rows an owner; the rows already there are the local user's ("")."""
+    path = tmp_path / "h.db"
+    with closing(sqlite3.connect(path)) as conn:
+        db = Database(conn)
+        migrations.apply(db, stop_before="m009_owners")
+        db.table("runs").insert({"created_at": "2026-12-01T00:00:00.000+00:00", "prompt": "旧的运行", "output": "old", "status": "complete"})
+        db.table("jobs").insert({"created_at": "2026-12-01T00:00:00.000+00:00", "status": "complete", "name": "old"})
+        conn.commit()
+    store = HistoryStore(path)
+    assert store.get(1)["owner"] == "" and store.get(1, owner="") is not None and store.get(1, owner="alice") is None
+    assert store.get_job(1)["owner"] == "" and store.latest_job(owner="alice") is None
+    assert [r["id"] for r in store.search("旧的", owner="")] == [1] and store.search("旧的", owner="alice") == []
+
+
+def test_each_owner_reads_exports_and_deletes_only_their_own_runs(store, sample_run, tmp_path):
+    alice = [store.save_run(dict(sample_run, prompt=f"alice {i} 读书人", group_id="g-a", sample_index=i, owner="alice")) for i in range(2)]
+    bob = store.save_run(dict(sample_run, prompt="bob 读书人", owner="bob", model="other-model"))
+    local = store.save_run(dict(sample_run, prompt="local 读书人"))  # no owner given: the local user's
+
+    # Everyone's (owner=None: the local user of an app without a login, an admin, the command line).
+    assert {r["id"] for r in store.recent()} == {*alice, bob, local}
+    assert store.get(local)["owner"] == "" and store.get(bob)["owner"] == "bob"
+    # One user's: lists, searches (long and short words, groups), opens, counts, filters, revisions.
+    assert [r["id"] for r in store.recent(owner="alice")] == alice[::-1]
+    assert {r["id"] for r in store.search("读书人", owner="alice")} == set(alice)
+    assert {r["id"] for r in store.search("bob", owner="alice")} == set()
+    assert [r["id"] for r in store.search("书", owner="bob")] == [bob]  # a word too short for the trigram index
+    assert [r["id"] for r in store.search("group:g-a", owner="bob")] == [] and store.group_ids("g-a", owner="alice") == alice
+    assert store.get(bob, owner="alice") is None and store.get(bob, owner="bob")["id"] == bob
+    assert store.count(owner="alice") == 2 and store.count() == 4
+    assert store.distinct("model", owner="alice") == [sample_run["model"]] and "other-model" in store.distinct("model")
+    before = store.revision(owner="alice")
+    store.save_run(dict(sample_run, owner="bob"))
+    assert store.revision(owner="alice") == before  # another user's run does not make alice's view stale
+    # Exports: all of one's own, or the ids asked for among one's own.
+    assert store.export(tmp_path / "a.jsonl", "jsonl", owner="alice") == 2
+    assert store.export(tmp_path / "b.jsonl", "jsonl", [bob, *alice], owner="bob") == 1
+    assert json.loads((tmp_path / "b.jsonl").read_text(encoding="utf-8"))["owner"] == "bob"
+    # Deleting: another's run is as absent as one that never was; one's own goes.
+    assert not store.delete(bob, owner="alice") and store.get(bob) is not None
+    assert store.delete(alice[0], owner="alice") and store.get(alice[0]) is None
+
+
+def test_jobs_and_benchmarks_carry_their_owner(store):
+    first = store.create_job("alices-model", "demo-gpt2", {}, owner="alice")
+    store.create_job("bobs-model", "demo-gpt2", {}, owner="bob")
+    assert store.latest_job(owner="alice")["id"] == first and store.latest_job()["name"] == "bobs-model"
+    assert store.get_job(first, owner="bob") is None
+    session = store.save_bench([{"backend": "torch", "variant": "fp32", "provider": "cpu", "decode_tokens_per_s": 1.0}], "demo",
+                               {}, owner="alice")
+    with closing(sqlite3.connect(store.path)) as conn:
+        assert conn.execute("SELECT owner FROM bench WHERE session = ?", [session]).fetchall() == [("alice",)]
+
+
+def test_the_command_line_narrows_to_one_owner(store, sample_run, capsys):
+    mine = store.save_run(dict(sample_run, prompt="mine", owner="alice"))
+    store.save_run(dict(sample_run, prompt="theirs", owner="bob"))
+    assert main(["--db", str(store.path), "--owner", "alice", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "mine" in out and "@alice" in out and "theirs" not in out
+    assert main(["--db", str(store.path), "--owner", "bob", "show", str(mine)]) == 1

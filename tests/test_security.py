@@ -254,3 +254,14 @@ def test_password_guessing_is_braked_per_user():
     assert check("bob", "other")  # other users are not affected
     now[0] += FAILURE_WINDOW_S + 1
     assert not check.locked("alice") and check("alice", "right")
+
+
+def test_admins_must_be_users_of_the_login():
+    from playground.ui.security import Login, check_admins
+
+    login = Login((("alice", "a"), ("teacher", "t")), "test")
+    assert check_admins(["teacher"], login) == {"teacher"} and check_admins(None, None) == frozenset()
+    with pytest.raises(PlaygroundError, match="--admin needs a login"):
+        check_admins(["teacher"], None)
+    with pytest.raises(PlaygroundError, match="--admin bob: no such user"):
+        check_admins(["bob"], login)

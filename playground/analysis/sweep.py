@@ -140,13 +140,13 @@ class SweepState:
 
 def run_sweep(playground, prompt: str, plan: SweepPlan, session: str | None = None, backend: str | None = None,
               variant: str | None = None, model: str | None = None,
-              stop_event: threading.Event | None = None) -> Iterator[SweepState]:
+              stop_event: threading.Event | None = None, owner: str = "") -> Iterator[SweepState]:
     """Run the cells in order, each as one batch of `plan.samples`; yield the state after each cell.
 
     Every sample is saved to the history with the sweep's group id. `stop_event` (also the session's
     Stop while a cell runs) ends the cell running now, keeps it as stopped in the history, and ends the
     sweep with the finished cells. Each cell's samples use the plan's seed + i, so a cell can be
-    replayed alone.
+    replayed alone. `owner`: the login the samples are saved under.
     """
     stop_event = stop_event or threading.Event()
     state = SweepState(plan, uuid.uuid4().hex[:16])
@@ -158,7 +158,7 @@ def run_sweep(playground, prompt: str, plan: SweepPlan, session: str | None = No
             return
         settings = plan.settings_for(row, column)
         run = playground.start(prompt, settings, session=session, backend=backend, variant=variant, model=model,
-                               num_samples=plan.samples, group_id=state.group_id, stop_event=stop_event)
+                               num_samples=plan.samples, group_id=state.group_id, stop_event=stop_event, owner=owner)
         for _ in playground.stream_samples(run, session):
             pass
         if any(r.finish_reason == "stopped" for r in run.results):

@@ -4,7 +4,7 @@ Every request is one or more runs of `Playground.start`/`stream_samples`, so eac
 history like a run of the UI or `/generate`, and a client that disconnects mid-stream stops its run (saved
 as stopped). The n samples of a prompt are one batch of the decoding loop, saved as one group. The routes
 live in a small Starlette app; `OpenAIRoutes`, a middleware given to Gradio's launch, hands it the `/v1`
-paths after the route guard and the login check (see `login_refusal`).
+paths after the route guard and the login check (see `login_check`); each run is saved as the logged-in user's.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from .schemas import ApiError, CompletionRequest, LogprobsWriter, finish_reason,
 MAX_BODY_BYTES = 4 * 2**20  # a 200,000-character prompt, JSON-escaped, fits
 V1_CONCURRENCY = 2  # decoding steps of /v1 runs at once (two cores; the UI's queue has its own two)
 OWNER = "gpt2-playground"
+USER_KEY = "gpt2_playground.user"  # the ASGI scope's key for the logged-in user of a /v1 request
 
 
 def error_response(error: ApiError) -> JSONResponse:
@@ -58,20 +59,22 @@ def api_error(exc: Exception) -> ApiError:
 
 
 def start_samples(playground: Playground, prompt: str | list[int], settings: GenerationSettings, n: int, session: str,
-                  backend: str | None, variant: str | None, model: str | None, batched: bool = True) -> list[Generation]:
+                  backend: str | None, variant: str | None, model: str | None, batched: bool = True,
+                  owner: str = "") -> list[Generation]:
     """The runs that draw the n samples of one prompt (text or token ids). Sample i uses seed S + i (the convention
     of batched decoding), so sample 0 is exactly the run that `/generate` gives with seed S; S is drawn once when
     the request has none.
 
     They are one run of n samples (runs of MAX_SAMPLES, seeds continuing, were n ever larger), drawn as
     `Playground.start` draws them for the UI too: one batch on a local backend, one request after another on a
-    serving engine. `batched=False` gives n runs of one (kept to measure the batch against).
+    serving engine. `batched=False` gives n runs of one (kept to measure the batch against). `owner`: the login
+    the runs are saved under.
     """
     settings = settings.with_seed()
     text, ids = (prompt, None) if isinstance(prompt, str) else ("", prompt)
     size = MAX_SAMPLES if batched else 1
     return [playground.start(text, replace(settings, seed=settings.seed + first), session=session, backend=backend,
-                             variant=variant, model=model, prompt_ids=ids, num_samples=min(size, n - first))
+                             variant=variant, model=model, prompt_ids=ids, num_samples=min(size, n - first), owner=owner)
             for first in range(0, n, size)]
 
 
@@ -228,7 +231,7 @@ def build_openai_app(playground: Playground, batched: bool = True) -> Starlette:
             # Starting may build a backend (an ONNX export takes a while): off the event loop.
             runs = await anyio.to_thread.run_sync(lambda: [
                 start_samples(playground, prompt, parsed.settings, parsed.n, session, parsed.backend, parsed.variant,
-                              served_name(playground, parsed.model), batched)
+                              served_name(playground, parsed.model), batched, owner=request.scope.get(USER_KEY) or "")
                 for prompt in parsed.prompts])
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error object
             return error_response(api_error(exc))
@@ -311,8 +314,8 @@ def build_openai_app(playground: Playground, batched: bool = True) -> Starlette:
 
 # ---- mounting on Gradio's server ------------------------------------------------------------------
 
-def login_refusal(gradio_app, request: Request) -> str | None:
-    """Why a /v1 request may not pass the app's login (None when it may).
+def login_check(gradio_app, request: Request) -> tuple[str | None, str | None]:
+    """(why a /v1 request may not pass the app's login or None when it may, the user it is logged in as or None).
 
     With `--auth`, a client logs in as it would with OpenAI: the API key is `USER:PASSWORD` (sent as
     `Authorization: Bearer USER:PASSWORD`; HTTP Basic works too), checked by the same password check as
@@ -321,7 +324,7 @@ def login_refusal(gradio_app, request: Request) -> str | None:
     """
     auth = getattr(gradio_app, "auth", None)
     if auth is None:
-        return None
+        return None, None
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "basic":
@@ -333,15 +336,16 @@ def login_refusal(gradio_app, request: Request) -> str | None:
         user, _, password = credentials.partition(":")
         if callable(auth):
             if auth(user, password):
-                return None
+                return None, user
         elif user in auth and hmac.compare_digest(str(auth[user]).encode(), password.encode()):
-            return None
-        return "Wrong user or password. The API key is USER:PASSWORD of the app's login (--auth)."
+            return None, user
+        return "Wrong user or password. The API key is USER:PASSWORD of the app's login (--auth).", None
     cookie_id = getattr(gradio_app, "cookie_id", "")
     token = request.cookies.get(f"access-token-{cookie_id}") or request.cookies.get(f"access-token-unsecure-{cookie_id}")
-    if token and getattr(gradio_app, "tokens", {}).get(token):
-        return None
-    return "This app asks for a login: send the API key USER:PASSWORD (Authorization: Bearer USER:PASSWORD)."
+    user = getattr(gradio_app, "tokens", {}).get(token) if token else None
+    if user:
+        return None, user
+    return "This app asks for a login: send the API key USER:PASSWORD (Authorization: Bearer USER:PASSWORD).", None
 
 
 class OpenAIRoutes:
@@ -359,7 +363,8 @@ class OpenAIRoutes:
             gradio_app = scope.get("app")
             api = getattr(getattr(gradio_app, "blocks", None), "openai_api", None)
             if api is not None and (path == "/v1" or path.startswith("/v1/")):
-                refusal = login_refusal(gradio_app, Request(scope))
+                refusal, user = login_check(gradio_app, Request(scope))
+                scope[USER_KEY] = user  # whose the request's runs are (None without a login)
                 if refusal is not None:
                     error = ApiError(refusal, type="invalid_request_error", code="invalid_api_key", status=401)
                     await error_response(error)(scope, receive, send)

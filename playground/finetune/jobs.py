@@ -50,8 +50,9 @@ class FineTuneJobs:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, base, data, settings: FineTuneSettings, name: str) -> dict:
-        """Check everything, then train on a background thread; returns the job (as `current()` would).
+    def start(self, base, data, settings: FineTuneSettings, name: str, owner: str = "") -> dict:
+        """Check everything, then train on a background thread for `owner` (a login, "" without one); returns the job
+        (as `current()` would).
 
         `base` is a ModelSource; `data` a TrainingText, a Path to a .txt/.jsonl/.csv file, or pasted text.
         Raises PlaygroundError for any bad input, and when a job is already running.
@@ -63,9 +64,9 @@ class FineTuneJobs:
             now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             job = {"id": None, "created_at": now, "updated_at": now, "status": "running", "name": plan.name,
                    "base_model": base.name, "settings": plan.settings.to_dict(), "progress": {"phase": "queued", "step": 0,
-                   "total_steps": plan.total_steps}, "report": None, "error": None, "plan": plan.summary()}
-            job["id"] = (self.store.create_job(plan.name, base.name, job["settings"], status="running") if self.store is not None
-                         else next(self._ids))
+                   "total_steps": plan.total_steps}, "report": None, "error": None, "plan": plan.summary(), "owner": owner}
+            job["id"] = (self.store.create_job(plan.name, base.name, job["settings"], status="running", owner=owner)
+                         if self.store is not None else next(self._ids))
             with self._job_lock:
                 self._job = job
             self._cancel = threading.Event()
@@ -77,19 +78,24 @@ class FineTuneJobs:
             raise
         return self.current()
 
-    def cancel(self) -> bool:
-        """Ask the running job to stop (within a step); False when none is running."""
-        if not self.running:
+    def cancel(self, owner: str | None = None) -> bool:
+        """Ask the running job to stop (within a step); False when none is running (or it is not `owner`'s, when given)."""
+        if not self.running or not self._is_of(owner):
             return False
         self._cancel.set()
         return True
 
-    def current(self) -> dict | None:
-        """The job this object started last (live), else the newest job in the database (another process's, or an old one)."""
+    def _is_of(self, owner: str | None) -> bool:
         with self._job_lock:
-            if self._job is not None:
+            return owner is None or (self._job is not None and self._job.get("owner", "") == owner)
+
+    def current(self, owner: str | None = None) -> dict | None:
+        """The job this object started last (live), else the newest job in the database (another process's, or an old
+        one); with `owner`, that user's jobs only."""
+        with self._job_lock:
+            if self._job is not None and (owner is None or self._job.get("owner", "") == owner):
                 return copy.deepcopy(self._job)
-        return self.store.latest_job() if self.store is not None else None
+        return self.store.latest_job(owner) if self.store is not None else None
 
     def wait(self, timeout: float | None = None) -> dict | None:
         """Block until the running job ends (or `timeout` seconds pass); returns `current()`."""

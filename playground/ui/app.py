@@ -41,7 +41,9 @@ def generate_signature() -> inspect.Signature:
     parameters += [P("backend", P.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None),
                    P("variant", P.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None),
                    P("model", P.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None),
-                   P("num_return_sequences", P.POSITIONAL_OR_KEYWORD, default=1, annotation=int)]
+                   P("num_return_sequences", P.POSITIONAL_OR_KEYWORD, default=1, annotation=int),
+                   # Filled by Gradio, not a parameter of the API: who is logged in (the run is saved as theirs).
+                   P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)]
     # The return type as a string, as `def generate(...) -> tuple[str, dict]` under `from __future__ import annotations`
     # gives it: Gradio then answers with one output holding [text, run], the shape /generate's callers already read.
     return inspect.Signature(parameters, return_annotation="tuple[str, dict]")
@@ -106,8 +108,9 @@ def build_demo(playground: Playground) -> gr.Blocks:
             num_return_sequences = values["num_return_sequences"]
             settings = settings_from_ui({name: values[name] for name in SETTING_NAMES})
             try:
+                request = values["request"]
                 run = playground.start(prompt, settings, backend=backend, variant=variant, model=model,
-                                       num_samples=num_return_sequences)
+                                       num_samples=num_return_sequences, owner=(request.username if request else None) or "")
                 for _ in playground.stream(run):
                     pass
             except PlaygroundError as exc:
@@ -130,6 +133,7 @@ def build_demo(playground: Playground) -> gr.Blocks:
             top_k: int | None = None,
             top_p: float | None = None,
             attribution: bool = False,
+            request: gr.Request = None,
         ) -> dict:
             """Inside one prediction of a saved run: how the model arrived at the token at `position` (prompt tokens
             first, from 0) from the tokens before it, computed by the run's own model, backend and variant.
@@ -138,7 +142,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
             run's), `residual`, `embedding`, `block` (layer `layer`, head `head`), `kv_cache`, backend and variant;
             with `attribution`, integrated gradients and gradient x input per earlier token (torch runs only)."""
             try:
-                view = playground.inside_of_run(run_id)
+                # Only the caller's own runs (an admin's, or anyone's without a login): another user's is "no such run".
+                view = playground.inside_of_run(run_id, playground.viewer(request.username if request else None))
                 report = view.report(position, layer, head, temperature, top_k, top_p)
                 if attribution:
                     report["attribution"] = view.attribution(position)

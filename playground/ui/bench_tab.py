@@ -186,7 +186,7 @@ def build_bench_tab(playground: Playground) -> None:
             raise ui_error(exc, lang) from None
         machine = machine_description()
         if playground.history is not None:
-            playground.history.save_bench(rows, playground.source.name, machine)
+            playground.history.save_bench(rows, playground.source.name, machine, owner=request.username or "")
         cpu, gpu = escape(machine["cpu"]), escape(machine["gpu"] or "")
         where = (t("bench.machine_gpu", lang, cpu=cpu, cores=machine["cores"], gpu=gpu) if gpu
                  else t("bench.machine", lang, cpu=cpu, cores=machine["cores"]))

@@ -110,7 +110,7 @@ def build_compare_tab(playground: Playground, generate_inputs: dict, tab: gr.Tab
         runs: list[Generation] = []
         try:
             for side, model, backend, variant in (("A", model_a, backend_a, variant_a), ("B", model_b, backend_b, variant_b)):
-                run = playground.start(prompt, settings, backend=backend, variant=variant, model=model)
+                run = playground.start(prompt, settings, backend=backend, variant=variant, model=model, owner=request.username or "")
                 runs.append(run)
                 running = t("compare.running", lang, side=side, label=escape(run.result.info.label()))
                 yield running_views(side, run.result, running, lang, first=True)

@@ -321,7 +321,7 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
         try:
             source = playground.source_for(base_name)
             data = training_data(pasted_text, upload_data, column_name)
-            job = jobs.start(source, data, settings, model_name)  # every check first, then training on its own thread
+            job = jobs.start(source, data, settings, model_name, owner=request.username or "")  # every check first, then training on its own thread
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         info("finetune.started", lang, name=job["name"], steps=job["progress"]["total_steps"])
@@ -329,7 +329,7 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
 
     def on_cancel(request: gr.Request):
         lang = lang_of(request)
-        info("finetune.cancelling" if jobs.cancel() else "finetune.nothing_running", lang)
+        info("finetune.cancelling" if jobs.cancel(playground.viewer(request.username)) else "finetune.nothing_running", lang)
 
     def render_stamp(job, lang):
         return None if job is None else (job["id"], job.get("updated_at"), job["status"], lang)
@@ -338,7 +338,8 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
         return progress_html(job, lang), loss_figure(job, lang), result_html(job, lang), compare_button(job)
 
     # Drawn in the browser's language as the page opens, not only at the timer's first tick.
-    localize_on_load([progress, plot, result], lambda lang: render_job(jobs.current(), lang)[:3])
+    localize_on_load([progress, plot, result], lambda lang, request: render_job(jobs.current(playground.viewer(request.username)), lang)[:3],
+                     with_request=True)
 
     def compare_button(job):
         complete = job is not None and job["status"] == "complete" and job["name"] in playground.model_choices()
@@ -346,7 +347,7 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
 
     def on_tick(last, request: gr.Request):
         lang = lang_of(request)
-        job = jobs.current()
+        job = jobs.current(playground.viewer(request.username))
         stamp = render_stamp(job, lang)
         running = job is not None and job["status"] == "running"
         # The buttons' state is sent every time: Gradio 6.17's front end resets a component that gets an empty
@@ -356,9 +357,9 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
             return (gr.skip(), gr.skip(), gr.skip(), compare_button(job), *buttons, gr.skip())
         return (*render_job(job, lang), *buttons, stamp)
 
-    def on_compare():
+    def on_compare(request: gr.Request):
         """Open the Compare tab with side A = the base model and side B = the fine-tuned one, both on PyTorch."""
-        job = jobs.current()
+        job = jobs.current(playground.viewer(request.username))
         if job is None or job["status"] != "complete":
             return (gr.skip(),) * 7
         choices = playground.model_choices()

@@ -200,7 +200,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
         try:
             # The first use of an ONNX variant exports it; its tqdm bar shows up as progress here.
             run = playground.start(values[prompt], settings, session=session, backend=values[backend], variant=values[variant],
-                                   model=values[model], num_samples=values[num_samples])
+                                   model=values[model], num_samples=values[num_samples], owner=request.username or "")
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         yield from stream_to_ui(run, session, values[colour_mode], lang)
@@ -246,7 +246,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
         session = request.session_hash if request else None
         token_index, alternative_id = int(token_choice.split(":", 1)[0]), int(alternative_choice.split(":", 1)[0])
         try:
-            run = playground.branch(parent, token_index, alternative_id, session=session)
+            run = playground.branch(parent, token_index, alternative_id, session=session, owner=request.username or "")
         except PlaygroundError as exc:
             raise ui_error(exc, request) from None
         # Shown whole: the prompt box holds the prompt it grew from, the output box the kept tokens, the swapped one
@@ -296,7 +296,9 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             context = playground.context_length(model_name)
         except (PlaygroundError, OSError):
             return gr.skip()
-        return gr.update(maximum=context - 1, value=min(int(current_max), context - 1))
+        if int(current_max) <= context - 1:  # a value set while this answer was on its way stays
+            return gr.update(maximum=context - 1)
+        return gr.update(maximum=context - 1, value=context - 1)
 
     def on_colour(mode: str, result: GenerationResult | None, request: gr.Request):
         lang = lang_of(request)

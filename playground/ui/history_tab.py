@@ -50,8 +50,8 @@ def status_text(status: str, lang: str) -> str:
     return t(key, lang) if key in EN else status
 
 
-def table_rows(runs: list[dict], lang: str = "en") -> list[list]:
-    """Rows for the runs table; cells are plain text (the Dataframe shows them as text, never as markup)."""
+def table_rows(runs: list[dict], lang: str = "en", show_owner: bool = False) -> list[list]:
+    """Rows for the runs table; cells are plain text. `show_owner` adds the login each run was made under."""
     rows = []
     for run in runs:
         tps = (run.get("metrics") or {}).get("decode_tokens_per_s")
@@ -66,19 +66,22 @@ def table_rows(runs: list[dict], lang: str = "en") -> list[list]:
             status_text(run["status"], lang),
             # Samples of one batch or sweep: the group (search "group:ID" lists it) and the sample's index in it.
             f"{run['group_id']} #{run.get('sample_index')}" if run.get("group_id") else "",
+            *([run.get("owner") or t("history.local_owner", lang)] if show_owner else []),
         ])
     return rows
 
 
-def table_html(runs: list[dict], lang: str) -> str:
-    """The runs table: a row per run (`data-run-id`), a cell per column (`data-col`), every cell's text escaped."""
-    head = "".join(f'<th data-col="{i}">{escape(t(f"history.col.{column}", lang))}</th>' for i, column in enumerate(TABLE_COLUMNS))
+def table_html(runs: list[dict], lang: str, show_owner: bool = False) -> str:
+    """The runs table: a row per run (`data-run-id`), a cell per column (`data-col`), every cell's text escaped;
+    `show_owner` adds a last column, the user who made the run."""
+    columns = [*TABLE_COLUMNS, *(["owner"] if show_owner else [])]
+    head = "".join(f'<th data-col="{i}">{escape(t(f"history.col.{column}", lang))}</th>' for i, column in enumerate(columns))
     body = "".join(
         f'<tr data-row="{i}" data-run-id="{run["id"]}" tabindex="0">'
         + "".join(f'<td data-col="{j}">{"" if cell is None else escape(str(cell))}</td>' for j, cell in enumerate(row)) + "</tr>"
-        for i, (run, row) in enumerate(zip(runs, table_rows(runs, lang))))
+        for i, (run, row) in enumerate(zip(runs, table_rows(runs, lang, show_owner))))
     if not runs:
-        body = f'<tr class="empty"><td colspan="{len(TABLE_COLUMNS)}">{escape(t("history.empty", lang))}</td></tr>'
+        body = f'<tr class="empty"><td colspan="{len(columns)}">{escape(t("history.empty", lang))}</td></tr>'
     return f'<div class="runs-table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -142,26 +145,34 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         export_file = gr.File(label=translated("history.download"), interactive=False, elem_id="history-export-file")
     listed = [table, shown_ids, model_filter, backend_filter, shown_revision]
 
-    def listing(q: str, model: str, backend: str, lang: str) -> tuple:
-        """Values for `listed`: the runs that the search and filters find, newest first."""
-        revision = store.revision()  # before the search: a run saved during it is listed at the next look
+    def viewer(request: gr.Request) -> str | None:
+        """Whose runs this page may list, open, reuse, export and delete (Playground.viewer): with a login, the
+        user's own; everyone's for an admin and for the local user of an app without a login."""
+        return playground.viewer(request.username if request else None)
+
+    def listing(q: str, model: str, backend: str, lang: str, owner: str | None) -> tuple:
+        """Values for `listed`: the runs that the search and filters find among `owner`'s, newest first."""
+        revision = store.revision(owner)  # before the search: a run saved during it is listed at the next look
         model, backend = (None if model == ALL else model), (None if backend == ALL else backend)
-        runs = store.search(q or "", PAGE_SIZE, model, backend)
+        runs = store.search(q or "", PAGE_SIZE, model, backend, owner=owner)
         # The backends offered are those in the history (torch, onnx, and remote engines once used).
-        return (table_html(runs, lang), [r["id"] for r in runs],
-                gr.update(choices=filter_choices(store.distinct("model"), lang)),
-                gr.update(choices=filter_choices(sorted({"torch", "onnx", *store.distinct("backend")}), lang)), revision)
+        # Whose each run is, for whoever sees several users' runs (an admin; the local user of a history that has some).
+        show_owner = owner is None and any(r.get("owner") for r in runs)
+        return (table_html(runs, lang, show_owner), [r["id"] for r in runs],
+                gr.update(choices=filter_choices(store.distinct("model", owner), lang)),
+                gr.update(choices=filter_choices(sorted({"torch", "onnx", *store.distinct("backend", owner)}), lang)), revision)
 
     # The page opens with the newest runs listed, in its language.
-    localize_on_load([*listed, export_scope, run_tokens], lambda lang: (
-        *listing("", ALL, ALL, lang), gr.update(choices=scope_choices(lang)), token_view_html(None, lang=lang)))
+    localize_on_load([*listed, export_scope, run_tokens], lambda lang, request: (
+        *listing("", ALL, ALL, lang, viewer(request)), gr.update(choices=scope_choices(lang)), token_view_html(None, lang=lang)),
+        with_request=True)
 
     def list_runs(q: str, model: str, backend: str, request: gr.Request):
-        return listing(q, model, backend, lang_of(request))
+        return listing(q, model, backend, lang_of(request), viewer(request))
 
     def list_if_changed(q: str, model: str, backend: str, shown: tuple | None, request: gr.Request):
         """List again only when a run was saved or deleted since the table was listed."""
-        if shown is not None and store.revision() == tuple(shown):
+        if shown is not None and store.revision(viewer(request)) == tuple(shown):
             return (gr.skip(),) * len(listed)
         return list_runs(q, model, backend, request)
 
@@ -180,7 +191,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         run_id = evt.value
         if run_id not in ids:  # only a run this page lists (the event's data comes from the browser)
             return gr.skip()
-        run = store.get(run_id)
+        run = store.get(run_id, viewer(request))
         if run is None:
             warning("history.gone", lang, run_id=run_id)
             return gr.skip()
@@ -195,7 +206,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
                 gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True))
 
     def use_settings(run_id: int | None, request: gr.Request):
-        run = store.get(run_id) if run_id is not None else None
+        run = store.get(run_id, viewer(request)) if run_id is not None else None
         if run is None:
             raise error("history.select_first", lang_of(request))
         values = settings_for_ui(run["settings"]) | {"prompt": run["prompt"], "model": run["model"], "backend": run["backend"],
@@ -204,7 +215,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         return [*updates, gr.Tabs(selected="generate")]
 
     def show_attention(run_id: int | None, request: gr.Request):
-        run = store.get(run_id) if run_id is not None else None
+        run = store.get(run_id, viewer(request)) if run_id is not None else None
         if run is None:
             raise error("history.select_first", lang_of(request))
         return result_from_saved(run, codec_for(run)), gr.Tabs(selected="attention")  # the tab computes it on opening
@@ -217,7 +228,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
 
     def do_delete(run_id: int | None, q: str, model: str, backend: str, request: gr.Request):
         lang = lang_of(request)
-        if run_id is None or not store.delete(run_id):
+        if run_id is None or not store.delete(run_id, viewer(request)):
             warning("history.already_deleted", lang)
         else:
             info("history.deleted", lang, run_id=run_id)
@@ -226,16 +237,16 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
                 gr.update(interactive=False), gr.update(interactive=False), gr.update(interactive=False))
 
     def export(fmt: str, scope: str, ids: list[int], run_id: int | None, request: gr.Request):
-        lang = lang_of(request)
+        lang, owner = lang_of(request), viewer(request)
         if scope == "group":
-            run = store.get(run_id) if run_id is not None else None
+            run = store.get(run_id, owner) if run_id is not None else None
             if run is None:
                 raise error("history.select_first", lang)
             if not run.get("group_id"):
                 raise error("history.no_group", lang, run_id=run_id)
-            ids = store.group_ids(run["group_id"])
+            ids = store.group_ids(run["group_id"], owner)
         out = Path(tempfile.mkdtemp(prefix="gpt2-playground-export-")) / f"history.{fmt}"
-        count = store.export(out, fmt, None if scope == "all" else ids)
+        count = store.export(out, fmt, None if scope == "all" else ids, owner=owner)
         info("history.exported", lang, count=count)
         return str(out)
 

@@ -116,12 +116,13 @@ def info(key: str, lang: str, **params: Any) -> None:
     gr.Info(t(key, lang, **params))
 
 
-def localize_on_load(outputs: Sequence[Any], render: Callable[[str], Any]) -> None:
+def localize_on_load(outputs: Sequence[Any], render: Callable[..., Any], with_request: bool = False) -> None:
     """Fill `outputs` with `render(lang)` when a page loads, in that browser's language: for the text the browser
     does not translate itself (choice labels, Dataframe headers, HTML, text with numbers in it). Call it
-    inside the Blocks, after the components; `localize_page` then makes one load event of all of them."""
+    inside the Blocks, after the components; `localize_page` then makes one load event of all of them.
+    `with_request`: `render(lang, request)`, for a view that depends on who is logged in."""
     root = Context.root_block
-    root.__dict__.setdefault("_localizers", []).append((list(outputs), render))
+    root.__dict__.setdefault("_localizers", []).append((list(outputs), render, with_request))
 
 
 def localize_page(demo: gr.Blocks, ready: gr.HTML) -> None:
@@ -129,13 +130,13 @@ def localize_page(demo: gr.Blocks, ready: gr.HTML) -> None:
     instead of one per tab), then puts `<span id="page-ready" data-lang="...">` in `ready`: the sign that the page
     holds its own language's values, which anything driving the page (the browser tests) waits for."""
     localizers = demo.__dict__.pop("_localizers", [])
-    outputs = [component for components, _ in localizers for component in components]
+    outputs = [component for components, _, _ in localizers for component in components]
 
     def on_load(request: gr.Request):
         lang = lang_of(request)
         values = []
-        for components, render in localizers:
-            value = render(lang)
+        for components, render, with_request in localizers:
+            value = render(lang, request) if with_request else render(lang)
             values.extend(value if len(components) > 1 else [value])
         return [*values, f'<span id="page-ready" data-lang="{lang}"></span>']
 

@@ -205,6 +205,20 @@ class Login:
         return [user for user, _ in self.accounts]
 
 
+def check_admins(admins: list[str] | None, login: Login | None) -> frozenset[str]:
+    """The logins given `--admin` (the teacher: sees, exports and deletes everyone's runs); each must be an account
+    of the login, since without a login the one local user sees every run already."""
+    admins = [name.strip() for name in admins or []]
+    if not admins:
+        return frozenset()
+    if login is None:
+        raise PlaygroundError("--admin needs a login (--auth or --auth-file): without one, the local user sees every run already.")
+    unknown = [name for name in admins if name not in login.users()]
+    if unknown:
+        raise PlaygroundError(f"--admin {unknown[0]}: no such user in the login ({', '.join(login.users())}).")
+    return frozenset(admins)
+
+
 PASSWORD_ENV = "GPT2_PLAYGROUND_PASSWORD"
 MAX_FAILURES = 10  # wrong passwords per user ...
 FAILURE_WINDOW_S = 600.0  # ... within this window lock that user out until the oldest failure ages out

@@ -105,7 +105,7 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
         state = None
         try:
             for state in run_sweep(playground, prompt_text, plan, session=session, backend=backend_name, variant=variant_name,
-                                   model=model_name, stop_event=stop_event):
+                                   model=model_name, stop_event=stop_event, owner=request.username or ""):
                 choices = [(cell_label(state, c.row, c.column), i) for i, c in enumerate(state.cells)]
                 yield (status_text(state, lang, running=True), heatmap_figure(state, metric_name, lang),
                        gr.update(choices=choices), state)
