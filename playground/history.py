@@ -195,6 +195,30 @@ def m009_owners(db: Database) -> None:
     db.table("runs").create_index(["owner", "id"])
 
 
+@migrations(name="m010_search_whole_text")
+def m010_search_whole_text(db: Database) -> None:
+    """Search the run's text as it reads, the prompt and then the output, so a word split between them is found
+    (`读书人` in a run whose prompt ends `读书` and whose output begins `人不是`). runs_fts indexes one column, `text`
+    = prompt || output, trigram-tokenized; it is contentless (the text is in `runs` already), so a deleted row is
+    removed with FTS5's 'delete' command given the text it was indexed with. Existing rows are indexed again."""
+    whole = "coalesce({0}.prompt, '') || coalesce({0}.output, '')"
+    for trigger in ("runs_ai", "runs_ad", "runs_au"):
+        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    db.execute("DROP TABLE IF EXISTS runs_fts")
+    db.execute("CREATE VIRTUAL TABLE runs_fts USING FTS5 (text, content='', tokenize='trigram')")
+    db.execute(f"INSERT INTO runs_fts (rowid, text) SELECT id, {whole.format('runs')} FROM runs")
+    db.execute(f"""CREATE TRIGGER runs_ai AFTER INSERT ON runs BEGIN
+  INSERT INTO runs_fts (rowid, text) VALUES (new.id, {whole.format('new')});
+END""")
+    db.execute(f"""CREATE TRIGGER runs_ad AFTER DELETE ON runs BEGIN
+  INSERT INTO runs_fts (runs_fts, rowid, text) VALUES ('delete', old.id, {whole.format('old')});
+END""")
+    db.execute(f"""CREATE TRIGGER runs_au AFTER UPDATE OF prompt, output ON runs BEGIN
+  INSERT INTO runs_fts (runs_fts, rowid, text) VALUES ('delete', old.id, {whole.format('old')});
+  INSERT INTO runs_fts (rowid, text) VALUES (new.id, {whole.format('new')});
+END""")
+
+
 # --- the store ----------------------------------------------------------------------------------
 
 
@@ -250,10 +274,33 @@ def _utf8_safe(value):
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _readable(value) -> str:
+    """A setting's or metric's value as a person reads it: numbers to 4 significant digits, lists joined by " / "."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return " / ".join(_readable(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}={_readable(v)}" for k, v in value.items() if v is not None and v != [] and v != {})
+    return str(value)
+
+
+def _readable_tokens(tokens: dict) -> str:
+    """A run's generated tokens with the probability each was drawn with: `▁upon 34.2% · ▁a 80.1%` (▁ marks a space)."""
+    shown = []
+    for record in (tokens or {}).get("output", []):
+        prob = record.get("prob")
+        shown.append(record.get("text", "").replace(" ", "▁") + (f" {prob:.1%}" if prob is not None else ""))
+    return " · ".join(shown)
+
+
 def _csv_cell(column: str, value):
-    """A CSV cell: JSON columns as readable JSON text, other text as it is unless a spreadsheet would run it."""
+    """A CSV cell as a spreadsheet shows it to a person: settings and metrics as `name=value; ...`, the tokens as the
+    generated tokens with their probabilities (the JSON export keeps every field); any text a spreadsheet would run as
+    a formula made plain text."""
     if column in JSON_COLUMNS and isinstance(value, str):
-        return _json_text(json.loads(value))
+        data = json.loads(value)
+        value = _readable_tokens(data) if column == "tokens" else _readable(data) if data is not None else ""
     value = _utf8_safe(value)
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
@@ -275,6 +322,26 @@ def _search_words(query: str) -> list[str]:
     if word:
         words.append("".join(word))
     return words
+
+
+def match_snippet(prompt: str, output: str, words: list[str], context: int = 24) -> dict | None:
+    """Where the first of `words` to occur is in a run's text (prompt then output), case-insensitively:
+    {"where": "prompt" | "output" | "both" (it spans the two), "before", "match", "after"}, with up to `context`
+    characters either side ("…" where cut); cut between graphemes only, never inside a character. None if absent."""
+    import regex
+
+    text = prompt + output
+    found = [m for m in (regex.search(regex.escape(w), text, regex.IGNORECASE | regex.V1) for w in words) if m]
+    if not found:
+        return None
+    first = min(found, key=lambda m: m.start())
+    start, end = first.span()
+    where = "prompt" if end <= len(prompt) else "output" if start >= len(prompt) else "both"
+    before = regex.findall(r"\X", text[:start])
+    after = regex.findall(r"\X", text[end:])
+    return {"where": where, "match": text[start:end],
+            "before": ("…" if len(before) > context else "") + "".join(before[-context:]),
+            "after": "".join(after[:context]) + ("…" if len(after) > context else "")}
 
 
 def _like_pattern(word: str) -> str:
@@ -421,8 +488,9 @@ class HistoryStore:
                owner: str | None = None) -> list[dict]:
         """Search prompts and outputs for the query's words, as substrings in any script.
 
-        Every word must appear in the prompt or the output, case-insensitively (`明月` finds
-        `床前明月光`, `value` finds `values`). The query is taken literally: FTS operators, quotes
+        Every word must appear in the run's text (its prompt followed by its output, so a word may begin in the
+        one and end in the other), case-insensitively (`明月` finds `床前明月光`, `value` finds `values`); each run
+        found has a `match`: where the first word is (match_snippet). The query is taken literally: FTS operators, quotes
         and punctuation are not syntax, so no input can be a syntax error. Best match first
         when a word has 3 or more characters (the trigram index ranks it), newest first
         otherwise. An empty query lists recent runs; one with no words finds nothing. `group:ID` lists
@@ -440,20 +508,27 @@ class HistoryStore:
         # Words too short for the trigram index: LIKE on the runs table (the FTS table cannot do it).
         # LIKE ignores case for ASCII letters only; Han characters have none.
         for i, word in enumerate(w for w in words if len(w) < TRIGRAM_MIN_CHARS):
-            clauses.append(f"(prompt LIKE :like{i} ESCAPE '\\' OR output LIKE :like{i} ESCAPE '\\')")
+            clauses.append(f"(coalesce(prompt, '') || coalesce(output, '')) LIKE :like{i} ESCAPE '\\'")
             args[f"like{i}"] = _like_pattern(word)
-        where = " and ".join(clauses) or None
         # Each longer word a quoted FTS5 string: '"word"' can hold nothing but a phrase, and a
         # trigram phrase matches wherever the word appears, inside a longer word too.
         fts_query = " ".join('"' + w.replace('"', '""') + '"' for w in words if len(w) >= TRIGRAM_MIN_CHARS)
+        columns = ", ".join(f"runs.{c}" for c in LIST_COLUMNS)
+        args["limit"] = limit
+        if fts_query:
+            clauses.insert(0, "runs_fts MATCH :fts")
+            args["fts"] = fts_query
+            sql = (f"SELECT {columns} FROM runs JOIN runs_fts ON runs_fts.rowid = runs.id WHERE {' AND '.join(clauses)} "
+                   "ORDER BY runs_fts.rank, runs.id DESC LIMIT :limit")
+        else:
+            sql = f"SELECT {columns} FROM runs WHERE {' AND '.join(clauses)} ORDER BY runs.id DESC LIMIT :limit"
         with self._connect() as db:
-            runs = db.table("runs")
-            if fts_query:
-                rows = runs.search(fts_query, columns=list(LIST_COLUMNS), limit=limit, where=where, where_args=args,
-                                   order_by="rank, id desc")
-            else:
-                rows = runs.rows_where(where, args, order_by="id desc", limit=limit, select=", ".join(LIST_COLUMNS))
-            return [_decode(r) for r in rows]
+            cursor = db.execute(sql, args)
+            names = [d[0] for d in cursor.description]
+            rows = [_decode(dict(zip(names, values))) for values in cursor.fetchall()]
+        for row in rows:
+            row["match"] = match_snippet(row.get("prompt") or "", row.get("output") or "", words)
+        return rows
 
     def distinct(self, column: str, owner: str | None = None) -> list[str]:
         """The values of `column` (model, backend or variant) in the runs (`owner`'s, when given)."""
@@ -532,7 +607,7 @@ class HistoryStore:
 
     def export(self, path: Path | str, fmt: str, run_ids: list[int] | None = None, owner: str | None = None) -> int:
         """Write runs (all, or `run_ids`; of those, `owner`'s only when given) as JSONL (everything, JSON columns
-        nested) or CSV (JSON columns as text).
+        nested) or CSV (readable cells: see _csv_cell).
 
         Both keep every language readable. JSONL is UTF-8 without a BOM, one run a line, every text
         exact. CSV is UTF-8 with a BOM, because a spreadsheet reads a CSV without one in the system's

@@ -19,7 +19,7 @@ from sqlite_utils import Database
 from playground.config import GenerationSettings
 from playground.generation import generate
 from playground.records import result_from_saved, saved_row
-from playground.history import DB_ENV, HistoryStore, default_db_path, main, migrations, open_history
+from playground.history import DB_ENV, HistoryStore, default_db_path, main, match_snippet, migrations, open_history
 from playground.service import Playground
 
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "history-v1.db"
@@ -236,7 +236,7 @@ def test_exports_parse(store, sample_run, tmp_path):
     with open(tmp_path / "some.csv", newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["id"]) for r in rows] == ids[1:] and rows[0]["prompt"] == 'p1, "quoted"\nline'
-    assert json.loads(rows[0]["settings"])["seed"] == 2
+    assert "seed=2" in rows[0]["settings"].split("; ")
 
 
 def test_delete(store, sample_run):
@@ -378,7 +378,7 @@ def test_first_schema_upgrade_makes_old_chinese_rows_searchable(tmp_path):
 
 def awkward_run(sample_run) -> dict:
     """Text that breaks naive CSV: newlines, commas, quotes, CJK, emoji, a lone surrogate, a long token list."""
-    tokens = [{"token_id": i, "text": text, "bytes": list(text.encode("utf-8", "surrogatepass")), "probability": 0.5}
+    tokens = [{"token_id": i, "text": text, "bytes": list(text.encode("utf-8", "surrogatepass")), "prob": 0.5}
               for i, text in enumerate(["床", "前", "😀", "\ud800", ', "q"\n'] * 200)]
     return sample_run | {"prompt": 'p1, "quoted"\n第二行 😀 \ud800', "output": "床前明月光，\r\n疑是地上霜。",
                          "tokens": {"prompt": [], "output": tokens},
@@ -391,14 +391,18 @@ def test_csv_export_opens_in_a_chinese_spreadsheet_and_round_trips(store, sample
     assert store.export(tmp_path / "runs.csv", "csv") == 1
     data = (tmp_path / "runs.csv").read_bytes()
     assert data.startswith(b"\xef\xbb\xbf") and not data[3:].startswith(b"\xef\xbb\xbf")  # one BOM: Excel reads UTF-8
-    assert "床前明月光".encode() in data and "\\u5e8a".encode() not in data  # Chinese readable in the JSON columns too
+    assert "床前明月光".encode() in data and "\\u5e8a".encode() not in data  # Chinese readable in every column
     with open(tmp_path / "runs.csv", newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 1 and int(rows[0]["id"]) == run_id
     assert rows[0]["prompt"] == 'p1, "quoted"\n第二行 😀 \ufffd' and rows[0]["output"] == run["output"]
-    assert len(rows[0]["tokens"]) > 30_000  # more than a spreadsheet cell holds; the file keeps it whole
-    assert json.loads(rows[0]["tokens"]) == run["tokens"]  # the lone surrogate and the bytes field exactly
-    assert json.loads(rows[0]["settings"])["stop_sequences"] == ["。", "\ud800"]
+    # Cells a person reads, not JSON: the generated tokens with their probabilities; settings and metrics as name=value.
+    output = run["tokens"]["output"]
+    expected = " · ".join(f"{r['text'].replace(' ', '▁')} 50.0%" for r in output).replace("\ud800", "\ufffd")
+    assert rows[0]["tokens"] == expected and "床 50.0% · 前 50.0% · 😀 50.0%" in expected
+    assert len(rows[0]["tokens"]) < 32_767  # a spreadsheet cell holds it
+    assert "stop_sequences=。 / \ufffd" in rows[0]["settings"].split("; ")  # the lone surrogate cannot be written as UTF-8
+    assert not rows[0]["metrics"].startswith("{") and "ttft_ms=" in rows[0]["metrics"]
 
 
 def test_jsonl_export_is_readable_utf8_and_exact(store, sample_run, tmp_path):
@@ -532,3 +536,44 @@ def test_the_command_line_narrows_to_one_owner(store, sample_run, capsys):
     out = capsys.readouterr().out
     assert "mine" in out and "@alice" in out and "theirs" not in out
     assert main(["--db", str(store.path), "--owner", "bob", "show", str(mine)]) == 1
+
+
+def test_a_word_split_between_prompt_and_output_is_found_and_shown_where(store, sample_run):
+    """The run's text reads prompt then output: `读书人` is found in a run whose prompt ends 读书 and whose output begins
+    人不是; the match says where it is, cut between characters."""
+    across = store.save_run(dict(sample_run, prompt="🇨🇳 他说：读书", output="人不是只为了考试。"))
+    in_output = store.save_run(dict(sample_run, prompt="Once", output=" upon a time the value of x"))
+    assert [r["id"] for r in store.search("读书人")] == [across]
+    assert [r["id"] for r in store.search("书人")] == [across]  # a word too short for the trigram index, across too
+    (row,) = store.search("读书人")
+    assert row["match"] == {"where": "both", "before": "🇨🇳 他说：", "match": "读书人", "after": "不是只为了考试。"}
+    (row,) = store.search("VALUE")
+    assert row["id"] == in_output and row["match"]["where"] == "output" and row["match"]["match"] == "value"
+    assert store.search("读书人")[0]["match"] == match_snippet("🇨🇳 他说：读书", "人不是只为了考试。", ["读书人"])
+    long = match_snippet("前" * 40 + "🇨🇳", "明月" + "光" * 40, ["明月"], context=5)
+    assert long == {"where": "output", "before": "…前前前前🇨🇳", "match": "明月", "after": "光光光光光…"}  # a flag is one character
+    store.delete(across)
+    assert store.search("读书人") == []  # the index forgets a deleted run
+
+
+def test_the_search_index_moves_to_the_whole_text_without_losing_old_rows(tmp_path):
+    path = tmp_path / "h.db"
+    with closing(sqlite3.connect(path)) as conn:
+        db = Database(conn)
+        migrations.apply(db, stop_before="m010_search_whole_text")
+        db.table("runs").insert({"created_at": "2026-12-01T00:00:00.000+00:00", "prompt": "床前明", "output": "月光", "status": "complete"})
+        conn.commit()
+    store = HistoryStore(path)
+    assert [r["id"] for r in store.search("明月光")] == [1]
+    store.delete(1)
+    assert store.search("明月光") == [] and store.count() == 0
+
+
+def test_the_history_table_shows_where_a_search_found_each_run_escaped(store, sample_run):
+    from playground.ui.history_tab import table_html
+
+    store.save_run(dict(sample_run, prompt="<b>读书", output="人</b>不是"))
+    html = table_html(store.search("读书人"), "zh-CN")
+    assert "<th data-col=\"8\">匹配位置</th>" in html
+    assert '<span class="match-where">提示词 → 输出</span> &lt;b&gt;<mark>读书人</mark>&lt;/b&gt;不是' in html
+    assert "<mark>" not in table_html(store.recent(), "en")  # no search, no column

@@ -71,14 +71,26 @@ def table_rows(runs: list[dict], lang: str = "en", show_owner: bool = False) -> 
     return rows
 
 
+def match_html(match: dict | None, lang: str) -> str:
+    """Where a search found a run: in its prompt, its output or across the two, and the words around it (escaped)."""
+    if not match:
+        return ""
+    where = t("history.where." + match["where"], lang)
+    return (f'<span class="match-where">{escape(where)}</span> '
+            f'{escape(match["before"])}<mark>{escape(match["match"])}</mark>{escape(match["after"])}')
+
+
 def table_html(runs: list[dict], lang: str, show_owner: bool = False) -> str:
     """The runs table: a row per run (`data-run-id`), a cell per column (`data-col`), every cell's text escaped;
-    `show_owner` adds a last column, the user who made the run."""
-    columns = [*TABLE_COLUMNS, *(["owner"] if show_owner else [])]
+    `show_owner` adds a column, the user who made the run; runs found by a search (HistoryStore.search gives them a
+    `match`) a last one, where the search found each."""
+    show_match = any("match" in run for run in runs)
+    columns = [*TABLE_COLUMNS, *(["owner"] if show_owner else []), *(["match"] if show_match else [])]
     head = "".join(f'<th data-col="{i}">{escape(t(f"history.col.{column}", lang))}</th>' for i, column in enumerate(columns))
     body = "".join(
         f'<tr data-row="{i}" data-run-id="{run["id"]}" tabindex="0">'
-        + "".join(f'<td data-col="{j}">{"" if cell is None else escape(str(cell))}</td>' for j, cell in enumerate(row)) + "</tr>"
+        + "".join(f'<td data-col="{j}">{"" if cell is None else escape(str(cell))}</td>' for j, cell in enumerate(row))
+        + (f'<td data-col="{len(row)}" class="match">{match_html(run.get("match"), lang)}</td>' if show_match else "") + "</tr>"
         for i, (run, row) in enumerate(zip(runs, table_rows(runs, lang, show_owner))))
     if not runs:
         body = f'<tr class="empty"><td colspan="{len(columns)}">{escape(t("history.empty", lang))}</td></tr>'

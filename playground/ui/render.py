@@ -29,6 +29,9 @@ CSS = """
 #history-table tr[data-run-id]:hover { background: var(--background-fill-secondary); }
 #history-table tr[data-run-id]:focus-visible { outline: 2px solid var(--color-accent); outline-offset: -2px; }
 #history-table tr.picked { background: var(--color-accent-soft); }
+#history-table td.match { min-width: 16em; }
+#history-table td.match mark { background: #fde68a; color: #111827; border-radius: 2px; padding: 0 1px; }
+#history-table .match-where { font-size: var(--text-xs); color: var(--body-text-color-subdued); white-space: nowrap; }
 #history-table tr.empty td { text-align: center; padding: 16px; color: var(--body-text-color-subdued); }
 .tokview { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 14px; line-height: 1.9;
            white-space: pre-wrap; word-break: break-word; padding: 8px; color: #111; background: #fff;
