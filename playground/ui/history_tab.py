@@ -75,7 +75,8 @@ def match_html(match: dict | None, lang: str) -> str:
     """Where a search found a run: in its prompt, its output or across the two, and the words around it (escaped)."""
     if not match:
         return ""
-    where = t("history.where." + match["where"], lang)
+    place = match["where"]
+    where = t(f"history.where.{place}", lang)
     return (f'<span class="match-where">{escape(where)}</span> '
             f'{escape(match["before"])}<mark>{escape(match["match"])}</mark>{escape(match["after"])}')
 
