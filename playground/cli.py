@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .errors import PlaygroundError
+from .limits import UserLimits
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--admin", metavar="USER", action="append", default=None,
                         help="a login that sees, exports and deletes everyone's runs (the teacher; repeat for several); "
                              "every other user sees only their own")
+    parser.add_argument("--user-runs", metavar="N", type=int, default=UserLimits.runs,
+                        help=f"behind a login: runs one user may have going at once (default: {UserLimits.runs}; 0: no limit)")
+    parser.add_argument("--user-tokens-per-minute", metavar="N", type=int, default=UserLimits.tokens_per_minute,
+                        help="behind a login: new tokens one user may ask for per minute "
+                             f"(default: {UserLimits.tokens_per_minute}; 0: no limit)")
     parser.add_argument("--db", default=None,
                         help="history database (default: $GPT2_PLAYGROUND_DB or the user data folder, "
                              "e.g. ~/.local/share/gpt2-playground/history.db)")
@@ -55,11 +61,15 @@ def main(argv: list[str] | None = None) -> int:
             raise PlaygroundError(key="remote.no_url")
         login = resolve_login(args.auth, args.auth_file)
         admins = check_admins(args.admin, login)
+        if args.user_runs < 0 or args.user_tokens_per_minute < 0:
+            raise PlaygroundError("--user-runs and --user-tokens-per-minute take a count, 0 for no limit.")
+        limits = UserLimits(runs=args.user_runs, tokens_per_minute=args.user_tokens_per_minute)
         source = resolve_model(args.model)
         history, history_disabled = open_history(args.db)
         playground = Playground(source, device=args.device, default_backend=args.backend, default_variant=args.variant,
                                 history=history, history_disabled=history_disabled, remote_url=args.remote_url,
-                                remote_model=args.remote_model, remote_timeout_s=args.remote_timeout, admins=admins)
+                                remote_model=args.remote_model, remote_timeout_s=args.remote_timeout, admins=admins,
+                                limits=limits)
         info = playground.backend().info  # load now: a broken model fails here, not on the first click
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)

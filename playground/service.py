@@ -15,6 +15,7 @@ from .config import GenerationSettings
 from .errors import Notice, PlaygroundError, SettingsError
 from .generation import Generation, check_num_samples
 from .history import LOCAL_OWNER, HistoryStore
+from .limits import Admission, UserLimits
 from .models import ModelSource
 from .records import GenerationResult, TokenRecord, result_from_saved, saved_row
 from .registry import ModelRegistry
@@ -33,13 +34,15 @@ class Playground(ModelRegistry):
                  default_variant: str = "fp32", exports_root: Path | None = None,
                  history: HistoryStore | None = None, history_disabled: str | None = None,
                  models_root: Path | None = None, remote_url: str | None = None, remote_model: str | None = None,
-                 remote_timeout_s: float | None = None, admins: frozenset[str] | set[str] = frozenset()):
+                 remote_timeout_s: float | None = None, admins: frozenset[str] | set[str] = frozenset(),
+                 limits: UserLimits = UserLimits()):
         super().__init__(source, device=device, default_backend=default_backend, default_variant=default_variant,
                          exports_root=exports_root, models_root=models_root, remote_url=remote_url,
                          remote_model=remote_model, remote_timeout_s=remote_timeout_s)
         self.history = history
         self.history_disabled = history_disabled  # why there is no history, shown in the UI
         self.admins = frozenset(admins)  # logins that see and export everyone's runs (--admin: the teacher)
+        self.admission = Admission(limits)  # each login's fair share: runs at once, new tokens per minute
         self._stop_events: dict[str, threading.Event] = {}
         self._stop_lock = threading.Lock()
         # One for the UI and the API alike: one training job at a time, followed from any browser.
@@ -85,8 +88,11 @@ class Playground(ModelRegistry):
             if bad or not prompt_ids:
                 raise SettingsError(key="settings.token_id", field="prompt", value=bad[0] if bad else None,
                                     most=len(source.codec) - 1)
-        return Generation(runner, source, prompt, settings, stop_event=self._stop_event_for(session, stop_event),
-                          prompt_ids=prompt_ids, num_samples=num_samples, group_id=group_id, owner=owner)
+        run = Generation(runner, source, prompt, settings, stop_event=self._stop_event_for(session, stop_event),
+                         prompt_ids=prompt_ids, num_samples=num_samples, group_id=group_id, owner=owner)
+        # A logged-in user's fair share (limits.py): refused here, before anything runs; given back when it ends.
+        self.admission.admit(owner, run.settings.max_new_tokens * run.num_samples, run)
+        return run
 
     def _stop_event_for(self, session: str | None, stop_event: threading.Event | None = None) -> threading.Event:
         stop_event = stop_event or threading.Event()
@@ -171,6 +177,7 @@ class Playground(ModelRegistry):
         finally:
             self.finish(session, run)
             self._save(run, status, error)
+            Admission.release(run)
 
     def inside(self, result: GenerationResult):
         """The Inside view of a run (analysis.inside.Inside), built once per run and backend.

@@ -146,14 +146,16 @@ def app_with_login(tiny_source, tmp_path_factory):
     demo.close()
 
 
-CLASS_PASSWORDS = {"alice": "alice pw", "bob": "bob pw", "teacher": "teacher pw"}
+CLASS_PASSWORDS = {"alice": "alice pw", "bob": "bob pw", "carol": "carol pw", "teacher": "teacher pw"}
+CLASS_LIMITS = dict(runs=4, tokens_per_minute=64)  # carol floods (test_limits); the others ask for a few tokens each
 
 
 @pytest.fixture(scope="session")
 def class_app(tiny_source, tmp_path_factory, models_root):
-    """A class on one link: the app behind a login for alice, bob and teacher (--admin teacher), with its own history.
-    Yields (url, history store)."""
+    """A class on one link: the app behind a login for alice, bob, carol and teacher (--admin teacher), with its own
+    history and CLASS_LIMITS per user. Yields (url, history store)."""
     from playground.history import HistoryStore
+    from playground.limits import UserLimits
     from playground.service import Playground
     from playground.ui.app import build_demo, launch_kwargs
     from playground.ui.security import Login, check_admins
@@ -161,7 +163,7 @@ def class_app(tiny_source, tmp_path_factory, models_root):
     login = Login(tuple(CLASS_PASSWORDS.items()), "tests")
     history = HistoryStore(tmp_path_factory.mktemp("class-history") / "history.db")
     playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("class-exports"), history=history,
-                            models_root=models_root, admins=check_admins(["teacher"], login))
+                            models_root=models_root, admins=check_admins(["teacher"], login), limits=UserLimits(**CLASS_LIMITS))
     demo = build_demo(playground)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(login))
     yield demo.local_url, history

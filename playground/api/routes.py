@@ -28,6 +28,7 @@ from ..backends.remote import EngineError
 from ..config import GenerationSettings
 from ..errors import ModelLoadError, PlaygroundError, SettingsError
 from ..generation import MAX_SAMPLES, Generation
+from ..limits import LimitReached
 from ..records import GenerationResult, TokenRecord
 from ..service import Playground
 from .schemas import ApiError, CompletionRequest, LogprobsWriter, finish_reason, parse_completion_request, settings_error
@@ -48,6 +49,8 @@ def api_error(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, SettingsError):
         return settings_error(exc)
+    if isinstance(exc, LimitReached):  # the user's fair share of a shared app: try again later
+        return ApiError(str(exc), type="rate_limit_error", code="rate_limit_exceeded", status=429)
     if isinstance(exc, EngineError):  # the serving engine behind --backend remote failed: not the client's fault
         return ApiError(str(exc), type="server_error", code="engine_error", status=502)
     if isinstance(exc, ModelLoadError):
