@@ -66,15 +66,23 @@ def test_validation_split_is_held_out():
     assert val[:500] not in train
 
 
+# The recipes' own quality checks train the shipped recipe, model, data and schedule with fewer steps than it ships with
+# (each about 40%: these two tests were half the suite's time). What the shipped step counts reach is measured by
+# `python -m playground.training.demo [--zh] --force` and written in the README (English 0.18 of the unigram
+# perplexity at 700 steps, Chinese 0.375 at 1,200); a shorter run of the same recipe must already clear the bars below.
+ENGLISH_CHECK_STEPS = 300  # ratio 0.33 at 250 steps, 0.28 at 350 (2026-12-05)
+CHINESE_CHECK_STEPS = 500  # ratio 0.47 at 400 steps, 0.41 at 800
+
+
 @pytest.mark.slow
-def test_full_recipe_learns_well_beyond_a_unigram_model(tmp_path):
-    """The real demo model (about 3 minutes on 2 cores): the bar is 40% of the unigram perplexity."""
+def test_the_recipe_learns_well_beyond_a_unigram_model(tmp_path):
+    """The demo recipe, 300 of its 700 steps (about a minute on 2 cores): the bar is 40% of the unigram perplexity."""
     from playground.backends.torch import TorchBackend
     from playground.generation import generate
     from playground.models import resolve_model
 
     out = tmp_path / "demo-gpt2"
-    report = build_demo_model(out, DemoRecipe(), progress=False)
+    report = build_demo_model(out, DemoRecipe(steps=ENGLISH_CHECK_STEPS), progress=False)
     assert report["val_perplexity"] <= 0.4 * report["unigram_val_perplexity"], report
 
     # Sampled continuations are made of real words from the documentation, not byte soup.
@@ -130,16 +138,17 @@ def test_chinese_validation_texts_are_held_out():
 
 
 @pytest.mark.slow
-def test_full_chinese_recipe_learns_well_beyond_a_unigram_model(tmp_path):
-    """The real Chinese demo model (about 3 minutes on 2 cores): the bar is 40% of the unigram perplexity."""
+def test_the_chinese_recipe_learns_well_beyond_a_unigram_model(tmp_path):
+    """The Chinese demo recipe, 500 of its 1,200 steps (about a minute and a half on 2 cores): the bar is 55% of the
+    unigram perplexity (the shipped 1,200 steps reach 37.5%)."""
     import torch
 
     from playground.models import resolve_model
     from playground.training.corpus_zh import load_zh_texts
 
     out = tmp_path / "demo-zh-gpt2"
-    report = build_demo_model(out, ZhDemoRecipe(), progress=False)
-    assert report["val_perplexity"] <= 0.4 * report["unigram_val_perplexity"], report
+    report = build_demo_model(out, ZhDemoRecipe(steps=CHINESE_CHECK_STEPS), progress=False)
+    assert report["val_perplexity"] <= 0.55 * report["unigram_val_perplexity"], report
 
     # Sampled continuations are made of character pairs that occur in the corpus, not random characters.
     source = resolve_model(str(out))
