@@ -41,6 +41,7 @@ class Admission:
         self._lock = threading.Lock()
         self._running: dict[str, int] = defaultdict(int)
         self._asked: dict[str, deque[tuple[float, int]]] = defaultdict(deque)  # (when, tokens) within the window
+        self._places: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # run -> the finalizer that frees its place
 
     def admit(self, owner: str, tokens: int, run: object) -> None:
         """Take a place for `run` (of `owner`, asking for `tokens` new tokens), or raise LimitReached. The place is
@@ -68,12 +69,11 @@ class Admission:
                                    wait=max(1, round(wait)))
             asked.append((now, tokens))
             self._running[owner] += 1
-        run._admission = weakref.finalize(run, self._free, owner)
+        self._places[run] = weakref.finalize(run, self._free, owner)
 
-    @staticmethod
-    def release(run: object) -> None:
+    def release(self, run: object) -> None:
         """Give back `run`'s place (once; nothing for a run that took none)."""
-        finalizer = getattr(run, "_admission", None)
+        finalizer = self._places.pop(run, None)
         if finalizer is not None:
             finalizer()
 

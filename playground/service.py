@@ -177,7 +177,7 @@ class Playground(ModelRegistry):
         finally:
             self.finish(session, run)
             self._save(run, status, error)
-            Admission.release(run)
+            self.admission.release(run)
 
     def inside(self, result: GenerationResult):
         """The Inside view of a run (analysis.inside.Inside), built once per run and backend.

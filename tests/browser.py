@@ -119,6 +119,35 @@ def generate(page, prompt: str, seed: str = "4", model: str | None = None, max_n
     return click_generate(page)
 
 
+NOTICE_WATCH_JS = """() => {
+  window.__notices = new Set();
+  const look = () => document.querySelectorAll('[data-testid="toast-text"]').forEach((e) => window.__notices.add(e.textContent));
+  new MutationObserver(look).observe(document.body, {childList: true, subtree: true, characterData: true});
+  look();
+}"""
+
+
+def wait_for_notice(page, message: str, action) -> None:
+    """Do `action()` and wait until the app has shown a notice (Gradio's toast) holding `message`. Every notice the page
+    shows from before the action is recorded as it appears, so one that has come and gone (an error notice closes
+    itself after 10 s, which a loaded machine can let pass between two looks) still counts. If none comes, the page
+    as it was is kept in test-artifacts/ for whoever reads the failure."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    from .conftest import ARTIFACTS
+
+    page.evaluate(NOTICE_WATCH_JS)
+    action()
+    try:
+        page.wait_for_function("m => Array.from(window.__notices || []).some((t) => t.includes(m))", arg=message)
+    except PlaywrightTimeout:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "notice-missing.png"), full_page=True)
+        seen = page.evaluate("() => Array.from(window.__notices || [])")
+        (ARTIFACTS / "notice-missing.txt").write_text(f"wanted: {message}\nseen: {seen}\n\n{page.locator('body').inner_text()}")
+        raise
+
+
 def tab_name(page, tab: str) -> str:
     from playground.locales import text
 

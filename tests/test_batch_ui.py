@@ -1,7 +1,7 @@
 """N samples in the Generate tab, in real headless Chromium: side by side, each with its seed, and one opened for the other
 tabs; a group exported from History; the Sweep tab. Each test has its own page and makes the runs it reads."""
 
-from .browser import click_generate, fill, generate, open_history_run, open_tab, set_number
+from .browser import click_generate, fill, generate, open_history_run, open_tab, set_number, wait_for_notice
 from .conftest import ARTIFACTS
 
 
@@ -54,8 +54,7 @@ def test_history_exports_the_selected_runs_group(page, app_history):
 
     # A run drawn alone has no group: a clear message, no file.
     open_history_run(page, lone_id)
-    page.locator("#history-export-btn").click()
-    page.get_by_text("was drawn alone").first.wait_for()
+    wait_for_notice(page, "was drawn alone", page.locator("#history-export-btn").click)
 
 
 def test_samples_stack_on_a_narrow_chinese_screen(zh_page):

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from .browser import (LONG_MS, click_generate, fill, generate, history_row, open_app, open_history_run, open_tab, set_number,
-                      wait_for_history_row)
+                      wait_for_history_row, wait_for_notice)
 from .conftest import ARTIFACTS
 
 
@@ -306,8 +306,7 @@ def test_a_model_from_the_models_folder_can_be_chosen(page):
     model = page.locator("#model input")
     model.fill("/etc")
     model.press("Enter")
-    page.locator("#generate-btn").click()
-    page.get_by_text("cannot be chosen here").first.wait_for()
+    wait_for_notice(page, "cannot be chosen here", page.locator("#generate-btn").click)
     page.screenshot(path=str(ARTIFACTS / "model-refused.png"), full_page=True)
 
 
@@ -351,9 +350,8 @@ def test_the_interface_speaks_the_browsers_language(browser, launched_app, local
             assert t(key, "en") not in body, key  # no English left beside the Chinese
     # A domain error raised by the settings, shown in the browser's language.
     fill(other.locator("#seed input, #seed textarea").first, "abc")
-    other.locator("#generate-btn").click()
     message = t("settings.not_int", lang, name=t("setting.seed", lang), value="abc")
-    other.get_by_text(message).first.wait_for()
+    wait_for_notice(other, message, other.locator("#generate-btn").click)
     ARTIFACTS.mkdir(exist_ok=True)
     other.screenshot(path=str(ARTIFACTS / f"ui-{locale}.png"), full_page=True)
     context.close()
@@ -472,6 +470,5 @@ def test_finetune_tab_speaks_chinese_and_shows_the_last_job_to_another_browser(z
     zh.wait_for_function("() => /任务 #|还没有微调任务/.test(document.querySelector('#ft-progress')?.innerText || '')")
     fill(zh.locator("#ft-text textarea"), "一段很短的文字。")
     fill(zh.locator("#ft-name input, #ft-name textarea").first, "../escape")
-    zh.locator("#ft-start").click()
-    zh.get_by_text("是一个路径").first.wait_for()
+    wait_for_notice(zh, "是一个路径", zh.locator("#ft-start").click)
     zh.screenshot(path=str(ARTIFACTS / "finetune-zh-CN.png"), full_page=True)
