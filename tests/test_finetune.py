@@ -65,6 +65,26 @@ def test_full_finetune_lowers_validation_loss_and_writes_a_standard_model(tiny_s
     TorchBackend(resolve_model(str(folder)), device="cpu")
 
 
+def test_a_run_that_overfits_keeps_its_best_weights_and_says_so(tiny_source, legal_text, tmp_path):
+    """Four validation blocks of text and a high rate: validation loss falls, then rises for the last 20 steps. The model
+    saved is the one from the best evaluation (it scores the best validation loss exactly), and the report says so."""
+    from playground.finetune.run import kept_best_text
+
+    settings = FineTuneSettings(learning_rate=3e-2, max_steps=60, block_size=32, batch_size=8, warmup_steps=2, eval_every=5)
+    report = run_finetune(tiny_source, legal_text[:2500], settings, "overfit", tmp_path)
+    curve = dict(report["loss_curve"]["val"])
+    best_step = min(curve, key=curve.get)
+    kept = report["kept_best"]
+    assert 0 < best_step < 60 and kept["step"] == best_step and kept["last_step"] == 60 and kept["overfit"], curve
+    assert report["val_loss_after"] == pytest.approx(curve[best_step], abs=1e-5)  # the saved weights are step best_step's
+    assert kept["last_val_perplexity"] >= 1.05 * kept["val_perplexity"]
+    assert f"step {best_step}" in kept_best_text(kept, "en") and "fewer steps" in kept_best_text(kept, "en")
+    assert f"第 {best_step} 步" in kept_best_text(kept, "zh-CN") and "过拟合" in kept_best_text(kept, "zh-CN")
+    # A run whose last evaluation is its best keeps its last weights and has nothing to say.
+    calm = run_finetune(tiny_source, legal_text, FineTuneSettings(learning_rate=3e-3, max_steps=30, **FAST), "calm", tmp_path)
+    assert calm["kept_best"] is None
+
+
 def test_lora_is_merged_into_plain_safetensors_that_export_to_onnx_and_match_pytorch(tiny_source, legal_text, tmp_path):
     from safetensors import safe_open
 

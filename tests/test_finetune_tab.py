@@ -73,7 +73,11 @@ def test_views_escape_the_users_text_and_read_in_chinese(tiny_source, tmp_path):
            "report": {"val_perplexity_before": 244.7, "val_perplexity_after": 49.4, "val_perplexity_change": -0.798,
                       "steps": 3, "total_seconds": 2.0}}
     assert "<b>x</b>" not in progress_html(job) and "step 3 / 3" in progress_html(job) and "已完成" in progress_html(job, "zh-CN")
-    assert "244.7 → 49.4" in result_html(job) and "-79.8%" in result_html(job)
+    assert "244.7 → 49.4" in result_html(job) and "-79.8%" in result_html(job) and "ft-kept-best" not in result_html(job)
+    overfitted = job | {"report": job["report"] | {"kept_best": {"step": 40, "val_perplexity": 139.2, "last_step": 60,
+                                                                  "last_val_perplexity": 148.5, "overfit": True}}}
+    assert "from step 40" in result_html(overfitted) and "overfitting" in result_html(overfitted)
+    assert "保存的是第 40 步的模型" in result_html(overfitted, "zh-CN")
     assert len(loss_figure(job).data) == 2
     failed = job | {"status": "error", "error": {"key": "finetune.out_of_memory", "params": {"error": "<script>"}}}
     assert "&lt;script&gt;" in result_html(failed) and "<script>" not in result_html(failed)

@@ -18,7 +18,7 @@ from ..errors import PlaygroundError
 from ..models import RANDOM_NOTICE, resolve_model
 from ..paths import models_dir
 from .data import read_file
-from .run import DEFAULT_LEARNING_RATES, FineTuneSettings, execute_plan, plan_finetune
+from .run import DEFAULT_LEARNING_RATES, FineTuneSettings, execute_plan, kept_best_text, plan_finetune
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Validation perplexity {report['val_perplexity_before']:.2f} -> {report['val_perplexity_after']:.2f} "
               f"({report['val_perplexity_change']:+.0%}) in {report['train_seconds']:.0f} s of training "
               f"({report['tokens_per_s']:.0f} tokens/s).")
+        if report.get("kept_best"):
+            print(f"note: {kept_best_text(report['kept_best'], 'en')}")
         print(f"Saved {plan.out_dir} (training_report.json inside).")
     return 0
 

@@ -337,6 +337,11 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
     tokens_per_s, elapsed_s, eta_s, train_losses and val_losses ([step, loss] pairs so far),
     val_perplexity_before (None until measured). `cancel` (a threading.Event) stops the run within a step:
     TrainingCancelled is raised and nothing is written; so is any other failure.
+
+    The model saved is the best one seen: the trained weights at the evaluation with the lowest validation loss
+    (step 0, the base, included). When that was not the last evaluation, validation loss rose after it (the model
+    began to learn the training text by heart): the report's `kept_best` says from which step the saved weights are
+    and what the last step scored, so the user learns that fewer steps or a lower rate would do.
     """
     import torch
 
@@ -364,6 +369,8 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
         if settings.method == "lora":
             model = _add_lora(model, settings)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        # The best weights so far (those being trained: LoRA's adapters, or every weight), kept on the CPU.
+        best = {"step": 0, "val_loss": val_loss_before, "weights": _trained_weights(model)}
         schedule = Schedule(steps=plan.total_steps, learning_rate=settings.effective_learning_rate,
                             warmup_steps=min(settings.warmup_steps, plan.total_steps), weight_decay=settings.weight_decay,
                             clip_norm=settings.max_grad_norm or math.inf)  # clipping at inf multiplies by 1: off
@@ -373,6 +380,8 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
             state["train_losses"].append([info["step"], round(info["train_loss"], 5)])
             if info["val_loss"] is not None:
                 state["val_losses"].append([info["step"], round(info["val_loss"], 5)])
+                if info["val_loss"] < best["val_loss"]:
+                    best.update(step=info["step"], val_loss=info["val_loss"], weights=_trained_weights(model))
             report_progress(step=info["step"], train_loss=info["train_loss"], learning_rate=info["learning_rate"],
                             tokens_per_s=round(info["tokens_per_s"], 1), eta_s=round(info["eta_s"], 1),
                             epoch=round(info["step"] * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
@@ -388,6 +397,14 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
         if cancel is not None and cancel.is_set():  # set during the last step: still nothing is saved
             raise TrainingCancelled(key="train.cancelled")
         report_progress(phase="saving")
+        last_step, last_val_loss = state["val_losses"][-1] if state["val_losses"] else (0, val_loss_before)
+        kept_best = None
+        if best["step"] != last_step:  # validation loss rose after the best evaluation: save that one
+            _restore_weights(model, best["weights"])
+            kept_best = {"step": best["step"], "val_perplexity": round(math.exp(best["val_loss"]), 3),
+                         "last_step": last_step, "last_val_perplexity": round(math.exp(last_val_loss), 3),
+                         "overfit": math.exp(last_val_loss - best["val_loss"]) - 1 >= OVERFIT_RISE}
+        best = None  # the copy is no longer needed
         if settings.method == "lora":
             model = model.merge_and_unload()  # W + (alpha / r) * B @ A in every adapted layer: a plain GPT-2 again
         val_loss_after = validate()  # on the merged weights: what the saved model scores
@@ -411,6 +428,7 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
             "val_perplexity_before": round(math.exp(val_loss_before), 3),
             "val_perplexity_after": round(math.exp(val_loss_after), 3),
             "val_perplexity_change": round(math.exp(val_loss_after - val_loss_before) - 1, 4),
+            "kept_best": kept_best,
             "loss_curve": {"train": state["train_losses"], "val": state["val_losses"]},
             "tokens_per_s": state["tokens_per_s"],
             "train_seconds": round(train_seconds, 1),
@@ -420,6 +438,34 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
         (staged / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     report_progress(phase="complete", val_loss=val_loss_after)
     return report
+
+
+OVERFIT_RISE = 0.05  # validation perplexity this much above its best by the end: the run overfitted, and is told so
+
+
+def kept_best_text(kept_best: dict, lang: str) -> str:
+    """What the report's `kept_best` means, in `lang`: validation loss rose after the step whose weights were saved."""
+    from ..locales import text
+
+    if kept_best["step"] == 0:
+        key = "finetune.kept_base"
+    else:
+        key = "finetune.overfit" if kept_best.get("overfit") else "finetune.kept_best"
+    return text(key, lang, **{k: v for k, v in kept_best.items() if k != "overfit"})
+
+
+def _trained_weights(model) -> dict:
+    """A CPU copy of the weights being trained (LoRA's adapters, or all of them), to come back to."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _restore_weights(model, weights: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in weights:
+                p.copy_(weights[name].to(p.device))
 
 
 def run_finetune(base, data: TrainingText | str | Path, settings: FineTuneSettings, name: str, models_root: Path | str,

@@ -19,7 +19,7 @@ import gradio as gr
 from ..errors import PlaygroundError
 from ..service import Playground
 from ..finetune.data import FORMATS, csv_columns, read_file
-from ..finetune.run import DEFAULT_LEARNING_RATES, GPT2_LORA_TARGETS, FineTuneSettings, plan_finetune
+from ..finetune.run import DEFAULT_LEARNING_RATES, GPT2_LORA_TARGETS, FineTuneSettings, kept_best_text, plan_finetune
 from .i18n import error_text, info, lang_of, localize_on_load, t, translated, ui_error
 from .security import delete_upload
 
@@ -155,7 +155,9 @@ def result_html(job: dict | None, lang: str = "en") -> str:
         change = report.get("val_perplexity_change")
         return (f"<div class='ft-result'><div>{t('finetune.done', lang, name=escape(job['name']), base=escape(job['base_model']))}</div>"
                 f"<div>{t('finetune.perplexity', lang, before=report['val_perplexity_before'], after=report['val_perplexity_after'], change=f'{change:+.1%}' if change is not None else '—')}</div>"
-                f"<div>{t('finetune.seconds', lang, steps=report.get('steps', '?'), seconds=report.get('total_seconds', '?'))}</div></div>")
+                f"<div>{t('finetune.seconds', lang, steps=report.get('steps', '?'), seconds=report.get('total_seconds', '?'))}</div>"
+                + (f"<div class='ft-kept-best'>{escape(kept_best_text(report['kept_best'], lang))}</div>" if report.get("kept_best") else "")
+                + "</div>")
     if job["status"] == "cancelled":
         return f"<div class='ft-result'>{escape(t('finetune.cancelled', lang))}</div>"
     return (f"<div class='ft-result' style='color:#b91c1c'>{escape(t('finetune.failed', lang))} "
