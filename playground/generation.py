@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+from array import array
 import time
 import uuid
 from contextlib import closing
@@ -118,12 +119,15 @@ class StepStats:
         weighted = np.einsum("nv,nv->n", unnormalised, x)  # (N,) = Z * sum p x
         # H = -sum p (x - lse) = lse - sum p x
         lse = [float(m) + math.log(float(zz)) for m, zz in zip(peak[:, 0], z)]
-        entropy_bits = [(l - float(w) / float(zz)) / LN2 for l, w, zz in zip(lse, weighted, z)]
-        top_probs = [[math.exp(v - l) for v in row] for row, l in zip(top_logits, lse)]
+        # The numbers a record keeps are float32 values, as the model computed them (float64 digits beyond that are
+        # noise), so that the history packs them in 4 bytes each (token_pack); array('f') rounds a list in one call.
+        entropy_bits = array("f", [(l - float(w) / float(zz)) / LN2 for l, w, zz in zip(lse, weighted, z)]).tolist()
+        top_probs = [array("f", [math.exp(v - l) for v in row]).tolist() for row, l in zip(top_logits, lse)]
         return cls(x, lse, entropy_bits, top_probs, top_ids)
 
     def prob(self, row: int, token_id: int) -> float:
-        return math.exp(float(self.logits[row, token_id]) - self.lse[row])
+        """The model's probability of `token_id` at row `row`, as a float32 value (see `of`)."""
+        return array("f", (math.exp(float(self.logits[row, token_id]) - self.lse[row]),))[0]
 
     def rank(self, row: int, token_id: int) -> int:
         top_ids = self.top_ids[row]

@@ -25,6 +25,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from .errors import PlaygroundError
+from .token_pack import pack_tokens, unpack_tokens
 
 APP_DIR_NAME = "gpt2-playground"
 DB_ENV = "GPT2_PLAYGROUND_DB"
@@ -219,11 +220,43 @@ END""")
 END""")
 
 
+@migrations(name="m011_packed_tokens")
+def m011_packed_tokens(db: Database) -> None:
+    """Token records move from JSON text (`tokens`, about 160 kB for a 128-token run with 10 alternatives) to typed
+    arrays in a compressed BLOB (`tokens_packed`, about 13 kB; see token_pack.py), so a term of classes fits on a
+    disk. Every row is converted in place, exactly (unpack gives back the records the JSON held); `tokens` is then
+    NULL. The space the JSON took is reused by new rows (VACUUM gives it back to the disk)."""
+    db.table("runs").add_column("tokens_packed", bytes)
+    last = 0
+    while True:
+        batch = db.execute("SELECT id, tokens FROM runs WHERE id > ? AND tokens IS NOT NULL ORDER BY id LIMIT 500", [last]).fetchall()
+        if not batch:
+            break
+        db.conn.executemany("UPDATE runs SET tokens_packed = ?, tokens = NULL WHERE id = ?",
+                            [(pack_tokens(json.loads(tokens)), run_id) for run_id, tokens in batch])
+        last = batch[-1][0]
+
+
 # --- the store ----------------------------------------------------------------------------------
 
 
+def _tokens_as_json(row: dict) -> dict:
+    """A row of the runs table with its packed token records back in the `tokens` column as JSON text, as they were
+    stored before m011 (exports show them so), and no `tokens_packed` column."""
+    if "tokens_packed" in row:
+        packed = row.pop("tokens_packed")
+        if packed is not None:
+            row["tokens"] = json.dumps(unpack_tokens(packed))
+    return row
+
+
 def _decode(row: dict) -> dict:
-    """JSON columns parsed, whatever their shape (token records may gain fields, such as `bytes`)."""
+    """JSON columns parsed, whatever their shape (token records may gain fields, such as `bytes`); packed token
+    records unpacked into `tokens`."""
+    if "tokens_packed" in row:
+        packed = row.pop("tokens_packed")
+        if packed is not None:
+            row["tokens"] = unpack_tokens(packed)
     for column in JSON_COLUMNS:
         if isinstance(row.get(column), str):
             row[column] = json.loads(row[column])
@@ -420,7 +453,8 @@ class HistoryStore:
         if row.get("status") not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {row.get('status')!r}")
         row = {"created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")} | {
-            column: json.dumps(value) if column in JSON_COLUMNS else _utf8_safe(value) for column, value in row.items()}
+            column: json.dumps(value) if column in JSON_COLUMNS else _utf8_safe(value) for column, value in row.items()
+            if column != "tokens"} | {"tokens_packed": pack_tokens(row.get("tokens"))}  # token records: typed arrays (m011)
         with self._write() as db:
             return db.table("runs").insert(row).last_pk
 
@@ -624,10 +658,11 @@ class HistoryStore:
         if fmt == "jsonl":
             with open(path, "w", encoding="utf-8") as handle:
                 for row in rows:
-                    handle.write(_json_text(_decode(dict(row))) + "\n")
+                    handle.write(_json_text(_decode(dict(row))) + "\n")  # tokens unpacked, nested
         elif fmt == "csv":
             # newline="": the csv module writes its own line ends and keeps newlines inside quoted fields.
             with open(path, "w", encoding="utf-8-sig", newline="") as handle:
+                rows = [_tokens_as_json(dict(row)) for row in rows]
                 writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id"])
                 writer.writeheader()
                 writer.writerows({column: _csv_cell(column, value) for column, value in row.items()} for row in rows)

@@ -577,3 +577,66 @@ def test_the_history_table_shows_where_a_search_found_each_run_escaped(store, sa
     assert "<th data-col=\"8\">匹配位置</th>" in html
     assert '<span class="match-where">提示词 → 输出</span> &lt;b&gt;<mark>读书人</mark>&lt;/b&gt;不是' in html
     assert "<mark>" not in table_html(store.recent(), "en")  # no search, no column
+
+
+# ---- token records packed (m011) -------------------------------------------------------------------
+
+
+def test_token_records_move_to_packed_arrays_exactly(tmp_path, sample_run):
+    """Rows saved before m011 held their records as JSON text: the migration packs them, and every field of every record
+    comes back equal (floats to the bit, lone surrogates, records without `bytes` from before they had them, fields
+    the array layout does not know), in `get`, in both exports."""
+    odd = {"prompt": [{"token_id": 1, "text": "\ud800", "future_field": [1, 2]}], "output": []}  # not the array layout
+    old = {"prompt": [dict(r) for r in sample_run["tokens"]["prompt"]],
+           "output": [dict(r, raw_prob=0.1 + 1e-17 * i, prob=1 / 3) for i, r in enumerate(sample_run["tokens"]["output"])]}
+    for record in old["output"][:2]:
+        record.pop("bytes")  # saved before records had bytes
+        record["text"] = "床\ud800" if record is old["output"][0] else record["text"]
+    path = tmp_path / "h.db"
+    with closing(sqlite3.connect(path)) as conn:
+        db = Database(conn)
+        migrations.apply(db, stop_before="m011_packed_tokens")
+        for tokens in (sample_run["tokens"], old, odd, None):
+            db.table("runs").insert({"created_at": "2026-12-01T00:00:00.000+00:00", "prompt": "p", "status": "complete",
+                                     "tokens": None if tokens is None else json.dumps(tokens)})
+        conn.commit()
+    store = HistoryStore(path)
+    expected = [json.loads(json.dumps(t)) for t in (sample_run["tokens"], old, odd)] + [None]
+    assert [store.get(i)["tokens"] for i in (1, 2, 3, 4)] == expected
+    with closing(sqlite3.connect(path)) as conn:
+        stored = conn.execute("SELECT tokens, substr(tokens_packed, 1, 4) FROM runs ORDER BY id").fetchall()
+    assert stored == [(None, b"PGT1"), (None, b"PGJ1"), (None, b"PGJ1"), (None, None)]  # `old` lacks bytes: kept as JSON
+    store.export(tmp_path / "all.jsonl", "jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [line["tokens"] for line in lines] == expected and "tokens_packed" not in lines[0]
+    store.export(tmp_path / "all.csv", "csv")
+    with open(tmp_path / "all.csv", newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    assert "tokens_packed" not in rows[0] and rows[0]["tokens"].count("·") == len(sample_run["tokens"]["output"]) - 1
+
+
+def test_a_long_run_with_alternatives_is_stored_in_under_15_kb(tiny_model_dir, tmp_path):
+    """Issue 25's bar: a 128-token run with 10 alternatives per token at most 15 kB (about 160 kB as JSON). On the tiny
+    model's tokenizer with a longer context and random weights: flat distributions, the hardest to compress."""
+    import shutil
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from playground.backends.torch import TorchBackend
+    from playground.models import resolve_model
+    from playground.token_pack import pack_tokens
+
+    folder = tmp_path / "long-context"
+    shutil.copytree(tiny_model_dir, folder)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config.from_pretrained(folder, n_positions=256)).save_pretrained(folder, safe_serialization=True)
+    source = resolve_model(str(folder))
+    result = generate(TorchBackend(source, device="cpu"), source, "The value of",
+                      GenerationSettings(max_new_tokens=128, seed=3, top_alternatives=10))
+    row = saved_row(result, "complete")
+    packed = pack_tokens(row["tokens"])
+    assert len(result.tokens) == 128 and packed[:4] == b"PGT1", packed[:4]
+    assert len(packed) <= 15_000 and len(json.dumps(row["tokens"])) > 100_000, (len(packed), len(json.dumps(row["tokens"])))
+    store = HistoryStore(tmp_path / "h.db")
+    assert store.get(store.save_run(row))["tokens"] == json.loads(json.dumps(row["tokens"]))
