@@ -31,9 +31,45 @@ def open_app(browser, url: str, locale: str = "en-US", viewport: dict | None = N
     context = browser.new_context(viewport=viewport or VIEWPORT, locale=locale, extra_http_headers=headers)
     context.set_default_timeout(LONG_MS)
     page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     page.goto(url)
-    page.locator(f'#page-ready[data-lang="{lang}"]').wait_for(state="attached")
+    wait_until_ready(page, lang, console)
     return context, page
+
+
+def wait_until_ready(page, lang: str, console: list[str]) -> None:
+    """Wait for the page to hold its language's values (`#page-ready`, set by the app's one load event).
+
+    Twice in about a thousand page loads of CI runs with one core kept busy (2026-12-05), a page never got there
+    within 3 minutes, though the same sequence of tests passes alone under the same load. A page that misses it
+    leaves its evidence in test-artifacts/ (a screenshot, its console, every Python thread's stack: the app is
+    served from this process) and is loaded once more, as a user would reload it; a second miss fails the test.
+    """
+    import faulthandler
+
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    from .conftest import ARTIFACTS
+
+    ready = page.locator(f'#page-ready[data-lang="{lang}"]')
+    try:
+        ready.wait_for(state="attached", timeout=LONG_MS / 2)
+        return
+    except PlaywrightTimeout:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "page-not-ready.png"), full_page=True)
+        with open(ARTIFACTS / "page-not-ready.txt", "w", encoding="utf-8") as handle:
+            handle.write("console:\n" + "\n".join(console) + "\n\nthreads:\n")
+            handle.flush()
+            faulthandler.dump_traceback(file=handle, all_threads=True)
+        import warnings
+
+        # A warning, so that a run that passed after the reload still says so in its summary (CI's log is all we see).
+        warnings.warn(f"#page-ready did not come within {LONG_MS / 2000:.0f} s, the page was reloaded; its console: "
+                      + " | ".join(console[-15:]) + f" (screenshot and thread stacks in {ARTIFACTS})", stacklevel=2)
+    page.reload()
+    ready.wait_for(state="attached")
 
 
 def log_in(browser, url: str, user: str, password: str, locale: str = "en-US"):
