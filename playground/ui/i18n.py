@@ -128,16 +128,31 @@ def localize_on_load(outputs: Sequence[Any], render: Callable[..., Any], with_re
 def localize_page(demo: gr.Blocks, ready: gr.HTML) -> None:
     """One load event that fills every output given to `localize_on_load` in the browser's language (one request
     instead of one per tab), then puts `<span id="page-ready" data-lang="...">` in `ready`: the sign that the page
-    holds its own language's values, which anything driving the page (the browser tests) waits for."""
+    holds its own language's values, which anything driving the page (the browser tests) waits for.
+
+    A part that fails to render (its view's data unreadable, say) leaves only its own outputs as they were: the error
+    goes to the server's log with its traceback, the page still becomes ready, and `data-failed` on the sign names
+    what failed, instead of one broken view leaving the whole page unfilled."""
+    import sys
+    import traceback
+    from html import escape
+
     localizers = demo.__dict__.pop("_localizers", [])
     outputs = [component for components, _, _ in localizers for component in components]
 
     def on_load(request: gr.Request):
         lang = lang_of(request)
-        values = []
+        values, failed = [], []
         for components, render, with_request in localizers:
-            value = render(lang, request) if with_request else render(lang)
+            try:
+                value = render(lang, request) if with_request else render(lang)
+            except Exception as exc:  # noqa: BLE001 - logged and named on the page; the other views still fill
+                print(f"The page's {getattr(render, '__qualname__', render)} failed to render:", file=sys.stderr, flush=True)
+                traceback.print_exc()
+                failed.append(f"{type(exc).__name__}: {exc}")
+                value = [gr.skip()] * len(components) if len(components) > 1 else gr.skip()
             values.extend(value if len(components) > 1 else [value])
-        return [*values, f'<span id="page-ready" data-lang="{lang}"></span>']
+        marks = f' data-failed="{escape(" | ".join(failed))}"' if failed else ""
+        return [*values, f'<span id="page-ready" data-lang="{lang}"{marks}></span>']
 
     demo.load(on_load, inputs=None, outputs=[*outputs, ready], queue=False, show_progress="hidden", api_visibility="private")
