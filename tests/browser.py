@@ -41,8 +41,9 @@ def open_app(browser, url: str, locale: str = "en-US", viewport: dict | None = N
 def wait_until_ready(page, lang: str, console: list[str]) -> None:
     """Wait for the page to hold its language's values (`#page-ready`, set by the app's one load event).
 
-    Twice in about a thousand page loads of CI runs with one core kept busy (2026-12-05), a page never got there
-    within 3 minutes, though the same sequence of tests passes alone under the same load. A page that misses it
+    About once in a full run's several hundred page loads (2026-12-05, idle or with one core kept busy), a page never
+    got there: drawn, but with none of the load event's values, its console empty and every server thread idle; the
+    same tests in the same order pass alone. A page that misses it
     leaves its evidence in test-artifacts/ (a screenshot, its console, every Python thread's stack: the app is
     served from this process) and is loaded once more, as a user would reload it; a second miss fails the test.
     """
