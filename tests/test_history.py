@@ -474,16 +474,24 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text(store, sample_ru
 # ---- each person their own runs (issue 25) -------------------------------------------------------
 
 
-def test_runs_saved_before_owners_belong_to_the_local_user(tmp_path):
-    """m009 gives runs, jobs and benchmark rows an owner; the rows already there are the local user's ("")."""
-    path = tmp_path / "h.db"
+def history_before(path: Path, migration: str, runs: list[dict] = (), jobs: list[dict] = ()) -> Path:
+    """A history file at the schema before `migration`, holding `runs` and `jobs` (created then), as an older app left it."""
+    created = {"created_at": "2026-12-01T00:00:00.000+00:00"}
     with closing(sqlite3.connect(path)) as conn:
         db = Database(conn)
-        migrations.apply(db, stop_before="m009_owners")
-        db.table("runs").insert({"created_at": "2026-12-01T00:00:00.000+00:00", "prompt": "旧的运行", "output": "old", "status": "complete"})
-        db.table("jobs").insert({"created_at": "2026-12-01T00:00:00.000+00:00", "status": "complete", "name": "old"})
+        migrations.apply(db, stop_before=migration)
+        for run in runs:
+            db.table("runs").insert(created | {"status": "complete"} | run)
+        for job in jobs:
+            db.table("jobs").insert(created | job)
         conn.commit()
-    store = HistoryStore(path)
+    return path
+
+
+def test_runs_saved_before_owners_belong_to_the_local_user(tmp_path):
+    """m009 gives runs, jobs and benchmark rows an owner; the rows already there are the local user's ("")."""
+    store = HistoryStore(history_before(tmp_path / "h.db", "m009_owners", runs=[{"prompt": "旧的运行", "output": "old"}],
+                                        jobs=[{"status": "complete", "name": "old"}]))
     assert store.get(1)["owner"] == "" and store.get(1, owner="") is not None and store.get(1, owner="alice") is None
     assert store.get_job(1)["owner"] == "" and store.latest_job(owner="alice") is None
     assert [r["id"] for r in store.search("旧的", owner="")] == [1] and store.search("旧的", owner="alice") == []
@@ -557,13 +565,7 @@ def test_a_word_split_between_prompt_and_output_is_found_and_shown_where(store, 
 
 
 def test_the_search_index_moves_to_the_whole_text_without_losing_old_rows(tmp_path):
-    path = tmp_path / "h.db"
-    with closing(sqlite3.connect(path)) as conn:
-        db = Database(conn)
-        migrations.apply(db, stop_before="m010_search_whole_text")
-        db.table("runs").insert({"created_at": "2026-12-01T00:00:00.000+00:00", "prompt": "床前明", "output": "月光", "status": "complete"})
-        conn.commit()
-    store = HistoryStore(path)
+    store = HistoryStore(history_before(tmp_path / "h.db", "m010_search_whole_text", runs=[{"prompt": "床前明", "output": "月光"}]))
     assert [r["id"] for r in store.search("明月光")] == [1]
     store.delete(1)
     assert store.search("明月光") == [] and store.count() == 0
@@ -592,14 +594,8 @@ def test_token_records_move_to_packed_arrays_exactly(tmp_path, sample_run):
     for record in old["output"][:2]:
         record.pop("bytes")  # saved before records had bytes
         record["text"] = "床\ud800" if record is old["output"][0] else record["text"]
-    path = tmp_path / "h.db"
-    with closing(sqlite3.connect(path)) as conn:
-        db = Database(conn)
-        migrations.apply(db, stop_before="m011_packed_tokens")
-        for tokens in (sample_run["tokens"], old, odd, None):
-            db.table("runs").insert({"created_at": "2026-12-01T00:00:00.000+00:00", "prompt": "p", "status": "complete",
-                                     "tokens": None if tokens is None else json.dumps(tokens)})
-        conn.commit()
+    path = history_before(tmp_path / "h.db", "m011_packed_tokens",
+                          runs=[{"prompt": "p", "tokens": None if t is None else json.dumps(t)} for t in (sample_run["tokens"], old, odd, None)])
     store = HistoryStore(path)
     expected = [json.loads(json.dumps(t)) for t in (sample_run["tokens"], old, odd)] + [None]
     assert [store.get(i)["tokens"] for i in (1, 2, 3, 4)] == expected
