@@ -10,7 +10,7 @@ import time
 import uuid
 from contextlib import closing
 from dataclasses import dataclass, replace
-from typing import Generator, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ from transformers.generation.logits_process import (
 from .backends.base import Backend, Engine
 from .config import MAX_SEED, GenerationSettings, check_prompt
 from .errors import Notice, SettingsError
-from .machine import torch_threads
 from .models import ModelSource
 from .records import Alternative, GenerationResult, TokenRecord
 from .text import TokenCodec, complete_prefix_length, escape_bytes, hex_bytes
@@ -285,12 +284,14 @@ class Generation:
                 key="notice.cut_character", bytes=hex_bytes(data[cut:]),
             ))
 
-    def _given_statistics(self, cache, k: int) -> tuple | None:
-        """The backend's own statistics of its latest run on `cache` (`Backend.statistics`), when it has k alternatives."""
-        given = self.backend.statistics(cache)
-        return given if given is not None and given[0].shape[-1] == k else None
+    def given_statistics(self, given: tuple | None, k: int) -> tuple | None:
+        """The backend's own statistics of its latest run (`Backend.statistics`) for k alternatives: the first k of
+        the top logits and ids it computed for the run in the batch that asks for the most (largest first)."""
+        if given is None or given[0].shape[-1] < k:
+            return None
+        return (given[0][..., :k], given[1][..., :k], *given[2:])
 
-    def _choose(self, logits, given, processors, history, rngs, k, scratch) -> tuple[list[int], list[float] | None, StepStats]:
+    def choose(self, logits, given, processors, history, rngs, k, scratch) -> tuple[list[int], list[float] | None, StepStats]:
         """Pick each row's next token from `logits` (N, V); returns (token ids, their probabilities in the warped
         distributions or None when nothing warps them, raw stats of all rows; `given`: the backend's, see StepStats).
         The processors see `history` (N, n), each row its own; row r samples with `rngs[r]` (both only looked at
@@ -308,6 +309,32 @@ class Generation:
         chosen = torch.tensor(tokens)[:, None]  # (N, 1)
         return tokens, warped_probs.gather(1, chosen)[:, 0].tolist(), stats
 
+    def take(self, sample: int, record: TokenRecord, since_start_ms: float, decode_ms: float) -> bool:
+        """Add a generated record to sample `sample`'s result (text, timings); True when that sample is finished:
+        end of text, a stop sequence, or max_new_tokens reached."""
+        result = self.results[sample]
+        self._outputs[sample] += record.bytes
+        result.tokens.append(record)
+        if result.ttft_ms is None:
+            result.ttft_ms = since_start_ms
+        else:
+            result.decode_ms = decode_ms
+        if record.token_id in self.codec.eos_ids and not self.ignore_eos:
+            reason = "eos"
+        elif self._hit_stop_sequence(sample, record.bytes):
+            reason = "stop_sequence"
+        elif len(result.tokens) >= self.settings.max_new_tokens:
+            reason = "length"
+        else:
+            return False
+        self.end(sample, reason)  # final before its last record is seen: a consumer may stop there
+        return True
+
+    def end(self, sample: int, reason: str) -> None:
+        """Sample `sample` is over, for `reason` (a finish_reason): its text is final."""
+        self.results[sample].finish_reason = reason
+        self._finish_text(sample)
+
     def __iter__(self) -> Iterator[TokenRecord]:
         """Stream the records (of every sample, in step order; with one sample, simply its tokens)."""
         for _, record in self.samples():
@@ -316,9 +343,11 @@ class Generation:
     def samples(self) -> Iterator[tuple[int, TokenRecord]]:
         """The one decoding loop: stream (sample index, record) pairs, a step of all live samples at a time.
 
-        A decoder makes the records: `_decode` steps a local backend with the N samples as one batch; a serving
-        engine decodes one sequence per request, so `_engine_decode` runs the samples one after another. Either
-        way `_follow` takes the records into the results: the text, timings, end of text, stop sequences, Stop.
+        On a local backend the run joins its backend's batch (batching.py), where the rows of every run on it step
+        together, this run's N samples among them: the batch prefills the prompt, then steps, each row choosing its
+        token with the run's own processors and generator (`choose`) and taking it into the results (`take`). A
+        serving engine decodes one sequence per request and batches requests by itself, so `_engine_samples` runs
+        the samples one after another and takes each record the same way.
         """
         prompt_ids = self._prompt_ids()
         for result in self.results[1:]:  # the prompt's notices (a dropped start, unknown characters) hold for every sample
@@ -326,113 +355,35 @@ class Generation:
             result.dropped_prompt_tokens = self.result.dropped_prompt_tokens
         if isinstance(self.backend, Engine):
             for sample, result in enumerate(self.results):
-                yield from self._follow([sample], self._engine_decode(prompt_ids, result))
+                yield from self._engine_samples(sample, prompt_ids)
         else:
-            yield from self._follow(list(range(self.num_samples)), self._decode(prompt_ids))
+            from .batching import batch_for
 
-    def _follow(self, live: list[int], decoder: Generator[list[TokenRecord], list[int] | None, None]
-                ) -> Iterator[tuple[int, TokenRecord]]:
-        """Take a decoder's records into the results of the samples `live` and stream them as (sample, record).
+            yield from batch_for(self.backend).stream(self, prompt_ids)
 
-        The decoder yields the prompt's records, then one record per live sample per step, and is answered with
-        the rows still running: a finished sample (end of text, stop sequence) leaves the batch. The run ends when
-        every sample finished, when the decoder ends (max_new_tokens, or an engine that ended the text), or at Stop,
-        which is looked at between two steps.
-        """
-        results, codec = self.results, self.codec
+    def _engine_samples(self, sample: int, prompt_ids: list[int]) -> Iterator[tuple[int, TokenRecord]]:
+        """One sample decoded by a serving engine, its records taken into its result as they come; it ends when the
+        sample finishes, when the engine ends the text, or at Stop (looked at between two records)."""
+        result = self.results[sample]
         started = time.perf_counter()
-        decode_started, paused_s = None, 0.0  # time suspended at `yield` (the consumer's work) is not the model's
-        try:
-            prompt_records = next(decoder)
-            for sample in live:
-                results[sample].prompt_tokens = list(prompt_records)
-            keep = None  # what the prompt's records are answered with
-            while live and not self.stop_event.is_set():
-                try:
-                    records = decoder.send(keep)
-                except StopIteration:
+        decode_started, paused_s = None, 0.0  # time suspended at `yield` (the consumer's work) is not the engine's
+        finished = False
+        with closing(self._engine_decode(prompt_ids, result)) as records:
+            for record in records:
+                if self.stop_event.is_set():
                     break
                 now = time.perf_counter()
                 decode_started = decode_started or now
-                finished = []
-                for sample, record in zip(live, records):
-                    result = results[sample]
-                    self._outputs[sample] += record.bytes
-                    result.tokens.append(record)
-                    if result.ttft_ms is None:
-                        result.ttft_ms = (now - started) * 1000
-                    else:
-                        result.decode_ms = (now - decode_started - paused_s) * 1000
-                    if record.token_id in codec.eos_ids and not self.ignore_eos:
-                        result.finish_reason = "eos"
-                    elif self._hit_stop_sequence(sample, record.bytes):
-                        result.finish_reason = "stop_sequence"
-                    else:
-                        continue
-                    finished.append(sample)
-                    self._finish_text(sample)  # final before its last record is seen: a consumer may stop here
-                for sample, record in zip(live, records):
-                    yielded = time.perf_counter()
-                    yield sample, record
-                    paused_s += time.perf_counter() - yielded
-                keep = [r for r, sample in enumerate(live) if sample not in finished]
-                live = [live[r] for r in keep]
-        finally:
-            decoder.close()  # a consumer that stopped early: the model's cache, or the engine's request, goes now
-        for sample in live:  # still running when the loop ended
-            result = results[sample]
-            if len(result.tokens) >= self.settings.max_new_tokens:
-                result.finish_reason = "length"
-            else:  # Stop, or an engine that ended the text itself (without sending an end-of-text token)
-                result.finish_reason = "stopped" if self.stop_event.is_set() else "eos"
-            self._finish_text(sample)
+                finished = self.take(sample, record, (now - started) * 1000, (now - decode_started - paused_s) * 1000)
+                yielded = time.perf_counter()
+                yield sample, record
+                paused_s += time.perf_counter() - yielded
+                if finished and result.finish_reason != "length":
+                    break  # ends the request; at max_new_tokens the engine's run is read to its end (nothing more is kept)
+        if not finished:  # Stop, or an engine that ended the text itself (without sending an end-of-text token)
+            self.end(sample, "stopped" if self.stop_event.is_set() else "eos")
 
-    def _decode(self, prompt_ids: list[int]) -> Generator[list[TokenRecord], list[int] | None, None]:
-        """The local decoding loop, nanoGPT's `generate` for N samples of one prompt: the prompt runs once, then each
-        step picks a token per row and feeds it back. Yields the prompt's records, then each step's (one per row);
-        each step is answered with the rows to keep."""
-        settings, codec, count, n = self.settings, self.codec, self.num_samples, len(prompt_ids)
-        processors = build_logits_processors(settings)
-        rngs = [torch.Generator().manual_seed(r.settings.seed) for r in self.results]  # row r samples with rngs[r]
-        # All positions of every sample in one preallocated block; the processors see sequence[:, :n + step].
-        sequence = torch.empty((count, n + settings.max_new_tokens), dtype=torch.long)  # (N, T + new)
-        written = sequence.numpy()  # the same memory: a numpy store per step instead of a torch.tensor
-        sequence[:, :n] = torch.tensor(prompt_ids)
-
-        logits, cache = self.backend.prefill(prompt_ids, top_k=settings.top_alternatives)  # (T, V): once for all samples
-        k = min(settings.top_alternatives, logits.shape[-1])
-        given = self._given_statistics(cache, k)  # (1, T, k), (1, T, k), (1, T), (1, T), or None
-        scratch = np.empty((max(count, min(PROMPT_CHUNK, n)), logits.shape[-1]), dtype=np.float32)  # work buffer (rows, V)
-        yield self._prompt_records(prompt_ids, logits, given, k, scratch)
-
-        if count > 1:
-            cache = self.backend.expand(cache, count)  # the prompt's cache, one copy per sample
-        logits = logits[-1:].expand(count, -1)  # (N, V), a view: every sample starts from the same distribution
-        given = given and tuple(np.broadcast_to(a[0, -1], (count, *a.shape[2:])) for a in given)
-        previous_ids = [prompt_ids[-1]] * count  # by row
-        # A step runs torch ops only to penalise, warp or sample; a greedy step on the raw distribution is numpy alone.
-        # torch.set_num_threads is not free (it resizes torch's thread pool, whose threads then spin): measured with a
-        # PyTorch model loaded beside an ONNX one, toggling it every step cost the ONNX decode ~10%.
-        threads = None if self.backend.computes_with_torch else 1
-        step_threads = threads if processors or settings.do_sample else None
-        for step in range(settings.max_new_tokens):
-            with torch_threads(step_threads):
-                tokens, probs, stats = self._choose(logits, given, processors, sequence[:, :n + step], rngs, k, scratch)
-                records = [stats.record(r, n + step, token_id, previous_ids[r], codec, prob=None if probs is None else probs[r])
-                           for r, token_id in enumerate(tokens)]
-            written[:, n + step] = tokens
-            keep = yield records
-            if len(keep) < len(tokens):  # drop the finished rows everywhere: they cost nothing from here on
-                cache = self.backend.select(cache, keep)
-                sequence, rngs, tokens = sequence[keep], [rngs[r] for r in keep], [tokens[r] for r in keep]
-                written = sequence.numpy()
-            previous_ids = tokens
-            if step + 1 < settings.max_new_tokens:  # feed each row its token
-                logits, cache = self.backend.step_batch(tokens, cache)  # (N_live, V)
-                given = self._given_statistics(cache, k)
-                given = given and tuple(a[:, -1] for a in given)  # (N_live, k), ..., (N_live,)
-
-    def _prompt_records(self, prompt_ids: list[int], logits, given, k: int, scratch: np.ndarray) -> list[TokenRecord]:
+    def prompt_records(self, prompt_ids: list[int], logits, given, k: int, scratch: np.ndarray) -> list[TokenRecord]:
         """The prompt's records from its logits (T, V): token i is scored by the distribution at position i - 1, with the
         same statistics as a decoding step, PROMPT_CHUNK rows at a time (a (T, V) work buffer for a long prompt would
         double the logits' memory)."""
@@ -451,14 +402,13 @@ class Generation:
                             raw_prob=None, prob=None, rank=None, entropy_bits=None, bytes=codec.piece(t, prompt_ids[i - 1] if i else None))
                 for i, t in enumerate(prompt_ids)]
 
-    def _engine_decode(self, prompt_ids: list[int], result: GenerationResult) -> Iterator[list[TokenRecord]]:
-        """One sample decoded by a serving engine: the prompt's records (scored where the engine echoes them), then its
-        records one at a time, with what it reports and nothing estimated. Tokens beyond max_new_tokens are read and
-        dropped, so the engine finishes its run normally."""
+    def _engine_decode(self, prompt_ids: list[int], result: GenerationResult) -> Iterator[TokenRecord]:
+        """One sample's records from a serving engine, with what it reports and nothing estimated: the prompt's records
+        are taken into the result (scored where the engine echoes them), the new ones yielded. Tokens beyond
+        max_new_tokens are read and dropped, so the engine finishes its run normally."""
         settings = result.settings  # this sample's seed
-        yield self._unscored_prompt(prompt_ids)
-        result.notices.append(Notice(
-            key="remote.notice"))
+        result.prompt_tokens = self._unscored_prompt(prompt_ids)
+        result.notices.append(Notice(key="remote.notice"))
         kept, fewer_noted = 0, False
         with closing(self.backend.stream_records(prompt_ids, settings, self.stop_event)) as records:
             for record in records:
@@ -474,7 +424,7 @@ class Generation:
                         key="remote.fewer_alternatives", given=len(record.top),
                         asked=settings.top_alternatives))
                 kept += 1
-                yield [record]
+                yield record
 
 
 def generate(backend: Backend | Engine, source: ModelSource, prompt: str, settings: GenerationSettings, **kwargs) -> GenerationResult:

@@ -56,6 +56,16 @@ def training_threads() -> int:
     return max(1, min(torch.get_num_threads(), round(idle_cores())))
 
 
+def batch_rows(cores: int | None = None) -> int:
+    """How many rows (samples of all the runs at once) the decoding batch steps together: 8 per core, from 16 to 64.
+
+    A decoding step reads every weight once whatever the rows, so rows are nearly free until the arithmetic catches
+    up with the reading; past that, more rows only make each run slower. On 2 cores with GPT-2 small (ONNX int8),
+    16 rows gave most of what a batch gives (README, "A class on one link"); cores add arithmetic, so more rows pay."""
+    cores = cores or os.cpu_count() or 1
+    return max(16, min(64, 8 * cores))
+
+
 @contextmanager
 def torch_threads(count: int | None) -> Iterator[None]:
     """Run a block with `count` torch intra-op threads (None: leave as is), restoring the previous count."""

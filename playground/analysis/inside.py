@@ -364,8 +364,8 @@ def kv_cache_report(cache: Any, length: int) -> dict:
 
     if hasattr(cache, "layers"):  # transformers' DynamicCache (PyTorch backend)
         pairs = [(layer.keys, layer.values) for layer in cache.layers]
-    else:  # (present arrays or OrtValues: key, value per layer; past length) from the ONNX backend
-        present, _ = cache
+    else:  # the ONNX backend's OnnxCache: present arrays or OrtValues, key and value per layer
+        present = cache.past
         pairs = list(zip(present[0::2], present[1::2]))
     layers = []
     for i, (key, value) in enumerate(pairs):

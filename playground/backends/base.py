@@ -41,9 +41,11 @@ class Backend(ABC):
     def step(self, token_id: int, cache: Any) -> tuple[Any, Any]:
         """Feed one token after the cached ones. Returns (logits of shape (V,), new cache)."""
 
-    # Batches: N continuations of one prompt. The prompt is prefilled once (batch 1), its cache copied to
-    # N rows with `expand`, then all rows step together; `select` keeps only some rows (finished samples
-    # are dropped, so they stop costing work).
+    # Batches. Every run on a backend decodes in one batch (generation.py's DecodeBatch): a run's prompt is prefilled
+    # on its own (batch 1), its cache copied to one row per sample and appended to the batch with `join`; then all
+    # rows step together, and `select` keeps only the rows still running (finished ones stop costing work). Rows of
+    # different runs hold different numbers of positions: a backend pads the shorter ones on the left, masks the
+    # padding and counts each row's positions from its own first token, so that a row computes what it would alone.
 
     @abstractmethod
     def step_batch(self, token_ids: list[int], cache: Any) -> tuple[Any, Any]:
@@ -52,6 +54,11 @@ class Backend(ABC):
     @abstractmethod
     def expand(self, cache: Any, count: int) -> Any:
         """The prefilled cache of one prompt (batch 1) repeated to `count` rows."""
+
+    @abstractmethod
+    def join(self, batch: Any | None, caches: list[tuple[Any, int]]) -> Any:
+        """`batch` (a batch cache; None: no rows yet) with, for each (prefilled cache of one prompt, count), `count`
+        copies of its row appended, in that order."""
 
     @abstractmethod
     def select(self, cache: Any, rows: list[int]) -> Any:

@@ -80,6 +80,9 @@ class OnnxBackend(Backend):
     def select(self, cache: Any, rows: list[int]) -> Any:
         return self.runner.select(cache, rows)
 
+    def join(self, batch: Any | None, caches: list[tuple[Any, int]]) -> Any:
+        return self.runner.join(batch, caches)
+
     def _analysis(self) -> AttentionRunner:
         if self._attention_runner is None:  # created on first use: most runs never open the attention view
             self._attention_runner = AttentionRunner(*self._attention_args)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from ..errors import DeviceError, Notice
@@ -26,6 +27,15 @@ def resolve_torch_device(requested: str = "auto") -> tuple[str, str | None]:
     return "cpu", None
 
 
+class TorchCache(NamedTuple):
+    """transformers' DynamicCache of a batch of rows, the positions each holds (`length`, the same for all) and how
+    many of a row's first positions are padding (`pads`, (N,) int64; None: none). See onnx/runtime.py's OnnxCache."""
+
+    kv: Any
+    length: int
+    pads: np.ndarray | None = None
+
+
 class TorchBackend(Backend):
     """Eager PyTorch. `torch.inference_mode` around every call; the cache is transformers' DynamicCache."""
 
@@ -44,31 +54,64 @@ class TorchBackend(Backend):
         )
 
     @torch.inference_mode()
-    def prefill(self, input_ids: list[int], top_k: int = 1) -> tuple[torch.Tensor, Any]:
+    def prefill(self, input_ids: list[int], top_k: int = 1) -> tuple[torch.Tensor, TorchCache]:
         ids = torch.tensor([input_ids], device=self.device)  # (1, T)
         out = self.model(input_ids=ids, use_cache=True)
-        return out.logits[0].float().cpu(), out.past_key_values  # (T, V)
+        return out.logits[0].float().cpu(), TorchCache(out.past_key_values, len(input_ids))  # (T, V)
+
+    def step(self, token_id: int, cache: TorchCache) -> tuple[torch.Tensor, TorchCache]:
+        logits, cache = self.step_batch([token_id], cache)
+        return logits[0], cache  # (V,)
 
     @torch.inference_mode()
-    def step(self, token_id: int, cache: Any) -> tuple[torch.Tensor, Any]:
-        ids = torch.tensor([[token_id]], device=self.device)  # (1, 1)
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
-        return out.logits[0, -1].float().cpu(), out.past_key_values  # (V,)
+    def step_batch(self, token_ids: list[int], cache: TorchCache) -> tuple[torch.Tensor, TorchCache]:
+        kv, length, pads = cache
+        ids = torch.tensor(token_ids, device=self.device)[:, None]  # (N, 1)
+        if pads is None:  # every row as long as the others: no mask
+            out = self.model(input_ids=ids, past_key_values=kv, use_cache=True)
+        else:  # rows padded on the left: the padding is masked, and each row counts positions from its first token
+            padding = torch.from_numpy(pads).to(self.device)[:, None]  # (N, 1)
+            mask = (torch.arange(length + 1, device=self.device)[None, :] >= padding).long()  # (N, length + 1)
+            out = self.model(input_ids=ids, past_key_values=kv, attention_mask=mask, position_ids=length - padding,
+                             use_cache=True)
+        return out.logits[:, -1].float().cpu(), TorchCache(out.past_key_values, length + 1, pads)  # (N, V)
 
-    @torch.inference_mode()
-    def step_batch(self, token_ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
-        ids = torch.tensor(token_ids, device=self.device)[:, None]  # (N, 1); all rows have the same length: no mask
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
-        return out.logits[:, -1].float().cpu(), out.past_key_values  # (N, V)
-
-    def expand(self, cache: Any, count: int) -> Any:
+    def expand(self, cache: TorchCache, count: int) -> TorchCache:
         """The prompt's DynamicCache (1 row) repeated to `count` rows, in place: the cache belongs to this run alone."""
-        cache.batch_repeat_interleave(count)
+        cache.kv.batch_repeat_interleave(count)
         return cache
 
-    def select(self, cache: Any, rows: list[int]) -> Any:
-        cache.batch_select_indices(torch.tensor(rows, device=self.device))
-        return cache
+    def select(self, cache: TorchCache, rows: list[int]) -> TorchCache:
+        """Keep `rows`; padding that every kept row has is dropped (a view), so the batch is no wider than its longest row."""
+        kv, length, pads = cache
+        kv.batch_select_indices(torch.tensor(rows, device=self.device))
+        pads = None if pads is None else pads[np.asarray(rows, dtype=np.int64)]
+        drop = int(pads.min()) if pads is not None and len(rows) else 0
+        if drop:
+            for layer in kv.layers:
+                layer.keys, layer.values = layer.keys[:, :, drop:], layer.values[:, :, drop:]  # (N, H, length - drop, D)
+            pads, length = pads - drop, length - drop
+        return TorchCache(kv, length, pads if pads is not None and pads.any() else None)
+
+    def join(self, batch: TorchCache | None, caches: list[tuple[TorchCache, int]]) -> TorchCache:
+        """`batch` (None: no rows yet) with, for each (prefilled cache of one row, count), `count` copies of that row
+        appended, in that order. Every side shorter than the longest is padded on the left with zeros (finite: a masked
+        position still enters the attention's matmuls)."""
+        sides = ([batch] if batch is not None else []) + [self.expand(cache, count) for cache, count in caches]
+        if len(sides) == 1:
+            return sides[0]
+        width = max(side.length for side in sides)
+        pads = np.concatenate([(side.pads if side.pads is not None else np.zeros(side.kv.layers[0].keys.shape[0], dtype=np.int64))
+                               + (width - side.length) for side in sides])
+
+        def padded(x: torch.Tensor, pad: int) -> torch.Tensor:  # (n, H, T, D) -> (n, H, pad + T, D)
+            return torch.nn.functional.pad(x, (0, 0, pad, 0)) if pad else x
+
+        first = sides[0].kv
+        for i, layer in enumerate(first.layers):
+            layer.keys = torch.cat([padded(side.kv.layers[i].keys, width - side.length) for side in sides])
+            layer.values = torch.cat([padded(side.kv.layers[i].values, width - side.length) for side in sides])
+        return TorchCache(first, width, pads if pads.any() else None)
 
     @torch.inference_mode()
     def attention(self, input_ids: list[int]):

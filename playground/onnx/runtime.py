@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,10 +39,23 @@ def session_options(threads: int | None = None):
     return options
 
 
+class OnnxCache(NamedTuple):
+    """The cache of a batch of rows: per layer key and value (`past`), the positions each row holds (`length`, the
+    same for every row), and how many of a row's first positions are padding (`pads`, (N,) int64; None: none).
+
+    Rows of different runs decode in one batch (generation.py's DecodeBatch): a shorter row is padded on the left
+    with zeros, which the attention mask hides, and its positions are counted from its own first token, so it
+    computes what it would alone."""
+
+    past: Any
+    length: int
+    pads: np.ndarray | None = None
+
+
 class OnnxRunner:
     """One InferenceSession over an export's decoder-with-past graph, with the KV-cache bookkeeping.
 
-    A cache is (per layer key and value, past length). Exports since format 7 write the cache in place
+    A cache is an `OnnxCache` (per layer key and value, past length, each row's padding). Exports since format 7 write the cache in place
     (`kv_cache: in_place` in the model's metadata, see onnx/fusion.py): each layer's keys and values
     live in a buffer of the model's whole context, (N, H, context, D), bound as both the past input
     and the present output (IO binding), and a step appends its one position; on the CPU the buffers
@@ -85,14 +98,15 @@ class OnnxRunner:
             "position_ids": np.arange(past_len, past_len + n, dtype=np.int64)[None],  # (1, n)
         }
 
-    def _step_feed(self, token_ids: list[int], past_len: int) -> dict[str, np.ndarray]:
-        """One new token per row after `past_len` cached positions: every row of a batch has the same length."""
+    def _step_feed(self, token_ids: list[int], past_len: int, pads: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """One new token per row after `past_len` cached positions, of which row r's first `pads[r]` are padding."""
         rows = len(token_ids)
-        return {
-            "input_ids": np.asarray(token_ids, dtype=np.int64)[:, None],  # (N, 1)
-            "attention_mask": np.ones((rows, past_len + 1), dtype=np.int64),  # (N, past + 1)
-            "position_ids": np.full((rows, 1), past_len, dtype=np.int64),  # (N, 1)
-        }
+        mask = np.ones((rows, past_len + 1), dtype=np.int64)  # (N, past + 1)
+        positions = np.full((rows, 1), past_len, dtype=np.int64)  # (N, 1)
+        if pads is not None:
+            mask[np.arange(past_len + 1)[None, :] < pads[:, None]] = 0  # a row's padding is never attended to
+            positions -= pads[:, None]  # each row counts its positions from its own first token
+        return {"input_ids": np.asarray(token_ids, dtype=np.int64)[:, None], "attention_mask": mask, "position_ids": positions}
 
     def _buffers(self, rows: int) -> list:
         """Empty in-place cache buffers for `rows` sequences: (rows, H, context, D) per layer key and value."""
@@ -187,59 +201,105 @@ class OnnxRunner:
         if isinstance(past, CacheBuffers):
             past.top_k = np.array([max(1, min(top_k, self.vocab or top_k))], dtype=np.int64)
         logits, past = self.run(ids, past, 0)
-        return torch.from_numpy(logits.astype(np.float32, copy=False)), (past, len(ids))
+        return torch.from_numpy(logits.astype(np.float32, copy=False)), OnnxCache(past, len(ids))
 
     def statistics(self, cache: Any) -> tuple[np.ndarray, ...] | None:
         """The statistics the graph computed in the latest run on `cache`: top logits (N, T, k), their ids (N, T, k),
         log-sum-exp (N, T) and mean logit (N, T); None for a graph without them."""
-        past = cache[0]
+        past = cache.past
         return past.stats if isinstance(past, CacheBuffers) else None
 
     def step(self, token_id: int, cache: Any) -> tuple[torch.Tensor, Any]:
         logits, cache = self.step_batch([token_id], cache)
         return logits[0], cache  # (V,)
 
-    def step_batch(self, token_ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
+    def step_batch(self, token_ids: list[int], cache: OnnxCache) -> tuple[torch.Tensor, OnnxCache]:
         """One token per row; returns (logits (N, V) float32, new cache). A view of the graph's output, no copy."""
-        past, past_len = cache
-        logits, present = self._run_feed(self._step_feed(token_ids, past_len), past)  # logits (N, 1, V)
-        return torch.from_numpy(logits[:, -1].astype(np.float32, copy=False)), (present, past_len + 1)
+        past, past_len, pads = cache
+        if self.in_place and past_len + 1 > self.context:
+            raise ValueError(f"{past_len + 1} positions do not fit the {self.context}-position cache")
+        logits, present = self._run_feed(self._step_feed(token_ids, past_len, pads), past)  # logits (N, 1, V)
+        return torch.from_numpy(logits[:, -1].astype(np.float32, copy=False)), OnnxCache(present, past_len + 1, pads)
 
-    def expand(self, cache: Any, count: int) -> Any:
+    def expand(self, cache: OnnxCache, count: int) -> OnnxCache:
         """The prompt's cache (1, H, T, D) per layer, repeated to (count, H, T, D): copied once, at the start of a batch."""
-        past, past_len = cache
-        return self._rows_of(past, np.zeros(count, dtype=np.int64), past_len), past_len
+        return self.select(cache, [0] * count)
 
-    def select(self, cache: Any, rows: list[int]) -> Any:
-        """Keep only `rows` of every layer's cache (finished samples leave the batch)."""
-        past, past_len = cache
+    def select(self, cache: OnnxCache, rows: list[int]) -> OnnxCache:
+        """Keep only `rows` of every layer's cache (finished rows leave the batch). Padding that every kept row has
+        is dropped on the way (the copy is made anyway), so the batch is never wider than its longest row."""
+        past, past_len, pads = cache
         index = np.asarray(rows, dtype=np.int64)
-        return self._rows_of(past, index, past_len), past_len
+        pads = None if pads is None else pads[index]
+        drop = int(pads.min()) if pads is not None and len(index) else 0
+        if drop:
+            pads = pads - drop
+        return OnnxCache(self._rows_of([past], [(index, drop, 0)], past_len - drop), past_len - drop,
+                         pads if pads is not None and pads.any() else None)
 
-    def _rows_of(self, past: list, index: np.ndarray, past_len: int) -> list:
-        rows = [self._rows(value, index, past_len) for value in past]
+    def join(self, batch: OnnxCache | None, caches: list[tuple[OnnxCache, int]]) -> OnnxCache:
+        """`batch` (None: no rows yet) with, for each (prefilled cache of one row, count), `count` copies of that row
+        appended, in that order: one copy of everything, however many runs join at once. Every side shorter than the
+        longest is padded on the left."""
+        sides = ([(batch, None)] if batch is not None else []) + list(caches)
+        width = max(cache.length for cache, _ in sides)
+        if self.in_place and width + 1 > self.context:  # cannot happen while every row fits the context on its own
+            raise ValueError(f"{width + 1} positions do not fit the {self.context}-position cache")
+        parts, pads = [], []
+        for cache, count in sides:
+            if count is None:  # the batch: all its rows, with their padding
+                rows = self._batch_rows(cache.past)
+                index, own = np.arange(rows), (cache.pads if cache.pads is not None else np.zeros(rows, dtype=np.int64))
+            else:
+                index, own = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
+            parts.append((index, 0, width - cache.length))
+            pads.append(own + (width - cache.length))
+        pads = np.concatenate(pads)
+        past = self._rows_of([cache.past for cache, _ in sides], parts, width)
+        return OnnxCache(past, width, pads if pads.any() else None)
+
+    @staticmethod
+    def _batch_rows(past: list) -> int:
+        value = past[0]
+        if isinstance(value, CpuBuffer):
+            return value.array.shape[0]
+        return value.shape[0] if isinstance(value, np.ndarray) else value.shape()[0]
+
+    def _rows_of(self, sources: list, parts: list, width: int) -> list:
+        """A new cache of `width` positions whose part i is made of rows of `sources[i]` (see `_rows`)."""
+        past = sources[0]
+        rows = [self._rows([source[layer] for source in sources], parts, width) for layer in range(len(past))]
         if isinstance(past, CacheBuffers):
             rows = CacheBuffers(rows)
-            rows.vocab, rows.top_k = past.vocab, past.top_k
+            # Alternatives for the run that asks for the most; the others read the first of them (largest first).
+            rows.vocab, rows.top_k = past.vocab, max((s.top_k for s in sources), key=lambda top_k: int(top_k[0]))
         return rows
 
-    def _rows(self, value, index: np.ndarray, past_len: int):
-        """Rows `index` of one cache tensor (its first `past_len` positions), where it lives: numpy on the CPU, an
-        OrtValue on the device. Done once per batch and once per finished sample, never per step."""
+    def _rows(self, values: list, parts: list, width: int):
+        """One layer's key or value for a new batch: part i, (index, start, pad), takes rows `index` of `values[i]`, their
+        positions from `start` on, shifted right by `pad` (zeros before them), `width` positions in all. Where the
+        cache lives: numpy on the CPU, an OrtValue on the device (through the host). Done when rows join or leave,
+        never per step."""
         import onnxruntime as ort
 
-        if isinstance(value, CpuBuffer):
-            rows = CpuBuffer(np.empty((len(index), *value.array.shape[1:]), dtype=value.array.dtype))  # (n, H, context, D)
-            rows.array[:, :, :past_len] = value.array[index, :, :past_len]
-            return rows
+        hosts = [v.array if isinstance(v, CpuBuffer) else v if isinstance(v, np.ndarray) else v.numpy() for v in values]
+        count = sum(len(index) for index, _, _ in parts)
+        first = hosts[0]
+        capacity = first.shape[2] if self.in_place else width  # in place: the buffers keep the model's context
+        out = np.empty((count, first.shape[1], capacity, first.shape[3]), dtype=first.dtype)  # (n, H, capacity, D)
+        row = 0
+        for i, (index, start, pad) in enumerate(parts):
+            host = hosts[i]
+            n, kept = len(index), width - pad  # positions of this part after its padding
+            if pad:
+                out[row: row + n, :, :pad] = 0  # finite: a masked position still enters the attention's matmuls
+            out[row: row + n, :, pad:width] = host[index, :, start: start + kept]
+            row += n
+        if isinstance(values[0], CpuBuffer):
+            return CpuBuffer(out)
         if not self.io_binding:
-            return np.ascontiguousarray(value[index])  # (len(index), H, T, D)
-        host = value.numpy()[index]  # through the host
-        if self.in_place:
-            rows = np.empty((len(index), *host.shape[1:]), dtype=host.dtype)
-            rows[:, :, :past_len] = host[:, :, :past_len]
-            host = rows
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(host), self.device_type, 0)
+            return out
+        return ort.OrtValue.ortvalue_from_numpy(out, self.device_type, 0)
 
 
 class CacheBuffers(list):

@@ -1,0 +1,316 @@
+"""Continuous batching: every run on a local backend decodes in one batch, which runs join and leave between steps.
+
+vLLM does this for a server's users; here it is what lets a class share one link. A run's prompt is prefilled on
+its own, its rows (one per sample) join the batch at the next step boundary and choose their first tokens at once;
+then every row of every run steps as one batch, each run with its own settings, seeds, processors and stream. A
+row leaves when its sample finishes (end of text, stop sequence, max_new_tokens); a run leaves at Stop or when its
+consumer goes away (a closed stream, a disconnected client), and its rows stop costing work.
+
+There is no scheduler thread: a consumer that waits for its next record and finds nobody stepping takes a step for
+everyone (records go to each run's queue), and otherwise waits for the step in progress. A run alone therefore
+decodes in its consumer's thread with no hand-over at all, as a plain loop would.
+
+A row computes what it would alone: the backends pad shorter rows on the left, mask the padding and count each
+row's positions from its own first token (`Backend.join`), and each run samples with its own generators.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import torch
+
+from .machine import batch_rows, torch_threads
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+    from .generation import Generation
+    from .records import TokenRecord
+
+_arrivals = itertools.count()
+
+
+class Member:
+    """One run's part of the batch: its rows (one per sample still running), the decoding state of those rows, and
+    the queue of records its consumer has not read yet."""
+
+    def __init__(self, run: Generation, prompt_ids: list[int]):
+        from .generation import build_logits_processors
+
+        self.run, self.prompt_ids, self.arrival = run, prompt_ids, next(_arrivals)
+        settings = run.settings
+        self.processors = build_logits_processors(settings)
+        self.k = settings.top_alternatives
+        self.queue: deque = deque()  # (sample, record) pairs for the consumer
+        self.done = False  # no record will be added to `queue` any more
+        self.error: BaseException | None = None
+        self.closed = False  # the consumer went away
+        self.live: list[int] = []  # the sample of each of its rows, in batch order
+        self.logits = self.given = None  # the distributions its rows choose their next token from: (rows, V), ...
+        self.step = 0  # tokens generated per row so far
+        self.started = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.idle_at_first = 0.0  # the batch's idle time when its first token came (see DecodeBatch._idle_s)
+
+    def start(self, logits: torch.Tensor, given: tuple | None) -> None:
+        """Set up its rows from the prompt's distributions: one row per sample, each with its own generator, and
+        every position of every row in one preallocated block that the processors read (sequence[:, :n + step])."""
+        run, n = self.run, len(self.prompt_ids)
+        count = run.num_samples
+        self.live = list(range(count))
+        self.rngs = [torch.Generator().manual_seed(r.settings.seed) for r in run.results]
+        self.sequence = torch.empty((count, n + run.settings.max_new_tokens), dtype=torch.long)  # (N, T + new)
+        self.written = self.sequence.numpy()  # the same memory: a numpy store per step instead of a torch.tensor
+        self.sequence[:, :n] = torch.tensor(self.prompt_ids)
+        self.previous_ids = [self.prompt_ids[-1]] * count
+        self.logits = logits[-1:].expand(count, -1)  # (N, V), a view: every sample starts from the same distribution
+        self.given = given and tuple(np.broadcast_to(a[0, -1], (count, *a.shape[2:])) for a in given)
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only its rows `rows` (indices among its own), in that order."""
+        self.live = [self.live[r] for r in rows]
+        self.sequence, self.rngs = self.sequence[rows], [self.rngs[r] for r in rows]
+        self.written = self.sequence.numpy()
+        self.previous_ids = [self.previous_ids[r] for r in rows]
+
+
+class DecodeBatch:
+    """All the runs decoding on one backend, stepped together. `stream(run, prompt_ids)` is a run's way in."""
+
+    def __init__(self, backend: Backend, max_rows: int | None = None):
+        self.backend = backend
+        self.max_rows = max_rows or batch_rows()  # rows stepped together; a run that does not fit waits its turn
+        self._cond = threading.Condition()
+        self._stepping = False  # a consumer is taking a step (only one at a time)
+        self._waiting: list[Member] = []  # runs that have not joined yet
+        self._members: list[Member] = []  # runs in the batch, their rows contiguous, in this order
+        self._cache = None  # the backend's cache of all rows
+        self._served: dict[str, int] = {}  # owner -> when a run of theirs last joined (round-robin between users)
+        self._turn = 0
+        self._scratch: np.ndarray | None = None  # the statistics' work buffer (rows, V), reused by every step
+        self._idle_s = 0.0  # time with rows in the batch and nobody stepping (their consumers were busy)
+        self._idle_since: float | None = None
+
+    # --- a run's side -----------------------------------------------------------------------------------------
+
+    def stream(self, run: Generation, prompt_ids: list[int]) -> Iterator[tuple[int, TokenRecord]]:
+        """The run's (sample, record) pairs as the batch makes them; closing the iterator takes the run out."""
+        member = Member(run, prompt_ids)
+        with self._cond:
+            self._waiting.append(member)
+        try:
+            while (item := self._next(member)) is not None:
+                yield item
+        finally:
+            member.closed = True
+            self._retire(member)
+
+    def _next(self, member: Member) -> tuple[int, TokenRecord] | None:
+        """The member's next record, stepping the batch while none is there; None when the run is over."""
+        with self._cond:
+            while not member.queue and not member.done:
+                if self._stepping:
+                    self._cond.wait()
+                    continue
+                self._stepping = True
+                self._cond.release()
+                try:
+                    self._step()
+                finally:
+                    self._cond.acquire()
+                    self._stepping = False
+                    self._idle_since = time.perf_counter()
+                    self._cond.notify_all()
+            if member.queue:
+                return member.queue.popleft()
+            if member.error is not None:
+                raise member.error
+            return None
+
+    def _retire(self, member: Member) -> None:
+        """Wait until a member whose consumer went away is out of the batch, taking it out if nobody is stepping:
+        after this its results change no more (the consumer saves them), and its rows cost nothing."""
+        with self._cond:
+            while not member.done:
+                if member in self._waiting:
+                    self._waiting.remove(member)
+                    self._finish(member, "stopped")
+                    break
+                if self._stepping:
+                    self._cond.wait()
+                    continue
+                self._stepping = True
+                self._cond.release()
+                try:
+                    self._leave([m for m in self._members if m.closed])
+                finally:
+                    self._cond.acquire()
+                    self._stepping = False
+                    self._cond.notify_all()
+
+    # --- the stepping consumer's side ---------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        """One step of the whole batch: runs that went away leave, waiting runs join (prefill, first distributions),
+        every row chooses its next token (records to the queues), finished rows leave, the rest are fed their tokens."""
+        now = time.perf_counter()
+        if self._idle_since is not None and self._members:
+            self._idle_s += now - self._idle_since
+        try:
+            self._leave([m for m in self._members if m.closed])
+            self._join(self._admitted())
+            tokens = self._choose()
+            with self._cond:
+                self._cond.notify_all()  # consumers read their records while the batch is fed
+            self._feed(tokens)
+        except Exception as exc:  # the batch's forward failed: every run in it ends with that error
+            for member in self._members:
+                member.error = exc
+                self._finish(member, None)
+            self._members, self._cache = [], None
+
+    def _admitted(self) -> list[Member]:
+        """Waiting runs that join now: round-robin between users (whoever was served longest ago first, then the order
+        of arrival), as long as their rows fit; a batch with no rows takes any run (a run has at most 16 rows)."""
+        with self._cond:
+            waiting = sorted(self._waiting, key=lambda m: (self._served.get(m.run.owner, -1), m.arrival))
+            used, admitted = sum(len(m.live) for m in self._members), []
+            for member in waiting:
+                if used and used + member.run.num_samples > self.max_rows:
+                    break
+                used += member.run.num_samples
+                admitted.append(member)
+                self._turn += 1
+                self._served[member.run.owner] = self._turn
+                self._waiting.remove(member)
+            return admitted
+
+    def _join(self, members: list[Member]) -> None:
+        """Prefill each joining run's prompt (its prompt records are taken now) and append its rows to the batch."""
+        joined = []
+        for member in members:
+            run = member.run
+            try:
+                logits, cache = self.backend.prefill(member.prompt_ids, top_k=member.k)  # (T, V), once for all samples
+                member.k = min(member.k, logits.shape[-1])
+                given = run.given_statistics(self.backend.statistics(cache), member.k)  # (1, T, k), ..., or None
+                prompt_records = run.prompt_records(member.prompt_ids, logits, given, member.k, self._scratch_for(logits))
+            except Exception as exc:  # this run's prompt failed (the others go on)
+                member.error = exc
+                self._finish(member, None)
+                continue
+            for result in run.results:
+                result.prompt_tokens = list(prompt_records)
+            member.start(logits, given)
+            joined.append((member, cache))
+        if joined:
+            self._cache = self.backend.join(self._cache, [(cache, len(member.live)) for member, cache in joined])
+            self._members += [member for member, _ in joined]
+
+    def _scratch_for(self, logits: torch.Tensor, rows: int = 64) -> np.ndarray:
+        rows = max(rows, sum(len(m.live) for m in self._members) + 16)
+        if self._scratch is None or self._scratch.shape[0] < rows or self._scratch.shape[1] != logits.shape[-1]:
+            self._scratch = np.empty((rows, logits.shape[-1]), dtype=np.float32)  # (rows, V)
+        return self._scratch
+
+    def _choose(self) -> list[int]:
+        """Every row picks its next token; records go to the runs' queues. Returns the tokens of the rows that go on
+        (finished rows and stopped runs are taken out of the batch here)."""
+        members, scratch = self._members, None
+        # A step runs torch ops only to penalise, warp or sample; beside a backend that is not torch they run on one
+        # thread, so that torch's OpenMP workers do not spin on the cores the backend needs (see Backend).
+        threads = None if self.backend.computes_with_torch else 1
+        if not any(m.processors or m.run.settings.do_sample for m in members):
+            threads = None
+        keep, tokens, row, now = [], [], 0, time.perf_counter()
+        with torch_threads(threads):
+            for member in members:
+                run, rows = member.run, len(member.live)
+                if run.stop_event.is_set():  # Stop is looked at between two steps
+                    self._finish(member, "stopped")
+                    row += rows
+                    continue
+                if scratch is None:
+                    scratch = self._scratch_for(member.logits)
+                n = len(member.prompt_ids)
+                chosen, probs, stats = run.choose(member.logits, member.given, member.processors,
+                                                  member.sequence[:, :n + member.step], member.rngs, member.k, scratch)
+                member.written[:, n + member.step] = chosen
+                member.step += 1
+                if member.first_token_at is None:
+                    member.first_token_at, member.idle_at_first = now, self._idle_s
+                decode_ms = (now - member.first_token_at - (self._idle_s - member.idle_at_first)) * 1000
+                going = []
+                for r, token_id in enumerate(chosen):
+                    sample = member.live[r]
+                    record = stats.record(r, n + member.step - 1, token_id, member.previous_ids[r], run.codec,
+                                          prob=None if probs is None else probs[r])
+                    if not run.take(sample, record, (now - member.started) * 1000, decode_ms):
+                        going.append(r)
+                    member.queue.append((sample, record))
+                member.previous_ids = chosen
+                if len(going) < rows:
+                    member.keep(going)
+                keep += [row + r for r in going]
+                tokens += [chosen[r] for r in going]
+                row += rows
+                if not member.live:
+                    self._finish(member, None)
+        if len(keep) < row:
+            self._members = [m for m in members if not m.done]
+            self._cache = self.backend.select(self._cache, keep) if keep else None
+        return tokens
+
+    def _feed(self, tokens: list[int]) -> None:
+        """Feed every row its token: the next distributions, split between the runs (views, no copy)."""
+        if not tokens:
+            return
+        logits, self._cache = self.backend.step_batch(tokens, self._cache)  # (N, V)
+        given = self.backend.statistics(self._cache)  # (N, 1, k_max), ..., or None
+        row = 0
+        for member in self._members:
+            rows = len(member.live)
+            member.logits = logits[row: row + rows]
+            member.given = member.run.given_statistics(given and tuple(a[row: row + rows, -1] for a in given), member.k)
+            row += rows
+
+    def _leave(self, members: list[Member]) -> None:
+        """Take `members` (runs stopped or gone) out of the batch, with the tokens they have."""
+        if not members:
+            return
+        keep, row = [], 0
+        for member in self._members:
+            rows = len(member.live)
+            if member not in members:
+                keep += range(row, row + rows)
+            row += rows
+        for member in members:
+            self._finish(member, "stopped")
+        self._members = [m for m in self._members if m not in members]
+        self._cache = self.backend.select(self._cache, keep) if keep else None
+
+    def _finish(self, member: Member, reason: str | None) -> None:
+        """The run is over: its rows still running end with `reason` (None: they all finished already, or it failed)."""
+        for sample in member.live:
+            member.run.end(sample, reason or "stopped")
+        member.live = []
+        member.done = True
+
+
+_batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_batches_lock = threading.Lock()
+
+
+def batch_for(backend: Backend) -> DecodeBatch:
+    """The one batch of a backend (created on first use): every run on it decodes there."""
+    with _batches_lock:
+        batch = _batches.get(backend)
+        if batch is None:
+            batch = _batches[backend] = DecodeBatch(backend)
+        return batch
