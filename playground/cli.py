@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--user-tokens-per-minute", metavar="N", type=int, default=UserLimits.tokens_per_minute,
                         help="behind a login: new tokens one user may ask for per minute "
                              f"(default: {UserLimits.tokens_per_minute}; 0: no limit)")
+    parser.add_argument("--batch-rows", metavar="N", type=int, default=None,
+                        help="rows (samples of all users' runs) decoded together in one batch, and so runs at once; "
+                             "more wait their turn (default: 8 per core, 16 to 64)")
     parser.add_argument("--db", default=None,
                         help="history database (default: $GPT2_PLAYGROUND_DB or the user data folder, "
                              "e.g. ~/.local/share/gpt2-playground/history.db)")
@@ -64,12 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.user_runs < 0 or args.user_tokens_per_minute < 0:
             raise PlaygroundError("--user-runs and --user-tokens-per-minute take a count, 0 for no limit.")
         limits = UserLimits(runs=args.user_runs, tokens_per_minute=args.user_tokens_per_minute)
+        if args.batch_rows is not None and not 1 <= args.batch_rows <= 256:
+            raise PlaygroundError("--batch-rows takes a count from 1 to 256.")
         source = resolve_model(args.model)
         history, history_disabled = open_history(args.db)
         playground = Playground(source, device=args.device, default_backend=args.backend, default_variant=args.variant,
                                 history=history, history_disabled=history_disabled, remote_url=args.remote_url,
                                 remote_model=args.remote_model, remote_timeout_s=args.remote_timeout, admins=admins,
-                                limits=limits)
+                                limits=limits, batch_rows=args.batch_rows)
         info = playground.backend().info  # load now: a broken model fails here, not on the first click
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -11,11 +11,14 @@ import regex
 from pathlib import Path
 from typing import Iterator
 
+from .batching import batch_for
 from .config import GenerationSettings
 from .errors import Notice, PlaygroundError, SettingsError
+from .backends.base import Engine
 from .generation import Generation, check_num_samples
 from .history import LOCAL_OWNER, HistoryStore
 from .limits import Admission, UserLimits
+from .machine import batch_rows as machine_batch_rows
 from .models import ModelSource
 from .records import GenerationResult, TokenRecord, result_from_saved, saved_row
 from .registry import ModelRegistry
@@ -35,7 +38,7 @@ class Playground(ModelRegistry):
                  history: HistoryStore | None = None, history_disabled: str | None = None,
                  models_root: Path | None = None, remote_url: str | None = None, remote_model: str | None = None,
                  remote_timeout_s: float | None = None, admins: frozenset[str] | set[str] = frozenset(),
-                 limits: UserLimits = UserLimits()):
+                 limits: UserLimits = UserLimits(), batch_rows: int | None = None):
         super().__init__(source, device=device, default_backend=default_backend, default_variant=default_variant,
                          exports_root=exports_root, models_root=models_root, remote_url=remote_url,
                          remote_model=remote_model, remote_timeout_s=remote_timeout_s)
@@ -43,6 +46,10 @@ class Playground(ModelRegistry):
         self.history_disabled = history_disabled  # why there is no history, shown in the UI
         self.admins = frozenset(admins)  # logins that see and export everyone's runs (--admin: the teacher)
         self.admission = Admission(limits)  # each login's fair share: runs at once, new tokens per minute
+        # Rows every local backend's decoding batch steps together (batching.py), and so how many runs the UI's queue
+        # and /v1 let decode at once: a run beyond them waits its turn in the queue.
+        self.batch_rows = batch_rows or machine_batch_rows()
+        self.runs_at_once = self.batch_rows
         self._stop_events: dict[str, threading.Event] = {}
         self._stop_lock = threading.Lock()
         # One for the UI and the API alike: one training job at a time, followed from any browser.
@@ -82,6 +89,8 @@ class Playground(ModelRegistry):
         login of the user it is for, is saved with it (history.LOCAL_OWNER without a login)."""
         num_samples = check_num_samples(num_samples)  # before building a backend: a bad count costs nothing
         runner = self.backend(backend, variant, model)
+        if not isinstance(runner, Engine):  # an engine batches its requests itself
+            batch_for(runner).max_rows = self.batch_rows
         source = self.source_for(runner.info.model)
         if prompt_ids is not None:
             bad = [i for i in prompt_ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(source.codec)]

@@ -34,7 +34,6 @@ from ..service import Playground
 from .schemas import ApiError, CompletionRequest, LogprobsWriter, finish_reason, parse_completion_request, settings_error
 
 MAX_BODY_BYTES = 4 * 2**20  # a 200,000-character prompt, JSON-escaped, fits
-V1_CONCURRENCY = 2  # decoding steps of /v1 runs at once (two cores; the UI's queue has its own two)
 OWNER = "gpt2-playground"
 USER_KEY = "gpt2_playground.user"  # the ASGI scope's key for the logged-in user of a /v1 request
 
@@ -211,7 +210,7 @@ def sse(data: dict | str) -> bytes:
 def build_openai_app(playground: Playground, batched: bool = True) -> Starlette:
     """The /v1 routes over `playground` (the login is checked before they are reached: see OpenAIRoutes).
     `batched=False` draws a prompt's n samples one run after another (to measure the batch against)."""
-    limiter = anyio.CapacityLimiter(V1_CONCURRENCY)
+    limiter = anyio.CapacityLimiter(playground.runs_at_once)  # /v1 runs streaming at once: they decode in one batch
 
     async def read_body(request: Request) -> object:
         length = request.headers.get("content-length", "")

@@ -50,7 +50,7 @@ def generate_signature() -> inspect.Signature:
 
 
 GENERATE_SIGNATURE = generate_signature()
-GENERATE_CONCURRENCY = 2  # two cores: more parallel runs only slow each other down
+ANALYSIS_CONCURRENCY = 2  # what does not decode (attention, Inside): two cores, more at once only slow each other
 
 
 def build_demo(playground: Playground) -> gr.Blocks:
@@ -122,7 +122,9 @@ def build_demo(playground: Playground) -> gr.Blocks:
 
         generate.__signature__ = GENERATE_SIGNATURE  # what Gradio reads for /generate's parameters and their types
         generate.__annotations__ = {p.name: p.annotation for p in GENERATE_SIGNATURE.parameters.values()}
-        gr.api(generate, api_name="generate", concurrency_id="generate")
+        # Runs at once: as many as the decoding batch has rows (batching.py); a run beyond them waits in the queue,
+        # which shows its place and an estimate of the wait.
+        gr.api(generate, api_name="generate", concurrency_id="generate", concurrency_limit=playground.runs_at_once)
 
         def inside(
             run_id: int,
@@ -151,8 +153,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
             except PlaygroundError as exc:
                 raise gr.Error(str(exc)) from None
 
-        gr.api(inside, api_name="inside", concurrency_id="generate")
-    demo.queue(default_concurrency_limit=GENERATE_CONCURRENCY)
+        gr.api(inside, api_name="inside", concurrency_id="inside")
+    demo.queue(default_concurrency_limit=ANALYSIS_CONCURRENCY)
     demo.openai_api = build_openai_app(playground)  # served at /v1 by OpenAIRoutes (see launch_kwargs)
     return demo
 

@@ -154,7 +154,8 @@ def build_compare_tab(playground: Playground, generate_inputs: dict, tab: gr.Tab
 
     side_inputs = [*sides["a"], *sides["b"]]
     run_btn.click(run_both, inputs=[generate_inputs["prompt"], *side_inputs, *(generate_inputs[n] for n in SETTING_NAMES)],
-                  outputs=[summary, stats_a, view_a, stats_b, view_b, plot], api_visibility="private", concurrency_id="generate")
+                  outputs=[summary, stats_a, view_a, stats_b, view_b, plot], api_visibility="private", concurrency_id="generate",
+                  concurrency_limit=playground.runs_at_once)
     swap_btn.click(swap, inputs=side_inputs, outputs=side_inputs, queue=False, api_visibility="private")
     for _, backend, variant in sides.values():
         backend.change(lambda b: gr.update(interactive=b == "onnx"), inputs=backend, outputs=variant, queue=False,

@@ -311,13 +311,15 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
         outputs=run_outputs,
         api_visibility="private",
         concurrency_id="generate",
+        concurrency_limit=playground.runs_at_once,  # they decode in one batch (batching.py)
     )
     last_result.change(branch_tokens, inputs=[last_result], outputs=[branch_token, branch_alternative], queue=False,
                        api_visibility="private")
     branch_token.input(branch_alternatives, inputs=[last_result, branch_token], outputs=[branch_alternative], queue=False,
                        api_visibility="private")
     branch_btn.click(on_branch, inputs=[last_result, branch_token, branch_alternative, colour_mode],
-                     outputs=[*run_outputs, prompt], api_visibility="private", concurrency_id="generate")
+                     outputs=[*run_outputs, prompt], api_visibility="private", concurrency_id="generate",
+                     concurrency_limit=playground.runs_at_once)
     open_sample.input(on_open_sample, inputs=[open_sample, batch_results, colour_mode],
                       outputs=[output, stats, token_view, records, last_result, surprisal, samples_view], queue=False,
                       api_visibility="private")

@@ -136,7 +136,8 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
 
     follow_model_language(playground, generate_inputs["model"], prompt)  # the sweep runs on the Generate tab's model
     run_btn.click(on_run, inputs=[prompt, x_name, x_values, y_name, y_values, samples, *where_inputs, metric, *settings_inputs],
-                  outputs=[status, heatmap, cell, state_box], api_visibility="private", concurrency_id="generate")
+                  outputs=[status, heatmap, cell, state_box], api_visibility="private", concurrency_id="generate",
+                  concurrency_limit=playground.runs_at_once)
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
     cell.input(on_cell, inputs=[cell, state_box], outputs=texts, queue=False, api_visibility="private")
     metric.change(on_metric, inputs=[metric, state_box], outputs=heatmap, queue=False, api_visibility="private")
