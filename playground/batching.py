@@ -88,6 +88,7 @@ class DecodeBatch:
         self.max_rows = max_rows or batch_rows()  # rows stepped together; a run that does not fit waits its turn
         self._cond = threading.Condition()
         self._stepping = False  # a consumer is taking a step (only one at a time)
+        self._stepper: int | None = None  # its thread
         self._waiting: list[Member] = []  # runs that have not joined yet
         self._members: list[Member] = []  # runs in the batch, their rows contiguous, in this order
         self._cache = None  # the backend's cache of all rows
@@ -118,13 +119,13 @@ class DecodeBatch:
                 if self._stepping:
                     self._cond.wait()
                     continue
-                self._stepping = True
+                self._stepping, self._stepper = True, threading.get_ident()
                 self._cond.release()
                 try:
                     self._step()
                 finally:
                     self._cond.acquire()
-                    self._stepping = False
+                    self._stepping, self._stepper = False, None
                     self._idle_since = time.perf_counter()
                     self._cond.notify_all()
             if member.queue:
@@ -137,6 +138,8 @@ class DecodeBatch:
         """Wait until a member whose consumer went away is out of the batch, taking it out if nobody is stepping:
         after this its results change no more (the consumer saves them), and its rows cost nothing."""
         with self._cond:
+            if self._stepping and self._stepper == threading.get_ident():
+                return  # a stream dropped unclosed, finalized by the garbage collector during a step: the next step retires it
             while not member.done:
                 if member in self._waiting:
                     self._waiting.remove(member)
@@ -145,13 +148,13 @@ class DecodeBatch:
                 if self._stepping:
                     self._cond.wait()
                     continue
-                self._stepping = True
+                self._stepping, self._stepper = True, threading.get_ident()
                 self._cond.release()
                 try:
                     self._leave([m for m in self._members if m.closed])
                 finally:
                     self._cond.acquire()
-                    self._stepping = False
+                    self._stepping, self._stepper = False, None
                     self._cond.notify_all()
 
     # --- the stepping consumer's side ---------------------------------------------------------------------------
