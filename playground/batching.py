@@ -41,12 +41,9 @@ class Member:
     the queue of records its consumer has not read yet."""
 
     def __init__(self, run: Generation, prompt_ids: list[int]):
-        from .generation import build_logits_processors
-
         self.run, self.prompt_ids, self.arrival = run, prompt_ids, next(_arrivals)
-        settings = run.settings
-        self.processors = build_logits_processors(settings)
-        self.k = settings.top_alternatives
+        self.processors = run.processors  # transformers' logits processors for the run's settings
+        self.k = run.settings.top_alternatives
         self.queue: deque = deque()  # (sample, record) pairs for the consumer
         self.done = False  # no record will be added to `queue` any more
         self.error: BaseException | None = None

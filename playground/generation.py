@@ -1,5 +1,6 @@
-"""The one decoding loop: prompt -> backend -> transformers' logits processors -> token records with probabilities
-(or a serving engine's records), into the run's results."""
+"""A run: prompt -> backend -> transformers' logits processors -> token records with probabilities (or a serving
+engine's records), into the run's results. The loop that steps it, with every other run on its backend, is
+batching.py's; what each step does for a run (choose its tokens, take them into its results) is here."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from transformers.generation.logits_process import (
 )
 
 from .backends.base import Backend, Engine
+from .batching import batch_for
 from .config import MAX_SEED, GenerationSettings, check_prompt
 from .errors import Notice, SettingsError
 from .models import ModelSource
@@ -172,9 +174,10 @@ class Generation:
     iteration ends, and `result` is sample 0.
 
     Sample i samples with its own generator seeded `seed + i`, recorded in `results[i].settings.seed`, so
-    it equals a run of one sample with that seed. On a local `Backend` the prompt is run once; its cache
-    is copied to N rows and the N rows are stepped together. A serving `Engine` decodes one sequence per
-    request: it gets N requests, one after another, sample i with seed + i.
+    it equals a run of one sample with that seed. On a local `Backend` the run joins the backend's batch
+    (batching.py): the prompt is run once, its cache copied to N rows, and the rows step together with those of
+    every other run on the backend. A serving `Engine` decodes one sequence per request (and batches requests
+    itself): it gets N requests, one after another, sample i with seed + i.
 
     `stop_event` (a threading.Event) ends the run between two steps and keeps what was produced.
 
@@ -206,6 +209,7 @@ class Generation:
         if sample_seed(self.settings.seed, self.num_samples - 1) > MAX_SEED:
             raise SettingsError(key="batch.seed_room", field="seed", seed=self.settings.seed, count=self.num_samples,
                                 most=MAX_SEED - self.num_samples + 1)
+        self.processors = build_logits_processors(self.settings)
         self.stop_event = stop_event or threading.Event()
         self.ignore_eos = ignore_eos
         # Explicit token ids (a branch) are used as they are: re-tokenizing their text could merge differently.
@@ -357,8 +361,6 @@ class Generation:
             for sample, result in enumerate(self.results):
                 yield from self._engine_samples(sample, prompt_ids)
         else:
-            from .batching import batch_for
-
             yield from batch_for(self.backend).stream(self, prompt_ids)
 
     def _engine_samples(self, sample: int, prompt_ids: list[int]) -> Iterator[tuple[int, TokenRecord]]:
