@@ -163,11 +163,14 @@ class DecodeBatch:
         if self._idle_since is not None and self._members:
             self._idle_s += now - self._idle_since
         try:
-            self._leave([m for m in self._members if m.closed])
-            self._join(self._admitted())
+            if any(m.closed for m in self._members):
+                self._leave([m for m in self._members if m.closed])
+            if self._waiting:  # read without the lock: a run that arrives meanwhile joins at the next step
+                self._join(self._admitted())
             tokens = self._choose()
-            with self._cond:
-                self._cond.notify_all()  # consumers read their records while the batch is fed
+            if len(self._members) > 1:
+                with self._cond:
+                    self._cond.notify_all()  # the other consumers read their records while the batch is fed
             self._feed(tokens)
         except Exception as exc:  # the batch's forward failed: every run in it ends with that error
             for member in self._members:
@@ -222,7 +225,8 @@ class DecodeBatch:
     def _choose(self) -> list[int]:
         """Every row picks its next token; records go to the runs' queues. Returns the tokens of the rows that go on
         (finished rows and stopped runs are taken out of the batch here)."""
-        members, scratch = self._members, None
+        members = self._members
+        scratch = self._scratch_for(members[0].logits) if members else None
         # A step runs torch ops only to penalise, warp or sample; beside a backend that is not torch they run on one
         # thread, so that torch's OpenMP workers do not spin on the cores the backend needs (see Backend).
         threads = None if self.backend.computes_with_torch else 1
@@ -236,8 +240,6 @@ class DecodeBatch:
                     self._finish(member, "stopped")
                     row += rows
                     continue
-                if scratch is None:
-                    scratch = self._scratch_for(member.logits)
                 n = len(member.prompt_ids)
                 chosen, probs, stats = run.choose(member.logits, member.given, member.processors,
                                                   member.sequence[:, :n + member.step], member.rngs, member.k, scratch)
@@ -273,6 +275,10 @@ class DecodeBatch:
             return
         logits, self._cache = self.backend.step_batch(tokens, self._cache)  # (N, V)
         given = self.backend.statistics(self._cache)  # (N, 1, k_max), ..., or None
+        if len(self._members) == 1:  # alone: all the rows are its own
+            member = self._members[0]
+            member.logits, member.given = logits, member.run.given_statistics(given and tuple(a[:, -1] for a in given), member.k)
+            return
         row = 0
         for member in self._members:
             rows = len(member.live)

@@ -293,6 +293,8 @@ class Generation:
         the top logits and ids it computed for the run in the batch that asks for the most (largest first)."""
         if given is None or given[0].shape[-1] < k:
             return None
+        if given[0].shape[-1] == k:
+            return given
         return (given[0][..., :k], given[1][..., :k], *given[2:])
 
     def choose(self, logits, given, processors, history, rngs, k, scratch) -> tuple[list[int], list[float] | None, StepStats]:

@@ -97,7 +97,8 @@ class TorchBackend(Backend):
         """`batch` (None: no rows yet) with, for each (prefilled cache of one row, count), `count` copies of that row
         appended, in that order. Every side shorter than the longest is padded on the left with zeros (finite: a masked
         position still enters the attention's matmuls)."""
-        sides = ([batch] if batch is not None else []) + [self.expand(cache, count) for cache, count in caches]
+        sides = ([batch] if batch is not None else []) + [self.expand(cache, count) if count > 1 else cache
+                                                          for cache, count in caches]
         if len(sides) == 1:
             return sides[0]
         width = max(side.length for side in sides)

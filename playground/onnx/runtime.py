@@ -256,6 +256,8 @@ class OnnxRunner:
         """`batch` (None: no rows yet) with, for each (prefilled cache of one row, count), `count` copies of that row
         appended, in that order: one copy of everything, however many runs join at once. Every side shorter than the
         longest is padded on the left."""
+        if batch is None and len(caches) == 1 and caches[0][1] == 1:
+            return caches[0][0]  # a run of one sample alone: its prompt's cache is the batch's, no copy
         sides = ([(batch, None)] if batch is not None else []) + list(caches)
         width = max(cache.length for cache, _ in sides)
         if self.in_place and width + 1 > self.context:  # cannot happen while every row fits the context on its own
