@@ -237,6 +237,43 @@ def m011_packed_tokens(db: Database) -> None:
         last = batch[-1][0]
 
 
+
+@migrations(name="m012_evaluations")
+def m012_evaluations(db: Database) -> None:
+    """Evaluations (playground.evaluate: the Evaluate tab, /evaluate, the command line), one row per model, backend and
+    variant scored on a text: what was scored (the model's and the text's hashes), how (window, stride), the numbers,
+    the machine (JSON), and whose it is (LOCAL_OWNER without a login), listed per owner as runs are."""
+    db.table("evaluations").create(
+        {
+            "id": int,
+            "created_utc": str,  # UTC ISO 8601
+            "owner": str,
+            "model": str,
+            "model_sha256": str,
+            "backend": str,
+            "variant": str,
+            "provider": str,
+            "data_name": str,  # "pasted text", a file's name, "builtin:en"
+            "data_sha256": str,  # of the scored text's UTF-8 bytes
+            "window": int,
+            "stride": int,
+            "tokens": int,  # tokens scored
+            "text_tokens": int,
+            "bytes": int,
+            "nll_nats": float,
+            "perplexity": float,
+            "bits_per_byte": float,
+            "kl_to_fp32": float,  # NULL for fp32 and torch
+            "seconds": float,
+            "tokens_per_s": float,
+            "machine": str,  # JSON: machine.machine_description()
+        },
+        pk="id",
+        not_null={"created_utc", "owner", "model"},
+        defaults={"owner": LOCAL_OWNER},
+    )
+    db.table("evaluations").create_index(["owner", "id"])
+
 # --- the store ----------------------------------------------------------------------------------
 
 
@@ -468,6 +505,19 @@ class HistoryStore:
         with self._write() as db:
             db.table("bench").insert_all(records)
         return session
+
+    def save_evaluation(self, evaluation: dict, machine: dict, owner: str = LOCAL_OWNER) -> int:
+        """Store one evaluation (`evaluate.Evaluation.to_dict()`) as `owner`'s, with the machine it ran on; returns its id."""
+        row = {"created_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "owner": owner,
+               **{column: _utf8_safe(value) for column, value in evaluation.items()}, "machine": json.dumps(machine)}
+        with self._write() as db:
+            return db.table("evaluations").insert(row).last_pk
+
+    def evaluations(self, limit: int = 100, owner: str | None = None) -> list[dict]:
+        """The newest evaluations first (`owner`'s only, when given), their machine as a dict."""
+        with self._connect() as db:
+            rows = list(db.table("evaluations").rows_where(*_owned("1", [], owner), order_by="id desc", limit=limit))
+        return [row | {"machine": json.loads(row["machine"]) if row.get("machine") else None} for row in rows]
 
     def delete(self, run_id: int, owner: str | None = None) -> bool:
         """Delete one run (only if it is `owner`'s, when given); False when there was no such run."""
