@@ -96,8 +96,8 @@ def build_evaluate_tab(playground: Playground) -> dict:
             chosen_cells = gr.CheckboxGroup(cells, value=cells[:1], label=translated("evaluate.cells"),
                                             info=translated("evaluate.cells_info"), elem_id="eval-cells")
             with gr.Row():
-                window = gr.Number(None, precision=0, label=translated("evaluate.window"), elem_id="eval-window")
-                stride = gr.Number(None, precision=0, label=translated("evaluate.stride"), elem_id="eval-stride")
+                window = gr.Number(0, precision=0, label=translated("evaluate.window"), elem_id="eval-window")
+                stride = gr.Number(0, precision=0, label=translated("evaluate.stride"), elem_id="eval-stride")
         with gr.Column(scale=3, min_width=320):
             source = gr.Radio(source_choices("en"), value="paste", label=translated("evaluate.source"), elem_id="eval-source")
             pasted = gr.Textbox(label=translated("evaluate.paste"), info=translated("evaluate.paste_info"), lines=5, max_lines=12,
@@ -117,24 +117,39 @@ def build_evaluate_tab(playground: Playground) -> dict:
     def saved_html(lang: str, username: str | None) -> str:
         if playground.history is None:
             return escape(t("evaluate.not_saved", lang))
-        rows = playground.history.evaluations(SAVED_SHOWN, owner=playground.viewer(username))
+        rows = [row | {"created_utc": row["created_utc"][:19].replace("T", " ")}  # to the second, as History shows runs
+                for row in playground.history.evaluations(SAVED_SHOWN, owner=playground.viewer(username))]
         return table_html(rows, SAVED_COLUMNS, lang, "eval-saved-table")
 
     localize_on_load([source, saved], lambda lang, request: (gr.update(choices=source_choices(lang)), saved_html(lang, request.username)),
                      with_request=True)
+
+    def plans_of(models_chosen, cells_chosen, window_n, stride_n, source_name, pasted_text, upload_data, column_name):
+        """The form's evaluations, each checked (plan_all); a window or stride of 0 (a number box is never empty) is the
+        default."""
+        text = chosen_text(source_name, pasted_text, upload_data, column_name)
+        plans = plan_all(playground, targets_of_choices(models_chosen, cells_chosen), text, window_n or None, stride_n or None)
+        return plans, text
+
+    def check(models_chosen, cells_chosen, window_n, stride_n, source_name, pasted_text, upload_data, column_name,
+              request: gr.Request):
+        """Every check before the run, apart from it: a refusal is a notice only, not an error drawn on every result pane."""
+        try:
+            plans_of(models_chosen, cells_chosen, window_n, stride_n, source_name, pasted_text, upload_data, column_name)
+        except PlaygroundError as exc:
+            raise ui_error(exc, request) from None
 
     def run(models_chosen, cells_chosen, window_n, stride_n, source_name, pasted_text, upload_data, column_name,
             request: gr.Request, progress=gr.Progress()):
         lang = lang_of(request)
 
         def advance(done: int, total: int, plan) -> None:
-            progress((done, total), desc=t("evaluate.progress", lang, target=f"{plan.model} · {plan.target.backend} "
-                                                                              f"{plan.target.variant or ''}".strip()),
-                     unit=t("evaluate.progress_unit", lang))
+            target = f"{plan.model} · {plan.target.backend} {plan.target.variant or ''}".strip()
+            progress((done, total), desc=t("evaluate.progress", lang, target=target), unit=t("evaluate.progress_unit", lang))
 
         try:
-            text = chosen_text(source_name, pasted_text, upload_data, column_name)
-            plans = plan_all(playground, targets_of_choices(models_chosen, cells_chosen), text, window_n, stride_n)
+            plans, text = plans_of(models_chosen, cells_chosen, window_n, stride_n, source_name, pasted_text, upload_data,
+                                   column_name)
             evaluations = evaluate_all(plans, text, playground.history, owner=request.username or "", on_progress=advance)
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
@@ -154,8 +169,9 @@ def build_evaluate_tab(playground: Playground) -> dict:
         chosen = "text" if "text" in uploaded.columns else uploaded.columns[0]
         return uploaded, gr.update(choices=list(uploaded.columns), value=chosen, visible=True), "upload"
 
-    run_btn.click(run, inputs=[models, chosen_cells, window, stride, source, pasted, upload_state, column],
-                  outputs=[status, table, plot, saved], api_visibility="private", concurrency_id="generate")
+    form = [models, chosen_cells, window, stride, source, pasted, upload_state, column]
+    run_btn.click(check, inputs=form, outputs=None, api_visibility="private", concurrency_limit=None).success(
+        run, inputs=form, outputs=[status, table, plot, saved], api_visibility="private", concurrency_id="generate")
     upload.upload(on_upload, inputs=[upload], outputs=[upload_state, column, source], api_visibility="private")
     upload.clear(lambda: (None, gr.update(choices=[], value=None, visible=False)), outputs=[upload_state, column], queue=False,
                  api_visibility="private")
