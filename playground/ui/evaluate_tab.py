@@ -124,23 +124,21 @@ def build_evaluate_tab(playground: Playground) -> dict:
     localize_on_load([source, saved], lambda lang, request: (gr.update(choices=source_choices(lang)), saved_html(lang, request.username)),
                      with_request=True)
 
-    def plans_of(models_chosen, cells_chosen, window_n, stride_n, source_name, pasted_text, upload_data, column_name):
-        """The form's evaluations, each checked (plan_all); a window or stride of 0 (a number box is never empty) is the
-        default."""
-        text = chosen_text(source_name, pasted_text, upload_data, column_name)
-        plans = plan_all(playground, targets_of_choices(models_chosen, cells_chosen), text, window_n or None, stride_n or None)
-        return plans, text
+    def plans_of(form: dict):
+        """The form's evaluations, each checked (plan_all), and its text. A window or stride of 0 (a number box is never
+        empty) is the default."""
+        text = chosen_text(form[source], form[pasted], form[upload_state], form[column])
+        targets = targets_of_choices(form[models], form[chosen_cells])
+        return plan_all(playground, targets, text, form[window] or None, form[stride] or None), text
 
-    def check(models_chosen, cells_chosen, window_n, stride_n, source_name, pasted_text, upload_data, column_name,
-              request: gr.Request):
+    def check(form: dict, request: gr.Request):
         """Every check before the run, apart from it: a refusal is a notice only, not an error drawn on every result pane."""
         try:
-            plans_of(models_chosen, cells_chosen, window_n, stride_n, source_name, pasted_text, upload_data, column_name)
+            plans_of(form)
         except PlaygroundError as exc:
             raise ui_error(exc, request) from None
 
-    def run(models_chosen, cells_chosen, window_n, stride_n, source_name, pasted_text, upload_data, column_name,
-            request: gr.Request, progress=gr.Progress()):
+    def run(form: dict, request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # tqdm: a first ONNX export's stages
         lang = lang_of(request)
 
         def advance(done: int, total: int, plan) -> None:
@@ -148,8 +146,7 @@ def build_evaluate_tab(playground: Playground) -> dict:
             progress((done, total), desc=t("evaluate.progress", lang, target=target), unit=t("evaluate.progress_unit", lang))
 
         try:
-            plans, text = plans_of(models_chosen, cells_chosen, window_n, stride_n, source_name, pasted_text, upload_data,
-                                   column_name)
+            plans, text = plans_of(form)
             evaluations = evaluate_all(plans, text, playground.history, owner=request.username or "", on_progress=advance)
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
@@ -169,12 +166,13 @@ def build_evaluate_tab(playground: Playground) -> dict:
         chosen = "text" if "text" in uploaded.columns else uploaded.columns[0]
         return uploaded, gr.update(choices=list(uploaded.columns), value=chosen, visible=True), "upload"
 
-    form = [models, chosen_cells, window, stride, source, pasted, upload_state, column]
+    form = {models, chosen_cells, window, stride, source, pasted, upload_state, column}  # a set: each function gets a dict
     run_btn.click(check, inputs=form, outputs=None, api_visibility="private", concurrency_limit=None).success(
         run, inputs=form, outputs=[status, table, plot, saved], api_visibility="private", concurrency_id="generate")
     upload.upload(on_upload, inputs=[upload], outputs=[upload_state, column, source], api_visibility="private")
     upload.clear(lambda: (None, gr.update(choices=[], value=None, visible=False)), outputs=[upload_state, column], queue=False,
                  api_visibility="private")
+
     def refresh(request: gr.Request) -> str:
         return saved_html(lang_of(request), request.username)
 
