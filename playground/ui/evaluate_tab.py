@@ -24,6 +24,9 @@ RESULT_COLUMNS = ("model", "backend", "variant", "perplexity", "bits_per_byte", 
 SAVED_COLUMNS = ("id", "created_utc", "model", "backend", "variant", "data_name", "perplexity", "bits_per_byte", "kl_to_fp32",
                  "tokens", "window", "stride")
 SAVED_SHOWN = 50
+# Evaluations wait for each other, in a queue of their own: one is already hundreds of forward passes on every core, and
+# sharing /generate's concurrency id would cap the runs decoding at once (Gradio keeps the lowest limit an id is given).
+EVALUATIONS_AT_ONCE = 1
 
 
 def cell_choices() -> list[str]:
@@ -168,7 +171,8 @@ def build_evaluate_tab(playground: Playground) -> dict:
 
     form = {models, chosen_cells, window, stride, source, pasted, upload_state, column}  # a set: each function gets a dict
     run_btn.click(check, inputs=form, outputs=None, api_visibility="private", concurrency_limit=None).success(
-        run, inputs=form, outputs=[status, table, plot, saved], api_visibility="private", concurrency_id="generate")
+        run, inputs=form, outputs=[status, table, plot, saved], api_visibility="private", concurrency_id="evaluate",
+        concurrency_limit=EVALUATIONS_AT_ONCE)
     upload.upload(on_upload, inputs=[upload], outputs=[upload_state, column, source], api_visibility="private")
     upload.clear(lambda: (None, gr.update(choices=[], value=None, visible=False)), outputs=[upload_state, column], queue=False,
                  api_visibility="private")
@@ -197,6 +201,6 @@ def build_evaluate_tab(playground: Playground) -> dict:
             raise gr.Error(str(exc)) from None
         return {"evaluations": [e.to_dict() for e in evaluations]}
 
-    gr.api(evaluate, api_name="evaluate", concurrency_id="generate")
+    gr.api(evaluate, api_name="evaluate", concurrency_id="evaluate", concurrency_limit=EVALUATIONS_AT_ONCE)
     return {"models": models, "cells": chosen_cells, "source": source, "text": pasted, "run": run_btn, "table": table,
             "saved": saved}
