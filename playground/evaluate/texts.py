@@ -34,7 +34,10 @@ def _evaluation_text(text: str, name: str) -> EvaluationText:
     return EvaluationText(text, name, hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
-def from_pasted(text: str, name: str = "pasted text") -> EvaluationText:
+PASTED = "pasted text"  # the name a pasted text is saved under (the tab shows it in the page's language)
+
+
+def from_pasted(text: str, name: str = PASTED) -> EvaluationText:
     """Pasted text, scored as it is; refused as the fine-tune tab refuses it (not text, over 20 MB, empty)."""
     if isinstance(text, str) and not text.strip():
         raise DataError(key="evaluate.empty", field="data", name=name)

@@ -9,6 +9,7 @@ import gradio as gr
 
 from ..bench.engine import available_cells
 from ..errors import PlaygroundError
+from ..evaluate.texts import PASTED
 from ..evaluate import Evaluation, EvaluationText, builtin_text, evaluate_all, from_pasted, from_upload, plan_all, targets_of
 from ..evaluate.figures import bits_per_byte_figure
 from ..evaluate.run import Target
@@ -73,12 +74,17 @@ def table_html(rows: list[dict], columns: tuple[str, ...], lang: str, elem_class
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
+def shown_name(name: str, lang: str) -> str:
+    """A text's name as the page shows it: pasted text in the page's language (it is saved as "pasted text")."""
+    return t("evaluate.source_paste", lang) if name == PASTED else name
+
+
 def summary_markdown(evaluations: list[Evaluation], text: EvaluationText, saved: bool, lang: str) -> str:
     machine = machine_description()
     where = t("evaluate.machine", lang, cpu=escape(machine["cpu"]), cores=machine["cores"])
     if machine["gpu"]:
         where += f" + {escape(machine['gpu'])}"
-    return (t("evaluate.summary", lang, count=len(evaluations), name=escape(text.name), bytes=f"{text.bytes:,}", sha=text.sha256[:12],
+    return (t("evaluate.summary", lang, count=len(evaluations), name=escape(shown_name(text.name, lang)), bytes=f"{text.bytes:,}", sha=text.sha256[:12],
               machine=where) + " " + t("evaluate.saved_note" if saved else "evaluate.not_saved", lang))
 
 
@@ -120,7 +126,8 @@ def build_evaluate_tab(playground: Playground) -> dict:
     def saved_html(lang: str, username: str | None) -> str:
         if playground.history is None:
             return escape(t("evaluate.not_saved", lang))
-        rows = [row | {"created_utc": row["created_utc"][:19].replace("T", " ")}  # to the second, as History shows runs
+        # Times to the second, as History shows runs.
+        rows = [row | {"created_utc": row["created_utc"][:19].replace("T", " "), "data_name": shown_name(row["data_name"], lang)}
                 for row in playground.history.evaluations(SAVED_SHOWN, owner=playground.viewer(username))]
         return table_html(rows, SAVED_COLUMNS, lang, "eval-saved-table")
 
