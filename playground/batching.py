@@ -237,9 +237,9 @@ class DecodeBatch:
             starts.append(row)
             row += len(member.live)
         with torch_threads(threads):
-            # Drawing a sample is most of a run's choice: torch.multinomial draws an exponential per vocabulary entry
-            # from the row's own generator (~1.1 ms per row for GPT-2: 17 ms of a 16-row step beside a 29 ms forward
-            # pass, ONNX int8, 2 cores). Worker threads, one per core, did not shorten it (measured: 27 ms either way).
+            # Drawing a sample is the largest part of a run's choice (sampling.draw: ~0.3 ms per row for GPT-2 after
+            # top-k; a 16-row step's choices take 16 ms beside a 29 ms forward pass, ONNX int8, 2 cores). Worker
+            # threads, one per core, did not shorten them (the backend's threads still hold the cores after its run).
             outcomes = [self._choose_for(member, scratch[start: start + len(member.live)], now)
                         for member, start in zip(members, starts)]
         keep, tokens = [], []
