@@ -195,26 +195,38 @@ class DecodeBatch:
             return admitted
 
     def _join(self, members: list[Member]) -> None:
-        """Prefill each joining run's prompt (its prompt records are taken now) and append its rows to the batch."""
-        joined = []
-        for member in members:
-            run = member.run
+        """Prefill the joining runs' prompts (their prompt records are taken now) and append their rows to the batch.
+        Prompts of similar length are prefilled together (`prefill_batch`: the weights read once for all of them), at
+        most PREFILL_POSITIONS padded positions at a time, so that their logits stay the size of one long prompt's."""
+        for group in prefill_groups(members):
             try:
-                logits, cache = self.backend.prefill(member.prompt_ids, top_k=member.k)  # (T, V), once for all samples
-                member.k = min(member.k, logits.shape[-1])
-                given = run.given_statistics(self.backend.statistics(cache), member.k)  # (1, T, k), ..., or None
-                prompt_records = run.prompt_records(member.prompt_ids, logits, given, member.k, self._scratch_for(logits))
-            except Exception as exc:  # this run's prompt failed (the others go on)
-                member.error = exc
-                self._finish(member, None)
+                logits, cache = self.backend.prefill_batch([m.prompt_ids for m in group], top_k=max(m.k for m in group))
+                given = self.backend.statistics(cache)  # (N, T, k_max), ..., or None
+            except Exception as exc:  # these prompts failed (the other runs go on)
+                for member in group:
+                    member.error = exc
+                    self._finish(member, None)
                 continue
-            for result in run.results:
-                result.prompt_tokens = list(prompt_records)
-            member.start(logits, given)
-            joined.append((member, cache))
-        if joined:
-            self._cache = self.backend.join(self._cache, [(cache, len(member.live)) for member, cache in joined])
-            self._members += [member for member, _ in joined]
+            width, rows, joined = logits.shape[1], [], []
+            for i, member in enumerate(group):
+                run, pad = member.run, width - len(member.prompt_ids)
+                own = logits[i, pad:]  # (T_i, V), a view
+                try:
+                    member.k = min(member.k, own.shape[-1])
+                    own_given = run.given_statistics(given and tuple(a[i: i + 1, pad:] for a in given), member.k)
+                    prompt_records = run.prompt_records(member.prompt_ids, own, own_given, member.k, self._scratch_for(own))
+                except Exception as exc:
+                    member.error = exc
+                    self._finish(member, None)
+                    continue
+                for result in run.results:
+                    result.prompt_tokens = list(prompt_records)
+                member.start(own, own_given)
+                rows += [i] * len(member.live)
+                joined.append(member)
+            if joined:
+                self._cache = self.backend.join(self._cache, cache, rows)
+                self._members += joined
 
     def _scratch_for(self, logits: torch.Tensor, rows: int = 64) -> np.ndarray:
         rows = max(rows, sum(len(m.live) for m in self._members) + 16)
@@ -319,6 +331,22 @@ class DecodeBatch:
             member.run.end(sample, reason or "stopped")
         member.live = []
         member.done = True
+
+
+PREFILL_POSITIONS = 1024  # padded prompt positions prefilled at once: logits of 1024 x 50,257 floats, one GPT-2 context
+
+
+def prefill_groups(members: list[Member]) -> list[list[Member]]:
+    """The joining runs in groups prefilled together: by prompt length (little padding), each group's rows x longest
+    prompt at most PREFILL_POSITIONS (a prompt longer than that alone)."""
+    groups: list[list[Member]] = []
+    for member in sorted(members, key=lambda m: len(m.prompt_ids)):
+        group = groups[-1] if groups else None
+        if group and (len(group) + 1) * len(member.prompt_ids) <= PREFILL_POSITIONS:
+            group.append(member)
+        else:
+            groups.append([member])
+    return groups
 
 
 _batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

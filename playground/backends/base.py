@@ -41,11 +41,12 @@ class Backend(ABC):
     def step(self, token_id: int, cache: Any) -> tuple[Any, Any]:
         """Feed one token after the cached ones. Returns (logits of shape (V,), new cache)."""
 
-    # Batches. Every run on a backend decodes in one batch (generation.py's DecodeBatch): a run's prompt is prefilled
-    # on its own (batch 1), its cache copied to one row per sample and appended to the batch with `join`; then all
-    # rows step together, and `select` keeps only the rows still running (finished ones stop costing work). Rows of
-    # different runs hold different numbers of positions: a backend pads the shorter ones on the left, masks the
-    # padding and counts each row's positions from its own first token, so that a row computes what it would alone.
+    # Batches. Every run on a backend decodes in one batch (batching.py's DecodeBatch): the prompts of the runs that
+    # join at a step are prefilled together (`prefill_batch`), each prompt's row copied once per sample and appended
+    # to the batch with `join`; then all rows step together, and `select` keeps only the rows still running (finished
+    # ones stop costing work). Rows of different runs hold different numbers of positions: a backend pads the shorter
+    # ones on the left, masks the padding and counts each row's positions from its own first token, so that a row
+    # computes what it would alone.
 
     @abstractmethod
     def step_batch(self, token_ids: list[int], cache: Any) -> tuple[Any, Any]:
@@ -56,9 +57,14 @@ class Backend(ABC):
         """The prefilled cache of one prompt (batch 1) repeated to `count` rows."""
 
     @abstractmethod
-    def join(self, batch: Any | None, caches: list[tuple[Any, int]]) -> Any:
-        """`batch` (a batch cache; None: no rows yet) with, for each (prefilled cache of one prompt, count), `count`
-        copies of its row appended, in that order."""
+    def prefill_batch(self, prompts: list[list[int]], top_k: int = 1) -> tuple[Any, Any]:
+        """Run several prompts as one batch (the weights read once), each padded on the left to the longest. Returns
+        (logits (N, T, V), a cache of N rows); prompt i's logits are the last len(prompts[i]) positions of row i."""
+
+    @abstractmethod
+    def join(self, batch: Any | None, cache: Any, rows: list[int]) -> Any:
+        """`batch` (a batch cache; None: no rows yet) with rows `rows` of a prefilled `cache` appended, in that order
+        (a prompt's row once per sample)."""
 
     @abstractmethod
     def select(self, cache: Any, rows: list[int]) -> Any:

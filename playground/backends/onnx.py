@@ -65,6 +65,9 @@ class OnnxBackend(Backend):
     def prefill(self, input_ids: list[int], top_k: int = 1) -> tuple[torch.Tensor, Any]:
         return self.runner.prefill(input_ids, top_k)
 
+    def prefill_batch(self, prompts: list[list[int]], top_k: int = 1) -> tuple[torch.Tensor, Any]:
+        return self.runner.prefill_batch(prompts, top_k)
+
     def statistics(self, cache: Any) -> tuple[np.ndarray, ...] | None:
         return self.runner.statistics(cache)  # exports since format 8 compute them in the graph (onnx/stats.py)
 
@@ -80,8 +83,8 @@ class OnnxBackend(Backend):
     def select(self, cache: Any, rows: list[int]) -> Any:
         return self.runner.select(cache, rows)
 
-    def join(self, batch: Any | None, caches: list[tuple[Any, int]]) -> Any:
-        return self.runner.join(batch, caches)
+    def join(self, batch: Any | None, cache: Any, rows: list[int]) -> Any:
+        return self.runner.join(batch, cache, rows)
 
     def _analysis(self) -> AttentionRunner:
         if self._attention_runner is None:  # created on first use: most runs never open the attention view

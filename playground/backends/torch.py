@@ -59,6 +59,29 @@ class TorchBackend(Backend):
         out = self.model(input_ids=ids, use_cache=True)
         return out.logits[0].float().cpu(), TorchCache(out.past_key_values, len(input_ids))  # (T, V)
 
+    @torch.inference_mode()
+    def prefill_batch(self, prompts: list[list[int]], top_k: int = 1) -> tuple[torch.Tensor, TorchCache]:
+        """Several prompts as one batch, each padded on the left to the longest (masked; positions counted from each
+        prompt's first token). The padded positions of the cache are set to zero: a padded query attends to nothing,
+        which SDPA may answer with NaN, and a NaN key would spoil every later step's matmul even under the mask."""
+        if len(prompts) == 1:
+            logits, cache = self.prefill(prompts[0], top_k)
+            return logits[None], cache
+        width = max(len(ids) for ids in prompts)
+        pads = np.array([width - len(ids) for ids in prompts], dtype=np.int64)
+        ids = torch.tensor([[0] * pad + list(p) for pad, p in zip(pads, prompts)], device=self.device)  # (N, T)
+        padding = torch.from_numpy(pads).to(self.device)[:, None]  # (N, 1)
+        columns = torch.arange(width, device=self.device)[None, :]  # (1, T)
+        mask = (columns >= padding).long()  # (N, T)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(columns - padding).clamp(min=0), use_cache=True)
+        kv = out.past_key_values
+        for layer in kv.layers:
+            for r, pad in enumerate(pads):
+                if pad:
+                    layer.keys[r, :, :pad] = 0
+                    layer.values[r, :, :pad] = 0
+        return out.logits.float().cpu(), TorchCache(kv, width, pads if pads.any() else None)  # (N, T, V)
+
     def step(self, token_id: int, cache: TorchCache) -> tuple[torch.Tensor, TorchCache]:
         logits, cache = self.step_batch([token_id], cache)
         return logits[0], cache  # (V,)
@@ -93,14 +116,17 @@ class TorchBackend(Backend):
             pads, length = pads - drop, length - drop
         return TorchCache(kv, length, pads if pads is not None and pads.any() else None)
 
-    def join(self, batch: TorchCache | None, caches: list[tuple[TorchCache, int]]) -> TorchCache:
-        """`batch` (None: no rows yet) with, for each (prefilled cache of one row, count), `count` copies of that row
-        appended, in that order. Every side shorter than the longest is padded on the left with zeros (finite: a masked
-        position still enters the attention's matmuls)."""
-        sides = ([batch] if batch is not None else []) + [self.expand(cache, count) if count > 1 else cache
-                                                          for cache, count in caches]
-        if len(sides) == 1:
-            return sides[0]
+    def join(self, batch: TorchCache | None, cache: TorchCache, rows: list[int]) -> TorchCache:
+        """`batch` (None: no rows yet) with rows `rows` of a prefilled `cache` appended, in that order. The shorter side
+        is padded on the left with zeros (finite: a masked position still enters the attention's matmuls)."""
+        count = cache.kv.layers[0].keys.shape[0]
+        if list(rows) != list(range(count)):  # a prompt's row once per sample (in place: the cache is this join's alone)
+            cache.kv.batch_select_indices(torch.tensor(rows, device=self.device))
+        own = cache.pads[np.asarray(rows, dtype=np.int64)] if cache.pads is not None else np.zeros(len(rows), dtype=np.int64)
+        cache = TorchCache(cache.kv, cache.length, own if own.any() else None)
+        if batch is None:
+            return cache
+        sides = [batch, cache]
         width = max(side.length for side in sides)
         pads = np.concatenate([(side.pads if side.pads is not None else np.zeros(side.kv.layers[0].keys.shape[0], dtype=np.int64))
                                + (width - side.length) for side in sides])
@@ -108,11 +134,10 @@ class TorchBackend(Backend):
         def padded(x: torch.Tensor, pad: int) -> torch.Tensor:  # (n, H, T, D) -> (n, H, pad + T, D)
             return torch.nn.functional.pad(x, (0, 0, pad, 0)) if pad else x
 
-        first = sides[0].kv
-        for i, layer in enumerate(first.layers):
-            layer.keys = torch.cat([padded(side.kv.layers[i].keys, width - side.length) for side in sides])
-            layer.values = torch.cat([padded(side.kv.layers[i].values, width - side.length) for side in sides])
-        return TorchCache(first, width, pads if pads.any() else None)
+        for mine, theirs in zip(batch.kv.layers, cache.kv.layers):
+            mine.keys = torch.cat([padded(mine.keys, width - batch.length), padded(theirs.keys, width - cache.length)])
+            mine.values = torch.cat([padded(mine.values, width - batch.length), padded(theirs.values, width - cache.length)])
+        return TorchCache(batch.kv, width, pads if pads.any() else None)
 
     @torch.inference_mode()
     def attention(self, input_ids: list[int]):

@@ -135,10 +135,10 @@ class OnnxRunner:
         return CacheBuffers(ort.OrtValue.ortvalue_from_shape_and_type(shape, self.past_dtype, self.device_type, 0)
                             for _ in self.past_names)
 
-    def _empty_past(self) -> list:
+    def _empty_past(self, rows: int = 1) -> list:
         if self.in_place:
-            return self._buffers(1)
-        empty = np.zeros((1, self.n_head, 0, self.head_dim), dtype=self.past_dtype)  # (1, H, 0, D)
+            return self._buffers(rows)
+        empty = np.zeros((rows, self.n_head, 0, self.head_dim), dtype=self.past_dtype)  # (N, H, 0, D)
         if self.io_binding:
             import onnxruntime as ort
 
@@ -218,6 +218,41 @@ class OnnxRunner:
         logits, past = self.run(ids, past, 0)
         return torch.from_numpy(logits.astype(np.float32, copy=False)), OnnxCache(past, len(ids))
 
+    def prefill_batch(self, prompts: list[list[int]], top_k: int = 1) -> tuple[torch.Tensor, OnnxCache]:
+        """Run several prompts as one batch, each padded on the left to the longest (masked; positions counted from
+        each prompt's first token). Returns (logits (N, T, V), the cache of N rows with their padding): the weights are
+        read once for all of them. One prompt is `prefill`'s run exactly."""
+        if len(prompts) == 1:
+            logits, cache = self.prefill(prompts[0], top_k)
+            return logits[None], cache
+        width = max(len(ids) for ids in prompts)
+        pads = np.array([width - len(ids) for ids in prompts], dtype=np.int64)
+        if self.in_place and width > self.context:
+            raise ValueError(f"{width} positions do not fit the {self.context}-position cache")
+        past = self._empty_past(len(prompts))
+        if isinstance(past, CacheBuffers):
+            past.top_k = np.array([max(1, min(top_k, self.vocab or top_k))], dtype=np.int64)
+        columns = np.arange(width)[None, :]  # (1, T)
+        feed = {"input_ids": np.array([[0] * pad + list(ids) for pad, ids in zip(pads, prompts)], dtype=np.int64),  # (N, T)
+                "attention_mask": (columns >= pads[:, None]).astype(np.int64),  # (N, T): 0 on the padding
+                "position_ids": np.maximum(columns - pads[:, None], 0)}  # (N, T): from each prompt's first token
+        logits, past = self._run_feed(feed, past)  # (N, T, V)
+        cache = OnnxCache(past, width, pads)
+        self._zero_padding(cache)
+        return torch.from_numpy(logits.astype(np.float32, copy=False)), cache
+
+    def _zero_padding(self, cache: OnnxCache) -> None:
+        """Zeros in every padded position of the cache: what a padded row's attention computed there is never read (the
+        mask hides it) but must stay finite, as it still enters the attention's matmuls."""
+        if cache.pads is None or not cache.pads.any():
+            return
+        for value in cache.past:
+            host = value.array if isinstance(value, CpuBuffer) else value if isinstance(value, np.ndarray) else None
+            if host is None:  # on the device: through the host once (prompts of several lengths joining at once)
+                continue
+            for row, pad in enumerate(cache.pads):
+                host[row, :, :pad] = 0
+
     def statistics(self, cache: Any) -> tuple[np.ndarray, ...] | None:
         """The statistics the graph computed in the latest run on `cache`: top logits (N, T, k), their ids (N, T, k),
         log-sum-exp (N, T) and mean logit (N, T); None for a graph without them."""
@@ -252,28 +287,28 @@ class OnnxRunner:
         return OnnxCache(self._rows_of([past], [(index, drop, 0)], past_len - drop), past_len - drop,
                          pads if pads is not None and pads.any() else None)
 
-    def join(self, batch: OnnxCache | None, caches: list[tuple[OnnxCache, int]]) -> OnnxCache:
-        """`batch` (None: no rows yet) with, for each (prefilled cache of one row, count), `count` copies of that row
-        appended, in that order: one copy of everything, however many runs join at once. Every side shorter than the
-        longest is padded on the left."""
-        if batch is None and len(caches) == 1 and caches[0][1] == 1:
-            return caches[0][0]  # a run of one sample alone: its prompt's cache is the batch's, no copy
-        sides = ([(batch, None)] if batch is not None else []) + list(caches)
-        width = max(cache.length for cache, _ in sides)
+    def join(self, batch: OnnxCache | None, cache: OnnxCache, rows: list[int]) -> OnnxCache:
+        """`batch` (None: no rows yet) with rows `rows` of `cache` (prefilled prompts) appended, in that order (a row
+        repeated once per sample). The shorter side is padded on the left to the longer one's length: one copy of
+        everything, however many runs join at once."""
+        index = np.asarray(rows, dtype=np.int64)
+        own = cache.pads[index] if cache.pads is not None else np.zeros(len(index), dtype=np.int64)
+        if batch is None and len(index) == self._batch_rows(cache.past) and (index == np.arange(len(index))).all():
+            return OnnxCache(cache.past, cache.length, own if own.any() else None)  # the prompts' cache is the batch's
+        width = max(cache.length, batch.length if batch is not None else 0)
         if self.in_place and width + 1 > self.context:  # cannot happen while every row fits the context on its own
             raise ValueError(f"{width + 1} positions do not fit the {self.context}-position cache")
-        parts, pads = [], []
-        for cache, count in sides:
-            if count is None:  # the batch: all its rows, with their padding
-                rows = self._batch_rows(cache.past)
-                index, own = np.arange(rows), (cache.pads if cache.pads is not None else np.zeros(rows, dtype=np.int64))
-            else:
-                index, own = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
-            parts.append((index, 0, width - cache.length))
-            pads.append(own + (width - cache.length))
+        sources, parts, pads = [], [], []
+        if batch is not None:
+            count = self._batch_rows(batch.past)
+            sources.append(batch.past)
+            parts.append((np.arange(count), 0, width - batch.length))
+            pads.append((batch.pads if batch.pads is not None else np.zeros(count, dtype=np.int64)) + (width - batch.length))
+        sources.append(cache.past)
+        parts.append((index, 0, width - cache.length))
+        pads.append(own + (width - cache.length))
         pads = np.concatenate(pads)
-        past = self._rows_of([cache.past for cache, _ in sides], parts, width)
-        return OnnxCache(past, width, pads if pads.any() else None)
+        return OnnxCache(self._rows_of(sources, parts, width), width, pads if pads.any() else None)
 
     @staticmethod
     def _batch_rows(past: list) -> int:
