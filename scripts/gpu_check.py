@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CUDA_TEST_FILES = ["tests/test_onnx.py", "tests/test_batch.py", "tests/test_bench.py"]
+CUDA_TEST_FILES = ["tests/test_onnx.py", "tests/test_batch.py", "tests/test_batching.py", "tests/test_bench.py"]
 GPU_CELLS = "torch:fp16:cuda,onnx:fp32:cuda,onnx:fp16:cuda,onnx:int4:cuda"
 GPU_BAR = 2.0  # ONNX fp16 at batch 1 against PyTorch eager fp16, decode tokens/s
 
@@ -75,6 +75,48 @@ def batch_parity(source, exports_root: Path | None) -> list[dict]:
     return checks
 
 
+def continuous_batching_parity(source, exports_root: Path | None) -> list[dict]:
+    """Runs of prompts of different lengths decoding at once (continuous batching: padded rows, masked; joining and
+    leaving mid-way) vs each run alone, on the CUDA backends. Unchecked on a GPU until a GPU runs this: the padded
+    rows go through the CUDA attention kernels' key padding mask."""
+    import threading
+
+    from playground.backends.onnx import OnnxBackend
+    from playground.backends.torch import TorchBackend
+    from playground.config import GenerationSettings
+    from playground.generation import Generation, generate
+
+    jobs = [("The return value of a function is", 30, 1), ("A", 12, 2), ("Exceptions are raised when the", 20, 3),
+            ("In the beginning of the module there was a class that", 8, 4)]
+    checks = []
+    for name, make in (("torch fp16", lambda: TorchBackend(source, "cuda")),
+                       ("onnx fp32", lambda: OnnxBackend(source, "fp32", "cuda", exports_root=exports_root)),
+                       ("onnx fp16", lambda: OnnxBackend(source, "fp16", "cuda", exports_root=exports_root))):
+        backend = make()
+        alone = [generate(backend, source, prompt, GenerationSettings(max_new_tokens=n, seed=seed, top_k=50))
+                 for prompt, n, seed in jobs]
+        together, errors = [None] * len(jobs), []
+
+        def one(i: int) -> None:
+            prompt, n, seed = jobs[i]
+            try:
+                run = Generation(backend, source, prompt, GenerationSettings(max_new_tokens=n, seed=seed, top_k=50))
+                list(run)
+                together[i] = run.result
+            except Exception as exc:  # noqa: BLE001 - reported
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        same = sum(1 for a, b in zip(together, alone) if a is not None and [t.token_id for t in a.tokens] == [t.token_id for t in b.tokens])
+        checks.append({"backend": name, "provider": backend.info.provider, "runs_equal": f"{same}/{len(jobs)}",
+                       "errors": errors[:3]})
+    return checks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="random:gpt2")
@@ -103,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tests: {report['tests']['summary']}", file=sys.stderr)
     source = resolve_model(args.model)
     report["batch_parity"] = batch_parity(source, args.exports)
+    report["continuous_batching"] = continuous_batching_parity(source, args.exports)
     config = BenchConfig([args.prompt_tokens], [args.new_tokens], args.repeats, batch_sizes=[1, 8])
     rows = run_benchmark(source, parse_cells(GPU_CELLS), config, exports_root=args.exports)
     report["rows"] = rows
@@ -116,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.repeats} repeats, greedy.", ""]
     if "tests" in report:
         lines += [f"Tests ({', '.join(CUDA_TEST_FILES)}): {report['tests']['summary']} (exit {report['tests']['returncode']})", ""]
-    lines += ["## Batch parity on CUDA (sample i of 4 vs a run of one with seed + i)", "",
+    lines += ["## Continuous batching on CUDA (runs of different prompts at once vs each alone)", "",
+              "| backend | provider | runs equal | errors |", "|---|---|---|---|"]
+    lines += [f"| {c['backend']} | {c['provider']} | {c['runs_equal']} | {'; '.join(c['errors']) or '-'} |"
+              for c in report["continuous_batching"]]
+    lines += ["", "## Batch parity on CUDA (sample i of 4 vs a run of one with seed + i)", "",
               "| backend | provider | samples equal | max prob diff |", "|---|---|---|---|"]
     lines += [f"| {c['backend']} | {c['provider']} | {c['samples_equal']} | {c['max_prob_diff']:.2e} |" for c in report["batch_parity"]]
     lines += ["", "## Benchmark", "", markdown_table(rows), "",
