@@ -260,7 +260,7 @@ class DecodeBatch:
             tokens += [chosen[r] for r in going]
         if len(keep) < row:
             self._members = [m for m in members if not m.done]
-            self._cache = self.backend.select(self._cache, keep) if keep else None
+            self._cache = self._select(keep)
         return tokens
 
     def _choose_for(self, member: Member, scratch: np.ndarray, now: float) -> tuple[list[int], list[int]]:
@@ -323,7 +323,14 @@ class DecodeBatch:
         for member in members:
             self._finish(member, "stopped")
         self._members = [m for m in self._members if m not in members]
-        self._cache = self.backend.select(self._cache, keep) if keep else None
+        self._cache = self._select(keep)
+
+    def _select(self, keep: list[int]):
+        """The batch's cache with only rows `keep`; None (its memory given back to the backend) when none is left."""
+        if keep:
+            return self.backend.select(self._cache, keep)
+        self.backend.release(self._cache)
+        return None
 
     def _finish(self, member: Member, reason: str | None) -> None:
         """The run is over: its rows still running end with `reason` (None: they all finished already, or it failed)."""

@@ -188,3 +188,35 @@ def test_prompts_of_different_lengths_prefilled_together_get_what_they_would_alo
                 assert [x.token_id for x in a.top[:3]] == [x.token_id for x in b.top[:3]]
                 assert [x.prob for x in a.top] == pytest.approx([x.prob for x in b.top], abs=PROB_ATOL[name])
     assert not batch._members and not batch._waiting
+
+
+@pytest.mark.parametrize("name", ["torch", "fp32"])
+def test_a_short_run_in_a_wide_batch_goes_on_when_the_padding_reaches_the_context(backends, tiny_source, name):
+    """A 3-token prompt joins a 40-token run and is padded to its width; when that run leaves, the padding stays until
+    the batch reaches the model's 64 positions, then it is dropped: the short run still gets what it would alone. A
+    longer prompt joining later moves every row right."""
+    backend = backends[name]
+    long_ids, short_ids = list(range(100, 140)), [7, 8, 9]
+    settings = {"max_new_tokens": 20, "seed": 4, "temperature": 1.2, "top_k": 0}
+    short_settings = {"max_new_tokens": 55, "seed": 5, "temperature": 1.2, "top_k": 0}
+    longer_settings = {"max_new_tokens": 10, "seed": 6, "temperature": 1.2, "top_k": 0}
+    want = [alone_ids(backend, tiny_source, ids, s) for ids, s in
+            ((long_ids, settings), (short_ids, short_settings), (list(range(200, 250)), longer_settings))]
+    runs = [Generation(backend, tiny_source, "", GenerationSettings(**s), prompt_ids=ids) for ids, s in
+            ((long_ids, settings), (short_ids, short_settings), (list(range(200, 250)), longer_settings))]
+    streams = [iter(run) for run in runs]
+    for _ in range(5):
+        next(streams[0])
+    next(streams[1])  # joins at width 45: 42 positions of padding
+    for _ in range(3):
+        next(streams[0]), next(streams[1])
+    next(streams[2])  # 50 tokens: wider than the batch (48), every row moves right
+    for stream in streams:
+        list(stream)
+    for run, expected in zip(runs, want):
+        assert_same_run(run.result, expected, PROB_ATOL[name])
+    assert len(runs[1].result.tokens) == 55
+
+
+def alone_ids(backend, source, ids, settings):
+    return generate(backend, source, "", GenerationSettings(**settings), prompt_ids=ids)

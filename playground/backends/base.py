@@ -70,6 +70,9 @@ class Backend(ABC):
     def select(self, cache: Any, rows: list[int]) -> Any:
         """A batch cache with only `rows` kept, in that order."""
 
+    def release(self, cache: Any) -> None:
+        """A batch cache that will not be used again (its last rows left): a backend may keep its memory for the next."""
+
     @abstractmethod
     def attention(self, input_ids: list[int]) -> Any:
         """Attention probabilities of a whole sequence, computed by this backend: numpy (layers, heads, T, T)."""

@@ -86,6 +86,9 @@ class OnnxBackend(Backend):
     def join(self, batch: Any | None, cache: Any, rows: list[int]) -> Any:
         return self.runner.join(batch, cache, rows)
 
+    def release(self, cache: Any) -> None:
+        self.runner.release(cache)
+
     def _analysis(self) -> AttentionRunner:
         if self._attention_runner is None:  # created on first use: most runs never open the attention view
             self._attention_runner = AttentionRunner(*self._attention_args)
