@@ -85,6 +85,28 @@ def test_a_run_that_overfits_keeps_its_best_weights_and_says_so(tiny_source, leg
     assert calm["kept_best"] is None
 
 
+def test_early_stopping_ends_a_run_whose_validation_loss_stalls_and_keeps_the_best(tiny_source, legal_text, tmp_path):
+    """The overfitting run above, with patience 2: it stops two evaluations after its best, keeps that model, and says so."""
+    from playground.finetune.run import stopped_early_text
+
+    settings = FineTuneSettings(learning_rate=3e-2, max_steps=60, block_size=32, batch_size=8, warmup_steps=2, eval_every=5,
+                                early_stopping_patience=2, early_stopping_min_delta=0.01)
+    report = run_finetune(tiny_source, legal_text[:2500], settings, "stopped", tmp_path)
+    curve = report["loss_curve"]["val"]
+    stopped = report["stopped_early"]
+    assert stopped is not None and stopped["step"] < 60 and report["steps"] == stopped["step"] == curve[-1][0], curve
+    # The last two evaluations did not beat the best before them by more than 0.01; every earlier one of the run went on.
+    best_before = min(loss for _, loss in curve[:-2])
+    assert all(loss >= best_before - 0.01 for _, loss in curve[-2:])
+    assert len(report["loss_curve"]["train"]) == stopped["step"] and report["planned_steps"] == 60
+    best_step = min(dict(curve), key=dict(curve).get)
+    assert report["val_loss_after"] == pytest.approx(dict(curve)[best_step], abs=1e-5)  # the best weights are saved
+    assert f"step {stopped['step']} of 60" in stopped_early_text(stopped, "en")
+    assert f"第 {stopped['step']} 步" in stopped_early_text(stopped, "zh-CN")
+    with pytest.raises(SettingsError, match="early_stopping_patience"):
+        FineTuneSettings(early_stopping_patience=-1).validate()
+
+
 def test_lora_is_merged_into_plain_safetensors_that_export_to_onnx_and_match_pytorch(tiny_source, legal_text, tmp_path):
     from safetensors import safe_open
 

@@ -18,7 +18,7 @@ from ..errors import PlaygroundError
 from ..models import RANDOM_NOTICE, resolve_model
 from ..paths import models_dir
 from .data import read_file
-from .run import DEFAULT_LEARNING_RATES, FineTuneSettings, execute_plan, kept_best_text, plan_finetune
+from .run import DEFAULT_LEARNING_RATES, FineTuneSettings, execute_plan, kept_best_text, plan_finetune, stopped_early_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience,
+                   help="stop after this many evaluations in a row without validation loss improving (0: never)")
+    p.add_argument("--early-stopping-min-delta", type=float, default=d.early_stopping_min_delta,
+                   help="the least drop in validation loss that counts as improving")
     p.add_argument("--lora-rank", type=int, default=d.lora_rank)
     p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
     p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
@@ -53,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SETTING_ARGS = ("method", "learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps",
-                "weight_decay", "max_grad_norm", "seed", "val_fraction", "eval_every", "lora_rank", "lora_alpha", "lora_dropout",
+                "weight_decay", "max_grad_norm", "seed", "val_fraction", "eval_every", "early_stopping_patience",
+                "early_stopping_min_delta", "lora_rank", "lora_alpha", "lora_dropout",
                 "lora_target_modules", "device")
 
 
@@ -89,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Validation perplexity {report['val_perplexity_before']:.2f} -> {report['val_perplexity_after']:.2f} "
               f"({report['val_perplexity_change']:+.0%}) in {report['train_seconds']:.0f} s of training "
               f"({report['tokens_per_s']:.0f} tokens/s).")
+        if report.get("stopped_early"):
+            print(f"note: {stopped_early_text(report['stopped_early'], 'en')}")
         if report.get("kept_best"):
             print(f"note: {kept_best_text(report['kept_best'], 'en')}")
         print(f"Saved {plan.out_dir} (training_report.json inside).")

@@ -57,6 +57,9 @@ class FineTuneSettings:
       seed                   0 .. 2**63 - 1: the data split, the batch order, the adapters' initialisation, dropout
       val_fraction           [0.01, 0.5] of the blocks held out for validation
       eval_every             1 .. 1,000,000 steps between validations, or None for about 10 per run
+      early_stopping_patience  0 .. 1000 evaluations in a row without validation loss improving by more than
+                             early_stopping_min_delta, after which the run stops (0: never stops early)
+      early_stopping_min_delta [0, 10], in validation loss (nats per token)
       lora_rank              1 .. 1024
       lora_alpha             (0, 10000]; the adapters' output is scaled by alpha / rank
       lora_dropout           [0, 1)
@@ -77,6 +80,8 @@ class FineTuneSettings:
     seed: int = 0
     val_fraction: float = VAL_FRACTION
     eval_every: int | None = None
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
@@ -106,9 +111,10 @@ class FineTuneSettings:
         if self.device not in DEVICES:
             raise SettingsError(key="finetune.device", value=self.device, allowed=", ".join(DEVICES))
         for name in ("epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps", "seed",
-                     "eval_every", "lora_rank"):
+                     "eval_every", "early_stopping_patience", "lora_rank"):
             _check_int(name, getattr(self, name))
-        for name in ("learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "lora_alpha", "lora_dropout"):
+        for name in ("learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "early_stopping_min_delta", "lora_alpha",
+                     "lora_dropout"):
             _check_number(name, getattr(self, name))
         if self.learning_rate is not None:
             _check_range("learning_rate", self.learning_rate, 0, 1, low_open=True)
@@ -125,6 +131,8 @@ class FineTuneSettings:
         _check_range("val_fraction", self.val_fraction, 0.01, 0.5)
         if self.eval_every is not None:
             _check_range("eval_every", self.eval_every, 1, 1_000_000)
+        _check_range("early_stopping_patience", self.early_stopping_patience, 0, 1000)
+        _check_range("early_stopping_min_delta", self.early_stopping_min_delta, 0, 10)
         _check_range("lora_rank", self.lora_rank, 1, 1024)
         _check_range("lora_alpha", self.lora_alpha, 0, 10_000, low_open=True)
         if not 0 <= self.lora_dropout < 1:
@@ -153,8 +161,9 @@ class FineTuneSettings:
 
 
 _INT_FIELDS = {"epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps", "seed", "eval_every",
-               "lora_rank"}
-_FLOAT_FIELDS = {"learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "lora_alpha", "lora_dropout"}
+               "early_stopping_patience", "lora_rank"}
+_FLOAT_FIELDS = {"learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "early_stopping_min_delta", "lora_alpha",
+                 "lora_dropout"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -371,6 +380,8 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         # The best weights so far (those being trained: LoRA's adapters, or every weight), kept on the CPU.
         best = {"step": 0, "val_loss": val_loss_before, "weights": _trained_weights(model)}
+        # Early stopping: evaluations in a row that did not beat the best by more than the minimum change.
+        stalled = {"evaluations": 0, "reference": val_loss_before}
         schedule = Schedule(steps=plan.total_steps, learning_rate=settings.effective_learning_rate,
                             warmup_steps=min(settings.warmup_steps, plan.total_steps), weight_decay=settings.weight_decay,
                             clip_norm=settings.max_grad_norm or math.inf)  # clipping at inf multiplies by 1: off
@@ -382,6 +393,10 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                 state["val_losses"].append([info["step"], round(info["val_loss"], 5)])
                 if info["val_loss"] < best["val_loss"]:
                     best.update(step=info["step"], val_loss=info["val_loss"], weights=_trained_weights(model))
+                if info["val_loss"] < stalled["reference"] - settings.early_stopping_min_delta:
+                    stalled.update(evaluations=0, reference=info["val_loss"])
+                else:
+                    stalled["evaluations"] += 1
             report_progress(step=info["step"], train_loss=info["train_loss"], learning_rate=info["learning_rate"],
                             tokens_per_s=round(info["tokens_per_s"], 1), eta_s=round(info["eta_s"], 1),
                             epoch=round(info["step"] * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
@@ -392,8 +407,14 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
         train_causal_lm(model, _batches(data.train_blocks, settings.batch_size, torch.Generator().manual_seed(settings.seed)),
                         schedule, desc=f"Fine-tuning {plan.name}", progress=show_bar,
                         accumulation_steps=settings.gradient_accumulation, evaluate=validate, eval_every=plan.eval_every,
-                        on_step=on_step, cancel=cancel, precision=plan.precision, threads=threads)
+                        on_step=on_step, cancel=cancel, precision=plan.precision, threads=threads,
+                        stop_early=lambda: 0 < settings.early_stopping_patience <= stalled["evaluations"])
         train_seconds = time.perf_counter() - train_started
+        steps_done = state["step"]
+        stopped_early = None
+        if steps_done < plan.total_steps:  # not cancelled (that raised): stopped early
+            stopped_early = {"step": steps_done, "total": plan.total_steps, "patience": settings.early_stopping_patience,
+                             "min_delta": settings.early_stopping_min_delta}
         if cancel is not None and cancel.is_set():  # set during the last step: still nothing is saved
             raise TrainingCancelled(key="train.cancelled")
         report_progress(phase="saving")
@@ -419,8 +440,10 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
             "settings": settings.to_dict(),
             "data": data.stats,
             "notices": [str(n) for n in plan.notices],
-            "steps": plan.total_steps,
-            "epochs": round(plan.total_steps * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
+            "steps": steps_done,
+            "planned_steps": plan.total_steps,
+            "stopped_early": stopped_early,
+            "epochs": round(steps_done * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
             "parameters": parameters,
             "trainable_parameters": trainable,
             "val_loss_before": round(val_loss_before, 5),
@@ -441,6 +464,13 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
 
 
 OVERFIT_RISE = 0.05  # validation perplexity this much above its best by the end: the run overfitted, and is told so
+
+
+def stopped_early_text(stopped: dict, lang: str) -> str:
+    """What the report's `stopped_early` means, in `lang`."""
+    from ..locales import text
+
+    return text("finetune.stopped_early", lang, **stopped)
 
 
 def kept_best_text(kept_best: dict, lang: str) -> str:

@@ -71,7 +71,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # fp32 everywhere; bf16 and fp16 autocast
 def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule, desc: str = "Training", progress: bool = True, *,
                     accumulation_steps: int = 1, evaluate: Callable[[], float] | None = None, eval_every: int = 0,
                     on_step: Callable[[dict], None] | None = None, cancel=None, precision: str = "fp32",
-                    threads: int | None = None) -> float:
+                    threads: int | None = None, stop_early: Callable[[], bool] | None = None) -> float:
     """Train `model` in place for `schedule.steps` optimizer steps; returns the last step's training loss.
 
     Next-token cross-entropy over every position of each (B, T + 1) window from `next_batch()`, AdamW
@@ -85,6 +85,8 @@ def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule,
       on_step             called after every optimizer step with a dict: step (1-based), total_steps,
                           train_loss (mean over the step's batches), learning_rate, tokens (targets so far),
                           elapsed_s, tokens_per_s (training time only), eta_s, val_loss (None unless evaluated)
+      stop_early          asked after every evaluation (and its on_step): True ends the training there (early stopping;
+                          the caller keeps what it needs of the run so far, as on_step saw it)
       cancel              a threading.Event checked before every step: when set, TrainingCancelled is raised
                           (inside `staged_folder`, that leaves nothing written)
       precision           fp32; on CUDA also bf16 (autocast) or fp16 (autocast and a GradScaler)
@@ -93,11 +95,11 @@ def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule,
     """
     with torch_threads(threads or training_threads()):
         return _train(model, next_batch, schedule, desc, progress, accumulation_steps, evaluate, eval_every, on_step, cancel,
-                      precision)
+                      precision, stop_early)
 
 
 def _train(model, next_batch, schedule, desc, progress, accumulation_steps, evaluate, eval_every, on_step, cancel,
-           precision) -> float:
+           precision, stop_early=None) -> float:
     """train_causal_lm's loop, in the threads it chose."""
     import torch
     from tqdm.auto import tqdm
@@ -159,6 +161,8 @@ def _train(model, next_batch, schedule, desc, progress, accumulation_steps, eval
             on_step({"step": done, "total_steps": schedule.steps, "train_loss": step_loss, "learning_rate": schedule.lr_at(step),
                      "tokens": tokens, "elapsed_s": elapsed, "tokens_per_s": tokens / train_s if train_s > 0 else 0.0,
                      "eta_s": elapsed / done * (schedule.steps - done), "val_loss": val_loss})
+        if val_loss is not None and stop_early is not None and stop_early():
+            break
     bar.close()
     model.eval()
     return step_loss
