@@ -1,8 +1,9 @@
 """Continuous batching: every run on a local backend decodes in one batch, which runs join and leave between steps.
 
-vLLM does this for a server's users; here it is what lets a class share one link. A run's prompt is prefilled on
-its own, its rows (one per sample) join the batch at the next step boundary and choose their first tokens at once;
-then every row of every run steps as one batch, each run with its own settings, seeds, processors and stream. A
+vLLM does this for a server's users; here it is what lets a class share one link. The prompts of the runs that arrive
+before a step are prefilled together (`Backend.prefill_batch`), their rows (one per sample) join the batch at that
+step and choose their first tokens at once; then every row of every run steps as one batch, each run with its own
+settings, seeds, processors and stream. A
 row leaves when its sample finishes (end of text, stop sequence, max_new_tokens); a run leaves at Stop or when its
 consumer goes away (a closed stream, a disconnected client), and its rows stop costing work.
 
@@ -138,8 +139,9 @@ class DecodeBatch:
             if self._stepping and self._stepper == threading.get_ident():
                 return  # a stream dropped unclosed, finalized by the garbage collector during a step: the next step retires it
             while not member.done:
-                if member in self._waiting:
+                if member in self._waiting:  # gone before it joined: nothing was made
                     self._waiting.remove(member)
+                    member.live = list(range(member.run.num_samples))
                     self._finish(member, "stopped")
                     break
                 if self._stepping:
