@@ -68,7 +68,7 @@ class OnnxCache(NamedTuple):
     """The cache of a batch of rows: per layer key and value (`past`), the positions each row holds (`length`, the
     same for every row), and how many of a row's first positions are padding (`pads`, (N,) int64; None: none).
 
-    Rows of different runs decode in one batch (generation.py's DecodeBatch): a shorter row is padded on the left
+    Rows of different runs decode in one batch (batching.py's DecodeBatch): a shorter row is padded on the left
     with zeros, which the attention mask hides, and its positions are counted from its own first token, so it
     computes what it would alone."""
 
@@ -80,7 +80,8 @@ class OnnxCache(NamedTuple):
 class OnnxRunner:
     """One InferenceSession over an export's decoder-with-past graph, with the KV-cache bookkeeping.
 
-    A cache is an `OnnxCache` (per layer key and value, past length, each row's padding). Exports since format 7 write the cache in place
+    A cache is an `OnnxCache` (per layer key and value, past length, each row's padding). Exports since format 7
+    write the cache in place
     (`kv_cache: in_place` in the model's metadata, see onnx/fusion.py): each layer's keys and values
     live in a buffer of the model's whole context, (N, H, context, D), bound as both the past input
     and the present output (IO binding), and a step appends its one position; on the CPU the buffers
