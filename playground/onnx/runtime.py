@@ -80,12 +80,12 @@ class OnnxCache(NamedTuple):
 class OnnxRunner:
     """One InferenceSession over an export's decoder-with-past graph, with the KV-cache bookkeeping.
 
-    A cache is an `OnnxCache` (per layer key and value, past length, each row's padding). Exports since format 7
-    write the cache in place
-    (`kv_cache: in_place` in the model's metadata, see onnx/fusion.py): each layer's keys and values
-    live in a buffer of the model's whole context, (N, H, context, D), bound as both the past input
-    and the present output (IO binding), and a step appends its one position; on the CPU the buffers
-    are numpy arrays (pages cost nothing until written), on CUDA device OrtValues. Older graphs
+    A cache is an `OnnxCache` (per layer key and value, past length, each row's padding). Exports since
+    format 7 write the cache in place (`kv_cache: in_place` in the model's metadata, see onnx/fusion.py):
+    each layer's keys and values live in a buffer of the model's whole context, (N, H, context, D), bound
+    as both the past input and the present output (IO binding), and a step appends its one position; on
+    the CPU the buffers are numpy arrays (pages cost nothing until written; a batch's rows live in slots
+    of them, see `release`), on CUDA device OrtValues. Older graphs
     (and fp16, which keeps optimum's attention) return a new, longer cache each step: on the CPU plain
     `run` with numpy arrays, on CUDA IO binding keeps the cache on the device (only logits come back).
     """
