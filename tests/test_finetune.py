@@ -189,6 +189,32 @@ def test_the_validation_split_is_seeded(tiny_source, legal_text):
     assert torch.equal(a.val_blocks, b.val_blocks) and not torch.equal(a.val_blocks, c.val_blocks)
 
 
+def test_the_validation_split_holds_several_blocks_when_the_text_allows(tiny_source, legal_text):
+    few = prepare_data(from_text(legal_text[:1300]), tiny_source.codec, 32)  # about 20 blocks: a tenth would be 2
+    assert 16 <= few.stats["train_blocks"] + few.stats["val_blocks"] < 35
+    assert few.stats["val_blocks"] == 4 and few.stats["val_tokens"] == 4 * 32
+    tiny = prepare_data(from_text(legal_text[:400]), tiny_source.codec, 32)  # a handful: a quarter at most, at least one
+    assert 1 <= tiny.stats["val_blocks"] <= max(1, (tiny.stats["train_blocks"] + tiny.stats["val_blocks"]) // 4)
+
+
+def test_the_default_learning_rate_follows_the_models_size_and_is_what_the_plan_reports(tiny_source, legal_text, tmp_path):
+    from transformers import AutoConfig, GPT2LMHeadModel
+
+    from playground.finetune.run import DEFAULT_LEARNING_RATES, MAX_RATE_SCALE, default_learning_rate, gpt2_parameters
+
+    config = AutoConfig.from_pretrained(tiny_source.location)
+    parameters = gpt2_parameters(config)
+    assert parameters == sum(p.numel() for p in GPT2LMHeadModel(config).parameters())
+    assert default_learning_rate("full", 124_439_808) == 5e-5 and default_learning_rate("lora", 355_000_000) == 2e-4
+    assert default_learning_rate("full", 2_170_560) == DEFAULT_LEARNING_RATES["full"] * MAX_RATE_SCALE == 1e-3
+    for method in ("full", "lora"):
+        plan = plan_finetune(tiny_source, legal_text, FineTuneSettings(method=method, **FAST), f"p-{method}", tmp_path)
+        rate = default_learning_rate(method, parameters)
+        assert plan.settings.learning_rate == plan.summary()["settings"]["learning_rate"] == rate
+    chosen = plan_finetune(tiny_source, legal_text, FineTuneSettings(learning_rate=3e-4, **FAST), "chosen", tmp_path)
+    assert chosen.summary()["settings"]["learning_rate"] == 3e-4  # a rate the user set is kept
+
+
 # --- data files and encodings ---------------------------------------------------------------------
 
 

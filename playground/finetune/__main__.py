@@ -18,7 +18,7 @@ from ..errors import PlaygroundError
 from ..models import RANDOM_NOTICE, resolve_model
 from ..paths import models_dir
 from .data import read_file
-from .run import DEFAULT_LEARNING_RATES, FineTuneSettings, execute_plan, kept_best_text, plan_finetune, stopped_early_text
+from .run import DEFAULT_LEARNING_RATES, MAX_RATE_SCALE, FineTuneSettings, execute_plan, kept_best_text, plan_finetune, stopped_early_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, default=None, help=f"where to save it (default: {models_dir()})")
     p.add_argument("--method", choices=["full", "lora"], default=d.method)
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=None,
-                   help=f"learning rate (default: full {DEFAULT_LEARNING_RATES['full']}, lora {DEFAULT_LEARNING_RATES['lora']})")
+                   help=f"learning rate (default by the model's size: full {DEFAULT_LEARNING_RATES['full']}, lora "
+                        f"{DEFAULT_LEARNING_RATES['lora']} for GPT-2 small and larger, up to {MAX_RATE_SCALE}x for smaller models)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps; overrides --epochs")
     p.add_argument("--batch-size", type=int, default=d.batch_size)

@@ -38,6 +38,7 @@ UNK_NOTICE_FRACTION = 0.01
 PREVIEW_EXAMPLES = 5
 PREVIEW_CHARS = 200
 VAL_FRACTION = 0.1
+MIN_VAL_BLOCKS = 4  # held out however small the fraction, when the text has 4 times as many blocks (one block says little)
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,8 @@ def preview(training_text: TrainingText, codec, examples: int = PREVIEW_EXAMPLES
 
 def prepare_data(training_text: TrainingText, codec, block_size: int, val_fraction: float = VAL_FRACTION, seed: int = 0) -> PreparedData:
     """Tokenize, pack into blocks of `block_size + 1` tokens (consecutive blocks share one token, so every token
-    but the first is a target exactly once), and hold out a seeded `val_fraction` of the blocks.
+    but the first is a target exactly once), and hold out a seeded `val_fraction` of the blocks, at least
+    MIN_VAL_BLOCKS when the text has four times as many (a quarter of it at most).
 
     A tail shorter than a block becomes one more training block that ends at the last token (it overlaps
     the block before it), so no text is dropped. Raises DataError when there is less than one block to
@@ -253,7 +255,7 @@ def prepare_data(training_text: TrainingText, codec, block_size: int, val_fracti
     has_tail = regular * block_size + 1 < len(ids)
     # Validation blocks are drawn from the regular blocks, never the one the tail block overlaps.
     candidates = regular - 1 if has_tail else regular
-    n_val = min(candidates, max(1, round(regular * val_fraction)))
+    n_val = min(candidates, max(1, round(regular * val_fraction), min(MIN_VAL_BLOCKS, regular // 4)))
     if candidates - n_val < 1 and not has_tail:
         n_val = candidates - 1
     generator = torch.Generator().manual_seed(seed)

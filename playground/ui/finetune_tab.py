@@ -19,7 +19,7 @@ import gradio as gr
 from ..errors import PlaygroundError
 from ..service import Playground
 from ..finetune.data import FORMATS, csv_columns, read_file
-from ..finetune.run import (DEFAULT_LEARNING_RATES, GPT2_LORA_TARGETS, FineTuneSettings, kept_best_text, plan_finetune,
+from ..finetune.run import (GPT2_LORA_TARGETS, FineTuneSettings, kept_best_text, plan_finetune,
                             stopped_early_text)
 from .i18n import error_text, info, lang_of, localize_on_load, t, translated, ui_error
 from .security import delete_upload
@@ -92,7 +92,8 @@ def preview_html(plan, lang: str = "en") -> str:
     lines = [
         t("finetune.preview_source", lang, source=escape(stats["source"]), encoding=escape(stats["encoding"])),
         t("finetune.preview_stats", lang, texts=stats["texts"], tokens=stats["tokens"], short=stats["short_texts"], unk=unk),
-        t("finetune.preview_blocks", lang, block=stats["block_size"], train=stats["train_blocks"], val=stats["val_blocks"]),
+        t("finetune.preview_blocks", lang, block=stats["block_size"], train=stats["train_blocks"], val=stats["val_blocks"],
+          val_tokens=stats["val_tokens"]),
         t("finetune.preview_run", lang, steps=plan.total_steps, device=plan.device, precision=plan.precision,
           rate=f"{plan.settings.effective_learning_rate:g}"),
     ]
@@ -232,8 +233,8 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
             gr.Markdown(translated("finetune.upload_note"), elem_id="ft-upload-note")
         with gr.Column(scale=2, min_width=300):
             method = gr.Radio(method_choices("en"), value="full", label=translated("finetune.method_label"), elem_id="ft-method")
-            with gr.Row():
-                learning_rate = gr.Textbox(label=translated("finetune.learning_rate"), placeholder=f"{DEFAULT_LEARNING_RATES['full']:g}",
+            with gr.Row():  # empty: the default for the base model's size (the info says how; Check data shows the rate)
+                learning_rate = gr.Textbox(label=translated("finetune.learning_rate"), placeholder="auto",
                                            info=translated("finetune.learning_rate_info"), elem_id="ft-lr")
                 seed = gr.Number(defaults.seed, precision=0, label=translated("finetune.seed"), elem_id="ft-seed")
             with gr.Row():
