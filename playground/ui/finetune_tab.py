@@ -283,6 +283,7 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
     compare_btn = gr.Button(translated("finetune.compare"), visible=False, scale=0, min_width=260, elem_id="ft-compare")
     timer = gr.Timer(POLL_S)
     localize_on_load([method], lambda lang: gr.update(choices=method_choices(lang)))
+    localize_on_load([learning_rate], lambda lang: gr.update(placeholder=t("finetune.lr_auto", lang)))
     setting_inputs = [method, learning_rate, epochs, max_steps, batch_size, accumulation, block_size, warmup, weight_decay,
                       clipping, patience, min_delta, seed, lora_rank, lora_alpha, lora_dropout, lora_targets]
 
