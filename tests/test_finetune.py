@@ -107,6 +107,36 @@ def test_early_stopping_ends_a_run_whose_validation_loss_stalls_and_keeps_the_be
         FineTuneSettings(early_stopping_patience=-1).validate()
 
 
+def test_a_test_split_is_held_out_from_training_and_validation_and_scored_before_and_after(tiny_source, legal_text, tmp_path):
+    from playground.finetune.run import test_text
+
+    plain = prepare_data(from_text(legal_text), tiny_source.codec, 32, seed=3)
+    split = prepare_data(from_text(legal_text), tiny_source.codec, 32, seed=3, test_fraction=0.1)
+    assert torch.equal(plain.val_blocks, split.val_blocks)  # validation is the same with or without a test split
+    assert plain.test_blocks is None and split.stats["test_blocks"] == len(split.test_blocks) >= 1
+    seen = {tuple(b.tolist()) for b in [*split.train_blocks, *split.val_blocks]}
+    assert not any(tuple(b.tolist()) in seen for b in split.test_blocks)  # never trained on, never validated on
+    assert len(split.train_blocks) == len(plain.train_blocks) - len(split.test_blocks)
+    settings = FineTuneSettings(learning_rate=3e-3, max_steps=20, test_fraction=0.1, **FAST)
+    report = run_finetune(tiny_source, legal_text, settings, "tested", tmp_path)
+    test = report["test"]
+    assert test["blocks"] == len(split.test_blocks) and test["perplexity_after"] < test["perplexity_before"]
+    assert "Test split" in test_text(test, "en") and "测试集" in test_text(test, "zh-CN")
+    # The shortest text that trains (one block to train on, one to validate on) has none left for a test.
+    chars = next(n for n in range(40, 2000, 10) if _prepares(legal_text[:n], tiny_source.codec))
+    with pytest.raises(DataError) as short:
+        prepare_data(from_text(legal_text[:chars]), tiny_source.codec, 32, test_fraction=0.5)
+    assert short.value.key == "data.too_short_for_test"
+
+
+def _prepares(text: str, codec) -> bool:
+    try:
+        prepare_data(from_text(text), codec, 32)
+        return True
+    except DataError:
+        return False
+
+
 def test_lora_is_merged_into_plain_safetensors_that_export_to_onnx_and_match_pytorch(tiny_source, legal_text, tmp_path):
     from safetensors import safe_open
 

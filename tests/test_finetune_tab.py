@@ -51,7 +51,7 @@ def test_a_bad_upload_is_refused_and_still_deleted(tmp_path):
 
 
 def test_the_forms_blanks_are_defaults_and_bad_values_a_translated_error():
-    defaults = ["full", "", 3, 0, 4, 1, 128, 10, 0.0, 1.0, 0, 0.0, 0, 8, 16.0, 0.05, "c_attn, c_proj"]
+    defaults = ["full", "", 3, 0, 4, 1, 128, 10, 0.0, 1.0, 0, 0.0, 0.0, 0, 8, 16.0, 0.05, "c_attn, c_proj"]
     settings = settings_from_form(*defaults)
     assert settings == FineTuneSettings(method="full", epochs=3, max_steps=None)  # max steps 0 = train for the epochs
     assert settings_from_form(*(["lora", "3e-4"] + defaults[2:])).effective_learning_rate == 3e-4

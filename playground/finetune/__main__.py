@@ -18,7 +18,7 @@ from ..errors import PlaygroundError
 from ..models import RANDOM_NOTICE, resolve_model
 from ..paths import models_dir
 from .data import read_file
-from .run import DEFAULT_LEARNING_RATES, MAX_RATE_SCALE, FineTuneSettings, execute_plan, kept_best_text, plan_finetune, stopped_early_text
+from .run import DEFAULT_LEARNING_RATES, MAX_RATE_SCALE, FineTuneSettings, execute_plan, kept_best_text, plan_finetune, stopped_early_text, test_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="0 turns clipping off")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction,
+                   help="a share of the blocks held out for a test at the end, before and after (default 0: none)")
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience,
                    help="stop after this many evaluations in a row without validation loss improving (0: never)")
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SETTING_ARGS = ("method", "learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps",
-                "weight_decay", "max_grad_norm", "seed", "val_fraction", "eval_every", "early_stopping_patience",
+                "weight_decay", "max_grad_norm", "seed", "val_fraction", "test_fraction", "eval_every", "early_stopping_patience",
                 "early_stopping_min_delta", "lora_rank", "lora_alpha", "lora_dropout",
                 "lora_target_modules", "device")
 
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Validation perplexity {report['val_perplexity_before']:.2f} -> {report['val_perplexity_after']:.2f} "
               f"({report['val_perplexity_change']:+.0%}) in {report['train_seconds']:.0f} s of training "
               f"({report['tokens_per_s']:.0f} tokens/s).")
+        if report.get("test"):
+            print(test_text(report["test"], "en"))
         if report.get("stopped_early"):
             print(f"note: {stopped_early_text(report['stopped_early'], 'en')}")
         if report.get("kept_best"):

@@ -63,8 +63,9 @@ class PreparedData:
     val_blocks: object  # LongTensor (M, block_size + 1), held out
     block_size: int
     preview: list[dict]  # the first examples: text (first 200 characters), chars, tokens
-    stats: dict  # texts, tokens, short_texts, train_blocks, val_blocks, unk_fraction, source, encoding, sha256
+    stats: dict  # texts, tokens, short_texts, train_blocks, val_blocks, test_blocks, unk_fraction, source, encoding, sha256
     notices: list[Notice] = field(default_factory=list)
+    test_blocks: object = None  # list of (block_size + 1,) tensors held out for the end, or None (no test split)
 
 
 # --- decoding -----------------------------------------------------------------------------------
@@ -231,10 +232,14 @@ def preview(training_text: TrainingText, codec, examples: int = PREVIEW_EXAMPLES
             for text, ids in zip(first.texts, _wrapped_ids(first, codec))]
 
 
-def prepare_data(training_text: TrainingText, codec, block_size: int, val_fraction: float = VAL_FRACTION, seed: int = 0) -> PreparedData:
+def prepare_data(training_text: TrainingText, codec, block_size: int, val_fraction: float = VAL_FRACTION, seed: int = 0,
+                 test_fraction: float = 0.0) -> PreparedData:
     """Tokenize, pack into blocks of `block_size + 1` tokens (consecutive blocks share one token, so every token
     but the first is a target exactly once), and hold out a seeded `val_fraction` of the blocks, at least
-    MIN_VAL_BLOCKS when the text has four times as many (a quarter of it at most).
+    MIN_VAL_BLOCKS when the text has four times as many (a quarter of it at most). With `test_fraction`, that
+    share of the blocks (at least one) is also held out, for a test the training never looks at: validation picks
+    the model kept, so only the test says how it does on text it was not chosen on. The validation blocks are
+    the same with or without a test split (the test blocks come from the rest).
 
     A tail shorter than a block becomes one more training block that ends at the last token (it overlaps
     the block before it), so no text is dropped. Raises DataError when there is less than one block to
@@ -259,11 +264,19 @@ def prepare_data(training_text: TrainingText, codec, block_size: int, val_fracti
     if candidates - n_val < 1 and not has_tail:
         n_val = candidates - 1
     generator = torch.Generator().manual_seed(seed)
-    val_index = set(torch.randperm(candidates, generator=generator)[:n_val].tolist())
-    train = [b for i, b in enumerate(blocks) if i not in val_index]
+    order = torch.randperm(candidates, generator=generator).tolist()
+    val_index = set(order[:n_val])
+    n_test = 0
+    if test_fraction > 0:  # from the blocks left after validation, leaving at least one to train on
+        n_test = min(max(1, round(regular * test_fraction)), candidates - n_val - (0 if has_tail else 1))
+        if n_test < 1:
+            raise DataError(key="data.too_short_for_test", name=training_text.source, tokens=len(stream), block=block_size)
+    test_index = set(order[n_val:n_val + n_test])
+    train = [b for i, b in enumerate(blocks) if i not in val_index and i not in test_index]
     if has_tail:
         train.append(ids[-(block_size + 1):])
     val = [blocks[i] for i in sorted(val_index)]
+    test = [blocks[i] for i in sorted(test_index)]
 
     short = sum(1 for w in wrapped if len(w) < block_size + 1)
     notices: list[Notice] = []
@@ -289,6 +302,9 @@ def prepare_data(training_text: TrainingText, codec, block_size: int, val_fracti
         "val_blocks": len(val),
         "train_tokens": len(train) * block_size,
         "val_tokens": len(val) * block_size,
+        "test_blocks": len(test),
+        "test_tokens": len(test) * block_size,
         "unk_fraction": unk_fraction,
     }
-    return PreparedData(torch.stack(train), torch.stack(val), block_size, preview(training_text, codec), stats, notices)
+    return PreparedData(torch.stack(train), torch.stack(val), block_size, preview(training_text, codec), stats, notices,
+                        torch.stack(test) if test else None)

@@ -65,6 +65,7 @@ class FineTuneSettings:
       max_grad_norm          [0, 1000]; 0 turns clipping off
       seed                   0 .. 2**63 - 1: the data split, the batch order, the adapters' initialisation, dropout
       val_fraction           [0.01, 0.5] of the blocks held out for validation
+      test_fraction          0 (no test split) or (0, 0.5] of the blocks held out for a test at the end, before and after
       eval_every             1 .. 1,000,000 steps between validations, or None for about 10 per run
       early_stopping_patience  0 .. 1000 evaluations in a row without validation loss improving by more than
                              early_stopping_min_delta, after which the run stops (0: never stops early)
@@ -88,6 +89,7 @@ class FineTuneSettings:
     max_grad_norm: float = 1.0
     seed: int = 0
     val_fraction: float = VAL_FRACTION
+    test_fraction: float = 0.0
     eval_every: int | None = None
     early_stopping_patience: int = 0
     early_stopping_min_delta: float = 0.0
@@ -123,7 +125,8 @@ class FineTuneSettings:
         for name in ("epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps", "seed",
                      "eval_every", "early_stopping_patience", "lora_rank"):
             _check_int(name, getattr(self, name))
-        for name in ("learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "early_stopping_min_delta", "lora_alpha",
+        for name in ("learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "test_fraction", "early_stopping_min_delta",
+                     "lora_alpha",
                      "lora_dropout"):
             _check_number(name, getattr(self, name))
         if self.learning_rate is not None:
@@ -139,6 +142,7 @@ class FineTuneSettings:
         _check_range("max_grad_norm", self.max_grad_norm, 0, 1000)
         _check_range("seed", self.seed, 0, MAX_SEED)
         _check_range("val_fraction", self.val_fraction, 0.01, 0.5)
+        _check_range("test_fraction", self.test_fraction, 0, 0.5)
         if self.eval_every is not None:
             _check_range("eval_every", self.eval_every, 1, 1_000_000)
         _check_range("early_stopping_patience", self.early_stopping_patience, 0, 1000)
@@ -172,7 +176,8 @@ class FineTuneSettings:
 
 _INT_FIELDS = {"epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps", "seed", "eval_every",
                "early_stopping_patience", "lora_rank"}
-_FLOAT_FIELDS = {"learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "early_stopping_min_delta", "lora_alpha",
+_FLOAT_FIELDS = {"learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "test_fraction", "early_stopping_min_delta",
+                 "lora_alpha",
                  "lora_dropout"}
 
 
@@ -314,7 +319,8 @@ def plan_finetune(base, data: TrainingText | str | Path, settings: FineTuneSetti
     settings.validate_for_model(config.n_positions)
     if settings.learning_rate is None:  # the default for this model's size, so the summary and report show what is used
         settings = replace(settings, learning_rate=default_learning_rate(settings.method, gpt2_parameters(config)))
-    prepared = prepare_data(as_training_text(data), base.codec, settings.block_size, settings.val_fraction, settings.seed)
+    prepared = prepare_data(as_training_text(data), base.codec, settings.block_size, settings.val_fraction, settings.seed,
+                            settings.test_fraction)
     device, precision = choose_device(settings.device)
     blocks_per_step = settings.batch_size * settings.gradient_accumulation
     total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * len(prepared.train_blocks) / blocks_per_step))
@@ -400,6 +406,8 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
         validate = lambda: blocks_loss(model, data.val_blocks, settings.batch_size, plan.precision)  # noqa: E731
         report_progress(phase="evaluating")
         val_loss_before = validate()
+        test = (lambda: blocks_loss(model, data.test_blocks, settings.batch_size, plan.precision)) if data.test_blocks is not None else None
+        test_loss_before = test() if test else None
         report_progress(phase="training", val_loss=val_loss_before, val_losses=[[0, round(val_loss_before, 5)]],
                         val_perplexity_before=math.exp(val_loss_before))
         if settings.method == "lora":
@@ -456,6 +464,7 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
         if settings.method == "lora":
             model = model.merge_and_unload()  # W + (alpha / r) * B @ A in every adapted layer: a plain GPT-2 again
         val_loss_after = validate()  # on the merged weights: what the saved model scores
+        test_loss_after = test() if test else None  # the held-out test: text that chose nothing
         model = model.to("cpu").eval()
         model.save_pretrained(staged, safe_serialization=True)
         plan.base.tokenizer.save_pretrained(staged)
@@ -479,6 +488,10 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
             "val_perplexity_after": round(math.exp(val_loss_after), 3),
             "val_perplexity_change": round(math.exp(val_loss_after - val_loss_before) - 1, 4),
             "kept_best": kept_best,
+            "test": None if test is None else {
+                "blocks": len(data.test_blocks), "perplexity_before": round(math.exp(test_loss_before), 3),
+                "perplexity_after": round(math.exp(test_loss_after), 3),
+                "change": round(math.exp(test_loss_after - test_loss_before) - 1, 4)},
             "loss_curve": {"train": state["train_losses"], "val": state["val_losses"]},
             "tokens_per_s": state["tokens_per_s"],
             "train_seconds": round(train_seconds, 1),
@@ -491,6 +504,14 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
 
 
 OVERFIT_RISE = 0.05  # validation perplexity this much above its best by the end: the run overfitted, and is told so
+
+
+def test_text(test: dict, lang: str) -> str:
+    """The report's test split, in `lang`."""
+    from ..locales import text
+
+    return text("finetune.test_result", lang, blocks=test["blocks"], before=test["perplexity_before"],
+                after=test["perplexity_after"], change=f"{test['change']:+.1%}")
 
 
 def stopped_early_text(stopped: dict, lang: str) -> str:

@@ -20,14 +20,15 @@ from ..errors import PlaygroundError
 from ..service import Playground
 from ..finetune.data import FORMATS, csv_columns, read_file
 from ..finetune.run import (GPT2_LORA_TARGETS, FineTuneSettings, kept_best_text, plan_finetune,
-                            stopped_early_text)
+                            stopped_early_text, test_text)
 from .i18n import error_text, info, lang_of, localize_on_load, t, translated, ui_error
 from .security import delete_upload
 
 POLL_S = 1.0  # how often every open page asks for the job's progress
 # The form's settings, in the order `settings_from_form` takes them (FineTuneSettings' names).
 SETTING_NAMES = ("method", "learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size",
-                 "warmup_steps", "weight_decay", "max_grad_norm", "early_stopping_patience", "early_stopping_min_delta", "seed",
+                 "warmup_steps", "weight_decay", "max_grad_norm", "early_stopping_patience", "early_stopping_min_delta",
+                 "test_fraction", "seed",
                  "lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
 PREVIEW_NAME = "data-check"  # the name a data check plans under when the form has none yet (nothing is written)
 
@@ -97,6 +98,8 @@ def preview_html(plan, lang: str = "en") -> str:
         t("finetune.preview_run", lang, steps=plan.total_steps, device=plan.device, precision=plan.precision,
           rate=f"{plan.settings.effective_learning_rate:g}"),
     ]
+    if stats.get("test_blocks"):
+        lines.insert(3, t("finetune.preview_test", lang, test=stats["test_blocks"], test_tokens=stats["test_tokens"]))
     notices = "".join(f"<li>{escape(error_text(n, lang))}</li>" for n in plan.notices)
     rows = "".join(f"<tr><td>{i}</td><td>{p['tokens']}</td><td>{p['chars']}</td><td class='ft-text'>{escape(p['text'])}"
                    f"{'…' if p['chars'] > len(p['text']) else ''}</td></tr>" for i, p in enumerate(plan.data.preview, 1))
@@ -158,6 +161,7 @@ def result_html(job: dict | None, lang: str = "en") -> str:
         return (f"<div class='ft-result'><div>{t('finetune.done', lang, name=escape(job['name']), base=escape(job['base_model']))}</div>"
                 f"<div>{t('finetune.perplexity', lang, before=report['val_perplexity_before'], after=report['val_perplexity_after'], change=f'{change:+.1%}' if change is not None else '—')}</div>"
                 f"<div>{t('finetune.seconds', lang, steps=report.get('steps', '?'), seconds=report.get('total_seconds', '?'))}</div>"
+                + (f"<div class='ft-test'>{escape(test_text(report['test'], lang))}</div>" if report.get("test") else "")
                 + (f"<div class='ft-stopped-early'>{escape(stopped_early_text(report['stopped_early'], lang))}</div>"
                    if report.get("stopped_early") else "")
                 + (f"<div class='ft-kept-best'>{escape(kept_best_text(report['kept_best'], lang))}</div>" if report.get("kept_best") else "")
@@ -261,6 +265,8 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
                                          info=translated("finetune.patience_info"), elem_id="ft-patience")
                     min_delta = gr.Number(defaults.early_stopping_min_delta, label=translated("finetune.min_delta"),
                                           info=translated("finetune.min_delta_info"), elem_id="ft-min-delta")
+                    test_fraction = gr.Number(defaults.test_fraction, label=translated("finetune.test_fraction"),
+                                              info=translated("finetune.test_fraction_info"), elem_id="ft-test-fraction")
             with gr.Accordion(translated("finetune.lora"), open=False):
                 with gr.Row():
                     lora_rank = gr.Number(defaults.lora_rank, precision=0, label=translated("finetune.lora_rank"),
@@ -285,7 +291,7 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
     localize_on_load([method], lambda lang: gr.update(choices=method_choices(lang)))
     localize_on_load([learning_rate], lambda lang: gr.update(placeholder=t("finetune.lr_auto", lang)))
     setting_inputs = [method, learning_rate, epochs, max_steps, batch_size, accumulation, block_size, warmup, weight_decay,
-                      clipping, patience, min_delta, seed, lora_rank, lora_alpha, lora_dropout, lora_targets]
+                      clipping, patience, min_delta, test_fraction, seed, lora_rank, lora_alpha, lora_dropout, lora_targets]
 
     def on_upload(path, request: gr.Request):
         lang = lang_of(request)
