@@ -117,20 +117,27 @@ class DecodeBatch:
                 if self._stepping:
                     self._cond.wait()
                     continue
-                self._stepping, self._stepper = True, threading.get_ident()
-                self._cond.release()
-                try:
-                    self._step()
-                finally:
-                    self._cond.acquire()
-                    self._stepping, self._stepper = False, None
-                    self._idle_since = time.perf_counter()
-                    self._cond.notify_all()
+                self._as_stepper(self._step)
             if member.queue:
                 return member.queue.popleft()
             if member.error is not None:
                 raise member.error
             return None
+
+    def _as_stepper(self, work, steps: bool = True) -> None:
+        """Run `work` on the batch as its one stepper: called with the lock held and nobody stepping; the lock is
+        released meanwhile (consumers read their queues) and held again after, the waiting consumers woken. After a
+        step (`steps`), the batch is idle until the next one."""
+        self._stepping, self._stepper = True, threading.get_ident()
+        self._cond.release()
+        try:
+            work()
+        finally:
+            self._cond.acquire()
+            self._stepping, self._stepper = False, None
+            if steps:
+                self._idle_since = time.perf_counter()
+            self._cond.notify_all()
 
     def _retire(self, member: Member) -> None:
         """Wait until a member whose consumer went away is out of the batch, taking it out if nobody is stepping:
@@ -147,14 +154,7 @@ class DecodeBatch:
                 if self._stepping:
                     self._cond.wait()
                     continue
-                self._stepping, self._stepper = True, threading.get_ident()
-                self._cond.release()
-                try:
-                    self._leave([m for m in self._members if m.closed])
-                finally:
-                    self._cond.acquire()
-                    self._stepping, self._stepper = False, None
-                    self._cond.notify_all()
+                self._as_stepper(lambda: self._leave([m for m in self._members if m.closed]), steps=False)
 
     # --- the stepping consumer's side ---------------------------------------------------------------------------
 
