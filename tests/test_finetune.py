@@ -15,6 +15,7 @@ from playground.errors import DataError, ModelLoadError, PlaygroundError, Settin
 from playground.history import HistoryStore
 from playground.models import ModelSource, list_local_models, resolve_model
 from playground.finetune.data import MAX_DATA_BYTES, csv_columns, decode_bytes, from_text, prepare_data, read_file
+from playground.finetune.checkpoints import resumable_jobs
 from playground.finetune.run import FineTuneSettings, plan_finetune, run_finetune
 from playground.finetune.jobs import FineTuneJobs
 
@@ -55,7 +56,8 @@ def test_full_finetune_lowers_validation_loss_and_writes_a_standard_model(tiny_s
     phases = [u["phase"] for u in updates]
     assert phases[0] == "loading" and phases[-1] == "complete" and "saving" in phases
     steps = [u for u in updates if u["phase"] == "training" and u["step"] > 0]
-    assert [u["step"] for u in steps] == list(range(1, 31))
+    assert list(dict.fromkeys(u["step"] for u in steps)) == list(range(1, 31))  # a checkpoint is one more update of its step
+    assert [u["step"] for u in steps if u["checkpoint_step"] == u["step"]] == [5, 10, 15, 20, 25]
     last = steps[-1]
     assert last["total_steps"] == 30 and len(last["train_losses"]) == 30 and last["eta_s"] == 0 and last["tokens_per_s"] > 0
     assert math.isfinite(last["val_loss"]) and last["val_perplexity_before"] == pytest.approx(saved["val_perplexity_before"], rel=1e-3)
@@ -164,7 +166,7 @@ def test_lora_is_merged_into_plain_safetensors_that_export_to_onnx_and_match_pyt
     assert torch.allclose(t_logits, o_logits, atol=1e-4), float((t_logits - o_logits).abs().max())
 
 
-def test_cancel_stops_within_a_step_and_leaves_nothing(tiny_source, legal_text, tmp_path):
+def test_cancel_stops_within_a_step_and_leaves_no_model_but_a_checkpoint(tiny_source, legal_text, tmp_path):
     cancel = threading.Event()
     steps = []
 
@@ -177,7 +179,7 @@ def test_cancel_stops_within_a_step_and_leaves_nothing(tiny_source, legal_text, 
     with pytest.raises(TrainingCancelled):
         run_finetune(tiny_source, legal_text, FineTuneSettings(max_steps=50, **FAST), "never", tmp_path, progress=progress, cancel=cancel)
     assert max(steps) == 2
-    assert model_folders(tmp_path) == []
+    assert model_folders(tmp_path) == [".finetune"] and resumable_jobs(tmp_path)[0]["step"] == 2
 
 
 def test_a_bert_tokenizer_model_fine_tunes_on_a_gbk_file(tiny_zh_bin_dir, tmp_path):
@@ -398,9 +400,9 @@ def test_one_job_at_a_time_and_its_progress_is_in_the_database(tiny_source, lega
     assert finished["status"] == "cancelled" and finished["error"]["key"].startswith("train.cancelled")
     from playground.ui.finetune_tab import job_error_text
 
-    assert "nothing was saved" in job_error_text(finished["error"], "en") and "没有保存" in job_error_text(finished["error"], "zh-CN")
+    assert "no model was saved" in job_error_text(finished["error"], "en") and "没有保存模型" in job_error_text(finished["error"], "zh-CN")
     assert store.get_job(job["id"])["status"] == "cancelled"
-    assert model_folders(tmp_path / "models") == []
+    assert list_local_models(tmp_path / "models") == []
 
     # The slot is free again; a short job completes and leaves its report in the database.
     jobs.start(tiny_source, legal_text, FineTuneSettings(max_steps=3, **FAST), "short")

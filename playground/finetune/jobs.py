@@ -3,7 +3,8 @@
     jobs = FineTuneJobs(models_root, store)
     job = jobs.start(base, Path("notes.txt"), FineTuneSettings(method="lora"), "my-notes")  # checks, then trains
     jobs.current()   # {"id", "status", "name", "base_model", "settings", "progress", "report", "error", ...}
-    jobs.cancel()    # stops within a step; nothing is written
+    jobs.cancel()    # stops within a step; no model is written, a checkpoint is kept
+    jobs.resume("my-notes")  # goes on from that checkpoint
 
 `start` runs every check of `plan_finetune` (name, settings, base model, data) before it returns, so a
 bad input is a PlaygroundError for the caller to show, and only then trains on a background thread.
@@ -22,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import PlaygroundError, TrainingCancelled
-from .run import FineTuneSettings, execute_plan, plan_finetune
+from .checkpoints import resumable_jobs
+from .run import FineTuneSettings, execute_plan, plan_finetune, plan_resume
 
 WRITE_INTERVAL_S = 2.0
 
@@ -57,15 +59,32 @@ class FineTuneJobs:
         `base` is a ModelSource; `data` a TrainingText, a Path to a .txt/.jsonl/.csv file, or pasted text.
         Raises PlaygroundError for any bad input, and when a job is already running.
         """
+        def plan():
+            made = plan_finetune(base, data, settings, name, self.models_root)
+            made.owner = owner
+            return made
+
+        return self._launch(plan, owner)
+
+    def resume(self, name: str, owner: str = "") -> dict:
+        """Go on with `owner`'s stopped job `name` from its newest checkpoint (checkpoints.JobFolder), on a background
+        thread; returns the job. Raises PlaygroundError when there is nothing of theirs to resume, or a job is running."""
+        return self._launch(lambda: plan_resume(self.models_root, name, owner), owner)
+
+    def resumable(self, owner: str = "") -> list[dict]:
+        """`owner`'s stopped jobs that can go on, newest first (checkpoints.resumable_jobs)."""
+        return resumable_jobs(self.models_root, owner)
+
+    def _launch(self, make_plan, owner: str) -> dict:
         if not self._slot.acquire(blocking=False):
             raise PlaygroundError(key="finetune.busy")
         try:
-            plan = plan_finetune(base, data, settings, name, self.models_root)
+            plan = make_plan()
             now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             job = {"id": None, "created_at": now, "updated_at": now, "status": "running", "name": plan.name,
-                   "base_model": base.name, "settings": plan.settings.to_dict(), "progress": {"phase": "queued", "step": 0,
-                   "total_steps": plan.total_steps}, "report": None, "error": None, "plan": plan.summary(), "owner": owner}
-            job["id"] = (self.store.create_job(plan.name, base.name, job["settings"], status="running", owner=owner)
+                   "base_model": plan.base.name, "settings": plan.settings.to_dict(), "progress": {"phase": "queued",
+                   "step": plan.resume["step"] if plan.resume else 0, "total_steps": plan.total_steps}, "report": None, "error": None, "plan": plan.summary(), "owner": owner}
+            job["id"] = (self.store.create_job(plan.name, plan.base.name, job["settings"], status="running", owner=owner)
                          if self.store is not None else next(self._ids))
             with self._job_lock:
                 self._job = job

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -25,8 +26,9 @@ from typing import Any, Callable
 from ..config import as_float, as_int
 from ..errors import ModelLoadError, PlaygroundError, SettingsError, TrainingCancelled, first_line
 from ..machine import machine_description, training_threads
-from ..models import ModelSource, load_torch_model, source_fingerprint
+from ..models import ModelSource, load_torch_model, resolve_model, source_fingerprint
 from ..training.engine import Schedule, blocks_loss, staged_folder, train_causal_lm
+from .checkpoints import JOBS_FOLDER, JobFolder
 from .data import VAL_FRACTION, PreparedData, TrainingText, from_text, prepare_data, read_file
 
 REPORT_FILE = "training_report.json"
@@ -67,6 +69,8 @@ class FineTuneSettings:
       val_fraction           [0.01, 0.5] of the blocks held out for validation
       test_fraction          0 (no test split) or (0, 0.5] of the blocks held out for a test at the end, before and after
       eval_every             1 .. 1,000,000 steps between validations, or None for about 10 per run
+      checkpoint_every       1 .. 1,000,000 steps between checkpoints (a stopped run resumes from the last), or None: at
+                             every validation; a cancel also writes one
       early_stopping_patience  0 .. 1000 evaluations in a row without validation loss improving by more than
                              early_stopping_min_delta, after which the run stops (0: never stops early)
       early_stopping_min_delta [0, 10], in validation loss (nats per token)
@@ -91,6 +95,7 @@ class FineTuneSettings:
     val_fraction: float = VAL_FRACTION
     test_fraction: float = 0.0
     eval_every: int | None = None
+    checkpoint_every: int | None = None
     early_stopping_patience: int = 0
     early_stopping_min_delta: float = 0.0
     lora_rank: int = 8
@@ -123,7 +128,7 @@ class FineTuneSettings:
         if self.device not in DEVICES:
             raise SettingsError(key="finetune.device", value=self.device, allowed=", ".join(DEVICES))
         for name in ("epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps", "seed",
-                     "eval_every", "early_stopping_patience", "lora_rank"):
+                     "eval_every", "checkpoint_every", "early_stopping_patience", "lora_rank"):
             _check_int(name, getattr(self, name))
         for name in ("learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "test_fraction", "early_stopping_min_delta",
                      "lora_alpha",
@@ -145,6 +150,8 @@ class FineTuneSettings:
         _check_range("test_fraction", self.test_fraction, 0, 0.5)
         if self.eval_every is not None:
             _check_range("eval_every", self.eval_every, 1, 1_000_000)
+        if self.checkpoint_every is not None:
+            _check_range("checkpoint_every", self.checkpoint_every, 1, 1_000_000)
         _check_range("early_stopping_patience", self.early_stopping_patience, 0, 1000)
         _check_range("early_stopping_min_delta", self.early_stopping_min_delta, 0, 10)
         _check_range("lora_rank", self.lora_rank, 1, 1024)
@@ -175,7 +182,7 @@ class FineTuneSettings:
 
 
 _INT_FIELDS = {"epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps", "seed", "eval_every",
-               "early_stopping_patience", "lora_rank"}
+               "checkpoint_every", "early_stopping_patience", "lora_rank"}
 _FLOAT_FIELDS = {"learning_rate", "weight_decay", "max_grad_norm", "val_fraction", "test_fraction", "early_stopping_min_delta",
                  "lora_alpha",
                  "lora_dropout"}
@@ -255,6 +262,18 @@ class FineTunePlan:
     device: str  # cpu or cuda
     precision: str  # fp32, bf16 or fp16
     notices: list = field(default_factory=list)
+    text: TrainingText | None = None  # the texts the blocks were made of (kept in the job's folder for a resume)
+    resume: dict | None = None  # the checkpoint the run goes on from (`plan_resume`), or None: from the start
+    owner: str = ""  # the login the job runs for ("" without one)
+
+    @property
+    def checkpoint_every(self) -> int:
+        return self.settings.checkpoint_every or self.eval_every
+
+    def identity(self) -> dict:
+        """What a checkpoint must match to be resumed into this run: the base model's weights, the settings, the data."""
+        return {"base_sha256": source_fingerprint(self.base), "settings": self.settings.to_dict(),
+                "data_sha256": self.data.stats.get("sha256"), "total_steps": self.total_steps}
 
     def summary(self) -> dict:
         """What the run will do, for a user to confirm: data statistics, preview, steps, device, notices."""
@@ -311,41 +330,86 @@ def choose_device(requested: str) -> tuple[str, str]:
     return "cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def plan_finetune(base, data: TrainingText | str | Path, settings: FineTuneSettings, name: str, models_root: Path | str) -> FineTunePlan:
-    """Check the name, the settings, the base model and the data, and tokenize; raises PlaygroundError before any training."""
+def plan_finetune(base, data: TrainingText | str | Path, settings: FineTuneSettings, name: str, models_root: Path | str,
+                  resuming: bool = False) -> FineTunePlan:
+    """Check the name, the settings, the base model and the data, and tokenize; raises PlaygroundError before any training.
+    A name whose last run can be resumed is refused (its checkpoints would be lost) unless `resuming` it."""
     out_dir = check_model_name(name, Path(models_root))
+    if not resuming and (step := JobFolder.of(models_root, out_dir.name).latest_step()) is not None:
+        raise PlaygroundError(key="finetune.resumable_exists", field="name", name=out_dir.name, step=step,
+                              folder=f"{Path(models_root).name}/{JOBS_FOLDER}/{out_dir.name}")
     settings = settings.validate()
     config = check_base(base)
     settings.validate_for_model(config.n_positions)
     if settings.learning_rate is None:  # the default for this model's size, so the summary and report show what is used
         settings = replace(settings, learning_rate=default_learning_rate(settings.method, gpt2_parameters(config)))
-    prepared = prepare_data(as_training_text(data), base.codec, settings.block_size, settings.val_fraction, settings.seed,
-                            settings.test_fraction)
+    text = as_training_text(data)
+    prepared = prepare_data(text, base.codec, settings.block_size, settings.val_fraction, settings.seed, settings.test_fraction)
     device, precision = choose_device(settings.device)
     blocks_per_step = settings.batch_size * settings.gradient_accumulation
     total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * len(prepared.train_blocks) / blocks_per_step))
     eval_every = settings.eval_every or max(1, total_steps // EVALUATIONS_PER_RUN)
     return FineTunePlan(base, settings, out_dir.name, out_dir, prepared, total_steps, eval_every, device, precision,
-                        list(prepared.notices))
+                        list(prepared.notices), text)
+
+
+def plan_resume(models_root: Path | str, name: str, owner: str | None = None) -> FineTunePlan:
+    """The plan of a stopped job that goes on from its newest readable checkpoint: the same base model, settings and texts
+    (read from its folder), every check made again. Refused with the reason when the job is not there (or is another
+    user's: `owner`), when no checkpoint reads, or when the base model, settings or data no longer match the checkpoint."""
+    job = JobFolder.of(models_root, name)
+    description = job.description() if isinstance(name, str) and name and "/" not in name and not name.startswith(".") else None
+    if description is None or (owner is not None and description.get("owner", "") != owner):
+        raise PlaygroundError(key="finetune.no_checkpoint", field="name", name=str(name)[:100])
+    checkpoint, notices = job.load()
+    base = resolve_model(description["base_model"]["requested"])
+    settings = FineTuneSettings.from_user(**description["settings"])
+    plan = plan_finetune(base, job.text(), settings, name, models_root, resuming=True)
+    saved, now = checkpoint.get("identity", {}), plan.identity()
+    for key, what in (("base_sha256", "base model"), ("settings", "settings"), ("data_sha256", "data"), ("total_steps", "steps")):
+        if saved.get(key) != now[key]:
+            raise PlaygroundError(key="finetune.checkpoint_mismatch", field="name", name=name, what=what,
+                                  saved=_short(saved.get(key)), now=_short(now[key]))
+    plan.resume, plan.owner = checkpoint, description.get("owner", "")
+    plan.notices += notices
+    return plan
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())[:300]
+    return str(value)[:80]
 
 
 # --- training -----------------------------------------------------------------------------------
 
 
-def _batches(blocks, batch_size: int, generator) -> Callable[[], object]:
-    """`next_batch` for the engine: blocks in a fresh seeded order every epoch, `batch_size` at a time, epochs running on."""
-    import torch
+class BatchOrder:
+    """`next_batch` for the engine: blocks in a fresh seeded order every epoch, `batch_size` at a time, epochs running on;
+    its position (`state`) goes into a checkpoint, so a resumed run draws the batches an unstopped one would."""
 
-    order: list[int] = []
+    def __init__(self, blocks, batch_size: int, seed: int):
+        import torch
 
-    def next_batch():
-        while len(order) < batch_size:
-            order.extend(torch.randperm(len(blocks), generator=generator).tolist())
-        chosen = order[:batch_size]
-        del order[:batch_size]
-        return blocks[chosen]  # (B, T + 1)
+        self.blocks, self.batch_size = blocks, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []  # the rest of the current epoch's order
 
-    return next_batch
+    def __call__(self):
+        import torch
+
+        while len(self.order) < self.batch_size:
+            self.order.extend(torch.randperm(len(self.blocks), generator=self.generator).tolist())
+        chosen = self.order[: self.batch_size]
+        del self.order[: self.batch_size]
+        return self.blocks[chosen]  # (B, T + 1)
+
+    def state(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": list(self.order)}
+
+    def load_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = list(state["order"])
 
 
 def _add_lora(model, settings: FineTuneSettings):
@@ -371,14 +435,22 @@ def _machine(device: str, precision: str, threads: int) -> dict:
     return machine
 
 
-def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=None, show_bar: bool = False) -> dict:
+def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=None, show_bar: bool = False,
+                 threads: int | None = None) -> dict:
     """Train as planned and write `plan.out_dir` atomically; returns the training report (also in training_report.json).
 
     `progress(dict)` is called at each phase change and after every step with: phase (loading, evaluating,
     training, saving, complete), step, total_steps, epoch, train_loss, val_loss (the latest), learning_rate,
     tokens_per_s, elapsed_s, eta_s, train_losses and val_losses ([step, loss] pairs so far),
-    val_perplexity_before (None until measured). `cancel` (a threading.Event) stops the run within a step:
-    TrainingCancelled is raised and nothing is written; so is any other failure.
+    val_perplexity_before (None until measured), checkpoint_step (the newest checkpoint's, or None). `cancel` (a
+    threading.Event) stops the run within a step: TrainingCancelled is raised and no model is written; so is any
+    other failure.
+
+    The run keeps a folder of its own (checkpoints.JobFolder): its texts and settings, a checkpoint every
+    `plan.checkpoint_every` steps and at a cancel, and TensorBoard event files (loss, learning rate, validation and
+    test perplexity). A run that stopped for any reason goes on from its newest checkpoint (`plan_resume`), and on
+    the CPU its steps are those of a run that never stopped. Once the model is saved, the event files move into it
+    (`NAME/tensorboard`) and the job's folder goes.
 
     The model saved is the best one seen: the trained weights at the evaluation with the lowest validation loss
     (step 0, the base, included). When that was not the last evaluation, validation loss rose after it (the model
@@ -387,11 +459,14 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
     """
     import torch
 
-    settings, data = plan.settings, plan.data
+    settings, data, resume = plan.settings, plan.data, plan.resume
     started = time.perf_counter()
     state: dict[str, Any] = {"phase": "loading", "step": 0, "total_steps": plan.total_steps, "epoch": 0.0, "train_loss": None,
                              "val_loss": None, "learning_rate": 0.0, "tokens_per_s": 0.0, "elapsed_s": 0.0, "eta_s": None,
-                             "train_losses": [], "val_losses": [], "val_perplexity_before": None}
+                             "train_losses": [], "val_losses": [], "val_perplexity_before": None, "checkpoint_step": None}
+    if resume is not None:
+        state.update(resume["progress"], step=resume["step"], checkpoint_step=resume["step"],
+                     train_losses=[list(p) for p in resume["curve"]["train"]], val_losses=[list(p) for p in resume["curve"]["val"]])
 
     def report_progress(**changes) -> None:
         state.update(changes, elapsed_s=round(time.perf_counter() - started, 2))
@@ -399,107 +474,161 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
             progress({**state, "train_losses": list(state["train_losses"]), "val_losses": list(state["val_losses"])})
 
     report_progress()
-    with staged_folder(plan.out_dir, replace=False) as staged:
-        torch.manual_seed(settings.seed)
-        model = load_torch_model(plan.base).to(plan.device)
-        parameters = sum(p.numel() for p in model.parameters())
-        validate = lambda: blocks_loss(model, data.val_blocks, settings.batch_size, plan.precision)  # noqa: E731
-        report_progress(phase="evaluating")
-        val_loss_before = validate()
-        test = (lambda: blocks_loss(model, data.test_blocks, settings.batch_size, plan.precision)) if data.test_blocks is not None else None
-        test_loss_before = test() if test else None
-        report_progress(phase="training", val_loss=val_loss_before, val_losses=[[0, round(val_loss_before, 5)]],
-                        val_perplexity_before=math.exp(val_loss_before))
-        if settings.method == "lora":
-            model = _add_lora(model, settings)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        # The best weights so far (those being trained: LoRA's adapters, or every weight), kept on the CPU.
-        best = {"step": 0, "val_loss": val_loss_before, "weights": _trained_weights(model)}
-        # Early stopping: evaluations in a row that did not beat the best by more than the minimum change.
-        stalled = {"evaluations": 0, "reference": val_loss_before}
-        schedule = Schedule(steps=plan.total_steps, learning_rate=settings.effective_learning_rate,
-                            warmup_steps=min(settings.warmup_steps, plan.total_steps), weight_decay=settings.weight_decay,
-                            clip_norm=settings.max_grad_norm or math.inf)  # clipping at inf multiplies by 1: off
-        train_blocks = len(data.train_blocks)
+    identity = plan.identity()
+    job = JobFolder.of(plan.out_dir.parent, plan.name)
+    if resume is None:
+        job.create({"name": plan.name, "base_model": {"name": plan.base.name, "requested": plan.base.requested},
+                    "settings": settings.to_dict(), "owner": plan.owner, "total_steps": plan.total_steps, "data": data.stats,
+                    "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}, plan.text)
+    from torch.utils.tensorboard import SummaryWriter
 
-        def on_step(info: dict) -> None:
-            state["train_losses"].append([info["step"], round(info["train_loss"], 5)])
-            if info["val_loss"] is not None:
-                state["val_losses"].append([info["step"], round(info["val_loss"], 5)])
-                if info["val_loss"] < best["val_loss"]:
-                    best.update(step=info["step"], val_loss=info["val_loss"], weights=_trained_weights(model))
-                if info["val_loss"] < stalled["reference"] - settings.early_stopping_min_delta:
-                    stalled.update(evaluations=0, reference=info["val_loss"])
-                else:
-                    stalled["evaluations"] += 1
-            report_progress(step=info["step"], train_loss=info["train_loss"], learning_rate=info["learning_rate"],
-                            tokens_per_s=round(info["tokens_per_s"], 1), eta_s=round(info["eta_s"], 1),
-                            epoch=round(info["step"] * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
-                            **({"val_loss": info["val_loss"]} if info["val_loss"] is not None else {}))
+    # A resumed run drops what the stopped one logged after its checkpoint (those steps are done again).
+    board = SummaryWriter(str(job.tensorboard_dir), purge_step=resume["step"] + 1 if resume else None)
+    try:
+        with staged_folder(plan.out_dir, replace=False) as staged:
+            torch.manual_seed(settings.seed)
+            model = load_torch_model(plan.base).to(plan.device)
+            parameters = sum(p.numel() for p in model.parameters())
+            validate = lambda: blocks_loss(model, data.val_blocks, settings.batch_size, plan.precision)  # noqa: E731
+            test = (lambda: blocks_loss(model, data.test_blocks, settings.batch_size, plan.precision)) if data.test_blocks is not None else None
+            if resume is None:
+                report_progress(phase="evaluating")
+                val_loss_before = validate()
+                test_loss_before = test() if test else None
+                board.add_scalar("validation/loss", val_loss_before, 0)
+                board.add_scalar("validation/perplexity", math.exp(val_loss_before), 0)
+            else:  # measured before the stopped run's first step, on the same weights
+                val_loss_before, test_loss_before = resume["val_loss_before"], resume["test_loss_before"]
+            report_progress(phase="training", val_loss=state["val_loss"] if resume else val_loss_before,
+                            val_losses=state["val_losses"] or [[0, round(val_loss_before, 5)]],
+                            val_perplexity_before=math.exp(val_loss_before))
+            if settings.method == "lora":
+                model = _add_lora(model, settings)
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            batches = BatchOrder(data.train_blocks, settings.batch_size, settings.seed)
+            if resume is None:
+                # The best weights so far (those being trained: LoRA's adapters, or every weight), kept on the CPU.
+                best = {"step": 0, "val_loss": val_loss_before, "weights": _trained_weights(model)}
+                # Early stopping: evaluations in a row that did not beat the best by more than the minimum change.
+                stalled = {"evaluations": 0, "reference": val_loss_before}
+            else:
+                _restore_weights(model, resume["weights"])
+                best, stalled = resume["best"], resume["stalled"]
+                batches.load_state(resume["batches"])
+            schedule = Schedule(steps=plan.total_steps, learning_rate=settings.effective_learning_rate,
+                                warmup_steps=min(settings.warmup_steps, plan.total_steps), weight_decay=settings.weight_decay,
+                                clip_norm=settings.max_grad_norm or math.inf)  # clipping at inf multiplies by 1: off
+            train_blocks = len(data.train_blocks)
 
-        train_started = time.perf_counter()
-        threads = training_threads()
-        train_causal_lm(model, _batches(data.train_blocks, settings.batch_size, torch.Generator().manual_seed(settings.seed)),
-                        schedule, desc=f"Fine-tuning {plan.name}", progress=show_bar,
-                        accumulation_steps=settings.gradient_accumulation, evaluate=validate, eval_every=plan.eval_every,
-                        on_step=on_step, cancel=cancel, precision=plan.precision, threads=threads,
-                        stop_early=lambda: 0 < settings.early_stopping_patience <= stalled["evaluations"])
-        train_seconds = time.perf_counter() - train_started
-        steps_done = state["step"]
-        stopped_early = None
-        if steps_done < plan.total_steps:  # not cancelled (that raised): stopped early
-            stopped_early = {"step": steps_done, "total": plan.total_steps, "patience": settings.early_stopping_patience,
-                             "min_delta": settings.early_stopping_min_delta}
-        if cancel is not None and cancel.is_set():  # set during the last step: still nothing is saved
-            raise TrainingCancelled(key="train.cancelled")
-        report_progress(phase="saving")
-        last_step, last_val_loss = state["val_losses"][-1] if state["val_losses"] else (0, val_loss_before)
-        kept_best = None
-        if best["step"] != last_step:  # validation loss rose after the best evaluation: save that one
-            _restore_weights(model, best["weights"])
-            kept_best = {"step": best["step"], "val_perplexity": round(math.exp(best["val_loss"]), 3),
-                         "last_step": last_step, "last_val_perplexity": round(math.exp(last_val_loss), 3),
-                         "overfit": math.exp(last_val_loss - best["val_loss"]) - 1 >= OVERFIT_RISE}
-        best = None  # the copy is no longer needed
-        if settings.method == "lora":
-            model = model.merge_and_unload()  # W + (alpha / r) * B @ A in every adapted layer: a plain GPT-2 again
-        val_loss_after = validate()  # on the merged weights: what the saved model scores
-        test_loss_after = test() if test else None  # the held-out test: text that chose nothing
-        model = model.to("cpu").eval()
-        model.save_pretrained(staged, safe_serialization=True)
-        plan.base.tokenizer.save_pretrained(staged)
-        report = {
-            "name": plan.name,
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "base_model": {"name": plan.base.name, "requested": plan.base.requested, "sha256": source_fingerprint(plan.base)},
-            "method": settings.method,
-            "settings": settings.to_dict(),
-            "data": data.stats,
-            "notices": [str(n) for n in plan.notices],
-            "steps": steps_done,
-            "planned_steps": plan.total_steps,
-            "stopped_early": stopped_early,
-            "epochs": round(steps_done * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
-            "parameters": parameters,
-            "trainable_parameters": trainable,
-            "val_loss_before": round(val_loss_before, 5),
-            "val_loss_after": round(val_loss_after, 5),
-            "val_perplexity_before": round(math.exp(val_loss_before), 3),
-            "val_perplexity_after": round(math.exp(val_loss_after), 3),
-            "val_perplexity_change": round(math.exp(val_loss_after - val_loss_before) - 1, 4),
-            "kept_best": kept_best,
-            "test": None if test is None else {
-                "blocks": len(data.test_blocks), "perplexity_before": round(math.exp(test_loss_before), 3),
-                "perplexity_after": round(math.exp(test_loss_after), 3),
-                "change": round(math.exp(test_loss_after - test_loss_before) - 1, 4)},
-            "loss_curve": {"train": state["train_losses"], "val": state["val_losses"]},
-            "tokens_per_s": state["tokens_per_s"],
-            "train_seconds": round(train_seconds, 1),
-            "total_seconds": round(time.perf_counter() - started, 1),
-            "machine": _machine(plan.device, plan.precision, threads),
-        }
-        (staged / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    report_progress(phase="complete", val_loss=val_loss_after)
+            def on_step(info: dict) -> None:
+                state["train_losses"].append([info["step"], round(info["train_loss"], 5)])
+                board.add_scalar("train/loss", info["train_loss"], info["step"])
+                board.add_scalar("train/learning_rate", info["learning_rate"], info["step"])
+                if info["val_loss"] is not None:
+                    state["val_losses"].append([info["step"], round(info["val_loss"], 5)])
+                    board.add_scalar("validation/loss", info["val_loss"], info["step"])
+                    board.add_scalar("validation/perplexity", math.exp(info["val_loss"]), info["step"])
+                    if info["val_loss"] < best["val_loss"]:
+                        best.update(step=info["step"], val_loss=info["val_loss"], weights=_trained_weights(model))
+                    if info["val_loss"] < stalled["reference"] - settings.early_stopping_min_delta:
+                        stalled.update(evaluations=0, reference=info["val_loss"])
+                    else:
+                        stalled["evaluations"] += 1
+                report_progress(step=info["step"], train_loss=info["train_loss"], learning_rate=info["learning_rate"],
+                                tokens_per_s=round(info["tokens_per_s"], 1), eta_s=round(info["eta_s"], 1),
+                                epoch=round(info["step"] * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
+                                **({"val_loss": info["val_loss"]} if info["val_loss"] is not None else {}))
+
+            def save_checkpoint(engine: dict) -> None:
+                """Everything a resume needs after step engine["step"]: the loop's state and this run's own."""
+                job.save({"identity": identity, "step": engine["step"], "engine": engine, "weights": _trained_weights(model),
+                          "best": best, "stalled": stalled, "batches": batches.state(),
+                          "curve": {"train": state["train_losses"], "val": state["val_losses"]},
+                          "val_loss_before": val_loss_before, "test_loss_before": test_loss_before,
+                          "progress": {k: state[k] for k in ("epoch", "train_loss", "val_loss", "learning_rate", "tokens_per_s",
+                                                              "val_perplexity_before")}})
+                board.flush()
+                report_progress(checkpoint_step=engine["step"])
+
+            train_started = time.perf_counter()
+            threads = threads or training_threads()
+            train_causal_lm(model, batches, schedule, desc=f"Fine-tuning {plan.name}", progress=show_bar,
+                            accumulation_steps=settings.gradient_accumulation, evaluate=validate, eval_every=plan.eval_every,
+                            on_step=on_step, cancel=cancel, precision=plan.precision, threads=threads,
+                            stop_early=lambda: 0 < settings.early_stopping_patience <= stalled["evaluations"],
+                            checkpoint=save_checkpoint, checkpoint_every=plan.checkpoint_every,
+                            resume=resume["engine"] if resume else None)
+            train_seconds = time.perf_counter() - train_started + (resume["engine"]["train_s"] if resume else 0.0)
+            steps_done = state["step"]
+            stopped_early = None
+            if steps_done < plan.total_steps:  # not cancelled (that raised): stopped early
+                stopped_early = {"step": steps_done, "total": plan.total_steps, "patience": settings.early_stopping_patience,
+                                 "min_delta": settings.early_stopping_min_delta}
+            if cancel is not None and cancel.is_set():  # set during the last step: still no model is saved
+                raise TrainingCancelled(key="train.cancelled")
+            report_progress(phase="saving")
+            last_step, last_val_loss = state["val_losses"][-1] if state["val_losses"] else (0, val_loss_before)
+            kept_best = None
+            if best["step"] != last_step:  # validation loss rose after the best evaluation: save that one
+                _restore_weights(model, best["weights"])
+                kept_best = {"step": best["step"], "val_perplexity": round(math.exp(best["val_loss"]), 3),
+                             "last_step": last_step, "last_val_perplexity": round(math.exp(last_val_loss), 3),
+                             "overfit": math.exp(last_val_loss - best["val_loss"]) - 1 >= OVERFIT_RISE}
+            best = None  # the copy is no longer needed
+            if settings.method == "lora":
+                model = model.merge_and_unload()  # W + (alpha / r) * B @ A in every adapted layer: a plain GPT-2 again
+            val_loss_after = validate()  # on the merged weights: what the saved model scores
+            test_loss_after = test() if test else None  # the held-out test: text that chose nothing
+            if test:
+                board.add_scalar("test/perplexity", math.exp(test_loss_before), 0)
+                board.add_scalar("test/perplexity", math.exp(test_loss_after), steps_done)
+            board.add_scalar("validation/perplexity_saved", math.exp(val_loss_after), steps_done)
+            model = model.to("cpu").eval()
+            model.save_pretrained(staged, safe_serialization=True)
+            plan.base.tokenizer.save_pretrained(staged)
+            report = {
+                "name": plan.name,
+                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "base_model": {"name": plan.base.name, "requested": plan.base.requested, "sha256": identity["base_sha256"]},
+                "method": settings.method,
+                "settings": settings.to_dict(),
+                "data": data.stats,
+                "notices": [str(n) for n in plan.notices],
+                "steps": steps_done,
+                "planned_steps": plan.total_steps,
+                "resumed_from": resume["step"] if resume else None,
+                "stopped_early": stopped_early,
+                "epochs": round(steps_done * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
+                "parameters": parameters,
+                "trainable_parameters": trainable,
+                "val_loss_before": round(val_loss_before, 5),
+                "val_loss_after": round(val_loss_after, 5),
+                "val_perplexity_before": round(math.exp(val_loss_before), 3),
+                "val_perplexity_after": round(math.exp(val_loss_after), 3),
+                "val_perplexity_change": round(math.exp(val_loss_after - val_loss_before) - 1, 4),
+                "kept_best": kept_best,
+                "test": None if test is None else {
+                    "blocks": len(data.test_blocks), "perplexity_before": round(math.exp(test_loss_before), 3),
+                    "perplexity_after": round(math.exp(test_loss_after), 3),
+                    "change": round(math.exp(test_loss_after - test_loss_before) - 1, 4)},
+                "loss_curve": {"train": state["train_losses"], "val": state["val_losses"]},
+                "tokens_per_s": state["tokens_per_s"],
+                "train_seconds": round(train_seconds, 1),
+                "total_seconds": round(time.perf_counter() - started, 1),
+                "machine": _machine(plan.device, plan.precision, threads),
+            }
+            (staged / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+            board.close()
+            if job.tensorboard_dir.is_dir():
+                shutil.copytree(job.tensorboard_dir, staged / "tensorboard")
+    except BaseException:
+        if job.latest_step() is None:  # stopped before its first checkpoint: nothing to resume, nothing kept
+            job.remove()
+        raise
+    finally:
+        board.close()
+    job.remove()  # the model is saved: nothing is left to resume
+    report_progress(phase="complete", val_loss=val_loss_after, checkpoint_step=None)
     return report
 
 
@@ -547,6 +676,6 @@ def _restore_weights(model, weights: dict) -> None:
 
 
 def run_finetune(base, data: TrainingText | str | Path, settings: FineTuneSettings, name: str, models_root: Path | str,
-                 progress: Progress | None = None, cancel=None, show_bar: bool = False) -> dict:
+                 progress: Progress | None = None, cancel=None, show_bar: bool = False, threads: int | None = None) -> dict:
     """Plan (every check) and execute a fine-tune; returns the report. `data`: a TrainingText, a Path to a file, or pasted text."""
-    return execute_plan(plan_finetune(base, data, settings, name, models_root), progress, cancel, show_bar)
+    return execute_plan(plan_finetune(base, data, settings, name, models_root), progress, cancel, show_bar, threads)

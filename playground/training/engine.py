@@ -71,7 +71,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # fp32 everywhere; bf16 and fp16 autocast
 def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule, desc: str = "Training", progress: bool = True, *,
                     accumulation_steps: int = 1, evaluate: Callable[[], float] | None = None, eval_every: int = 0,
                     on_step: Callable[[dict], None] | None = None, cancel=None, precision: str = "fp32",
-                    threads: int | None = None, stop_early: Callable[[], bool] | None = None) -> float:
+                    threads: int | None = None, stop_early: Callable[[], bool] | None = None,
+                    checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 0, resume: dict | None = None) -> float:
     """Train `model` in place for `schedule.steps` optimizer steps; returns the last step's training loss.
 
     Next-token cross-entropy over every position of each (B, T + 1) window from `next_batch()`, AdamW
@@ -89,17 +90,44 @@ def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule,
                           the caller keeps what it needs of the run so far, as on_step saw it)
       cancel              a threading.Event checked before every step: when set, TrainingCancelled is raised
                           (inside `staged_folder`, that leaves nothing written)
+      checkpoint, checkpoint_every  `checkpoint(state)` is called after every `checkpoint_every` steps (after that step's
+                          evaluation and on_step) and when a cancel stops the run, with the loop's own state (`engine_state`):
+                          the caller saves it with what it owns (the weights, its data order) to resume from
+      resume              such a state: the run goes on after its step, with the optimizer's moments, the random number
+                          generators and the counters as they were, so the steps after it are those of a run never stopped
+                          (on the CPU bit for bit, with the same thread count); the model must already hold its weights
       precision           fp32; on CUDA also bf16 (autocast) or fp16 (autocast and a GradScaler)
       threads             torch threads on the CPU (None: machine.training_threads(), the cores other processes leave
                           free as the run starts). The same seed gives the same weights for the same thread count only.
     """
     with torch_threads(threads or training_threads()):
         return _train(model, next_batch, schedule, desc, progress, accumulation_steps, evaluate, eval_every, on_step, cancel,
-                      precision, stop_early)
+                      precision, stop_early, checkpoint, checkpoint_every, resume)
+
+
+def engine_state(step: int, optimizer, scaler, tokens: int, train_s: float) -> dict:
+    """What the loop needs to go on after `step` as if it had never stopped: the optimizer's moments and step counts, the
+    loss scaler's, the random number generators (dropout draws from torch's global one), and its counters."""
+    import torch
+
+    return {"step": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+            "rng_cpu": torch.get_rng_state(), "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "tokens": tokens, "train_s": train_s}
+
+
+def _restore(state: dict, optimizer, scaler) -> None:
+    import torch
+
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if state.get("rng_cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
 
 
 def _train(model, next_batch, schedule, desc, progress, accumulation_steps, evaluate, eval_every, on_step, cancel,
-           precision, stop_early=None) -> float:
+           precision, stop_early=None, checkpoint=None, checkpoint_every=0, resume=None) -> float:
     """train_causal_lm's loop, in the threads it chose."""
     import torch
     from tqdm.auto import tqdm
@@ -117,13 +145,18 @@ def _train(model, next_batch, schedule, desc, progress, accumulation_steps, eval
     autocast, scaler = mixed_precision(precision, device)
     model.train()
     step_loss = float("nan")
-    tokens, train_s = 0, 0.0
-    started = time.perf_counter()
-    bar = tqdm(range(schedule.steps), desc=desc, unit="step", disable=not progress)
+    tokens, train_s, first = 0, 0.0, 0
+    if resume is not None:
+        _restore(resume, optimizer, scaler)
+        tokens, train_s, first = resume["tokens"], resume["train_s"], resume["step"]
+    started = time.perf_counter() - train_s  # elapsed and eta count the time before a resume too
+    bar = tqdm(range(first, schedule.steps), desc=desc, unit="step", disable=not progress, initial=first, total=schedule.steps)
     for step in bar:
         if cancel is not None and cancel.is_set():
             bar.close()
             model.eval()
+            if checkpoint is not None and step > first:  # the steps since the start or the last checkpoint are kept
+                checkpoint(engine_state(step, optimizer, scaler, tokens, train_s))
             raise TrainingCancelled(key="train.cancelled_at", step=step + 1, total=schedule.steps)
         step_started = time.perf_counter()
         for group in optimizer.param_groups:
@@ -163,6 +196,8 @@ def _train(model, next_batch, schedule, desc, progress, accumulation_steps, eval
                      "eta_s": elapsed / done * (schedule.steps - done), "val_loss": val_loss})
         if val_loss is not None and stop_early is not None and stop_early():
             break
+        if checkpoint is not None and checkpoint_every > 0 and done % checkpoint_every == 0 and done < schedule.steps:
+            checkpoint(engine_state(done, optimizer, scaler, tokens, train_s))
     bar.close()
     model.eval()
     return step_loss
