@@ -130,3 +130,38 @@ def test_jobs_resume_a_cancelled_job_for_its_owner(tiny_source, legal_text, tmp_
     jobs.cancel()
     assert jobs.wait(60)["status"] == "cancelled"
     assert json.loads((tmp_path / JOBS_FOLDER / "long" / "job.json").read_text())["owner"] == "ana"
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_keeps_a_checkpoint_and_resume_finishes_the_job(tiny_model_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data = tmp_path / "legal.txt"
+    data.write_bytes(GPL3.read_bytes()[:8_000])
+    command = [sys.executable, "-m", "playground.finetune", "--models-dir", str(tmp_path / "m")]
+    options = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONIOENCODING": "utf-8"},
+                   cwd=Path(__file__).resolve().parent.parent)
+    first = subprocess.Popen([*command, "--model", str(tiny_model_dir), "--data", str(data), "--name", "cli", "--max-steps", "400",
+                              "--block-size", "32", "--checkpoint-every", "2"], **options)
+    job = JobFolder.of(tmp_path / "m", "cli")
+    try:
+        for _ in range(3000):  # until the run has written a checkpoint (or ended)
+            if job.checkpoints() or first.poll() is not None:
+                break
+            threading.Event().wait(0.02)
+        first.send_signal(signal.SIGINT)  # as Ctrl-C: stops after the step, with a checkpoint
+        out, err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 130, err
+    step = job.latest_step()
+    assert f"Cancelled: no model was saved. Go on from step {step} with --resume cli" in err and "Traceback" not in err
+    done = subprocess.run([*command, "--resume", "cli", "--json"], timeout=300, **options)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Resuming cli from step {step} of 400.")
+    report = json.loads(done.stdout[done.stdout.index("\n{") + 1:])
+    assert report["resumed_from"] == step and report["steps"] == 400 and not job.root.exists()
+    assert (tmp_path / "m" / "cli" / "tensorboard").is_dir()

@@ -472,3 +472,44 @@ def test_finetune_tab_speaks_chinese_and_shows_the_last_job_to_another_browser(z
     fill(zh.locator("#ft-name input, #ft-name textarea").first, "../escape")
     wait_for_notice(zh, "是一个路径", zh.locator("#ft-start").click)
     zh.screenshot(path=str(ARTIFACTS / "finetune-zh-CN.png"), full_page=True)
+
+
+def test_a_cancelled_fine_tune_resumes_from_its_checkpoint_in_chinese(zh_page, tmp_path):
+    """zh-CN: start a long job, cancel it (a checkpoint is kept, and the result says how to go on), find it under Stopped
+    jobs, resume it from that step, and cancel again; every text of the way in Chinese."""
+    import uuid
+
+    from playwright.sync_api import expect
+
+    from playground.ui.i18n import t
+
+    zh, name = zh_page, f"resume-{uuid.uuid4().hex[:8]}"
+    zh.get_by_role("tab", name=t("app.tab.finetune", "zh-CN")).click()
+    zh.locator("#ft-upload input[type=file]").set_input_files(str(training_text_file(tmp_path)))
+    expect(zh.locator("#ft-upload")).to_contain_text("licence")
+    fill(zh.locator("#ft-block input"), "32")
+    fill(zh.locator("#ft-name input, #ft-name textarea").first, name)
+    fill(zh.locator("#ft-max-steps input"), "100000")  # far more than the test waits for: it is cancelled
+    progress = zh.locator("#ft-progress")
+    running = "() => document.querySelector('#ft-progress .ft-job')?.dataset.status === 'running' && /训练损失/.test(document.querySelector('#ft-progress').innerText)"
+    zh.locator("#ft-start").click()
+    zh.wait_for_function(running)  # training, with a loss to show
+    zh.locator("#ft-cancel").click()
+    zh.wait_for_function("() => document.querySelector('#ft-progress .ft-job')?.dataset.status === 'cancelled'")
+    step = int(re.search(r"检查点在第 (\d+) 步", progress.inner_text()).group(1))
+    assert step >= 1
+    result = zh.locator("#ft-result")
+    expect(result).to_contain_text(t("finetune.cancelled", "zh-CN"))
+    expect(result).to_contain_text(t("finetune.resume_hint", "zh-CN", step=step))
+    stopped = zh.locator("#ft-stopped")
+    expect(stopped).to_be_visible()
+    expect(stopped.locator("input")).to_have_value(t("finetune.stopped_job", "zh-CN", name=name, base="tiny-gpt2", step=step,
+                                                     total=100000))
+    zh.screenshot(path=str(ARTIFACTS / "finetune-stopped-zh-CN.png"), full_page=True)
+
+    wait_for_notice(zh, t("finetune.resumed", "zh-CN", name=name, step=step, total=100000), zh.locator("#ft-resume").click)
+    zh.wait_for_function(running)
+    zh.wait_for_function(f"() => /第 (\\d+) \\/ 100000 步/.exec(document.querySelector('#ft-progress').innerText)?.[1] > {step}")
+    zh.locator("#ft-cancel").click()
+    zh.wait_for_function("() => document.querySelector('#ft-progress .ft-job')?.dataset.status === 'cancelled'")
+    assert "Stopped jobs" not in zh.locator("body").inner_text() and "Resume" not in zh.locator("#ft-resume").inner_text()

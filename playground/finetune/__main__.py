@@ -2,32 +2,40 @@
 
     python -m playground.finetune --model demo --data notes.txt --name my-notes --method lora --max-steps 200
 
+    python -m playground.finetune --resume my-notes   # a stopped run goes on from its last checkpoint
+
 Prints what will be trained (data statistics, the first examples, notices), a progress bar, and the
-report; any bad input is one line on stderr and exit code 2. Ctrl-C cancels and writes nothing.
+report; any bad input is one line on stderr and exit code 2. Ctrl-C cancels: no model is written, and a
+checkpoint is kept for --resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 from pathlib import Path
 
-from ..errors import PlaygroundError
+from ..errors import PlaygroundError, TrainingCancelled
 from ..models import RANDOM_NOTICE, resolve_model
 from ..paths import models_dir
 from .data import read_file
-from .run import DEFAULT_LEARNING_RATES, MAX_RATE_SCALE, FineTuneSettings, execute_plan, kept_best_text, plan_finetune, stopped_early_text, test_text
+from .checkpoints import JobFolder
+from .run import (DEFAULT_LEARNING_RATES, MAX_RATE_SCALE, FineTuneSettings, execute_plan, kept_best_text, plan_finetune, plan_resume,
+                  stopped_early_text, test_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = FineTuneSettings()
     p = argparse.ArgumentParser(prog="python -m playground.finetune", description="Fine-tune a GPT-2 model on your own text.")
-    p.add_argument("--model", required=True, help="base model: demo, demo-zh, a model folder, or a cached hub id such as gpt2")
-    p.add_argument("--data", required=True, type=Path, help="a .txt (paragraphs, or one text a line), .jsonl or .csv file (20 MB at most)")
+    p.add_argument("--model", help="base model: demo, demo-zh, a model folder, or a cached hub id such as gpt2")
+    p.add_argument("--data", type=Path, help="a .txt (paragraphs, or one text a line), .jsonl or .csv file (20 MB at most)")
     p.add_argument("--column", help="the CSV column (or JSONL field) holding the text (default: 'text', or a CSV's only column)")
-    p.add_argument("--name", required=True, help="the new model's folder name, created in --models-dir")
+    p.add_argument("--name", help="the new model's folder name, created in --models-dir")
+    p.add_argument("--resume", metavar="NAME", help="go on with the stopped job NAME from its last checkpoint (its model, data and "
+                                                    "settings are the job's own; the options above are not needed)")
     p.add_argument("--models-dir", type=Path, default=None, help=f"where to save it (default: {models_dir()})")
     p.add_argument("--method", choices=["full", "lora"], default=d.method)
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=None,
@@ -46,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=d.test_fraction,
                    help="a share of the blocks held out for a test at the end, before and after (default 0: none)")
     p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="steps between checkpoints, to resume from (default: at every evaluation; a cancel writes one too)")
     p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience,
                    help="stop after this many evaluations in a row without validation loss improving (0: never)")
     p.add_argument("--early-stopping-min-delta", type=float, default=d.early_stopping_min_delta,
@@ -60,20 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SETTING_ARGS = ("method", "learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation", "block_size", "warmup_steps",
-                "weight_decay", "max_grad_norm", "seed", "val_fraction", "test_fraction", "eval_every", "early_stopping_patience",
+                "weight_decay", "max_grad_norm", "seed", "val_fraction", "test_fraction", "eval_every", "checkpoint_every", "early_stopping_patience",
                 "early_stopping_min_delta", "lora_rank", "lora_alpha", "lora_dropout",
                 "lora_target_modules", "device")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.resume and not (args.model and args.data and args.name):
+        parser.error("--model, --data and --name are required (or --resume NAME)")
     cancel = threading.Event()
     try:
-        settings = FineTuneSettings.from_user(**{name: getattr(args, name) for name in SETTING_ARGS})
-        base = resolve_model(args.model)
-        if base.notice and base.notice != RANDOM_NOTICE:  # the hub was unreachable: never fine-tune a stand-in silently
-            raise PlaygroundError(key="finetune.stand_in", field="model", notice=str(base.notice))
-        plan = plan_finetune(base, read_file(args.data, args.column), settings, args.name, args.models_dir or models_dir())
+        if args.resume:
+            plan = plan_resume(args.models_dir or models_dir(), args.resume)
+            settings, base = plan.settings, plan.base
+            print(f"Resuming {plan.name} from step {plan.resume['step']} of {plan.total_steps}.")
+        else:
+            settings = FineTuneSettings.from_user(**{name: getattr(args, name) for name in SETTING_ARGS})
+            base = resolve_model(args.model)
+            if base.notice and base.notice != RANDOM_NOTICE:  # the hub was unreachable: never fine-tune a stand-in silently
+                raise PlaygroundError(key="finetune.stand_in", field="model", notice=str(base.notice))
+            plan = plan_finetune(base, read_file(args.data, args.column), settings, args.name, args.models_dir or models_dir())
         summary = plan.summary()
         data = summary["data"]
         print(f"Fine-tuning {base.name} ({settings.method}, lr {settings.effective_learning_rate:g}) on {data['source']} "
@@ -83,11 +101,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {example['tokens']:>5} tokens  {' '.join(example['text'].split())[:80]}")
         for notice in summary["notices"]:
             print(f"note: {notice}")
+
+        def on_interrupt(signum, frame):  # the first Ctrl-C stops after the step (with a checkpoint); a second at once
+            if cancel.is_set():
+                raise KeyboardInterrupt
+            cancel.set()
+            print("\nStopping after this step (Ctrl-C again to stop at once)...", file=sys.stderr)
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
         try:
             report = execute_plan(plan, cancel=cancel, show_bar=True)
-        except KeyboardInterrupt:
-            print("Cancelled: nothing was saved.", file=sys.stderr)
+        except (KeyboardInterrupt, TrainingCancelled):
+            job = JobFolder.of(plan.out_dir.parent, plan.name)
+            step = job.latest_step()
+            print("Cancelled: no model was saved." + (f" Go on from step {step} with --resume {plan.name}"
+                                                        f"{'' if args.models_dir is None else ' --models-dir ' + str(args.models_dir)}."
+                                                        if step else ""), file=sys.stderr)
             return 130
+        finally:
+            signal.signal(signal.SIGINT, previous)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -103,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {stopped_early_text(report['stopped_early'], 'en')}")
         if report.get("kept_best"):
             print(f"note: {kept_best_text(report['kept_best'], 'en')}")
-        print(f"Saved {plan.out_dir} (training_report.json inside).")
+        print(f"Saved {plan.out_dir} (training_report.json inside; TensorBoard: tensorboard --logdir {report['tensorboard']}).")
     return 0
 
 

@@ -64,18 +64,19 @@ class FineTuneJobs:
             made.owner = owner
             return made
 
-        return self._launch(plan, owner)
+        return self._launch(plan)
 
-    def resume(self, name: str, owner: str = "") -> dict:
-        """Go on with `owner`'s stopped job `name` from its newest checkpoint (checkpoints.JobFolder), on a background
-        thread; returns the job. Raises PlaygroundError when there is nothing of theirs to resume, or a job is running."""
-        return self._launch(lambda: plan_resume(self.models_root, name, owner), owner)
+    def resume(self, name: str, owner: str | None = "") -> dict:
+        """Go on with the stopped job `name` from its newest checkpoint (checkpoints.JobFolder), on a background thread, for
+        the user it was started for; returns the job. `owner`: who asks (None: anyone's job, as for an admin). Raises
+        PlaygroundError when there is no such job of theirs to resume, or a job is running."""
+        return self._launch(lambda: plan_resume(self.models_root, name, owner))
 
-    def resumable(self, owner: str = "") -> list[dict]:
-        """`owner`'s stopped jobs that can go on, newest first (checkpoints.resumable_jobs)."""
+    def resumable(self, owner: str | None = "") -> list[dict]:
+        """The stopped jobs that can go on, newest first (checkpoints.resumable_jobs): `owner`'s, or everyone's (None)."""
         return resumable_jobs(self.models_root, owner)
 
-    def _launch(self, make_plan, owner: str) -> dict:
+    def _launch(self, make_plan) -> dict:
         if not self._slot.acquire(blocking=False):
             raise PlaygroundError(key="finetune.busy")
         try:
@@ -83,8 +84,8 @@ class FineTuneJobs:
             now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             job = {"id": None, "created_at": now, "updated_at": now, "status": "running", "name": plan.name,
                    "base_model": plan.base.name, "settings": plan.settings.to_dict(), "progress": {"phase": "queued",
-                   "step": plan.resume["step"] if plan.resume else 0, "total_steps": plan.total_steps}, "report": None, "error": None, "plan": plan.summary(), "owner": owner}
-            job["id"] = (self.store.create_job(plan.name, plan.base.name, job["settings"], status="running", owner=owner)
+                   "step": plan.resume["step"] if plan.resume else 0, "total_steps": plan.total_steps}, "report": None, "error": None, "plan": plan.summary(), "owner": plan.owner}
+            job["id"] = (self.store.create_job(plan.name, plan.base.name, job["settings"], status="running", owner=plan.owner)
                          if self.store is not None else next(self._ids))
             with self._job_lock:
                 self._job = job

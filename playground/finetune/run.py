@@ -612,6 +612,7 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                     "perplexity_after": round(math.exp(test_loss_after), 3),
                     "change": round(math.exp(test_loss_after - test_loss_before) - 1, 4)},
                 "loss_curve": {"train": state["train_losses"], "val": state["val_losses"]},
+                "tensorboard": str(plan.out_dir / "tensorboard"),  # the event files, moved there from the job's folder
                 "tokens_per_s": state["tokens_per_s"],
                 "train_seconds": round(train_seconds, 1),
                 "total_seconds": round(time.perf_counter() - started, 1),

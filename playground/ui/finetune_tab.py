@@ -142,6 +142,8 @@ def progress_html(job: dict | None, lang: str = "en") -> str:
         parts.append(t("finetune.train_loss", lang, loss=f"{progress['train_loss']:.3f}"))
     if progress.get("val_loss") is not None:
         parts.append(t("finetune.val_loss", lang, loss=f"{progress['val_loss']:.3f}"))
+    if progress.get("checkpoint_step"):
+        parts.append(t("finetune.checkpoint_at", lang, step=progress["checkpoint_step"]))
     colour = {"error": "#dc2626", "cancelled": "#9ca3af", "complete": "#16a34a"}.get(status, "#2563eb")
     percent = max(0.0, min(100.0, 100 * fraction))
     return (f"<div class='ft-job' data-status='{escape(status)}'><div style='font-weight:600'>{head}</div>"
@@ -165,11 +167,21 @@ def result_html(job: dict | None, lang: str = "en") -> str:
                 + (f"<div class='ft-stopped-early'>{escape(stopped_early_text(report['stopped_early'], lang))}</div>"
                    if report.get("stopped_early") else "")
                 + (f"<div class='ft-kept-best'>{escape(kept_best_text(report['kept_best'], lang))}</div>" if report.get("kept_best") else "")
+                + (f"<div class='ft-tensorboard'>{escape(t('finetune.tensorboard', lang, path=report['tensorboard']))}</div>"
+                   if report.get("tensorboard") else "")
                 + "</div>")
+    checkpoint = (job.get("progress") or {}).get("checkpoint_step")
+    hint = f"<div class='ft-resume-hint'>{escape(t('finetune.resume_hint', lang, step=checkpoint))}</div>" if checkpoint else ""
     if job["status"] == "cancelled":
-        return f"<div class='ft-result'>{escape(t('finetune.cancelled', lang))}</div>"
-    return (f"<div class='ft-result' style='color:#b91c1c'>{escape(t('finetune.failed', lang))} "
-            f"<code>{escape(job_error_text(job.get('error'), lang))}</code></div>")
+        return f"<div class='ft-result'>{escape(t('finetune.cancelled', lang))}{hint}</div>"
+    return (f"<div class='ft-result'><div style='color:#b91c1c'>{escape(t('finetune.failed', lang))} "
+            f"<code>{escape(job_error_text(job.get('error'), lang))}</code></div>{hint}</div>")
+
+
+def stopped_choices(jobs: list[dict], lang: str) -> list[tuple[str, str]]:
+    """The Stopped jobs picker's entries: (what a user reads, the job's name)."""
+    return [(t("finetune.stopped_job", lang, name=j["name"], base=j["base_model"], step=j["step"], total=j["total_steps"] or "?"),
+             j["name"]) for j in jobs]
 
 
 def job_error_text(error: dict | None, lang: str) -> str:
@@ -282,6 +294,10 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
         start_btn = gr.Button(translated("finetune.start"), variant="primary", scale=0, min_width=180, elem_id="ft-start")
         cancel_btn = gr.Button(translated("finetune.cancel"), variant="stop", scale=0, min_width=140, interactive=False,
                                elem_id="ft-cancel")
+    with gr.Row(visible=False, elem_id="ft-stopped-row") as stopped_row:  # shown on load when the viewer has one
+        stopped = gr.Dropdown([], label=translated("finetune.stopped_jobs"), info=translated("finetune.stopped_jobs_info"),
+                              scale=3, elem_id="ft-stopped")
+        resume_btn = gr.Button(translated("finetune.resume"), scale=0, min_width=180, elem_id="ft-resume")
     preview = gr.HTML(elem_id="ft-preview")
     progress = gr.HTML(progress_html(None), elem_id="ft-progress")
     plot = gr.Plot(loss_figure(None), elem_id="ft-plot")
@@ -345,6 +361,21 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
         info("finetune.started", lang, name=job["name"], steps=job["progress"]["total_steps"])
         # The timer draws the job within POLL_S, here and in every other open page alike.
 
+    def on_resume(request: gr.Request, chosen):
+        lang = lang_of(request)
+        if not chosen:
+            raise gr.Error(t("finetune.nothing_to_resume", lang))
+        try:
+            job = jobs.resume(chosen, owner=playground.viewer(request.username))
+        except PlaygroundError as exc:
+            raise ui_error(exc, lang) from None
+        info("finetune.resumed", lang, name=job["name"], step=job["progress"]["step"], total=job["progress"]["total_steps"])
+
+    def stopped_update(request: gr.Request, lang: str):
+        """The viewer's stopped jobs in the picker (the row hidden when there are none)."""
+        choices = stopped_choices(jobs.resumable(playground.viewer(request.username)), lang)
+        return gr.update(visible=bool(choices)), gr.update(choices=choices, value=choices[0][1] if choices else None)
+
     def on_cancel(request: gr.Request):
         lang = lang_of(request)
         info("finetune.cancelling" if jobs.cancel(playground.viewer(request.username)) else "finetune.nothing_running", lang)
@@ -358,6 +389,7 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
     # Drawn in the browser's language as the page opens, not only at the timer's first tick.
     localize_on_load([progress, plot, result], lambda lang, request: render_job(jobs.current(playground.viewer(request.username)), lang)[:3],
                      with_request=True)
+    localize_on_load([stopped_row, stopped], lambda lang, request: stopped_update(request, lang), with_request=True)
 
     def compare_button(job):
         complete = job is not None and job["status"] == "complete" and job["name"] in playground.model_choices()
@@ -371,9 +403,14 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
         # The buttons' state is sent every time: Gradio 6.17's front end resets a component that gets an empty
         # update (gr.skip()) to its initial visibility and interactivity.
         buttons = (gr.update(interactive=not running), gr.update(interactive=running))
+        resume_button = gr.update(interactive=not running)
+        row, picker = stopped_update(request, lang)
         if stamp == last and last is not None:
-            return (gr.skip(), gr.skip(), gr.skip(), compare_button(job), *buttons, gr.skip())
-        return (*render_job(job, lang), *buttons, stamp)
+            # The row's visibility is sent every time too (see above); the picker's choices only when the job changed, so
+            # that a choice being made is not reset.
+            return (gr.skip(), gr.skip(), gr.skip(), compare_button(job), *buttons, resume_button, row, gr.skip(), gr.skip())
+        # The job changed (started, stopped, finished): the stopped jobs may have too.
+        return (*render_job(job, lang), *buttons, resume_button, row, picker, stamp)
 
     def on_compare(request: gr.Request):
         """Open the Compare tab with side A = the base model and side B = the fine-tuned one, both on PyTorch."""
@@ -396,10 +433,12 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
     # No outputs: an error would otherwise be drawn over the last job's progress, plot and result.
     start_btn.click(on_start, inputs=form, outputs=None, api_visibility="private", concurrency_id="finetune-check")
     cancel_btn.click(on_cancel, outputs=None, queue=False, api_visibility="private")
-    timer.tick(on_tick, inputs=[seen], outputs=[*job_views, start_btn, cancel_btn, seen], queue=False, show_progress="hidden",
-               api_visibility="private")
+    resume_btn.click(on_resume, inputs=[stopped], outputs=None, api_visibility="private", concurrency_id="finetune-check")
+    timer.tick(on_tick, inputs=[seen], outputs=[*job_views, start_btn, cancel_btn, resume_btn, stopped_row, stopped, seen], queue=False,
+               show_progress="hidden", api_visibility="private")
     base.focus(refresh_models, outputs=[base], queue=False, api_visibility="private")
     if tabs is not None and compare_sides is not None:
         compare_btn.click(on_compare, outputs=[tabs, *compare_sides["a"], *compare_sides["b"]], queue=False,
                           api_visibility="private")
-    return {"base": base, "name": name, "text": pasted, "upload": upload, "start": start_btn, "compare": compare_btn}
+    return {"base": base, "name": name, "text": pasted, "upload": upload, "start": start_btn, "compare": compare_btn,
+            "stopped": stopped, "resume": resume_btn}
