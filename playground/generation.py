@@ -94,7 +94,7 @@ class StepStats:
     three passes over the vocabulary (exp of the shifted logits, their sum, their dot product with
     the logits), numpy on a view of the logits. Few calls matter more than few flops here: a decoding
     step streams the model's weights through the caches, so every call after it starts cold (a numpy
-    call costs 40-50 us more right after a step than in a warm loop; README, "Loop overhead").
+    call costs 40-50 us more right after a step than in a warm loop; docs/onnx.md#loop-overhead).
     """
 
     logits: np.ndarray  # (N, V) raw, finite

@@ -61,7 +61,7 @@ def batch_rows(cores: int | None = None) -> int:
 
     A decoding step reads every weight once whatever its rows, so rows are nearly free until the arithmetic catches up
     with the reading; past that point more rows only slow each one down, and a run that waits for a place is better
-    off than sixteen that all crawl. The benchmark's batch table (README, "Batches": `python -m playground.bench
+    off than sixteen that all crawl. The benchmark's batch table (docs/benchmark.md#batches: `python -m playground.bench
     --model random:gpt2 --batch-sizes 1 4 8 16`, 2 cores) puts that point at 8 to 16 rows on 2 cores: ONNX int8
     4.08x the tokens/s of one row at 8 and 4.14x at 16, int4 2.85x and 3.08x, fp32 5.79x and 8.45x. 16 rows there let
     a class of 16 start at once at about the same total; cores add arithmetic, so a bigger machine takes more rows."""

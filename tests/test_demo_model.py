@@ -68,7 +68,7 @@ def test_validation_split_is_held_out():
 
 # The recipes' own quality checks train the shipped recipe, model, data and schedule with fewer steps than it ships with
 # (each about 40%: these two tests were half the suite's time). What the shipped step counts reach is measured by
-# `python -m playground.training.demo [--zh] --force` and written in the README (English 0.18 of the unigram
+# `python -m playground.training.demo [--zh] --force` and written in docs/demo-models.md (English 0.18 of the unigram
 # perplexity at 700 steps, Chinese 0.375 at 1,200); a shorter run of the same recipe must already clear the bars below.
 ENGLISH_CHECK_STEPS = 300  # ratio 0.33 at 250 steps, 0.28 at 350 (2026-12-05)
 CHINESE_CHECK_STEPS = 500  # ratio 0.47 at 400 steps, 0.41 at 800

@@ -58,7 +58,7 @@ VARIANT_SPECS = {
 # Weight-only quantization in llama.cpp's manner: each weight row in blocks along the input dimension, one fp32
 # scale per block, symmetric. (bits, block) for the transformer blocks' MatMuls, then for lm_head, whose weight the
 # token embedding shares. lm_head gets 8 bits in int4 as llama.cpp's Q4_0 keeps its output layer at Q6_K: on the
-# demo model a 4-bit lm_head made KL to fp32 7.7x Q4_0's (README, "Quantization against llama.cpp's").
+# demo model a 4-bit lm_head made KL to fp32 7.7x Q4_0's (docs/onnx.md#quantization-against-llamacpps).
 # accuracy_level=4 lets the CPU kernel compute in int8: about 2.5x faster than the default here.
 NBITS_RECIPES = {"int8": ((8, 32), (8, 32)), "int4": ((4, 64), (8, 128))}
 

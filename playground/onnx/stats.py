@@ -2,7 +2,7 @@
 logit under its own distribution (entropy = lse - mean), computed right after `lm_head` in the same run.
 
 Why in the graph: after a decoding step has streamed the model's weights through the CPU caches, every Python
-and numpy call starts cold (README, "Loop overhead"), and the statistics were a dozen such calls per token.
+and numpy call starts cold (docs/onnx.md#loop-overhead), and the statistics were a dozen such calls per token.
 Here they are a handful of kernels on logits that are still in cache, and the loop reads a few small arrays.
 
 The top-k is exact without a full sort (onnxruntime's TopK over 50,257 logits alone costs ~450 us): the
