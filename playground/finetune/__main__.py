@@ -3,6 +3,7 @@
     python -m playground.finetune --model demo --data notes.txt --name my-notes --method lora --max-steps 200
 
     python -m playground.finetune --resume my-notes   # a stopped run goes on from its last checkpoint
+    accelerate launch --multi_gpu --num_processes 4 -m playground.finetune ...   # data parallel on 4 GPUs (torchrun too)
 
 Prints what will be trained (data statistics, the first examples, notices), a progress bar, and the
 report; any bad input is one line on stderr and exit code 2. Ctrl-C cancels: no model is written, and a
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -22,6 +24,7 @@ from ..errors import PlaygroundError, TrainingCancelled
 from ..models import RANDOM_NOTICE, resolve_model
 from ..paths import models_dir
 from .data import read_file
+from ..training.engine import data_parallel
 from .checkpoints import JobFolder
 from .run import (DEFAULT_LEARNING_RATES, MAX_RATE_SCALE, FineTuneSettings, execute_plan, kept_best_text, plan_finetune, plan_resume,
                   stopped_early_text, test_text)
@@ -81,9 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume and not (args.model and args.data and args.name):
         parser.error("--model, --data and --name are required (or --resume NAME)")
     cancel = threading.Event()
+    accelerator = data_parallel()  # started by accelerate launch or torchrun: one of several processes
+    processes = accelerator.num_processes if accelerator is not None else 1
+    if accelerator is not None and not accelerator.is_main_process:
+        sys.stdout = open(os.devnull, "w")  # the first process speaks for all of them (errors still reach stderr)
     try:
         if args.resume:
-            plan = plan_resume(args.models_dir or models_dir(), args.resume)
+            plan = plan_resume(args.models_dir or models_dir(), args.resume, processes=processes)
             settings, base = plan.settings, plan.base
             print(f"Resuming {plan.name} from step {plan.resume['step']} of {plan.total_steps}.")
         else:
@@ -91,12 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             base = resolve_model(args.model)
             if base.notice and base.notice != RANDOM_NOTICE:  # the hub was unreachable: never fine-tune a stand-in silently
                 raise PlaygroundError(key="finetune.stand_in", field="model", notice=str(base.notice))
-            plan = plan_finetune(base, read_file(args.data, args.column), settings, args.name, args.models_dir or models_dir())
+            plan = plan_finetune(base, read_file(args.data, args.column), settings, args.name, args.models_dir or models_dir(),
+                                 processes=processes)
         summary = plan.summary()
         data = summary["data"]
         print(f"Fine-tuning {base.name} ({settings.method}, lr {settings.effective_learning_rate:g}) on {data['source']} "
               f"({data['encoding']}): {data['texts']} texts, {data['tokens']} tokens, {data['train_blocks']} training and "
-              f"{data['val_blocks']} validation blocks of {data['block_size']}; {plan.total_steps} steps on {plan.device} ({plan.precision}).")
+              f"{data['val_blocks']} validation blocks of {data['block_size']}; {plan.total_steps} steps on {plan.device} ({plan.precision})"
+              + (f", {processes} processes with {settings.batch_size} blocks a batch each." if processes > 1 else "."))
         for example in summary["preview"][:3]:
             print(f"  {example['tokens']:>5} tokens  {' '.join(example['text'].split())[:80]}")
         for notice in summary["notices"]:
@@ -110,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
         previous = signal.signal(signal.SIGINT, on_interrupt)
         try:
-            report = execute_plan(plan, cancel=cancel, show_bar=True)
+            report = execute_plan(plan, cancel=cancel, show_bar=accelerator is None or accelerator.is_main_process,
+                                  accelerator=accelerator)
         except (KeyboardInterrupt, TrainingCancelled):
             job = JobFolder.of(plan.out_dir.parent, plan.name)
             step = job.latest_step()

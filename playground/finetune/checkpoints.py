@@ -112,6 +112,10 @@ class JobFolder:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            self.root.parent.rmdir()  # the jobs' folder too, once no job is left in it
+        except OSError:
+            pass
 
 
 def resumable_jobs(models_root: Path | str, owner: str | None = None) -> list[dict]:

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -265,6 +266,7 @@ class FineTunePlan:
     text: TrainingText | None = None  # the texts the blocks were made of (kept in the job's folder for a resume)
     resume: dict | None = None  # the checkpoint the run goes on from (`plan_resume`), or None: from the start
     owner: str = ""  # the login the job runs for ("" without one)
+    processes: int = 1  # processes training together (accelerate launch, torchrun): each takes batch_size blocks a batch
 
     @property
     def checkpoint_every(self) -> int:
@@ -273,12 +275,14 @@ class FineTunePlan:
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed into this run: the base model's weights, the settings, the data."""
         return {"base_sha256": source_fingerprint(self.base), "settings": self.settings.to_dict(),
-                "data_sha256": self.data.stats.get("sha256"), "total_steps": self.total_steps}
+                "data_sha256": self.data.stats.get("sha256"), "total_steps": self.total_steps,
+                "processes": self.processes}
 
     def summary(self) -> dict:
         """What the run will do, for a user to confirm: data statistics, preview, steps, device, notices."""
         return {"name": self.name, "base_model": self.base.name, "settings": self.settings.to_dict(), "data": self.data.stats,
                 "preview": self.data.preview, "total_steps": self.total_steps, "device": self.device, "precision": self.precision,
+                "processes": self.processes,
                 "notices": [str(n) for n in self.notices]}
 
 
@@ -331,9 +335,10 @@ def choose_device(requested: str) -> tuple[str, str]:
 
 
 def plan_finetune(base, data: TrainingText | str | Path, settings: FineTuneSettings, name: str, models_root: Path | str,
-                  resuming: bool = False) -> FineTunePlan:
+                  resuming: bool = False, processes: int = 1) -> FineTunePlan:
     """Check the name, the settings, the base model and the data, and tokenize; raises PlaygroundError before any training.
-    A name whose last run can be resumed is refused (its checkpoints would be lost) unless `resuming` it."""
+    A name whose last run can be resumed is refused (its checkpoints would be lost) unless `resuming` it. `processes`:
+    how many train together (data parallel), each on batch_size blocks a batch, so a step takes that many times more."""
     out_dir = check_model_name(name, Path(models_root))
     if not resuming and (step := JobFolder.of(models_root, out_dir.name).latest_step()) is not None:
         raise PlaygroundError(key="finetune.resumable_exists", field="name", name=out_dir.name, step=step,
@@ -346,14 +351,14 @@ def plan_finetune(base, data: TrainingText | str | Path, settings: FineTuneSetti
     text = as_training_text(data)
     prepared = prepare_data(text, base.codec, settings.block_size, settings.val_fraction, settings.seed, settings.test_fraction)
     device, precision = choose_device(settings.device)
-    blocks_per_step = settings.batch_size * settings.gradient_accumulation
+    blocks_per_step = settings.batch_size * settings.gradient_accumulation * processes
     total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * len(prepared.train_blocks) / blocks_per_step))
     eval_every = settings.eval_every or max(1, total_steps // EVALUATIONS_PER_RUN)
     return FineTunePlan(base, settings, out_dir.name, out_dir, prepared, total_steps, eval_every, device, precision,
-                        list(prepared.notices), text)
+                        list(prepared.notices), text, processes=processes)
 
 
-def plan_resume(models_root: Path | str, name: str, owner: str | None = None) -> FineTunePlan:
+def plan_resume(models_root: Path | str, name: str, owner: str | None = None, processes: int = 1) -> FineTunePlan:
     """The plan of a stopped job that goes on from its newest readable checkpoint: the same base model, settings and texts
     (read from its folder), every check made again. Refused with the reason when the job is not there (or is another
     user's: `owner`), when no checkpoint reads, or when the base model, settings or data no longer match the checkpoint."""
@@ -364,9 +369,10 @@ def plan_resume(models_root: Path | str, name: str, owner: str | None = None) ->
     checkpoint, notices = job.load()
     base = resolve_model(description["base_model"]["requested"])
     settings = FineTuneSettings.from_user(**description["settings"])
-    plan = plan_finetune(base, job.text(), settings, name, models_root, resuming=True)
+    plan = plan_finetune(base, job.text(), settings, name, models_root, resuming=True, processes=processes)
     saved, now = checkpoint.get("identity", {}), plan.identity()
-    for key, what in (("base_sha256", "base model"), ("settings", "settings"), ("data_sha256", "data"), ("total_steps", "steps")):
+    for key, what in (("base_sha256", "base model"), ("settings", "settings"), ("data_sha256", "data"), ("total_steps", "steps"),
+                      ("processes", "processes")):
         if saved.get(key) != now[key]:
             raise PlaygroundError(key="finetune.checkpoint_mismatch", field="name", name=name, what=what,
                                   saved=_short(saved.get(key)), now=_short(now[key]))
@@ -386,22 +392,25 @@ def _short(value) -> str:
 
 class BatchOrder:
     """`next_batch` for the engine: blocks in a fresh seeded order every epoch, `batch_size` at a time, epochs running on;
-    its position (`state`) goes into a checkpoint, so a resumed run draws the batches an unstopped one would."""
+    its position (`state`) goes into a checkpoint, so a resumed run draws the batches an unstopped one would. Of
+    `processes` training together, each draws the same global batch of processes x batch_size blocks and takes its own
+    share (`rank`), so they train on what one process with that batch would."""
 
-    def __init__(self, blocks, batch_size: int, seed: int):
+    def __init__(self, blocks, batch_size: int, seed: int, processes: int = 1, rank: int = 0):
         import torch
 
-        self.blocks, self.batch_size = blocks, batch_size
+        self.blocks, self.batch_size, self.processes, self.rank = blocks, batch_size, processes, rank
         self.generator = torch.Generator().manual_seed(seed)
         self.order: list[int] = []  # the rest of the current epoch's order
 
     def __call__(self):
         import torch
 
-        while len(self.order) < self.batch_size:
+        size = self.batch_size * self.processes
+        while len(self.order) < size:
             self.order.extend(torch.randperm(len(self.blocks), generator=self.generator).tolist())
-        chosen = self.order[: self.batch_size]
-        del self.order[: self.batch_size]
+        chosen = self.order[self.rank * self.batch_size: (self.rank + 1) * self.batch_size]
+        del self.order[:size]
         return self.blocks[chosen]  # (B, T + 1)
 
     def state(self) -> dict:
@@ -436,7 +445,7 @@ def _machine(device: str, precision: str, threads: int) -> dict:
 
 
 def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=None, show_bar: bool = False,
-                 threads: int | None = None) -> dict:
+                 threads: int | None = None, accelerator=None) -> dict:
     """Train as planned and write `plan.out_dir` atomically; returns the training report (also in training_report.json).
 
     `progress(dict)` is called at each phase change and after every step with: phase (loading, evaluating,
@@ -451,6 +460,10 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
     test perplexity). A run that stopped for any reason goes on from its newest checkpoint (`plan_resume`), and on
     the CPU its steps are those of a run that never stopped. Once the model is saved, the event files move into it
     (`NAME/tensorboard`) and the job's folder goes.
+
+    With an `accelerator` of `plan.processes` processes (training.engine.data_parallel: `accelerate launch` or
+    `torchrun`), every process trains on its share of each batch and the first one alone writes: the job's folder,
+    checkpoints, event files and the model.
 
     The model saved is the best one seen: the trained weights at the evaluation with the lowest validation loss
     (step 0, the base, included). When that was not the last evaluation, validation loss rose after it (the model
@@ -476,18 +489,21 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
     report_progress()
     identity = plan.identity()
     job = JobFolder.of(plan.out_dir.parent, plan.name)
-    if resume is None:
+    main = accelerator is None or accelerator.is_main_process  # the process that writes
+    if plan.processes != (accelerator.num_processes if accelerator is not None else 1):
+        raise ValueError(f"the plan is for {plan.processes} processes, not {accelerator.num_processes if accelerator else 1}")
+    if resume is None and main:
         job.create({"name": plan.name, "base_model": {"name": plan.base.name, "requested": plan.base.requested},
                     "settings": settings.to_dict(), "owner": plan.owner, "total_steps": plan.total_steps, "data": data.stats,
                     "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}, plan.text)
     from torch.utils.tensorboard import SummaryWriter
 
     # A resumed run drops what the stopped one logged after its checkpoint (those steps are done again).
-    board = SummaryWriter(str(job.tensorboard_dir), purge_step=resume["step"] + 1 if resume else None)
+    board = SummaryWriter(str(job.tensorboard_dir), purge_step=resume["step"] + 1 if resume else None) if main else _NoBoard()
     try:
-        with staged_folder(plan.out_dir, replace=False) as staged:
+        with staged_folder(plan.out_dir, replace=False) if main else nullcontext(None) as staged:
             torch.manual_seed(settings.seed)
-            model = load_torch_model(plan.base).to(plan.device)
+            model = load_torch_model(plan.base).to(accelerator.device if accelerator is not None else plan.device)
             parameters = sum(p.numel() for p in model.parameters())
             validate = lambda: blocks_loss(model, data.val_blocks, settings.batch_size, plan.precision)  # noqa: E731
             test = (lambda: blocks_loss(model, data.test_blocks, settings.batch_size, plan.precision)) if data.test_blocks is not None else None
@@ -505,7 +521,8 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
             if settings.method == "lora":
                 model = _add_lora(model, settings)
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            batches = BatchOrder(data.train_blocks, settings.batch_size, settings.seed)
+            batches = BatchOrder(data.train_blocks, settings.batch_size, settings.seed, plan.processes,
+                                 accelerator.process_index if accelerator is not None else 0)
             if resume is None:
                 # The best weights so far (those being trained: LoRA's adapters, or every weight), kept on the CPU.
                 best = {"step": 0, "val_loss": val_loss_before, "weights": _trained_weights(model)}
@@ -519,6 +536,7 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                                 warmup_steps=min(settings.warmup_steps, plan.total_steps), weight_decay=settings.weight_decay,
                                 clip_norm=settings.max_grad_norm or math.inf)  # clipping at inf multiplies by 1: off
             train_blocks = len(data.train_blocks)
+            blocks_per_step = settings.batch_size * settings.gradient_accumulation * plan.processes
 
             def on_step(info: dict) -> None:
                 state["train_losses"].append([info["step"], round(info["train_loss"], 5)])
@@ -536,11 +554,13 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                         stalled["evaluations"] += 1
                 report_progress(step=info["step"], train_loss=info["train_loss"], learning_rate=info["learning_rate"],
                                 tokens_per_s=round(info["tokens_per_s"], 1), eta_s=round(info["eta_s"], 1),
-                                epoch=round(info["step"] * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
+                                epoch=round(info["step"] * blocks_per_step / train_blocks, 3),
                                 **({"val_loss": info["val_loss"]} if info["val_loss"] is not None else {}))
 
             def save_checkpoint(engine: dict) -> None:
                 """Everything a resume needs after step engine["step"]: the loop's state and this run's own."""
+                if not main:
+                    return
                 job.save({"identity": identity, "step": engine["step"], "engine": engine, "weights": _trained_weights(model),
                           "best": best, "stalled": stalled, "batches": batches.state(),
                           "curve": {"train": state["train_losses"], "val": state["val_losses"]},
@@ -551,13 +571,13 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                 report_progress(checkpoint_step=engine["step"])
 
             train_started = time.perf_counter()
-            threads = threads or training_threads()
+            threads = threads or max(1, training_threads() // plan.processes)  # the processes share the cores
             train_causal_lm(model, batches, schedule, desc=f"Fine-tuning {plan.name}", progress=show_bar,
                             accumulation_steps=settings.gradient_accumulation, evaluate=validate, eval_every=plan.eval_every,
                             on_step=on_step, cancel=cancel, precision=plan.precision, threads=threads,
                             stop_early=lambda: 0 < settings.early_stopping_patience <= stalled["evaluations"],
                             checkpoint=save_checkpoint, checkpoint_every=plan.checkpoint_every,
-                            resume=resume["engine"] if resume else None)
+                            resume=resume["engine"] if resume else None, accelerator=accelerator)
             train_seconds = time.perf_counter() - train_started + (resume["engine"]["train_s"] if resume else 0.0)
             steps_done = state["step"]
             stopped_early = None
@@ -584,8 +604,9 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                 board.add_scalar("test/perplexity", math.exp(test_loss_after), steps_done)
             board.add_scalar("validation/perplexity_saved", math.exp(val_loss_after), steps_done)
             model = model.to("cpu").eval()
-            model.save_pretrained(staged, safe_serialization=True)
-            plan.base.tokenizer.save_pretrained(staged)
+            if main:
+                model.save_pretrained(staged, safe_serialization=True)
+                plan.base.tokenizer.save_pretrained(staged)
             report = {
                 "name": plan.name,
                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -598,7 +619,8 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                 "planned_steps": plan.total_steps,
                 "resumed_from": resume["step"] if resume else None,
                 "stopped_early": stopped_early,
-                "epochs": round(steps_done * settings.batch_size * settings.gradient_accumulation / train_blocks, 3),
+                "epochs": round(steps_done * blocks_per_step / train_blocks, 3),
+                "processes": plan.processes,
                 "parameters": parameters,
                 "trainable_parameters": trainable,
                 "val_loss_before": round(val_loss_before, 5),
@@ -618,19 +640,34 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                 "total_seconds": round(time.perf_counter() - started, 1),
                 "machine": _machine(plan.device, plan.precision, threads),
             }
-            (staged / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-            board.close()
-            if job.tensorboard_dir.is_dir():
-                shutil.copytree(job.tensorboard_dir, staged / "tensorboard")
+            if main:
+                (staged / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+                board.close()
+                if job.tensorboard_dir.is_dir():
+                    shutil.copytree(job.tensorboard_dir, staged / "tensorboard")
     except BaseException:
-        if job.latest_step() is None:  # stopped before its first checkpoint: nothing to resume, nothing kept
+        if main and job.latest_step() is None:  # stopped before its first checkpoint: nothing to resume, nothing kept
             job.remove()
         raise
     finally:
         board.close()
-    job.remove()  # the model is saved: nothing is left to resume
+    if main:
+        job.remove()  # the model is saved: nothing is left to resume
     report_progress(phase="complete", val_loss=val_loss_after, checkpoint_step=None)
     return report
+
+
+class _NoBoard:
+    """The event writer of a process that does not write (data parallel: the first process writes)."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 OVERFIT_RISE = 0.05  # validation perplexity this much above its best by the end: the run overfitted, and is told so

@@ -72,7 +72,8 @@ def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule,
                     accumulation_steps: int = 1, evaluate: Callable[[], float] | None = None, eval_every: int = 0,
                     on_step: Callable[[dict], None] | None = None, cancel=None, precision: str = "fp32",
                     threads: int | None = None, stop_early: Callable[[], bool] | None = None,
-                    checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 0, resume: dict | None = None) -> float:
+                    checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 0, resume: dict | None = None,
+                    accelerator=None) -> float:
     """Train `model` in place for `schedule.steps` optimizer steps; returns the last step's training loss.
 
     Next-token cross-entropy over every position of each (B, T + 1) window from `next_batch()`, AdamW
@@ -96,13 +97,17 @@ def train_causal_lm(model, next_batch: Callable[[], object], schedule: Schedule,
       resume              such a state: the run goes on after its step, with the optimizer's moments, the random number
                           generators and the counters as they were, so the steps after it are those of a run never stopped
                           (on the CPU bit for bit, with the same thread count); the model must already hold its weights
+      accelerator         an `accelerate.Accelerator` of several processes (`data_parallel()`: the run was started by
+                          `accelerate launch` or `torchrun`): the model is wrapped for data parallelism (DDP: each process
+                          computes its own batches' gradients, averaged across processes), a cancel in any process stops
+                          all of them at the same step, and the losses reported are the mean over processes
       precision           fp32; on CUDA also bf16 (autocast) or fp16 (autocast and a GradScaler)
       threads             torch threads on the CPU (None: machine.training_threads(), the cores other processes leave
                           free as the run starts). The same seed gives the same weights for the same thread count only.
     """
     with torch_threads(threads or training_threads()):
         return _train(model, next_batch, schedule, desc, progress, accumulation_steps, evaluate, eval_every, on_step, cancel,
-                      precision, stop_early, checkpoint, checkpoint_every, resume)
+                      precision, stop_early, checkpoint, checkpoint_every, resume, accelerator)
 
 
 def engine_state(step: int, optimizer, scaler, tokens: int, train_s: float) -> dict:
@@ -126,8 +131,20 @@ def _restore(state: dict, optimizer, scaler) -> None:
         torch.cuda.set_rng_state_all(state["rng_cuda"])
 
 
+def data_parallel():
+    """The Accelerator of this process when it is one of several (started by `accelerate launch` or `torchrun`, which set
+    WORLD_SIZE), else None: one process trains alone, as the demo builds do. Mixed precision stays the engine's own
+    (autocast and a GradScaler), so the Accelerator is asked for none."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
 def _train(model, next_batch, schedule, desc, progress, accumulation_steps, evaluate, eval_every, on_step, cancel,
-           precision, stop_early=None, checkpoint=None, checkpoint_every=0, resume=None) -> float:
+           precision, stop_early=None, checkpoint=None, checkpoint_every=0, resume=None, accelerator=None) -> float:
     """train_causal_lm's loop, in the threads it chose."""
     import torch
     from tqdm.auto import tqdm
@@ -143,6 +160,9 @@ def _train(model, next_batch, schedule, desc, progress, accumulation_steps, eval
     )
     device = trainable[0].device
     autocast, scaler = mixed_precision(precision, device)
+    processes = accelerator.num_processes if accelerator is not None else 1
+    # Several processes: the forward runs through DDP, whose backward averages the gradients across them.
+    forward = accelerator.prepare_model(model) if processes > 1 else model
     model.train()
     step_loss = float("nan")
     tokens, train_s, first = 0, 0.0, 0
@@ -152,7 +172,7 @@ def _train(model, next_batch, schedule, desc, progress, accumulation_steps, eval
     started = time.perf_counter() - train_s  # elapsed and eta count the time before a resume too
     bar = tqdm(range(first, schedule.steps), desc=desc, unit="step", disable=not progress, initial=first, total=schedule.steps)
     for step in bar:
-        if cancel is not None and cancel.is_set():
+        if _cancelled(cancel, accelerator, processes):
             bar.close()
             model.eval()
             if checkpoint is not None and step > first:  # the steps since the start or the last checkpoint are kept
@@ -163,16 +183,20 @@ def _train(model, next_batch, schedule, desc, progress, accumulation_steps, eval
             group["lr"] = schedule.lr_at(step)
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
-        for _ in range(accumulation_steps):
-            batch = next_batch().to(device)  # (B, T + 1)
-            with autocast():
-                logits = model(batch[:, :-1]).logits  # (B, T, V)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
-            if accumulation_steps > 1:
-                loss = loss / accumulation_steps  # the step's gradient is the mean over its batches
-            (scaler.scale(loss) if scaler else loss).backward()
+        for micro in range(accumulation_steps):
+            batch = next_batch().to(device)  # (B, T + 1), this process's share of the step's batch
+            # Gradients are averaged across processes once per step, at its last batch.
+            with accelerator.no_sync(forward) if processes > 1 and micro < accumulation_steps - 1 else nullcontext():
+                with autocast():
+                    logits = forward(batch[:, :-1]).logits  # (B, T, V)
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+                if accumulation_steps > 1:
+                    loss = loss / accumulation_steps  # the step's gradient is the mean over its batches
+                (scaler.scale(loss) if scaler else loss).backward()
             step_loss += loss.item()
-            tokens += batch[:, 1:].numel()
+            tokens += batch[:, 1:].numel() * processes
+        if processes > 1:  # the step's loss over every process's batches
+            step_loss = accelerator.reduce(torch.tensor(step_loss, device=device), "mean").item()
         if scaler:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         torch.nn.utils.clip_grad_norm_(trainable, schedule.clip_norm)
@@ -201,6 +225,17 @@ def _train(model, next_batch, schedule, desc, progress, accumulation_steps, eval
     bar.close()
     model.eval()
     return step_loss
+
+
+def _cancelled(cancel, accelerator, processes: int) -> bool:
+    """Whether to stop before this step: `cancel` set, in any process when there are several (they stop together, or the
+    others would wait for its gradients for ever)."""
+    wanted = cancel is not None and cancel.is_set()
+    if processes > 1:
+        import torch
+
+        return accelerator.reduce(torch.tensor(float(wanted), device=accelerator.device), "sum").item() > 0
+    return wanted
 
 
 def mixed_precision(precision: str, device) -> tuple[Callable[[], object], object | None]:
