@@ -101,9 +101,9 @@ def test_funnel_tops_list_only_the_survivors(inside, sampled_run, top_k, top_p):
         assert stages[-1]["survivors"] <= (top_k or 10**9)
     if top_k == 1:
         assert len(stages[-1]["top"]) == 1 and stages[-1]["top"][0]["prob"] == pytest.approx(1.0)
-    from playground.ui.inside_tab import funnel_table
+    from playground.ui.inside_html import funnel_table
 
-    rows = funnel_table({"funnel": stages}, inside, "zh-CN").split("<tr>")[2:]  # after the header row
+    rows = funnel_table({"funnel": stages}, inside.codec, "zh-CN").split("<tr>")[2:]  # after the header row
     assert [row.count("<code>") for row in rows] == [min(5, s["survivors"]) for s in stages]
 
 

@@ -37,3 +37,20 @@ def placeholders(template: str) -> set[str]:
         if name is not None:
             fields.add("{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}")
     return fields
+
+
+def error_text(exc: Exception, lang: str) -> str:
+    """A domain error's message for a reader (the UI, a notebook): translated when it carries a known key, else its own
+    (English) text.
+
+    The `name` parameter, a setting's name, is shown the way that language names the setting.
+    """
+    key, params = getattr(exc, "key", None), dict(getattr(exc, "params", None) or {})
+    if lang == "en" or not key or key not in STRINGS.get(lang, {}):
+        return str(exc)
+    if f"setting.{params.get('name')}" in STRINGS[lang]:
+        params["name"] = text(f"setting.{params['name']}", lang)
+    try:
+        return text(key, lang, **params)
+    except (KeyError, IndexError, ValueError):  # a key raised with other parameters than the template's
+        return str(exc)

@@ -15,9 +15,9 @@ from typing import Any
 import gradio as gr
 from gradio.context import Context
 
-from ..locales import EN, LANGUAGES, STRINGS, ZH_CN, placeholders, text
+from ..locales import EN, LANGUAGES, STRINGS, ZH_CN, error_text, placeholders, text
 
-__all__ = ["EN", "LANGUAGES", "STRINGS", "ZH_CN", "placeholders"]
+__all__ = ["EN", "LANGUAGES", "STRINGS", "ZH_CN", "error_text", "placeholders"]
 
 # The browser picks a locale from navigator.language among Gradio's own languages only (zh-CN and
 # zh-TW among them, not zh, zh-HK or zh-SG), so Traditional-Chinese browsers get the Simplified text too.
@@ -72,22 +72,6 @@ def lang_of(request: gr.Request | None) -> str:
         return "en"
     headers = getattr(request, "headers", None) or {}
     return language_of_header(headers.get("accept-language"))
-
-
-def error_text(exc: Exception, lang: str) -> str:
-    """A domain error's message for the UI: translated when it carries a known key, else its own (English) text.
-
-    The `name` parameter, a setting's name, is shown the way that language names the setting.
-    """
-    key, params = getattr(exc, "key", None), dict(getattr(exc, "params", None) or {})
-    if lang == "en" or not key or key not in STRINGS.get(lang, {}):
-        return str(exc)
-    if f"setting.{params.get('name')}" in STRINGS[lang]:
-        params["name"] = t(f"setting.{params['name']}", lang)
-    try:
-        return t(key, lang, **params)
-    except (KeyError, IndexError, ValueError):  # a key raised with other parameters than the template's
-        return str(exc)
 
 
 def ui_error(exc: Exception, request_or_lang: gr.Request | str | None) -> gr.Error:

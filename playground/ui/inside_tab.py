@@ -11,8 +11,8 @@ from ..errors import PlaygroundError
 from ..records import GenerationResult
 from ..service import Playground
 from ..text import visible_label
-from .i18n import EN, error_text, lang_of, localize_on_load, t, translated, ui_error
-from .render import pct
+from .i18n import error_text, lang_of, localize_on_load, t, translated, ui_error
+from .inside_html import funnel_table, layer_label, lens_table, stage_label
 
 PLOT_MARGIN = {"l": 60, "r": 20, "t": 50, "b": 60}
 
@@ -20,15 +20,6 @@ PLOT_MARGIN = {"l": 60, "r": 20, "t": 50, "b": 60}
 def _plain(label: str) -> str:
     """A token label for plotly text (which reads a subset of HTML): whitespace shown, <, > and & escaped."""
     return escape(visible_label(label), quote=False)
-
-
-def _layer_label(i: int, lang: str) -> str:
-    return t("inside.layer_embeddings", lang) if i == 0 else t("inside.layer_block", lang, n=i - 1)
-
-
-def _stage_label(name: str, lang: str) -> str:
-    key = f"inside.stage.{name}"
-    return t(key, lang) if key in EN else name  # a processor the loop gained later shows by its name
 
 
 def _bytes(n: int) -> str:
@@ -70,7 +61,7 @@ def residual_figure(report: dict, lang: str):
     from plotly.subplots import make_subplots
 
     rows = report["residual"]
-    names = [_layer_label(r["layer"], lang) for r in rows]
+    names = [layer_label(r["layer"], lang) for r in rows]
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     figure.add_trace(go.Scatter(x=names, y=[r["norm"] for r in rows], name=t("inside.fig.residual", lang), mode="lines+markers",
                                 line={"color": "#111827"}), secondary_y=False)
@@ -96,7 +87,7 @@ def lens_figure(report: dict, view: Inside, lang: str):
 
     lens = report["logit_lens"]
     token = _plain(report["token"]["text"])
-    names = [_layer_label(r["layer"], lang) for r in lens]
+    names = [layer_label(r["layer"], lang) for r in lens]
     hover = ["<br>".join(f"{_plain(a['text'])}: {a['prob']:.4f}" for a in r["top"]) for r in lens]
     figure = go.Figure(go.Bar(x=names, y=[r["chosen_prob"] for r in lens], marker_color="#2563eb",
                               text=[f"#{r['chosen_rank']} · {_plain(r['top'][0]['text'])}" for r in lens], textposition="outside",
@@ -107,16 +98,6 @@ def lens_figure(report: dict, view: Inside, lang: str):
     return figure
 
 
-def lens_table(report: dict, lang: str) -> str:
-    head = "".join(f"<th>{escape(t(k, lang))}</th>" for k in ("inside.col.layer", "inside.col.prob", "inside.col.rank", "inside.col.top"))
-    rows = []
-    for r in report["logit_lens"]:
-        top = " · ".join(f"<code>{escape(visible_label(a['text']))}</code> {a['prob']:.3f}" for a in r["top"])
-        rows.append(f"<tr><td>{escape(_layer_label(r['layer'], lang))}</td><td>{r['chosen_prob']:.4f}</td>"
-                    f"<td>{r['chosen_rank']}</td><td>{top}</td></tr>")
-    return f'<table class="inside-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-
-
 def grid_figure(view: Inside, position: int, lang: str):
     import plotly.graph_objects as go
 
@@ -124,7 +105,7 @@ def grid_figure(view: Inside, position: int, lang: str):
     first = view.trace.first_position
     labels = view.labels
     columns = list(range(first + 1, first + len(labels)))
-    names = [_layer_label(i, lang) for i in range(grid.chosen_prob.shape[0])]
+    names = [layer_label(i, lang) for i in range(grid.chosen_prob.shape[0])]
     hover = [[f"{names[i]} · {columns[j]}: {_plain(labels[j + 1])} {grid.chosen_prob[i, j]:.3f} (#{grid.chosen_rank[i, j]})<br>top: "
               f"{_plain(view.codec.label(int(grid.top_ids[i, j, 0])))} {grid.top_probs[i, j, 0]:.3f}"
               for j in range(len(columns))] for i in range(len(names))]
@@ -145,7 +126,7 @@ def funnel_figure(report: dict, lang: str):
     from plotly.subplots import make_subplots
 
     stages = report["funnel"]
-    names = [_stage_label(s["name"], lang) for s in stages]
+    names = [stage_label(s["name"], lang) for s in stages]
     token = _plain(report["token"]["text"])
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     figure.add_trace(go.Bar(x=names, y=[s["survivors"] for s in stages], name=t("inside.fig.survivors", lang), marker_color="#cbd5e1",
@@ -158,17 +139,6 @@ def funnel_figure(report: dict, lang: str):
     figure.update_layout(title=t("inside.fig.funnel_title", lang, token=token, prob=last["chosen_prob"], survivors=last["survivors"]),
                          height=340, margin=PLOT_MARGIN, legend={"orientation": "h", "y": -0.25})
     return figure
-
-
-def funnel_table(report: dict, view: Inside, lang: str) -> str:
-    head = "".join(f"<th>{escape(t(k, lang))}</th>" for k in ("inside.col.stage", "inside.col.survivors", "inside.col.prob", "inside.col.top"))
-    rows = []
-    for s in report["funnel"]:
-        # The stage's survivors only (at most 5); a small probability as 0.042%, never a 0.000 that reads as cut.
-        top = " · ".join(f"<code>{escape(visible_label(view.codec.label(a['token_id'])))}</code> {pct(a['prob'])}" for a in s["top"][:5])
-        rows.append(f"<tr><td>{escape(_stage_label(s['name'], lang))}</td><td>{s['survivors']}</td>"
-                    f"<td>{s['chosen_prob']:.5f}</td><td>{top}</td></tr>")
-    return f'<table class="inside-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def block_figure(report: dict, view: Inside, lang: str):
@@ -250,7 +220,7 @@ def quantization_figure(rows: list[dict], variant: str, lang: str):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    names = [_layer_label(r["layer"], lang) for r in rows]
+    names = [layer_label(r["layer"], lang) for r in rows]
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     figure.add_trace(go.Bar(x=names, y=[r["relative_error"] for r in rows], name=t("inside.fig.relative_error", lang),
                             marker_color="#dc2626"), secondary_y=False)
@@ -334,7 +304,7 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
             report = view.report(_choice_position(choice), 0, 0, temp, k, p)
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
-        return funnel_figure(report, lang), funnel_table(report, view, lang)
+        return funnel_figure(report, lang), funnel_table(report, view.codec, lang)
 
     def render(result, choice, layer_i, head_i, temp, k, p, lang):
         view = view_of(result, lang)
@@ -354,7 +324,7 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
         attribution_note = "" if on_torch else t("inside.attribution_torch", lang, backend=f"{report['backend']} {report['variant']}")
         return (note, gr.update(visible=True), embedding_figure(report, view, lang), residual_figure(report, lang),
                 lens_figure(report, view, lang), lens_table(report, lang),
-                funnel_figure(report, lang), funnel_table(report, view, lang), block_figure(report, view, lang),
+                funnel_figure(report, lang), funnel_table(report, view.codec, lang), block_figure(report, view, lang),
                 mlp_figure(report, lang), kv_markdown(report, lang), attribution_note, gr.update(value=None, visible=on_torch),
                 gr.update(interactive=on_torch), quant_note, gr.update(value=None, visible=not on_torch),
                 gr.update(interactive=not on_torch))

@@ -1,4 +1,6 @@
-"""HTML for the token view, stats and banners. Every piece of model or user text goes through `html.escape`."""
+"""HTML for the token view, stats and banners. Every piece of model or user text goes through `html.escape`.
+
+No Gradio here: the notebook views (playground.notebook) draw the same token view outside the app."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from html import escape
 
 from ..records import GenerationResult, TokenRecord
 from ..text import Unit, hex_bytes, is_whole, unit_labels, visible_label
-from .i18n import STRINGS, error_text, t
+from ..locales import STRINGS, error_text
+from ..locales import text as t
 
 # GLTR's buckets: where the chosen token ranked in the model's distribution.
 RANK_BUCKETS = [(1, "top-1", "#7ee787"), (10, "top-10", "#f9e27a"), (100, "top-100", "#f7a35c"), (None, "beyond 100", "#d2a8ff")]
