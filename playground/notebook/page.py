@@ -36,7 +36,7 @@ def check_language(lang: str | None) -> str:
     if lang not in LANGUAGES:
         from ..errors import PlaygroundError
 
-        raise PlaygroundError(key="notebook.lang", lang=lang, available=", ".join(LANGUAGES))
+        raise PlaygroundError(key="notebook.lang", given=lang, available=", ".join(LANGUAGES))
     return lang
 
 

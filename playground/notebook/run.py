@@ -90,7 +90,10 @@ class Run(View):
                     "surprisal_bits": -math.log2(record.raw_prob) if record.raw_prob else None,
                     "top": [(a.text, a.prob) for a in record.top],
                 })
-        return pandas.DataFrame(rows)
+        frame = pandas.DataFrame(rows)
+        for column in ("run_id", "rank"):  # whole numbers with gaps (an unsaved run, the first prompt token): not floats
+            frame[column] = frame[column].astype("Int64")
+        return frame
 
     def attention(self, sample: int = 0, layer: int = 0, head: int | None = None,
                   window: int = ATTENTION_WINDOW) -> AttentionView:
