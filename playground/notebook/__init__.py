@@ -12,17 +12,11 @@ The same objects as the app's (playground.service.Playground, GenerationResult, 
 draw with no network (their CSS and JavaScript are inlined from the package), in English or Chinese (lang="zh-CN").
 """
 
-import warnings
-
-# huggingface_hub imports tqdm.auto, which warns in every Jupyter kernel without ipywidgets; the playground draws no
-# progress bars in a notebook, so the warning would only be noise above the first cell's output.
-warnings.filterwarnings("ignore", message="IProgress not found")
-
-from .export import export_html  # noqa: E402
-from .page import View, default_language  # noqa: E402
-from .run import InsideView, Run  # noqa: E402
-from .session import Model, open_model, open_run  # noqa: E402
-from .views import AttentionView, LensGridView, PredictionView, TokensView  # noqa: E402
+from .export import export_html
+from .page import View, default_language
+from .run import InsideView, Run
+from .session import Model, open_model, open_run
+from .views import AttentionView, LensGridView, PredictionView, TokensView
 
 __all__ = ["AttentionView", "InsideView", "LensGridView", "Model", "PredictionView", "Run", "TokensView", "View",
            "default_language", "export_html", "open_model", "open_run"]

@@ -61,8 +61,18 @@ class TokensView(View):
         else:  # the prompt once, then every sample's output side by side, as the app shows N samples
             parts += [f'<div class="meta">{escape(first.info.label())}</div>',
                       token_view_html(_prompt_only(first), self.mode, lang=self.lang),
-                      samples_html(self.results, self.mode, chosen=-1, lang=self.lang)]
+                      samples_html(self._as_saved(), self.mode, chosen=-1, lang=self.lang)]
         return "".join(parts)
+
+
+    def _as_saved(self) -> list[GenerationResult]:
+        """The samples for `samples_html`, whose footer says the group was saved: without its group id when it was not
+        (a model opened without a history)."""
+        from dataclasses import replace
+
+        if all(r.run_id is not None for r in self.results):
+            return self.results
+        return [replace(r, group_id=None) for r in self.results]
 
 
 def _prompt_only(result: GenerationResult) -> GenerationResult:
