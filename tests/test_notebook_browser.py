@@ -4,6 +4,7 @@ HTML and opened in headless Chromium with every request aborted: every view draw
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def test_a_notebook_runs_and_its_exported_page_draws_every_view_offline(name, la
     streams = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "stream"]
     assert not [o.text for o in streams if o.name == "stderr"]  # no warning above a cell's output
     assert (tmp_path / "run.html").is_file() and (tmp_path / "attention.html").is_file()  # what save_html wrote
+    tuned = [o.text for cell in notebook.cells if "finetune(" in cell.source for o in cell.outputs if o.output_type == "stream"]
+    before, after = map(float, re.search(r"([\d.]+)\D+([\d.]+)", tuned[0].splitlines()[0]).groups())
+    assert after < before  # the fine-tuned model knows the story better
 
     requested: list[str] = []
     context = browser.new_context(viewport={"width": 1200, "height": 900})
@@ -63,7 +67,7 @@ def test_a_notebook_runs_and_its_exported_page_draws_every_view_offline(name, la
         page.set_content(export_html(notebook), wait_until="load")
         views = page.locator(".gpt2pg")
         kinds = [views.nth(i).get_attribute("data-view") for i in range(views.count())]
-        assert kinds == ["run", "tokens", "attention", "inside", "prediction", "run"]
+        assert kinds == ["run", "tokens", "attention", "inside", "prediction", "run", "run"]  # the last two: fine-tuned, history
         for i in range(views.count()):
             expect(views.nth(i)).to_have_attribute("lang", lang)
         runs = page.locator(".gpt2pg-run")

@@ -30,6 +30,7 @@ class Model:
     def __init__(self, playground: Playground, lang: str | None = None):
         self.playground = playground
         self.lang = check_language(lang)
+        self.report: dict | None = None  # the training report, for a model made by `finetune`
 
     @property
     def name(self) -> str:
@@ -59,6 +60,36 @@ class Model:
         for _ in self.playground.stream_samples(run):  # the app's path: every record, then each sample saved
             pass
         return Run(run.results, self, self.lang)
+
+    def finetune(self, data: str | Path, name: str, **settings: Any) -> "Model":
+        """Fine-tune this model on `data` as the Fine-tune tab does, and open the result as this model is opened.
+
+        `data`: pasted text, or a Path to a .txt, .jsonl or .csv file. `settings` are playground.finetune's
+        FineTuneSettings (method "full" or "lora", learning_rate, max_steps, epochs, batch_size, block_size, ...,
+        each checked with its range). The new model is saved as the folder `name` of the models folder (a name not
+        taken yet); its training report (validation perplexity before and after, the loss curve) is `.report`."""
+        from ..finetune.run import FineTuneSettings, run_finetune
+
+        root = self.playground.models_root
+        report = run_finetune(self.playground.source, data, FineTuneSettings.from_user(**settings), name, root)
+        p = self.playground
+        tuned = Model(Playground(resolve_model(str(Path(root) / name)), device=p.device, default_backend=p.default_backend,
+                                 default_variant=p.default_variant, history=p.history, models_root=root), self.lang)
+        tuned.report = report
+        return tuned
+
+    def evaluate(self, data: str | Path, window: int | None = None, stride: int | None = None, *,
+                 backend: str | None = None, variant: str | None = None):
+        """Perplexity and bits per byte of this model on `data` (pasted text, a Path to a file, or "builtin:en" /
+        "builtin:zh", the demo corpora's held-out texts) by the sliding-window method, as the Evaluate tab scores it.
+        Returns playground.evaluate's Evaluation (.perplexity, .bits_per_byte, .tokens, ...)."""
+        from ..evaluate.run import Target, evaluate, plan_evaluation
+        from ..evaluate.texts import from_pasted, read_data
+
+        text = read_data(str(data)) if isinstance(data, Path) or data.startswith("builtin:") else from_pasted(data)
+        target = Target(None, backend or self.playground.default_backend,
+                        None if (backend or self.playground.default_backend) == "torch" else variant or self.playground.default_variant)
+        return evaluate(plan_evaluation(self.playground, target, text, window, stride), text)
 
     def settings(self) -> GenerationSettings:
         """The defaults `generate` starts from."""
