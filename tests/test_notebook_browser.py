@@ -39,7 +39,7 @@ def execute(name: str, models: Path, cwd: Path, monkeypatch):
     return notebook
 
 
-@pytest.mark.parametrize("name, lang", [("playground.ipynb", "en"), ("playground.zh-CN.ipynb", "zh-CN")])
+@pytest.mark.parametrize("name, lang", [("playground.ipynb", "en"), ("playground.zh.ipynb", "zh-CN")])
 def test_a_notebook_runs_and_its_exported_page_draws_every_view_offline(name, lang, demo_models, tmp_path, monkeypatch,
                                                                         browser):
     from playwright.sync_api import expect
