@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from playground.errors import PlaygroundError, SettingsError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +33,6 @@ def run(model):
 @pytest.fixture(scope="module")
 def zh_run(zh_model):
     return zh_model.generate("从前有座山，", max_new_tokens=8, seed=5)
-
-
-def test_importing_the_notebook_api_loads_no_gradio():
-    code = "import sys, playground.notebook; assert 'gradio' not in sys.modules, 'gradio imported'"
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
 def test_generate_draws_every_sample_with_the_settings_given(run):

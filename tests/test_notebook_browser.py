@@ -35,6 +35,8 @@ def execute(name: str, models: Path, cwd: Path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    # Last, in the same kernel: nothing the notebook did imported Gradio (the views are the app's HTML without the app).
+    notebook.cells.append(nbformat.v4.new_code_cell("import sys\nassert 'gradio' not in sys.modules, 'gradio was imported'"))
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
     return notebook
 
