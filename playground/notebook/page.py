@@ -13,6 +13,7 @@ from functools import cache
 from html import escape
 from pathlib import Path
 
+from ..errors import PlaygroundError
 from ..locales import LANGUAGES
 from ..ui.render import CSS as TOKEN_VIEW_CSS
 
@@ -34,8 +35,6 @@ def check_language(lang: str | None) -> str:
     """`lang`, or the notebook's when None; one of LANGUAGES."""
     lang = lang or default_language()
     if lang not in LANGUAGES:
-        from ..errors import PlaygroundError
-
         raise PlaygroundError(key="notebook.lang", given=lang, available=", ".join(LANGUAGES))
     return lang
 

@@ -87,8 +87,8 @@ class Model:
         from ..evaluate.texts import from_pasted, read_data
 
         text = read_data(str(data)) if isinstance(data, Path) or data.startswith("builtin:") else from_pasted(data)
-        target = Target(None, backend or self.playground.default_backend,
-                        None if (backend or self.playground.default_backend) == "torch" else variant or self.playground.default_variant)
+        backend = backend or self.playground.default_backend
+        target = Target(None, backend, None if backend == "torch" else variant or self.playground.default_variant)
         return evaluate(plan_evaluation(self.playground, target, text, window, stride), text)
 
     def settings(self) -> GenerationSettings:
@@ -132,7 +132,7 @@ def open_run(run_id: int, db: str | Path | None = None, device: str = "auto", la
     try:
         source = resolve_choice(row.get("model"), models_dir())
     except PlaygroundError as exc:  # kept and raised by attention() and inside(): the token view needs no model
-        return Run([result_from_saved(row)], None, lang,
-                   model_error=PlaygroundError(key="notebook.model_gone", run_id=run_id, model=row.get("model"), error=str(exc)))
+        gone = PlaygroundError(key="notebook.model_gone", run_id=run_id, model=row.get("model"), error=str(exc))
+        return Run([result_from_saved(row)], None, lang, model_error=gone)
     playground = Playground(source, device=device, default_backend=row.get("backend") or "torch", history=store)
     return Model(playground, lang).open_run(run_id)

@@ -8,12 +8,14 @@ are drawn by the bundled assets/notebook.js from the app's `RunAttention`.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from html import escape
 
 import numpy as np
 
 from ..analysis.attention import RunAttention
 from ..analysis.inside import Inside
+from ..errors import PlaygroundError
 from ..locales import STRINGS, error_text
 from ..locales import text as t
 from ..records import GenerationResult
@@ -45,8 +47,6 @@ class TokensView(View):
 
     def __init__(self, results: list[GenerationResult], lang: str, mode: str = "prob"):
         if mode not in GLTR_MODES:
-            from ..errors import PlaygroundError
-
             raise PlaygroundError(key="notebook.mode", mode=mode, available=", ".join(GLTR_MODES))
         self.results, self.lang, self.mode = results, lang, mode
 
@@ -68,16 +68,12 @@ class TokensView(View):
     def _as_saved(self) -> list[GenerationResult]:
         """The samples for `samples_html`, whose footer says the group was saved: without its group id when it was not
         (a model opened without a history)."""
-        from dataclasses import replace
-
         if all(r.run_id is not None for r in self.results):
             return self.results
         return [replace(r, group_id=None) for r in self.results]
 
 
 def _prompt_only(result: GenerationResult) -> GenerationResult:
-    from dataclasses import replace
-
     return replace(result, tokens=[])
 
 
@@ -109,14 +105,15 @@ class AttentionView(View):
                          "head": t("attention.head_n", lang, head="{head}"), "query": t("notebook.query", lang),
                          "key": t("notebook.key", lang), "weight": t("attention.weight", lang)}}
         names = [t("attention.mean_heads", lang)] + [t("attention.head_n", lang, head=h) for h in range(heads)]
-        grid = [f'<div class="colname"></div>'] + [f'<div class="colname">{escape(n)}</div>' for n in names]
+        grid = ['<div class="colname"></div>'] + [f'<div class="colname">{escape(n)}</div>' for n in names]
         for layer in range(layers):
             grid.append(f'<div class="rowname">{escape(t("notebook.attention_layer", lang, layer=layer))}</div>')
             grid += [f'<canvas class="thumb" data-layer="{layer}" data-head="{h}" title="{escape(names[h + 1])}"></canvas>'
                      for h in range(-1, heads)]
         notice = f'<div class="notice">⚠️ {escape(error_text(run.notice, lang))}</div>' if run.notice else ""
-        return (f'<div class="meta">{escape(t("attention.computed", lang, backend=run.computed_by, tokens=len(run.labels), layers=layers, heads=heads).replace("**", ""))}</div>'
-                f'{notice}<div class="hint">{escape(t("notebook.attention_hint", lang))}</div>'
+        computed = t("attention.computed", lang, backend=run.computed_by, tokens=len(run.labels), layers=layers, heads=heads)
+        return (f'<div class="meta">{escape(computed.replace("**", ""))}</div>{notice}'
+                f'<div class="hint">{escape(t("notebook.attention_hint", lang))}</div>'
                 f'<div class="noscript">{escape(t("notebook.needs_script", lang))}</div>'
                 f'<div class="attention"><div class="thumbs" style="grid-template-columns: max-content repeat({heads + 1}, 64px)">'
                 f'{"".join(grid)}</div><div><div class="big-title"></div><canvas class="big"></canvas>'
