@@ -42,7 +42,8 @@ class Model:
 
     def __repr__(self) -> str:
         p = self.playground
-        return f"<Model {self.name} · {p.default_backend} {p.default_variant} · history {p.history.path if p.history else 'off'}>"
+        history = p.history.path if p.history else "off"
+        return f"<Model {self.name} · {p.default_backend} {p.default_variant} · history {history}>"
 
     def generate(self, prompt: str, num_return_sequences: int = 1, *, backend: str | None = None, variant: str | None = None,
                  **settings: Any) -> Run:
@@ -53,8 +54,6 @@ class Model:
         no_repeat_ngram_size, stop_sequences, top_alternatives. A seed of None draws one; sample i uses seed + i.
         Each sample is saved to the history when the model was opened with one.
         """
-        if "stop_sequences" in settings and isinstance(settings["stop_sequences"], list):
-            settings["stop_sequences"] = tuple(settings["stop_sequences"])
         run = self.playground.start(prompt, GenerationSettings.from_user(**settings), backend=backend, variant=variant,
                                     num_samples=num_return_sequences)
         for _ in self.playground.stream_samples(run):  # the app's path: every record, then each sample saved
