@@ -460,3 +460,34 @@ def test_cli_fine_tunes_and_refuses_bad_input_in_one_line(tiny_model_dir, tmp_pa
 def test_decode_bytes_names_the_encoding():
     assert decode_bytes("naïve café".encode("cp1252")) == ("naïve café", "cp1252")
     assert decode_bytes("abc".encode("utf-8")) == ("abc", "utf-8")
+
+
+def test_the_command_of_a_plan_runs_the_same_job_and_its_blocks_show_what_is_trained(tiny_source, legal_text, tmp_path):
+    import shlex
+
+    from playground.finetune.__main__ import SETTING_ARGS, build_parser
+    from playground.ui.finetune_tab import preview_html
+
+    settings = FineTuneSettings(method="lora", lora_rank=4, test_fraction=0.1, early_stopping_patience=2, **FAST)
+    plan = plan_finetune(tiny_source, legal_text, settings, "again", tmp_path)
+    command = plan.command()
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "playground.finetune"] and "DATA_FILE.txt" in words  # pasted text: a file to save
+    args = build_parser().parse_args(words[3:])
+    assert (args.model, args.name) == (tiny_source.requested, "again")
+    assert FineTuneSettings.from_user(**{name: getattr(args, name) for name in SETTING_ARGS}) == plan.settings
+
+    blocks = plan.summary()["blocks"]
+    assert len(blocks) == 2 and [token["target"] for token in blocks[0]][:3] == [False, True, True]
+    assert "".join(token["text"] for token in blocks[0]).startswith("GNU")
+    html = preview_html(plan, "zh-CN")
+    assert html.count("ft-ctx") == 2 and "在终端里重新运行这个任务的命令" in html and "DATA_FILE.txt" in html
+
+
+def test_the_block_preview_marks_unknown_characters(tiny_zh_bin_dir, tmp_path):
+    from playground.finetune.data import block_preview
+
+    source = resolve_model(str(tiny_zh_bin_dir))
+    prepared = prepare_data(from_text(("床前明月光，疑是地上霜。☃☃ " * 40)), source.codec, 16)
+    tokens = [token for block in block_preview(prepared.train_blocks, source.codec) for token in block]
+    assert any(token["unk"] for token in tokens) and not all(token["unk"] for token in tokens)

@@ -232,6 +232,18 @@ def preview(training_text: TrainingText, codec, examples: int = PREVIEW_EXAMPLES
             for text, ids in zip(first.texts, _wrapped_ids(first, codec))]
 
 
+def block_preview(blocks, codec, count: int = 2, tokens: int = 48) -> list[list[dict]]:
+    """The first `count` blocks as a user would check them, each its first `tokens` tokens: the token's text, whether it
+    is a target of the loss (all but a block's first token, which is only read: consecutive blocks share it), and
+    whether it is [UNK] or a special token (a separator the texts were wrapped in)."""
+    shown = []
+    for block in blocks[:count]:
+        ids = block[:tokens].tolist()
+        shown.append([{"text": codec.label(t, ids[i - 1] if i else None), "target": i > 0, "unk": t == codec.unk_id,
+                       "special": t in codec.special_ids and t != codec.unk_id} for i, t in enumerate(ids)])
+    return shown
+
+
 def prepare_data(training_text: TrainingText, codec, block_size: int, val_fraction: float = VAL_FRACTION, seed: int = 0,
                  test_fraction: float = 0.0) -> PreparedData:
     """Tokenize, pack into blocks of `block_size + 1` tokens (consecutive blocks share one token, so every token

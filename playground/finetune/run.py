@@ -30,7 +30,7 @@ from ..machine import machine_description, training_threads
 from ..models import ModelSource, load_torch_model, resolve_model, source_fingerprint
 from ..training.engine import Schedule, blocks_loss, staged_folder, train_causal_lm
 from .checkpoints import JOBS_FOLDER, JobFolder
-from .data import VAL_FRACTION, PreparedData, TrainingText, from_text, prepare_data, read_file
+from .data import VAL_FRACTION, PreparedData, TrainingText, block_preview, from_text, prepare_data, read_file
 
 REPORT_FILE = "training_report.json"
 METHODS = ("full", "lora")
@@ -272,6 +272,23 @@ class FineTunePlan:
     def checkpoint_every(self) -> int:
         return self.settings.checkpoint_every or self.eval_every
 
+    def command(self) -> str:
+        """The terminal command that runs this job again: its base model, data file, name and every setting that is not
+        the default (the learning rate always, as the plan resolved it). Pasted text has no file: DATA_FILE stands for it."""
+        import shlex
+
+        data = self.data.stats["source"] if self.text is not None and self.text.source != PASTED_SOURCE else PASTED_FILE
+        parts = ["python", "-m", "playground.finetune", "--model", self.base.requested, "--data", data, "--name", self.name]
+        defaults = FineTuneSettings()
+        for name, flag in CLI_FLAGS.items():
+            value = getattr(self.settings, name)
+            if value == getattr(defaults, name) and name != "learning_rate":
+                continue
+            if self.settings.method != "lora" and name.startswith("lora_"):
+                continue
+            parts += [flag, ",".join(value) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)]
+        return " ".join(shlex.quote(part) for part in parts)
+
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed into this run: the base model's weights, the settings, the data."""
         return {"base_sha256": source_fingerprint(self.base), "settings": self.settings.to_dict(),
@@ -281,9 +298,22 @@ class FineTunePlan:
     def summary(self) -> dict:
         """What the run will do, for a user to confirm: data statistics, preview, steps, device, notices."""
         return {"name": self.name, "base_model": self.base.name, "settings": self.settings.to_dict(), "data": self.data.stats,
-                "preview": self.data.preview, "total_steps": self.total_steps, "device": self.device, "precision": self.precision,
+                "preview": self.data.preview, "blocks": block_preview(self.data.train_blocks, self.base.codec),
+                "command": self.command(), "total_steps": self.total_steps, "device": self.device, "precision": self.precision,
                 "processes": self.processes,
                 "notices": [str(n) for n in self.notices]}
+
+
+PASTED_SOURCE = "pasted text"  # data.from_text's source
+PASTED_FILE = "DATA_FILE.txt"  # what the command says for pasted text, which has no file
+# The command line's flag of each setting (playground/finetune/__main__.py declares them).
+CLI_FLAGS = {"method": "--method", "learning_rate": "--lr", "epochs": "--epochs", "max_steps": "--max-steps",
+             "batch_size": "--batch-size", "gradient_accumulation": "--grad-accum", "block_size": "--block-size",
+             "warmup_steps": "--warmup-steps", "weight_decay": "--weight-decay", "max_grad_norm": "--max-grad-norm", "seed": "--seed",
+             "val_fraction": "--val-fraction", "test_fraction": "--test-fraction", "eval_every": "--eval-every",
+             "checkpoint_every": "--checkpoint-every", "early_stopping_patience": "--early-stopping-patience",
+             "early_stopping_min_delta": "--early-stopping-min-delta", "lora_rank": "--lora-rank", "lora_alpha": "--lora-alpha",
+             "lora_dropout": "--lora-dropout", "lora_target_modules": "--lora-targets", "device": "--device"}
 
 
 def as_training_text(data: TrainingText | str | Path, column: str | None = None) -> TrainingText:
@@ -634,7 +664,8 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                     "perplexity_after": round(math.exp(test_loss_after), 3),
                     "change": round(math.exp(test_loss_after - test_loss_before) - 1, 4)},
                 "loss_curve": {"train": state["train_losses"], "val": state["val_losses"]},
-                "tensorboard": str(plan.out_dir / "tensorboard"),  # the event files, moved there from the job's folder
+                "tensorboard": str(plan.out_dir / "tensorboard"),
+                "command": plan.command(),  # the event files, moved there from the job's folder
                 "tokens_per_s": state["tokens_per_s"],
                 "train_seconds": round(train_seconds, 1),
                 "total_seconds": round(time.perf_counter() - started, 1),

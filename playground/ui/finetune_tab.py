@@ -105,11 +105,31 @@ def preview_html(plan, lang: str = "en") -> str:
                    f"{'…' if p['chars'] > len(p['text']) else ''}</td></tr>" for i, p in enumerate(plan.data.preview, 1))
     head = "".join(f"<th>{escape(t(key, lang))}</th>" for key in ("finetune.col_index", "finetune.col_tokens",
                                                                   "finetune.col_chars", "finetune.col_text"))
+    summary = plan.summary()
+    command = summary["command"]
+    pasted = t("finetune.preview_command_pasted", lang) if "DATA_FILE.txt" in command else ""
     return (f"<div class='ft-preview'>{''.join(f'<div>{line}</div>' for line in lines)}"
             + (f"<ul class='ft-notices'>{notices}</ul>" if notices else "")
             + f"<div style='margin-top:6px'><b>{escape(t('finetune.preview_examples', lang))}</b></div>"
             "<table style='width:100%;border-collapse:collapse;font-size:90%'>"
-            f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+            f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+            f"<div style='margin-top:6px'>{escape(t('finetune.preview_windows', lang))}</div>"
+            + "".join(f"<div class='ft-block'>{''.join(_block_token(token) for token in block)}</div>" for block in summary["blocks"])
+            + f"<div style='margin-top:6px'>{escape(t('finetune.preview_command', lang))} {escape(pasted)}</div>"
+            f"<pre class='ft-command' style='white-space:pre-wrap;word-break:break-all'><code>{escape(command)}</code></pre></div>")
+
+
+def _block_token(token: dict) -> str:
+    """One token of a block preview: grey when it is only read, red when [UNK], boxed when a separator."""
+    style = "padding:0 1px;border-radius:3px;"
+    if not token["target"]:
+        style += "color:#9ca3af;background:#f3f4f6;"
+    if token["unk"]:
+        style += "color:#b91c1c;background:#fee2e2;"
+    elif token["special"]:
+        style += "outline:1px solid #9ca3af;"
+    kind = "ctx" if not token["target"] else "unk" if token["unk"] else "sep" if token["special"] else "tgt"
+    return f"<span class='ft-tok ft-{kind}' style='{style}'>{escape(token['text'])}</span>"
 
 
 def _duration(seconds) -> str:
