@@ -491,3 +491,29 @@ def test_the_block_preview_marks_unknown_characters(tiny_zh_bin_dir, tmp_path):
     prepared = prepare_data(from_text(("床前明月光，疑是地上霜。☃☃ " * 40)), source.codec, 16)
     tokens = [token for block in block_preview(prepared.train_blocks, source.codec) for token in block]
     assert any(token["unk"] for token in tokens) and not all(token["unk"] for token in tokens)
+
+
+def test_a_test_file_of_the_users_is_scored_and_its_overlap_with_training_said(tiny_source, legal_text, tmp_path):
+    held_out = from_text(GPL3.read_text(encoding="utf-8")[20_000:26_000], source="held-out.txt")
+    plan = plan_finetune(tiny_source, legal_text, FineTuneSettings(**FAST), "with-test", tmp_path, test_data=held_out)
+    assert plan.data.stats["test_source"] == "held-out.txt" and plan.data.stats["test_blocks"] >= 10
+    assert not any(n.key == "data.test_overlap" for n in plan.notices)
+    assert "--test-data held-out.txt" in plan.command()
+
+    paragraphs = legal_text.split("\n\n")
+    unseen = " ".join(GPL3.read_text(encoding="utf-8")[30_000:31_000].split())  # one paragraph the training text lacks
+    overlapping = from_text("\n\n".join(paragraphs[:3] + [unseen]), source="mixed.txt")
+    plan = plan_finetune(tiny_source, legal_text, FineTuneSettings(**FAST), "mixed", tmp_path, test_data=overlapping)
+    notice = next(n for n in plan.notices if n.key == "data.test_overlap")
+    assert notice.params["share"] == "75%" and "mixed.txt" in notice  # 3 of its 4 texts are training texts
+
+    with pytest.raises(SettingsError, match="either a test file or a test split"):
+        plan_finetune(tiny_source, legal_text, FineTuneSettings(test_fraction=0.1, **FAST), "both", tmp_path, test_data=held_out)
+    with pytest.raises(DataError, match="fewer than one block"):
+        plan_finetune(tiny_source, legal_text, FineTuneSettings(**FAST), "short", tmp_path, test_data=from_text("Too short.", "tiny.txt"))
+
+    report = run_finetune(tiny_source, legal_text, FineTuneSettings(max_steps=3, **FAST), "tested", tmp_path, test_data=held_out)
+    assert report["test"]["source"] == "held-out.txt" and report["test"]["blocks"] >= 10
+    from playground.finetune.run import test_text
+
+    assert test_text(report["test"], "zh-CN").startswith("测试文件 held-out.txt")

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--test-fraction", type=float, default=d.test_fraction,
                    help="a share of the blocks held out for a test at the end, before and after (default 0: none)")
+    p.add_argument("--test-data", type=Path, default=None,
+                   help="a test file of your own (.txt, .jsonl or .csv; --column applies), scored before and after instead of a "
+                        "test split; a notice says how much of it is also in the training text")
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="steps between checkpoints, to resume from (default: at every evaluation; a cancel writes one too)")
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             if base.notice and base.notice != RANDOM_NOTICE:  # the hub was unreachable: never fine-tune a stand-in silently
                 raise PlaygroundError(key="finetune.stand_in", field="model", notice=str(base.notice))
             plan = plan_finetune(base, read_file(args.data, args.column), settings, args.name, args.models_dir or models_dir(),
-                                 processes=processes)
+                                 processes=processes, test_data=read_file(args.test_data, args.column) if args.test_data else None)
         summary = plan.summary()
         data = summary["data"]
         print(f"Fine-tuning {base.name} ({settings.method}, lr {settings.effective_learning_rate:g}) on {data['source']} "

@@ -46,16 +46,17 @@ class JobFolder:
     def tensorboard_dir(self) -> Path:
         return self.root / "tensorboard"
 
-    def create(self, description: dict, text: TrainingText | None) -> None:
+    def create(self, description: dict, text: TrainingText | None, test_text: TrainingText | None = None) -> None:
         """Start the folder of a new run (an old one of the same name, without checkpoints, is replaced); without `text`
         (a plan made by hand) it cannot be resumed."""
         if self.root.exists():
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True)
         _write_json(self.root / "job.json", description)
-        if text is not None:
-            _write_json(self.root / "data.json", {"texts": list(text.texts), "source": text.source, "encoding": text.encoding,
-                                                  "sha256": text.sha256})
+        for name, value in (("data.json", text), ("test.json", test_text)):
+            if value is not None:
+                _write_json(self.root / name, {"texts": list(value.texts), "source": value.source, "encoding": value.encoding,
+                                               "sha256": value.sha256})
 
     def description(self) -> dict | None:
         """job.json, or None when there is no job of this name (or its folder is unreadable)."""
@@ -65,8 +66,16 @@ class JobFolder:
             return None
 
     def text(self) -> TrainingText:
-        data = json.loads((self.root / "data.json").read_text(encoding="utf-8"))
-        return TrainingText(tuple(data["texts"]), data["source"], data["encoding"], data["sha256"])
+        """The training texts (PlaygroundError when the job kept none: a plan made by hand)."""
+        try:
+            return _read_text(self.root / "data.json")
+        except OSError:
+            raise PlaygroundError(key="finetune.no_checkpoint", name=self.name) from None
+
+    def test_text(self) -> TrainingText | None:
+        """The user's test texts, when the job had a test file."""
+        path = self.root / "test.json"
+        return _read_text(path) if path.is_file() else None
 
     def checkpoints(self) -> list[Path]:
         """Its checkpoint files, oldest first."""
@@ -132,6 +141,11 @@ def resumable_jobs(models_root: Path | str, owner: str | None = None) -> list[di
                      "total_steps": description.get("total_steps"), "owner": description.get("owner", ""),
                      "modified": job.checkpoints()[-1].stat().st_mtime})
     return sorted(jobs, key=lambda j: -j["modified"])
+
+
+def _read_text(path: Path) -> TrainingText:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return TrainingText(tuple(data["texts"]), data["source"], data["encoding"], data["sha256"])
 
 
 def _write_json(path: Path, value) -> None:

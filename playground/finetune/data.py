@@ -244,14 +244,34 @@ def block_preview(blocks, codec, count: int = 2, tokens: int = 48) -> list[list[
     return shown
 
 
+def _test_blocks(test_text: TrainingText, codec, block_size: int) -> list:
+    """A test file's blocks: its texts wrapped and packed as the training text's are (a tail as one more block ending at
+    the last token); DataError when it holds less than one block."""
+    import torch
+
+    stream = [token for ids in _wrapped_ids(test_text, codec) for token in ids]
+    if len(stream) < block_size + 1:
+        raise DataError(key="data.test_too_short", name=test_text.source, tokens=len(stream), needed=block_size + 1,
+                        block=block_size)
+    ids = torch.tensor(stream, dtype=torch.long)
+    regular = (len(ids) - 1) // block_size
+    blocks = [ids[i * block_size: i * block_size + block_size + 1] for i in range(regular)]
+    if regular * block_size + 1 < len(ids):
+        blocks.append(ids[-(block_size + 1):])
+    return blocks
+
+
 def prepare_data(training_text: TrainingText, codec, block_size: int, val_fraction: float = VAL_FRACTION, seed: int = 0,
-                 test_fraction: float = 0.0) -> PreparedData:
+                 test_fraction: float = 0.0, test_text: TrainingText | None = None) -> PreparedData:
     """Tokenize, pack into blocks of `block_size + 1` tokens (consecutive blocks share one token, so every token
     but the first is a target exactly once), and hold out a seeded `val_fraction` of the blocks, at least
     MIN_VAL_BLOCKS when the text has four times as many (a quarter of it at most). With `test_fraction`, that
     share of the blocks (at least one) is also held out, for a test the training never looks at: validation picks
     the model kept, so only the test says how it does on text it was not chosen on. The validation blocks are
     the same with or without a test split (the test blocks come from the rest).
+
+    With `test_text` (a test file of the user's) the test blocks are that text's instead, packed the same way, and a notice
+    says which share of its texts are also in the training text (a test on text the model trained on says little).
 
     A tail shorter than a block becomes one more training block that ends at the last token (it overlaps
     the block before it), so no text is dropped. Raises DataError when there is less than one block to
@@ -289,9 +309,15 @@ def prepare_data(training_text: TrainingText, codec, block_size: int, val_fracti
         train.append(ids[-(block_size + 1):])
     val = [blocks[i] for i in sorted(val_index)]
     test = [blocks[i] for i in sorted(test_index)]
+    notices: list[Notice] = []
+    if test_text is not None:
+        test = _test_blocks(test_text, codec, block_size)
+        trained = {" ".join(t.split()) for t in training_text.texts}
+        overlap = sum(" ".join(t.split()) in trained for t in test_text.texts) / len(test_text.texts)
+        if overlap > 0:
+            notices.append(Notice(key="data.test_overlap", share=f"{overlap:.0%}", name=test_text.source))
 
     short = sum(1 for w in wrapped if len(w) < block_size + 1)
-    notices: list[Notice] = []
     if short:
         notices.append(Notice(key="data.short_texts", short=short, texts=len(wrapped), block=block_size,
                               end="[SEP]" if codec.wordpiece else "<|endoftext|>"))
@@ -316,6 +342,8 @@ def prepare_data(training_text: TrainingText, codec, block_size: int, val_fracti
         "val_tokens": len(val) * block_size,
         "test_blocks": len(test),
         "test_tokens": len(test) * block_size,
+        "test_source": test_text.source if test_text is not None else None,
+        "test_sha256": test_text.sha256 if test_text is not None else None,
         "unk_fraction": unk_fraction,
     }
     return PreparedData(torch.stack(train), torch.stack(val), block_size, preview(training_text, codec), stats, notices,

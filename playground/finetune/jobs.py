@@ -52,15 +52,16 @@ class FineTuneJobs:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, base, data, settings: FineTuneSettings, name: str, owner: str = "") -> dict:
+    def start(self, base, data, settings: FineTuneSettings, name: str, owner: str = "", test_data=None) -> dict:
         """Check everything, then train on a background thread for `owner` (a login, "" without one); returns the job
         (as `current()` would).
 
-        `base` is a ModelSource; `data` a TrainingText, a Path to a .txt/.jsonl/.csv file, or pasted text.
+        `base` is a ModelSource; `data` a TrainingText, a Path to a .txt/.jsonl/.csv file, or pasted text; `test_data` the
+        same for a test file of the user's, or None.
         Raises PlaygroundError for any bad input, and when a job is already running.
         """
         def plan():
-            made = plan_finetune(base, data, settings, name, self.models_root)
+            made = plan_finetune(base, data, settings, name, self.models_root, test_data=test_data)
             made.owner = owner
             return made
 

@@ -267,6 +267,7 @@ class FineTunePlan:
     resume: dict | None = None  # the checkpoint the run goes on from (`plan_resume`), or None: from the start
     owner: str = ""  # the login the job runs for ("" without one)
     processes: int = 1  # processes training together (accelerate launch, torchrun): each takes batch_size blocks a batch
+    test_text: TrainingText | None = None  # a test file of the user's (kept in the job's folder too)
 
     @property
     def checkpoint_every(self) -> int:
@@ -279,6 +280,8 @@ class FineTunePlan:
 
         data = self.data.stats["source"] if self.text is not None and self.text.source != PASTED_SOURCE else PASTED_FILE
         parts = ["python", "-m", "playground.finetune", "--model", self.base.requested, "--data", data, "--name", self.name]
+        if self.test_text is not None:
+            parts += ["--test-data", self.test_text.source if self.test_text.source != PASTED_SOURCE else "TEST_FILE.txt"]
         defaults = FineTuneSettings()
         for name, flag in CLI_FLAGS.items():
             value = getattr(self.settings, name)
@@ -292,7 +295,8 @@ class FineTunePlan:
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed into this run: the base model's weights, the settings, the data."""
         return {"base_sha256": source_fingerprint(self.base), "settings": self.settings.to_dict(),
-                "data_sha256": self.data.stats.get("sha256"), "total_steps": self.total_steps,
+                "data_sha256": self.data.stats.get("sha256"), "test_sha256": self.data.stats.get("test_sha256"),
+                "total_steps": self.total_steps,
                 "processes": self.processes}
 
     def summary(self) -> dict:
@@ -365,10 +369,11 @@ def choose_device(requested: str) -> tuple[str, str]:
 
 
 def plan_finetune(base, data: TrainingText | str | Path, settings: FineTuneSettings, name: str, models_root: Path | str,
-                  resuming: bool = False, processes: int = 1) -> FineTunePlan:
+                  resuming: bool = False, processes: int = 1, test_data: TrainingText | str | Path | None = None) -> FineTunePlan:
     """Check the name, the settings, the base model and the data, and tokenize; raises PlaygroundError before any training.
     A name whose last run can be resumed is refused (its checkpoints would be lost) unless `resuming` it. `processes`:
-    how many train together (data parallel), each on batch_size blocks a batch, so a step takes that many times more."""
+    how many train together (data parallel), each on batch_size blocks a batch, so a step takes that many times more.
+    `test_data`: a test text of the user's (instead of a test split; refused together with test_fraction)."""
     out_dir = check_model_name(name, Path(models_root))
     if not resuming and (step := JobFolder.of(models_root, out_dir.name).latest_step()) is not None:
         raise PlaygroundError(key="finetune.resumable_exists", field="name", name=out_dir.name, step=step,
@@ -379,13 +384,17 @@ def plan_finetune(base, data: TrainingText | str | Path, settings: FineTuneSetti
     if settings.learning_rate is None:  # the default for this model's size, so the summary and report show what is used
         settings = replace(settings, learning_rate=default_learning_rate(settings.method, gpt2_parameters(config)))
     text = as_training_text(data)
-    prepared = prepare_data(text, base.codec, settings.block_size, settings.val_fraction, settings.seed, settings.test_fraction)
+    test_text = as_training_text(test_data) if test_data is not None else None
+    if test_text is not None and settings.test_fraction > 0:
+        raise SettingsError(key="finetune.test_both", field="test_fraction", fraction=settings.test_fraction)
+    prepared = prepare_data(text, base.codec, settings.block_size, settings.val_fraction, settings.seed, settings.test_fraction,
+                            test_text)
     device, precision = choose_device(settings.device)
     blocks_per_step = settings.batch_size * settings.gradient_accumulation * processes
     total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * len(prepared.train_blocks) / blocks_per_step))
     eval_every = settings.eval_every or max(1, total_steps // EVALUATIONS_PER_RUN)
     return FineTunePlan(base, settings, out_dir.name, out_dir, prepared, total_steps, eval_every, device, precision,
-                        list(prepared.notices), text, processes=processes)
+                        list(prepared.notices), text, processes=processes, test_text=test_text)
 
 
 def plan_resume(models_root: Path | str, name: str, owner: str | None = None, processes: int = 1) -> FineTunePlan:
@@ -399,9 +408,10 @@ def plan_resume(models_root: Path | str, name: str, owner: str | None = None, pr
     checkpoint, notices = job.load()
     base = resolve_model(description["base_model"]["requested"])
     settings = FineTuneSettings.from_user(**description["settings"])
-    plan = plan_finetune(base, job.text(), settings, name, models_root, resuming=True, processes=processes)
+    plan = plan_finetune(base, job.text(), settings, name, models_root, resuming=True, processes=processes, test_data=job.test_text())
     saved, now = checkpoint.get("identity", {}), plan.identity()
-    for key, what in (("base_sha256", "base model"), ("settings", "settings"), ("data_sha256", "data"), ("total_steps", "steps"),
+    for key, what in (("base_sha256", "base model"), ("settings", "settings"), ("data_sha256", "data"), ("test_sha256", "test data"),
+                      ("total_steps", "steps"),
                       ("processes", "processes")):
         if saved.get(key) != now[key]:
             raise PlaygroundError(key="finetune.checkpoint_mismatch", field="name", name=name, what=what,
@@ -525,7 +535,7 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
     if resume is None and main:
         job.create({"name": plan.name, "base_model": {"name": plan.base.name, "requested": plan.base.requested},
                     "settings": settings.to_dict(), "owner": plan.owner, "total_steps": plan.total_steps, "data": data.stats,
-                    "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}, plan.text)
+                    "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}, plan.text, plan.test_text)
     from torch.utils.tensorboard import SummaryWriter
 
     # A resumed run drops what the stopped one logged after its checkpoint (those steps are done again).
@@ -660,7 +670,8 @@ def execute_plan(plan: FineTunePlan, progress: Progress | None = None, cancel=No
                 "val_perplexity_change": round(math.exp(val_loss_after - val_loss_before) - 1, 4),
                 "kept_best": kept_best,
                 "test": None if test is None else {
-                    "blocks": len(data.test_blocks), "perplexity_before": round(math.exp(test_loss_before), 3),
+                    "blocks": len(data.test_blocks), "source": data.stats.get("test_source"),
+                    "perplexity_before": round(math.exp(test_loss_before), 3),
                     "perplexity_after": round(math.exp(test_loss_after), 3),
                     "change": round(math.exp(test_loss_after - test_loss_before) - 1, 4)},
                 "loss_curve": {"train": state["train_losses"], "val": state["val_losses"]},
@@ -708,6 +719,9 @@ def test_text(test: dict, lang: str) -> str:
     """The report's test split, in `lang`."""
     from ..locales import text
 
+    if test.get("source"):
+        return text("finetune.test_file_result", lang, name=test["source"], blocks=test["blocks"], before=test["perplexity_before"],
+                    after=test["perplexity_after"], change=f"{test['change']:+.1%}")
     return text("finetune.test_result", lang, blocks=test["blocks"], before=test["perplexity_before"],
                 after=test["perplexity_after"], change=f"{test['change']:+.1%}")
 
@@ -745,6 +759,9 @@ def _restore_weights(model, weights: dict) -> None:
 
 
 def run_finetune(base, data: TrainingText | str | Path, settings: FineTuneSettings, name: str, models_root: Path | str,
-                 progress: Progress | None = None, cancel=None, show_bar: bool = False, threads: int | None = None) -> dict:
-    """Plan (every check) and execute a fine-tune; returns the report. `data`: a TrainingText, a Path to a file, or pasted text."""
-    return execute_plan(plan_finetune(base, data, settings, name, models_root), progress, cancel, show_bar, threads)
+                 progress: Progress | None = None, cancel=None, show_bar: bool = False, threads: int | None = None,
+                 test_data: TrainingText | str | Path | None = None) -> dict:
+    """Plan (every check) and execute a fine-tune; returns the report. `data` (and `test_data`, a test file of the user's):
+    a TrainingText, a Path to a file, or pasted text."""
+    return execute_plan(plan_finetune(base, data, settings, name, models_root, test_data=test_data), progress, cancel, show_bar,
+                        threads)

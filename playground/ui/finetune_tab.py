@@ -251,6 +251,7 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
     defaults = FineTuneSettings()
     gr.Markdown(translated("finetune.intro"))
     upload_state = gr.State(None, time_to_live=3600)  # an UploadedData: its bytes live as long as the session, at most an hour
+    test_state = gr.State(None, time_to_live=3600)  # the test file's UploadedData, the same way
     seen = gr.State(None)  # what this page last rendered of the job, so an unchanged job is not re-drawn
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=320):
@@ -299,6 +300,9 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
                                           info=translated("finetune.min_delta_info"), elem_id="ft-min-delta")
                     test_fraction = gr.Number(defaults.test_fraction, label=translated("finetune.test_fraction"),
                                               info=translated("finetune.test_fraction_info"), elem_id="ft-test-fraction")
+                test_upload = gr.File(label=translated("finetune.test_file"), file_types=list(FORMATS), file_count="single",
+                                      type="filepath", height=90, elem_id="ft-test-upload")
+                gr.Markdown(translated("finetune.test_file_info"))
             with gr.Accordion(translated("finetune.lora"), open=False):
                 with gr.Row():
                     lora_rank = gr.Number(defaults.lora_rank, precision=0, label=translated("finetune.lora_rank"),
@@ -348,6 +352,21 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
             return uploaded_text(upload_data, column_name)
         return pasted_text or ""
 
+    def test_data(upload_data: UploadedData | None, column_name: str | None):
+        """The test file's texts, or None; a CSV's column is the training file's when it has one, else its own default."""
+        if upload_data is None:
+            return None
+        column_name = column_name if upload_data.columns and column_name in upload_data.columns else None
+        return uploaded_text(upload_data, column_name)
+
+    def on_test_upload(path, request: gr.Request):
+        if not path:
+            return None
+        try:
+            return read_upload(path)
+        except PlaygroundError as exc:
+            raise ui_error(exc, lang_of(request)) from None
+
     def free_name(stem: str) -> str:
         number, candidate = 1, stem
         while (playground.models_root / candidate).exists():
@@ -355,7 +374,7 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
             candidate = f"{stem}-{number}"
         return candidate
 
-    def on_check(request: gr.Request, base_name, pasted_text, upload_data, column_name, model_name, *values):
+    def on_check(request: gr.Request, base_name, pasted_text, upload_data, column_name, test_upload_data, model_name, *values):
         """Every check a start would make, and the data preview; nothing is trained or written."""
         lang = lang_of(request)
         settings = settings_from_form(*values, lang=lang)
@@ -364,18 +383,20 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
             data = training_data(pasted_text, upload_data, column_name)
             # Before the form has a name, plan under a free one, so the data can be checked first.
             name = (model_name or "").strip() or free_name(PREVIEW_NAME)
-            plan = plan_finetune(source, data, settings, name, playground.models_root)
+            plan = plan_finetune(source, data, settings, name, playground.models_root, test_data=test_data(test_upload_data, column_name))
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         return preview_html(plan, lang)
 
-    def on_start(request: gr.Request, base_name, pasted_text, upload_data, column_name, model_name, *values):
+    def on_start(request: gr.Request, base_name, pasted_text, upload_data, column_name, test_upload_data, model_name, *values):
         lang = lang_of(request)
         settings = settings_from_form(*values, lang=lang)
         try:
             source = playground.source_for(base_name)
             data = training_data(pasted_text, upload_data, column_name)
-            job = jobs.start(source, data, settings, model_name, owner=request.username or "")  # every check first, then training on its own thread
+            # every check first, then training on its own thread
+            job = jobs.start(source, data, settings, model_name, owner=request.username or "",
+                             test_data=test_data(test_upload_data, column_name))
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         info("finetune.started", lang, name=job["name"], steps=job["progress"]["total_steps"])
@@ -444,9 +465,11 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
     def refresh_models():
         return gr.update(choices=playground.model_choices())
 
-    form = [base, pasted, upload_state, column, name, *setting_inputs]
+    form = [base, pasted, upload_state, column, test_state, name, *setting_inputs]
     job_views = [progress, plot, result, compare_btn]
     upload.upload(on_upload, inputs=[upload], outputs=[upload_state, column], api_visibility="private")
+    test_upload.upload(on_test_upload, inputs=[test_upload], outputs=[test_state], api_visibility="private")
+    test_upload.clear(lambda: None, outputs=[test_state], queue=False, api_visibility="private")
     upload.clear(lambda: (None, gr.update(choices=[], value=None, visible=False)), outputs=[upload_state, column], queue=False,
                  api_visibility="private")
     check_btn.click(on_check, inputs=form, outputs=[preview], api_visibility="private", concurrency_id="finetune-check")
