@@ -40,7 +40,8 @@ REFERENCE_TEXT = (
     "return statement, or None if the function ends without one. Exceptions raised in the body propagate to the caller."
 )
 JSON_KEYS = ("backend", "variant", "provider", "prompt_tokens", "new_tokens", "batch", "ttft_ms", "decode_tokens_per_s",
-             "per_sequence_tokens_per_s", "latency_p50_ms", "latency_p90_ms", "peak_rss_mb", "size_mb", "top1_agreement")
+             "per_sequence_tokens_per_s", "latency_p50_ms", "latency_p90_ms", "eval_tokens_per_s", "peak_rss_mb", "size_mb",
+             "top1_agreement")
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,23 @@ def _quality(backend, reference_logits: np.ndarray, ids: list[int]) -> dict:
     }
 
 
+EVAL_REPEATS = 3
+
+
+def _evaluation_speed(backend, ids: list[int]) -> float:
+    """Tokens scored per second as the Evaluate tab scores them (evaluate.scoring.score_stream: one window of `ids` through
+    `prefill`, then each token's log-probability), the median of EVAL_REPEATS."""
+    from ..evaluate.scoring import score_stream
+    from ..evaluate.windows import sliding_windows
+
+    windows = sliding_windows(len(ids), len(ids), len(ids))
+    speeds = []
+    for _ in range(EVAL_REPEATS):
+        scores = score_stream(backend, ids, windows)
+        speeds.append(scores.tokens / scores.seconds)
+    return round(statistics.median(speeds), 1)
+
+
 def _size_mb(backend, source: ModelSource) -> float:
     manifest = getattr(backend, "manifest", None)
     if manifest is not None:
@@ -232,6 +250,7 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
                 del reference
                 gc.collect()
             quality = _quality(backend, reference_logits, reference_ids)
+            eval_tokens_per_s = _evaluation_speed(backend, reference_ids)
             for prompt_tokens, new_tokens, batch in sizes:
                 bar.set_postfix_str(f"{cell.label} {prompt_tokens}+{new_tokens} x{batch}")
                 ids = _prompt_ids(source, prompt_tokens)
@@ -260,6 +279,7 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
                     "peak_rss_mb": round(memory.peak_rss / 1e6, 1),  # whole process: includes the PyTorch reference model
                     "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 1e6, 1) if cell.device == "cuda" else None,
                     "size_mb": _size_mb(backend, source),
+                    "eval_tokens_per_s": eval_tokens_per_s,  # the cell's, at any size: the reference text scored as Evaluate does
                     "quality_meaningful": quality_meaningful, **quality,
                 }
                 rows.append(row)
@@ -317,15 +337,16 @@ def add_speedups(rows: list[dict]) -> None:
 
 def markdown_table(rows: list[dict]) -> str:
     head = ("| cell | provider | prompt+new | batch | TTFT ms | aggregate tok/s | per-seq tok/s | vs batch 1 | speed-up | "
-            "p50 ms | p90 ms | RSS MB | size MB | top-1 |")
+            "p50 ms | p90 ms | eval tok/s | RSS MB | size MB | top-1 |")
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in rows:
         quality = f"{r['top1_agreement']:.3f}" if r["quality_meaningful"] else "n/m" if r.get("top1_agreement") is not None else "-"
         speedup = f"{r['speedup_vs_torch_fp32']:.2f}×" if r.get("speedup_vs_torch_fp32") else "-"
         vs_one = f"{r['speedup_vs_batch_1']:.2f}×" if r.get("speedup_vs_batch_1") else "-"
+        evaluation = f"{r['eval_tokens_per_s']:.0f}" if r.get("eval_tokens_per_s") else "-"
         lines.append(f"| {r['backend']} {r['variant']} | {r['provider']} | {r['prompt_tokens']}+{r['new_tokens']} | {r.get('batch', 1)} | "
                      f"{r['ttft_ms']:.1f} | {r['decode_tokens_per_s']:.1f} | {r.get('per_sequence_tokens_per_s', r['decode_tokens_per_s']):.1f} | "
-                     f"{vs_one} | {speedup} | {r['latency_p50_ms']:.2f} | {r['latency_p90_ms']:.2f} | "
+                     f"{vs_one} | {speedup} | {r['latency_p50_ms']:.2f} | {r['latency_p90_ms']:.2f} | {evaluation} | "
                      f"{r['peak_rss_mb']:.0f} | {r['size_mb']:.1f} | {quality} |")
     return "\n".join(lines)
 

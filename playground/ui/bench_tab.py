@@ -20,7 +20,7 @@ from .i18n import lang_of, localize_on_load, t, translated, ui_error
 
 TABLE_COLUMNS = ["backend", "variant", "provider", "prompt_tokens", "new_tokens", "batch", "ttft_ms", "decode_tokens_per_s",
                  "per_sequence_tokens_per_s", "speedup_vs_batch_1", "speedup_vs_torch_fp32", "latency_p50_ms", "latency_p90_ms",
-                 "peak_rss_mb", "size_mb", "top1_agreement"]
+                 "eval_tokens_per_s", "peak_rss_mb", "size_mb", "top1_agreement"]
 BATCH_SIZES = (1, 4, 8, 16)
 COLOURS = {"torch": "#6b7280", "llama.cpp": "#d97706"}  # ONNX: blue
 
