@@ -30,9 +30,9 @@ from .token_pack import pack_tokens, unpack_tokens
 APP_DIR_NAME = "gpt2-playground"
 DB_ENV = "GPT2_PLAYGROUND_DB"
 BUSY_TIMEOUT_S = 30.0
-JSON_COLUMNS = ("settings", "tokens", "metrics")
+JSON_COLUMNS = ("settings", "tokens", "metrics", "intervention")
 LIST_COLUMNS = ("id", "created_at", "model", "backend", "variant", "provider", "prompt", "output", "status", "metrics",
-                "group_id", "sample_index", "owner")
+                "group_id", "sample_index", "owner", "intervention")
 STATUSES = ("complete", "stopped", "error")
 JOB_STATUSES = ("queued", "running", "complete", "cancelled", "error")
 JOB_JSON_COLUMNS = ("settings", "progress", "report", "error")
@@ -273,6 +273,13 @@ def m012_evaluations(db: Database) -> None:
         defaults={"owner": LOCAL_OWNER},
     )
     db.table("evaluations").create_index(["owner", "id"])
+
+
+@migrations(name="m013_interventions")
+def m013_interventions(db: Database) -> None:
+    """A run made with an experiment's intervention (heads knocked out, a steering direction: experiments.Intervention)
+    keeps it as JSON, so History shows it and a replay makes the same run; NULL for a run of the model as it is."""
+    db.table("runs").add_column("intervention", str)
 
 # --- the store ----------------------------------------------------------------------------------
 

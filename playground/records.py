@@ -90,6 +90,7 @@ class GenerationResult:
     branch_position: int | None = None  # ... and the sequence position of the swapped token
     group_id: str | None = None  # runs drawn together (N samples, a sweep) share one; None for a run of one
     sample_index: int | None = None  # this run's place in its group (its seed is the group's seed + this, per cell)
+    intervention: dict | None = None  # what an experiment changed in the model (experiments.Intervention.to_dict())
 
     @property
     def sequence_logprob(self) -> float:
@@ -158,6 +159,7 @@ class GenerationResult:
             "branch_position": self.branch_position,
             "group_id": self.group_id,
             "sample_index": self.sample_index,
+            "intervention": self.intervention,
             "prompt_tokens": [t.to_dict() for t in self.prompt_tokens],
             "tokens": [t.to_dict() for t in self.tokens],
             "units": self.units_json(),
@@ -195,6 +197,7 @@ def saved_row(result: GenerationResult, status: str, error: str | None = None, m
         "branch_position": result.branch_position,
         "group_id": result.group_id,
         "sample_index": result.sample_index,
+        "intervention": result.intervention,
     }
 
 
@@ -229,6 +232,7 @@ def result_from_saved(row: dict, codec: TokenCodec | None = None) -> GenerationR
         branch_position=row.get("branch_position"),
         group_id=row.get("group_id"),
         sample_index=row.get("sample_index"),
+        intervention=row.get("intervention"),
     )
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Iterator
 
 from .batching import batch_for
-from .config import GenerationSettings
+from .config import GenerationSettings, check_prompt
 from .errors import Notice, PlaygroundError, SettingsError
 from .backends.base import Engine
+from .experiments import ExperimentError, IntervenedBackend, Intervention, torch_backend_of
 from .generation import Generation, check_num_samples
 from .history import LOCAL_OWNER, HistoryStore
 from .limits import Admission, UserLimits
@@ -77,6 +78,7 @@ class Playground(ModelRegistry):
         group_id: str | None = None,
         stop_event: threading.Event | None = None,
         owner: str = LOCAL_OWNER,
+        intervention: Intervention | None = None,
     ) -> Generation:
         """Prepare a run of `num_samples` samples (validated, not started: iterate it, or `stream_samples` it).
         A new run of a session replaces its Stop event; `stop_event` (a sweep's, shared by its cells) is used
@@ -86,9 +88,18 @@ class Playground(ModelRegistry):
         Every run starts here (the UI, /generate, /v1, sweeps, branches), so what a run may be is decided here
         once: N samples on any backend, drawn as one batch by a local backend and as N requests, one after
         another, by a serving engine (which decodes one sequence per request); either way one group. `owner`, the
-        login of the user it is for, is saved with it (history.LOCAL_OWNER without a login)."""
+        login of the user it is for, is saved with it (history.LOCAL_OWNER without a login). An `intervention` (the
+        Experiments tab's) runs on a PyTorch backend of its own over the same weights (experiments.IntervenedBackend)
+        and is saved with the run."""
         num_samples = check_num_samples(num_samples)  # before building a backend: a bad count costs nothing
+        intervention = None if intervention is None or intervention.is_empty else intervention
+        if intervention is not None and (backend or self.default_backend) != "torch":  # refused before an ONNX export
+            raise ExperimentError(key="experiments.needs_torch", field="backend", backend=backend or self.default_backend)
         runner = self.backend(backend, variant, model)
+        if intervention is not None:
+            codec = self.source_for(runner.info.model).codec
+            runner = IntervenedBackend(torch_backend_of(runner), intervention, codec,
+                                       list(prompt_ids) if prompt_ids else codec.encode(check_prompt(prompt)) or [codec.start_id])
         if not isinstance(runner, Engine):  # an engine batches its requests itself
             batch_for(runner).max_rows = self.batch_rows
         source = self.source_for(runner.info.model)
@@ -99,6 +110,9 @@ class Playground(ModelRegistry):
                                     most=len(source.codec) - 1)
         run = Generation(runner, source, prompt, settings, stop_event=self._stop_event_for(session, stop_event),
                          prompt_ids=prompt_ids, num_samples=num_samples, group_id=group_id, owner=owner)
+        if isinstance(runner, IntervenedBackend):
+            for result in run.results:
+                result.intervention = intervention.to_dict()
         # A logged-in user's fair share (limits.py): refused here, before anything runs; given back when it ends.
         self.admission.admit(owner, run.settings.max_new_tokens * run.num_samples, run)
         return run
@@ -121,7 +135,8 @@ class Playground(ModelRegistry):
             raise PlaygroundError(key="branch.no_token", index=token_index, count=len(parent.tokens))
         ids = [t.token_id for t in parent.prompt_tokens + parent.tokens[:token_index]] + [alternative_id]
         run = self.start("", parent.settings, session=session, backend=parent.info.backend, variant=parent.info.variant,
-                         model=parent.info.model, prompt_ids=ids, owner=owner)
+                         model=parent.info.model, prompt_ids=ids, owner=owner,
+                         intervention=Intervention.from_dict(parent.intervention) if parent.intervention else None)
         run.result.parent_run_id = parent.run_id
         run.result.branch_position = parent.tokens[token_index].position
         # Inside a character of several tokens, say which bytes were kept and which replaced.
@@ -197,7 +212,7 @@ class Playground(ModelRegistry):
         from .analysis.inside import Inside, InsideError, check_fingerprint
 
         info = result.info
-        key = (result.run_id, info.model, info.backend, info.variant,
+        key = (result.run_id, info.model, info.backend, info.variant, repr(result.intervention),
                tuple(t.token_id for t in result.prompt_tokens + result.tokens))
         with self._inside_lock:
             if key in self._insides:
@@ -213,7 +228,7 @@ class Playground(ModelRegistry):
             except PlaygroundError as exc:
                 raise InsideError(key="inside.model_gone", model=info.model, error=str(exc)) from None
             notice = check_fingerprint(stored, self.model_fingerprint(info.model), info.model)
-        backend = self.analysis_backend(info.backend, info.variant, info.model, need="logits")
+        backend = self.run_backend(result, need="logits")
         reference = backend if info.backend == "torch" else self.backend("torch", None, info.model)
         view = Inside(result, backend, reference.model, self.source_for(info.model).codec)
         if notice:
@@ -223,6 +238,17 @@ class Playground(ModelRegistry):
             while len(self._insides) > 2:  # each holds a run's residual stream (up to 38 MB for GPT-2 small)
                 self._insides.pop(next(iter(self._insides)))
         return view
+
+    def run_backend(self, result: GenerationResult, need: str = "attention"):
+        """The backend a view looks into a run with (`analysis_backend`): for a run made with an experiment's
+        intervention, the model as the run saw it (the same intervention, means over the same prompt)."""
+        info = result.info
+        backend = self.analysis_backend(info.backend, info.variant, info.model, need=need)
+        if not result.intervention:
+            return backend
+        codec = self.source_for(info.model).codec
+        return IntervenedBackend(torch_backend_of(backend), Intervention.from_dict(result.intervention), codec,
+                                 [t.token_id for t in result.prompt_tokens] or [codec.start_id])
 
     def inside_of_run(self, run_id, owner: str | None = None) -> object:
         """The Inside view of a saved run, by its id in the history (only one of `owner`'s, when given)."""

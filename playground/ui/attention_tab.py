@@ -93,7 +93,7 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
         if not force and current is not None and current_for == run_key(result):
             return (gr.skip(),) * 10
         try:
-            backend = playground.analysis_backend(result.info.backend, result.info.variant, result.info.model)
+            backend = playground.run_backend(result)
             ids = [t.token_id for t in result.prompt_tokens + result.tokens]
             run = compute_attention(backend, ids, playground.source_for(result.info.model).codec)
         except PlaygroundError as exc:

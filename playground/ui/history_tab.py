@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..errors import PlaygroundError
+from ..experiments.intervention import Intervention
 from ..records import result_from_saved
 from ..service import Playground
 from .i18n import EN, error, info, lang_of, localize_on_load, t, translated, warning
@@ -50,6 +51,11 @@ def status_text(status: str, lang: str) -> str:
     return t(key, lang) if key in EN else status
 
 
+def intervention_note(intervention: dict | None) -> str:
+    """" · heads 0.1 · zero" for a run made with an experiment's intervention (the Experiments tab); "" for a plain run."""
+    return f" · {Intervention.from_dict(intervention).describe()}" if intervention else ""
+
+
 def table_rows(runs: list[dict], lang: str = "en", show_owner: bool = False) -> list[list]:
     """Rows for the runs table; cells are plain text. `show_owner` adds the login each run was made under."""
     rows = []
@@ -60,7 +66,7 @@ def table_rows(runs: list[dict], lang: str = "en", show_owner: bool = False) -> 
             run["id"],
             run["created_at"][:19].replace("T", " "),
             run.get("model") or "",
-            f"{run.get('backend') or ''} {run.get('variant') or ''}".strip(),
+            f"{run.get('backend') or ''} {run.get('variant') or ''}".strip() + intervention_note(run.get("intervention")),
             prompt[:80] + ("…" if len(prompt) > 80 else ""),
             round(tps, 1) if tps else None,
             status_text(run["status"], lang),
