@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from .intervention import ExperimentError
+from .target import bare_ids
 
 # name -> (clean, corrupted, answer, wrong). The corrupted prompt names the other person as the giver, so the answer flips.
 PATCH_PRESETS = {
@@ -45,4 +46,4 @@ def _plain_word(codec, token_id: int) -> bool:
     word = text[1:] if text.startswith(" ") else text
     han = len(word) == 1 and "\u4e00" <= word <= "\u9fff"
     latin = text.startswith(" ") and 3 <= len(word) <= 8 and word.isascii() and word.isalpha() and word.islower()
-    return (han or latin) and codec.encode(text) == [token_id]
+    return (han or latin) and bare_ids(codec, text) == [token_id]

@@ -26,11 +26,17 @@ def encode_prompt(codec, prompt, field: str = "prompt") -> list[int]:
     return ids
 
 
+def bare_ids(codec, text: str) -> list[int]:
+    """`text`'s token ids without the start token a BERT-style tokenizer puts first ([CLS] of the Chinese models)."""
+    ids = codec.encode(text or "")
+    return ids[1:] if ids and codec.bos_id is not None and ids[0] == codec.bos_id else ids
+
+
 def token_of(codec, text: str, field: str) -> int:
     """The one token `text` is (" Mary" with its space); refused, with what it is instead, when it is not one token."""
     if isinstance(text, int) and not isinstance(text, bool) and 0 <= text < len(codec):
         return text
-    ids = codec.encode(text or "") if isinstance(text, str) else []
+    ids = bare_ids(codec, text) if isinstance(text, str) else []
     if len(ids) != 1:
         raise ExperimentError(key="experiments.not_one_token", field=field, text=str(text), count=len(ids),
                               pieces=" | ".join(codec.label(i) for i in ids) or "—")

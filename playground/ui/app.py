@@ -19,6 +19,7 @@ from .attention_tab import build_attention_tab
 from .bench_tab import build_bench_tab
 from .compare_tab import build_compare_tab
 from .evaluate_tab import build_evaluate_tab
+from .experiments_tab import build_experiments_tab
 from .finetune_tab import build_finetune_tab
 from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
@@ -90,6 +91,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 build_finetune_tab(playground, tabs, compare_sides)
             with gr.Tab(translated("app.tab.evaluate"), id="evaluate"):
                 build_evaluate_tab(playground)
+            with gr.Tab(translated("app.tab.experiments"), id="experiments"):
+                build_experiments_tab(playground)
             with gr.Tab(translated("app.tab.benchmark"), id="benchmark"):
                 build_bench_tab(playground)
             with gr.Tab(translated("app.tab.history"), id="history"):
