@@ -171,3 +171,9 @@ def test_intervention_needs_the_torch_backend(tiny_source, tmp_path):
         playground.start(PROMPT, GenerationSettings(max_new_tokens=2), backend="onnx",
                          intervention=Intervention(heads=((0, 0),)))
     assert caught.value.key == "experiments.needs_torch"
+
+
+def test_the_induction_preset_works_on_the_tiny_model(codec):
+    clean, corrupted, answer, wrong = induction_prompts(codec)
+    assert len(clean) == len(corrupted) and clean[-9:] == corrupted[-9:] and answer != wrong
+    assert codec.encode(codec.decode(clean)) == clean  # usable as text in the form
