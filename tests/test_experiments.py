@@ -177,3 +177,19 @@ def test_the_induction_preset_works_on_the_tiny_model(codec):
     clean, corrupted, answer, wrong = induction_prompts(codec)
     assert len(clean) == len(corrupted) and clean[-9:] == corrupted[-9:] and answer != wrong
     assert codec.encode(codec.decode(clean)) == clean  # usable as text in the form
+
+
+def test_m013_gives_older_runs_no_intervention(tmp_path):
+    import sqlite3
+    from contextlib import closing
+
+    from sqlite_utils import Database
+
+    from playground.history import migrations
+
+    with closing(sqlite3.connect(tmp_path / "h.db")) as conn:
+        migrations.apply(Database(conn), stop_before="m013_interventions")
+        Database(conn).table("runs").insert({"created_at": "2026-12-01T00:00:00.000+00:00", "status": "complete", "prompt": "old"})
+        conn.commit()
+    store = HistoryStore(tmp_path / "h.db")
+    assert store.get(1)["intervention"] is None and store.recent(1)[0]["intervention"] is None
