@@ -71,3 +71,22 @@ def test_experiments_tab(browser, experiments_app, locale):
         page.screenshot(path=str(ARTIFACTS / f"experiments-{lang}.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_the_intervene_api(experiments_app):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    url, playground = experiments_app
+    client = Client(url, verbose=False)
+    prompt = "The quick brown fox jumps over the lazy dog"
+    ids = playground.source.codec.encode(prompt)
+    scan = client.predict(experiment="head_scan", prompt=prompt, target=ids[-1], api_name="/intervene")
+    assert scan["kind"] == "logprob" and len(scan["change"]) == 2 and len(scan["change"][0]) == 2
+    scored = client.predict(experiment="rescore", prompt=prompt, intervention={"heads": [[0, 1]], "mode": "mean"},
+                            api_name="/intervene")
+    assert len(scored["positions"]) == len(ids) - 1 and scored["intervention"] == {"heads": [[0, 1]], "mode": "mean"}
+    with pytest.raises(AppError, match="Experiments need the PyTorch backend"):
+        client.predict(experiment="rescore", prompt=prompt, backend="onnx", api_name="/intervene")
+    with pytest.raises(AppError, match="Head 0.9 does not exist"):
+        client.predict(experiment="rescore", prompt=prompt, intervention={"heads": [[0, 9]]}, api_name="/intervene")
