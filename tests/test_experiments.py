@@ -161,6 +161,15 @@ def test_steering_runs_through_the_loop_and_is_saved(tiny_source, tmp_path):
     saved = store.get(steered.run_id)
     assert saved["intervention"] == strong.to_dict() and store.get(plain.run_id)["intervention"] is None
     assert playground.inside(steered).result.intervention == strong.to_dict()  # the Inside view looks at the steered model
+    from playground.experiments.requests import run_experiment
+    from playground.ui.history_tab import table_rows
+
+    assert table_rows([store.get(steered.run_id)])[0][3] == "torch fp32 · steer@1 ×40"  # History says how the run was made
+    again = run_experiment(playground, "rescore", run_id=steered.run_id, intervention=strong.to_dict())
+    assert len(again["positions"]) == len(steered.prompt_tokens) + len(steered.tokens) - 1
+    # The steered run re-scored under its own steering: its tokens' probabilities as the run recorded them.
+    assert [p["ablated_prob"] for p in again["positions"][-len(steered.tokens):]] == pytest.approx(
+        [t.raw_prob for t in steered.tokens], abs=1e-5)
 
 
 def test_intervention_needs_the_torch_backend(tiny_source, tmp_path):
