@@ -3,7 +3,6 @@ computations with hooks written here, and an intervened run through the one deco
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

@@ -30,6 +30,7 @@ class IntervenedBackend(TorchBackend):
 
     def __init__(self, base: TorchBackend, intervention: Intervention, codec, reference_ids: list[int]):
         base = torch_backend_of(base)
+        # Not TorchBackend.__init__, which loads weights: this backend shares `base`'s model, device and info.
         self.device, self.model, self.info = base.device, base.model, replace(base.info)
         self.intervention = intervention
         self.edits = edits_for(intervention, base.model, codec, reference_ids)

@@ -4,7 +4,7 @@ added; validated against the model, saved with a run, turned into hooks' edits (
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch

@@ -24,7 +24,7 @@ def experiment_model(playground, backend: str | None, model: str | None):
     return runner, playground.source_for(runner.info.model)
 
 
-def ids_of_run(playground, run_id, owner: str | None, model: str | None) -> list[int]:
+def ids_of_run(playground, run_id, owner: str | None) -> list[int]:
     """The token ids (prompt and output) of saved run `run_id`, one of `owner`'s; refused if its model changed since."""
     run_id = as_int("run_id", run_id)
     saved = playground.history.get(run_id, owner=owner) if playground.history is not None else None
@@ -61,7 +61,7 @@ def run_experiment(playground, experiment: str, prompt=None, run_id=None, interv
                                       model=source.name, owner=owner)
         return {"experiment": experiment, "model": source.name, "intervention": change.to_dict(), "seed": plain.settings.seed,
                 "plain": {"text": plain.text, "run_id": plain.run_id}, "steered": {"text": steered.text, "run_id": steered.run_id}}
-    ids = ids_of_run(playground, run_id, viewer, model) if run_id not in (None, "") else encode_prompt(codec, prompt)
+    ids = ids_of_run(playground, run_id, viewer) if run_id not in (None, "") else encode_prompt(codec, prompt)
     answer = {"experiment": experiment, "model": source.name, "tokens": [codec.label(i, ids[k - 1] if k else None)
                                                                         for k, i in enumerate(ids)]}
     if experiment == "rescore":

@@ -8,7 +8,7 @@ from html import escape
 import gradio as gr
 
 from ..errors import PlaygroundError
-from ..experiments import PATCH_KINDS, PATCH_PRESETS, STEER_PRESETS, induction_prompts
+from ..experiments import PATCH_KINDS, PATCH_PRESETS, STEER_PRESETS, Intervention, induction_prompts
 from ..experiments.figures import grid_figure
 from ..experiments.requests import experiment_model, run_experiment
 from ..service import Playground
@@ -187,8 +187,6 @@ def build_experiments_tab(playground: Playground) -> dict:
                                     owner=request.username or "")
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
-        from ..experiments import Intervention
-
         return pair_html(answer | {"described": Intervention.from_dict(answer["intervention"]).describe()}, lang)
 
     def do_scan(form: dict, request: gr.Request):
