@@ -201,3 +201,19 @@ def test_m013_gives_older_runs_no_intervention(tmp_path):
         conn.commit()
     store = HistoryStore(tmp_path / "h.db")
     assert store.get(1)["intervention"] is None and store.recent(1)[0]["intervention"] is None
+
+
+def test_a_run_whose_model_changed_is_refused(tiny_backend, tiny_source, tmp_path):
+    from playground.experiments.requests import run_experiment
+    from playground.records import saved_row
+    from playground.service import Playground
+
+    store = HistoryStore(tmp_path / "h.db")
+    playground = Playground(tiny_source, device="cpu", history=store)
+    result = generate(tiny_backend, tiny_source, PROMPT, GenerationSettings(max_new_tokens=3, seed=2))
+    run_id = store.save_run(saved_row(result, "complete", model_sha256="0" * 64))  # made with other weights
+    with pytest.raises(ExperimentError) as caught:
+        run_experiment(playground, "rescore", run_id=run_id)
+    assert caught.value.key == "experiments.model_changed" and f"#{run_id}" in str(caught.value)
+    with pytest.raises(ExperimentError, match="no run #999"):
+        run_experiment(playground, "rescore", run_id=999)
