@@ -115,6 +115,10 @@ def test_patching_everything_restores_all_and_nothing_none(model, codec):
     assert grid.restored[n_layer, -1] == pytest.approx(1.0, abs=1e-5)  # the last residual at the last position: all of it
     first_diff = next(i for i, (a, b) in enumerate(zip(clean, corrupted)) if a != b)
     assert abs(grid.restored[0, :first_diff]).max(initial=0) < 1e-5  # patching a position where both agree changes nothing
+    for layer, position in [(0, 0), (1, first_diff), (2, len(clean) - 1), (1, len(clean) - 2)]:  # cells run from a cache
+        alone = Target(answer, wrong).measure(patched_logits(model, clean, corrupted, ("resid", layer), [position])[-1:])
+        share = (float(alone[0]) - grid.corrupted) / (grid.clean - grid.corrupted)
+        assert grid.restored[layer, position] == pytest.approx(share, abs=1e-5)
     heads = patch(model, clean, corrupted, Target(answer, wrong), "heads")
     assert heads.restored.shape == (n_layer, model.config.n_head)
     mlp = patch(model, clean, corrupted, Target(answer, wrong), "mlp")

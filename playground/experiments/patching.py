@@ -58,14 +58,15 @@ def patch(model, clean_ids: list[int], corrupted_ids: list[int], target: Target,
         model(input_ids=torch.tensor([clean_ids], device=device), logits_to_keep=1)
     clean = {point: seen[point][0][0] for point in points}  # (T, width)
 
-    def patched(row: int, column: int):
+    def patched(row: int, column: int, start: int):
+        """The edit of cell (row, column) in a pass that begins at position `start` (the positions before it cached)."""
         point = points[row]
         source = clean[point]
         cols = slice(column * head_dim, (column + 1) * head_dim) if kind == "heads" else slice(None)
         where = column if kind == "resid" else slice(None)  # resid: one position; heads, mlp: every position
 
-        def f(x: torch.Tensor) -> torch.Tensor:  # (T, width)
-            x[where, cols] = source[where, cols]
+        def f(x: torch.Tensor) -> torch.Tensor:  # (T - start, width)
+            x[(where - start) if kind == "resid" else where, cols] = source[where, cols]
             return x
         return {point: f}
 
@@ -74,20 +75,33 @@ def patch(model, clean_ids: list[int], corrupted_ids: list[int], target: Target,
         if not (0 <= r < shape[0] and 0 <= c < shape[1]):
             raise ExperimentError(key="experiments.bad_cell", field="cells", row=r, column=c, rows=shape[0], columns=shape[1])
     ids = torch.tensor([clean_ids, corrupted_ids], device=device)  # (2, T)
-    variants = [(None, {}), (None, {})] + [((r, c), patched(r, c)) for r, c in cells]
-    values = []
-    for start in range(0, len(variants), PATCH_ROWS):
-        chunk = variants[start:start + PATCH_ROWS]
-        rows = torch.stack([ids[0] if start + i == 0 else ids[1] for i in range(len(chunk))])  # (rows, T): row 0 clean
+    # Passes of (start, [(cell, edits)]), rows of one batch each. A residual patch at position p changes nothing before
+    # p (attention looks back only), so its pass starts at p with the corrupted prompt's positions 0..p-1 cached: the
+    # model's own forward over T - p positions instead of T (the 13 x 16 grid of a 16-token prompt costs about half).
+    # The first pass holds the clean and the corrupted prompt as they are (rows 0 and 1).
+    if kind == "resid":
+        columns = sorted({c for _, c in cells})
+        groups = [(0, [(None, {}), (None, {})])] + [(c, [((r, k), patched(r, k, c)) for r, k in cells if k == c]) for c in columns]
+    else:
+        groups = [(0, [(None, {}), (None, {})] + [((r, c), patched(r, c, 0)) for r, c in cells])]
+    passes = [(start, variants[i:i + PATCH_ROWS]) for start, variants in groups for i in range(0, len(variants), PATCH_ROWS)]
+    done, values = [], []
+    for n, (start, chunk) in enumerate(passes):
+        rows = torch.stack([ids[0] if n == 0 and i == 0 else ids[1] for i in range(len(chunk))])[:, start:]  # (rows, T - start)
+        cache = None
+        if start:
+            cache = model(input_ids=ids[1:2, :start], use_cache=True).past_key_values  # the corrupted prefix, once
+            cache.batch_repeat_interleave(len(chunk))
         with hooked(model, row_edits([edits for _, edits in chunk])):
-            logits = model(input_ids=rows, logits_to_keep=1).logits[:, -1]  # (rows, V)
-        values.append(target.measure(logits).cpu())
+            logits = model(input_ids=rows, past_key_values=cache, use_cache=cache is not None, logits_to_keep=1).logits[:, -1]
+        values.append(target.measure(logits).cpu())  # (rows,)
+        done += [cell for cell, _ in chunk]
     measured = torch.cat(values).numpy()
     clean_diff, corrupted_diff = float(measured[0]), float(measured[1])
     if abs(clean_diff - corrupted_diff) < 1e-6:
         raise ExperimentError(key="experiments.no_difference", field="corrupted", diff=clean_diff)
     restored = np.full(shape, np.nan)
-    for ((r, c), _), value in zip(variants[2:], measured[2:]):
+    for (r, c), value in zip(done[2:], measured[2:]):
         restored[r, c] = (value - corrupted_diff) / (clean_diff - corrupted_diff)
     return PatchGrid(kind, clean_diff, corrupted_diff, restored)
 
