@@ -154,7 +154,7 @@ def test_steering_runs_through_the_loop_and_is_saved(tiny_source, tmp_path):
 
     store = HistoryStore(tmp_path / "h.db")
     playground = Playground(tiny_source, device="cpu", history=store)
-    settings = GenerationSettings(max_new_tokens=12, seed=5)
+    settings = GenerationSettings(max_new_tokens=8, seed=5)
     zero = Intervention.from_user(steer_layer=1, steer_strength=0, steer_positive="good day", steer_negative="bad day")
     plain, steered = steered_pair(playground, PROMPT, settings, zero)
     assert [t.token_id for t in steered.tokens] == [t.token_id for t in plain.tokens]  # strength 0 is the plain run
