@@ -9,7 +9,9 @@ consumer goes away (a closed stream, a disconnected client), and its rows stop c
 
 There is no scheduler thread: a consumer that waits for its next record and finds nobody stepping takes a step for
 everyone (records go to each run's queue), and otherwise waits for the step in progress. A run alone therefore
-decodes in its consumer's thread with no hand-over at all, as a plain loop would.
+decodes in its consumer's thread with no hand-over at all, as a plain loop would. A step ends as soon as every row has
+chosen its token, and the forward pass that feeds those tokens opens the next step: a record reaches its consumer
+without waiting for the pass that follows it (the first token comes right after the prompt's pass).
 
 A row computes what it would alone: the backends pad shorter rows on the left, mask the padding and count each
 row's positions from its own first token (`Backend.join`), and each run samples with its own generators.
@@ -51,6 +53,7 @@ class Member:
         self.closed = False  # the consumer went away
         self.live: list[int] = []  # the sample of each of its rows, in batch order
         self.logits = self.given = None  # the distributions its rows choose their next token from: (rows, V), ...
+        self.chosen: list[int] = []  # the tokens its rows chose last, which the next step feeds
         self.step = 0  # tokens generated per row so far
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
@@ -159,21 +162,20 @@ class DecodeBatch:
     # --- the stepping consumer's side ---------------------------------------------------------------------------
 
     def _step(self) -> None:
-        """One step of the whole batch: runs that went away leave, waiting runs join (prefill, first distributions),
-        every row chooses its next token (records to the queues), finished rows leave, the rest are fed their tokens."""
+        """One step of the whole batch: runs that went away leave, the rows are fed the tokens they chose last (the next
+        distributions), waiting runs join (prefill, first distributions), and every row chooses its next token (records
+        to the queues; finished rows leave). The step ends there, so its records reach their consumers before the
+        forward pass of the next step."""
         now = time.perf_counter()
         if self._idle_since is not None and self._members:
             self._idle_s += now - self._idle_since
         try:
             if any(m.closed for m in self._members):
                 self._leave([m for m in self._members if m.closed])
+            self._feed()
             if self._waiting:  # read without the lock: a run that arrives meanwhile joins at the next step
                 self._join(self._admitted())
-            tokens = self._choose()
-            if len(self._members) > 1:
-                with self._cond:
-                    self._cond.notify_all()  # the other consumers read their records while the batch is fed
-            self._feed(tokens)
+            self._choose()
         except Exception as exc:  # the batch's forward failed: every run in it ends with that error
             for member in self._members:
                 member.error = exc
@@ -236,9 +238,9 @@ class DecodeBatch:
             self._scratch = np.empty((rows, logits.shape[-1]), dtype=np.float32)  # (rows, V)
         return self._scratch
 
-    def _choose(self) -> list[int]:
-        """Every row picks its next token; records go to the runs' queues. Returns the tokens of the rows that go on
-        (finished rows and stopped runs are taken out of the batch here)."""
+    def _choose(self) -> None:
+        """Every row picks its next token; records go to the runs' queues, and the tokens of the rows that go on to each
+        run's `chosen`, for the next step to feed (finished rows and stopped runs are taken out of the batch here)."""
         members = self._members
         scratch = self._scratch_for(members[0].logits) if members else None
         # A step runs torch ops only to penalise, warp or sample; beside a backend that is not torch they run on one
@@ -256,14 +258,13 @@ class DecodeBatch:
             # threads, one per core, did not shorten them (the backend's threads still hold the cores after its run).
             outcomes = [self._choose_for(member, scratch[start: start + len(member.live)], now)
                         for member, start in zip(members, starts)]
-        keep, tokens = [], []
-        for start, (going, chosen) in zip(starts, outcomes):
+        keep = []
+        for member, start, (going, chosen) in zip(members, starts, outcomes):
             keep += [start + r for r in going]
-            tokens += [chosen[r] for r in going]
+            member.chosen = [chosen[r] for r in going]  # its rows that go on, in their (kept) order
         if len(keep) < row:
             self._members = [m for m in members if not m.done]
             self._cache = self._select(keep)
-        return tokens
 
     def _choose_for(self, member: Member, scratch: np.ndarray, now: float) -> tuple[list[int], list[int]]:
         """One run's rows pick their tokens (`scratch`: the statistics' work rows, its own). Returns (its rows that go
@@ -295,8 +296,9 @@ class DecodeBatch:
             self._finish(member, None)
         return going, chosen
 
-    def _feed(self, tokens: list[int]) -> None:
-        """Feed every row its token: the next distributions, split between the runs (views, no copy)."""
+    def _feed(self) -> None:
+        """Feed every row the token it chose last: the next distributions, split between the runs (views, no copy)."""
+        tokens = [token for member in self._members for token in member.chosen]
         if not tokens:
             return
         logits, self._cache = self.backend.step_batch(tokens, self._cache)  # (N, V)
