@@ -204,6 +204,7 @@ def peer_row(runs: list[list[float]], *, variant: str, version: str, prompt_toke
         "load_s": round(load_s, 2), "ttft_ms": round(chosen[0], 2), "decode_s": round(decode_s, 6),
         "decode_tokens_per_s": round(len(latencies) / decode_s, 2), "per_sequence_tokens_per_s": round(len(latencies) / decode_s, 2),
         "latency_p50_ms": round(float(np.percentile(latencies, 50)), 2), "latency_p90_ms": round(float(np.percentile(latencies, 90)), 2),
+        "eval_tokens_per_s": None,  # not measured for a peer: it is the Evaluate tab's scoring, ours alone
         "peak_rss_mb": round(peak_rss_mb, 1), "gpu_peak_mb": None, "size_mb": round(size_mb, 1),
         "quality_meaningful": False, "top1_agreement": None, "max_abs_logit_diff": None, "perplexity": None,
     }
