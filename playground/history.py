@@ -281,6 +281,19 @@ def m013_interventions(db: Database) -> None:
     keeps it as JSON, so History shows it and a replay makes the same run; NULL for a run of the model as it is."""
     db.table("runs").add_column("intervention", str)
 
+
+@migrations(name="m014_learn_progress")
+def m014_learn_progress(db: Database) -> None:
+    """The Learn tab's progress: one row per owner and chapter done, when, and what showed it (the check's verdict and
+    the run it read, JSON), so each person in a class keeps their own path."""
+    db.table("learn_progress").create(
+        {"owner": str, "chapter": str, "done_utc": str, "evidence": str},
+        pk=("owner", "chapter"),
+        not_null={"owner", "chapter", "done_utc"},
+        defaults={"owner": LOCAL_OWNER},
+    )
+
+
 # --- the store ----------------------------------------------------------------------------------
 
 
@@ -640,6 +653,20 @@ class HistoryStore:
         with self._connect() as db:
             newest, count = db.execute(f"SELECT coalesce(max(id), 0), count(*) FROM runs WHERE {where}", args).fetchone()
             return newest, count
+
+    # --- the Learn tab's progress ---------------------------------------------------------------------
+
+    def mark_learned(self, chapter: str, evidence: dict, owner: str = LOCAL_OWNER) -> None:
+        """Record that `owner` has done `chapter` (again: the newest evidence replaces the older)."""
+        row = {"owner": owner, "chapter": chapter, "done_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "evidence": json.dumps(evidence)}  # ASCII escapes: any text of a run fits
+        with self._write() as db:
+            db.table("learn_progress").upsert(row, pk=("owner", "chapter"))
+
+    def learned(self, owner: str = LOCAL_OWNER) -> dict[str, str]:
+        """The chapters `owner` has done: chapter id -> when (UTC ISO 8601). Only that owner's: an admin's path is theirs."""
+        with self._connect() as db:
+            return {row["chapter"]: row["done_utc"] for row in db.table("learn_progress").rows_where("owner = ?", [owner])}
 
     # --- fine-tuning jobs ---------------------------------------------------------------------------
 

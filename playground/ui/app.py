@@ -24,6 +24,7 @@ from .finetune_tab import build_finetune_tab
 from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
 from .inside_tab import build_inside_tab
+from .learn_tab import build_learn_tab
 from .sweep_tab import build_sweep_tab
 from .i18n import AUTH_MESSAGE, I18N, lang_of, localize_on_load, localize_page, t, translated
 from .render import CSS, banner_html, session_html
@@ -76,7 +77,11 @@ def build_demo(playground: Playground) -> gr.Blocks:
             return gr.update(value=html, visible=bool(html))
 
         demo.load(show_session, outputs=session_banner, show_progress="hidden", queue=False, api_visibility="private")
-        with gr.Tabs() as tabs:
+        # Learn stands first in the row, for a newcomer to find; the page still opens on Generate. It is built last (it
+        # draws with the other tabs' functions and reads the Generate tab's run), so it is placed first unrendered.
+        with gr.Tabs(selected="generate") as tabs:
+            learn_tab = gr.Tab(translated("app.tab.learn"), id="learn", render=False)
+            learn_tab.render()
             with gr.Tab(translated("app.tab.generate"), id="generate"):
                 generate_inputs, last_result = build_generate_tab(playground)
             with gr.Tab(translated("app.tab.attention"), id="attention") as attention_tab:
@@ -97,6 +102,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 build_bench_tab(playground)
             with gr.Tab(translated("app.tab.history"), id="history"):
                 build_history_tab(playground, generate_inputs, tabs, last_result, refresh_attention, open_inside)
+            with learn_tab:
+                build_learn_tab(playground, last_result, tabs, learn_tab)
         localize_page(demo, gr.HTML("", elem_id="page-ready-box", padding=False))
 
         def generate(*args, **kwargs) -> tuple[str, dict]:

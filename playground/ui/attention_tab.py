@@ -36,6 +36,22 @@ def heads_titles(run: RunAttention, layer: int, lang: str) -> dict:
     return {"title": title, "head_title": t("attention.head_n", lang, head="{head}")}
 
 
+def localized_heatmap(run: RunAttention, layer: int, head: int | None, query: int | None, lang: str):
+    """The heatmap of one layer's head (None: the mean over heads), its words in `lang` (the domain draws them in English)."""
+    heat = heatmap_figure(run, layer, head, query)
+    what = t("attention.mean_heads", lang) if head is None else t("attention.head_n", lang, head=head)
+    heat.update_layout(title=t("attention.fig_title", lang, layer=layer, what=what, backend=escape(run.computed_by)))
+    heat.update_xaxes(title=t("attention.key_axis", lang))
+    heat.update_yaxes(title=t("attention.query_axis", lang))
+    heat.update_traces(colorbar={"title": t("attention.weight", lang)})
+    return heat
+
+
+def heads_image(run: RunAttention, layer: int, lang: str) -> str:
+    """Every head of one layer side by side, as a PNG file's path (its titles in `lang` where a font can draw them)."""
+    return str(small_multiples(run, layer, Path(tempfile.mkdtemp()) / "heads.png", **heads_titles(run, layer, lang)))
+
+
 def run_key(result: GenerationResult) -> tuple:
     """What makes two runs' attention the same: the backend that computes it and the token sequence."""
     return (result.info.backend, result.info.variant, tuple(t.token_id for t in result.prompt_tokens + result.tokens))
@@ -72,20 +88,14 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
 
     def views(run: RunAttention, layer_i: int, head_choice: str, query_choice: str, lang: str = "en"):
         q, head_i = _query(query_choice), _head(head_choice)
-        heads_path = small_multiples(run, int(layer_i), Path(tempfile.mkdtemp()) / "heads.png", **heads_titles(run, int(layer_i), lang))
-        heat, row = heatmap_figure(run, int(layer_i), head_i, q), row_figure(run, int(layer_i), head_i, q)
-        # The figures' words, in the browser's language (the domain draws them in English).
-        what = t("attention.mean_heads", lang) if head_i is None else t("attention.head_n", lang, head=head_i)
-        heat.update_layout(title=t("attention.fig_title", lang, layer=int(layer_i), what=what, backend=escape(run.computed_by)))
-        heat.update_xaxes(title=t("attention.key_axis", lang))
-        heat.update_yaxes(title=t("attention.query_axis", lang))
-        heat.update_traces(colorbar={"title": t("attention.weight", lang)})
+        heads_path = heads_image(run, int(layer_i), lang)
+        heat, row = localized_heatmap(run, int(layer_i), head_i, q, lang), row_figure(run, int(layer_i), head_i, q)
         if q is None:
             row.update_layout(title=t("attention.row_hint", lang))
         else:
             row.update_layout(title=t("attention.row_title", lang, query=q, label=escape(visible_label(run.labels[q]), quote=False)),
                               xaxis_title=t("attention.key_position", lang), yaxis_title=t("attention.weight", lang))
-        return heat, row, str(heads_path)
+        return heat, row, heads_path
 
     def compute(result: GenerationResult | None, current: RunAttention | None, current_for, force: bool, lang: str = "en"):
         if result is None:

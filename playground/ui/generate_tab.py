@@ -18,6 +18,7 @@ from ..generation import MAX_SAMPLES
 from ..records import GenerationResult
 from ..service import Playground
 from ..text import complete_prefix_length, escape_bytes, hex_bytes, is_whole, unit_labels, visible_label
+from .code_view import build_code_view, code_values
 from .i18n import LANGUAGES, error, info, lang_of, localize_on_load, t, translated, ui_error
 from .render import legend_html, pct, samples_html, stats_markdown, surprisal_figure, token_view_html
 
@@ -181,6 +182,8 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                     branch_btn = gr.Button(translated("generate.branch_button"), scale=1, elem_id="branch-btn")
             with gr.Accordion(translated("generate.records"), open=False):
                 records = gr.JSON(elem_id="records")
+            with gr.Accordion(translated("code.title"), open=False, elem_id="generate-code"):
+                code_outputs = build_code_view("generate")
 
     localize_on_load([prompt, colour_mode, legend, token_view, surprisal], lambda lang: (
         example_prompt(playground.source.codec, lang), gr.update(choices=colour_choices(lang)), legend_html("prob", lang),
@@ -315,6 +318,14 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
     )
     last_result.change(branch_tokens, inputs=[last_result], outputs=[branch_token, branch_alternative], queue=False,
                        api_visibility="private")
+
+    def show_code(result: GenerationResult | None, batch: list[GenerationResult], request: gr.Request):
+        """The code of the run shown: the whole batch when it is one of the last batch's samples."""
+        if result is not None and result.group_id is not None and any(r is result or r.run_id == result.run_id for r in batch):
+            return code_values(playground, batch, lang_of(request), request)
+        return code_values(playground, [result] if result is not None else None, lang_of(request), request)
+
+    last_result.change(show_code, inputs=[last_result, batch_results], outputs=code_outputs, queue=False, api_visibility="private")
     branch_token.input(branch_alternatives, inputs=[last_result, branch_token], outputs=[branch_alternative], queue=False,
                        api_visibility="private")
     branch_btn.click(on_branch, inputs=[last_result, branch_token, branch_alternative, colour_mode],

@@ -12,6 +12,7 @@ from ..errors import PlaygroundError
 from ..experiments.intervention import Intervention
 from ..records import result_from_saved
 from ..service import Playground
+from .code_view import build_code_view, code_values
 from .i18n import EN, error, info, lang_of, localize_on_load, t, translated, warning
 from .render import stats_markdown, token_view_html
 
@@ -156,6 +157,8 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
         with gr.Row():
             run_settings = gr.JSON(label=translated("history.settings"))
             run_metrics = gr.JSON(label=translated("history.metrics"))
+        with gr.Accordion(translated("code.title"), open=False, elem_id="history-code"):
+            code_outputs = build_code_view("history")
     with gr.Accordion(translated("history.export"), open=False, elem_id="history-export"):
         with gr.Row():
             export_format = gr.Radio([("JSON Lines", "jsonl"), ("CSV", "csv")], value="jsonl", label=translated("history.format"))
@@ -222,7 +225,8 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
             title += "\n\n" + t("history.run_error", lang, error=run["error"])
         return (run["id"], title, run["output"], token_view_html(result, mark_position=result.branch_position, lang=lang),
                 run["settings"], run["metrics"],
-                gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True))
+                gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True),
+                *code_values(playground, [result], lang, request))
 
     def use_settings(run_id: int | None, request: gr.Request):
         run = store.get(run_id, viewer(request)) if run_id is not None else None
@@ -282,7 +286,7 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
     gr.Timer(POLL_S).tick(**follow)
     table.select(open_run, inputs=[shown_ids],
                  outputs=[selected_id, run_title, run_output, run_tokens, run_settings, run_metrics, use_btn, delete_btn, attention_btn,
-                          inside_btn],
+                          inside_btn, *code_outputs],
                  api_visibility="private")
     use_btn.click(use_settings, inputs=[selected_id], outputs=[*generate_inputs.values(), tabs], api_visibility="private")
     attention_btn.click(show_attention, inputs=[selected_id], outputs=[last_result, tabs], api_visibility="private").then(

@@ -36,6 +36,19 @@ def _choice_position(choice) -> int | None:
     return int(str(choice).split(":", 1)[0])
 
 
+def position_choices(view: Inside, lang: str) -> tuple[list[str], str]:
+    """The positions of a run that have a prediction to look into, `12: token` (prompt tokens marked), and the default:
+    the first generated token (the last position when the run generated none)."""
+    result, first = view.result, view.trace.first_position
+    records = result.prompt_tokens + result.tokens
+    prompt_mark = t("inside.prompt_mark", lang)
+    choices = [f"{p}: {visible_label(view.labels[p - first])}" + (f" ({prompt_mark})" if records[p].is_prompt else "")
+               for p in range(first + 1, view.run_length)]
+    default = next((c for c in choices if _choice_position(c) == (result.tokens[0].position if result.tokens else -1)),
+                   choices[-1])
+    return choices, default
+
+
 # --- figures (plotly), their words in the browser's language ------------------------------------------------------------
 
 
@@ -334,13 +347,7 @@ def build_inside_tab(playground: Playground, last_result: gr.State, tab: gr.Tab)
         if result is None:
             return (t("inside.generate_first", lang), gr.update(visible=False)) + (gr.skip(),) * 7
         view = view_of(result, lang)
-        first = view.trace.first_position
-        records = result.prompt_tokens + result.tokens
-        prompt_mark = t("inside.prompt_mark", lang)
-        choices = [f"{p}: {visible_label(view.labels[p - first])}" + (f" ({prompt_mark})" if records[p].is_prompt else "")
-                   for p in range(first + 1, view.run_length)]
-        default = next((c for c in choices if _choice_position(c) == (result.tokens[0].position if result.tokens else -1)),
-                       choices[-1])
+        choices, default = position_choices(view, lang)
         config = view.reference.config
         s = result.settings
         return (gr.skip(), gr.skip(), gr.update(choices=choices, value=default), gr.update(maximum=config.n_layer - 1, value=0),

@@ -19,6 +19,10 @@ PROB_BUCKETS = [(0.5, "≥ 50%", "#7ee787"), (0.1, "10–50%", "#c6e77e"), (0.01
 PROMPT_NO_SCORE = "#e5e7eb"
 
 CSS = """
+#learn-chapter label { width: 100%; }
+#learn-chapter .wrap { flex-direction: column; }
+.learn-summary { margin: 0.25em 0; }
+.code-notes p { margin: 0.2em 0; font-size: var(--text-sm); }
 #history-table .runs-table { max-height: 360px; overflow: auto; border: 1px solid var(--border-color-primary);
                               border-radius: var(--radius-lg); }
 #history-table table { width: 100%; border-collapse: collapse; font-size: var(--text-sm); }
