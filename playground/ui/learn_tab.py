@@ -245,8 +245,9 @@ def build_learn_tab(playground: Playground, last_result: gr.State, tabs: gr.Tabs
     tab.select(**shown)  # not on every new run: the views are drawn when the learner looks
     for control in (position, layer, head):
         control.input(redraw, inputs=inputs, outputs=view_outputs, api_visibility="private")
-    check_btn.click(check, inputs=inputs, outputs=[verdict, chapter, progress], api_visibility="private")
-    read_btn.click(mark_read, inputs=[chapter], outputs=[verdict, chapter, progress], api_visibility="private")
+    check_btn.click(check, inputs=inputs, outputs=[verdict, chapter, progress], show_progress="hidden", api_visibility="private")
+    read_btn.click(mark_read, inputs=[chapter], outputs=[verdict, chapter, progress], show_progress="hidden",
+                   api_visibility="private")
     open_btn.click(lambda chapter_id: gr.Tabs(selected=BY_ID[chapter_id].tab), inputs=[chapter], outputs=[tabs],
                    api_visibility="private")
     next_btn.click(next_chapter, inputs=[chapter], outputs=[chapter], queue=False, api_visibility="private")
