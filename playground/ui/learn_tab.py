@@ -17,8 +17,8 @@ from ..service import Playground
 from .attention_tab import heads_image, localized_heatmap, run_key
 from .code_view import code_values
 from .i18n import lang_of, localize_on_load, t, translated, ui_error
-from .inside_tab import (_choice_position, embedding_figure, funnel_figure, funnel_table, kv_markdown, lens_figure, lens_table,
-                         position_choices, residual_figure)
+from .inside_html import funnel_table, lens_table
+from .inside_tab import _choice_position, embedding_figure, funnel_figure, kv_markdown, lens_figure, position_choices, residual_figure
 from .render import surprisal_figure, token_view_html
 
 INSIDE_VIEWS = ("embedding", "residual", "lens", "funnel", "kv")  # the views drawn from the Inside report of a position
@@ -141,7 +141,7 @@ def build_learn_tab(playground: Playground, last_result: gr.State, tabs: gr.Tabs
                 elif c.view == "lens":
                     plot, html = lens_figure(report, view, lang), lens_table(report, lang)
                 elif c.view == "funnel":
-                    plot, html = funnel_figure(report, lang), funnel_table(report, view, lang)
+                    plot, html = funnel_figure(report, lang), funnel_table(report, view.codec, lang)
                 else:  # kv
                     md = kv_markdown(report, lang)
             elif c.view in ATTENTION_VIEWS:
