@@ -61,6 +61,8 @@ def test_the_script_says_do_sample_and_every_warper(tiny_source):
     compile(code.transformers, "<snippet>", "exec")
     compile(code.openai, "<snippet>", "exec")
     assert ("code.note_stop", {}) in code.notes
+    results[0].intervention = {"ablate_heads": [[0, 1]]}  # an experiment's run: a model plain transformers does not run
+    assert ("code.note_intervention", {}) in run_code(results[:1], "models/tiny", tiny_source.codec).notes
     body = request_body(results, "tiny")
     assert body | {"seed": 41, "n": 2, "top_k": 0, "stop": ["zz"]} == body
     # The JSON in the curl command is the body, whatever quotes the prompt holds.

@@ -13,7 +13,8 @@ How the script reproduces the playground's draws (tests/test_learn_snippet.py ru
 - End of text is the token ids the playground stops at (uer's checkpoints name no end-of-text id in their config).
 
 What it cannot promise is said in `notes`: another backend's numbers (ONNX int8/int4, fp16, a serving engine) differ
-from PyTorch fp32's by a little, enough to flip a near-tie; a stop sequence is kept in transformers' output.
+from PyTorch fp32's by a little, enough to flip a near-tie; a stop sequence is kept in transformers' output; a run made
+with an experiment's intervention (heads knocked out, steering) ran a changed model, which plain transformers is not.
 """
 
 from __future__ import annotations
@@ -183,6 +184,8 @@ def run_code(results: list[GenerationResult], model_location: str, codec: TokenC
         notes.append(("code.note_remote", {"engine": info.variant}))
     elif info.backend != "torch" or info.variant != "fp32" or not info.provider.startswith("cpu"):
         notes.append(("code.note_backend", {"backend": f"{info.backend} {info.variant} · {info.provider}"}))
+    if first.intervention:
+        notes.append(("code.note_intervention", {}))
     if s.stop_sequences:
         notes.append(("code.note_stop", {}))
     if first.parent_run_id is not None:
