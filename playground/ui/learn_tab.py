@@ -89,7 +89,7 @@ def build_learn_tab(playground: Playground, last_result: gr.State, tabs: gr.Tabs
             task = gr.Markdown(task_text(CHAPTERS[0], "en"), elem_id="learn-task")
             with gr.Row():
                 check_btn = gr.Button(translated("learn.check"), variant="primary", elem_id="learn-check")
-                read_btn = gr.Button(translated("learn.mark_read"), visible=False, elem_id="learn-read")
+                read_btn = gr.Button(translated("learn.mark_read"), visible="hidden", elem_id="learn-read")
                 open_btn = gr.Button(translated("learn.open_tab"), elem_id="learn-open-tab")
                 next_btn = gr.Button(translated("learn.next"), elem_id="learn-next")
             verdict = gr.Markdown(elem_id="learn-verdict")
@@ -173,8 +173,8 @@ def build_learn_tab(playground: Playground, last_result: gr.State, tabs: gr.Tabs
         """The whole chapter: text, task, buttons, and its live view on the learner's run."""
         lang = lang_of(request)
         c = BY_ID[chapter_id]
-        return (chapter_text(c, lang), run_note(result, lang), task_text(c, lang), gr.update(visible=c.task is not None),
-                gr.update(visible=c.task is None), "",
+        return (chapter_text(c, lang), run_note(result, lang), task_text(c, lang),
+                gr.update(visible=True if c.task is not None else "hidden"), gr.update(visible=True if c.task is None else "hidden"), "",
                 *views(chapter_id, result, position_choice, layer_i, head_i, cached, lang, request, True))
 
     def redraw(chapter_id, result, position_choice, layer_i, head_i, cached, request: gr.Request):
