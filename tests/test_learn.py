@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from playground.config import GenerationSettings
 from playground.generation import generate, generate_samples

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 from playground.learn.chapters import CHAPTERS
 from playground.locales import text
 
-from .browser import fill, generate, open_app, open_tab, set_number
+from .browser import generate, open_app, open_tab, set_number
 
 PAGES = [  # (browser locale, model, prompt: a long word that BPE cuts; Chinese characters, one token each)
     ("en-US", None, "Antidisestablishmentarianism is"),
