@@ -47,7 +47,7 @@ def localized_heatmap(run: RunAttention, layer: int, head: int | None, query: in
     return heat
 
 
-def heads_image(run: RunAttention, layer: int, lang: str) -> str:
+def heads_picture(run: RunAttention, layer: int, lang: str) -> str:
     """Every head of one layer side by side, as a PNG file's path (its titles in `lang` where a font can draw them)."""
     return str(small_multiples(run, layer, Path(tempfile.mkdtemp()) / "heads.png", **heads_titles(run, layer, lang)))
 
@@ -88,7 +88,7 @@ def build_attention_tab(playground: Playground, last_result: gr.State, tab: gr.T
 
     def views(run: RunAttention, layer_i: int, head_choice: str, query_choice: str, lang: str = "en"):
         q, head_i = _query(query_choice), _head(head_choice)
-        heads_path = heads_image(run, int(layer_i), lang)
+        heads_path = heads_picture(run, int(layer_i), lang)
         heat, row = localized_heatmap(run, int(layer_i), head_i, q, lang), row_figure(run, int(layer_i), head_i, q)
         if q is None:
             row.update_layout(title=t("attention.row_hint", lang))

@@ -14,7 +14,7 @@ from ..learn import checks
 from ..learn.chapters import BY_ID, CHAPTERS, Chapter
 from ..records import GenerationResult
 from ..service import Playground
-from .attention_tab import heads_image, localized_heatmap, run_key
+from .attention_tab import heads_picture, localized_heatmap, run_key
 from .code_view import code_values
 from .i18n import lang_of, localize_on_load, t, translated, ui_error
 from .inside_html import funnel_table, lens_table
@@ -154,7 +154,7 @@ def build_learn_tab(playground: Playground, last_result: gr.State, tabs: gr.Tabs
                 if c.view == "attention":
                     plot = localized_heatmap(run, layer_i, head_i, None, lang)
                 else:
-                    image = heads_image(run, layer_i, lang)
+                    image = heads_picture(run, layer_i, lang)
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         shown = {"position"} if c.view in INSIDE_VIEWS else {"layer", "head"} if c.view in ATTENTION_VIEWS else set()
