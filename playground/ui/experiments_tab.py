@@ -85,6 +85,9 @@ def build_experiments_tab(playground: Playground) -> dict:
                             label=translated("experiments.model"), elem_id="exp-model", scale=2)
         backend = gr.Dropdown(playground.backend_choices(), value="torch", label=translated("experiments.backend"),
                               info=translated("experiments.backend_info"), elem_id="exp-backend", scale=1)
+        # Shared by every sub-tab that generates (Knock out's Generate on, Steering): where all of them show.
+        max_new = gr.Number(24, precision=0, label=translated("experiments.max_new_tokens"), elem_id="exp-max-new", scale=1)
+        seed = gr.Number(1, precision=0, label=translated("experiments.seed"), elem_id="exp-seed", scale=1)
     with gr.Tabs():
         with gr.Tab(translated("experiments.tab.ablate"), id="exp-ablate"):
             gr.Markdown(translated("experiments.ablate_intro"))
@@ -153,8 +156,6 @@ def build_experiments_tab(playground: Playground) -> dict:
                                         info=translated("experiments.steer_layer_info"), elem_id="exp-steer-layer")
                 strength = gr.Textbox("4", label=translated("experiments.strength"), info=translated("experiments.strength_info"),
                                       elem_id="exp-strength")
-                max_new = gr.Number(24, precision=0, label=translated("experiments.max_new_tokens"), elem_id="exp-max-new")
-                seed = gr.Number(1, precision=0, label=translated("experiments.seed"), elem_id="exp-seed")
             steer_btn = gr.Button(translated("experiments.steer"), variant="primary", elem_id="exp-steer-btn")
             steer_out = gr.HTML(elem_id="exp-steer-out")
 
