@@ -20,6 +20,8 @@ def main(url: str, out: str, locale: str = "en-US", prompt: str = "The return va
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale=locale,
                                       extra_http_headers={"Accept-Language": locale})
+        # The Generate tab, as a browser that chose it before (a new one opens on Learn)
+        context.add_init_script("try { window.localStorage.setItem('gpt2pg.tab', 'generate'); } catch (error) {}")
         page = context.new_page()
         page.goto(url)
         page.locator("#token-view").wait_for()

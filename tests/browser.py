@@ -23,6 +23,10 @@ SAVED = {"en": r"saved as run #(\d+)", "zh-CN": r"已保存为第 (\d+) 条记�
 RUNNING = {"en": "generating", "zh-CN": "生成中"}
 
 
+# A browser that has chosen the Generate tab before (the page opens where its browser last was: a new one on Learn).
+CHOSE_GENERATE = "try { window.localStorage.setItem('gpt2pg.tab', 'generate'); } catch (error) {}"
+
+
 def open_app(browser, url: str, locale: str = "en-US", viewport: dict | None = None):
     """The app in a new browser context (its own cookies and session) whose language is `locale`, once the page
     holds its language's values (`#page-ready`); returns (context, page)."""
@@ -30,6 +34,7 @@ def open_app(browser, url: str, locale: str = "en-US", viewport: dict | None = N
     headers = {"Accept-Language": "zh-CN,zh;q=0.9"} if lang == "zh-CN" else {"Accept-Language": "en-US,en;q=0.9"}
     context = browser.new_context(viewport=viewport or VIEWPORT, locale=locale, extra_http_headers=headers)
     context.set_default_timeout(LONG_MS)
+    context.add_init_script(CHOSE_GENERATE)
     page = context.new_page()
     console: list[str] = []
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
@@ -83,6 +88,7 @@ def log_in(browser, url: str, user: str, password: str, locale: str = "en-US"):
     lang = "zh-CN" if locale.startswith("zh") else "en"
     context = browser.new_context(viewport=VIEWPORT, locale=locale)
     context.set_default_timeout(LONG_MS)
+    context.add_init_script(CHOSE_GENERATE)
     page = context.new_page()
     page.goto(url)
     page.locator("input[type=text]").first.fill(user)

@@ -66,3 +66,27 @@ def test_learn_walks_every_chapter_on_the_learners_run(browser, launched_app, lo
         expect(page.locator("#generate-btn")).to_be_visible()
     finally:
         context.close()
+
+
+def test_a_new_browser_opens_on_learn_and_the_page_reopens_on_the_tab_last_chosen(browser, launched_app):
+    """No tab chosen yet (a fresh browser): the page opens on Learn; after choosing Generate, a reload opens there."""
+    from .browser import LONG_MS, VIEWPORT, wait_until_ready
+
+    context = browser.new_context(viewport=VIEWPORT, locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    context.set_default_timeout(LONG_MS)
+    page, console = context.new_page(), []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    try:
+        page.goto(launched_app)
+        wait_until_ready(page, "zh-CN", console)
+        tab = lambda name: page.locator(f'[role=tablist] button[data-tab-id="{name}"]')  # noqa: E731
+        expect(tab("learn")).to_have_attribute("aria-selected", "true")
+        expect(tab("learn")).to_have_text(text("app.tab.learn", "zh-CN"))
+        tab("generate").click()
+        expect(tab("generate")).to_have_attribute("aria-selected", "true")
+        page.reload()
+        wait_until_ready(page, "zh-CN", console)
+        expect(tab("generate")).to_have_attribute("aria-selected", "true")
+        expect(page.locator("#generate-btn")).to_be_visible()
+    finally:
+        context.close()

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from .browser import (LONG_MS, click_generate, fill, generate, history_row, open_app, open_history_run, open_tab, set_number,
-                      wait_for_history_row, wait_for_notice)
+from .browser import (CHOSE_GENERATE, LONG_MS, click_generate, fill, generate, history_row, open_app, open_history_run, open_tab,
+                      set_number, wait_for_history_row, wait_for_notice)
 from .conftest import ARTIFACTS
 
 
@@ -313,6 +313,7 @@ def test_a_model_from_the_models_folder_can_be_chosen(page):
 def test_login_page_guards_the_app(browser, app_with_login):
     context = browser.new_context(viewport={"width": 1000, "height": 700})  # its own cookies
     context.set_default_timeout(LONG_MS)
+    context.add_init_script(CHOSE_GENERATE)
     login = context.new_page()
     login.goto(app_with_login)
     login.get_by_label("username").fill("alice")

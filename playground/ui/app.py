@@ -26,7 +26,7 @@ from .history_tab import build_history_tab
 from .inside_tab import build_inside_tab
 from .learn_tab import build_learn_tab
 from .sweep_tab import build_sweep_tab
-from .i18n import AUTH_MESSAGE, I18N, lang_of, localize_on_load, localize_page, t, translated
+from .i18n import AUTH_MESSAGE, FIRST_TAB, I18N, lang_of, localize_on_load, localize_page, t, translated
 from .render import CSS, banner_html, session_html
 from .security import Login, PasswordCheck, RouteGuard
 
@@ -77,9 +77,10 @@ def build_demo(playground: Playground) -> gr.Blocks:
             return gr.update(value=html, visible=bool(html))
 
         demo.load(show_session, outputs=session_banner, show_progress="hidden", queue=False, api_visibility="private")
-        # Learn stands first in the row, for a newcomer to find; the page still opens on Generate. It is built last (it
-        # draws with the other tabs' functions and reads the Generate tab's run), so it is placed first unrendered.
-        with gr.Tabs(selected="generate") as tabs:
+        # Learn stands first in the row, where a newcomer begins (a returning browser opens where it was: localize_page). It
+        # is built last (it draws with the other tabs' functions and reads the Generate tab's run), so it is placed first
+        # unrendered.
+        with gr.Tabs(selected=FIRST_TAB) as tabs:
             learn_tab = gr.Tab(translated("app.tab.learn"), id="learn", render=False)
             learn_tab.render()
             with gr.Tab(translated("app.tab.generate"), id="generate"):
@@ -104,7 +105,9 @@ def build_demo(playground: Playground) -> gr.Blocks:
                 build_history_tab(playground, generate_inputs, tabs, last_result, refresh_attention, open_inside)
             with learn_tab:
                 build_learn_tab(playground, last_result, tabs, learn_tab)
-        localize_page(demo, gr.HTML("", elem_id="page-ready-box", padding=False))
+        # The tab this browser chose last (a new one: Learn), selected with the page's first answer.
+        localize_page(demo, gr.HTML("", elem_id="page-ready-box", padding=False), tabs,
+                      tuple(tab.id for tab in tabs.children if isinstance(tab, gr.Tab)))
 
         def generate(*args, **kwargs) -> tuple[str, dict]:
             """Generate a continuation of `prompt`. Returns the generated text and the whole run as JSON:

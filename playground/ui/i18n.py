@@ -109,14 +109,17 @@ def localize_on_load(outputs: Sequence[Any], render: Callable[..., Any], with_re
     root.__dict__.setdefault("_localizers", []).append((list(outputs), render, with_request))
 
 
-def localize_page(demo: gr.Blocks, ready: gr.HTML) -> None:
+def localize_page(demo: gr.Blocks, ready: gr.HTML, tabs: gr.Tabs | None = None, tab_ids: tuple[str, ...] = ()) -> None:
     """One load event that fills every output given to `localize_on_load` in the browser's language (one request
     instead of one per tab), then puts `<span id="page-ready" data-lang="...">` in `ready`: the sign that the page
     holds its own language's values, which anything driving the page (the browser tests) waits for.
 
     A part that fails to render (its view's data unreadable, say) leaves only its own outputs as they were: the error
     goes to the server's log with its traceback, the page still becomes ready, and `data-failed` on the sign names
-    what failed, instead of one broken view leaving the whole page unfilled."""
+    what failed, instead of one broken view leaving the whole page unfilled.
+
+    With `tabs`, the same answer selects the tab this browser chose last (REMEMBERED_TAB_JS), one of `tab_ids`, or
+    FIRST_TAB for a browser that never chose one."""
     import sys
     import traceback
     from html import escape
@@ -124,7 +127,10 @@ def localize_page(demo: gr.Blocks, ready: gr.HTML) -> None:
     localizers = demo.__dict__.pop("_localizers", [])
     outputs = [component for components, _, _ in localizers for component in components]
 
-    def on_load(request: gr.Request):
+    chosen_tab = gr.Textbox(visible=False) if tabs is not None else None
+
+    def on_load(*args):
+        chosen, request = (args[0], args[1]) if tabs is not None else (None, args[0])
         lang = lang_of(request)
         values, failed = [], []
         for components, render, with_request in localizers:
@@ -137,6 +143,31 @@ def localize_page(demo: gr.Blocks, ready: gr.HTML) -> None:
                 value = [gr.skip()] * len(components) if len(components) > 1 else gr.skip()
             values.extend(value if len(components) > 1 else [value])
         marks = f' data-failed="{escape(" | ".join(failed))}"' if failed else ""
-        return [*values, f'<span id="page-ready" data-lang="{lang}"{marks}></span>']
+        selected = [gr.Tabs(selected=chosen if chosen in tab_ids else FIRST_TAB)] if tabs is not None else []
+        return [*values, *selected, f'<span id="page-ready" data-lang="{lang}"{marks}></span>']
 
-    demo.load(on_load, inputs=None, outputs=[*outputs, ready], queue=False, show_progress="hidden", api_visibility="private")
+    def with_request(chosen: str, request: gr.Request):
+        return on_load(chosen, request)
+
+    def without(request: gr.Request):
+        return on_load(request)
+
+    if tabs is None:
+        demo.load(without, inputs=None, outputs=[*outputs, ready], queue=False, show_progress="hidden", api_visibility="private")
+    else:
+        demo.load(with_request, inputs=[chosen_tab], outputs=[*outputs, tabs, ready], queue=False, show_progress="hidden",
+                  api_visibility="private", js=REMEMBERED_TAB_JS)
+
+
+TAB_KEY = "gpt2pg.tab"  # the browser's localStorage key of the tab it last chose
+FIRST_TAB = "learn"  # where a browser that never chose a tab begins: the guided path
+# Runs in the browser as the page loads: it hands the load request the tab this browser chose last ("" for none), whose
+# answer selects it (with the sign that the page is ready, so nothing drives the page before), and from then on
+# remembers every choice. Tab buttons carry their tab's id (data-tab-id) in the role=tablist row.
+REMEMBERED_TAB_JS = f"""(chosen) => {{
+    document.addEventListener("click", (event) => {{
+        const tab = event.target.closest && event.target.closest("[role=tablist] button[data-tab-id]");
+        if (tab) {{ try {{ window.localStorage.setItem("{TAB_KEY}", tab.dataset.tabId); }} catch (error) {{}} }}
+    }}, true);
+    try {{ return [window.localStorage.getItem("{TAB_KEY}") || ""]; }} catch (error) {{ return [""]; }}
+}}"""
