@@ -187,8 +187,8 @@ def result_html(job: dict | None, lang: str = "en") -> str:
                 + (f"<div class='ft-stopped-early'>{escape(stopped_early_text(report['stopped_early'], lang))}</div>"
                    if report.get("stopped_early") else "")
                 + (f"<div class='ft-kept-best'>{escape(kept_best_text(report['kept_best'], lang))}</div>" if report.get("kept_best") else "")
-                + (f"<div class='ft-tensorboard'>{escape(t('finetune.tensorboard', lang, path=report['tensorboard']))}</div>"
-                   if report.get("tensorboard") else "")
+                + (f"<div class='ft-tensorboard'>{escape(t('finetune.tensorboard', lang))} "
+                   f"<code>tensorboard --logdir {escape(report['tensorboard'])}</code></div>" if report.get("tensorboard") else "")
                 + "</div>")
     checkpoint = (job.get("progress") or {}).get("checkpoint_step")
     hint = f"<div class='ft-resume-hint'>{escape(t('finetune.resume_hint', lang, step=checkpoint))}</div>" if checkpoint else ""
