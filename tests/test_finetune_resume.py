@@ -145,7 +145,7 @@ def test_cli_ctrl_c_keeps_a_checkpoint_and_resume_finishes_the_job(tiny_model_di
     options = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONIOENCODING": "utf-8"},
                    cwd=Path(__file__).resolve().parent.parent)
     first = subprocess.Popen([*command, "--model", str(tiny_model_dir), "--data", str(data), "--name", "cli", "--max-steps", "400",
-                              "--block-size", "32", "--checkpoint-every", "2"], **options)
+                              "--block-size", "32", "--checkpoint-every", "50"], **options)
     job = JobFolder.of(tmp_path / "m", "cli")
     try:
         for _ in range(3000):  # until the run has written a checkpoint (or ended)
