@@ -58,6 +58,7 @@ class Member:
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
         self.idle_at_first = 0.0  # the batch's idle time when its first token came (see DecodeBatch._idle_s)
+        self.unscored: tuple[PromptScores, int, int] | None = None  # its prompt's positions still to score: (scores, row, pad)
 
     def start(self, logits: torch.Tensor, given: tuple | None) -> None:
         """Set up its rows from the prompt's distributions: one row per sample, each with its own generator, and
@@ -79,6 +80,19 @@ class Member:
         self.sequence, self.rngs = self.sequence[rows], [self.rngs[r] for r in rows]
         self.written = self.sequence.numpy()
         self.previous_ids = [self.previous_ids[r] for r in rows]
+
+
+class PromptScores:
+    """The positions before the last of prompts prefilled together (`Backend.prefill_first`), scored once for all of
+    them after their first tokens have gone out (`Backend.score_rest`)."""
+
+    def __init__(self, backend: Backend, rest):
+        self.backend, self.rest, self.scored = backend, rest, None
+
+    def get(self) -> tuple:
+        if self.scored is None:
+            self.scored, self.rest = self.backend.score_rest(self.rest), None  # logits (N, T - 1, V), statistics or None
+        return self.scored
 
 
 class DecodeBatch:
@@ -172,6 +186,7 @@ class DecodeBatch:
         try:
             if any(m.closed for m in self._members):
                 self._leave([m for m in self._members if m.closed])
+            self._score_prompts([m for m in self._members if m.unscored])
             self._feed()
             if self._waiting:  # read without the lock: a run that arrives meanwhile joins at the next step
                 self._join(self._admitted())
@@ -199,26 +214,42 @@ class DecodeBatch:
             return admitted
 
     def _join(self, members: list[Member]) -> None:
-        """Prefill the joining runs' prompts (their prompt records are taken now) and append their rows to the batch.
-        Prompts of similar length are prefilled together (`prefill_batch`: the weights read once for all of them), at
-        most PREFILL_POSITIONS padded positions at a time, so that their logits stay the size of one long prompt's."""
+        """Prefill the joining runs' prompts and append their rows to the batch. Prompts of similar length are
+        prefilled together (the weights read once for all of them), at most PREFILL_POSITIONS padded positions at a
+        time, so that their logits stay the size of one long prompt's.
+
+        The first token first: only the prompts' last positions are scored now (`prefill_first`), which is all their
+        first tokens need; their prompt records are taken unscored (token, text, position) and scored at the start of
+        the next step (`_score_prompts`), or when the run ends, whichever comes first. A run that needs its prompt's
+        scores before its first token (`Generation.prompt_first`: a /v1 stream that echoes the prompt with logprobs)
+        is prefilled whole (`prefill_batch`)."""
         for group in prefill_groups(members):
+            prompts, top_k = [m.prompt_ids for m in group], max(m.k for m in group)
+            width, first = max(len(ids) for ids in prompts), not group[0].run.prompt_first
             try:
-                logits, cache = self.backend.prefill_batch([m.prompt_ids for m in group], top_k=max(m.k for m in group))
-                given = self.backend.statistics(cache)  # (N, T, k_max), ..., or None
+                if first:
+                    logits, given, cache, rest = self.backend.prefill_first(prompts, top_k=top_k)  # (N, 1, V), ...
+                else:
+                    logits, cache = self.backend.prefill_batch(prompts, top_k=top_k)  # (N, T, V)
+                    given = self.backend.statistics(cache)  # (N, T, k_max), ..., or None
             except Exception as exc:  # these prompts failed (the other runs go on)
                 for member in group:
                     member.error = exc
                     self._finish(member, None)
                 continue
-            width, rows, joined = logits.shape[1], [], []
+            scores = PromptScores(self.backend, rest) if first and width > 1 else None  # (a prompt of one token has no score)
+            rows, joined = [], []
             for i, member in enumerate(group):
                 run, pad = member.run, width - len(member.prompt_ids)
-                own = logits[i, pad:]  # (T_i, V), a view
+                skip = 0 if first else pad  # first: the last position alone, (N, 1, V)
+                own = logits[i, skip:]  # (T_i, V), or (1, V) first, a view
                 try:
                     member.k = min(member.k, own.shape[-1])
-                    own_given = run.given_statistics(given and tuple(a[i: i + 1, pad:] for a in given), member.k)
-                    prompt_records = run.prompt_records(member.prompt_ids, own, own_given, member.k, self._scratch_for(own))
+                    own_given = run.given_statistics(given and tuple(a[i: i + 1, skip:] for a in given), member.k)
+                    if scores is None:
+                        prompt_records = run.prompt_records(member.prompt_ids, own, own_given, member.k, self._scratch_for(own))
+                    else:
+                        prompt_records, member.unscored = run.unscored_prompt(member.prompt_ids), (scores, i, pad)
                 except Exception as exc:
                     member.error = exc
                     self._finish(member, None)
@@ -231,6 +262,18 @@ class DecodeBatch:
             if joined:
                 self._cache = self.backend.join(self._cache, cache, rows)
                 self._members += joined
+
+    def _score_prompts(self, members: list[Member]) -> None:
+        """Score the prompt positions left by `prefill_first` (see `_join`): each group's once, then each run's records."""
+        for member in members:
+            (scores, i, pad), member.unscored = member.unscored, None
+            run = member.run
+            logits, given = scores.get()  # (N, T - 1, V), ...
+            own = logits[i, pad:]  # (T_i - 1, V): the distributions at its positions before the last
+            own_given = run.given_statistics(given and tuple(a[i: i + 1, pad:] for a in given), member.k)
+            records = run.prompt_records(member.prompt_ids, own, own_given, member.k, self._scratch_for(own))
+            for result in run.results:
+                result.prompt_tokens = list(records)
 
     def _scratch_for(self, logits: torch.Tensor, rows: int = 64) -> np.ndarray:
         rows = max(rows, sum(len(m.live) for m in self._members) + 16)
@@ -337,7 +380,13 @@ class DecodeBatch:
         return None
 
     def _finish(self, member: Member, reason: str | None) -> None:
-        """The run is over: its rows still running end with `reason` (None: they all finished already, or it failed)."""
+        """The run is over: its rows still running end with `reason` (None: they all finished already, or it failed).
+        A prompt not scored yet is scored first: a run's results are complete when it ends."""
+        if member.unscored is not None:
+            try:
+                self._score_prompts([member])
+            except Exception as exc:  # the backend failed: the run ends with that error, its records unscored
+                member.error = member.error or exc
         for sample in member.live:
             member.run.end(sample, reason or "stopped")
         member.live = []
@@ -349,11 +398,12 @@ PREFILL_POSITIONS = 1024  # padded prompt positions prefilled at once: logits of
 
 def prefill_groups(members: list[Member]) -> list[list[Member]]:
     """The joining runs in groups prefilled together: by prompt length (little padding), each group's rows x longest
-    prompt at most PREFILL_POSITIONS (a prompt longer than that alone)."""
+    prompt at most PREFILL_POSITIONS (a prompt longer than that alone); runs that score their prompt first apart."""
     groups: list[list[Member]] = []
-    for member in sorted(members, key=lambda m: len(m.prompt_ids)):
+    for member in sorted(members, key=lambda m: (m.run.prompt_first, len(m.prompt_ids))):
         group = groups[-1] if groups else None
-        if group and (len(group) + 1) * len(member.prompt_ids) <= PREFILL_POSITIONS:
+        if group and group[0].run.prompt_first == member.run.prompt_first \
+                and (len(group) + 1) * len(member.prompt_ids) <= PREFILL_POSITIONS:
             group.append(member)
         else:
             groups.append([member])

@@ -200,6 +200,7 @@ class Generation:
         num_samples: int = 1,
         group_id: str | None = None,
         owner: str = "",
+        prompt_first: bool = False,
     ):
         self.backend = backend
         self.owner = owner  # the login the run is saved under ("" without one: history.LOCAL_OWNER)
@@ -213,6 +214,9 @@ class Generation:
         self.processors = build_logits_processors(self.settings)
         self.stop_event = stop_event or threading.Event()
         self.ignore_eos = ignore_eos
+        # Score the whole prompt before the first token (a /v1 stream that echoes it with logprobs in its first chunk);
+        # otherwise the first token comes first and the prompt's records are scored a step later (batching.py's _join).
+        self.prompt_first = prompt_first
         # Explicit token ids (a branch) are used as they are: re-tokenizing their text could merge differently.
         self._given_prompt_ids = list(prompt_ids) if prompt_ids else None
         self._prompt_tail = b""  # trailing bytes of the prompt that do not finish a character yet
@@ -392,7 +396,7 @@ class Generation:
         """The prompt's records from its logits (T, V): token i is scored by the distribution at position i - 1, with the
         same statistics as a decoding step, PROMPT_CHUNK rows at a time (a (T, V) work buffer for a long prompt would
         double the logits' memory)."""
-        records = self._unscored_prompt(prompt_ids[:1])
+        records = self.unscored_prompt(prompt_ids[:1])
         for start in range(0, len(prompt_ids) - 1, PROMPT_CHUNK):
             rows = logits[start: min(start + PROMPT_CHUNK, len(prompt_ids) - 1)]  # (chunk, V): the distributions at positions start..
             stats = StepStats.of(rows, k, scratch, given and tuple(a[0, start: start + rows.shape[0]] for a in given))
@@ -400,7 +404,7 @@ class Generation:
                         for r in range(rows.shape[0])]
         return records
 
-    def _unscored_prompt(self, prompt_ids: list[int]) -> list[TokenRecord]:
+    def unscored_prompt(self, prompt_ids: list[int]) -> list[TokenRecord]:
         """Prompt records without probabilities (the first token has no prefix to be scored by; an engine may score none)."""
         codec = self.codec
         return [TokenRecord(position=i, token_id=t, text=codec.label(t, prompt_ids[i - 1] if i else None), is_prompt=True,
@@ -412,7 +416,7 @@ class Generation:
         are taken into the result (scored where the engine echoes them), the new ones yielded. Tokens beyond
         max_new_tokens are read and dropped, so the engine finishes its run normally."""
         settings = result.settings  # this sample's seed
-        result.prompt_tokens = self._unscored_prompt(prompt_ids)
+        result.prompt_tokens = self.unscored_prompt(prompt_ids)
         result.notices.append(Notice(key="remote.notice"))
         kept, fewer_noted = 0, False
         with closing(self.backend.stream_records(prompt_ids, settings, self.stop_event)) as records:

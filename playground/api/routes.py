@@ -237,6 +237,9 @@ def build_openai_app(playground: Playground, batched: bool = True) -> Starlette:
                 for prompt in parsed.prompts])
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error object
             return error_response(api_error(exc))
+        if parsed.stream and parsed.echo and parsed.logprobs is not None:
+            for run in (run for per_prompt in runs for run in per_prompt):
+                run.prompt_first = True  # its first chunk carries the prompt's logprobs (otherwise scored after the first token)
         answer = CompletionStream(parsed, runs)
         if parsed.stream:
             return StreamingResponse(stream_events(answer, session), media_type="text/event-stream",

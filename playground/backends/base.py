@@ -61,6 +61,21 @@ class Backend(ABC):
         """Run several prompts as one batch (the weights read once), each padded on the left to the longest. Returns
         (logits (N, T, V), a cache of N rows); prompt i's logits are the last len(prompts[i]) positions of row i."""
 
+    def prefill_first(self, prompts: list[list[int]], top_k: int = 1) -> tuple[Any, tuple | None, Any, Any]:
+        """`prefill_batch` for the first token first: returns (the logits of each prompt's last position (N, 1, V), their
+        statistics (as `statistics`, (N, 1, ...)) or None, the cache, `rest`), where `score_rest(rest)` gives the
+        logits and statistics of the positions before the last (N, T - 1, ...), the same as `prefill_batch`'s. A
+        backend that can compute lm_head for the last position alone overrides both, so that the first token does not
+        wait for the rest (onnx/head.py); this default computes everything at once."""
+        logits, cache = self.prefill_batch(prompts, top_k)
+        given = self.statistics(cache)
+        last = given and tuple(a[:, -1:] for a in given)
+        return logits[:, -1:], last, cache, (logits[:, :-1], given and tuple(a[:, :-1] for a in given))
+
+    def score_rest(self, rest: Any) -> tuple[Any, tuple | None]:
+        """The logits (N, T - 1, V) and statistics (or None) of the positions `prefill_first` left (see there)."""
+        return rest
+
     @abstractmethod
     def join(self, batch: Any | None, cache: Any, rows: list[int]) -> Any:
         """`batch` (a batch cache; None: no rows yet) with rows `rows` of a prefilled `cache` appended, in that order

@@ -68,6 +68,16 @@ class OnnxBackend(Backend):
     def prefill_batch(self, prompts: list[list[int]], top_k: int = 1) -> tuple[torch.Tensor, Any]:
         return self.runner.prefill_batch(prompts, top_k)
 
+    def prefill_first(self, prompts: list[list[int]], top_k: int = 1):
+        if not self.runner.has_first:  # an export without `logits_from` (fp16, see onnx/head.py): all at once
+            return super().prefill_first(prompts, top_k)
+        return self.runner.prefill_first(prompts, top_k)
+
+    def score_rest(self, rest: Any):
+        if not self.runner.has_first:
+            return super().score_rest(rest)
+        return self.runner.score_rest(rest)
+
     def statistics(self, cache: Any) -> tuple[np.ndarray, ...] | None:
         return self.runner.statistics(cache)  # exports since format 8 compute them in the graph (onnx/stats.py)
 

@@ -53,34 +53,50 @@ class TorchBackend(Backend):
             notice=notice,
         )
 
-    @torch.inference_mode()
     def prefill(self, input_ids: list[int], top_k: int = 1) -> tuple[torch.Tensor, TorchCache]:
-        ids = torch.tensor([input_ids], device=self.device)  # (1, T)
-        out = self.model(input_ids=ids, use_cache=True)
-        return out.logits[0].float().cpu(), TorchCache(out.past_key_values, len(input_ids))  # (T, V)
+        logits, cache = self.prefill_batch([input_ids], top_k)
+        return logits[0], cache  # (T, V)
 
     @torch.inference_mode()
     def prefill_batch(self, prompts: list[list[int]], top_k: int = 1) -> tuple[torch.Tensor, TorchCache]:
-        """Several prompts as one batch, each padded on the left to the longest (masked; positions counted from each
-        prompt's first token). The padded positions of the cache are set to zero: a padded query attends to nothing,
-        which SDPA may answer with NaN, and a NaN key would spoil every later step's matmul even under the mask."""
+        hidden, cache = self._run_prompts(prompts)
+        return self.model.lm_head(hidden).float().cpu(), cache  # (N, T, V)
+
+    @torch.inference_mode()
+    def prefill_first(self, prompts: list[list[int]], top_k: int = 1):
+        """lm_head over each prompt's last position only (as transformers' generate does: `logits_to_keep=1`); the
+        others' logits come from `score_rest`."""
+        hidden, cache = self._run_prompts(prompts)
+        return self.model.lm_head(hidden[:, -1:]).float().cpu(), None, cache, hidden[:, :-1]  # (N, 1, V), ..., (N, T - 1, E)
+
+    @torch.inference_mode()
+    def score_rest(self, rest: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.model.lm_head(rest).float().cpu(), None  # (N, T - 1, V)
+
+    @torch.inference_mode()
+    def _run_prompts(self, prompts: list[list[int]]) -> tuple[torch.Tensor, TorchCache]:
+        """lm_head's input (N, T, E) at every position of the prompts and their cache: one prompt as it is, several as
+        one batch, each padded on the left to the longest (masked; positions counted from each prompt's first token).
+        The padded positions of the cache are set to zero: a padded query attends to nothing, which SDPA may answer
+        with NaN, and a NaN key would spoil every later step's matmul even under the mask."""
+        transformer = self.model.transformer  # GPT2LMHeadModel's forward is this, then lm_head
         if len(prompts) == 1:
-            logits, cache = self.prefill(prompts[0], top_k)
-            return logits[None], cache
+            out = transformer(input_ids=torch.tensor(prompts, device=self.device), use_cache=True)  # (1, T)
+            return out.last_hidden_state, TorchCache(out.past_key_values, len(prompts[0]))
         width = max(len(ids) for ids in prompts)
         pads = np.array([width - len(ids) for ids in prompts], dtype=np.int64)
         ids = torch.tensor([[0] * pad + list(p) for pad, p in zip(pads, prompts)], device=self.device)  # (N, T)
         padding = torch.from_numpy(pads).to(self.device)[:, None]  # (N, 1)
         columns = torch.arange(width, device=self.device)[None, :]  # (1, T)
         mask = (columns >= padding).long()  # (N, T)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(columns - padding).clamp(min=0), use_cache=True)
+        out = transformer(input_ids=ids, attention_mask=mask, position_ids=(columns - padding).clamp(min=0), use_cache=True)
         kv = out.past_key_values
         for layer in kv.layers:
             for r, pad in enumerate(pads):
                 if pad:
                     layer.keys[r, :, :pad] = 0
                     layer.values[r, :, :pad] = 0
-        return out.logits.float().cpu(), TorchCache(kv, width, pads if pads.any() else None)  # (N, T, V)
+        return out.last_hidden_state, TorchCache(kv, width, pads if pads.any() else None)
 
     def step(self, token_id: int, cache: TorchCache) -> tuple[torch.Tensor, TorchCache]:
         logits, cache = self.step_batch([token_id], cache)

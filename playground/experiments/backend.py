@@ -40,15 +40,9 @@ class IntervenedBackend(TorchBackend):
         with hooked(self.model, self.edits):
             yield
 
-    def prefill(self, input_ids, top_k=1):
+    def _run_prompts(self, prompts):  # every prompt's forward pass (prefill, prefill_batch, prefill_first) is this
         with self._applied():
-            return super().prefill(input_ids, top_k)
-
-    def prefill_batch(self, prompts, top_k=1):
-        if len(prompts) == 1:  # TorchBackend's goes through prefill, which applies the edits itself
-            return super().prefill_batch(prompts, top_k)
-        with self._applied():
-            return super().prefill_batch(prompts, top_k)
+            return super()._run_prompts(prompts)
 
     def step_batch(self, token_ids, cache):
         with self._applied():

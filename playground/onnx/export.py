@@ -20,6 +20,7 @@ from ..hooks import capture_input
 from ..models import ModelSource, file_sha256, load_torch_model, resolve_model, source_fingerprint
 from ..paths import exports_dir
 from .fusion import drop_linear_reshapes, fuse_attention
+from .head import HEAD_FILE, add_logits_from, extract_head, name_logits_length
 from .stats import add_statistics
 
 VARIANTS = ("fp32", "fp16", "int8", "int4")
@@ -27,9 +28,10 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
 ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities and residual stream
 FINAL_RESIDUAL = "final_residual"  # the analysis graph's last residual, before the final layer norm
-FORMAT_VERSION = 9  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
+FORMAT_VERSION = 10  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
 # 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder; 7: its cache written in place, onnx/fusion.py;
-# 8: the per-token statistics computed in the graph, onnx/stats.py; 9: int8 and int4 weight-only in blocks, NBITS_RECIPES)
+# 8: the per-token statistics computed in the graph, onnx/stats.py; 9: int8 and int4 weight-only in blocks, NBITS_RECIPES;
+# 10: the decoder scores from `logits_from` on and a head graph scores the rest, onnx/head.py)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
@@ -306,9 +308,10 @@ def _add_final_residual_output(path: Path, normed_name: str) -> None:
     onnx.save(model, str(path))
 
 
-def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = True) -> None:
+def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = True, head_path: Path | None = None) -> None:
     """`variant` of optimum's graph at `raw_path`, written to `out_path`; `fuse=False` keeps optimum's attention and
-    Conv1D reshapes (scripts/profile_ops.py compares the two)."""
+    Conv1D reshapes (scripts/profile_ops.py compares the two). With `head_path`, the decoder scores from `logits_from`
+    on and its head graph is written there (onnx/head.py: the first token first)."""
     import onnx
 
     model = onnx.load(str(raw_path))
@@ -326,7 +329,7 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = Tru
         drop_linear_reshapes(model)
     if variant == "fp32":
         if fuse and fuse_attention(model):
-            add_statistics(model)
+            _add_outputs(model, head_path)
         onnx.save(model, str(out_path))
         return
     embedding = tied_embedding(model)
@@ -337,8 +340,22 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = Tru
     if embedding is not None:
         share_embedding_with_lm_head(model, embedding)  # the fp32 token embedding (154 MB in GPT-2 small) leaves the file
     if fuse and fuse_attention(model):  # after quantizing: the quantizer's shape inference cannot see through the fused op
-        add_statistics(model)
+        _add_outputs(model, head_path)
     onnx.save(model, str(out_path))
+
+
+def _add_outputs(model, head_path: Path | None) -> None:
+    """The statistics after lm_head (onnx/stats.py); with `head_path`, `logits_from` before it and the head graph
+    written there (onnx/head.py)."""
+    import onnx
+
+    if head_path is None:
+        add_statistics(model)
+        return
+    add_logits_from(model)
+    add_statistics(model)
+    name_logits_length(model)
+    onnx.save(extract_head(model), str(head_path))
 
 
 def quantize_weights(model, blocks: tuple[int, int], head: tuple[int, int]):
@@ -466,7 +483,7 @@ def ensure_export(source: ModelSource, variant: str, root: Path | None = None, p
         bar.set_postfix_str(stages[1])
         build = tmp / variant
         build.mkdir()
-        _make_variant(raw, variant, build / MODEL_FILE)
+        _make_variant(raw, variant, build / MODEL_FILE, head_path=build / HEAD_FILE)
         _make_variant(raw_attention, variant, build / ATTENTION_FILE)
         bar.update()
         bar.set_postfix_str(stages[2])

@@ -14,11 +14,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .head import FIRST_INPUT, HEAD_FILE, HIDDEN_OUTPUT
 from .stats import OUTPUTS as STAT_OUTPUTS
 from .stats import TOP_K_INPUT as STAT_TOP_K
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+FROM_START = np.zeros(1, dtype=np.int64)  # `logits_from` for every decoding step and a prompt scored whole
 
 
 def cuda_provider_available() -> bool:
@@ -116,14 +118,24 @@ class OnnxRunner:
         self.computes_statistics = self.has_statistics
         vocab = outputs["logits"].shape[-1]
         self.vocab = vocab if isinstance(vocab, int) else None  # static in GPT-2 exports
+        # Exports since format 10 can score a prompt's last position alone, and the rest with their head graph (onnx/head.py).
+        self.has_first = self.in_place and FIRST_INPUT in inputs and HIDDEN_OUTPUT in outputs
+        self._head_args = (model_path.parent / HEAD_FILE, providers, threads)
+        self._head: HeadRunner | None = None
 
     def _feed(self, ids: list[int], past_len: int) -> dict[str, np.ndarray]:
         n = len(ids)
-        return {
+        return self._from_start({
             "input_ids": np.asarray([ids], dtype=np.int64),  # (1, n)
             "attention_mask": np.ones((1, past_len + n), dtype=np.int64),
             "position_ids": np.arange(past_len, past_len + n, dtype=np.int64)[None],  # (1, n)
-        }
+        })
+
+    def _from_start(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`feed` with logits at every position it feeds, for a graph that can skip some (onnx/head.py)."""
+        if self.has_first:
+            feed[FIRST_INPUT] = FROM_START
+        return feed
 
     def _step_feed(self, token_ids: list[int], past_len: int, pads: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """One new token per row after `past_len` cached positions, of which row r's first `pads[r]` are padding."""
@@ -133,7 +145,8 @@ class OnnxRunner:
         if pads is not None:
             mask[np.arange(past_len + 1)[None, :] < pads[:, None]] = 0  # a row's padding is never attended to
             positions -= pads[:, None]  # each row counts its positions from its own first token
-        return {"input_ids": np.asarray(token_ids, dtype=np.int64)[:, None], "attention_mask": mask, "position_ids": positions}
+        return self._from_start({"input_ids": np.asarray(token_ids, dtype=np.int64)[:, None], "attention_mask": mask,
+                                 "position_ids": positions})
 
     def _buffers(self, rows: int, width: int = 1) -> list:
         """Empty in-place cache buffers for `rows` sequences, (rows, H, context, D) per layer key and value, of which the
@@ -159,14 +172,15 @@ class OnnxRunner:
             return [ort.OrtValue.ortvalue_from_numpy(empty, self.device_type, 0) for _ in self.past_names]
         return [empty] * len(self.past_names)
 
-    def _run_feed(self, feed: dict[str, np.ndarray], past: list) -> tuple[np.ndarray, list]:
-        """Run the graph on `feed` after `past`; returns (logits (N, n, V) as the graph gives them, new past)."""
+    def _run_feed(self, feed: dict[str, np.ndarray], past: list, hidden: bool = False) -> tuple[np.ndarray, list]:
+        """Run the graph on `feed` after `past`; returns (logits (N, n, V) as the graph gives them, new past). With
+        `hidden` (an in-place graph that has it), lm_head's input comes back too, as `past.hidden`."""
         if not self.io_binding:
             feed.update(zip(self.past_names, past))
             logits, *present = self.session.run(self.output_names, feed)
             return logits, present
         if self.in_place:
-            return self._run_in_place(feed, past)
+            return self._run_in_place(feed, past, hidden)
         binding = self.session.io_binding()
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
@@ -179,7 +193,7 @@ class OnnxRunner:
         logits, *present = binding.get_outputs()
         return logits.numpy(), present
 
-    def _run_in_place(self, feed: dict[str, np.ndarray], past: "CacheBuffers") -> tuple[np.ndarray, "CacheBuffers"]:
+    def _run_in_place(self, feed: dict[str, np.ndarray], past: "CacheBuffers", hidden: bool = False) -> tuple[np.ndarray, "CacheBuffers"]:
         """One run on cache buffers that are both past and present. The binding is made once per set of buffers
         (each step rebinds only the three small inputs), and a step's logits land in one of two preallocated arrays,
         used in turn: a step's logits stay valid while the caller reads them after the next step started."""
@@ -210,11 +224,17 @@ class OnnxRunner:
             return out, past
         for name in ("logits", *stats):  # the prompt: (1, T, V) and (1, T, k), allocated by onnxruntime
             binding.bind_output(name, "cpu")
+        if hidden:
+            binding.bind_output(HIDDEN_OUTPUT, "cpu")  # bound last: the last of get_outputs()
         past.stats_rows = 0  # the next step binds its own arrays again
         self.session.run_with_iobinding(binding)
-        logits, *computed = (value.numpy() for value in binding.get_outputs()[: 1 + len(stats)])
+        outputs = binding.get_outputs()
+        logits, *computed = (value.numpy() for value in outputs[: 1 + len(stats)])
         past.vocab = logits.shape[-1]
         past.stats = tuple(computed) if stats else None
+        if hidden:
+            past.hidden = outputs[-1].numpy()  # (N, T, E)
+            past.binding = None  # decoding steps bind anew, without `hidden`
         return logits, past
 
     def run(self, ids: list[int], past: list, past_len: int) -> tuple[np.ndarray, list]:
@@ -239,6 +259,11 @@ class OnnxRunner:
         if len(prompts) == 1:
             logits, cache = self.prefill(prompts[0], top_k)
             return logits[None], cache
+        logits, cache = self._run_prompts(prompts, top_k)
+        return torch.from_numpy(logits.astype(np.float32, copy=False)), cache
+
+    def _run_prompts(self, prompts: list[list[int]], top_k: int, last_only: bool = False) -> tuple[np.ndarray, OnnxCache]:
+        """`prefill_batch`'s run; `last_only`: the logits of the last position alone, and `hidden` kept on the cache."""
         width = max(len(ids) for ids in prompts)
         pads = np.array([width - len(ids) for ids in prompts], dtype=np.int64)
         if self.in_place and width > self.context:
@@ -247,13 +272,35 @@ class OnnxRunner:
         if isinstance(past, CacheBuffers):
             past.top_k = np.array([max(1, min(top_k, self.vocab or top_k))], dtype=np.int64)
         columns = np.arange(width)[None, :]  # (1, T)
-        feed = {"input_ids": np.array([[0] * pad + list(ids) for pad, ids in zip(pads, prompts)], dtype=np.int64),  # (N, T)
-                "attention_mask": (columns >= pads[:, None]).astype(np.int64),  # (N, T): 0 on the padding
-                "position_ids": np.maximum(columns - pads[:, None], 0)}  # (N, T): from each prompt's first token
-        logits, past = self._run_feed(feed, past)  # (N, T, V)
-        cache = OnnxCache(past, width, pads)
+        feed = self._from_start({
+            "input_ids": np.array([[0] * pad + list(ids) for pad, ids in zip(pads, prompts)], dtype=np.int64),  # (N, T)
+            "attention_mask": (columns >= pads[:, None]).astype(np.int64),  # (N, T): 0 on the padding
+            "position_ids": np.maximum(columns - pads[:, None], 0)})  # (N, T): from each prompt's first token
+        if last_only:
+            feed[FIRST_INPUT] = np.array([width - 1], dtype=np.int64)
+        logits, past = self._run_feed(feed, past, hidden=last_only)  # (N, T, V), or (N, 1, V)
+        cache = OnnxCache(past, width, pads if pads.any() else None)
         self._zero_padding(cache)
-        return torch.from_numpy(logits.astype(np.float32, copy=False)), cache
+        return logits, cache
+
+    def prefill_first(self, prompts: list[list[int]], top_k: int = 1):
+        """`Backend.prefill_first` for a graph that has `logits_from` (`has_first`): the last position's logits (N, 1, V)
+        and statistics, the cache, and what `score_rest` needs for the other positions (lm_head's input there)."""
+        logits, cache = self._run_prompts(prompts, top_k, last_only=True)
+        past = cache.past
+        hidden, past.hidden = past.hidden[:, :-1], None  # (N, T - 1, E): the positions before the last
+        if cache.pads is not None:
+            for row, pad in enumerate(cache.pads):
+                hidden[row, :pad] = 0  # padding: never read, but kept finite
+        return torch.from_numpy(logits.astype(np.float32, copy=False)), past.stats, cache, (hidden, past.top_k)
+
+    def score_rest(self, rest) -> tuple[torch.Tensor, tuple[np.ndarray, ...] | None]:
+        """The logits (N, T - 1, V) and statistics of the positions `prefill_first` left, by the head graph."""
+        hidden, top_k = rest
+        if self._head is None:  # created on first use
+            self._head = HeadRunner(*self._head_args)
+        logits, stats = self._head.run(hidden, top_k, self.computes_statistics)
+        return torch.from_numpy(logits.astype(np.float32, copy=False)), stats
 
     def _zero_padding(self, cache: OnnxCache) -> None:
         """Zeros in every padded position of the cache: what a padded row's attention computed there is never read (the
@@ -455,6 +502,26 @@ class OnnxRunner:
         return ort.OrtValue.ortvalue_from_numpy(out, self.device_type, 0)
 
 
+class HeadRunner:
+    """The head graph of an export (onnx/head.py): lm_head and the statistics over given hidden states."""
+
+    def __init__(self, model_path: Path, providers: list[str], threads: int | None = None):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(model_path), session_options(threads), providers=providers)
+        names = {o.name for o in self.session.get_outputs()}
+        self.stat_names = [name for name in STAT_OUTPUTS if name in names]
+
+    def run(self, hidden: np.ndarray, top_k: np.ndarray, statistics: bool = True) -> tuple[np.ndarray, tuple | None]:
+        """Logits (N, S, V) and, when asked and computed, the statistics (N, S, k), ... of `hidden` (N, S, E)."""
+        names = ["logits", *(self.stat_names if statistics else ())]
+        feed = {HIDDEN_OUTPUT: np.ascontiguousarray(hidden), FIRST_INPUT: FROM_START}
+        if self.stat_names:
+            feed[STAT_TOP_K] = top_k
+        logits, *stats = self.session.run(names, feed)
+        return logits, tuple(stats) if stats else None
+
+
 class CacheBuffers(list):
     """An in-place cache: per layer key and value buffers (N, H, context, D), with the IO binding made for them and
     two logits arrays (N, 1, V) that decoding steps write in turn."""
@@ -462,6 +529,7 @@ class CacheBuffers(list):
     def __init__(self, buffers=()):
         super().__init__(buffers)
         self.binding = None
+        self.hidden: np.ndarray | None = None  # lm_head's input of a prompt's run that asked for it (N, T, E)
         self.vocab = 0  # known after the prompt's run
         self.top_k = np.ones(1, dtype=np.int64)  # the alternatives a graph with statistics computes (bound as an input)
         self.stats: tuple[np.ndarray, ...] | None = None  # the latest run's statistics (OnnxRunner.statistics)
