@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from transformers.generation.logits_process import (
     LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
+    SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -39,13 +41,20 @@ MAX_SAMPLES = 16  # samples of one prompt drawn at once (num_return_sequences)
 PROMPT_CHUNK = 64  # prompt positions whose statistics are computed together
 
 
-def build_logits_processors(settings: GenerationSettings) -> LogitsProcessorList:
-    """transformers' own processors, in the order `generate` applies them; warpers only when sampling."""
+def build_logits_processors(settings: GenerationSettings, eos_ids=frozenset(), prompt_length: int = 0) -> LogitsProcessorList:
+    """transformers' own processors, in the order `generate` applies them; warpers only when sampling. The length
+    controls need the model's end-of-text ids (`eos_ids`; none: nothing to hold back) and, for `min_new_tokens`, the
+    prompt's length (the processors see the prompt and the new tokens: `generate`'s input_ids_seq_length)."""
     processors = LogitsProcessorList()
     if settings.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(penalty=settings.repetition_penalty))
     if settings.no_repeat_ngram_size > 0:
         processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
+    eos = sorted(eos_ids)
+    if settings.min_new_tokens > 0 and eos and not settings.ignore_eos:  # ignore_eos holds it back for the whole run
+        processors.append(MinNewTokensLengthLogitsProcessor(prompt_length, settings.min_new_tokens, eos))
+    if settings.ignore_eos and eos:
+        processors.append(SuppressTokensLogitsProcessor(eos))
     if settings.do_sample:
         if settings.temperature != 1.0:
             processors.append(TemperatureLogitsWarper(settings.temperature))
@@ -210,7 +219,7 @@ class Generation:
         if sample_seed(self.settings.seed, self.num_samples - 1) > MAX_SEED:
             raise SettingsError(key="batch.seed_room", field="seed", seed=self.settings.seed, count=self.num_samples,
                                 most=MAX_SEED - self.num_samples + 1)
-        self.processors = build_logits_processors(self.settings)
+        self.processors = build_logits_processors(self.settings, self.codec.eos_ids)  # set again with the prompt's length
         self.stop_event = stop_event or threading.Event()
         self.ignore_eos = ignore_eos
         # Explicit token ids (a branch) are used as they are: re-tokenizing their text could merge differently.
@@ -357,6 +366,8 @@ class Generation:
         the samples one after another and takes each record the same way.
         """
         prompt_ids = self._prompt_ids()
+        # The length controls count new tokens after the prompt as the loop sees it (after the window kept its tail).
+        self.processors = build_logits_processors(self.settings, self.codec.eos_ids, len(prompt_ids))
         for result in self.results[1:]:  # the prompt's notices (a dropped start, unknown characters) hold for every sample
             result.notices = list(self.result.notices)
             result.dropped_prompt_tokens = self.result.dropped_prompt_tokens

@@ -3,7 +3,8 @@
 What maps: `max_tokens` -> max_new_tokens, `temperature` (0 = greedy), `top_p`, `stop` -> stop_sequences,
 `seed`, `logprobs` -> top_alternatives, plus the playground's extras as extra body fields (`top_k`,
 `typical_p`, `repetition_penalty`, `no_repeat_ngram_size`, `backend`, `variant`) and vLLM's
-`return_tokens_as_token_ids`; a prompt may be text or token ids. Values go through `GenerationSettings.from_user`, so a bad value gets the
+`return_tokens_as_token_ids`, `min_tokens` (-> min_new_tokens) and `ignore_eos` (the end-of-text token suppressed,
+so a sample runs to max_tokens unless a stop sequence ends it); a prompt may be text or token ids. Values go through `GenerationSettings.from_user`, so a bad value gets the
 UI's own message. What has no faithful equivalent is refused with a message that says what to send
 instead, never silently ignored: `presence_penalty`/`frequency_penalty` (additive penalties; the
 playground's is transformers' multiplicative `repetition_penalty`), `logit_bias`, `best_of` and `suffix`.
@@ -26,12 +27,13 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's default
 LOGPROB_FLOOR = -9999.0  # stands for log(0), which JSON cannot carry (vLLM uses the same value)
 
 # The playground's setting names as the OpenAI schema calls them (for an error's `param`).
-OPENAI_NAMES = {"max_new_tokens": "max_tokens", "stop_sequences": "stop", "top_alternatives": "logprobs"}
+OPENAI_NAMES = {"max_new_tokens": "max_tokens", "stop_sequences": "stop", "top_alternatives": "logprobs",
+                "min_new_tokens": "min_tokens"}
 EXTRAS = ("top_k", "typical_p", "repetition_penalty", "no_repeat_ngram_size")
 KNOWN_FIELDS = frozenset({
     "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "logprobs", "echo", "stop",
     "seed", "presence_penalty", "frequency_penalty", "logit_bias", "best_of", "suffix", "user",
-    "backend", "variant", "return_tokens_as_token_ids", *EXTRAS,
+    "backend", "variant", "return_tokens_as_token_ids", "min_tokens", "ignore_eos", *EXTRAS,
 })
 
 
@@ -143,6 +145,8 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         "seed": body.get("seed"),
         "top_k": 0 if body.get("top_k") is None else body["top_k"],  # OpenAI has no top-k: off unless asked for
         **{name: body.get(name) for name in EXTRAS if name != "top_k"},
+        "min_new_tokens": body.get("min_tokens"),
+        "ignore_eos": body.get("ignore_eos"),
     }
     if logprobs:
         values["top_alternatives"] = logprobs

@@ -72,6 +72,10 @@ def generate_arguments(result: GenerationResult, codec: TokenCodec) -> list[tupl
     if s.stop_sequences:
         arguments += [("stop_strings", _py(list(s.stop_sequences))), ("tokenizer", "tokenizer")]
     eos = sorted(codec.eos_ids)
+    if s.min_new_tokens > 0 and eos and not s.ignore_eos:
+        arguments.append(("min_new_tokens", _py(s.min_new_tokens)))
+    if s.ignore_eos and eos:
+        arguments.append(("suppress_tokens", _py(eos)))  # end of text never chosen: the run goes on to max_new_tokens
     arguments.append(("eos_token_id", _py(eos[0] if len(eos) == 1 else eos) if eos else "None"))
     pad = codec.tokenizer.pad_token_id if codec.tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
     arguments.append(("pad_token_id", _py(pad)))
@@ -140,6 +144,10 @@ def request_body(results: list[GenerationResult], model_name: str) -> dict:
         body["no_repeat_ngram_size"] = s.no_repeat_ngram_size
     if s.stop_sequences:
         body["stop"] = list(s.stop_sequences)
+    if s.min_new_tokens > 0:
+        body["min_tokens"] = s.min_new_tokens  # vLLM's name
+    if s.ignore_eos:
+        body["ignore_eos"] = True
     if first.info.backend != "torch":
         body |= {"backend": first.info.backend, "variant": first.info.variant}
     return body
