@@ -209,6 +209,7 @@ class Generation:
         num_samples: int = 1,
         group_id: str | None = None,
         owner: str = "",
+        forced_ids: list[int] | None = None,
     ):
         self.backend = backend
         self.owner = owner  # the login the run is saved under ("" without one: history.LOCAL_OWNER)
@@ -222,6 +223,11 @@ class Generation:
         self.processors = build_logits_processors(self.settings, self.codec.eos_ids)  # set again with the prompt's length
         self.stop_event = stop_event or threading.Event()
         self.ignore_eos = ignore_eos
+        # One step at a time (steps.py): step i takes forced_ids[i], whatever it draws, so that a run made token by token
+        # is a run of this loop (its records, its saving); the generators draw as ever, so a step after them samples as
+        # the run would have.
+        self.forced_ids = list(forced_ids or ())
+        self._prompt_length = 0
         # Explicit token ids (a branch) are used as they are: re-tokenizing their text could merge differently.
         self._given_prompt_ids = list(prompt_ids) if prompt_ids else None
         self._prompt_tail = b""  # trailing bytes of the prompt that do not finish a character yet
@@ -313,7 +319,11 @@ class Generation:
         The processors see `history` (N, n), each row its own; row r samples with `rngs[r]` (both only looked at
         when something penalises, warps or samples)."""
         stats = StepStats.of(logits, k, scratch, given)
+        step = history.shape[1] - self._prompt_length
+        forced = self.forced_ids[step] if step < len(self.forced_ids) else None
         if not processors and not self.settings.do_sample:
+            if forced is not None:
+                return [forced] * len(stats.top_ids), None, stats
             return [row[0] for row in stats.top_ids], None, stats  # greedy on the raw distribution: the top-1 is the argmax
         scores = processors(history, logits.clone())  # (N, V), penalised and warped, each row on its own history
         warped_probs = torch.softmax(scores, dim=-1)  # (N, V)
@@ -322,6 +332,8 @@ class Generation:
             tokens = [draw(warped_probs[r], rng) for r, rng in enumerate(rngs)]  # torch.multinomial's draw, faster
         else:
             tokens = scores.argmax(-1).tolist()
+        if forced is not None:
+            tokens = [forced] * len(tokens)  # its probability in the warped distribution is recorded (0: it was cut)
         chosen = torch.tensor(tokens)[:, None]  # (N, 1)
         return tokens, warped_probs.gather(1, chosen)[:, 0].tolist(), stats
 
@@ -366,6 +378,7 @@ class Generation:
         the samples one after another and takes each record the same way.
         """
         prompt_ids = self._prompt_ids()
+        self._prompt_length = len(prompt_ids)
         # The length controls count new tokens after the prompt as the loop sees it (after the window kept its tail).
         self.processors = build_logits_processors(self.settings, self.codec.eos_ids, len(prompt_ids))
         for result in self.results[1:]:  # the prompt's notices (a dropped start, unknown characters) hold for every sample
