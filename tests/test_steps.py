@@ -9,6 +9,8 @@ from playground.config import GenerationSettings
 from playground.errors import PlaygroundError
 from playground.generation import generate
 from playground.history import HistoryStore
+from playground.learn.snippet import run_code
+from playground.records import result_from_saved
 from playground.service import Playground
 from playground.steps import preview, save_steps, start_steps, token_of_text
 
@@ -52,6 +54,9 @@ def test_hand_picks_undo_and_the_saved_run_is_a_run_like_any_other(playground, t
     assert saved.finish_reason == "length" and saved.settings.max_new_tokens == 2
     row = playground.history.get(saved.run_id)
     assert row["status"] == "complete" and any("one step at a time" in n for n in row["metrics"]["notices"])
+    # The code behind it says the script gives the sampler's tokens, not the hand-picked ones (read back too).
+    for result in (saved, result_from_saved(row)):
+        assert ("code.note_steps", {}) in run_code([result], "models/tiny", codec).notes
     # Branched and opened as any run: the branch continues with the run's settings; Inside's funnel at its first token.
     branch = playground.branch(saved, 1, first.next.top[1].token_id)
     for _ in playground.stream(branch):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ..locales import text
 from ..records import GenerationResult
 from ..text import TokenCodec
 
@@ -182,6 +183,13 @@ def openai_code(body: dict, base_url: str = DEFAULT_BASE_URL) -> str:
     ]) + "\n"
 
 
+def made_step_by_step(notice: str) -> bool:
+    """Whether a run's notice says it was made one step at a time (steps.py): by its key, or, in a run read back from
+    the history (notices stored as their English text), by that text's first words."""
+    return getattr(notice, "key", None) == "notice.step_by_step" or str(notice).startswith(
+        text("notice.step_by_step", "en", steps=0, by_hand=0).split(":")[0])
+
+
 def run_code(results: list[GenerationResult], model_location: str, codec: TokenCodec,
              base_url: str = DEFAULT_BASE_URL) -> RunCode:
     """Everything the code view shows for `results` (one run, or the samples of one batch, sample 0 first)."""
@@ -198,6 +206,8 @@ def run_code(results: list[GenerationResult], model_location: str, codec: TokenC
         notes.append(("code.note_stop", {}))
     if first.parent_run_id is not None:
         notes.append(("code.note_branch", {"run_id": first.parent_run_id}))
+    if any(made_step_by_step(notice) for notice in first.notices):
+        notes.append(("code.note_steps", {}))
     if first.group_id is not None and len(results) == 1:
         notes.append(("code.note_one_sample", {"index": first.sample_index or 0, "seed": s.seed}))
     body = request_body(results, info.model)
