@@ -157,11 +157,11 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label=translated("generate.samples"),
                                     info=translated("generate.samples_info"), elem_id="samples")
             with gr.Accordion(translated("generate.advanced"), open=False):
-                with gr.Row(equal_height=True):  # the length controls, beside each other
-                    min_new_tokens = setting_slider("min_new_tokens", context - 1, info=translated("generate.min_new_tokens_info"),
-                                                    elem_id="min-new-tokens")
-                    ignore_eos = gr.Checkbox(value=defaults.ignore_eos, label=translated("generate.ignore_eos"),
-                                             info=translated("generate.ignore_eos_info"), elem_id="ignore-eos")
+                # The length controls first: a model that ends its texts early (the Chinese demo) needs them most.
+                min_new_tokens = setting_slider("min_new_tokens", context - 1, info=translated("generate.min_new_tokens_info"),
+                                                elem_id="min-new-tokens")
+                ignore_eos = gr.Checkbox(value=defaults.ignore_eos, label=translated("generate.ignore_eos"),
+                                         info=translated("generate.ignore_eos_info"), elem_id="ignore-eos")
                 typical_p = setting_slider("typical_p")
                 repetition_penalty = setting_slider("repetition_penalty")
                 no_repeat_ngram_size = setting_slider("no_repeat_ngram_size")
