@@ -23,7 +23,7 @@ RUNS = [  # (model, prompt, settings, samples)
     # The length controls: transformers' min_new_tokens, and suppress_tokens for ignore_eos.
     ("zh", "今天", dict(top_k=0, seed=3, max_new_tokens=30, min_new_tokens=25), 2),
     ("zh", "今天", dict(do_sample=False, max_new_tokens=20, ignore_eos=True), 1),
-    ("en", "The", dict(top_k=0, seed=14, max_new_tokens=50, ignore_eos=True), 1),
+    ("en", "The", dict(top_k=0, seed=14, max_new_tokens=16, ignore_eos=True), 1),
 ]
 
 
