@@ -74,7 +74,8 @@ def start_steps(playground: Playground, prompt: str, settings: GenerationSetting
     runner = playground.backend(backend, variant, model)
     if isinstance(runner, Engine):
         raise PlaygroundError(key="steps.needs_local", field="backend", backend=runner.info.variant)
-    return StepRun(prompt, settings.validate().with_seed(), runner.info.model, runner.info.backend, runner.info.variant)
+    settings = settings.validate().validate_for_context(runner.info.context_length).with_seed()
+    return StepRun(prompt, settings, runner.info.model, runner.info.backend, runner.info.variant)
 
 
 def _settings_for(settings: GenerationSettings, steps: int, **changes) -> GenerationSettings:

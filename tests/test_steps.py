@@ -78,3 +78,5 @@ def test_text_that_is_not_one_token_and_saving_nothing_are_refused(playground, t
         token_of_text(tiny_source.codec, "unbelievably")
     with pytest.raises(PlaygroundError, match="at least one step"):
         save_steps(playground, start_steps(playground, "x", SETTINGS))
+    with pytest.raises(PlaygroundError, match="does not fit this model's context of 64 tokens"):
+        start_steps(playground, "x", GenerationSettings(max_new_tokens=64))
