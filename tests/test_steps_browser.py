@@ -48,6 +48,7 @@ def walk(page, lang: str, prompt: str, typed: str, model: str | None = None) -> 
     wait_for_status(page, STEP[lang], 3)
     wait_for_status(page, BY_HAND[lang], 2)
     assert typed.strip() in page.locator("#steps-so-far").inner_text()
+    assert page.locator("#steps-so-far .diverge").count() >= 2  # the two tokens picked by hand are outlined
     page.locator("#steps-save").click()
     page.wait_for_function("p => new RegExp(p).test(document.querySelector('#steps-status')?.innerText || '')", arg=SAVED[lang])
     import re

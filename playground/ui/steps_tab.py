@@ -32,6 +32,12 @@ def choices_of(step: Step, lang: str) -> list[tuple[str, int]]:
             for a in step.next.top[:STEP_CHOICES]]
 
 
+def by_hand_positions(step: Step) -> frozenset[int]:
+    """The sequence positions of the tokens picked by hand (outlined in the token view)."""
+    first = len(step.result.prompt_tokens)
+    return frozenset(first + i for i, by_hand in enumerate(step.run.by_hand) if by_hand)
+
+
 def build_steps_tab(playground: Playground, generate_inputs: dict, last_result: gr.State) -> None:
     """Lay out the tab and wire its events; call inside a gr.Blocks context. `generate_inputs`: the Generate tab's
     components by name (prompt, model, backend, variant and every setting), which a step run starts from; a saved run
@@ -44,7 +50,7 @@ def build_steps_tab(playground: Playground, generate_inputs: dict, last_result: 
         undo_btn = gr.Button(translated("steps.undo"), elem_id="steps-undo")
         save_btn = gr.Button(translated("steps.save"), elem_id="steps-save")
     status = gr.Markdown(elem_id="steps-status")
-    so_far = gr.HTML(elem_id="steps-so-far", label=translated("steps.so_far"))
+    so_far = gr.HTML(elem_id="steps-so-far")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
             choices = gr.Radio([], label=translated("steps.choices"), elem_id="steps-choices")
@@ -68,7 +74,8 @@ def build_steps_tab(playground: Playground, generate_inputs: dict, last_result: 
         report = {"funnel": step.funnel, "token": {"text": step.next.text}} if step.next is not None else None
         codec = playground.source_for(run.model).codec
         return ((run, step.next.token_id if step.next is not None else None), status_text(step, lang),
-                token_view_html(step.so_far, "prob", lang=lang), gr.update(choices=choices_of(step, lang), value=None),
+                token_view_html(step.so_far, "prob", mark_position=by_hand_positions(step), lang=lang),
+                gr.update(choices=choices_of(step, lang), value=None),
                 funnel_figure(report, lang) if report else None, funnel_table(report, codec, lang) if report else "")
 
     def going(held, request: gr.Request) -> tuple[StepRun, int | None]:
