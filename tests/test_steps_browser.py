@@ -67,6 +67,10 @@ def test_steps_tab_walks_a_few_steps_undoes_and_saves_in_english(page):
 def test_steps_tab_in_chinese_on_the_chinese_model(zh_page):
     ARTIFACTS.mkdir(exist_ok=True)
     walk(zh_page, "zh-CN", "人生", "的", model="tiny-zh")
+    from .test_zh_everywhere_browser import settled, untranslated
+
+    settled(zh_page)
+    assert not untranslated(zh_page)  # no English left in the tab (tokens and typed text are the model's and the user's)
     body = zh_page.locator("body").inner_text()
     for words in ("一步一步生成", "让采样器选", "撤销", "保存为一次运行", "重新归一化 → 采样"):
         assert words in body, words
