@@ -478,10 +478,13 @@ def test_best_of_returns_the_n_samples_with_the_highest_mean_logprob_of_one_batc
     assert saved_since(app_history, before, ["The best of"]) == ["The best of"] * 10
 
 
-def test_v1_length_controls(v1, app_history):
+def test_v1_and_generate_length_controls(v1, gradio, app_history):
     reply = v1.completions.create(model="tiny-gpt2", prompt="The", max_tokens=6, seed=3,
                                   extra_body={"min_tokens": 4, "ignore_eos": True})
     [choice] = reply.choices
     assert choice.finish_reason == "length" and reply.usage.completion_tokens == 6
     settings = app_history.get(choice.model_extra["run_id"])["settings"]
     assert (settings["min_new_tokens"], settings["ignore_eos"]) == (4, True)
+    text, run = gradio.predict(prompt="The", max_new_tokens=6, seed=3, top_k=0, min_new_tokens=4, ignore_eos=True,
+                               api_name="/generate")
+    assert text == choice.text and run["settings"]["ignore_eos"] is True and len(run["tokens"]) == 6
