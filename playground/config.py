@@ -41,8 +41,10 @@ class GenerationSettings:
     a sensible `max_new_tokens`; `do_sample` False is greedy (the warpers then do not apply); `top_k` 0,
     `top_p`/`typical_p`/`repetition_penalty` 1 and `no_repeat_ngram_size` 0 are off; `stop_sequences` are
     up to 8 non-empty strings of at most 200 characters; a `seed` of None draws a fresh one (the one used is
-    recorded); `top_alternatives` is how many alternatives each token record keeps. `max_new_tokens` is also
-    checked against the model's context (`validate_for_context`).
+    recorded); `top_alternatives` is how many alternatives each token record keeps; `min_new_tokens` (0: off, at
+    most `max_new_tokens`) holds the end of text back that long, and `ignore_eos` for the whole run (the end-of-text
+    token's probability is set to 0; a stop sequence still ends it). `max_new_tokens` is also checked against the
+    model's context (`validate_for_context`).
 
     The order is the `/generate` API's positional order: a new setting goes at the end.
     """
@@ -58,6 +60,10 @@ class GenerationSettings:
     no_repeat_ngram_size: int = setting(0, Range(0, 64, ui=(0, 10, 1)))
     stop_sequences: tuple[str, ...] = field(default_factory=tuple)
     top_alternatives: int = setting(10, Range(1, 100, ui=(1, 50, 1)))
+    # Length controls: no end of text before min_new_tokens new tokens (transformers' MinNewTokensLengthLogitsProcessor);
+    # ignore_eos never lets the model end the text (its end-of-text ids suppressed), so a run goes on to max_new_tokens.
+    min_new_tokens: int = setting(0, Range(0, 100_000, ui=(0, None, 1)))  # the slider's maximum is the model's context - 1
+    ignore_eos: bool = setting(False)
 
     @classmethod
     def from_user(cls, **values: Any) -> "GenerationSettings":
@@ -88,6 +94,9 @@ class GenerationSettings:
         for stop in self.stop_sequences:
             if not stop or len(stop) > MAX_STOP_SEQUENCE_CHARS:
                 raise SettingsError(key="settings.stop_length", field="stop_sequences", limit=MAX_STOP_SEQUENCE_CHARS, length=len(stop))
+        if self.min_new_tokens > self.max_new_tokens:
+            raise SettingsError(key="settings.min_above_max", field="min_new_tokens", value=self.min_new_tokens,
+                                most=self.max_new_tokens)
         return self
 
     def validate_for_context(self, context_length: int) -> "GenerationSettings":
@@ -114,6 +123,7 @@ SETTING_NAMES = tuple(f.name for f in fields(GenerationSettings))  # the declara
 SETTING_RANGES: dict[str, Range] = {f.name: f.metadata["range"] for f in fields(GenerationSettings) if "range" in f.metadata}
 _INT_FIELDS = {f.name for f in fields(GenerationSettings) if f.type in ("int", "int | None")}
 _FLOAT_FIELDS = {f.name for f in fields(GenerationSettings) if f.type == "float"}
+_BOOL_FIELDS = {f.name for f in fields(GenerationSettings) if f.type == "bool"}
 
 
 def as_int(name: str, value: Any) -> int:
@@ -146,9 +156,9 @@ def _coerce(name: str, value: Any) -> Any:
         return as_int(name, value)
     if name in _FLOAT_FIELDS:
         return as_float(name, value)
-    if name == "do_sample":
+    if name in _BOOL_FIELDS:
         if not isinstance(value, bool):
-            raise SettingsError(key="settings.not_bool", value=value)
+            raise SettingsError(key="settings.not_bool", name=name, value=value)
         return value
     if name == "stop_sequences":
         if isinstance(value, str):

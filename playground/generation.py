@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from transformers.generation.logits_process import (
     LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
+    SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -39,13 +41,20 @@ MAX_SAMPLES = 16  # samples of one prompt drawn at once (num_return_sequences)
 PROMPT_CHUNK = 64  # prompt positions whose statistics are computed together
 
 
-def build_logits_processors(settings: GenerationSettings) -> LogitsProcessorList:
-    """transformers' own processors, in the order `generate` applies them; warpers only when sampling."""
+def build_logits_processors(settings: GenerationSettings, eos_ids=frozenset(), prompt_length: int = 0) -> LogitsProcessorList:
+    """transformers' own processors, in the order `generate` applies them; warpers only when sampling. The length
+    controls need the model's end-of-text ids (`eos_ids`; none: nothing to hold back) and, for `min_new_tokens`, the
+    prompt's length (the processors see the prompt and the new tokens: `generate`'s input_ids_seq_length)."""
     processors = LogitsProcessorList()
     if settings.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(penalty=settings.repetition_penalty))
     if settings.no_repeat_ngram_size > 0:
         processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
+    eos = sorted(eos_ids)
+    if settings.min_new_tokens > 0 and eos and not settings.ignore_eos:  # ignore_eos holds it back for the whole run
+        processors.append(MinNewTokensLengthLogitsProcessor(prompt_length, settings.min_new_tokens, eos))
+    if settings.ignore_eos and eos:
+        processors.append(SuppressTokensLogitsProcessor(eos))
     if settings.do_sample:
         if settings.temperature != 1.0:
             processors.append(TemperatureLogitsWarper(settings.temperature))
@@ -201,6 +210,7 @@ class Generation:
         group_id: str | None = None,
         owner: str = "",
         prompt_first: bool = False,
+        forced_ids: list[int] | None = None,
     ):
         self.backend = backend
         self.owner = owner  # the login the run is saved under ("" without one: history.LOCAL_OWNER)
@@ -211,12 +221,17 @@ class Generation:
         if sample_seed(self.settings.seed, self.num_samples - 1) > MAX_SEED:
             raise SettingsError(key="batch.seed_room", field="seed", seed=self.settings.seed, count=self.num_samples,
                                 most=MAX_SEED - self.num_samples + 1)
-        self.processors = build_logits_processors(self.settings)
+        self.processors = build_logits_processors(self.settings, self.codec.eos_ids)  # set again with the prompt's length
         self.stop_event = stop_event or threading.Event()
         self.ignore_eos = ignore_eos
         # Score the whole prompt before the first token (a /v1 stream that echoes it with logprobs in its first chunk);
         # otherwise the first token comes first and the prompt's records are scored a step later (batching.py's _join).
         self.prompt_first = prompt_first
+        # One step at a time (steps.py): step i takes forced_ids[i], whatever it draws, so that a run made token by token
+        # is a run of this loop (its records, its saving); the generators draw as ever, so a step after them samples as
+        # the run would have.
+        self.forced_ids = list(forced_ids or ())
+        self._prompt_length = 0
         # Explicit token ids (a branch) are used as they are: re-tokenizing their text could merge differently.
         self._given_prompt_ids = list(prompt_ids) if prompt_ids else None
         self._prompt_tail = b""  # trailing bytes of the prompt that do not finish a character yet
@@ -308,7 +323,11 @@ class Generation:
         The processors see `history` (N, n), each row its own; row r samples with `rngs[r]` (both only looked at
         when something penalises, warps or samples)."""
         stats = StepStats.of(logits, k, scratch, given)
+        step = history.shape[1] - self._prompt_length
+        forced = self.forced_ids[step] if step < len(self.forced_ids) else None
         if not processors and not self.settings.do_sample:
+            if forced is not None:
+                return [forced] * len(stats.top_ids), None, stats
             return [row[0] for row in stats.top_ids], None, stats  # greedy on the raw distribution: the top-1 is the argmax
         scores = processors(history, logits.clone())  # (N, V), penalised and warped, each row on its own history
         warped_probs = torch.softmax(scores, dim=-1)  # (N, V)
@@ -317,6 +336,8 @@ class Generation:
             tokens = [draw(warped_probs[r], rng) for r, rng in enumerate(rngs)]  # torch.multinomial's draw, faster
         else:
             tokens = scores.argmax(-1).tolist()
+        if forced is not None:
+            tokens = [forced] * len(tokens)  # its probability in the warped distribution is recorded (0: it was cut)
         chosen = torch.tensor(tokens)[:, None]  # (N, 1)
         return tokens, warped_probs.gather(1, chosen)[:, 0].tolist(), stats
 
@@ -361,6 +382,9 @@ class Generation:
         the samples one after another and takes each record the same way.
         """
         prompt_ids = self._prompt_ids()
+        self._prompt_length = len(prompt_ids)
+        # The length controls count new tokens after the prompt as the loop sees it (after the window kept its tail).
+        self.processors = build_logits_processors(self.settings, self.codec.eos_ids, len(prompt_ids))
         for result in self.results[1:]:  # the prompt's notices (a dropped start, unknown characters) hold for every sample
             result.notices = list(self.result.notices)
             result.dropped_prompt_tokens = self.result.dropped_prompt_tokens

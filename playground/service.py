@@ -79,6 +79,7 @@ class Playground(ModelRegistry):
         stop_event: threading.Event | None = None,
         owner: str = LOCAL_OWNER,
         intervention: Intervention | None = None,
+        forced_ids: list[int] | None = None,
     ) -> Generation:
         """Prepare a run of `num_samples` samples (validated, not started: iterate it, or `stream_samples` it).
         A new run of a session replaces its Stop event; `stop_event` (a sweep's, shared by its cells) is used
@@ -90,7 +91,7 @@ class Playground(ModelRegistry):
         another, by a serving engine (which decodes one sequence per request); either way one group. `owner`, the
         login of the user it is for, is saved with it (history.LOCAL_OWNER without a login). An `intervention` (the
         Experiments tab's) runs on a PyTorch backend of its own over the same weights (experiments.IntervenedBackend)
-        and is saved with the run."""
+        and is saved with the run. `forced_ids`: the tokens its first steps take (one step at a time: steps.py)."""
         num_samples = check_num_samples(num_samples)  # before building a backend: a bad count costs nothing
         intervention = None if intervention is None or intervention.is_empty else intervention
         if intervention is not None and (backend or self.default_backend) != "torch":  # refused before an ONNX export
@@ -109,7 +110,7 @@ class Playground(ModelRegistry):
                 raise SettingsError(key="settings.token_id", field="prompt", value=bad[0] if bad else None,
                                     most=len(source.codec) - 1)
         run = Generation(runner, source, prompt, settings, stop_event=self._stop_event_for(session, stop_event),
-                         prompt_ids=prompt_ids, num_samples=num_samples, group_id=group_id, owner=owner)
+                         prompt_ids=prompt_ids, num_samples=num_samples, group_id=group_id, owner=owner, forced_ids=forced_ids)
         if isinstance(runner, IntervenedBackend):
             for result in run.results:
                 result.intervention = intervention.to_dict()

@@ -20,6 +20,10 @@ RUNS = [  # (model, prompt, settings, samples)
     ("en", " ".join(["a long prompt"] * 30), dict(temperature=1.0, top_k=0, seed=3, max_new_tokens=40), 2),  # tokens dropped
     ("zh", "今天天气", dict(do_sample=False, max_new_tokens=10, no_repeat_ngram_size=2), 1),
     ("zh", "人生", dict(temperature=0.8, top_k=0, top_p=0.95, typical_p=0.9, seed=5, max_new_tokens=12), 3),
+    # The length controls: transformers' min_new_tokens, and suppress_tokens for ignore_eos.
+    ("zh", "今天", dict(top_k=0, seed=3, max_new_tokens=30, min_new_tokens=25), 2),
+    ("zh", "今天", dict(do_sample=False, max_new_tokens=20, ignore_eos=True), 1),
+    ("en", "The", dict(top_k=0, seed=14, max_new_tokens=16, ignore_eos=True), 1),
 ]
 
 

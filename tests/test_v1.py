@@ -281,6 +281,12 @@ def test_echo_returns_the_prompt_tokens_with_their_logprobs(v1, gradio):
         ({"prompt": [1, 2, 10**6]}, "Token id 1000000 is not in this model's vocabulary", "prompt"),
         ({"prompt": [[]]}, "prompt must be a string", "prompt"),
         ({"extra_body": {"temprature": 1}}, "Unknown field(s): temprature", "temprature"),
+        ({"best_of": 1, "n": 2}, "best_of=1 is out of range; allowed: [n, 16] (n=2)", "best_of"),
+        ({"best_of": 17}, "best_of=17 is out of range", "best_of"),
+        ({"prompt": ["a", "b", "c"], "best_of": 6}, "3 prompts x best_of=6 is 18 samples; at most 16", "best_of"),
+        ({"best_of": 3, "stream": True}, "best_of=3 cannot be streamed", "best_of"),
+        ({"extra_body": {"min_tokens": 3}}, "min_new_tokens=3 is more than max_new_tokens; use at most 2", "min_tokens"),
+        ({"extra_body": {"ignore_eos": "yes"}}, "ignore_eos must be true or false", "ignore_eos"),
     ],
 )
 def test_invalid_requests_get_the_uis_message_in_openais_error_shape(v1, bad, message, param):
@@ -449,3 +455,36 @@ def test_the_app_model_answers_to_the_name_it_was_started_with(tiny_zh_demo_dir,
     assert retrieved.id == "demo-zh"
     assert playground.source_for("demo-zh") is source  # the Generate tab's model box and /generate take it too
     assert playground.history.get(by_start.choices[0].model_extra["run_id"])["model"] == source.name
+
+
+def test_best_of_returns_the_n_samples_with_the_highest_mean_logprob_of_one_batch(v1, app_history):
+    """OpenAI's best_of: best_of samples drawn (one batch, sample i with seed + i), the n best by mean log-probability per
+    token returned, best first; every sample drawn is saved and counted."""
+    kwargs = dict(model="tiny-gpt2", prompt="The best of", max_tokens=8, seed=21, logprobs=0, temperature=1.2)
+    before = last_run_id(app_history)
+    every = v1.completions.create(n=5, **kwargs).choices  # the same five samples, all returned
+    best = v1.completions.create(n=2, best_of=5, **kwargs)
+
+    def mean(choice):
+        return sum(choice.logprobs.token_logprobs) / len(choice.logprobs.token_logprobs)
+
+    ranked = sorted(every, key=lambda c: -mean(c))[:2]
+    assert [(c.index, c.text, c.model_extra["seed"]) for c in best.choices] == [
+        (i, c.text, c.model_extra["seed"]) for i, c in enumerate(ranked)]
+    assert mean(best.choices[0]) >= mean(best.choices[1]) >= max(mean(c) for c in every if c not in ranked)
+    assert best.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in every)
+    rows = [app_history.get(c.model_extra["run_id"]) for c in best.choices]
+    assert len({r["group_id"] for r in rows}) == 1  # one batch
+    assert saved_since(app_history, before, ["The best of"]) == ["The best of"] * 10
+
+
+def test_v1_and_generate_length_controls(v1, gradio, app_history):
+    reply = v1.completions.create(model="tiny-gpt2", prompt="The", max_tokens=6, seed=3,
+                                  extra_body={"min_tokens": 4, "ignore_eos": True})
+    [choice] = reply.choices
+    assert choice.finish_reason == "length" and reply.usage.completion_tokens == 6
+    settings = app_history.get(choice.model_extra["run_id"])["settings"]
+    assert (settings["min_new_tokens"], settings["ignore_eos"]) == (4, True)
+    text, run = gradio.predict(prompt="The", max_new_tokens=6, seed=3, top_k=0, min_new_tokens=4, ignore_eos=True,
+                               api_name="/generate")
+    assert text == choice.text and run["settings"]["ignore_eos"] is True and len(run["tokens"]) == 6

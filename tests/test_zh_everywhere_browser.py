@@ -26,10 +26,11 @@ ALLOWED = {
 # Where model and user text is shown (tokens, prompts, outputs, other runs' prompts, JSON records): not the app speaking.
 DATA = ", ".join([
     ".tokview .tok", ".tokview .unit", "textarea", "code", ".xtick", ".ytick", "#history-table tr[data-run-id]", "#records",
-    "#history-run [data-testid='json']", ".json-holder", "#stats strong", "#history-run strong",
+    "#history-run [data-testid='json']", ".json-holder", "#stats strong", "#history-run strong", "#steps-choices label",
 ])
 DATA_INPUTS = ["model", "seed", "branch-token", "branch-alternative", "inside-position", "attention-query", "compare-model-a",
-               "compare-model-b", "history-search", "sweep-cell", "sweep-x-values", "sweep-y-values", "ft-base", "ft-name"]
+               "compare-model-b", "history-search", "sweep-cell", "sweep-x-values", "sweep-y-values", "ft-base", "ft-name",
+               "steps-typed"]
 WORD = re.compile(r"[A-Za-z][A-Za-z0-9_'’-]*")
 ZH_TABS = ["generate", "attention", "inside", "compare", "sweep", "finetune", "benchmark", "history"]
 

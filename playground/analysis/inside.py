@@ -22,6 +22,8 @@ from transformers.generation.logits_process import (
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
+    MinNewTokensLengthLogitsProcessor,
+    SuppressTokensLogitsProcessor,
     TopPLogitsWarper,
     TypicalLogitsWarper,
 )
@@ -46,6 +48,8 @@ STAGE_NAMES = {
     TopKLogitsWarper: "top_k",
     TopPLogitsWarper: "top_p",
     TypicalLogitsWarper: "typical_p",
+    MinNewTokensLengthLogitsProcessor: "min_new_tokens",
+    SuppressTokensLogitsProcessor: "ignore_eos",
 }
 
 
@@ -318,8 +322,10 @@ def funnel_settings(settings: GenerationSettings, temperature: Any = None, top_k
 
 
 @torch.inference_mode()
-def funnel(logits: torch.Tensor, input_ids: list[int], settings: GenerationSettings, chosen_id: int) -> list[dict]:
-    """The decoding loop's processors one at a time on the logits (V,) that predicted `chosen_id` after `input_ids`.
+def funnel(logits: torch.Tensor, input_ids: list[int], settings: GenerationSettings, chosen_id: int,
+           eos_ids=frozenset(), prompt_length: int = 0) -> list[dict]:
+    """The decoding loop's processors one at a time on the logits (V,) that predicted `chosen_id` after `input_ids`
+    (of which the first `prompt_length` are the prompt, for `min_new_tokens`; `eos_ids`: the model's end of text).
 
     Each stage: how many tokens still have a probability, the chosen token's probability in the
     renormalised distribution, and the top tokens. The last stage is what the loop sampled from (or
@@ -338,7 +344,7 @@ def funnel(logits: torch.Tensor, input_ids: list[int], settings: GenerationSetti
                 "top": [{"token_id": int(i), "prob": float(probs[i])} for i in top_ids]}
 
     stages = [stage("logits")]
-    for processor in build_logits_processors(settings):
+    for processor in build_logits_processors(settings, eos_ids, prompt_length):
         scores = processor(ids, scores)
         stages.append(stage(STAGE_NAMES.get(type(processor), type(processor).__name__)))
     final = dict(stages[-1], name="sampled" if settings.do_sample else "greedy")
@@ -453,7 +459,9 @@ class Inside:
         q = self.index(position)
         settings = funnel_settings(self.result.settings, temperature, top_k, top_p)
         logits, _ = self.logits_at(q)
-        return funnel(logits, self.trace.token_ids[:q], settings, self.trace.token_ids[q])
+        # The prompt's tokens in the window (a window that starts after the prompt counts from its start).
+        prompt_length = max(0, len(self.result.prompt_tokens) - self.trace.first_position)
+        return funnel(logits, self.trace.token_ids[:q], settings, self.trace.token_ids[q], self.codec.eos_ids, prompt_length)
 
     def block(self, position: Any, layer: Any = 0, head: Any = 0) -> dict:
         q = self.index(position)

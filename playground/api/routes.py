@@ -31,7 +31,8 @@ from ..generation import MAX_SAMPLES, Generation
 from ..limits import LimitReached
 from ..records import GenerationResult, TokenRecord
 from ..service import Playground
-from .schemas import ApiError, CompletionRequest, LogprobsWriter, finish_reason, parse_completion_request, settings_error
+from .schemas import (ApiError, CompletionRequest, LogprobsWriter, best_of_n, finish_reason, parse_completion_request,
+                      settings_error)
 
 MAX_BODY_BYTES = 4 * 2**20  # a 200,000-character prompt, JSON-escaped, fits
 OWNER = "gpt2-playground"
@@ -100,7 +101,8 @@ class CompletionStream:
     """The answer to one request: OpenAI's completion JSON, whole or as streamed chunks.
 
     Choices are numbered in OpenAI's order, prompt by prompt and n samples each; a prompt's samples are the
-    samples of its runs (one batch on a local backend), in order.
+    samples of its runs (one batch on a local backend), in order, or with best_of, the n best of its best_of samples
+    (the highest mean log-probability per token first). Every sample drawn is saved and counted in the usage.
     """
 
     def __init__(self, request: CompletionRequest, runs: list[list[Generation]]):
@@ -118,17 +120,20 @@ class CompletionStream:
                 index += run.num_samples
 
     def samples(self) -> Iterator[tuple[int, GenerationResult]]:
-        """(choice index, sample) in OpenAI's order: prompt by prompt, n samples each."""
-        for first, run in self.batches():
-            for i, result in enumerate(run.results):
-                yield first + i, result
+        """(choice index, sample) in OpenAI's order: prompt by prompt, n samples each (with best_of, the n best)."""
+        n, index = self.request.n, 0
+        for per_prompt in self.runs:
+            results = [result for run in per_prompt for result in run.results]
+            for result in best_of_n(results, n) if len(results) > n else results:
+                yield index, result
+                index += 1
 
     def envelope(self, model: str, choices: list[dict]) -> dict:
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": model, "choices": choices}
 
     def usage(self) -> dict:
         prompt = sum(len(per_prompt[0].result.prompt_tokens) for per_prompt in self.runs)
-        completion = sum(len(result.tokens) for _, result in self.samples())
+        completion = sum(len(result.tokens) for per_prompt in self.runs for run in per_prompt for result in run.results)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def choice(self, index: int, result: GenerationResult) -> dict:
@@ -232,7 +237,7 @@ def build_openai_app(playground: Playground, batched: bool = True) -> Starlette:
             session = f"v1-{uuid.uuid4().hex}"
             # Starting may build a backend (an ONNX export takes a while): off the event loop.
             runs = await anyio.to_thread.run_sync(lambda: [
-                start_samples(playground, prompt, parsed.settings, parsed.n, session, parsed.backend, parsed.variant,
+                start_samples(playground, prompt, parsed.settings, parsed.best_of, session, parsed.backend, parsed.variant,
                               served_name(playground, parsed.model), batched, owner=request.scope.get(USER_KEY) or "")
                 for prompt in parsed.prompts])
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error object

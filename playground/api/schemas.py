@@ -3,10 +3,12 @@
 What maps: `max_tokens` -> max_new_tokens, `temperature` (0 = greedy), `top_p`, `stop` -> stop_sequences,
 `seed`, `logprobs` -> top_alternatives, plus the playground's extras as extra body fields (`top_k`,
 `typical_p`, `repetition_penalty`, `no_repeat_ngram_size`, `backend`, `variant`) and vLLM's
-`return_tokens_as_token_ids`; a prompt may be text or token ids. Values go through `GenerationSettings.from_user`, so a bad value gets the
-UI's own message. What has no faithful equivalent is refused with a message that says what to send
-instead, never silently ignored: `presence_penalty`/`frequency_penalty` (additive penalties; the
-playground's is transformers' multiplicative `repetition_penalty`), `logit_bias`, `best_of` and `suffix`.
+`return_tokens_as_token_ids`, `min_tokens` (-> min_new_tokens) and `ignore_eos` (the end-of-text token suppressed,
+so a sample runs to max_tokens unless a stop sequence ends it); a prompt may be text or token ids. Values go through `GenerationSettings.from_user`, so a bad value gets the
+UI's own message. `best_of` is OpenAI's: best_of samples drawn as one batch, the n with the highest mean
+log-probability per token returned (`best_of_n`). What has no faithful equivalent is refused with a message that says
+what to send instead, never silently ignored: `presence_penalty`/`frequency_penalty` (additive penalties; the
+playground's is transformers' multiplicative `repetition_penalty`), `logit_bias` and `suffix`.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's default
 LOGPROB_FLOOR = -9999.0  # stands for log(0), which JSON cannot carry (vLLM uses the same value)
 
 # The playground's setting names as the OpenAI schema calls them (for an error's `param`).
-OPENAI_NAMES = {"max_new_tokens": "max_tokens", "stop_sequences": "stop", "top_alternatives": "logprobs"}
+OPENAI_NAMES = {"max_new_tokens": "max_tokens", "stop_sequences": "stop", "top_alternatives": "logprobs",
+                "min_new_tokens": "min_tokens"}
 EXTRAS = ("top_k", "typical_p", "repetition_penalty", "no_repeat_ngram_size")
 KNOWN_FIELDS = frozenset({
     "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "logprobs", "echo", "stop",
     "seed", "presence_penalty", "frequency_penalty", "logit_bias", "best_of", "suffix", "user",
-    "backend", "variant", "return_tokens_as_token_ids", *EXTRAS,
+    "backend", "variant", "return_tokens_as_token_ids", "min_tokens", "ignore_eos", *EXTRAS,
 })
 
 
@@ -60,7 +63,8 @@ class CompletionRequest:
     model: str | None
     prompts: list[str | list[int]]  # text, or token ids of the model's tokenizer
     settings: GenerationSettings  # seed None: one is drawn per prompt, and sample i uses seed + i
-    n: int
+    n: int  # samples returned per prompt
+    best_of: int  # samples drawn per prompt (>= n): the n best are returned
     logprobs: int | None  # top-N alternatives per token in the answer; None: no logprobs
     echo: bool
     stream: bool
@@ -118,13 +122,20 @@ def parse_completion_request(body: Any) -> CompletionRequest:
     n = as_int("n", body["n"]) if body.get("n") is not None else 1
     if not 1 <= n <= MAX_SAMPLES:
         raise ApiError(f"n={n!r} is out of range; allowed: [1, {MAX_SAMPLES}].", param="n", code="invalid_value")
-    if n * len(prompts) > MAX_SAMPLES:
-        raise ApiError(f"{len(prompts)} prompts x n={n} is {n * len(prompts)} samples; at most {MAX_SAMPLES} per request.",
-                       param="n", code="invalid_value")
-    best_of = body.get("best_of")
-    if best_of is not None and (isinstance(best_of, bool) or best_of not in (1, n)):
-        raise ApiError(f"best_of={best_of!r} is not supported: every sample is returned; use n.", param="best_of",
-                       code="unsupported_parameter")
+    try:
+        best_of = as_int("best_of", body["best_of"]) if body.get("best_of") is not None else n
+    except SettingsError as exc:
+        raise settings_error(exc) from None
+    if not n <= best_of <= MAX_SAMPLES:
+        raise ApiError(f"best_of={best_of!r} is out of range; allowed: [n, {MAX_SAMPLES}] (n={n}): best_of samples are drawn "
+                       "and the n best returned.", param="best_of", code="invalid_value")
+    count = "n" if best_of == n else "best_of"
+    if best_of * len(prompts) > MAX_SAMPLES:
+        raise ApiError(f"{len(prompts)} prompts x {count}={best_of} is {best_of * len(prompts)} samples; at most {MAX_SAMPLES} "
+                       "per request.", param=count, code="invalid_value")
+    if best_of > n and _bool(body, "stream"):  # as OpenAI: the best are known only when every sample has ended
+        raise ApiError(f"best_of={best_of} cannot be streamed: the best {n} are known only when all {best_of} have ended. "
+                       "Leave out stream, or best_of.", param="best_of", code="invalid_value")
 
     logprobs = body.get("logprobs")
     if logprobs is not None:
@@ -143,6 +154,8 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         "seed": body.get("seed"),
         "top_k": 0 if body.get("top_k") is None else body["top_k"],  # OpenAI has no top-k: off unless asked for
         **{name: body.get(name) for name in EXTRAS if name != "top_k"},
+        "min_new_tokens": body.get("min_tokens"),
+        "ignore_eos": body.get("ignore_eos"),
     }
     if logprobs:
         values["top_alternatives"] = logprobs
@@ -169,7 +182,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         if body.get(name) is not None and not isinstance(body[name], str):
             raise ApiError(f"{name} must be a string; got {type(body[name]).__name__}.", param=name, code="invalid_type")
     return CompletionRequest(
-        model=body.get("model") or None, prompts=prompts, settings=settings, n=n, logprobs=logprobs,
+        model=body.get("model") or None, prompts=prompts, settings=settings, n=n, best_of=best_of, logprobs=logprobs,
         echo=_bool(body, "echo"), stream=_bool(body, "stream"), include_usage=_bool(stream_options, "include_usage"),
         backend=body.get("backend") or None, variant=body.get("variant") or None,
         tokens_as_ids=_bool(body, "return_tokens_as_token_ids"),
@@ -182,6 +195,19 @@ def logprob(p: float | None) -> float | None:
     if p is None:
         return None
     return math.log(p) if p > 0 else LOGPROB_FLOOR
+
+
+def mean_logprob(result: GenerationResult) -> float:
+    """A sample's mean log-probability per generated token, by the model's own probabilities (raw_prob), as OpenAI's
+    best_of ranks samples; a sample with no token ranks last."""
+    if not result.tokens:
+        return -math.inf
+    return sum(logprob(t.raw_prob) for t in result.tokens) / len(result.tokens)
+
+
+def best_of_n(results: list[GenerationResult], n: int) -> list[GenerationResult]:
+    """The n samples with the highest mean log-probability per token, best first (equal ones in sample order)."""
+    return sorted(results, key=lambda r: -mean_logprob(r))[:n]
 
 
 def finish_reason(result: GenerationResult) -> str | None:

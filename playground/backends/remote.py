@@ -155,6 +155,10 @@ class RemoteEngine(Engine):
             body["repetition_penalty"] = settings.repetition_penalty
         if settings.no_repeat_ngram_size:
             body["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
+        if settings.min_new_tokens:
+            body["min_tokens"] = settings.min_new_tokens  # vLLM's names for the length controls
+        if settings.ignore_eos:
+            body["ignore_eos"] = True
         return body | self.extra_body
 
     def token_id(self, name: str) -> int:

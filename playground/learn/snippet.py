@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ..locales import text
 from ..records import GenerationResult
 from ..text import TokenCodec
 
@@ -72,6 +73,10 @@ def generate_arguments(result: GenerationResult, codec: TokenCodec) -> list[tupl
     if s.stop_sequences:
         arguments += [("stop_strings", _py(list(s.stop_sequences))), ("tokenizer", "tokenizer")]
     eos = sorted(codec.eos_ids)
+    if s.min_new_tokens > 0 and eos and not s.ignore_eos:
+        arguments.append(("min_new_tokens", _py(s.min_new_tokens)))
+    if s.ignore_eos and eos:
+        arguments.append(("suppress_tokens", _py(eos)))  # end of text never chosen: the run goes on to max_new_tokens
     arguments.append(("eos_token_id", _py(eos[0] if len(eos) == 1 else eos) if eos else "None"))
     pad = codec.tokenizer.pad_token_id if codec.tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
     arguments.append(("pad_token_id", _py(pad)))
@@ -140,6 +145,10 @@ def request_body(results: list[GenerationResult], model_name: str) -> dict:
         body["no_repeat_ngram_size"] = s.no_repeat_ngram_size
     if s.stop_sequences:
         body["stop"] = list(s.stop_sequences)
+    if s.min_new_tokens > 0:
+        body["min_tokens"] = s.min_new_tokens  # vLLM's name
+    if s.ignore_eos:
+        body["ignore_eos"] = True
     if first.info.backend != "torch":
         body |= {"backend": first.info.backend, "variant": first.info.variant}
     return body
@@ -174,6 +183,13 @@ def openai_code(body: dict, base_url: str = DEFAULT_BASE_URL) -> str:
     ]) + "\n"
 
 
+def made_step_by_step(notice: str) -> bool:
+    """Whether a run's notice says it was made one step at a time (steps.py): by its key, or, in a run read back from
+    the history (notices stored as their English text), by that text's first words."""
+    return getattr(notice, "key", None) == "notice.step_by_step" or str(notice).startswith(
+        text("notice.step_by_step", "en", steps=0, by_hand=0).split(":")[0])
+
+
 def run_code(results: list[GenerationResult], model_location: str, codec: TokenCodec,
              base_url: str = DEFAULT_BASE_URL) -> RunCode:
     """Everything the code view shows for `results` (one run, or the samples of one batch, sample 0 first)."""
@@ -190,6 +206,8 @@ def run_code(results: list[GenerationResult], model_location: str, codec: TokenC
         notes.append(("code.note_stop", {}))
     if first.parent_run_id is not None:
         notes.append(("code.note_branch", {"run_id": first.parent_run_id}))
+    if any(made_step_by_step(notice) for notice in first.notices):
+        notes.append(("code.note_steps", {}))
     if first.group_id is not None and len(results) == 1:
         notes.append(("code.note_one_sample", {"index": first.sample_index or 0, "seed": s.seed}))
     body = request_body(results, info.model)

@@ -25,6 +25,7 @@ from .generate_tab import build_generate_tab, settings_from_ui
 from .history_tab import build_history_tab
 from .inside_tab import build_inside_tab
 from .learn_tab import build_learn_tab
+from .steps_tab import build_steps_tab
 from .sweep_tab import build_sweep_tab
 from .i18n import AUTH_MESSAGE, FIRST_TAB, I18N, lang_of, localize_on_load, localize_page, t, translated
 from .render import CSS, banner_html, session_html
@@ -85,6 +86,8 @@ def build_demo(playground: Playground) -> gr.Blocks:
             learn_tab.render()
             with gr.Tab(translated("app.tab.generate"), id="generate"):
                 generate_inputs, last_result = build_generate_tab(playground)
+            with gr.Tab(translated("app.tab.steps"), id="steps"):
+                build_steps_tab(playground, generate_inputs, last_result)
             with gr.Tab(translated("app.tab.attention"), id="attention") as attention_tab:
                 refresh_attention = build_attention_tab(playground, last_result, attention_tab)
             with gr.Tab(translated("app.tab.inside"), id="inside") as inside_tab:

@@ -157,6 +157,11 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label=translated("generate.samples"),
                                     info=translated("generate.samples_info"), elem_id="samples")
             with gr.Accordion(translated("generate.advanced"), open=False):
+                # The length controls first: a model that ends its texts early (the Chinese demo) needs them most.
+                min_new_tokens = setting_slider("min_new_tokens", context - 1, info=translated("generate.min_new_tokens_info"),
+                                                elem_id="min-new-tokens")
+                ignore_eos = gr.Checkbox(value=defaults.ignore_eos, label=translated("generate.ignore_eos"),
+                                         info=translated("generate.ignore_eos_info"), elem_id="ignore-eos")
                 typical_p = setting_slider("typical_p")
                 repetition_penalty = setting_slider("repetition_penalty")
                 no_repeat_ngram_size = setting_slider("no_repeat_ngram_size")
@@ -191,7 +196,8 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
 
     setting_controls = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                             repetition_penalty=repetition_penalty, seed=seed, typical_p=typical_p,
-                            no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences, top_alternatives=top_alternatives)
+                            no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences, top_alternatives=top_alternatives,
+                            min_new_tokens=min_new_tokens, ignore_eos=ignore_eos)
     assert tuple(setting_controls) == SETTING_NAMES, "a control for every generation setting, in the declaration's order"
     setting_inputs = list(setting_controls.values())
 
@@ -294,7 +300,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             info("generate.nothing_running", lang_of(request))
 
     def on_model(model_name: str, current_max: float):
-        """Fit the max-new-tokens slider to the chosen model's context (a bad choice is reported at Generate)."""
+        """Fit a length slider (max or min new tokens) to the chosen model's context (a bad choice is reported at Generate)."""
         try:
             context = playground.context_length(model_name)
         except (PlaygroundError, OSError):
@@ -337,6 +343,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
     inputs_by_name = dict(zip(SETTING_NAMES, setting_inputs)) | {"prompt": prompt, "model": model, "backend": backend, "variant": variant}
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
     model.change(on_model, inputs=[model, max_new_tokens], outputs=max_new_tokens, api_visibility="private")
+    model.change(on_model, inputs=[model, min_new_tokens], outputs=min_new_tokens, api_visibility="private")
     follow_model_language(playground, model, prompt)
     # Model folders appear while the app runs (a fine-tuned model): offer them whenever the list is opened.
     model.focus(lambda: gr.update(choices=playground.model_choices()), outputs=model, queue=False, api_visibility="private")

@@ -181,14 +181,18 @@ def _unit_tooltip(unit: Unit, records: list[TokenRecord], lang: str) -> str:
 
 
 def token_view_html(result: GenerationResult | None, mode: str = "prob", include_prompt: bool = True,
-                    mark_position: int | None = None, lang: str = "en") -> str:
+                    mark_position: int | frozenset[int] | None = None, lang: str = "en") -> str:
     """Each character a coloured span; hover or focus (click/Tab) shows its probability and alternatives.
 
     A character that GPT-2's byte-level BPE spelled with several tokens is one unit: the character,
     coloured by the joint probability of its tokens, over a strip with one segment per token, each
-    reachable on its own. `mark_position` (a sequence position) is outlined: where a compared run
-    first diverged (the unit holding it is outlined too).
+    reachable on its own. `mark_position` (a sequence position, or a set of them) is outlined: where a compared run
+    first diverged, a branch's swapped token, the tokens picked by hand one step at a time (the unit holding one is
+    outlined too).
     """
+    if isinstance(mark_position, int):
+        mark_position = frozenset((mark_position,))
+    mark_position = mark_position or frozenset()
     if result is None:
         return f'<div class="tokview" style="color:#6b7280">{escape(t("view.empty", lang))}</div>'
     spans = []
@@ -199,9 +203,9 @@ def token_view_html(result: GenerationResult | None, mode: str = "prob", include
             spans.append(_token_span(records[0], unit, mode, mark_position, lang))
             continue
         prompt = " prompt" if records[-1].is_prompt else ""
-        marked = " diverge" if any(r.position == mark_position for r in records) else ""
+        marked = " diverge" if any(r.position in mark_position for r in records) else ""
         segments = "".join(
-            f'<span class="tok piece{" diverge" if r.position == mark_position else ""}" tabindex="0" data-pos="{r.position}" '
+            f'<span class="tok piece{" diverge" if r.position in mark_position else ""}" tabindex="0" data-pos="{r.position}" '
             f'style="background:{token_colour(r, mode)}">{_tooltip(r, lang, unit, i)}</span>'
             for i, r in enumerate(records)
         )
@@ -213,9 +217,9 @@ def token_view_html(result: GenerationResult | None, mode: str = "prob", include
     return f'<div class="tokview">{"".join(spans)}</div>'
 
 
-def _token_span(record: TokenRecord, unit: Unit, mode: str, mark_position: int | None, lang: str) -> str:
+def _token_span(record: TokenRecord, unit: Unit, mode: str, mark_position: frozenset[int], lang: str) -> str:
     cls = "tok prompt" if record.is_prompt else "tok"
-    if record.position == mark_position:
+    if record.position in mark_position:
         cls += " diverge"
     text = unit.text
     if not record.bytes:  # [CLS], <|endoftext|>: no text of its own, shown by name
