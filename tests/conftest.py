@@ -12,6 +12,12 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# One torch thread in the tests' process and in the processes they start (a test that is about threads sets its own).
+# The suite runs on 2 cores beside other work; torch's default of a thread per core makes every operation wait for the
+# thread whose core is busy elsewhere (machine.training_threads): test_inside.py took 75 and 99 s with two threads, 53
+# and 60 s with one, in alternation on the shared machine (2026-12-05); the demo model's validation, 150 texts, 21 s
+# against 2.3 s. The checks are the same: the tests compare tokens and numbers, never speeds.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Never touch the user's real history (subprocesses inherit this too).
 import tempfile  # noqa: E402
 
@@ -40,6 +46,17 @@ socket.socket.connect = _loopback_only_connect
 # One torch thread, always: the same-seed tests rebuild these and compare the weights, which are the same for the same
 # thread count only (a recipe's default follows the cores that other processes leave free).
 TINY_RECIPE = dict(n_layer=2, n_embd=64, n_head=2, context=64, vocab_size=512, steps=60, batch_size=8, max_chars=60_000, threads=1)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts on one torch thread (OMP_NUM_THREADS above), even after one that set its own count and left it
+    (the benchmark sets the count it measures with)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

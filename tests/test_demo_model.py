@@ -74,6 +74,16 @@ ENGLISH_CHECK_STEPS = 250  # ratio 0.33 at 250 steps, 0.28 at 350 (2026-12-05)
 CHINESE_CHECK_STEPS = 400  # ratio 0.47 at 400 steps, 0.41 at 800
 
 
+def shipped_threads():
+    """torch's own thread count, as the app has it, in place of the tests' one thread (conftest): the recipe's build
+    chooses among them as it does for a user (machine.training_threads, the cores that other processes leave free)."""
+    import os
+
+    from playground.machine import torch_threads
+
+    return torch_threads(os.cpu_count())
+
+
 @pytest.mark.slow
 def test_the_recipe_learns_well_beyond_a_unigram_model(tmp_path):
     """The demo recipe, 250 of its 700 steps (under a minute on 2 cores): the bar is 40% of the unigram perplexity."""
@@ -82,7 +92,8 @@ def test_the_recipe_learns_well_beyond_a_unigram_model(tmp_path):
     from playground.models import resolve_model
 
     out = tmp_path / "demo-gpt2"
-    report = build_demo_model(out, DemoRecipe(steps=ENGLISH_CHECK_STEPS), progress=False)
+    with shipped_threads():
+        report = build_demo_model(out, DemoRecipe(steps=ENGLISH_CHECK_STEPS), progress=False)
     assert report["val_perplexity"] <= 0.4 * report["unigram_val_perplexity"], report
 
     # Sampled continuations are made of real words from the documentation, not byte soup.
@@ -147,7 +158,8 @@ def test_the_chinese_recipe_learns_well_beyond_a_unigram_model(tmp_path):
     from playground.training.corpus_zh import load_zh_texts
 
     out = tmp_path / "demo-zh-gpt2"
-    report = build_demo_model(out, ZhDemoRecipe(steps=CHINESE_CHECK_STEPS), progress=False)
+    with shipped_threads():
+        report = build_demo_model(out, ZhDemoRecipe(steps=CHINESE_CHECK_STEPS), progress=False)
     assert report["val_perplexity"] <= 0.55 * report["unigram_val_perplexity"], report
 
     # Sampled continuations are made of character pairs that occur in the corpus, not random characters.

@@ -22,16 +22,6 @@ from playground.registry import ModelRegistry
 WINDOW = 64  # the tiny models' context
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Hundreds of tiny forward passes: with torch's default two threads, one busy core elsewhere (the machine is
-    shared) makes each wait for the other (machine.training_threads measured it); one thread does not care."""
-    from playground.machine import torch_threads
-
-    with torch_threads(1):
-        yield
-
-
 @pytest.fixture(scope="module")
 def registry(tiny_source, tmp_path_factory):
     return ModelRegistry(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("eval-exports"))
