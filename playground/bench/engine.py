@@ -225,7 +225,8 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
     import torch
     from tqdm.auto import tqdm
 
-    torch.set_num_threads(config.threads)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)  # given back at the end: the app (a Benchmark tab run) goes on with its own
     quality_meaningful = not source.requested.startswith(RANDOM_PREFIX)
     reference_ids = source.tokenizer(REFERENCE_TEXT)["input_ids"]
     reference_logits = None
@@ -298,6 +299,7 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
         print(f"\nInterrupted: keeping the {len(rows)} finished rows.", file=sys.stderr)
     finally:
         bar.close()
+        torch.set_num_threads(previous_threads)
     add_speedups(rows)
     return rows
 
