@@ -144,8 +144,11 @@ def test_cli_runs_a_task_folder_with_the_evaluation_and_saves_it(tiny_model_dir,
     assert row["tasks"]["mine"]["samples"] == 6 and {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"} <= row["tasks"]["mine"].keys()
     [saved] = HistoryStore(db).evaluations()
     assert saved["tasks"] == row["tasks"] and saved["perplexity"] == row["perplexity"]
-    assert main(["--model", str(tiny_model_dir), "--data", str(data), "--tasks", str(folder), "--device", "cpu", "--no-save"]) == 0
+    png = tmp_path / "bars.png"
+    assert main(["--model", str(tiny_model_dir), "--data", str(data), "--tasks", str(folder), "--device", "cpu", "--no-save",
+                 "--png", str(png)]) == 0
     assert "mine acc_norm" in capsys.readouterr().out  # the text table: a column per task and metric
+    assert png.read_bytes()[:4] == b"\x89PNG"  # bits per byte, and the task's accuracy beside it
 
 
 def _task_folder(tmp_path, yaml_text: str, jsonl: str | None = '{"question": "q", "choices": ["a", "b"], "answer": 0}\n'):
@@ -187,6 +190,8 @@ def test_bad_task_names_are_refused_in_both_languages(tmp_path, capsys, tiny_mod
     assert "连不上" in error_text(offline.value, "zh-CN")
     with pytest.raises(PlaygroundError, match="not a task that can be chosen here"):  # the app takes no server paths
         resolve_tasks(["/etc"], folders=False)
+    with pytest.raises(PlaygroundError, match="cannot be reached"):  # a folder of the working directory is no task name
+        resolve_tasks(["tests"], folders=False)
     assert main(["--model", str(tiny_model_dir), "--data", "builtin:en", "--tasks", str(tmp_path / "nope"), "--no-save"]) == 2
     assert "There is no task folder" in capsys.readouterr().err
 

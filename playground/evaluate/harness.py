@@ -167,7 +167,7 @@ def resolve_tasks(names: list[str], folders: bool = True) -> list[TaskSpec]:
             specs += local_tasks(listed[name])
         elif path_like and not folders:
             raise PlaygroundError(key="tasks.not_here", field="tasks", name=name, available=", ".join(listed))
-        elif path_like or Path(name).expanduser().is_dir():
+        elif folders and (path_like or Path(name).expanduser().is_dir()):
             specs += local_tasks(name)
         elif not hub_reachable():
             raise PlaygroundError(key="tasks.hub_offline", field="tasks", name=name, shipped=", ".join(listed))

@@ -63,7 +63,8 @@ class PlaygroundLM(LM):
 
     def loglikelihood_rolling(self, requests) -> list[float]:
         """The whole text after the start token, by the Evaluate tab's sliding windows (a window of the model's
-        context, half a window apart: every token scored once, with at least half a window before it)."""
+        context, half a window apart: every token scored once; after the first window, with half a window before it
+        at least), so that this is the evaluation's negative log-likelihood of the same text."""
         results = []
         for request in requests:
             (text,) = request.args[:1]
