@@ -204,3 +204,30 @@ def test_without_lm_eval_the_message_names_the_extra(monkeypatch):
         resolve_tasks(["python_mc_en"])
     assert 'pip install -e ".[tasks]"' in str(caught.value) and "tasks" in error_text(caught.value, "zh-CN")
     assert resolve_tasks([]) == []  # no task asked for: nothing needs lm-eval
+
+
+def test_m016_gives_an_older_historys_evaluations_no_tasks(tmp_path):
+    import sqlite3
+
+    from sqlite_utils import Database
+
+    from playground.history import migrations
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        migrations.apply(Database(conn), stop_before="m016_lmeval")
+        conn.execute("INSERT INTO evaluations (created_utc, owner, model, perplexity) VALUES ('2026-12-05', '', 'old', 12.5)")
+    [row] = HistoryStore(path).evaluations()
+    assert (row["model"], row["perplexity"], row["tasks"]) == ("old", 12.5, None)
+
+
+def test_the_evaluate_api_runs_tasks_by_name_only(launched_app):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(launched_app, verbose=False)
+    answer = client.predict(text=builtin_text("en").text[:600], tasks=["python_mc_en"], api_name="/evaluate")
+    [row] = answer["evaluations"]
+    assert row["tasks"]["python_mc_en"]["samples"] == 24 and 0 <= row["tasks"]["python_mc_en"]["acc"] <= 1
+    with pytest.raises(AppError, match="not a task that can be chosen here"):
+        client.predict(text=builtin_text("en").text[:600], tasks=["/etc"], api_name="/evaluate")
