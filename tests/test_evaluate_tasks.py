@@ -130,8 +130,8 @@ def test_a_shipped_task_through_lm_evals_evaluator_matches_a_direct_argmax(lm, r
 def test_cli_runs_a_task_folder_with_the_evaluation_and_saves_it(tiny_model_dir, tmp_path, capsys):
     folder = tmp_path / "my-tasks"
     folder.mkdir()
-    (folder / "mine.yaml").write_text((SHIPPED_TASKS / "python_mc_en" / "python_mc_en.yaml").read_text()
-                                      .replace("task: python_mc_en", "task: mine").replace("python_mc_en.jsonl", "data/mine.jsonl"))
+    shipped = (SHIPPED_TASKS / "python_mc_en" / "python_mc_en.yaml").read_text()
+    (folder / "mine.yaml").write_text(shipped.replace("task: python_mc_en", "task: mine").replace("python_mc_en.jsonl", "data/mine.jsonl"))
     (folder / "data").mkdir()
     lines = (SHIPPED_TASKS / "python_mc_en" / "python_mc_en.jsonl").read_text().splitlines()[:6]
     (folder / "data" / "mine.jsonl").write_text("\n".join(lines) + "\n")
@@ -141,7 +141,8 @@ def test_cli_runs_a_task_folder_with_the_evaluation_and_saves_it(tiny_model_dir,
     assert main(["--model", str(tiny_model_dir), "--data", str(data), "--tasks", str(folder), "--device", "cpu", "--json",
                  "--db", str(db)]) == 0
     [row] = json.loads(capsys.readouterr().out)
-    assert row["tasks"]["mine"]["samples"] == 6 and {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"} <= row["tasks"]["mine"].keys()
+    mine = row["tasks"]["mine"]
+    assert mine["samples"] == 6 and {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"} <= mine.keys()
     [saved] = HistoryStore(db).evaluations()
     assert saved["tasks"] == row["tasks"] and saved["perplexity"] == row["perplexity"]
     png = tmp_path / "bars.png"
@@ -167,7 +168,8 @@ GOOD_YAML = (SHIPPED_TASKS / "python_mc_en" / "python_mc_en.yaml").read_text().r
     ("task: t\ndoc_to_text: [unclosed\n", None, "The task file t.yaml does not read (line 3)"),
     ("just a string\n", None, "The task file t.yaml does not read"),
     ("dataset_path: json\n", None, "no `task:` name"),
-    (GOOD_YAML, '{"question": "q", "choices": ["a"], "answer": 0}\n{"question": \n', "The task data t.jsonl does not read at line 2"),
+    (GOOD_YAML, '{"question": "q", "choices": ["a"], "answer": 0}\n{"question": \n',
+     "The task data t.jsonl does not read at line 2"),
     (GOOD_YAML, "[1, 2]\n", "line 1: not a JSON object"),
     (GOOD_YAML, None, "names the data file t.jsonl, which is not there"),
 ])

@@ -61,9 +61,10 @@ def score_stream(backend: Backend, ids: list[int], windows: list[Window], refere
                  on_window: Callable[[int], None] | None = None) -> Scores:
     """The negative log-likelihood of `ids` under `backend`, window by window (see windows.sliding_windows).
 
-    Every window is one `prefill` of its tokens (`score_window`). With `reference` (the fp32 model of a quantized variant), the same
-    windows also go through it, and at every scored position KL(p_reference || p_backend) = sum_v p_ref(v) (ln p_ref(v)
-    - ln p(v)) is added up: how far quantization moves the next-token distribution. `on_window(i)` after window i.
+    Every window is one `prefill` of its tokens (`score_window`). With `reference` (the fp32 model of a quantized
+    variant), the same windows also go through it, and at every scored position KL(p_reference || p_backend) = sum_v
+    p_ref(v) (ln p_ref(v) - ln p(v)) is added up: how far quantization moves the next-token distribution. `on_window(i)`
+    after window i.
     """
     import torch
 

@@ -215,9 +215,11 @@ def build_evaluate_tab(playground: Playground) -> dict:
         of `models` (default: the app's) runs on every backend of `backends` (torch, onnx; default torch), ONNX in
         every variant of `variants` (default fp32). `window` (default: the model's context) and `stride` (default:
         half a window) in tokens. `tasks`: lm-evaluation-harness tasks run on each too (python_mc_en, common_mc_zh, a
-        folder of the app's tasks folder, or one of lm-eval's own when the hub is reachable). Returns {"evaluations": [...]}, one per model, backend and variant: perplexity,
-        bits_per_byte, kl_to_fp32 (quantized variants), tokens, window, stride, bytes, seconds, tokens_per_s, the
-        model's and the text's sha256, and `tasks` ({task: {"acc", "acc_stderr", "acc_norm", ...}}). Each is saved to the history as the caller's."""
+        folder of the app's tasks folder, or one of lm-eval's own when the hub is reachable). Returns
+        {"evaluations": [...]}, one per model, backend and variant: perplexity, bits_per_byte, kl_to_fp32 (quantized
+        variants), tokens, window, stride, bytes, seconds, tokens_per_s, the model's and the text's sha256, and `tasks`
+        ({task: {"acc", "acc_stderr", "acc_norm", ...}}, None without tasks). Each is saved to the history as the
+        caller's."""
         try:
             data = builtin_text(builtin) if builtin else from_pasted(text)
             plans = plan_all(playground, targets_of(models or [None], backends or ["torch"], variants or ["fp32"]), data,
@@ -228,5 +230,5 @@ def build_evaluate_tab(playground: Playground) -> dict:
         return {"evaluations": [e.to_dict() for e in evaluations]}
 
     gr.api(evaluate, api_name="evaluate", concurrency_id="evaluate", concurrency_limit=EVALUATIONS_AT_ONCE)
-    return {"models": models, "cells": chosen_cells, "tasks": tasks, "source": source, "text": pasted, "run": run_btn, "table": table,
-            "saved": saved}
+    return {"models": models, "cells": chosen_cells, "tasks": tasks, "source": source, "text": pasted, "run": run_btn,
+            "table": table, "saved": saved}
