@@ -294,6 +294,13 @@ def m014_learn_progress(db: Database) -> None:
     )
 
 
+@migrations(name="m016_lmeval")
+def m016_lmeval(db: Database) -> None:
+    """An evaluation's task results (lm-evaluation-harness: playground/evaluate/harness.py) as JSON beside its perplexity:
+    {task: {"acc": ..., "acc_stderr": ..., "acc_norm": ..., "acc_norm_stderr": ..., "samples": n}}; NULL without tasks."""
+    db.table("evaluations").add_column("tasks_json", str)
+
+
 # --- the store ----------------------------------------------------------------------------------
 
 
@@ -528,16 +535,21 @@ class HistoryStore:
 
     def save_evaluation(self, evaluation: dict, machine: dict, owner: str = LOCAL_OWNER) -> int:
         """Store one evaluation (`evaluate.Evaluation.to_dict()`) as `owner`'s, with the machine it ran on; returns its id."""
+        evaluation = dict(evaluation)
+        tasks = evaluation.pop("tasks", None)
         row = {"created_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "owner": owner,
-               **{column: _utf8_safe(value) for column, value in evaluation.items()}, "machine": json.dumps(machine)}
+               **{column: _utf8_safe(value) for column, value in evaluation.items()}, "machine": json.dumps(machine),
+               "tasks_json": json.dumps(tasks, ensure_ascii=False) if tasks else None}
         with self._write() as db:
             return db.table("evaluations").insert(row).last_pk
 
     def evaluations(self, limit: int = 100, owner: str | None = None) -> list[dict]:
-        """The newest evaluations first (`owner`'s only, when given), their machine as a dict."""
+        """The newest evaluations first (`owner`'s only, when given), their machine and task results as dicts (`tasks`:
+        None without tasks)."""
         with self._connect() as db:
             rows = list(db.table("evaluations").rows_where(*_owned("1", [], owner), order_by="id desc", limit=limit))
-        return [row | {"machine": json.loads(row["machine"]) if row.get("machine") else None} for row in rows]
+        return [row | {"machine": json.loads(row["machine"]) if row.get("machine") else None,
+                       "tasks": json.loads(row["tasks_json"]) if row.get("tasks_json") else None} for row in rows]
 
     def delete(self, run_id: int, owner: str | None = None) -> bool:
         """Delete one run (only if it is `owner`'s, when given); False when there was no such run."""

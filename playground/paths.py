@@ -26,3 +26,9 @@ def demo_model_dir() -> Path:
 def demo_zh_model_dir() -> Path:
     """Where the offline Chinese demo GPT-2 is built and cached."""
     return models_dir() / "demo-zh-gpt2"
+
+
+def tasks_dir() -> Path:
+    """Folder of the user's evaluation tasks, a folder of task files (YAML + JSONL) each, listed on the Evaluate tab:
+    `$GPT2_PLAYGROUND_TASKS` or `tasks/` beside the package."""
+    return Path(os.environ.get("GPT2_PLAYGROUND_TASKS", PROJECT_ROOT / "tasks"))

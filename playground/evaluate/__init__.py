@@ -3,7 +3,8 @@ to fp32, through every backend's `prefill` (`python -m playground.evaluate`, the
 
 windows.py (which tokens each window feeds and scores), scoring.py (a stream scored through a backend), texts.py (the
 text: pasted, a file, a built-in held-out set), run.py (checks, one evaluation, a table of them saved to the history),
-figures.py (the plot), __main__.py (the command line).
+figures.py (the plot), harness.py and lm.py (lm-evaluation-harness tasks on the same backends), __main__.py (the command
+line).
 """
 
 from .run import Evaluation, Plan, Target, evaluate, evaluate_all, plan_all, plan_evaluation, targets_of

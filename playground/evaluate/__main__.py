@@ -2,8 +2,10 @@
 
     python -m playground.evaluate --model demo --data notes.txt
     python -m playground.evaluate --model demo --backend torch --backend onnx --variant fp32 --variant int8 --data builtin:en --json
+    python -m playground.evaluate --model demo --data builtin:en --tasks python_mc_en --tasks ./my-tasks
 
 Every model runs on every backend given, ONNX in every variant given: one table, each row saved to the history.
+With --tasks, each row also runs those lm-evaluation-harness tasks (the `tasks` extra) and adds their accuracy.
 Any bad input is one line on stderr and exit code 2.
 """
 
@@ -19,6 +21,7 @@ from ..history import HistoryStore, default_db_path
 from ..models import RANDOM_NOTICE, resolve_model
 from ..onnx.export import VARIANTS
 from ..registry import ModelRegistry
+from .harness import resolve_tasks, shipped_task_names, task_cell, task_columns
 from .run import EVALUATED_BACKENDS, Evaluation, evaluate_all, plan_all, targets_of
 from .texts import BUILTIN_PREFIX, BUILTIN_SETS, read_data
 
@@ -37,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", action="append", choices=EVALUATED_BACKENDS, help="torch (default) or onnx (repeat for both)")
     p.add_argument("--variant", action="append", choices=VARIANTS,
                    help="ONNX variant (default fp32; repeat for several); a quantized one is also compared with fp32")
+    p.add_argument("--tasks", action="append", default=[], metavar="TASK",
+                   help="an lm-evaluation-harness task to run too (repeat for several): one shipped with the playground ("
+                        + ", ".join(shipped_task_names()) + "), a folder of task files (YAML + JSONL), or a task of lm-eval's "
+                        "own when the hub is reachable; needs pip install -e \".[tasks]\"")
     p.add_argument("--window", type=int, default=None, help="tokens per window (default: the model's context)")
     p.add_argument("--stride", type=int, default=None, help="tokens between window starts (default: half a window)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -56,9 +63,12 @@ def _cell(value) -> str:
 
 
 def table(evaluations: list[Evaluation]) -> str:
-    """The evaluations as an aligned plain-text table."""
-    rows = [list(COLUMNS)] + [[_cell(getattr(e, c)) for c in COLUMNS] for e in evaluations]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    """The evaluations as an aligned plain-text table, a column per task and metric after the others."""
+    extra = task_columns([e.tasks for e in evaluations])
+    rows = [list(COLUMNS) + [f"{task} {metric}" for task, metric in extra]] + [
+        [_cell(getattr(e, c)) for c in COLUMNS] + [task_cell(e.tasks, task, metric) or "-" for task, metric in extra]
+        for e in evaluations]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
@@ -78,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.close()
 
     try:
+        tasks = resolve_tasks(args.tasks)  # before the text is read or any model loads: a bad task folder is refused at once
         text = read_data(args.data, args.column)
         plans = []
         for spec in args.model:
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             if source.notice and source.notice != RANDOM_NOTICE:  # the hub was unreachable: never score a stand-in silently
                 raise PlaygroundError(key="evaluate.stand_in", field="model", notice=str(source.notice))
             registry = ModelRegistry(source, device=args.device)
-            plans += plan_all(registry, targets_of([None], args.backend, args.variant), text, args.window, args.stride)
+            plans += plan_all(registry, targets_of([None], args.backend, args.variant), text, args.window, args.stride, tasks)
         history = None if args.no_save else HistoryStore(args.db or default_db_path())
         evaluations = evaluate_all(plans, text, history, on_progress=progress)
     except PlaygroundError as exc:

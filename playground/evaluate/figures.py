@@ -36,7 +36,8 @@ def bits_per_byte_figure(evaluations: list[Evaluation], title: str, axis: str, p
 
 
 def bits_per_byte_png(evaluations: list[Evaluation], path: Path | str, title: str) -> Path:
-    """The same bars as a PNG (matplotlib; a CJK font for Chinese model names when one is installed)."""
+    """The same bars as a PNG (matplotlib; a CJK font for Chinese model names when one is installed); with lm-eval task
+    results, a second panel beside them: each task's accuracy per evaluation, with its standard error."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,7 +46,14 @@ def bits_per_byte_png(evaluations: list[Evaluation], path: Path | str, title: st
     from ..figures import cjk_family
 
     cjk_family()
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * len(evaluations)), dpi=130)
+    tasks = list(dict.fromkeys(task for e in evaluations for task in (e.tasks or {})))
+    height = 1.2 + 0.45 * len(evaluations)
+    if tasks:
+        fig, (ax, task_ax) = plt.subplots(1, 2, figsize=(15, max(height, 1.6 + 0.3 * len(tasks) * len(evaluations))), dpi=130,
+                                          gridspec_kw={"width_ratios": [3, 2]})
+        accuracy_panel(task_ax, evaluations, tasks)
+    else:
+        fig, ax = plt.subplots(figsize=(9, height), dpi=130)
     rows = list(range(len(evaluations)))[::-1]  # the first evaluation on top, as in the table
     bars = ax.barh(rows, [e.bits_per_byte for e in evaluations], color=[COLOURS.get(e.backend, "#2563eb") for e in evaluations])
     ax.bar_label(bars, [bar_text(e) for e in evaluations], padding=4, fontsize=8)
@@ -57,3 +65,21 @@ def bits_per_byte_png(evaluations: list[Evaluation], path: Path | str, title: st
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def accuracy_panel(ax, evaluations: list[Evaluation], tasks: list[str]) -> None:
+    """A group of horizontal bars per task, one bar per evaluation (in the table's order, top down): its accuracy, with
+    lm-eval's standard error as the error bar."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"]
+    height = 0.8 / len(evaluations)
+    for i, e in enumerate(evaluations):
+        numbers = [(e.tasks or {}).get(task, {}) for task in tasks]
+        rows = [len(tasks) - 1 - t + 0.4 - (i + 0.5) * height for t in range(len(tasks))]  # the first task on top
+        ax.barh(rows, [n.get("acc", 0.0) for n in numbers], height, xerr=[n.get("acc_stderr", 0.0) for n in numbers],
+                label=label(e), color=colours(i % 10), capsize=2, error_kw={"elinewidth": 0.8})
+    ax.set_yticks(range(len(tasks))[::-1], tasks, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy (± standard error, lm-evaluation-harness)")
+    ax.legend(fontsize=7, loc="lower right")

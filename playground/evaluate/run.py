@@ -13,6 +13,7 @@ from ..history import LOCAL_OWNER, HistoryStore
 from ..machine import machine_description
 from ..onnx.export import VARIANTS
 from ..registry import ModelRegistry
+from .harness import TaskSpec, run_tasks
 from .scoring import score_stream
 from .texts import EvaluationText
 from .windows import sliding_windows
@@ -60,6 +61,9 @@ class Evaluation:
     kl_to_fp32: float | None  # mean per scored token of KL(fp32 || this), in nats; None for fp32 itself and torch
     seconds: float
     tokens_per_s: float
+    # lm-evaluation-harness tasks run on the same backend (harness.run_tasks): {task: {"acc": ..., "acc_stderr": ...,
+    # "acc_norm": ..., "acc_norm_stderr": ..., "samples": n}}; None when no task was asked for.
+    tasks: dict[str, dict[str, float]] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,9 +99,11 @@ class Plan:
     window: int
     stride: int
     ids: list[int]  # the start token, then the text's tokens
+    tasks: tuple[TaskSpec, ...] = ()  # lm-eval tasks to run on the same backend (harness.resolve_tasks)
 
 
-def plan_evaluation(registry: ModelRegistry, target: Target, text: EvaluationText, window=None, stride=None) -> Plan:
+def plan_evaluation(registry: ModelRegistry, target: Target, text: EvaluationText, window=None, stride=None,
+                    tasks: list[TaskSpec] = ()) -> Plan:
     """Check what `evaluate` would do, from the model's config and tokenizer only: the model may be chosen, the window
     and stride fit it, and the text fills one window (a perplexity over less would not be the sliding-window one)."""
     if target.backend not in EVALUATED_BACKENDS:  # a serving engine gives no logits of a whole text
@@ -110,7 +116,7 @@ def plan_evaluation(registry: ModelRegistry, target: Target, text: EvaluationTex
     if len(ids) < window:
         raise PlaygroundError(key="evaluate.too_short", field="data", name=text.name, tokens=len(ids), model=source.name,
                               window=window)
-    return Plan(registry, target, source.name, window, stride, ids)
+    return Plan(registry, target, source.name, window, stride, ids, tuple(tasks))
 
 
 def evaluate(plan: Plan, text: EvaluationText,
@@ -125,7 +131,7 @@ def evaluate(plan: Plan, text: EvaluationText,
     after the first has no context and is not scored (as in the guide): the sum then counts each of the text's tokens
     at the scored tokens' mean, nll / ln 2 * text_tokens / tokens / bytes. A BertTokenizer drops whitespace and maps
     characters outside its vocabulary to [UNK], so its bits per byte leaves their cost out: a lower bound.
-    `on_window(done, total)` after each window.
+    `on_window(done, total)` after each window. Then the plan's lm-eval tasks, if any, on the same backend.
     """
     target, registry = plan.target, plan.registry
     backend = registry.analysis_backend(target.backend, target.variant, plan.model, need="logits")
@@ -136,6 +142,7 @@ def evaluate(plan: Plan, text: EvaluationText,
     windows = sliding_windows(len(plan.ids), plan.window, plan.stride)
     scores = score_stream(backend, plan.ids, windows, reference,
                           on_window=(lambda i: on_window(i + 1, len(windows))) if on_window else None)
+    tasks = run_tasks(backend, registry.source_for(plan.model), list(plan.tasks)) if plan.tasks else None
     text_tokens = len(plan.ids) - 1
     nll_bits = scores.nll_nats / math.log(2)
     return Evaluation(
@@ -145,14 +152,16 @@ def evaluate(plan: Plan, text: EvaluationText,
         perplexity=math.exp(scores.nll_nats / scores.tokens),
         bits_per_byte=nll_bits * text_tokens / scores.tokens / text.bytes,
         kl_to_fp32=scores.kl_nats / scores.tokens if scores.kl_nats is not None else None,
-        seconds=scores.seconds, tokens_per_s=scores.tokens / scores.seconds if scores.seconds > 0 else float("nan"))
+        seconds=scores.seconds, tokens_per_s=scores.tokens / scores.seconds if scores.seconds > 0 else float("nan"),
+        tasks=tasks)
 
 
-def plan_all(registry: ModelRegistry, targets: list[Target], text: EvaluationText, window=None, stride=None) -> list[Plan]:
-    """`plan_evaluation` of every target: a bad one is refused before anything runs."""
+def plan_all(registry: ModelRegistry, targets: list[Target], text: EvaluationText, window=None, stride=None,
+             tasks: list[TaskSpec] = ()) -> list[Plan]:
+    """`plan_evaluation` of every target, each with the same `tasks`: a bad one is refused before anything runs."""
     if not targets:
         raise PlaygroundError(key="evaluate.no_targets", field="model")
-    return [plan_evaluation(registry, target, text, window, stride) for target in targets]
+    return [plan_evaluation(registry, target, text, window, stride, tasks) for target in targets]
 
 
 def evaluate_all(plans: list[Plan], text: EvaluationText, history: HistoryStore | None = None, owner: str = LOCAL_OWNER,

@@ -12,12 +12,13 @@ from ..errors import PlaygroundError
 from ..evaluate.texts import PASTED
 from ..evaluate import Evaluation, EvaluationText, builtin_text, evaluate_all, from_pasted, from_upload, plan_all, targets_of
 from ..evaluate.figures import bits_per_byte_figure
+from ..evaluate.harness import available_tasks, resolve_tasks, task_cell, task_columns
 from ..evaluate.run import Target
 from ..finetune.data import FORMATS
 from ..machine import machine_description
 from ..service import Playground
 from .finetune_tab import read_upload
-from .i18n import lang_of, localize_on_load, t, translated, ui_error
+from .i18n import EN, lang_of, localize_on_load, t, translated, ui_error
 
 SOURCES = ("paste", "upload", "en", "zh")  # pasted text, an uploaded file, builtin:en, builtin:zh
 RESULT_COLUMNS = ("model", "backend", "variant", "perplexity", "bits_per_byte", "kl_to_fp32", "tokens", "window", "stride",
@@ -65,11 +66,22 @@ def _number(value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def metric_name(metric: str, lang: str) -> str:
+    """acc -> accuracy / 准确率; a metric the locale files do not name keeps lm-eval's name."""
+    return t(f"evaluate.metric.{metric}", lang) if f"evaluate.metric.{metric}" in EN else metric
+
+
 def table_html(rows: list[dict], columns: tuple[str, ...], lang: str, elem_class: str) -> str:
-    """A plain table of `rows` (escaped; numbers to 4 significant digits): a gr.Dataframe of many rows is slow to show in
-    Gradio 6.17 (see history_tab.py)."""
-    head = "".join(f"<th>{escape(t(f'evaluate.col.{c}', lang))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{escape(_number(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows)
+    """A plain table of `rows` (escaped; numbers to 4 significant digits), then a column per lm-eval task and metric
+    of their `tasks` (accuracy ± standard error): a gr.Dataframe of many rows is slow to show in Gradio 6.17 (see
+    history_tab.py)."""
+    extra = task_columns([row.get("tasks") for row in rows])
+    head = "".join(f"<th>{escape(t(f'evaluate.col.{c}', lang))}</th>" for c in columns) + "".join(
+        f"<th class='eval-task-col'>{escape(t('evaluate.col.task', lang, task=task, metric=metric_name(metric, lang)))}</th>"
+        for task, metric in extra)
+    body = "".join("<tr>" + "".join(f"<td>{escape(_number(row.get(c)))}</td>" for c in columns) + "".join(
+        f"<td>{escape(task_cell(row.get('tasks'), task, metric) or '—')}</td>" for task, metric in extra) + "</tr>"
+        for row in rows)
     return (f"<div class='{elem_class}' style='overflow-x:auto'><table style='width:100%;border-collapse:collapse;font-size:90%'>"
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
@@ -104,6 +116,8 @@ def build_evaluate_tab(playground: Playground) -> dict:
                                  elem_id="eval-models")
             chosen_cells = gr.CheckboxGroup(cells, value=cells[:1], label=translated("evaluate.cells"),
                                             info=translated("evaluate.cells_info"), elem_id="eval-cells")
+            tasks = gr.CheckboxGroup(list(available_tasks()), value=[], label=translated("evaluate.tasks"),
+                                     info=translated("evaluate.tasks_info"), elem_id="eval-tasks")
             with gr.Row():
                 window = gr.Number(0, precision=0, label=translated("evaluate.window"), elem_id="eval-window")
                 stride = gr.Number(0, precision=0, label=translated("evaluate.stride"), elem_id="eval-stride")
@@ -131,7 +145,10 @@ def build_evaluate_tab(playground: Playground) -> dict:
                 for row in playground.history.evaluations(SAVED_SHOWN, owner=playground.viewer(username))]
         return table_html(rows, SAVED_COLUMNS, lang, "eval-saved-table")
 
-    localize_on_load([source, saved], lambda lang, request: (gr.update(choices=source_choices(lang)), saved_html(lang, request.username)),
+    # The tasks folder is read again at each page load: a task folder put there shows without a restart.
+    localize_on_load([source, saved, tasks], lambda lang, request: (gr.update(choices=source_choices(lang)),
+                                                                     saved_html(lang, request.username),
+                                                                     gr.update(choices=list(available_tasks()))),
                      with_request=True)
 
     def plans_of(form: dict):
@@ -139,7 +156,8 @@ def build_evaluate_tab(playground: Playground) -> dict:
         empty) is the default."""
         text = chosen_text(form[source], form[pasted], form[upload_state], form[column])
         targets = targets_of_choices(form[models], form[chosen_cells])
-        return plan_all(playground, targets, text, form[window] or None, form[stride] or None), text
+        chosen_tasks = resolve_tasks(form[tasks] or [], folders=False)
+        return plan_all(playground, targets, text, form[window] or None, form[stride] or None, chosen_tasks), text
 
     def check(form: dict, request: gr.Request):
         """Every check before the run, apart from it: a refusal is a notice only, not an error drawn on every result pane."""
@@ -176,7 +194,7 @@ def build_evaluate_tab(playground: Playground) -> dict:
         chosen = "text" if "text" in uploaded.columns else uploaded.columns[0]
         return uploaded, gr.update(choices=list(uploaded.columns), value=chosen, visible=True), "upload"
 
-    form = {models, chosen_cells, window, stride, source, pasted, upload_state, column}  # a set: each function gets a dict
+    form = {models, chosen_cells, tasks, window, stride, source, pasted, upload_state, column}  # a set: each function gets a dict
     run_btn.click(check, inputs=form, outputs=None, api_visibility="private", concurrency_limit=None).success(
         run, inputs=form, outputs=[status, table, plot, saved], api_visibility="private", concurrency_id="evaluate",
         concurrency_limit=EVALUATIONS_AT_ONCE)
@@ -192,22 +210,25 @@ def build_evaluate_tab(playground: Playground) -> dict:
 
     def evaluate(text: str = "", builtin: str = "", models: list[str] | None = None, backends: list[str] | None = None,
                  variants: list[str] | None = None, window: int | None = None, stride: int | None = None,
-                 request: gr.Request = None) -> dict:
+                 tasks: list[str] | None = None, request: gr.Request = None) -> dict:
         """Score models on a text: `text`, or `builtin` ("en" or "zh", the demo corpora's held-out sets). Every model
         of `models` (default: the app's) runs on every backend of `backends` (torch, onnx; default torch), ONNX in
         every variant of `variants` (default fp32). `window` (default: the model's context) and `stride` (default:
-        half a window) in tokens. Returns {"evaluations": [...]}, one per model, backend and variant: perplexity,
-        bits_per_byte, kl_to_fp32 (quantized variants), tokens, window, stride, bytes, seconds, tokens_per_s, the
-        model's and the text's sha256. Each is saved to the history as the caller's."""
+        half a window) in tokens. `tasks`: lm-evaluation-harness tasks run on each too (python_mc_en, common_mc_zh, a
+        folder of the app's tasks folder, or one of lm-eval's own when the hub is reachable). Returns
+        {"evaluations": [...]}, one per model, backend and variant: perplexity, bits_per_byte, kl_to_fp32 (quantized
+        variants), tokens, window, stride, bytes, seconds, tokens_per_s, the model's and the text's sha256, and `tasks`
+        ({task: {"acc", "acc_stderr", "acc_norm", ...}}, None without tasks). Each is saved to the history as the
+        caller's."""
         try:
             data = builtin_text(builtin) if builtin else from_pasted(text)
             plans = plan_all(playground, targets_of(models or [None], backends or ["torch"], variants or ["fp32"]), data,
-                             window, stride)
+                             window, stride, resolve_tasks(tasks or [], folders=False))
             evaluations = evaluate_all(plans, data, playground.history, owner=(request.username if request else None) or "")
         except PlaygroundError as exc:
             raise gr.Error(str(exc)) from None
         return {"evaluations": [e.to_dict() for e in evaluations]}
 
     gr.api(evaluate, api_name="evaluate", concurrency_id="evaluate", concurrency_limit=EVALUATIONS_AT_ONCE)
-    return {"models": models, "cells": chosen_cells, "source": source, "text": pasted, "run": run_btn, "table": table,
-            "saved": saved}
+    return {"models": models, "cells": chosen_cells, "tasks": tasks, "source": source, "text": pasted, "run": run_btn,
+            "table": table, "saved": saved}
