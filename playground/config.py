@@ -13,6 +13,8 @@ MAX_PROMPT_CHARS = 200_000  # beyond this a prompt is refused before tokenizing 
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_SEQUENCE_CHARS = 200
 MAX_SEED = 2**63 - 1
+MAX_BEAMS = 16
+EARLY_STOPPING = (False, True, "never")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,13 @@ class GenerationSettings:
     no_repeat_ngram_size: int = setting(0, Range(0, 64, ui=(0, 10, 1)))
     stop_sequences: tuple[str, ...] = field(default_factory=tuple)
     top_alternatives: int = setting(10, Range(1, 100, ui=(1, 50, 1)))
+    # Beam search (decoding/beam.py): `num_beams` 1 is off; the run's samples are its best `num_samples` beams.
+    # `length_penalty` and `early_stopping` (True, False or "never") mean what they mean in transformers' `generate`.
+    num_beams: int = setting(1, Range(1, MAX_BEAMS, ui=(1, MAX_BEAMS, 1)))
+    length_penalty: float = setting(1.0, Range(-10, 10, ui=(-2.0, 3.0, 0.1)))
+    early_stopping: bool | str = setting(False)
+    # Contrastive search (decoding/contrastive.py): `penalty_alpha` > 0 with `top_k` > 1 candidates, greedy; 0 is off.
+    penalty_alpha: float = setting(0.0, Range(0, 1, ui=(0.0, 1.0, 0.05)))
 
     @classmethod
     def from_user(cls, **values: Any) -> "GenerationSettings":
@@ -88,6 +97,17 @@ class GenerationSettings:
         for stop in self.stop_sequences:
             if not stop or len(stop) > MAX_STOP_SEQUENCE_CHARS:
                 raise SettingsError(key="settings.stop_length", field="stop_sequences", limit=MAX_STOP_SEQUENCE_CHARS, length=len(stop))
+        if self.early_stopping not in EARLY_STOPPING or not isinstance(self.early_stopping, (bool, str)):
+            raise SettingsError(key="settings.early_stopping", field="early_stopping", value=self.early_stopping)
+        if self.num_beams > 1 and self.stop_sequences:
+            raise SettingsError(key="beams.stop_sequences", field="stop_sequences")
+        if self.penalty_alpha > 0:
+            if self.num_beams > 1:
+                raise SettingsError(key="contrastive.with_beams", field="penalty_alpha")
+            if self.do_sample:
+                raise SettingsError(key="contrastive.do_sample", field="do_sample")
+            if self.top_k < 2:
+                raise SettingsError(key="contrastive.top_k", field="top_k", value=self.top_k)
         return self
 
     def validate_for_context(self, context_length: int) -> "GenerationSettings":
@@ -149,6 +169,13 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "do_sample":
         if not isinstance(value, bool):
             raise SettingsError(key="settings.not_bool", value=value)
+        return value
+    if name == "early_stopping":
+        # A form's radio or a JSON client: true/false/"never", as transformers takes them.
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "never"):
+            value = {"true": True, "false": False, "never": "never"}[value.strip().lower()]
+        if value not in EARLY_STOPPING or not isinstance(value, (bool, str)):
+            raise SettingsError(key="settings.early_stopping", field="early_stopping", value=value)
         return value
     if name == "stop_sequences":
         if isinstance(value, str):

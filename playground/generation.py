@@ -28,6 +28,7 @@ from transformers.generation.logits_process import (
 from .backends.base import Backend, Engine
 from .batching import batch_for
 from .config import MAX_SEED, GenerationSettings, check_prompt
+from .decoding.beam import BeamSearch, Node
 from .errors import Notice, SettingsError
 from .models import ModelSource
 from .records import Alternative, GenerationResult, TokenRecord
@@ -39,8 +40,10 @@ MAX_SAMPLES = 16  # samples of one prompt drawn at once (num_return_sequences)
 PROMPT_CHUNK = 64  # prompt positions whose statistics are computed together
 
 
-def build_logits_processors(settings: GenerationSettings) -> LogitsProcessorList:
-    """transformers' own processors, in the order `generate` applies them; warpers only when sampling."""
+def build_logits_processors(settings: GenerationSettings, min_tokens_to_keep: int = 1) -> LogitsProcessorList:
+    """transformers' own processors, in the order `generate` applies them; warpers only when sampling (keeping at least
+    `min_tokens_to_keep` tokens: beam sampling keeps one more than the end tokens, as `generate` does)."""
+    keep = {"min_tokens_to_keep": min_tokens_to_keep} if min_tokens_to_keep > 1 else {}
     processors = LogitsProcessorList()
     if settings.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(penalty=settings.repetition_penalty))
@@ -50,11 +53,11 @@ def build_logits_processors(settings: GenerationSettings) -> LogitsProcessorList
         if settings.temperature != 1.0:
             processors.append(TemperatureLogitsWarper(settings.temperature))
         if settings.top_k > 0:
-            processors.append(TopKLogitsWarper(top_k=settings.top_k))
+            processors.append(TopKLogitsWarper(top_k=settings.top_k, **keep))
         if settings.top_p < 1.0:
-            processors.append(TopPLogitsWarper(top_p=settings.top_p))
+            processors.append(TopPLogitsWarper(top_p=settings.top_p, **keep))
         if settings.typical_p < 1.0:
-            processors.append(TypicalLogitsWarper(mass=settings.typical_p))
+            processors.append(TypicalLogitsWarper(mass=settings.typical_p, **keep))
     return processors
 
 
@@ -211,9 +214,22 @@ class Generation:
         if sample_seed(self.settings.seed, self.num_samples - 1) > MAX_SEED:
             raise SettingsError(key="batch.seed_room", field="seed", seed=self.settings.seed, count=self.num_samples,
                                 most=MAX_SEED - self.num_samples + 1)
-        self.processors = build_logits_processors(self.settings)
-        self.stop_event = stop_event or threading.Event()
         self.ignore_eos = ignore_eos
+        eos_ids = () if ignore_eos else self.codec.eos_ids
+        self.beam: BeamSearch | None = None  # beam search's state (decoding/beam.py), for num_beams > 1
+        if self.settings.num_beams > 1:
+            if isinstance(backend, Engine):
+                raise SettingsError(key="beams.remote", field="num_beams", backend=backend.info.backend)
+            if self.num_samples > self.settings.num_beams:
+                raise SettingsError(key="beams.too_many_returned", field="num_return_sequences", value=self.num_samples,
+                                    beams=self.settings.num_beams)
+            self.beam = BeamSearch(self.settings.num_beams, self.settings.length_penalty, self.settings.early_stopping,
+                                   eos_ids, self.settings.max_new_tokens, self.settings.do_sample,
+                                   torch.Generator().manual_seed(self.settings.seed))
+        # The rows this run has in the batch: one per beam, or one per sample.
+        self.rows = self.settings.num_beams if self.beam else self.num_samples
+        self.processors = build_logits_processors(self.settings, len(eos_ids) + 1 if self.beam else 1)
+        self.stop_event = stop_event or threading.Event()
         # Score the whole prompt before the first token (a /v1 stream that echoes it with logprobs in its first chunk);
         # otherwise the first token comes first and the prompt's records are scored a step later (batching.py's _join).
         self.prompt_first = prompt_first
@@ -319,6 +335,41 @@ class Generation:
             tokens = scores.argmax(-1).tolist()
         chosen = torch.tensor(tokens)[:, None]  # (N, 1)
         return tokens, warped_probs.gather(1, chosen)[:, 0].tolist(), stats
+
+    def choose_beams(self, logits, given, processors, history, k, scratch, position: int,
+                     previous_ids: list[int]) -> tuple[list[int], list[int]]:
+        """One beam search step of this run's B rows (`logits` (B, V), see `choose`): the beams' continuations get their
+        records (position `position`, each scored by its parent row's distribution); returns (the parent row of each
+        next beam, its token), as `self.beam.step` does."""
+        stats = StepStats.of(logits, k, scratch, given)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, V), as transformers' beam search starts
+        if processors:
+            log_probs = processors(history, log_probs)  # penalties (and warpers, for beam sampling) on the log-probs
+        nodes, parents, tokens = self.beam.step(log_probs)
+        for node in nodes:
+            node.record = stats.record(node.row, position, node.token_id, previous_ids[node.row], self.codec,
+                                       prob=math.exp(node.logprob) if processors else None)
+        return parents, tokens
+
+    def finish_beams(self, since_start_ms: float, decode_ms: float) -> list[tuple[int, TokenRecord]]:
+        """The search is over (or stopped): the best beams become the run's samples, each taking the records of its path,
+        its sequence score and the beam tree. Returns the (sample, record) pairs, in sample order."""
+        returned: list[Node] = self.beam.returned(self.num_samples)
+        tree = self.beam.tree(returned)
+        pairs = []
+        for sample, result in enumerate(self.results):
+            result.beam_tree = tree
+            if sample >= len(returned):  # stopped before anything was generated
+                self.end(sample, "stopped")
+                continue
+            result.sequence_score = returned[sample].score
+            finished = False
+            for node in returned[sample].path():
+                finished = self.take(sample, node.record, since_start_ms, decode_ms)
+                pairs.append((sample, node.record))
+            if not finished:
+                self.end(sample, "stopped")
+        return pairs
 
     def take(self, sample: int, record: TokenRecord, since_start_ms: float, decode_ms: float) -> bool:
         """Add a generated record to sample `sample`'s result (text, timings); True when that sample is finished:

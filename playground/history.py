@@ -30,7 +30,7 @@ from .token_pack import pack_tokens, unpack_tokens
 APP_DIR_NAME = "gpt2-playground"
 DB_ENV = "GPT2_PLAYGROUND_DB"
 BUSY_TIMEOUT_S = 30.0
-JSON_COLUMNS = ("settings", "tokens", "metrics", "intervention")
+JSON_COLUMNS = ("settings", "tokens", "metrics", "intervention", "beam")
 LIST_COLUMNS = ("id", "created_at", "model", "backend", "variant", "provider", "prompt", "output", "status", "metrics",
                 "group_id", "sample_index", "owner", "intervention")
 STATUSES = ("complete", "stopped", "error")
@@ -292,6 +292,13 @@ def m014_learn_progress(db: Database) -> None:
         not_null={"owner", "chapter", "done_utc"},
         defaults={"owner": LOCAL_OWNER},
     )
+
+
+@migrations(name="m016_beams")
+def m016_beams(db: Database) -> None:
+    """A beam search run keeps its sequence score and (with its first returned sequence) the beam tree, as JSON, so History
+    draws the tree again; NULL for every other run."""
+    db.table("runs").add_column("beam", str)
 
 
 # --- the store ----------------------------------------------------------------------------------

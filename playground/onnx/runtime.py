@@ -345,6 +345,8 @@ class OnnxRunner:
         past, past_len, pads = cache
         if self._in_slots(past) and all(a < b for a, b in zip(rows, rows[1:])):
             return self._select_in_slots(cache, list(rows))
+        if self._in_slots(past) and len(rows) <= past[0].slab.shape[0]:  # beams: rows repeated or reordered
+            return self._reorder_in_slots(cache, list(rows))
         index = np.asarray(rows, dtype=np.int64)
         pads = None if pads is None else pads[index]
         drop = int(pads.min()) if pads is not None and len(index) else 0
@@ -420,6 +422,22 @@ class OnnxRunner:
                     slab[i, :, :width - drop] = slab[i, :, drop:width].copy()
             pads, width = pads - drop, width - drop
         return OnnxCache(self._bound(slabs, len(rows), past), width, pads if pads is not None and pads.any() else None)
+
+    def _reorder_in_slots(self, cache: OnnxCache, rows: list[int]) -> OnnxCache:
+        """`select` in place for rows in any order, repeated or not (beam search: each next beam is its parent's row): the
+        rows that change are gathered first (numpy's fancy indexing copies its source), then written to their slots.
+        The same number of rows keeps the same buffers and binding (a beam step changes no shapes)."""
+        past, width, pads = cache
+        index = np.asarray(rows, dtype=np.int64)
+        moved = np.flatnonzero(index != np.arange(len(index)))  # the slots whose row changes
+        if len(moved):
+            for buffer in past:
+                buffer.slab[moved, :, :width] = buffer.slab[index[moved], :, :width]  # (m, H, width, D)
+        pads = None if pads is None else pads[index]
+        pads = pads if pads is not None and pads.any() else None
+        if len(rows) == self._batch_rows(past):
+            return OnnxCache(past, width, pads)
+        return OnnxCache(self._bound([buffer.slab for buffer in past], len(rows), past), width, pads)
 
     def _join_in_slots(self, batch: OnnxCache, cache: OnnxCache, index: np.ndarray, own: np.ndarray) -> OnnxCache:
         """`join` in place: the joining rows are copied into the slots after the batch's rows (the slabs grow when full);
