@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 RUNNING, FINISHED, PRUNED = "running", "finished", "pruned"
+TREE_ALTERNATIVES = 5  # alternatives each node of a saved tree keeps for its card (a tree has 2B nodes per step)
 MASKED = -1.0e9  # transformers' score of a beam that must not be chosen (the B - 1 copies of the prompt at the start)
 
 
@@ -142,9 +143,10 @@ class BeamSearch:
                     "token_id": node.token_id, "logprob": node.logprob, "cumulative": node.cumulative, "score": node.score,
                     "status": node.status}
             if record is not None:
-                item |= {"text": record.text, "prob": record.prob, "raw_prob": record.raw_prob, "rank": record.rank,
-                         "entropy_bits": record.entropy_bits,
-                         "top": [{"token_id": a.token_id, "text": a.text, "prob": a.prob} for a in record.top[:5]]}
+                item |= {"position": record.position, "text": record.text, "bytes": list(record.bytes), "prob": record.prob,
+                         "raw_prob": record.raw_prob, "rank": record.rank, "entropy_bits": record.entropy_bits,
+                         "top": [{"token_id": a.token_id, "text": a.text, "prob": a.prob, "bytes": list(a.bytes)}
+                                 for a in record.top[:TREE_ALTERNATIVES]]}
             nodes.append(item)
         return {"num_beams": self.num_beams, "length_penalty": self.length_penalty, "early_stopping": self.early_stopping,
                 "nodes": nodes, "returned": [node.id for node in returned]}
