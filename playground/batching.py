@@ -58,6 +58,7 @@ class Member:
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
         self.idle_at_first = 0.0  # the batch's idle time when its first token came (see DecodeBatch._idle_s)
+        self.hidden = None  # contrastive search: the hidden states (rows, E) after the candidates its rows were fed
         self.unscored: tuple[PromptScores, int, int] | None = None  # its prompt's positions still to score: (scores, row, pad)
 
     def start(self, logits: torch.Tensor, given: tuple | None) -> None:
@@ -256,6 +257,8 @@ class DecodeBatch:
                     continue
                 for result in run.results:
                     result.prompt_tokens = list(prompt_records)
+                if run.contrastive is not None:  # the context's hidden states start with the prompt's
+                    run.contrastive.start(self.backend.last_hidden(cache)[i, pad:])  # (T_i, E)
                 member.start(own, own_given)
                 rows += [i] * len(member.live)
                 joined.append(member)
@@ -289,7 +292,7 @@ class DecodeBatch:
         # A step runs torch ops only to penalise, warp or sample; beside a backend that is not torch they run on one
         # thread, so that torch's OpenMP workers do not spin on the cores the backend needs (see Backend).
         threads = None if self.backend.computes_with_torch else 1
-        if not any(m.processors or m.run.settings.do_sample or m.run.beam for m in members):
+        if not any(m.processors or m.run.settings.do_sample or m.run.beam or m.run.contrastive for m in members):
             threads = None
         now, starts, row = time.perf_counter(), [], 0
         for member in members:
@@ -321,6 +324,8 @@ class DecodeBatch:
             member.first_token_at, member.idle_at_first = now, self._idle_s
         if run.beam is not None:
             return self._beam_step(member, scratch, now)
+        if run.contrastive is not None:
+            return self._contrastive_step(member, scratch, now)
         chosen, probs, stats = run.choose(member.logits, member.given, member.processors,
                                           member.sequence[:, :n + member.step], member.rngs, member.k, scratch)
         member.written[:, n + member.step] = chosen
@@ -340,6 +345,27 @@ class DecodeBatch:
         if not member.live:
             self._finish(member, None)
         return going, [chosen[r] for r in going]
+
+    def _contrastive_step(self, member: Member, scratch: np.ndarray, now: float) -> tuple[list[int], list[int]]:
+        """A contrastive search run's step (decoding/contrastive.py): the candidate its k rows were fed that scores best
+        is taken (from the second step on), and its row, copied to all k, is fed the next k candidates."""
+        run, n = member.run, len(member.prompt_ids)
+        chosen, row, tokens = run.choose_contrastive(member.logits, member.given, member.processors,
+                                                     member.sequence[:, :n + member.step], member.hidden, member.k, scratch,
+                                                     n + member.step, member.previous_ids[0])
+        if chosen is not None:
+            decode_ms = (now - member.first_token_at - (self._idle_s - member.idle_at_first)) * 1000
+            finished = run.take(0, chosen, (now - member.started) * 1000, decode_ms)
+            member.queue.append((0, chosen))
+            member.written[:, n + member.step] = chosen.token_id
+            member.step += 1
+            if finished:
+                self._finish(member, None)
+                return [], []
+            member.previous_ids = [chosen.token_id] * len(member.live)
+        rows = [row] * len(member.live)
+        member.keep(rows)
+        return rows, tokens
 
     def _beam_step(self, member: Member, scratch: np.ndarray, now: float) -> tuple[list[int], list[int]]:
         """A beam search run's step (decoding/beam.py): its B rows' continuations are scored and the next beams chosen;
@@ -364,6 +390,11 @@ class DecodeBatch:
             return
         logits, self._cache = self.backend.step_batch(tokens, self._cache)  # (N, V)
         given = self.backend.statistics(self._cache)  # (N, 1, k_max), ..., or None
+        if any(m.run.contrastive for m in self._members):  # the candidates' hidden states, (N, 1, E)
+            hidden, row = self.backend.last_hidden(self._cache), 0
+            for member in self._members:
+                member.hidden = hidden[row: row + len(member.live), -1].copy() if member.run.contrastive else None  # (k, E)
+                row += len(member.live)
         if len(self._members) == 1:  # alone: all the rows are its own
             member = self._members[0]
             member.logits, member.given = logits, member.run.given_statistics(given and tuple(a[:, -1] for a in given), member.k)
@@ -415,6 +446,8 @@ class DecodeBatch:
             return
         if run.beam is not None:
             member.live = list(range(run.num_samples))
+        if run.contrastive is not None:  # its rows are candidates; its one sample ends here unless it has ended
+            member.live = [0] if run.result.finish_reason == "running" else []
         for sample in member.live:
             member.run.end(sample, reason or "stopped")
         member.live = []

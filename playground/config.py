@@ -14,6 +14,7 @@ MAX_STOP_SEQUENCES = 8
 MAX_STOP_SEQUENCE_CHARS = 200
 MAX_SEED = 2**63 - 1
 MAX_BEAMS = 16
+MAX_CONTRASTIVE_K = 16  # candidates of contrastive search: rows of the batch, like beams
 EARLY_STOPPING = (False, True, "never")
 
 
@@ -106,8 +107,8 @@ class GenerationSettings:
                 raise SettingsError(key="contrastive.with_beams", field="penalty_alpha")
             if self.do_sample:
                 raise SettingsError(key="contrastive.do_sample", field="do_sample")
-            if self.top_k < 2:
-                raise SettingsError(key="contrastive.top_k", field="top_k", value=self.top_k)
+            if not 2 <= self.top_k <= MAX_CONTRASTIVE_K:
+                raise SettingsError(key="contrastive.top_k", field="top_k", value=self.top_k, most=MAX_CONTRASTIVE_K)
         return self
 
     def validate_for_context(self, context_length: int) -> "GenerationSettings":

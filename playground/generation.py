@@ -29,6 +29,7 @@ from .backends.base import Backend, Engine
 from .batching import batch_for
 from .config import MAX_SEED, GenerationSettings, check_prompt
 from .decoding.beam import BeamSearch, Node
+from .decoding.contrastive import ContrastiveSearch
 from .errors import Notice, SettingsError
 from .models import ModelSource
 from .records import Alternative, GenerationResult, TokenRecord
@@ -146,14 +147,15 @@ class StepStats:
                 for i, p in zip(self.top_ids[row], self.top_probs[row])]
 
     def record(self, row: int, position: int, token_id: int, previous_id: int | None, codec: TokenCodec,
-               is_prompt: bool = False, prob: float | None = None) -> TokenRecord:
+               is_prompt: bool = False, prob: float | None = None, top: list[Alternative] | None = None) -> TokenRecord:
         """The record of `token_id` scored by row `row`; `prob`: its probability in the warped distribution it was
-        sampled from (None: nothing warped it, so the raw one)."""
+        sampled from (None: nothing warped it, so the raw one); `top`: the row's alternatives, when already made."""
         raw_prob = self.prob(row, token_id)
         return TokenRecord(
             position=position, token_id=token_id, text=codec.label(token_id, previous_id), is_prompt=is_prompt,
             raw_prob=raw_prob, prob=raw_prob if prob is None else prob, rank=self.rank(row, token_id),
-            entropy_bits=self.entropy_bits[row], top=self.top(row, codec, previous_id), bytes=codec.piece(token_id, previous_id),
+            entropy_bits=self.entropy_bits[row], top=self.top(row, codec, previous_id) if top is None else top,
+            bytes=codec.piece(token_id, previous_id),
         )
 
 
@@ -226,8 +228,16 @@ class Generation:
             self.beam = BeamSearch(self.settings.num_beams, self.settings.length_penalty, self.settings.early_stopping,
                                    eos_ids, self.settings.max_new_tokens, self.settings.do_sample,
                                    torch.Generator().manual_seed(self.settings.seed))
-        # The rows this run has in the batch: one per beam, or one per sample.
-        self.rows = self.settings.num_beams if self.beam else self.num_samples
+        self.contrastive: ContrastiveSearch | None = None  # contrastive search's state (decoding/contrastive.py)
+        if self.settings.penalty_alpha > 0:
+            if isinstance(backend, Engine) or not backend.gives_hidden:
+                raise SettingsError(key="contrastive.no_hidden", field="penalty_alpha",
+                                    backend=f"{backend.info.backend} {backend.info.variant}")
+            if self.num_samples > 1:
+                raise SettingsError(key="contrastive.one_sample", field="num_return_sequences", value=self.num_samples)
+            self.contrastive = ContrastiveSearch(self.settings.penalty_alpha, self.settings.top_k)
+        # The rows this run has in the batch: one per beam, one per contrastive candidate, or one per sample.
+        self.rows = self.settings.num_beams if self.beam else self.settings.top_k if self.contrastive else self.num_samples
         self.processors = build_logits_processors(self.settings, len(eos_ids) + 1 if self.beam else 1)
         self.stop_event = stop_event or threading.Event()
         # Score the whole prompt before the first token (a /v1 stream that echoes it with logprobs in its first chunk);
@@ -346,10 +356,35 @@ class Generation:
         if processors:
             log_probs = processors(history, log_probs)  # penalties (and warpers, for beam sampling) on the log-probs
         nodes, parents, tokens = self.beam.step(log_probs)
+        tops = {row: stats.top(row, self.codec, previous_ids[row]) for row in {node.row for node in nodes}}  # one per row
         for node in nodes:
             node.record = stats.record(node.row, position, node.token_id, previous_ids[node.row], self.codec,
-                                       prob=math.exp(node.logprob) if processors else None)
+                                       prob=math.exp(node.logprob) if processors else None, top=tops[node.row])
         return parents, tokens
+
+    def choose_contrastive(self, logits, given, processors, history, hidden, k, scratch, position: int,
+                           previous_id: int) -> tuple[TokenRecord | None, int, list[int]]:
+        """One contrastive search step of this run's k rows (decoding/contrastive.py): `logits` (k, V) are the
+        distributions after the candidates they were fed, `hidden` (k, E) those candidates' hidden states (None at the
+        first step, when every row is the prompt's). Returns (the chosen candidate's record, or None at the first step;
+        the row to go on from; the next k candidates, from that row's distribution, penalised by the processors)."""
+        search = self.contrastive
+        stats = StepStats.of(logits, k, scratch, given)
+        chosen, row, sequence = None, 0, history[:1]  # (1, n)
+        if search.tokens is not None:
+            row = search.pick(hidden)
+            chosen, previous_id = search.records[row], search.tokens[row]
+            sequence = torch.cat([history[row: row + 1], torch.tensor([[previous_id]])], dim=1)  # (1, n + 1)
+            position += 1
+        scores = logits[row: row + 1].clone()  # (1, V)
+        if processors:
+            scores = processors(sequence, scores)
+        probs, tokens = torch.softmax(scores, dim=-1)[0].topk(search.k)  # (k,) the most likely first
+        search.tokens, search.probs = tokens.tolist(), probs.numpy()
+        top = stats.top(row, self.codec, previous_id)  # the same alternatives for every candidate
+        search.records = [stats.record(row, position, t, previous_id, self.codec, prob=float(p) if processors else None, top=top)
+                          for t, p in zip(search.tokens, search.probs)]
+        return chosen, row, search.tokens
 
     def finish_beams(self, since_start_ms: float, decode_ms: float) -> list[tuple[int, TokenRecord]]:
         """The search is over (or stopped): the best beams become the run's samples, each taking the records of its path,

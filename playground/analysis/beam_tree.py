@@ -26,13 +26,13 @@ def returned_ids(tree: dict) -> set[int]:
 
 
 def columns(tree: dict) -> list[list[dict]]:
-    """The nodes by step, each step's in the order the search ranked them (best first)."""
+    """The nodes by step, each step's best first (by cumulative log-probability: beam sampling draws them in any order)."""
     steps: list[list[dict]] = []
     for node in tree["nodes"]:
         while len(steps) <= node["step"]:
             steps.append([])
         steps[node["step"]].append(node)
-    return steps
+    return [sorted(nodes, key=lambda node: -node["cumulative"]) for nodes in steps]
 
 
 def node_label(node: dict) -> str:
@@ -50,7 +50,8 @@ def static_tree(tree: dict, path: Path, lang: str = "en") -> Path:
 
     plt.rcParams["svg.fonttype"] = "none"  # labels stay editable text
     steps = columns(tree)
-    cjk_font_notice([node_label(node) for node in tree["nodes"]])
+    title = t("beams.figure_title", lang, beams=tree["num_beams"], penalty=tree["length_penalty"])
+    cjk_font_notice([node_label(node) for node in tree["nodes"]] + [title, t("beams.figure_x", lang)])  # a CJK font where needed
     where = {node["id"]: (s, -j) for s, nodes in enumerate(steps) for j, node in enumerate(nodes)}
     on_path = returned_ids(tree)
     depth = max((len(nodes) for nodes in steps), default=1)
@@ -60,7 +61,7 @@ def static_tree(tree: dict, path: Path, lang: str = "en") -> Path:
         if node["parent"] is not None:
             px, py = where[node["parent"]]
             returned = node["id"] in on_path
-            ax.plot([px + 0.35, x - 0.35], [py, y], color=RETURNED_EDGE if returned else "#9ca3af",
+            ax.plot([px + 0.14, x - 0.14], [py, y], color=RETURNED_EDGE if returned else "#9ca3af",
                     linewidth=2.2 if returned else 0.6, zorder=1)
         pruned = node["status"] == "pruned"
         ax.text(x, y, f"{node_label(node)}\n{node['score']:.2f}", ha="center", va="center", fontsize=7,
@@ -72,7 +73,7 @@ def static_tree(tree: dict, path: Path, lang: str = "en") -> Path:
     ax.set_xticks(range(len(steps)), [str(s + 1) for s in range(len(steps))])
     ax.set_yticks([])
     ax.set_xlabel(t("beams.figure_x", lang))
-    ax.set_title(t("beams.figure_title", lang, beams=tree["num_beams"], penalty=tree["length_penalty"]))
+    ax.set_title(title)
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 RUNNING, FINISHED, PRUNED = "running", "finished", "pruned"
@@ -68,7 +69,10 @@ class BeamSearch:
     def step(self, log_probs: torch.Tensor) -> tuple[list[Node], list[int], list[int]]:
         """One step from the B rows' processed log-probabilities `log_probs` (B, V). Returns (the step's K continuations,
         for the run to give records; the parent row of each next beam; each next beam's token). Sets `done` when the
-        search is over (the next beams are then not used)."""
+        search is over (the next beams are then not used).
+
+        Only the top-K over B x V is a tensor operation; the K continuations' bookkeeping is float32 numpy on K values
+        (a torch call on a few values costs more than its work right after a decoding step, see StepStats)."""
         beams, vocab = log_probs.shape
         total = (log_probs + self.scores[:, None]).reshape(-1)  # (B * V,) cumulative log-prob of every continuation
         if self.do_sample:  # beam sampling: K continuations drawn without replacement, by their cumulative probability
@@ -76,15 +80,17 @@ class BeamSearch:
             values = total[index]  # (K,)
         else:
             values, index = torch.topk(total, self.keep)  # (K,) best first
-        rows, tokens = (index // vocab).tolist(), (index % vocab).tolist()
+        values = values.numpy()  # (K,) float32
+        rows, tokens = zip(*(divmod(i, vocab) for i in index.tolist()))
         length = self.length + 1  # tokens of each continuation's path
-        ends = torch.tensor([t in self.eos_ids or length >= self.max_new_tokens for t in tokens])  # (K,)
+        ends = [t in self.eos_ids or length >= self.max_new_tokens for t in tokens]  # (K,)
         # The next beams: the best B continuations that do not end (an ending one is out of the running).
-        running = values + ends.to(torch.float32) * MASKED  # (K,)
-        following = torch.topk(running, beams).indices  # (B,) best first
-        normalised = values / (length ** self.length_penalty)  # (K,) as transformers divides, in float32
-        steps = [Node(self.length, self.paths[r], r, t, float(log_probs[r, t]), float(v), float(s), id=len(self.nodes) + j)
-                 for j, (r, t, v, s) in enumerate(zip(rows, tokens, values.tolist(), normalised.tolist()))]
+        running = values + np.where(ends, np.float32(MASKED), np.float32(0))  # (K,) float32, as transformers adds
+        following = np.argsort(-running, kind="stable")[:beams].tolist()  # (B,) best first (topk's order: lower index on ties)
+        normalised = values / np.float32(length ** self.length_penalty)  # (K,) as transformers divides, in float32
+        picked = log_probs[list(rows), list(tokens)].tolist()  # (K,) each continuation's own log-prob
+        steps = [Node(self.length, self.paths[r], r, t, p, float(v), float(s), id=len(self.nodes) + j)
+                 for j, (r, t, p, v, s) in enumerate(zip(rows, tokens, picked, values, normalised))]
         self.nodes += steps
         # Hypotheses: the continuations among the first B that end, unless the search can take no more (every slot is
         # finished and early_stopping is True, or the heuristic found that nothing can improve any more).
@@ -98,17 +104,16 @@ class BeamSearch:
             for node in self.finished[beams:]:
                 node.status = PRUNED
             del self.finished[beams:]
-        following = following.tolist()
         for j in following:
             if not ends[j]:
                 steps[j].status = RUNNING
-        self.scores = running[following]
+        self.scores = torch.from_numpy(running[following])  # (B,) float32
         self.paths = [steps[j] for j in following]
         self.length = length
-        self._check_done(ends)
+        self._check_done(all(ends))
         return steps, [rows[j] for j in following], [tokens[j] for j in following]
 
-    def _check_done(self, ends: torch.Tensor) -> None:
+    def _check_done(self, all_ended: bool) -> None:
         """transformers' stopping rule: nothing can beat the finished hypotheses (early-stop heuristic), every slot is
         finished with early_stopping True, or every continuation ended (max_new_tokens)."""
         full = len(self.finished) == self.num_beams
@@ -117,10 +122,10 @@ class BeamSearch:
                 best_length = self.max_new_tokens  # a longer path can only score higher
             else:
                 best_length = self.length
-            best_possible = self.scores[:1] / (best_length ** self.length_penalty)  # (1,) float32
-            worst = torch.tensor([min(node.score for node in self.finished)], dtype=torch.float32)
+            best_possible = self.scores[0].numpy() / np.float32(best_length ** self.length_penalty)  # float32
+            worst = np.float32(min(node.score for node in self.finished))
             self.improvable = bool(best_possible > worst)
-        self.done = not self.improvable or (full and self.early_stopping is True) or bool(ends.all())
+        self.done = not self.improvable or (full and self.early_stopping is True) or all_ended
 
     def returned(self, count: int) -> list[Node]:
         """The best `count` hypotheses, best first. A search stopped before it ended counts its running beams too,

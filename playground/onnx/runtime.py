@@ -215,12 +215,18 @@ class OnnxRunner:
         if new == 1 and past.vocab:  # a decoding step
             out = past.next_logits(rows)
             binding.bind_output("logits", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
-            if stats and past.stats_rows != rows:
-                past.stats = step_statistics(rows, int(past.top_k[0]))  # one set per batch size, bound once
+            if past.stats_rows != rows:  # arrays for this batch size, bound once
+                if stats:
+                    past.stats = step_statistics(rows, int(past.top_k[0]))
+                    for name, array in zip(stats, past.stats):
+                        binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+                if self.has_first:  # lm_head's input too (contrastive search reads it): N x E floats, next to N x V logits
+                    past.step_hidden = np.empty((rows, 1, self.n_head * self.head_dim), dtype=np.float32)  # (N, 1, E)
+                    binding.bind_output(HIDDEN_OUTPUT, "cpu", 0, np.float32, list(past.step_hidden.shape),
+                                        past.step_hidden.ctypes.data)
                 past.stats_rows = rows
-                for name, array in zip(stats, past.stats):
-                    binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
             self.session.run_with_iobinding(binding)
+            past.last_hidden = past.step_hidden
             return out, past
         for name in ("logits", *stats):  # the prompt: (1, T, V) and (1, T, k), allocated by onnxruntime
             binding.bind_output(name, "cpu")
@@ -232,9 +238,10 @@ class OnnxRunner:
         logits, *computed = (value.numpy() for value in outputs[: 1 + len(stats)])
         past.vocab = logits.shape[-1]
         past.stats = tuple(computed) if stats else None
+        past.last_hidden = None
         if hidden:
-            past.hidden = outputs[-1].numpy()  # (N, T, E)
-            past.binding = None  # decoding steps bind anew, without `hidden`
+            past.hidden = past.last_hidden = outputs[-1].numpy()  # (N, T, E)
+            past.binding = None  # decoding steps bind anew
         return logits, past
 
     def run(self, ids: list[int], past: list, past_len: int) -> tuple[np.ndarray, list]:
@@ -313,6 +320,12 @@ class OnnxRunner:
                 continue
             for row, pad in enumerate(cache.pads):
                 host[row, :, :pad] = 0
+
+    def last_hidden(self, cache: Any) -> np.ndarray | None:
+        """lm_head's input (after the final layer norm) at the positions of the latest run on `cache`, (N, T, E); None
+        where the graph does not give it (no `hidden` output: fp16) or the run did not fetch it."""
+        past = cache.past
+        return past.last_hidden if isinstance(past, CacheBuffers) and self.has_first else None
 
     def statistics(self, cache: Any) -> tuple[np.ndarray, ...] | None:
         """The statistics the graph computed in the latest run on `cache`: top logits (N, T, k), their ids (N, T, k),
@@ -429,10 +442,14 @@ class OnnxRunner:
         The same number of rows keeps the same buffers and binding (a beam step changes no shapes)."""
         past, width, pads = cache
         index = np.asarray(rows, dtype=np.int64)
-        moved = np.flatnonzero(index != np.arange(len(index)))  # the slots whose row changes
-        if len(moved):
-            for buffer in past:
-                buffer.slab[moved, :, :width] = buffer.slab[index[moved], :, :width]  # (m, H, width, D)
+        moved = [(i, source) for i, source in enumerate(rows) if source != i]  # the slots whose row changes
+        # Sources that a move overwrites before it is read are saved first; the rest are copied slot to slot.
+        saved = sorted({source for i, source in moved if any(j == source for j, _ in moved)})
+        for buffer in past:
+            slab = buffer.slab
+            kept = {source: slab[source, :, :width].copy() for source in saved}  # (H, width, D) each
+            for i, source in moved:
+                slab[i, :, :width] = kept[source] if source in kept else slab[source, :, :width]
         pads = None if pads is None else pads[index]
         pads = pads if pads is not None and pads.any() else None
         if len(rows) == self._batch_rows(past):
@@ -548,6 +565,8 @@ class CacheBuffers(list):
         super().__init__(buffers)
         self.binding = None
         self.hidden: np.ndarray | None = None  # lm_head's input of a prompt's run that asked for it (N, T, E)
+        self.step_hidden: np.ndarray | None = None  # the array decoding steps write lm_head's input into (N, 1, E)
+        self.last_hidden: np.ndarray | None = None  # lm_head's input of the latest run, where it was fetched (N, T, E)
         self.vocab = 0  # known after the prompt's run
         self.top_k = np.ones(1, dtype=np.int64)  # the alternatives a graph with statistics computes (bound as an input)
         self.stats: tuple[np.ndarray, ...] | None = None  # the latest run's statistics (OnnxRunner.statistics)

@@ -197,7 +197,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                 with gr.Row():
                     tree_png = gr.Button(translated("generate.beam_tree_png"), size="sm", elem_id="beam-tree-png")
                     tree_svg = gr.Button(translated("generate.beam_tree_svg"), size="sm", elem_id="beam-tree-svg")
-                tree_file = gr.File(interactive=False, show_label=False, elem_id="beam-tree-file")
+                tree_file = gr.File(interactive=False, show_label=False, visible=False, elem_id="beam-tree-file")
             with gr.Accordion(translated("generate.records"), open=False):
                 records = gr.JSON(elem_id="records")
             with gr.Accordion(translated("code.title"), open=False, elem_id="generate-code"):
@@ -350,15 +350,19 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
 
     def export_tree(result: GenerationResult | None, fmt: str, request: gr.Request):
         if result is None or not result.beam_tree:
-            return None
+            return gr.update(value=None, visible=False)
         folder = Path(tempfile.mkdtemp(prefix="gpt2-playground-beams-"))
-        return str(static_tree(result.beam_tree, folder / f"beam-tree.{fmt}", lang_of(request)))
+        return gr.update(value=str(static_tree(result.beam_tree, folder / f"beam-tree.{fmt}", lang_of(request))), visible=True)
 
     last_result.change(show_tree, inputs=last_result, outputs=beam_tree_view, queue=False, api_visibility="private")
-    tree_png.click(lambda result, request: export_tree(result, "png", request), inputs=last_result, outputs=tree_file,
-                   api_visibility="private")
-    tree_svg.click(lambda result, request: export_tree(result, "svg", request), inputs=last_result, outputs=tree_file,
-                   api_visibility="private")
+    def export_png(result: GenerationResult | None, request: gr.Request):
+        return export_tree(result, "png", request)
+
+    def export_svg(result: GenerationResult | None, request: gr.Request):
+        return export_tree(result, "svg", request)
+
+    tree_png.click(export_png, inputs=last_result, outputs=tree_file, api_visibility="private")
+    tree_svg.click(export_svg, inputs=last_result, outputs=tree_file, api_visibility="private")
     last_result.change(show_code, inputs=[last_result, batch_results], outputs=code_outputs, queue=False, api_visibility="private")
     branch_token.input(branch_alternatives, inputs=[last_result, branch_token], outputs=[branch_alternative], queue=False,
                        api_visibility="private")

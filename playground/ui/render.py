@@ -71,10 +71,10 @@ CSS = """
 .tokview .tok.special { font-style: italic; color: #4b5563; font-size: 12px; }
 .tokview .tok.bytes { font-size: 11px; color: #7c2d12; }
 .tokview .tok.diverge, .tokview .unit.diverge { outline: 3px solid #dc2626; outline-offset: 1px; }
-.beamtree { display: flex; gap: 6px; overflow-x: auto; white-space: normal; line-height: 1.5; }
-.beamtree .beamcol { display: flex; flex-direction: column; gap: 3px; min-width: 84px; }
+.beamtree { display: flex; flex-wrap: wrap; gap: 10px 6px; white-space: normal; line-height: 1.5; }
+.beamtree .beamcol { display: flex; flex-direction: column; gap: 3px; min-width: max-content; }
 .beamtree .beamstep { font-size: 11px; color: #6b7280; text-align: center; }
-.beamtree .tok.beamnode { display: block; padding: 1px 4px; border: 1px solid #d1d5db; font-size: 12px; white-space: pre; }
+.beamtree .tok.beamnode { display: block; padding: 1px 4px; border: 1px solid #d1d5db; font-size: 12px; white-space: nowrap; }
 .beamtree .tok.beamnode small { color: #6b7280; font-size: 10px; margin-left: 3px; }
 .beamtree .tok.beamnode.pruned { color: #9ca3af; background: #f3f4f6; }
 .beamtree .tok.beamnode.running { background: #dbeafe; }
@@ -374,10 +374,15 @@ def beam_tree_html(tree: dict | None, lang: str = "en") -> str:
     if not tree:
         return ""
     on_path = returned_ids(tree)
+    by_id = {node["id"]: node for node in tree["nodes"]}
     legend = (f'<div class="legend"><span><span class="sw" style="background:#dbeafe"></span>{escape(t("beams.running", lang))}</span>'
               f'<span><span class="sw" style="background:#dcfce7;border:2px double #6b7280"></span>{escape(t("beams.finished", lang))}</span>'
               f'<span><span class="sw" style="background:#f3f4f6"></span>{escape(t("beams.pruned", lang))}</span>'
               f'<span><span class="sw" style="border:2px solid #16a34a"></span>{escape(t("beams.returned", lang))}</span></div>')
+    def after(node: dict) -> str:  # the token it continues: the prompt's last at the first step
+        parent = by_id.get(node["parent"])
+        return t("beams.from", lang, token=visible_label(parent.get("text", str(parent["token_id"])))) if parent else ""
+
     cols = []
     for step, nodes in enumerate(columns(tree)):
         cells = []
@@ -388,8 +393,8 @@ def beam_tree_html(tree: dict | None, lang: str = "en") -> str:
             card += f"<div>{escape(numbers)}</div></span>"
             returned = " returned" if node["id"] in on_path else ""
             cells.append(f'<span class="tok beamnode {node["status"]}{returned}" tabindex="0" data-node="{node["id"]}">'
-                         f'{visible(visible_label(node.get("text", str(node["token_id"]))))}<small>{node["score"]:.2f} · '
-                         f'{escape(t("beams.from", lang, beam=node["row"] + 1))}</small>{card}</span>')
+                         f'{visible(visible_label(node.get("text", str(node["token_id"]))))}<small>{node["score"]:.2f} '
+                         f'{escape(after(node))}</small>{card}</span>')
         cols.append(f'<div class="beamcol"><div class="beamstep">{escape(t("beams.step", lang, step=step + 1))}</div>{"".join(cells)}</div>')
     title = escape(t("beams.title", lang, beams=tree["num_beams"], penalty=tree["length_penalty"], early=str(tree["early_stopping"]).lower()))
     return f'<div class="beamtree-wrap"><b>{title}</b>{legend}<div class="tokview beamtree" id="beam-tree-view">{"".join(cols)}</div></div>'
