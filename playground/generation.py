@@ -352,10 +352,18 @@ class Generation:
         records (position `position`, each scored by its parent row's distribution); returns (the parent row of each
         next beam, its token), as `self.beam.step` does."""
         stats = StepStats.of(logits, k, scratch, given)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, V), as transformers' beam search starts
-        if processors:
-            log_probs = processors(history, log_probs)  # penalties (and warpers, for beam sampling) on the log-probs
-        nodes, parents, tokens = self.beam.step(log_probs)
+        keep = self.beam.keep
+        if not processors and len(stats.top_ids[0]) >= keep:
+            # Nothing changes the distributions: the best K continuations are among each row's K most likely tokens,
+            # which the statistics hold already (the graph's, on ONNX), so no pass over B x V is needed here.
+            ids = np.array([row[:keep] for row in stats.top_ids], dtype=np.int64)  # (B, K)
+            log_probs = (np.take_along_axis(stats.logits, ids, axis=1) - np.array(stats.lse)[:, None]).astype(np.float32)
+            nodes, parents, tokens = self.beam.step(log_probs, ids)  # (B, K) log p = logit - log-sum-exp
+        else:
+            log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, V), as transformers' beam search starts
+            if processors:
+                log_probs = processors(history, log_probs)  # penalties (and warpers, for beam sampling) on the log-probs
+            nodes, parents, tokens = self.beam.step(log_probs.numpy())
         tops = {row: stats.top(row, self.codec, previous_ids[row]) for row in {node.row for node in nodes}}  # one per row
         for node in nodes:
             node.record = stats.record(node.row, position, node.token_id, previous_ids[node.row], self.codec,

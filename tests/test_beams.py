@@ -24,12 +24,12 @@ from .test_batch import assert_same_run
 # eos_token_id), which it often picks: hypotheses then finish at different lengths, and early stopping matters.
 CASES = [
     ("The value of the", dict(num_beams=4, max_new_tokens=10), 2, None),
-    ("It is", dict(num_beams=3, max_new_tokens=14, length_penalty=0.5, no_repeat_ngram_size=2), 3, None),
+    ("It is", dict(num_beams=3, max_new_tokens=10, length_penalty=0.5, no_repeat_ngram_size=2), 3, None),
     ("A", dict(num_beams=5, max_new_tokens=12, early_stopping=True, repetition_penalty=1.3), 2, None),
     ("Hello.", dict(num_beams=4, max_new_tokens=16, early_stopping=False), 4, "\n"),
     ("The end.", dict(num_beams=3, max_new_tokens=16, early_stopping=True, length_penalty=0.0), 2, "\n"),
     ("A", dict(num_beams=4, max_new_tokens=16, early_stopping="never", length_penalty=2.0), 3, "\n"),
-    ("It was", dict(num_beams=2, max_new_tokens=16, early_stopping="never", length_penalty=-1.0, no_repeat_ngram_size=3), 2, "\n"),
+    ("It was", dict(num_beams=2, max_new_tokens=12, early_stopping="never", length_penalty=-1.0, no_repeat_ngram_size=3), 2, "\n"),
 ]
 
 
@@ -99,9 +99,9 @@ def test_a_beam_run_batched_beside_other_runs_gets_what_it_gets_alone(backends, 
     for name in ("torch", "fp32"):
         backend = backends[name]
         source = with_end_token(tiny_source, "\n")
-        specs = [("Hello.", dict(num_beams=4, max_new_tokens=14, no_repeat_ngram_size=2, do_sample=False), 2),
-                 ("The value of the attribute is", dict(max_new_tokens=20, seed=3, temperature=1.2), 2),
-                 ("A", dict(num_beams=3, max_new_tokens=9, length_penalty=0.0, do_sample=False), 3),
+        specs = [("Hello.", dict(num_beams=4, max_new_tokens=10, no_repeat_ngram_size=2, do_sample=False), 2),
+                 ("The value of the attribute is", dict(max_new_tokens=12, seed=3, temperature=1.2), 2),
+                 ("A", dict(num_beams=3, max_new_tokens=8, length_penalty=0.0, do_sample=False), 3),
                  ("It", dict(max_new_tokens=7, seed=5, do_sample=False), 1)]
         alone = []
         for prompt, settings, count in specs:

@@ -57,7 +57,7 @@ class BeamSearch:
         self.do_sample, self.generator = do_sample, generator
         self.keep = max(2, 1 + len(self.eos_ids)) * num_beams  # continuations looked at per step (transformers' beams_to_keep)
         # Only the first row counts at the start: the B rows are all the prompt, and B copies of its best token would tie.
-        self.scores = torch.full((num_beams,), MASKED, dtype=torch.float32)  # (B,) cumulative log-prob of each running beam
+        self.scores = np.full(num_beams, MASKED, dtype=np.float32)  # (B,) cumulative log-prob of each running beam
         self.scores[0] = 0.0
         self.paths: list[Node | None] = [None] * num_beams  # each running beam's last node
         self.finished: list[Node] = []  # the best finished hypotheses, best first, at most B
@@ -66,29 +66,29 @@ class BeamSearch:
         self.done = False
         self.nodes: list[Node] = []  # the tree: every step's K continuations, in step order
 
-    def step(self, log_probs: torch.Tensor) -> tuple[list[Node], list[int], list[int]]:
-        """One step from the B rows' processed log-probabilities `log_probs` (B, V). Returns (the step's K continuations,
-        for the run to give records; the parent row of each next beam; each next beam's token). Sets `done` when the
-        search is over (the next beams are then not used).
-
-        Only the top-K over B x V is a tensor operation; the K continuations' bookkeeping is float32 numpy on K values
-        (a torch call on a few values costs more than its work right after a decoding step, see StepStats)."""
-        beams, vocab = log_probs.shape
-        total = (log_probs + self.scores[:, None]).reshape(-1)  # (B * V,) cumulative log-prob of every continuation
+    def step(self, log_probs: np.ndarray, ids: np.ndarray | None = None) -> tuple[list[Node], list[int], list[int]]:
+        """One step from the B rows' processed log-probabilities: `log_probs` (B, V) float32, or (B, c) for each row's c
+        most likely tokens `ids` (B, c) when c >= K (the best K continuations over all rows are among them). Returns (the
+        step's K continuations, for the run to give records; the parent row of each next beam; each next beam's token).
+        Sets `done` when the search is over (the next beams are then not used). float32 throughout, as transformers."""
+        beams, width = log_probs.shape
+        total = (log_probs + self.scores[:, None]).reshape(-1)  # (B * c,) cumulative log-prob of every continuation
         if self.do_sample:  # beam sampling: K continuations drawn without replacement, by their cumulative probability
-            index = torch.multinomial(torch.softmax(total, dim=-1), self.keep, generator=self.generator)  # (K,)
-            values = total[index]  # (K,)
+            weights = torch.softmax(torch.from_numpy(total), dim=-1)
+            index = torch.multinomial(weights, self.keep, generator=self.generator).numpy()  # (K,)
         else:
-            values, index = torch.topk(total, self.keep)  # (K,) best first
-        values = values.numpy()  # (K,) float32
-        rows, tokens = zip(*(divmod(i, vocab) for i in index.tolist()))
+            index = np.argpartition(-total, self.keep - 1)[: self.keep]  # the best K, unordered
+            index = index[np.lexsort((index, -total[index]))]  # (K,) best first, lower index first on a tie (as topk)
+        values = total[index]  # (K,) float32
+        rows, columns = np.divmod(index, width)
+        picked = log_probs[rows, columns].tolist()  # (K,) each continuation's own log-prob
+        rows, tokens = rows.tolist(), (columns if ids is None else ids[rows, columns]).tolist()
         length = self.length + 1  # tokens of each continuation's path
         ends = [t in self.eos_ids or length >= self.max_new_tokens for t in tokens]  # (K,)
         # The next beams: the best B continuations that do not end (an ending one is out of the running).
         running = values + np.where(ends, np.float32(MASKED), np.float32(0))  # (K,) float32, as transformers adds
         following = np.argsort(-running, kind="stable")[:beams].tolist()  # (B,) best first (topk's order: lower index on ties)
         normalised = values / np.float32(length ** self.length_penalty)  # (K,) as transformers divides, in float32
-        picked = log_probs[list(rows), list(tokens)].tolist()  # (K,) each continuation's own log-prob
         steps = [Node(self.length, self.paths[r], r, t, p, float(v), float(s), id=len(self.nodes) + j)
                  for j, (r, t, p, v, s) in enumerate(zip(rows, tokens, picked, values, normalised))]
         self.nodes += steps
@@ -107,7 +107,7 @@ class BeamSearch:
         for j in following:
             if not ends[j]:
                 steps[j].status = RUNNING
-        self.scores = torch.from_numpy(running[following])  # (B,) float32
+        self.scores = running[following]  # (B,) float32
         self.paths = [steps[j] for j in following]
         self.length = length
         self._check_done(all(ends))
@@ -122,7 +122,7 @@ class BeamSearch:
                 best_length = self.max_new_tokens  # a longer path can only score higher
             else:
                 best_length = self.length
-            best_possible = self.scores[0].numpy() / np.float32(best_length ** self.length_penalty)  # float32
+            best_possible = self.scores[0] / np.float32(best_length ** self.length_penalty)  # float32
             worst = np.float32(min(node.score for node in self.finished))
             self.improvable = bool(best_possible > worst)
         self.done = not self.improvable or (full and self.early_stopping is True) or all_ended
