@@ -212,3 +212,18 @@ def test_beam_search_with_a_serving_engine_names_the_backends_that_can(tiny_sour
         Generation(engine, tiny_source, "A", GenerationSettings(num_beams=4, do_sample=False, max_new_tokens=8))
     assert "PyTorch" in str(caught.value) and "ONNX Runtime" in str(caught.value)
     assert "PyTorch" in text(caught.value.key, "zh-CN", **caught.value.params)
+
+
+def test_generate_api_takes_beam_settings(launched_app):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(launched_app, verbose=False)
+    text_out, run = client.predict(prompt="The value of the", max_new_tokens=6, do_sample=False, num_beams=3,
+                                   length_penalty=0.5, early_stopping=True, num_return_sequences=2, api_name="/generate")
+    assert len(run["runs"]) == 2 and run["runs"][0]["text"] == text_out
+    scores = [r["sequence_score"] for r in run["runs"]]
+    assert scores == sorted(scores, reverse=True) and run["beam_tree"]["returned"]
+    assert run["settings"]["num_beams"] == 3 and run["settings"]["early_stopping"] is True
+    with pytest.raises(AppError, match="num_beams=3"):
+        client.predict(prompt="A", max_new_tokens=4, do_sample=False, num_beams=3, num_return_sequences=4, api_name="/generate")
