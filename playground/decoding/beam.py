@@ -88,6 +88,16 @@ class BeamSearch:
         # The next beams: the best B continuations that do not end (an ending one is out of the running).
         running = values + np.where(ends, np.float32(MASKED), np.float32(0))  # (K,) float32, as transformers adds
         following = np.argsort(-running, kind="stable")[:beams].tolist()  # (B,) best first (topk's order: lower index on ties)
+        # The next beams in any order of rows: each parent's first continuation stays in its parent's row, so that the
+        # batch copies only the rows of parents that go on twice (into the rows of parents that were dropped).
+        slots: list[int | None] = [None] * beams
+        extra = []
+        for j in following:
+            if slots[rows[j]] is None:
+                slots[rows[j]] = j
+            else:
+                extra.append(j)
+        following = [j if j is not None else extra.pop(0) for j in slots]
         normalised = values / np.float32(length ** self.length_penalty)  # (K,) as transformers divides, in float32
         steps = [Node(self.length, self.paths[r], r, t, p, float(v), float(s), id=len(self.nodes) + j)
                  for j, (r, t, p, v, s) in enumerate(zip(rows, tokens, picked, values, normalised))]
@@ -122,7 +132,7 @@ class BeamSearch:
                 best_length = self.max_new_tokens  # a longer path can only score higher
             else:
                 best_length = self.length
-            best_possible = self.scores[0] / np.float32(best_length ** self.length_penalty)  # float32
+            best_possible = self.scores.max() / np.float32(best_length ** self.length_penalty)  # the best running beam, float32
             worst = np.float32(min(node.score for node in self.finished))
             self.improvable = bool(best_possible > worst)
         self.done = not self.improvable or (full and self.early_stopping is True) or all_ended
