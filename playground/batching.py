@@ -65,9 +65,10 @@ class Member:
         """Set up its rows from the prompt's distributions: one row per sample, each with its own generator, and
         every position of every row in one preallocated block that the processors read (sequence[:, :n + step])."""
         run, n = self.run, len(self.prompt_ids)
-        count = run.rows  # one per sample, or one per beam (then `live` holds beam rows, not samples)
+        count = run.rows  # one per sample, or one per beam or contrastive candidate (then `live` holds rows, not samples)
         self.live = list(range(count))
-        self.rngs = [torch.Generator().manual_seed(r.settings.seed) for r in run.results] if run.beam is None else [None] * count
+        per_sample = run.beam is None and run.contrastive is None
+        self.rngs = [torch.Generator().manual_seed(r.settings.seed) for r in run.results] if per_sample else [None] * count
         self.sequence = torch.empty((count, n + run.settings.max_new_tokens), dtype=torch.long)  # (N, T + new)
         self.written = self.sequence.numpy()  # the same memory: a numpy store per step instead of a torch.tensor
         self.sequence[:, :n] = torch.tensor(self.prompt_ids)
