@@ -6,7 +6,7 @@ import pytest
 
 from playground.locales import text
 
-from .browser import LONG_MS, fill, open_history_run, open_tab, set_number, wait_for_history_row, click_generate
+from .browser import LONG_MS, click_generate, fill, open_history_run, open_tab, set_number, wait_for_history_row
 from .conftest import ARTIFACTS
 
 
@@ -19,6 +19,8 @@ def test_a_beam_search_run_draws_its_tree_and_history_draws_it_again(request, la
     set_number(page, "max-new-tokens", 6)
     page.get_by_text(text("generate.strategy", lang)).click()
     set_number(page, "num-beams", 3)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#strategy").screenshot(path=str(ARTIFACTS / f"beam-settings-{lang}.png"))
     run_id = click_generate(page)
     page.get_by_text(text("generate.beam_tree", lang), exact=True).click()
     tree = page.locator("#beam-tree-view")
@@ -33,7 +35,6 @@ def test_a_beam_search_run_draws_its_tree_and_history_draws_it_again(request, la
     expect(tip).to_be_visible()
     assert text("tip.rank", lang) in tip.inner_text() and text("beams.tip", lang, beam=1, logprob="", cumulative="", score="",
                                                                status="").split(" ")[0] in tip.inner_text()
-    ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#beam-tree").screenshot(path=str(ARTIFACTS / f"beam-tree-{lang}.png"))
     page.locator("#beam-tree-svg").click()
     expect(page.locator("#beam-tree-file a").first).to_be_attached(timeout=LONG_MS)
