@@ -58,15 +58,17 @@ class Member:
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
         self.idle_at_first = 0.0  # the batch's idle time when its first token came (see DecodeBatch._idle_s)
+        self.hidden = None  # contrastive search: the hidden states (rows, E) after the candidates its rows were fed
         self.unscored: tuple[PromptScores, int, int] | None = None  # its prompt's positions still to score: (scores, row, pad)
 
     def start(self, logits: torch.Tensor, given: tuple | None) -> None:
         """Set up its rows from the prompt's distributions: one row per sample, each with its own generator, and
         every position of every row in one preallocated block that the processors read (sequence[:, :n + step])."""
         run, n = self.run, len(self.prompt_ids)
-        count = run.num_samples
+        count = run.rows  # one per sample, or one per beam or contrastive candidate (then `live` holds rows, not samples)
         self.live = list(range(count))
-        self.rngs = [torch.Generator().manual_seed(r.settings.seed) for r in run.results]
+        per_sample = run.beam is None and run.contrastive is None
+        self.rngs = [torch.Generator().manual_seed(r.settings.seed) for r in run.results] if per_sample else [None] * count
         self.sequence = torch.empty((count, n + run.settings.max_new_tokens), dtype=torch.long)  # (N, T + new)
         self.written = self.sequence.numpy()  # the same memory: a numpy store per step instead of a torch.tensor
         self.sequence[:, :n] = torch.tensor(self.prompt_ids)
@@ -75,7 +77,7 @@ class Member:
         self.given = given and tuple(np.broadcast_to(a[0, -1], (count, *a.shape[2:])) for a in given)
 
     def keep(self, rows: list[int]) -> None:
-        """Keep only its rows `rows` (indices among its own), in that order."""
+        """Keep only its rows `rows` (indices among its own), in that order (beams: a row may be kept twice, or moved)."""
         self.live = [self.live[r] for r in rows]
         self.sequence, self.rngs = self.sequence[rows], [self.rngs[r] for r in rows]
         self.written = self.sequence.numpy()
@@ -165,7 +167,7 @@ class DecodeBatch:
             while not member.done:
                 if member in self._waiting:  # gone before it joined: nothing was made
                     self._waiting.remove(member)
-                    member.live = list(range(member.run.num_samples))
+                    member.live = list(range(member.run.rows))
                     self._finish(member, "stopped")
                     break
                 if self._stepping:
@@ -204,9 +206,9 @@ class DecodeBatch:
             waiting = sorted(self._waiting, key=lambda m: (self._served.get(m.run.owner, -1), m.arrival))
             used, admitted = sum(len(m.live) for m in self._members), []
             for member in waiting:
-                if used and used + member.run.num_samples > self.max_rows:
+                if used and used + member.run.rows > self.max_rows:
                     break
-                used += member.run.num_samples
+                used += member.run.rows
                 admitted.append(member)
                 self._turn += 1
                 self._served[member.run.owner] = self._turn
@@ -256,6 +258,8 @@ class DecodeBatch:
                     continue
                 for result in run.results:
                     result.prompt_tokens = list(prompt_records)
+                if run.contrastive is not None:  # the context's hidden states start with the prompt's
+                    run.contrastive.start(self.backend.last_hidden(cache)[i, pad:])  # (T_i, E)
                 member.start(own, own_given)
                 rows += [i] * len(member.live)
                 joined.append(member)
@@ -289,7 +293,7 @@ class DecodeBatch:
         # A step runs torch ops only to penalise, warp or sample; beside a backend that is not torch they run on one
         # thread, so that torch's OpenMP workers do not spin on the cores the backend needs (see Backend).
         threads = None if self.backend.computes_with_torch else 1
-        if not any(m.processors or m.run.settings.do_sample for m in members):
+        if not any(m.processors or m.run.settings.do_sample or m.run.beam or m.run.contrastive for m in members):
             threads = None
         now, starts, row = time.perf_counter(), [], 0
         for member in members:
@@ -303,26 +307,30 @@ class DecodeBatch:
                         for member, start in zip(members, starts)]
         keep = []
         for member, start, (going, chosen) in zip(members, starts, outcomes):
-            keep += [start + r for r in going]
-            member.chosen = [chosen[r] for r in going]  # its rows that go on, in their (kept) order
-        if len(keep) < row:
+            keep += [start + r for r in going]  # beams: the parent row of each next beam (repeated, reordered)
+            member.chosen = chosen  # the token of each row that goes on, in their (kept) order
+        if keep != list(range(row)):
             self._members = [m for m in members if not m.done]
             self._cache = self._select(keep)
 
     def _choose_for(self, member: Member, scratch: np.ndarray, now: float) -> tuple[list[int], list[int]]:
         """One run's rows pick their tokens (`scratch`: the statistics' work rows, its own). Returns (its rows that go
-        on, the token of each of its rows)."""
+        on, the token each of them feeds next)."""
         run, rows = member.run, len(member.live)
         if run.stop_event.is_set():  # Stop is looked at between two steps
             self._finish(member, "stopped")
             return [], []
         n = len(member.prompt_ids)
+        if member.first_token_at is None:
+            member.first_token_at, member.idle_at_first = now, self._idle_s
+        if run.beam is not None:
+            return self._beam_step(member, scratch, now)
+        if run.contrastive is not None:
+            return self._contrastive_step(member, scratch, now)
         chosen, probs, stats = run.choose(member.logits, member.given, member.processors,
                                           member.sequence[:, :n + member.step], member.rngs, member.k, scratch)
         member.written[:, n + member.step] = chosen
         member.step += 1
-        if member.first_token_at is None:
-            member.first_token_at, member.idle_at_first = now, self._idle_s
         decode_ms = (now - member.first_token_at - (self._idle_s - member.idle_at_first)) * 1000
         going = []
         for r, token_id in enumerate(chosen):
@@ -337,7 +345,44 @@ class DecodeBatch:
             member.keep(going)
         if not member.live:
             self._finish(member, None)
-        return going, chosen
+        return going, [chosen[r] for r in going]
+
+    def _contrastive_step(self, member: Member, scratch: np.ndarray, now: float) -> tuple[list[int], list[int]]:
+        """A contrastive search run's step (decoding/contrastive.py): the candidate its k rows were fed that scores best
+        is taken (from the second step on), and its row, copied to all k, is fed the next k candidates."""
+        run, n = member.run, len(member.prompt_ids)
+        chosen, row, tokens = run.choose_contrastive(member.logits, member.given, member.processors,
+                                                     member.sequence[:, :n + member.step], member.hidden, member.k, scratch,
+                                                     n + member.step, member.previous_ids[0])
+        if chosen is not None:
+            decode_ms = (now - member.first_token_at - (self._idle_s - member.idle_at_first)) * 1000
+            finished = run.take(0, chosen, (now - member.started) * 1000, decode_ms)
+            member.queue.append((0, chosen))
+            member.written[:, n + member.step] = chosen.token_id
+            member.step += 1
+            if finished:
+                self._finish(member, None)
+                return [], []
+            member.previous_ids = [chosen.token_id] * len(member.live)
+        rows = [row] * len(member.live)
+        member.keep(rows)
+        return rows, tokens
+
+    def _beam_step(self, member: Member, scratch: np.ndarray, now: float) -> tuple[list[int], list[int]]:
+        """A beam search run's step (decoding/beam.py): its B rows' continuations are scored and the next beams chosen;
+        its rows are then the next beams, each its parent's row (which the batch's cache select copies) with the new
+        token. Its records go out when the search ends (`_finish`): until then no beam is known to be returned."""
+        run, n = member.run, len(member.prompt_ids)
+        parents, tokens = run.choose_beams(member.logits, member.given, member.processors, member.sequence[:, :n + member.step],
+                                           member.k, scratch, n + member.step, member.previous_ids)
+        member.step += 1
+        if run.beam.done or member.step >= run.settings.max_new_tokens:
+            self._finish(member, None)
+            return [], []
+        member.keep(parents)  # the next beams' histories: their parents', then their tokens
+        member.written[:, n + member.step - 1] = tokens
+        member.previous_ids = tokens
+        return parents, tokens
 
     def _feed(self) -> None:
         """Feed every row the token it chose last: the next distributions, split between the runs (views, no copy)."""
@@ -346,6 +391,11 @@ class DecodeBatch:
             return
         logits, self._cache = self.backend.step_batch(tokens, self._cache)  # (N, V)
         given = self.backend.statistics(self._cache)  # (N, 1, k_max), ..., or None
+        if any(m.run.contrastive for m in self._members):  # the candidates' hidden states, (N, 1, E)
+            hidden, row = self.backend.last_hidden(self._cache), 0
+            for member in self._members:
+                member.hidden = hidden[row: row + len(member.live), -1].copy() if member.run.contrastive else None  # (k, E)
+                row += len(member.live)
         if len(self._members) == 1:  # alone: all the rows are its own
             member = self._members[0]
             member.logits, member.given = logits, member.run.given_statistics(given and tuple(a[:, -1] for a in given), member.k)
@@ -387,6 +437,18 @@ class DecodeBatch:
                 self._score_prompts([member])
             except Exception as exc:  # the backend failed: the run ends with that error, its records unscored
                 member.error = member.error or exc
+        run = member.run
+        if run.beam is not None and member.error is None:  # the best beams become its samples, their records go out now
+            now = time.perf_counter()
+            first = member.first_token_at or now
+            decode_ms = (now - first - (self._idle_s - member.idle_at_first)) * 1000
+            member.queue.extend(run.finish_beams((first - member.started) * 1000, decode_ms))
+            member.live, member.done = [], True
+            return
+        if run.beam is not None:
+            member.live = list(range(run.num_samples))
+        if run.contrastive is not None:  # its rows are candidates; its one sample ends here unless it has ended
+            member.live = [0] if run.result.finish_reason == "running" else []
         for sample in member.live:
             member.run.end(sample, reason or "stopped")
         member.live = []

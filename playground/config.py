@@ -13,6 +13,9 @@ MAX_PROMPT_CHARS = 200_000  # beyond this a prompt is refused before tokenizing 
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_SEQUENCE_CHARS = 200
 MAX_SEED = 2**63 - 1
+MAX_BEAMS = 16
+MAX_CONTRASTIVE_K = 16  # candidates of contrastive search: rows of the batch, like beams
+EARLY_STOPPING = (False, True, "never")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,13 @@ class GenerationSettings:
     # ignore_eos never lets the model end the text (its end-of-text ids suppressed), so a run goes on to max_new_tokens.
     min_new_tokens: int = setting(0, Range(0, 100_000, ui=(0, None, 1)))  # the slider's maximum is the model's context - 1
     ignore_eos: bool = setting(False)
+    # Beam search (decoding/beam.py): `num_beams` 1 is off; the run's samples are its best `num_samples` beams.
+    # `length_penalty` and `early_stopping` (True, False or "never") mean what they mean in transformers' `generate`.
+    num_beams: int = setting(1, Range(1, MAX_BEAMS, ui=(1, MAX_BEAMS, 1)))
+    length_penalty: float = setting(1.0, Range(-10, 10, ui=(-2.0, 3.0, 0.1)))
+    early_stopping: bool | str = setting(False)
+    # Contrastive search (decoding/contrastive.py): `penalty_alpha` > 0 with `top_k` > 1 candidates, greedy; 0 is off.
+    penalty_alpha: float = setting(0.0, Range(0, 1, ui=(0.0, 1.0, 0.05)))
 
     @classmethod
     def from_user(cls, **values: Any) -> "GenerationSettings":
@@ -97,6 +107,17 @@ class GenerationSettings:
         if self.min_new_tokens > self.max_new_tokens:
             raise SettingsError(key="settings.min_above_max", field="min_new_tokens", value=self.min_new_tokens,
                                 most=self.max_new_tokens)
+        if self.early_stopping not in EARLY_STOPPING or not isinstance(self.early_stopping, (bool, str)):
+            raise SettingsError(key="settings.early_stopping", field="early_stopping", value=self.early_stopping)
+        if self.num_beams > 1 and self.stop_sequences:
+            raise SettingsError(key="beams.stop_sequences", field="stop_sequences")
+        if self.penalty_alpha > 0:
+            if self.num_beams > 1:
+                raise SettingsError(key="contrastive.with_beams", field="penalty_alpha")
+            if self.do_sample:
+                raise SettingsError(key="contrastive.do_sample", field="do_sample")
+            if not 2 <= self.top_k <= MAX_CONTRASTIVE_K:
+                raise SettingsError(key="contrastive.top_k", field="top_k", value=self.top_k, most=MAX_CONTRASTIVE_K)
         return self
 
     def validate_for_context(self, context_length: int) -> "GenerationSettings":
@@ -159,6 +180,13 @@ def _coerce(name: str, value: Any) -> Any:
     if name in _BOOL_FIELDS:
         if not isinstance(value, bool):
             raise SettingsError(key="settings.not_bool", name=name, value=value)
+        return value
+    if name == "early_stopping":
+        # A form's radio or a JSON client: true/false/"never", as transformers takes them.
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "never"):
+            value = {"true": True, "false": False, "never": "never"}[value.strip().lower()]
+        if value not in EARLY_STOPPING or not isinstance(value, (bool, str)):
+            raise SettingsError(key="settings.early_stopping", field="early_stopping", value=value)
         return value
     if name == "stop_sequences":
         if isinstance(value, str):

@@ -30,6 +30,8 @@ from transformers.generation.logits_process import (
 from .backends.base import Backend, Engine
 from .batching import batch_for
 from .config import MAX_SEED, GenerationSettings, check_prompt
+from .decoding.beam import BeamSearch, Node
+from .decoding.contrastive import ContrastiveSearch
 from .errors import Notice, SettingsError
 from .models import ModelSource
 from .records import Alternative, GenerationResult, TokenRecord
@@ -41,10 +43,13 @@ MAX_SAMPLES = 16  # samples of one prompt drawn at once (num_return_sequences)
 PROMPT_CHUNK = 64  # prompt positions whose statistics are computed together
 
 
-def build_logits_processors(settings: GenerationSettings, eos_ids=frozenset(), prompt_length: int = 0) -> LogitsProcessorList:
-    """transformers' own processors, in the order `generate` applies them; warpers only when sampling. The length
+def build_logits_processors(settings: GenerationSettings, eos_ids=frozenset(), prompt_length: int = 0,
+                            min_tokens_to_keep: int = 1) -> LogitsProcessorList:
+    """transformers' own processors, in the order `generate` applies them; warpers only when sampling (keeping at least
+    `min_tokens_to_keep` tokens: beam sampling keeps one more than the end tokens, as `generate` does). The length
     controls need the model's end-of-text ids (`eos_ids`; none: nothing to hold back) and, for `min_new_tokens`, the
     prompt's length (the processors see the prompt and the new tokens: `generate`'s input_ids_seq_length)."""
+    keep = {"min_tokens_to_keep": min_tokens_to_keep} if min_tokens_to_keep > 1 else {}
     processors = LogitsProcessorList()
     if settings.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(penalty=settings.repetition_penalty))
@@ -59,11 +64,11 @@ def build_logits_processors(settings: GenerationSettings, eos_ids=frozenset(), p
         if settings.temperature != 1.0:
             processors.append(TemperatureLogitsWarper(settings.temperature))
         if settings.top_k > 0:
-            processors.append(TopKLogitsWarper(top_k=settings.top_k))
+            processors.append(TopKLogitsWarper(top_k=settings.top_k, **keep))
         if settings.top_p < 1.0:
-            processors.append(TopPLogitsWarper(top_p=settings.top_p))
+            processors.append(TopPLogitsWarper(top_p=settings.top_p, **keep))
         if settings.typical_p < 1.0:
-            processors.append(TypicalLogitsWarper(mass=settings.typical_p))
+            processors.append(TypicalLogitsWarper(mass=settings.typical_p, **keep))
     return processors
 
 
@@ -152,14 +157,15 @@ class StepStats:
                 for i, p in zip(self.top_ids[row], self.top_probs[row])]
 
     def record(self, row: int, position: int, token_id: int, previous_id: int | None, codec: TokenCodec,
-               is_prompt: bool = False, prob: float | None = None) -> TokenRecord:
+               is_prompt: bool = False, prob: float | None = None, top: list[Alternative] | None = None) -> TokenRecord:
         """The record of `token_id` scored by row `row`; `prob`: its probability in the warped distribution it was
-        sampled from (None: nothing warped it, so the raw one)."""
+        sampled from (None: nothing warped it, so the raw one); `top`: the row's alternatives, when already made."""
         raw_prob = self.prob(row, token_id)
         return TokenRecord(
             position=position, token_id=token_id, text=codec.label(token_id, previous_id), is_prompt=is_prompt,
             raw_prob=raw_prob, prob=raw_prob if prob is None else prob, rank=self.rank(row, token_id),
-            entropy_bits=self.entropy_bits[row], top=self.top(row, codec, previous_id), bytes=codec.piece(token_id, previous_id),
+            entropy_bits=self.entropy_bits[row], top=self.top(row, codec, previous_id) if top is None else top,
+            bytes=codec.piece(token_id, previous_id),
         )
 
 
@@ -221,9 +227,32 @@ class Generation:
         if sample_seed(self.settings.seed, self.num_samples - 1) > MAX_SEED:
             raise SettingsError(key="batch.seed_room", field="seed", seed=self.settings.seed, count=self.num_samples,
                                 most=MAX_SEED - self.num_samples + 1)
-        self.processors = build_logits_processors(self.settings, self.codec.eos_ids)  # set again with the prompt's length
-        self.stop_event = stop_event or threading.Event()
         self.ignore_eos = ignore_eos
+        eos_ids = () if ignore_eos else self.codec.eos_ids
+        self.beam: BeamSearch | None = None  # beam search's state (decoding/beam.py), for num_beams > 1
+        if self.settings.num_beams > 1:
+            if isinstance(backend, Engine):
+                raise SettingsError(key="beams.remote", field="num_beams", backend=backend.info.backend)
+            if self.num_samples > self.settings.num_beams:
+                raise SettingsError(key="beams.too_many_returned", field="num_return_sequences", value=self.num_samples,
+                                    beams=self.settings.num_beams)
+            self.beam = BeamSearch(self.settings.num_beams, self.settings.length_penalty, self.settings.early_stopping,
+                                   eos_ids, self.settings.max_new_tokens, self.settings.do_sample,
+                                   torch.Generator().manual_seed(self.settings.seed))
+        self.contrastive: ContrastiveSearch | None = None  # contrastive search's state (decoding/contrastive.py)
+        if self.settings.penalty_alpha > 0:
+            if isinstance(backend, Engine) or not backend.gives_hidden:
+                raise SettingsError(key="contrastive.no_hidden", field="penalty_alpha",
+                                    backend=f"{backend.info.backend} {backend.info.variant}")
+            if self.num_samples > 1:
+                raise SettingsError(key="contrastive.one_sample", field="num_return_sequences", value=self.num_samples)
+            self.contrastive = ContrastiveSearch(self.settings.penalty_alpha, self.settings.top_k)
+        # The rows this run has in the batch: one per beam, one per contrastive candidate, or one per sample.
+        self.rows = self.settings.num_beams if self.beam else self.settings.top_k if self.contrastive else self.num_samples
+        self._min_tokens_to_keep = len(eos_ids) + 1 if self.beam else 1
+        # Set again with the prompt's length (the length controls), when it is known.
+        self.processors = build_logits_processors(self.settings, self.codec.eos_ids, 0, self._min_tokens_to_keep)
+        self.stop_event = stop_event or threading.Event()
         # Score the whole prompt before the first token (a /v1 stream that echoes it with logprobs in its first chunk);
         # otherwise the first token comes first and the prompt's records are scored a step later (batching.py's _join).
         self.prompt_first = prompt_first
@@ -341,6 +370,74 @@ class Generation:
         chosen = torch.tensor(tokens)[:, None]  # (N, 1)
         return tokens, warped_probs.gather(1, chosen)[:, 0].tolist(), stats
 
+    def choose_beams(self, logits, given, processors, history, k, scratch, position: int,
+                     previous_ids: list[int]) -> tuple[list[int], list[int]]:
+        """One beam search step of this run's B rows (`logits` (B, V), see `choose`): the beams' continuations get their
+        records (position `position`, each scored by its parent row's distribution); returns (the parent row of each
+        next beam, its token), as `self.beam.step` does."""
+        stats = StepStats.of(logits, k, scratch, given)
+        keep = self.beam.keep
+        if not processors and len(stats.top_ids[0]) >= keep:
+            # Nothing changes the distributions: the best K continuations are among each row's K most likely tokens,
+            # which the statistics hold already (the graph's, on ONNX), so no pass over B x V is needed here.
+            ids = np.array([row[:keep] for row in stats.top_ids], dtype=np.int64)  # (B, K)
+            log_probs = (np.take_along_axis(stats.logits, ids, axis=1) - np.array(stats.lse)[:, None]).astype(np.float32)
+            nodes, parents, tokens = self.beam.step(log_probs, ids)  # (B, K) log p = logit - log-sum-exp
+        else:
+            log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, V), as transformers' beam search starts
+            if processors:
+                log_probs = processors(history, log_probs)  # penalties (and warpers, for beam sampling) on the log-probs
+            nodes, parents, tokens = self.beam.step(log_probs.numpy())
+        tops = {row: stats.top(row, self.codec, previous_ids[row]) for row in {node.row for node in nodes}}  # one per row
+        for node in nodes:
+            node.record = stats.record(node.row, position, node.token_id, previous_ids[node.row], self.codec,
+                                       prob=math.exp(node.logprob) if processors else None, top=tops[node.row])
+        return parents, tokens
+
+    def choose_contrastive(self, logits, given, processors, history, hidden, k, scratch, position: int,
+                           previous_id: int) -> tuple[TokenRecord | None, int, list[int]]:
+        """One contrastive search step of this run's k rows (decoding/contrastive.py): `logits` (k, V) are the
+        distributions after the candidates they were fed, `hidden` (k, E) those candidates' hidden states (None at the
+        first step, when every row is the prompt's). Returns (the chosen candidate's record, or None at the first step;
+        the row to go on from; the next k candidates, from that row's distribution, penalised by the processors)."""
+        search = self.contrastive
+        stats = StepStats.of(logits, k, scratch, given)
+        chosen, row, sequence = None, 0, history[:1]  # (1, n)
+        if search.tokens is not None:
+            row = search.pick(hidden)
+            chosen, previous_id = search.records[row], search.tokens[row]
+            sequence = torch.cat([history[row: row + 1], torch.tensor([[previous_id]])], dim=1)  # (1, n + 1)
+            position += 1
+        scores = logits[row: row + 1].clone()  # (1, V)
+        if processors:
+            scores = processors(sequence, scores)
+        probs, tokens = torch.softmax(scores, dim=-1)[0].topk(search.k)  # (k,) the most likely first
+        search.tokens, search.probs = tokens.tolist(), probs.numpy()
+        top = stats.top(row, self.codec, previous_id)  # the same alternatives for every candidate
+        search.records = [stats.record(row, position, t, previous_id, self.codec, prob=float(p) if processors else None, top=top)
+                          for t, p in zip(search.tokens, search.probs)]
+        return chosen, row, search.tokens
+
+    def finish_beams(self, since_start_ms: float, decode_ms: float) -> list[tuple[int, TokenRecord]]:
+        """The search is over (or stopped): the best beams become the run's samples, each taking the records of its path,
+        its sequence score and the beam tree. Returns the (sample, record) pairs, in sample order."""
+        returned: list[Node] = self.beam.returned(self.num_samples)
+        tree = self.beam.tree(returned)
+        pairs = []
+        for sample, result in enumerate(self.results):
+            result.beam_tree = tree
+            if sample >= len(returned):  # stopped before anything was generated
+                self.end(sample, "stopped")
+                continue
+            result.sequence_score = returned[sample].score
+            finished = False
+            for node in returned[sample].path():
+                finished = self.take(sample, node.record, since_start_ms, decode_ms)
+                pairs.append((sample, node.record))
+            if not finished:
+                self.end(sample, "stopped")
+        return pairs
+
     def take(self, sample: int, record: TokenRecord, since_start_ms: float, decode_ms: float) -> bool:
         """Add a generated record to sample `sample`'s result (text, timings); True when that sample is finished:
         end of text, a stop sequence, or max_new_tokens reached."""
@@ -384,7 +481,7 @@ class Generation:
         prompt_ids = self._prompt_ids()
         self._prompt_length = len(prompt_ids)
         # The length controls count new tokens after the prompt as the loop sees it (after the window kept its tail).
-        self.processors = build_logits_processors(self.settings, self.codec.eos_ids, len(prompt_ids))
+        self.processors = build_logits_processors(self.settings, self.codec.eos_ids, len(prompt_ids), self._min_tokens_to_keep)
         for result in self.results[1:]:  # the prompt's notices (a dropped start, unknown characters) hold for every sample
             result.notices = list(self.result.notices)
             result.dropped_prompt_tokens = self.result.dropped_prompt_tokens

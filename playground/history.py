@@ -30,7 +30,7 @@ from .token_pack import pack_tokens, unpack_tokens
 APP_DIR_NAME = "gpt2-playground"
 DB_ENV = "GPT2_PLAYGROUND_DB"
 BUSY_TIMEOUT_S = 30.0
-JSON_COLUMNS = ("settings", "tokens", "metrics", "intervention")
+JSON_COLUMNS = ("settings", "tokens", "metrics", "intervention", "beam")
 LIST_COLUMNS = ("id", "created_at", "model", "backend", "variant", "provider", "prompt", "output", "status", "metrics",
                 "group_id", "sample_index", "owner", "intervention")
 STATUSES = ("complete", "stopped", "error")
@@ -299,6 +299,13 @@ def m016_lmeval(db: Database) -> None:
     """An evaluation's task results (lm-evaluation-harness: playground/evaluate/harness.py) as JSON beside its perplexity:
     {task: {"acc": ..., "acc_stderr": ..., "acc_norm": ..., "acc_norm_stderr": ..., "samples": n}}; NULL without tasks."""
     db.table("evaluations").add_column("tasks_json", str)
+
+
+@migrations(name="m017_beams")
+def m017_beams(db: Database) -> None:
+    """A beam search run keeps its sequence score and (with its first returned sequence) the beam tree, as JSON, so History
+    draws the tree again; NULL for every other run."""
+    db.table("runs").add_column("beam", str)
 
 
 # --- the store ----------------------------------------------------------------------------------

@@ -91,6 +91,8 @@ class GenerationResult:
     group_id: str | None = None  # runs drawn together (N samples, a sweep) share one; None for a run of one
     sample_index: int | None = None  # this run's place in its group (its seed is the group's seed + this, per cell)
     intervention: dict | None = None  # what an experiment changed in the model (experiments.Intervention.to_dict())
+    sequence_score: float | None = None  # beam search: the hypothesis' length-normalised score (transformers' sequences_scores)
+    beam_tree: dict | None = None  # beam search: every step's continuations (decoding/beam.py's BeamSearch.tree)
 
     @property
     def sequence_logprob(self) -> float:
@@ -160,6 +162,8 @@ class GenerationResult:
             "group_id": self.group_id,
             "sample_index": self.sample_index,
             "intervention": self.intervention,
+            "sequence_score": self.sequence_score,
+            "beam_tree": self.beam_tree,
             "prompt_tokens": [t.to_dict() for t in self.prompt_tokens],
             "tokens": [t.to_dict() for t in self.tokens],
             "units": self.units_json(),
@@ -198,6 +202,9 @@ def saved_row(result: GenerationResult, status: str, error: str | None = None, m
         "group_id": result.group_id,
         "sample_index": result.sample_index,
         "intervention": result.intervention,
+        # Beam search's sequence score, and its tree with the first returned sequence (the group's other rows would repeat it).
+        "beam": None if result.beam_tree is None else {
+            "sequence_score": result.sequence_score, "tree": result.beam_tree if not result.sample_index else None},
     }
 
 
@@ -233,6 +240,8 @@ def result_from_saved(row: dict, codec: TokenCodec | None = None) -> GenerationR
         group_id=row.get("group_id"),
         sample_index=row.get("sample_index"),
         intervention=row.get("intervention"),
+        sequence_score=(row.get("beam") or {}).get("sequence_score"),
+        beam_tree=(row.get("beam") or {}).get("tree"),
     )
 
 

@@ -111,7 +111,7 @@ def test_invalid_utf16_and_control_characters_through_raw_http(launched_app):
 
     base = launched_app.rstrip("/")
     body = ('{"data": ["a\\ud800b\\u0000\\u0007 \\u202e\\u05e9\\u05dc\\u05d5\\u05dd", 3, true, 1.0, 50, 1.0, 1.0, 7, '
-            '1.0, 0, null, 10, 0, false, null, null, null, 1]}')  # the last: num_return_sequences (raw HTTP sends every input)
+            '1.0, 0, null, 10, 0, false, 1, 1.0, false, 0.0, null, null, null, 1]}')  # the last: num_return_sequences (raw HTTP sends every input)
     event = httpx.post(f"{base}/gradio_api/call/generate", content=body, headers={"content-type": "application/json"})
     assert event.status_code == 200, event.text
     stream = httpx.get(f"{base}/gradio_api/call/generate/{event.json()['event_id']}", timeout=60).text

@@ -37,6 +37,13 @@ class Backend(ABC):
         logit under the distribution (N, T). None (the default): the decoding loop computes them from the logits."""
         return None
 
+    gives_hidden: bool = False  # whether `last_hidden` gives lm_head's input (contrastive search needs it)
+
+    def last_hidden(self, cache: Any) -> Any:
+        """lm_head's input (after the final layer norm) at the positions of the latest run on `cache` (a prefill's or a
+        step's), numpy float32 (N, T, E); None where this backend does not give it (`gives_hidden` False)."""
+        return None
+
     @abstractmethod
     def step(self, token_id: int, cache: Any) -> tuple[Any, Any]:
         """Feed one token after the cached ones. Returns (logits of shape (V,), new cache)."""

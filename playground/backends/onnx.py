@@ -78,6 +78,13 @@ class OnnxBackend(Backend):
             return super().score_rest(rest)
         return self.runner.score_rest(rest)
 
+    @property
+    def gives_hidden(self) -> bool:
+        return self.runner.has_first  # exports since format 10 output lm_head's input (fp16 keeps optimum's graph)
+
+    def last_hidden(self, cache: Any) -> np.ndarray | None:
+        return self.runner.last_hidden(cache)
+
     def statistics(self, cache: Any) -> tuple[np.ndarray, ...] | None:
         return self.runner.statistics(cache)  # exports since format 8 compute them in the graph (onnx/stats.py)
 

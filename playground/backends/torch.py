@@ -34,6 +34,7 @@ class TorchCache(NamedTuple):
     kv: Any
     length: int
     pads: np.ndarray | None = None
+    hidden: Any = None  # lm_head's input at the positions of the run that made this cache (N, T, E), a tensor
 
 
 class TorchBackend(Backend):
@@ -82,7 +83,7 @@ class TorchBackend(Backend):
         transformer = self.model.transformer  # GPT2LMHeadModel's forward is this, then lm_head
         if len(prompts) == 1:
             out = transformer(input_ids=torch.tensor(prompts, device=self.device), use_cache=True)  # (1, T)
-            return out.last_hidden_state, TorchCache(out.past_key_values, len(prompts[0]))
+            return out.last_hidden_state, TorchCache(out.past_key_values, len(prompts[0]), hidden=out.last_hidden_state)
         width = max(len(ids) for ids in prompts)
         pads = np.array([width - len(ids) for ids in prompts], dtype=np.int64)
         ids = torch.tensor([[0] * pad + list(p) for pad, p in zip(pads, prompts)], device=self.device)  # (N, T)
@@ -96,7 +97,7 @@ class TorchBackend(Backend):
                 if pad:
                     layer.keys[r, :, :pad] = 0
                     layer.values[r, :, :pad] = 0
-        return out.last_hidden_state, TorchCache(kv, width, pads if pads.any() else None)
+        return out.last_hidden_state, TorchCache(kv, width, pads if pads.any() else None, out.last_hidden_state)
 
     def step(self, token_id: int, cache: TorchCache) -> tuple[torch.Tensor, TorchCache]:
         logits, cache = self.step_batch([token_id], cache)
@@ -104,16 +105,24 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def step_batch(self, token_ids: list[int], cache: TorchCache) -> tuple[torch.Tensor, TorchCache]:
-        kv, length, pads = cache
+        kv, length, pads = cache.kv, cache.length, cache.pads
         ids = torch.tensor(token_ids, device=self.device)[:, None]  # (N, 1)
+        transformer = self.model.transformer  # GPT2LMHeadModel's forward is this, then lm_head: its input is kept
         if pads is None:  # every row as long as the others: no mask
-            out = self.model(input_ids=ids, past_key_values=kv, use_cache=True)
+            out = transformer(input_ids=ids, past_key_values=kv, use_cache=True)
         else:  # rows padded on the left: the padding is masked, and each row counts positions from its first token
             padding = torch.from_numpy(pads).to(self.device)[:, None]  # (N, 1)
             mask = (torch.arange(length + 1, device=self.device)[None, :] >= padding).long()  # (N, length + 1)
-            out = self.model(input_ids=ids, past_key_values=kv, attention_mask=mask, position_ids=length - padding,
-                             use_cache=True)
-        return out.logits[:, -1].float().cpu(), TorchCache(out.past_key_values, length + 1, pads)  # (N, V)
+            out = transformer(input_ids=ids, past_key_values=kv, attention_mask=mask, position_ids=length - padding,
+                              use_cache=True)
+        hidden = out.last_hidden_state  # (N, 1, E)
+        return (self.model.lm_head(hidden[:, -1]).float().cpu(),  # (N, V)
+                TorchCache(out.past_key_values, length + 1, pads, hidden))
+
+    gives_hidden = True
+
+    def last_hidden(self, cache: TorchCache) -> np.ndarray | None:
+        return None if cache.hidden is None else cache.hidden.float().cpu().numpy()  # (N, T, E)
 
     def expand(self, cache: TorchCache, count: int) -> TorchCache:
         """The prompt's DynamicCache (1 row) repeated to `count` rows, in place: the cache belongs to this run alone."""
@@ -122,7 +131,7 @@ class TorchBackend(Backend):
 
     def select(self, cache: TorchCache, rows: list[int]) -> TorchCache:
         """Keep `rows`; padding that every kept row has is dropped (a view), so the batch is no wider than its longest row."""
-        kv, length, pads = cache
+        kv, length, pads = cache.kv, cache.length, cache.pads
         kv.batch_select_indices(torch.tensor(rows, device=self.device))
         pads = None if pads is None else pads[np.asarray(rows, dtype=np.int64)]
         drop = int(pads.min()) if pads is not None and len(rows) else 0

@@ -58,8 +58,9 @@ def prompt_expression(result: GenerationResult, codec: TokenCodec) -> tuple[str,
     return repr(ids), ids
 
 
-def generate_arguments(result: GenerationResult, codec: TokenCodec) -> list[tuple[str, str]]:
-    """`model.generate`'s keyword arguments for the run's settings, as (name, Python literal) pairs."""
+def generate_arguments(result: GenerationResult, codec: TokenCodec, count: int = 1) -> list[tuple[str, str]]:
+    """`model.generate`'s keyword arguments for the run's settings, as (name, Python literal) pairs (`count`: the
+    sequences a beam search returns)."""
     s = result.settings
     arguments = [("max_new_tokens", _py(s.max_new_tokens)), ("do_sample", _py(s.do_sample))]
     if s.do_sample:
@@ -72,6 +73,12 @@ def generate_arguments(result: GenerationResult, codec: TokenCodec) -> list[tupl
         arguments.append(("no_repeat_ngram_size", _py(s.no_repeat_ngram_size)))
     if s.stop_sequences:
         arguments += [("stop_strings", _py(list(s.stop_sequences))), ("tokenizer", "tokenizer")]
+    if s.num_beams > 1:  # one call returns the best beams (the run's samples)
+        arguments += [("num_beams", _py(s.num_beams)), ("num_return_sequences", _py(count)),
+                      ("length_penalty", _py(s.length_penalty)), ("early_stopping", _py(s.early_stopping))]
+    if s.penalty_alpha > 0:  # transformers keeps contrastive search outside its core since 4.56: the community's code
+        arguments += [("penalty_alpha", _py(s.penalty_alpha)), ("top_k", _py(s.top_k)),
+                      ("custom_generate", _py("transformers-community/contrastive-search")), ("trust_remote_code", "True")]
     eos = sorted(codec.eos_ids)
     if s.min_new_tokens > 0 and eos and not s.ignore_eos:
         arguments.append(("min_new_tokens", _py(s.min_new_tokens)))
@@ -88,7 +95,7 @@ def transformers_code(results: list[GenerationResult], model_location: str, code
     first = results[0]
     s = first.settings
     expression, ids = prompt_expression(first, codec)
-    call = ",\n        ".join(f"{name}={value}" for name, value in generate_arguments(first, codec))
+    call = ",\n        ".join(f"{name}={value}" for name, value in generate_arguments(first, codec, len(results)))
     header = [
         "# pip install torch transformers",
         "import torch",
@@ -103,7 +110,9 @@ def transformers_code(results: list[GenerationResult], model_location: str, code
         "",
         "samples = []",
     ]
-    if s.do_sample:
+    if s.num_beams > 1:
+        loop = ["for _ in range(1):  # beam search: one call returns every sequence, best first"]
+    elif s.do_sample:
         count = len(results)
         if count == 1:
             loop = [f"for seed in [{s.seed}]:"]
@@ -123,6 +132,11 @@ def transformers_code(results: list[GenerationResult], model_location: str, code
         "    samples.append(new_ids)",
         "    print(repr(tokenizer.decode(new_ids)))",
     ]
+    if s.num_beams > 1:  # every returned beam (transformers pads the shorter ones with the end-of-text token)
+        body[-4:] = ["    for row in output:",
+                     "        new_ids = row[input_ids.shape[1]:].tolist()",
+                     "        samples.append(new_ids)",
+                     "        print(repr(tokenizer.decode(new_ids)))"]
     return "\n".join(header + loop + body) + "\n"
 
 

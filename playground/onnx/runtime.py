@@ -215,12 +215,18 @@ class OnnxRunner:
         if new == 1 and past.vocab:  # a decoding step
             out = past.next_logits(rows)
             binding.bind_output("logits", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
-            if stats and past.stats_rows != rows:
-                past.stats = step_statistics(rows, int(past.top_k[0]))  # one set per batch size, bound once
+            if past.stats_rows != rows:  # arrays for this batch size, bound once
+                if stats:
+                    past.stats = step_statistics(rows, int(past.top_k[0]))
+                    for name, array in zip(stats, past.stats):
+                        binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+                if self.has_first:  # lm_head's input too (contrastive search reads it): N x E floats, next to N x V logits
+                    past.step_hidden = np.empty((rows, 1, self.n_head * self.head_dim), dtype=np.float32)  # (N, 1, E)
+                    binding.bind_output(HIDDEN_OUTPUT, "cpu", 0, np.float32, list(past.step_hidden.shape),
+                                        past.step_hidden.ctypes.data)
                 past.stats_rows = rows
-                for name, array in zip(stats, past.stats):
-                    binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
             self.session.run_with_iobinding(binding)
+            past.last_hidden = past.step_hidden
             return out, past
         for name in ("logits", *stats):  # the prompt: (1, T, V) and (1, T, k), allocated by onnxruntime
             binding.bind_output(name, "cpu")
@@ -232,9 +238,10 @@ class OnnxRunner:
         logits, *computed = (value.numpy() for value in outputs[: 1 + len(stats)])
         past.vocab = logits.shape[-1]
         past.stats = tuple(computed) if stats else None
+        past.last_hidden = None
         if hidden:
-            past.hidden = outputs[-1].numpy()  # (N, T, E)
-            past.binding = None  # decoding steps bind anew, without `hidden`
+            past.hidden = past.last_hidden = outputs[-1].numpy()  # (N, T, E)
+            past.binding = None  # decoding steps bind anew
         return logits, past
 
     def run(self, ids: list[int], past: list, past_len: int) -> tuple[np.ndarray, list]:
@@ -314,6 +321,12 @@ class OnnxRunner:
             for row, pad in enumerate(cache.pads):
                 host[row, :, :pad] = 0
 
+    def last_hidden(self, cache: Any) -> np.ndarray | None:
+        """lm_head's input (after the final layer norm) at the positions of the latest run on `cache`, (N, T, E); None
+        where the graph does not give it (no `hidden` output: fp16) or the run did not fetch it."""
+        past = cache.past
+        return past.last_hidden if isinstance(past, CacheBuffers) and self.has_first else None
+
     def statistics(self, cache: Any) -> tuple[np.ndarray, ...] | None:
         """The statistics the graph computed in the latest run on `cache`: top logits (N, T, k), their ids (N, T, k),
         log-sum-exp (N, T) and mean logit (N, T); None for a graph without them."""
@@ -345,6 +358,8 @@ class OnnxRunner:
         past, past_len, pads = cache
         if self._in_slots(past) and all(a < b for a, b in zip(rows, rows[1:])):
             return self._select_in_slots(cache, list(rows))
+        if self._in_slots(past) and len(rows) <= past[0].slab.shape[0]:  # beams: rows repeated or reordered
+            return self._reorder_in_slots(cache, list(rows))
         index = np.asarray(rows, dtype=np.int64)
         pads = None if pads is None else pads[index]
         drop = int(pads.min()) if pads is not None and len(index) else 0
@@ -420,6 +435,26 @@ class OnnxRunner:
                     slab[i, :, :width - drop] = slab[i, :, drop:width].copy()
             pads, width = pads - drop, width - drop
         return OnnxCache(self._bound(slabs, len(rows), past), width, pads if pads is not None and pads.any() else None)
+
+    def _reorder_in_slots(self, cache: OnnxCache, rows: list[int]) -> OnnxCache:
+        """`select` in place for rows in any order, repeated or not (beam search: each next beam is its parent's row): the
+        rows that change are gathered first (numpy's fancy indexing copies its source), then written to their slots.
+        The same number of rows keeps the same buffers and binding (a beam step changes no shapes)."""
+        past, width, pads = cache
+        index = np.asarray(rows, dtype=np.int64)
+        moved = [(i, source) for i, source in enumerate(rows) if source != i]  # the slots whose row changes
+        # Sources that a move overwrites before it is read are saved first; the rest are copied slot to slot.
+        saved = sorted({source for i, source in moved if any(j == source for j, _ in moved)})
+        for buffer in past:
+            slab = buffer.slab
+            kept = {source: slab[source, :, :width].copy() for source in saved}  # (H, width, D) each
+            for i, source in moved:
+                slab[i, :, :width] = kept[source] if source in kept else slab[source, :, :width]
+        pads = None if pads is None else pads[index]
+        pads = pads if pads is not None and pads.any() else None
+        if len(rows) == self._batch_rows(past):
+            return OnnxCache(past, width, pads)
+        return OnnxCache(self._bound([buffer.slab for buffer in past], len(rows), past), width, pads)
 
     def _join_in_slots(self, batch: OnnxCache, cache: OnnxCache, index: np.ndarray, own: np.ndarray) -> OnnxCache:
         """`join` in place: the joining rows are copied into the slots after the batch's rows (the slabs grow when full);
@@ -530,6 +565,8 @@ class CacheBuffers(list):
         super().__init__(buffers)
         self.binding = None
         self.hidden: np.ndarray | None = None  # lm_head's input of a prompt's run that asked for it (N, T, E)
+        self.step_hidden: np.ndarray | None = None  # the array decoding steps write lm_head's input into (N, 1, E)
+        self.last_hidden: np.ndarray | None = None  # lm_head's input of the latest run, where it was fetched (N, T, E)
         self.vocab = 0  # known after the prompt's run
         self.top_k = np.ones(1, dtype=np.int64)  # the alternatives a graph with statistics computes (bound as an input)
         self.stats: tuple[np.ndarray, ...] | None = None  # the latest run's statistics (OnnxRunner.statistics)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from functools import lru_cache
 from typing import Any
+from pathlib import Path
 from urllib.parse import urlparse
 
 import gradio as gr
 
-from ..config import SETTING_NAMES, SETTING_RANGES, GenerationSettings
+from ..analysis.beam_tree import static_tree
+from ..config import EARLY_STOPPING, SETTING_NAMES, SETTING_RANGES, GenerationSettings
 from ..errors import PlaygroundError
 from ..figures import needs_cjk
 from ..onnx.export import VARIANTS
@@ -20,7 +23,7 @@ from ..service import Playground
 from ..text import complete_prefix_length, escape_bytes, hex_bytes, is_whole, unit_labels, visible_label
 from .code_view import build_code_view, code_values
 from .i18n import LANGUAGES, error, info, lang_of, localize_on_load, t, translated, ui_error
-from .render import legend_html, pct, samples_html, stats_markdown, surprisal_figure, token_view_html
+from .render import beam_tree_html, legend_html, pct, samples_html, stats_markdown, surprisal_figure, token_view_html
 
 RENDER_EVERY_S = 0.12  # re-render the token view at most this often while streaming
 CHINESE_VOCABULARY_SHARE = 0.2  # uer's Chinese GPT-2: about 2/3 of its 21,128 tokens are CJK; GPT-2's 50,257: under 1%
@@ -167,6 +170,14 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                 no_repeat_ngram_size = setting_slider("no_repeat_ngram_size")
                 stop_sequences = gr.Textbox(label=translated("generate.stop_sequences"), lines=2)
                 top_alternatives = setting_slider("top_alternatives")
+            with gr.Accordion(translated("generate.strategy"), open=False, elem_id="strategy"):
+                with gr.Row():
+                    num_beams = setting_slider("num_beams", info=translated("generate.num_beams_info"), elem_id="num-beams")
+                    length_penalty = setting_slider("length_penalty", info=translated("generate.length_penalty_info"))
+                early_stopping = gr.Radio([(str(v).lower(), str(v).lower()) for v in EARLY_STOPPING], value="false",
+                                          label=translated("generate.early_stopping"),
+                                          info=translated("generate.early_stopping_info"), elem_id="early-stopping")
+                penalty_alpha = setting_slider("penalty_alpha", info=translated("generate.penalty_alpha_info"), elem_id="penalty-alpha")
         with gr.Column(scale=3, min_width=400):
             output = gr.Textbox(label=translated("generate.output"), lines=8, max_lines=30, interactive=False, elem_id="output")
             stats = gr.Markdown(elem_id="stats")
@@ -185,6 +196,13 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                     branch_token = gr.Dropdown([], label=translated("generate.branch_token"), scale=2, elem_id="branch-token")
                     branch_alternative = gr.Dropdown([], label=translated("generate.branch_alternative"), scale=2, elem_id="branch-alternative")
                     branch_btn = gr.Button(translated("generate.branch_button"), scale=1, elem_id="branch-btn")
+            with gr.Accordion(translated("generate.beam_tree"), open=False, elem_id="beam-tree"):
+                gr.Markdown(translated("generate.beam_tree_help"))
+                beam_tree_view = gr.HTML("", elem_id="beam-tree-html")
+                with gr.Row():
+                    tree_png = gr.Button(translated("generate.beam_tree_png"), size="sm", elem_id="beam-tree-png")
+                    tree_svg = gr.Button(translated("generate.beam_tree_svg"), size="sm", elem_id="beam-tree-svg")
+                tree_file = gr.File(interactive=False, show_label=False, visible=False, elem_id="beam-tree-file")
             with gr.Accordion(translated("generate.records"), open=False):
                 records = gr.JSON(elem_id="records")
             with gr.Accordion(translated("code.title"), open=False, elem_id="generate-code"):
@@ -197,7 +215,9 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
     setting_controls = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                             repetition_penalty=repetition_penalty, seed=seed, typical_p=typical_p,
                             no_repeat_ngram_size=no_repeat_ngram_size, stop_sequences=stop_sequences, top_alternatives=top_alternatives,
-                            min_new_tokens=min_new_tokens, ignore_eos=ignore_eos)
+                            min_new_tokens=min_new_tokens, ignore_eos=ignore_eos,
+                            num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+                            penalty_alpha=penalty_alpha)
     assert tuple(setting_controls) == SETTING_NAMES, "a control for every generation setting, in the declaration's order"
     setting_inputs = list(setting_controls.values())
 
@@ -331,6 +351,24 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
             return code_values(playground, batch, lang_of(request), request)
         return code_values(playground, [result] if result is not None else None, lang_of(request), request)
 
+    def show_tree(result: GenerationResult | None, request: gr.Request):
+        return beam_tree_html(result.beam_tree if result is not None else None, lang_of(request))
+
+    def export_tree(result: GenerationResult | None, fmt: str, request: gr.Request):
+        if result is None or not result.beam_tree:
+            return gr.update(value=None, visible=False)
+        folder = Path(tempfile.mkdtemp(prefix="gpt2-playground-beams-"))
+        return gr.update(value=str(static_tree(result.beam_tree, folder / f"beam-tree.{fmt}", lang_of(request))), visible=True)
+
+    last_result.change(show_tree, inputs=last_result, outputs=beam_tree_view, queue=False, api_visibility="private")
+    def export_png(result: GenerationResult | None, request: gr.Request):
+        return export_tree(result, "png", request)
+
+    def export_svg(result: GenerationResult | None, request: gr.Request):
+        return export_tree(result, "svg", request)
+
+    tree_png.click(export_png, inputs=last_result, outputs=tree_file, api_visibility="private")
+    tree_svg.click(export_svg, inputs=last_result, outputs=tree_file, api_visibility="private")
     last_result.change(show_code, inputs=[last_result, batch_results], outputs=code_outputs, queue=False, api_visibility="private")
     branch_token.input(branch_alternatives, inputs=[last_result, branch_token], outputs=[branch_alternative], queue=False,
                        api_visibility="private")

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..config import GenerationSettings
 from ..errors import PlaygroundError
 from ..experiments.intervention import Intervention
 from ..records import result_from_saved
 from ..service import Playground
 from .code_view import build_code_view, code_values
 from .i18n import EN, error, info, lang_of, localize_on_load, t, translated, warning
-from .render import stats_markdown, token_view_html
+from .render import beam_tree_html, stats_markdown, token_view_html
 
 ALL = "(all)"
 TABLE_COLUMNS = ["id", "time", "model", "backend", "prompt", "tokens_per_s", "status", "group"]
@@ -116,7 +117,8 @@ def scope_choices(lang: str) -> list[tuple[str, str]]:
 
 def settings_for_ui(settings: dict) -> dict:
     """Stored settings -> values for the Generate tab's components."""
-    values = dict(settings)
+    values = GenerationSettings().to_dict() | dict(settings)  # a run saved before a setting existed: its default
+    values["early_stopping"] = str(values["early_stopping"]).lower()  # the radio's "false", "true", "never"
     values["stop_sequences"] = "\n".join(s.replace("\n", "\\n") for s in settings.get("stop_sequences") or [])
     values["seed"] = "" if settings.get("seed") is None else str(settings["seed"])
     return values
@@ -223,7 +225,9 @@ def build_history_tab(playground: Playground, generate_inputs: dict, tabs: gr.Ta
                  + f"\n\n{stats_markdown(result, lang=lang)}")
         if run.get("error"):
             title += "\n\n" + t("history.run_error", lang, error=run["error"])
-        return (run["id"], title, run["output"], token_view_html(result, mark_position=result.branch_position, lang=lang),
+        # A beam search run's tree (saved with its first returned sequence) under its tokens, drawn again.
+        tokens_html = token_view_html(result, mark_position=result.branch_position, lang=lang) + beam_tree_html(result.beam_tree, lang)
+        return (run["id"], title, run["output"], tokens_html,
                 run["settings"], run["metrics"],
                 gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True),
                 *code_values(playground, [result], lang, request))

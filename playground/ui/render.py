@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from html import escape
 
-from ..records import GenerationResult, TokenRecord
+from ..analysis.beam_tree import columns, returned_ids
+from ..records import Alternative, GenerationResult, TokenRecord
 from ..text import Unit, hex_bytes, is_whole, unit_labels, visible_label
 from ..locales import STRINGS, error_text
 from ..locales import text as t
@@ -70,6 +71,15 @@ CSS = """
 .tokview .tok.special { font-style: italic; color: #4b5563; font-size: 12px; }
 .tokview .tok.bytes { font-size: 11px; color: #7c2d12; }
 .tokview .tok.diverge, .tokview .unit.diverge { outline: 3px solid #dc2626; outline-offset: 1px; }
+.beamtree { display: flex; flex-wrap: wrap; gap: 10px 6px; white-space: normal; line-height: 1.5; }
+.beamtree .beamcol { display: flex; flex-direction: column; gap: 3px; min-width: max-content; }
+.beamtree .beamstep { font-size: 11px; color: #6b7280; text-align: center; }
+.beamtree .tok.beamnode { display: block; padding: 1px 4px; border: 1px solid #d1d5db; font-size: 12px; white-space: nowrap; }
+.beamtree .tok.beamnode small { color: #6b7280; font-size: 10px; margin-left: 3px; }
+.beamtree .tok.beamnode.pruned { color: #9ca3af; background: #f3f4f6; }
+.beamtree .tok.beamnode.running { background: #dbeafe; }
+.beamtree .tok.beamnode.finished { background: #dcfce7; font-weight: 600; border-style: double; border-width: 3px; }
+.beamtree .tok.beamnode.returned { border: 2px solid #16a34a; }
 .legend { display: flex; gap: 10px; flex-wrap: wrap; font-size: 13px; margin: 4px 0 2px; color: inherit; }
 .legend span.sw { display: inline-block; width: 14px; height: 14px; border-radius: 3px; vertical-align: -2px; margin-right: 4px; }
 .banner { padding: 8px 12px; border-radius: 8px; background: #eef2ff; color: #1e1b4b; font-size: 14px; }
@@ -351,3 +361,44 @@ def samples_html(results: list[GenerationResult], mode: str = "prob", chosen: in
     group = results[0].group_id
     footer = f'<div class="meta">{escape(t("samples.group", lang, group=group))}</div>' if group and not running else ""
     return f'<div class="samples" id="samples-grid">{"".join(cards)}</div>{footer}'
+
+
+def _node_record(node: dict) -> TokenRecord:
+    """A beam tree node's token as a token record, for the token view's card."""
+    top = [Alternative(a["token_id"], a["text"], a["prob"], bytes(a.get("bytes", []))) for a in node.get("top", [])]
+    return TokenRecord(position=node.get("position", node["step"]), token_id=node["token_id"], text=node.get("text", ""),
+                       is_prompt=False, raw_prob=node.get("raw_prob"), prob=node.get("prob"), rank=node.get("rank"),
+                       entropy_bits=node.get("entropy_bits"), top=top, bytes=bytes(node.get("bytes", [])))
+
+
+def beam_tree_html(tree: dict | None, lang: str = "en") -> str:
+    """A beam search's tree: a column per step, its continuations best first, each with its length-normalised score and
+    the beam it continues; pruned ones grey, finished ones marked, the returned sequences' paths outlined. Hover or
+    focus shows the token view's card, with the beam's numbers under it. Empty for a run without beams."""
+    if not tree:
+        return ""
+    on_path = returned_ids(tree)
+    by_id = {node["id"]: node for node in tree["nodes"]}
+    legend = (f'<div class="legend"><span><span class="sw" style="background:#dbeafe"></span>{escape(t("beams.running", lang))}</span>'
+              f'<span><span class="sw" style="background:#dcfce7;border:2px double #6b7280"></span>{escape(t("beams.finished", lang))}</span>'
+              f'<span><span class="sw" style="background:#f3f4f6"></span>{escape(t("beams.pruned", lang))}</span>'
+              f'<span><span class="sw" style="border:2px solid #16a34a"></span>{escape(t("beams.returned", lang))}</span></div>')
+    def after(node: dict) -> str:  # the token it continues: the prompt's last at the first step
+        parent = by_id.get(node["parent"])
+        return t("beams.from", lang, token=visible_label(parent.get("text", str(parent["token_id"])))) if parent else ""
+
+    cols = []
+    for step, nodes in enumerate(columns(tree)):
+        cells = []
+        for node in nodes:
+            numbers = t("beams.tip", lang, beam=node["row"] + 1, logprob=f"{node['logprob']:.3f}",
+                        cumulative=f"{node['cumulative']:.3f}", score=f"{node['score']:.3f}", status=t(f"beams.{node['status']}", lang))
+            card = _tooltip(_node_record(node), lang)[:-len("</span>")] if "text" in node else '<span class="tip">'
+            card += f"<div>{escape(numbers)}</div></span>"
+            returned = " returned" if node["id"] in on_path else ""
+            cells.append(f'<span class="tok beamnode {node["status"]}{returned}" tabindex="0" data-node="{node["id"]}">'
+                         f'{visible(visible_label(node.get("text", str(node["token_id"]))))}<small>{node["score"]:.2f} '
+                         f'{escape(after(node))}</small>{card}</span>')
+        cols.append(f'<div class="beamcol"><div class="beamstep">{escape(t("beams.step", lang, step=step + 1))}</div>{"".join(cells)}</div>')
+    title = escape(t("beams.title", lang, beams=tree["num_beams"], penalty=tree["length_penalty"], early=str(tree["early_stopping"]).lower()))
+    return f'<div class="beamtree-wrap"><b>{title}</b>{legend}<div class="tokview beamtree" id="beam-tree-view">{"".join(cols)}</div></div>'
