@@ -25,7 +25,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import PlaygroundError
-from .peers import PEAK_RSS, peer_row, refresh_folder, time_in_subprocess
+from .peers import PEAK_RSS, installed_version, peer_row, refresh_folder, time_in_subprocess
 
 BACKEND = "CTranslate2"
 CT2_VARIANTS = ("float32", "int8_float32", "int8")
@@ -72,19 +72,10 @@ del generator  # released before the interpreter's exit, which otherwise aborts 
 """
 
 
-def ct2_version(python: str) -> str | None:
-    """ctranslate2's version in `python`, or None when it (or transformers, for the converter) is not importable there."""
-    try:
-        done = subprocess.run([python, "-c", "import ctranslate2, transformers; print(ctranslate2.__version__)"],
-                              capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def missing_reason(python: str | None) -> str | None:
-    """None when the CTranslate2 cells can run in `python`; otherwise the one line that says how to get it."""
-    return HOW_TO_GET if python is None or ct2_version(python) is None else None
+    """None when the CTranslate2 cells can run in `python` (it has ctranslate2, and transformers for the converter);
+    otherwise the one line that says how to get it."""
+    return HOW_TO_GET if python is None or installed_version(python, "ctranslate2", "transformers") is None else None
 
 
 def ensure_ct2(model_dir: Path, python: str, variants, folder: Path) -> dict[str, Path]:

@@ -29,7 +29,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import PlaygroundError
-from .peers import PEAK_RSS, peer_row, refresh_folder, time_in_subprocess
+from .peers import PEAK_RSS, installed_version, peer_row, refresh_folder, time_in_subprocess
 
 BACKEND = "OpenVINO"
 OPENVINO_VARIANTS = ("fp32", "int8", "int4")
@@ -104,19 +104,10 @@ print(json.dumps({"load_s": load_s, "runs": [r[0] for r in runs], "tokens": runs
 """
 
 
-def openvino_version(python: str) -> str | None:
-    """OpenVINO's version in `python`, or None when it, NNCF or optimum-intel is not importable there."""
-    try:
-        done = subprocess.run([python, "-c", "import openvino, nncf, optimum.intel; print(openvino.__version__)"],
-                              capture_output=True, text=True, timeout=180)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def missing_reason(python: str | None) -> str | None:
-    """None when the OpenVINO cells can run in `python`; otherwise the one line that says how to set it up."""
-    return HOW_TO_GET if python is None or openvino_version(python) is None else None
+    """None when the OpenVINO cells can run in `python` (it has openvino, NNCF and optimum-intel); otherwise the one
+    line that says how to set it up."""
+    return HOW_TO_GET if python is None or installed_version(python, "openvino", "nncf", "optimum-intel") is None else None
 
 
 def ensure_openvino(model_dir: Path, python: str, variants, folder: Path) -> dict[str, Path]:

@@ -174,6 +174,27 @@ def refresh_folder(model_dir: Path, folder: Path) -> None:
     stamp.write_text(json.dumps(fingerprint))
 
 
+# argv[1:]: distribution names; prints the first one's version, or exits 1 when one is not installed. Read from the
+# packages' metadata, not imported: importing optimum-intel takes seconds.
+INSTALLED = """
+import sys
+from importlib.metadata import PackageNotFoundError, version
+try:
+    print([version(name) for name in sys.argv[1:]][0])
+except PackageNotFoundError:
+    sys.exit(1)
+"""
+
+
+def installed_version(python: str, *names: str) -> str | None:
+    """The version of `names[0]` in `python` when every one of `names` is installed there, else None."""
+    try:
+        done = subprocess.run([python, "-c", INSTALLED, *names], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 def time_in_subprocess(python: str, script: str, job: dict, *, error_key: str, file: str) -> dict:
     """Run a peer's timing `script` in `python` with `job` (JSON in argv[1]); its last stdout line, as JSON."""
     done = subprocess.run([python, "-c", script, json.dumps(job)], capture_output=True, text=True)
