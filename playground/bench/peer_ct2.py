@@ -10,12 +10,19 @@ same compute type:
 - int8_float32: int8 weights (per output channel), int8 GEMMs, the rest in float32;
 - int8: CTranslate2's "int8" (on a CPU the same kernels as int8_float32; kept to show that).
 
+One adjustment is made at conversion time: a model whose embedding has more rows than its tokenizer has tokens
+(the random: models, GPT-2's 50257 rows with the demo tokenizer's 4096 tokens) gets a placeholder token for each
+extra row, as llama.cpp's converter does (`[PAD<id>]`); CTranslate2's converter refuses the mismatch otherwise.
+
 The timing mirrors the ONNX cells: the same prompt token ids (as the model's own vocabulary strings, its
 vocabulary.json, so the ids are exact), greedy (`sampling_topk=1`), exactly `new_tokens` new tokens
 (`end_token=[]`: it neither stops at nor suppresses the end of text, as the bench's `ignore_eos`), `intra_threads`
-= the bench's threads, a warm-up and `repeats` repeats, the repeat with the median decode speed. The tokens are
-streamed (`generate_tokens`), so the time to first token is the prompt's evaluation and the first token's choice
-as the caller sees it, and each later token's latency is the step's.
+= the bench's threads, a warm-up and `repeats` repeats, the repeat with the median decode speed. Each token is
+stamped by the callback that the decoding loop calls as it chooses the token (the one `generate_tokens` streams
+from), with the prompt through the decoder at once (`include_prompt_in_result=False`, as `generate_tokens` does):
+the time to first token is the prompt's evaluation and the first token's choice, each later latency one step's.
+Stamping where `generate_tokens` yields instead measures its queue: its reader thread wakes late, and on a small
+model it then finds the later tokens all waiting (a few microseconds each).
 """
 
 from __future__ import annotations
@@ -36,7 +43,15 @@ HOW_TO_GET = ("CTranslate2 rows skipped: install it beside the project (`pip ins
 CONVERT = """
 import json, sys
 from ctranslate2.converters import TransformersConverter
+from ctranslate2.converters.transformers import GPT2Loader
 job = json.loads(sys.argv[1])
+tokens_of = GPT2Loader.get_vocabulary
+
+def padded(self, model, tokenizer):  # the embedding's rows past the tokenizer's tokens get placeholder tokens
+    tokens = tokens_of(self, model, tokenizer)
+    return tokens + [f"[PAD{i}]" for i in range(len(tokens), model.config.vocab_size)]
+
+GPT2Loader.get_vocabulary = padded
 for variant in job["variants"]:
     TransformersConverter(job["model"]).convert(job["out"] + "/" + variant + ".tmp", quantization=variant, force=True)
 """
@@ -54,13 +69,19 @@ vocabulary = json.load(open(job["model"] + "/vocabulary.json"))  # id -> token s
 prompt = [vocabulary[i] for i in job["ids"]]
 
 def run(new_tokens):
-    latencies, tokens, last = [], [], time.perf_counter()
-    for step in generator.generate_tokens(prompt, max_length=new_tokens, sampling_topk=1, end_token=[]):
-        now = time.perf_counter()
-        latencies.append((now - last) * 1000)
+    stamps, tokens = [], []
+
+    def taken(step):  # called by the decoding loop as each token is chosen (what generate_tokens streams from)
+        stamps.append(time.perf_counter())
         tokens.append(step.token_id)
-        last = now
-    return latencies, tokens
+        return False  # go on
+
+    started = time.perf_counter()
+    # include_prompt_in_result=False: the prompt goes through the decoder at once (as generate_tokens does), not a
+    # token at a time
+    generator.generate_batch([prompt], max_length=new_tokens, sampling_topk=1, end_token=[], include_prompt_in_result=False,
+                             callback=taken)
+    return [(b - a) * 1000 for a, b in zip([started] + stamps[:-1], stamps)], tokens
 
 for _ in range(job["warmup"]):
     run(min(job["new_tokens"], 8))
