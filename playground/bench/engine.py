@@ -358,24 +358,6 @@ def run_openvino_cells(source: ModelSource, config: BenchConfig, python: str | N
         export_folder(source, kind, exports_root)), on_row), None
 
 
-def run_all_peers(source: ModelSource, config: BenchConfig, peers: "PeerPythons", exports_root: Path | None = None,
-                  on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], dict[str, str]]:
-    """Every peer's rows that `peers` asks for (llama.cpp, CTranslate2, OpenVINO, in that order), and for each asked-for
-    peer that is not here, by name, the line that says how to get it."""
-    rows, missing = [], {}
-    for name, wanted, run in (
-            ("llama.cpp", peers.llama, lambda: run_peer_cells(source, config, peers.llama, exports_root, on_row)),
-            ("CTranslate2", peers.ct2, lambda: run_ct2_cells(source, config, peers.ct2, exports_root, on_row)),
-            ("OpenVINO", peers.openvino, lambda: run_openvino_cells(source, config, peers.openvino, exports_root, on_row))):
-        if wanted is False:
-            continue
-        peer_rows, note = run()
-        rows += peer_rows
-        if note:
-            missing[name] = note
-    return rows, missing
-
-
 @dataclass(frozen=True)
 class PeerPythons:
     """Which peers to run and where: llama.cpp's `peers.PeerConfig`, the pythons with CTranslate2 and with OpenVINO
@@ -393,6 +375,24 @@ class PeerPythons:
 
         return cls(PeerConfig.from_env(), os.environ.get("PLAYGROUND_CT2_PYTHON") or sys.executable,
                    os.environ.get("PLAYGROUND_OPENVINO_PYTHON") or None)
+
+
+def run_all_peers(source: ModelSource, config: BenchConfig, peers: PeerPythons, exports_root: Path | None = None,
+                  on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], dict[str, str]]:
+    """Every peer's rows that `peers` asks for (llama.cpp, CTranslate2, OpenVINO, in that order), and for each asked-for
+    peer that is not here, by name, the line that says how to get it."""
+    rows, missing = [], {}
+    for name, wanted, run in (
+            ("llama.cpp", peers.llama, lambda: run_peer_cells(source, config, peers.llama, exports_root, on_row)),
+            ("CTranslate2", peers.ct2, lambda: run_ct2_cells(source, config, peers.ct2, exports_root, on_row)),
+            ("OpenVINO", peers.openvino, lambda: run_openvino_cells(source, config, peers.openvino, exports_root, on_row))):
+        if wanted is False:
+            continue
+        peer_rows, note = run()
+        rows += peer_rows
+        if note:
+            missing[name] = note
+    return rows, missing
 
 
 def add_speedups(rows: list[dict]) -> None:
