@@ -72,7 +72,7 @@ def test_command_line_writes_json_and_the_bench_table(tiny_model_dir, tmp_path):
     db = tmp_path / "h.db"
     out = tmp_path / "bench.json"
     code = main(["--model", str(tiny_model_dir), "--cells", "torch:fp32", "--prompt-tokens", "8", "--new-tokens", "5",
-                 "--repeats", "1", "--batch-sizes", "1", "2", "--json", str(out), "--db", str(db)])
+                 "--repeats", "1", "--batch-sizes", "1", "2", "--json", str(out), "--db", str(db), "--no-ct2"])
     assert code == 0
     data = json.loads(out.read_text())
     assert [r["batch"] for r in data["rows"]] == [1, 2]

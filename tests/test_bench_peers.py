@@ -1,6 +1,8 @@
-"""The llama.cpp peer cell: the "how to get it" line without llama.cpp, its rows' shape, and (where llama.cpp is here) a real run."""
+"""The peer cells: llama.cpp, CTranslate2 and OpenVINO: the "how to get it" lines without them, their rows' shape, and
+(where each is here) a real conversion and run of the tiny model whose greedy tokens equal ours."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,11 +10,19 @@ from pathlib import Path
 import psutil
 import pytest
 
-from playground.bench.engine import JSON_KEYS, BenchConfig, add_speedups, main, markdown_table, run_peer_cells
+from playground.bench import peer_ct2, peer_openvino
+from playground.bench.engine import (JSON_KEYS, BenchConfig, add_speedups, main, markdown_table, run_ct2_cells,
+                                     run_openvino_cells, run_peer_cells)
 from playground.bench.peers import HOW_TO_GET, PEER_VARIANTS, PeerConfig, missing_reason, peer_row
+from playground.config import GenerationSettings
+from playground.generation import Generation
 
 LLAMA_PYTHON = Path("/work/llama-venv/bin/python")
 LLAMA_SRC = Path("/work/llama-build/src/llama_cpp_python-0.3.36/vendor/llama.cpp")
+# CTranslate2: this python (the test extra installs it) or PLAYGROUND_CT2_PYTHON's; OpenVINO: the venv that
+# docs/benchmark.md's command sets up (.venv-openvino in the checkout) or PLAYGROUND_OPENVINO_PYTHON's.
+CT2_PYTHON = os.environ.get("PLAYGROUND_CT2_PYTHON") or sys.executable
+OPENVINO_PYTHON = os.environ.get("PLAYGROUND_OPENVINO_PYTHON") or str(Path(__file__).parents[1] / ".venv-openvino/bin/python")
 
 
 def _has_llama_cpp(python: str) -> bool:
@@ -33,10 +43,23 @@ def test_without_llama_cpp_the_benchmark_says_how_to_get_it(tmp_path, tiny_sourc
 def test_the_command_line_prints_the_line_or_skips_it(tiny_model_dir, tmp_path, capsys):
     args = ["--model", str(tiny_model_dir), "--cells", "torch:fp32", "--prompt-tokens", "4", "--new-tokens", "3",
             "--repeats", "1", "--db", str(tmp_path / "h.db")]
-    assert main(args + ["--llama-src", str(tmp_path / "missing")]) == 0
-    assert HOW_TO_GET in capsys.readouterr().out
-    assert main(args + ["--no-llama"]) == 0
-    assert HOW_TO_GET not in capsys.readouterr().out
+    assert main(args + ["--llama-src", str(tmp_path / "missing"), "--ct2-python", str(tmp_path / "no-python")]) == 0
+    out = capsys.readouterr().out
+    assert HOW_TO_GET in out and peer_ct2.HOW_TO_GET in out and peer_openvino.HOW_TO_GET in out  # no --openvino-python
+    assert main(args + ["--no-llama", "--no-ct2", "--no-openvino"]) == 0
+    out = capsys.readouterr().out
+    assert HOW_TO_GET not in out and peer_ct2.HOW_TO_GET not in out and peer_openvino.HOW_TO_GET not in out
+
+
+def test_without_ctranslate2_or_openvino_the_benchmark_says_how_to_set_them_up(tiny_source, tmp_path):
+    config = BenchConfig([4], [3], 1, threads=1)
+    for python in (None, str(tmp_path / "no-such-python"), sys.executable if peer_openvino.missing_reason(sys.executable) else None):
+        assert run_openvino_cells(tiny_source, config, python) == ([], peer_openvino.HOW_TO_GET)
+    for python in (None, str(tmp_path / "no-such-python")):
+        assert run_ct2_cells(tiny_source, config, python) == ([], peer_ct2.HOW_TO_GET)
+    # each line names its one command: the extra beside the pins, and the venv of its own
+    assert 'pip install -e ".[peers]"' in peer_ct2.HOW_TO_GET and "--ct2-python" in peer_ct2.HOW_TO_GET
+    assert peer_openvino.SETUP_COMMAND in peer_openvino.HOW_TO_GET and "--openvino-python" in peer_openvino.HOW_TO_GET
 
 
 def test_a_peer_row_has_the_engine_rows_shape_and_the_median_repeat():
@@ -79,3 +102,54 @@ def test_the_real_peer_cell_on_the_tiny_model(tiny_source, tmp_path):
     folder = tmp_path / tiny_source.name / "gguf"
     assert sorted(p.name for p in folder.glob("*.gguf")) == ["Q4_0.gguf", "Q8_0.gguf", "f32.gguf"]
     assert json.loads((folder / "source.json").read_text())  # reused while the model's files are unchanged
+
+
+def _our_greedy_ids(backend, source, prompt_ids: list[int], new_tokens: int) -> list[int]:
+    run = Generation(backend, source, "", GenerationSettings(max_new_tokens=new_tokens, do_sample=False), ignore_eos=True,
+                     prompt_ids=prompt_ids)
+    return [record.token_id for _, record in run.samples() if not record.is_prompt]
+
+
+def _check_peer_rows(rows, backend: str, variants, package: str):
+    assert [r["variant"] for r in rows] == list(variants)
+    for r in rows:
+        assert set(JSON_KEYS) <= r.keys() and r["backend"] == backend and r["provider"].startswith(package + " ")
+        assert (r["prompt_tokens"], r["new_tokens"], r["threads"], r["repeats"], r["batch"]) == (8, 6, 1, 2, 1)
+        assert all(r[k] > 0 for k in ("ttft_ms", "decode_tokens_per_s", "latency_p50_ms", "peak_rss_mb", "size_mb")), r
+        assert r["peak_rss_mb"] < psutil.Process().memory_info().rss / 1e6  # the peer process's own peak
+    table = markdown_table(rows)
+    assert all(f"| {backend} {v} | {package} " in table for v in variants)
+
+
+def test_the_real_ctranslate2_cells_on_the_tiny_model(tiny_source, tiny_backend, tmp_path):
+    if peer_ct2.missing_reason(CT2_PYTHON):
+        pytest.skip(f"{CT2_PYTHON} has no ctranslate2 (pip install -e \".[peers]\"; the test extra installs it)")
+    config = BenchConfig([8], [6], repeats=2, warmup=1, threads=1)
+    rows, note = run_ct2_cells(tiny_source, config, CT2_PYTHON, exports_root=tmp_path)
+    assert note is None
+    _check_peer_rows(rows, "CTranslate2", peer_ct2.CT2_VARIANTS, "ctranslate2")
+    folder = tmp_path / tiny_source.name / "ct2"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*peer_ct2.CT2_VARIANTS, "source.json"])
+    float32, int8_float32, int8 = ((folder / v / "model.bin").stat().st_size for v in peer_ct2.CT2_VARIANTS)
+    assert float32 > 2 * int8_float32 and int8 == int8_float32  # int8 weights stored (the tiny model's rows round to 0.x MB)
+    # float32: CTranslate2's greedy tokens are ours, token for token, from the same prompt ids
+    ids = tiny_source.tokenizer("the cat sat on the mat and")["input_ids"]
+    theirs = peer_ct2.time_ct2(folder / "float32", CT2_PYTHON, "float32", ids, 20, threads=1, repeats=1, warmup=0)
+    assert theirs["tokens"] == _our_greedy_ids(tiny_backend, tiny_source, ids, 20)
+
+
+@pytest.mark.slow
+def test_the_real_openvino_cells_on_the_tiny_model(tiny_source, tiny_backend, tmp_path):
+    if peer_openvino.missing_reason(OPENVINO_PYTHON):
+        pytest.skip(f"no OpenVINO venv at {OPENVINO_PYTHON} (docs/benchmark.md: {peer_openvino.SETUP_COMMAND}); CI has none")
+    config = BenchConfig([8], [6], repeats=2, warmup=1, threads=1)
+    rows, note = run_openvino_cells(tiny_source, config, OPENVINO_PYTHON, exports_root=tmp_path)
+    assert note is None
+    _check_peer_rows(rows, "OpenVINO", peer_openvino.OPENVINO_VARIANTS, "openvino")
+    folder = tmp_path / tiny_source.name / "openvino"
+    fp32, int8, int4 = ((folder / v / "openvino_model.bin").stat().st_size for v in peer_openvino.OPENVINO_VARIANTS)
+    assert fp32 > 2 * int8 and int8 > int4  # NNCF compressed the weights
+    ids = tiny_source.tokenizer("the cat sat on the mat and")["input_ids"]
+    theirs = peer_openvino.time_openvino(folder / "fp32/openvino_model.xml", OPENVINO_PYTHON, ids, 20, threads=1, repeats=1,
+                                         warmup=0)
+    assert theirs["tokens"] == _our_greedy_ids(tiny_backend, tiny_source, ids, 20)

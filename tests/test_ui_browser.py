@@ -283,7 +283,11 @@ def test_branching_from_an_alternative_continues_and_is_saved(page):
     page.screenshot(path=str(ARTIFACTS / "branch.png"), full_page=True)
 
 
-def test_benchmark_tab_runs_a_small_benchmark(page):
+def test_benchmark_tab_runs_a_small_benchmark(page, monkeypatch):
+    # The app is served from this process and reads the peers' pythons at each run: none of them here (CI's python has
+    # ctranslate2; tests/test_bench_peers.py runs it)
+    monkeypatch.setenv("PLAYGROUND_CT2_PYTHON", "/nonexistent/python")
+    monkeypatch.delenv("PLAYGROUND_OPENVINO_PYTHON", raising=False)
     page.get_by_role("tab", name="Benchmark").click()
     for label in ("onnx fp32 (cpu)", "onnx int4 (cpu)"):  # keep it small: torch fp32 and onnx int8
         page.locator("#bench-cells").get_by_label(label).uncheck()
@@ -292,8 +296,9 @@ def test_benchmark_tab_runs_a_small_benchmark(page):
     page.wait_for_function("() => /cells on/.test(document.querySelector('#bench-status')?.innerText || '')")
     rows = page.locator("#bench-table .virtual-row")
     assert rows.count() == 2
-    # no llama.cpp configured for the test app: the peer cell is one line saying how to get it
-    assert "pip install llama-cpp-python" in page.locator("#bench-status").inner_text()
+    # no peer configured for the test app: each is one line saying how to get it
+    status = page.locator("#bench-status").inner_text()
+    assert "pip install llama-cpp-python" in status and 'pip install -e ".[peers]"' in status and ".venv-openvino" in status
     assert "tokens/s" in page.locator("#bench-speed").inner_text()
     page.locator("#bench-files a").first.wait_for()
     assert page.locator("#bench-files a").count() == 4

@@ -304,6 +304,22 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
     return rows
 
 
+def _peer_cells(source: ModelSource, config: BenchConfig, kind: str, run_one, on_row) -> list[dict]:
+    """A peer's rows at every (prompt, new tokens) size of `config`: `run_one(model_dir, prompt_ids, new_tokens,
+    context, folder)` gives one size's rows, converting the model into `folder` (exports/<model>/<kind>) on first use."""
+    from transformers import AutoConfig
+
+    context = AutoConfig.from_pretrained(source.location).n_positions
+    rows = []
+    for prompt_tokens in config.prompt_tokens:
+        for new_tokens in config.new_tokens:
+            for row in run_one(Path(source.location).resolve(), _prompt_ids(source, prompt_tokens), new_tokens, context, kind):
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+    return rows
+
+
 def run_peer_cells(source: ModelSource, config: BenchConfig, peer, exports_root: Path | None = None,
                    on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], str | None]:
     """llama.cpp rows (f32, Q8_0, Q4_0 at batch 1) for the same prompts, new tokens, repeats and threads as the cells,
@@ -314,18 +330,76 @@ def run_peer_cells(source: ModelSource, config: BenchConfig, peer, exports_root:
     reason = missing_reason(peer)
     if reason is not None:
         return [], reason
-    from transformers import AutoConfig
+    return _peer_cells(source, config, "gguf", lambda model_dir, ids, new, context, kind: run_peer(
+        model_dir, peer, ids, new, config.threads, config.repeats, config.warmup, context,
+        export_folder(source, kind, exports_root)), on_row), None
 
-    context = AutoConfig.from_pretrained(source.location).n_positions
-    rows = []
-    for prompt_tokens in config.prompt_tokens:
-        for new_tokens in config.new_tokens:
-            for row in run_peer(Path(source.location).resolve(), peer, _prompt_ids(source, prompt_tokens), new_tokens,
-                                config.threads, config.repeats, config.warmup, context, export_folder(source, "gguf", exports_root)):
-                rows.append(row)
-                if on_row:
-                    on_row(row)
-    return rows, None
+
+def run_ct2_cells(source: ModelSource, config: BenchConfig, python: str | None, exports_root: Path | None = None,
+                  on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], str | None]:
+    """CTranslate2 rows (float32, int8_float32, int8 at batch 1) run by `python`, as `run_peer_cells`'s, or no rows and
+    the line that says how to get it."""
+    from ..onnx.export import export_folder
+    from .peer_ct2 import missing_reason, run_ct2
+
+    reason = missing_reason(python)
+    if reason is not None:
+        return [], reason
+    return _peer_cells(source, config, "ct2", lambda model_dir, ids, new, context, kind: run_ct2(
+        model_dir, python, ids, new, config.threads, config.repeats, config.warmup,
+        export_folder(source, kind, exports_root)), on_row), None
+
+
+def run_openvino_cells(source: ModelSource, config: BenchConfig, python: str | None, exports_root: Path | None = None,
+                       on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], str | None]:
+    """OpenVINO rows (fp32, int8, int4 weight compression at batch 1) run by `python` (its own venv), as
+    `run_peer_cells`'s, or no rows and the line that says how to set it up."""
+    from ..onnx.export import export_folder
+    from .peer_openvino import missing_reason, run_openvino
+
+    reason = missing_reason(python)
+    if reason is not None:
+        return [], reason
+    return _peer_cells(source, config, "openvino", lambda model_dir, ids, new, context, kind: run_openvino(
+        model_dir, python, ids, new, config.threads, config.repeats, config.warmup,
+        export_folder(source, kind, exports_root)), on_row), None
+
+
+@dataclass(frozen=True)
+class PeerPythons:
+    """Which peers to run and where: llama.cpp's `peers.PeerConfig`, the pythons with CTranslate2 and with OpenVINO
+    (None: not set up, so its row is skipped with the line saying how; False: not asked for)."""
+
+    llama: object = False
+    ct2: str | None | bool = False
+    openvino: str | None | bool = False
+
+    @classmethod
+    def from_env(cls) -> "PeerPythons":
+        """Every peer, where PLAYGROUND_LLAMA_PYTHON / _LLAMA_SRC, PLAYGROUND_CT2_PYTHON (default this python) and
+        PLAYGROUND_OPENVINO_PYTHON point (the Benchmark tab reads these; the CLI has flags)."""
+        from .peers import PeerConfig
+
+        return cls(PeerConfig.from_env(), os.environ.get("PLAYGROUND_CT2_PYTHON") or sys.executable,
+                   os.environ.get("PLAYGROUND_OPENVINO_PYTHON") or None)
+
+
+def run_all_peers(source: ModelSource, config: BenchConfig, peers: PeerPythons, exports_root: Path | None = None,
+                  on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], dict[str, str]]:
+    """Every peer's rows that `peers` asks for (llama.cpp, CTranslate2, OpenVINO, in that order), and for each asked-for
+    peer that is not here, by name, the line that says how to get it."""
+    rows, missing = [], {}
+    for name, wanted, run in (
+            ("llama.cpp", peers.llama, lambda: run_peer_cells(source, config, peers.llama, exports_root, on_row)),
+            ("CTranslate2", peers.ct2, lambda: run_ct2_cells(source, config, peers.ct2, exports_root, on_row)),
+            ("OpenVINO", peers.openvino, lambda: run_openvino_cells(source, config, peers.openvino, exports_root, on_row))):
+        if wanted is False:
+            continue
+        peer_rows, note = run()
+        rows += peer_rows
+        if note:
+            missing[name] = note
+    return rows, missing
 
 
 def add_speedups(rows: list[dict]) -> None:
@@ -375,6 +449,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="a python with llama-cpp-python, for the llama.cpp rows (default: this one)")
     parser.add_argument("--llama-src", default=None, help="a llama.cpp source tree holding convert_hf_to_gguf.py (for the llama.cpp rows)")
     parser.add_argument("--no-llama", action="store_true", help="skip the llama.cpp rows")
+    parser.add_argument("--ct2-python", default=sys.executable,
+                        help="a python with ctranslate2 and transformers, for the CTranslate2 rows (default: this one)")
+    parser.add_argument("--no-ct2", action="store_true", help="skip the CTranslate2 rows")
+    parser.add_argument("--openvino-python", default=None,
+                        help="the python of a venv with optimum-intel, openvino and nncf, for the OpenVINO rows (docs/benchmark.md)")
+    parser.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO rows")
     parser.add_argument("--db", default=None, help="history database to add a bench table to (default: the app's)")
     args = parser.parse_args(argv)
     try:
@@ -386,19 +466,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Benchmark of {source.name} on {len(cells)} cells, {config.threads} threads, {config.repeats} repeats, greedy, fixed length",
               file=sys.stderr)
         rows = run_benchmark(source, cells, config)
-        note = None
-        if not args.no_llama:
-            from .peers import PeerConfig
+        from .peers import PeerConfig
 
-            peer_rows, note = run_peer_cells(source, config, PeerConfig(args.llama_python, args.llama_src))
-            rows += peer_rows
-            add_speedups(rows)
+        peers = PeerPythons(False if args.no_llama else PeerConfig(args.llama_python, args.llama_src),
+                            False if args.no_ct2 else args.ct2_python, False if args.no_openvino else args.openvino_python)
+        peer_rows, missing = run_all_peers(source, config, peers)
+        rows += peer_rows
+        add_speedups(rows)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     machine = machine_description()
     print(markdown_table(rows))
-    if note:
+    for note in missing.values():
         print(f"\n{note}")
     if source.requested.startswith(RANDOM_PREFIX):
         print("\nRandom weights: quality columns are not meaningful (n/m).")

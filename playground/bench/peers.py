@@ -162,15 +162,62 @@ def _fingerprint(model_dir: Path) -> dict:
     return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(model_dir.iterdir()) if p.is_file()}
 
 
-def ensure_gguf(model_dir: Path, peer: PeerConfig, variant: str, folder: Path) -> Path:
-    """The model as `folder/<variant>.gguf`, converted (f32) or quantized from it on first use, reused while the
-    model's files are unchanged."""
+def refresh_folder(model_dir: Path, folder: Path) -> None:
+    """Make `folder` hold conversions of the model as its files are now: what was converted from an earlier version
+    of the model is removed, and the model's fingerprint is stamped."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp, fingerprint = folder / "source.json", _fingerprint(model_dir)
     if stamp.is_file() and json.loads(stamp.read_text()) != fingerprint:
-        for old in folder.glob("*.gguf"):
-            old.unlink()
+        for old in folder.iterdir():
+            if old != stamp:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
     stamp.write_text(json.dumps(fingerprint))
+
+
+# argv[1:]: distribution names; prints the first one's version, or exits 1 when one is not installed. Read from the
+# packages' metadata, not imported: importing optimum-intel takes seconds.
+INSTALLED = """
+import sys
+from importlib.metadata import PackageNotFoundError, version
+try:
+    print([version(name) for name in sys.argv[1:]][0])
+except PackageNotFoundError:
+    sys.exit(1)
+"""
+
+
+def installed_version(python: str, *names: str) -> str | None:
+    """The version of `names[0]` in `python` when every one of `names` is installed there, else None."""
+    try:
+        done = subprocess.run([python, "-c", INSTALLED, *names], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def time_in_subprocess(python: str, script: str, job: dict, *, error_key: str, file: str) -> dict:
+    """Run a peer's timing `script` in `python` with `job` (JSON in argv[1]); its last stdout line, as JSON."""
+    done = subprocess.run([python, "-c", script, json.dumps(job)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PlaygroundError(key=error_key, file=file, error=done.stderr.strip()[-500:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# The peak-RSS lines every peer's timing script ends with (the peer process's own peak, as `peak_kb`).
+PEAK_RSS = """
+# VmHWM: this process's peak RSS since exec (Linux's ru_maxrss carries the forking parent's over exec)
+try:
+    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    import resource
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)  # bytes there
+"""
+
+
+def ensure_gguf(model_dir: Path, peer: PeerConfig, variant: str, folder: Path) -> Path:
+    """The model as `folder/<variant>.gguf`, converted (f32) or quantized from it on first use, reused while the
+    model's files are unchanged."""
+    refresh_folder(model_dir, folder)
     f32 = folder / "f32.gguf"
     if not f32.is_file():
         convert_to_gguf(model_dir, Path(peer.src), f32.with_suffix(".tmp"))
@@ -188,9 +235,11 @@ def ensure_gguf(model_dir: Path, peer: PeerConfig, variant: str, folder: Path) -
 
 
 def peer_row(runs: list[list[float]], *, variant: str, version: str, prompt_tokens: int, new_tokens: int, threads: int,
-             load_s: float, peak_rss_mb: float, size_mb: float) -> dict:
-    """One llama.cpp row from its repeats' per-step latencies (ms, the first being the prompt's), shaped like the
-    engine's rows: the repeat with the median decode speed; no quality columns (not measured for the peer)."""
+             load_s: float, peak_rss_mb: float, size_mb: float, backend: str = "llama.cpp",
+             package: str = "llama-cpp-python") -> dict:
+    """One peer's row (llama.cpp's unless `backend` says otherwise; its provider is `package version`) from its repeats'
+    per-step latencies (ms, the first being the prompt's and the first token's), shaped like the engine's rows: the
+    repeat with the median decode speed; no quality columns (not measured for a peer)."""
     import statistics
 
     import numpy as np
@@ -199,7 +248,7 @@ def peer_row(runs: list[list[float]], *, variant: str, version: str, prompt_toke
     chosen = runs[speeds.index(statistics.median_low(speeds))]
     latencies, decode_s = chosen[1:], sum(chosen[1:]) / 1000
     return {
-        "backend": "llama.cpp", "variant": variant, "device": "cpu", "provider": f"llama-cpp-python {version}",
+        "backend": backend, "variant": variant, "device": "cpu", "provider": f"{package} {version}",
         "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "batch": 1, "threads": threads, "repeats": len(runs),
         "load_s": round(load_s, 2), "ttft_ms": round(chosen[0], 2), "decode_s": round(decode_s, 6),
         "decode_tokens_per_s": round(len(latencies) / decode_s, 2), "per_sequence_tokens_per_s": round(len(latencies) / decode_s, 2),

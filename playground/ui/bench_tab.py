@@ -10,9 +10,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..bench.engine import (BenchConfig, add_speedups, available_cells, markdown_table, run_benchmark,
-                            run_peer_cells)
-from ..bench.peers import PeerConfig
+from ..bench.engine import (BenchConfig, PeerPythons, add_speedups, available_cells, markdown_table, run_all_peers,
+                            run_benchmark)
 from ..errors import PlaygroundError
 from ..machine import machine_description
 from ..service import Playground
@@ -22,7 +21,8 @@ TABLE_COLUMNS = ["backend", "variant", "provider", "prompt_tokens", "new_tokens"
                  "per_sequence_tokens_per_s", "speedup_vs_batch_1", "speedup_vs_torch_fp32", "latency_p50_ms", "latency_p90_ms",
                  "eval_tokens_per_s", "peak_rss_mb", "size_mb", "top1_agreement"]
 BATCH_SIZES = (1, 4, 8, 16)
-COLOURS = {"torch": "#6b7280", "llama.cpp": "#d97706"}  # ONNX: blue
+COLOURS = {"torch": "#6b7280", "llama.cpp": "#d97706", "CTranslate2": "#059669", "OpenVINO": "#7c3aed"}  # ONNX: blue
+PEER_MISSING_KEYS = {"llama.cpp": "bench.peer_missing", "CTranslate2": "bench.ct2_missing", "OpenVINO": "bench.openvino_missing"}
 
 
 def table_headers(lang: str) -> list[str]:
@@ -177,9 +177,9 @@ def build_bench_tab(playground: Playground) -> None:
         try:
             rows = run_benchmark(playground.source, [cells[label] for label in chosen_labels], config,
                                  exports_root=playground.exports_root, on_row=measured, progress=False)
-            peer_missing = None
-            if with_peer:  # llama.cpp where PLAYGROUND_LLAMA_PYTHON / PLAYGROUND_LLAMA_SRC point to it
-                peer_rows, peer_missing = run_peer_cells(playground.source, config, PeerConfig.from_env(), playground.exports_root)
+            peer_missing = {}
+            if with_peer:  # the peers where PLAYGROUND_LLAMA_PYTHON / _LLAMA_SRC, _CT2_PYTHON, _OPENVINO_PYTHON point
+                peer_rows, peer_missing = run_all_peers(playground.source, config, PeerPythons.from_env(), playground.exports_root)
                 rows += peer_rows
                 add_speedups(rows)
         except PlaygroundError as exc:
@@ -193,8 +193,8 @@ def build_bench_tab(playground: Playground) -> None:
         note = t("bench.note", lang, cells=len(rows), machine=where, threads=config.threads, repeats=config.repeats)
         if not rows[0]["quality_meaningful"]:
             note += " " + t("bench.random_weights", lang)
-        if peer_missing:
-            note += "\n\n" + t("bench.peer_missing", lang)
+        for name in peer_missing:
+            note += "\n\n" + t(PEER_MISSING_KEYS[name], lang)
         return (note, {"headers": table_headers(lang), "data": [[r.get(c) for c in TABLE_COLUMNS] for r in rows]},
                 bars_figure(rows, "decode_tokens_per_s", t("bench.speed_title", lang), t("bench.tokens_per_s", lang)),
                 bars_figure(rows, "ttft_ms", t("bench.ttft_title", lang), "ms"), write_downloads(rows, machine),
