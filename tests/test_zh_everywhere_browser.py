@@ -21,7 +21,7 @@ ALLOWED = {
     "api", "cpu", "gpu", "gradio", "hub", "id", "json", "jsonl", "csv", "txt", "markdown", "png", "svg", "npz", "onnx",
     "runtime", "pytorch", "torch", "llama", "cpp", "lora", "alpha", "dropout", "gltr", "playground", "top-k", "top-p",
     "mb", "kb", "ms", "utc", "bench", "models", "text", "wte", "wpe", "mlp", "gelu", "kv", "logit", "logits", "lens",
-    "softmax", "captum", "tiny-zh", "tiny-copy", "cls", "sep", "unk", "pad", "mask", "tensorboard",
+    "softmax", "captum", "tiny-zh", "tiny-copy", "cls", "sep", "unk", "pad", "mask", "tensorboard", "openvino", "nncf",
 } | set(SETTING_NAMES) | set(AXES)
 # Where model and user text is shown (tokens, prompts, outputs, other runs' prompts, JSON records): not the app speaking.
 DATA = ", ".join([
