@@ -27,12 +27,9 @@ model it then finds the later tokens all waiting (a few microseconds each).
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
-from ..errors import PlaygroundError
-from .peers import PEAK_RSS, installed_version, peer_row, refresh_folder, time_in_subprocess
+from .peers import PEAK_RSS, convert_in_subprocess, installed_version, peer_row, refresh_folder, time_in_subprocess
 
 BACKEND = "CTranslate2"
 CT2_VARIANTS = ("float32", "int8_float32", "int8")
@@ -106,9 +103,7 @@ def ensure_ct2(model_dir: Path, python: str, variants, folder: Path) -> dict[str
     todo = [v for v in variants if not (folder / v / "model.bin").is_file()]
     if todo:
         job = {"model": str(model_dir), "out": str(folder), "variants": todo}
-        done = subprocess.run([python, "-c", CONVERT, json.dumps(job)], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise PlaygroundError(key="bench.ct2_convert", model=model_dir.name, error=done.stderr.strip()[-500:])
+        convert_in_subprocess(python, CONVERT, job, error_key="bench.ct2_convert", model=model_dir.name)
         for variant in todo:
             (folder / f"{variant}.tmp").rename(folder / variant)
     return {v: folder / v for v in variants}

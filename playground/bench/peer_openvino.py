@@ -24,12 +24,9 @@ the infer request's state).
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
-from ..errors import PlaygroundError
-from .peers import PEAK_RSS, installed_version, peer_row, refresh_folder, time_in_subprocess
+from .peers import PEAK_RSS, convert_in_subprocess, installed_version, peer_row, refresh_folder, time_in_subprocess
 
 BACKEND = "OpenVINO"
 OPENVINO_VARIANTS = ("fp32", "int8", "int4")
@@ -117,9 +114,7 @@ def ensure_openvino(model_dir: Path, python: str, variants, folder: Path) -> dic
     todo = [v for v in variants if not (folder / v / "openvino_model.xml").is_file()]
     if todo:
         job = {"model": str(model_dir), "out": str(folder), "variants": todo}
-        done = subprocess.run([python, "-c", CONVERT, json.dumps(job)], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise PlaygroundError(key="bench.openvino_convert", model=model_dir.name, error=done.stderr.strip()[-500:])
+        convert_in_subprocess(python, CONVERT, job, error_key="bench.openvino_convert", model=model_dir.name)
     return {v: folder / v / "openvino_model.xml" for v in variants}
 
 

@@ -195,6 +195,13 @@ def installed_version(python: str, *names: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def convert_in_subprocess(python: str, script: str, job: dict, *, error_key: str, model: str) -> None:
+    """Run a peer's conversion `script` in `python` with `job` (JSON in argv[1]); its failure as `error_key`."""
+    done = subprocess.run([python, "-c", script, json.dumps(job)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PlaygroundError(key=error_key, model=model, error=done.stderr.strip()[-500:])
+
+
 def time_in_subprocess(python: str, script: str, job: dict, *, error_key: str, file: str) -> dict:
     """Run a peer's timing `script` in `python` with `job` (JSON in argv[1]); its last stdout line, as JSON."""
     done = subprocess.run([python, "-c", script, json.dumps(job)], capture_output=True, text=True)
