@@ -155,6 +155,12 @@ def click_generate(page, button: str = "#generate-btn") -> int:
 
 def generate(page, prompt: str, seed: str = "4", model: str | None = None, max_new_tokens: int | None = None) -> int:
     """Run `prompt` on the Generate tab (optionally another model, a seed, a length); returns the saved run's id."""
+    set_up_generate(page, prompt, seed, model, max_new_tokens)
+    return click_generate(page)
+
+
+def set_up_generate(page, prompt: str, seed: str = "4", model: str | None = None, max_new_tokens: int | None = None) -> None:
+    """The Generate tab with `prompt`, a seed, optionally another model and a length (the Step by step tab starts from it)."""
     page.get_by_role("tab", name=tab_name(page, "generate")).click()
     if model:
         box = page.locator("#model input")
@@ -164,7 +170,6 @@ def generate(page, prompt: str, seed: str = "4", model: str | None = None, max_n
     fill(page.locator("#seed input, #seed textarea").first, seed)
     if max_new_tokens is not None:
         set_number(page, "max-new-tokens", max_new_tokens)
-    return click_generate(page)
 
 
 NOTICE_WATCH_JS = """() => {

@@ -1,7 +1,7 @@
 """The Step-by-step tab (单步) in real headless Chromium, in English and in zh-CN: a few steps (a token picked from the list,
 one the sampler picks, one typed), an undo, and the run saved. Screenshots go to test-artifacts/."""
 
-from .browser import fill, open_tab, set_number, tab_name, wait_for_history_row
+from .browser import fill, open_tab, set_up_generate, wait_for_history_row
 from .conftest import ARTIFACTS
 
 STEP = {"en": r"Step (\d+) of at most", "zh-CN": r"第 (\d+) 步，最多"}
@@ -22,14 +22,7 @@ def wait_for_status(page, pattern: str, value: int) -> None:
 def walk(page, lang: str, prompt: str, typed: str, model: str | None = None) -> int:
     """Start from the Generate tab's prompt (seed 5, 12 new tokens), pick the 3rd candidate, let the sampler pick, undo,
     type a token, save; returns the saved run's id."""
-    page.get_by_role("tab", name=tab_name(page, "generate")).click()
-    if model:
-        box = page.locator("#model input")
-        box.fill(model)
-        box.press("Enter")
-    fill(page.locator("#prompt textarea"), prompt)
-    fill(page.locator("#seed input, #seed textarea").first, "5")
-    set_number(page, "max-new-tokens", 12)
+    set_up_generate(page, prompt, "5", model, 12)
     open_tab(page, "steps")
     page.locator("#steps-start").click()
     wait_for_status(page, STEP[lang], 1)
