@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from playground.bench import peer_ct2, peer_openvino
-from playground.bench.engine import (JSON_KEYS, BenchConfig, add_speedups, main, markdown_table, run_ct2_cells,
-                                     run_openvino_cells, run_peer_cells)
+from playground.bench.engine import (JSON_KEYS, BenchConfig, PeerPythons, add_speedups, main, markdown_table, run_all_peers,
+                                     run_ct2_cells, run_openvino_cells, run_peer_cells)
 from playground.bench.peers import HOW_TO_GET, PEER_VARIANTS, PeerConfig, missing_reason, peer_row
 from playground.config import GenerationSettings
 from playground.generation import Generation
@@ -136,6 +136,14 @@ def test_the_real_ctranslate2_cells_on_the_tiny_model(tiny_source, tiny_backend,
     ids = tiny_source.tokenizer("the cat sat on the mat and")["input_ids"]
     theirs = peer_ct2.time_ct2(folder / "float32", CT2_PYTHON, "float32", ids, 20, threads=1, repeats=1, warmup=0)
     assert theirs["tokens"] == _our_greedy_ids(tiny_backend, tiny_source, ids, 20)
+    # A peer variant that fails (here CTranslate2 itself, on a damaged model file) is left out with a line saying why;
+    # the other variants' rows still come, and the benchmark does not end.
+    (folder / "int8" / "model.bin").write_bytes(b"not a CTranslate2 model")
+    rows, missing, failed = run_all_peers(tiny_source, BenchConfig([8], [3], repeats=1, warmup=0, threads=1),
+                                          PeerPythons(ct2=CT2_PYTHON), exports_root=tmp_path)
+    assert [r["variant"] for r in rows] == ["float32", "int8_float32"] and missing == {}
+    assert [(name, variant, exc.key) for name, variant, exc in failed] == [("CTranslate2", "int8", "bench.ct2_run")]
+    assert "int8" in str(failed[0][2])
 
 
 @pytest.mark.slow

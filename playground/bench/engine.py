@@ -304,65 +304,81 @@ def run_benchmark(source: ModelSource, cells: list[Cell], config: BenchConfig, e
     return rows
 
 
-def _peer_cells(source: ModelSource, config: BenchConfig, kind: str, run_one, on_row) -> list[dict]:
-    """A peer's rows at every (prompt, new tokens) size of `config`: `run_one(model_dir, prompt_ids, new_tokens,
-    context, folder)` gives one size's rows, converting the model into `folder` (exports/<model>/<kind>) on first use."""
+def _peer_cells(source: ModelSource, config: BenchConfig, kind: str, variants, run_one, on_row,
+                failed: list | None) -> list[dict]:
+    """A peer's rows at every (prompt, new tokens) size of `config` and each of its `variants`: `run_one(model_dir,
+    prompt_ids, new_tokens, context, folder, variants)` gives one size's rows, converting the model into `folder`
+    (exports/<model>/<kind>) on first use. A variant that fails (its conversion, or a crash) is left out of the
+    sizes after it and added to `failed` as (variant, PlaygroundError): the other variants' rows and ours still come."""
     from transformers import AutoConfig
 
     context = AutoConfig.from_pretrained(source.location).n_positions
-    rows = []
+    rows, broken = [], set()
     for prompt_tokens in config.prompt_tokens:
         for new_tokens in config.new_tokens:
-            for row in run_one(Path(source.location).resolve(), _prompt_ids(source, prompt_tokens), new_tokens, context, kind):
-                rows.append(row)
-                if on_row:
-                    on_row(row)
+            for variant in variants:
+                if variant in broken:
+                    continue
+                try:
+                    got = run_one(Path(source.location).resolve(), _prompt_ids(source, prompt_tokens), new_tokens, context,
+                                  kind, (variant,))
+                except PlaygroundError as exc:
+                    if failed is None:
+                        raise
+                    broken.add(variant)
+                    failed.append((variant, exc))
+                    continue
+                for row in got:
+                    rows.append(row)
+                    if on_row:
+                        on_row(row)
     return rows
 
 
 def run_peer_cells(source: ModelSource, config: BenchConfig, peer, exports_root: Path | None = None,
-                   on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], str | None]:
+                   on_row: Callable[[dict], None] | None = None, failed: list | None = None) -> tuple[list[dict], str | None]:
     """llama.cpp rows (f32, Q8_0, Q4_0 at batch 1) for the same prompts, new tokens, repeats and threads as the cells,
-    or no rows and the one line that says how to get llama.cpp (`peer` is a `peers.PeerConfig`)."""
+    or no rows and the one line that says how to get llama.cpp (`peer` is a `peers.PeerConfig`). With a `failed` list,
+    a variant that fails goes there (see `_peer_cells`) instead of ending the benchmark."""
     from ..onnx.export import export_folder
-    from .peers import missing_reason, run_peer
+    from .peers import PEER_VARIANTS, missing_reason, run_peer
 
     reason = missing_reason(peer)
     if reason is not None:
         return [], reason
-    return _peer_cells(source, config, "gguf", lambda model_dir, ids, new, context, kind: run_peer(
+    return _peer_cells(source, config, "gguf", PEER_VARIANTS, lambda model_dir, ids, new, context, kind, variants: run_peer(
         model_dir, peer, ids, new, config.threads, config.repeats, config.warmup, context,
-        export_folder(source, kind, exports_root)), on_row), None
+        export_folder(source, kind, exports_root), variants), on_row, failed), None
 
 
 def run_ct2_cells(source: ModelSource, config: BenchConfig, python: str | None, exports_root: Path | None = None,
-                  on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], str | None]:
+                  on_row: Callable[[dict], None] | None = None, failed: list | None = None) -> tuple[list[dict], str | None]:
     """CTranslate2 rows (float32, int8_float32, int8 at batch 1) run by `python`, as `run_peer_cells`'s, or no rows and
     the line that says how to get it."""
     from ..onnx.export import export_folder
-    from .peer_ct2 import missing_reason, run_ct2
+    from .peer_ct2 import CT2_VARIANTS, missing_reason, run_ct2
 
     reason = missing_reason(python)
     if reason is not None:
         return [], reason
-    return _peer_cells(source, config, "ct2", lambda model_dir, ids, new, context, kind: run_ct2(
+    return _peer_cells(source, config, "ct2", CT2_VARIANTS, lambda model_dir, ids, new, context, kind, variants: run_ct2(
         model_dir, python, ids, new, config.threads, config.repeats, config.warmup,
-        export_folder(source, kind, exports_root)), on_row), None
+        export_folder(source, kind, exports_root), variants), on_row, failed), None
 
 
 def run_openvino_cells(source: ModelSource, config: BenchConfig, python: str | None, exports_root: Path | None = None,
-                       on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], str | None]:
+                       on_row: Callable[[dict], None] | None = None, failed: list | None = None) -> tuple[list[dict], str | None]:
     """OpenVINO rows (fp32, int8, int4 weight compression at batch 1) run by `python` (its own venv), as
     `run_peer_cells`'s, or no rows and the line that says how to set it up."""
     from ..onnx.export import export_folder
-    from .peer_openvino import missing_reason, run_openvino
+    from .peer_openvino import OPENVINO_VARIANTS, missing_reason, run_openvino
 
     reason = missing_reason(python)
     if reason is not None:
         return [], reason
-    return _peer_cells(source, config, "openvino", lambda model_dir, ids, new, context, kind: run_openvino(
-        model_dir, python, ids, new, config.threads, config.repeats, config.warmup,
-        export_folder(source, kind, exports_root)), on_row), None
+    return _peer_cells(source, config, "openvino", OPENVINO_VARIANTS, lambda model_dir, ids, new, context, kind, variants:
+                       run_openvino(model_dir, python, ids, new, config.threads, config.repeats, config.warmup,
+                                    export_folder(source, kind, exports_root), variants), on_row, failed), None
 
 
 @dataclass(frozen=True)
@@ -385,21 +401,25 @@ class PeerPythons:
 
 
 def run_all_peers(source: ModelSource, config: BenchConfig, peers: PeerPythons, exports_root: Path | None = None,
-                  on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], dict[str, str]]:
-    """Every peer's rows that `peers` asks for (llama.cpp, CTranslate2, OpenVINO, in that order), and for each asked-for
-    peer that is not here, by name, the line that says how to get it."""
-    rows, missing = [], {}
+                  on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], dict[str, str], list[tuple]]:
+    """Every peer's rows that `peers` asks for (llama.cpp, CTranslate2, OpenVINO, in that order); for each asked-for
+    peer that is not here, by name, the line that says how to get it; and each peer variant that failed, as
+    (peer, variant, PlaygroundError): its rows are left out, the rest of the benchmark still comes."""
+    rows, missing, failed = [], {}, []
     for name, wanted, run in (
-            ("llama.cpp", peers.llama, lambda: run_peer_cells(source, config, peers.llama, exports_root, on_row)),
-            ("CTranslate2", peers.ct2, lambda: run_ct2_cells(source, config, peers.ct2, exports_root, on_row)),
-            ("OpenVINO", peers.openvino, lambda: run_openvino_cells(source, config, peers.openvino, exports_root, on_row))):
+            ("llama.cpp", peers.llama, lambda out: run_peer_cells(source, config, peers.llama, exports_root, on_row, out)),
+            ("CTranslate2", peers.ct2, lambda out: run_ct2_cells(source, config, peers.ct2, exports_root, on_row, out)),
+            ("OpenVINO", peers.openvino,
+             lambda out: run_openvino_cells(source, config, peers.openvino, exports_root, on_row, out))):
         if wanted is False:
             continue
-        peer_rows, note = run()
+        failures: list = []
+        peer_rows, note = run(failures)
         rows += peer_rows
+        failed += [(name, variant, exc) for variant, exc in failures]
         if note:
             missing[name] = note
-    return rows, missing
+    return rows, missing, failed
 
 
 def add_speedups(rows: list[dict]) -> None:
@@ -470,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
 
         peers = PeerPythons(False if args.no_llama else PeerConfig(args.llama_python, args.llama_src),
                             False if args.no_ct2 else args.ct2_python, False if args.no_openvino else args.openvino_python)
-        peer_rows, missing = run_all_peers(source, config, peers)
+        peer_rows, missing, failed = run_all_peers(source, config, peers)
         rows += peer_rows
         add_speedups(rows)
     except PlaygroundError as exc:
@@ -480,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(rows))
     for note in missing.values():
         print(f"\n{note}")
+    for name, variant, exc in failed:
+        print(f"\n{name} {variant}: left out, it failed: {exc}")
     if source.requested.startswith(RANDOM_PREFIX):
         print("\nRandom weights: quality columns are not meaningful (n/m).")
     if args.json:

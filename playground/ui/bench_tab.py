@@ -13,6 +13,7 @@ import gradio as gr
 from ..bench.engine import (BenchConfig, PeerPythons, add_speedups, available_cells, markdown_table, run_all_peers,
                             run_benchmark)
 from ..errors import PlaygroundError
+from ..locales import error_text
 from ..machine import machine_description
 from ..service import Playground
 from .i18n import lang_of, localize_on_load, t, translated, ui_error
@@ -177,9 +178,10 @@ def build_bench_tab(playground: Playground) -> None:
         try:
             rows = run_benchmark(playground.source, [cells[label] for label in chosen_labels], config,
                                  exports_root=playground.exports_root, on_row=measured, progress=False)
-            peer_missing = {}
+            peer_missing, peer_failed = {}, []
             if with_peer:  # the peers where PLAYGROUND_LLAMA_PYTHON / _LLAMA_SRC, _CT2_PYTHON, _OPENVINO_PYTHON point
-                peer_rows, peer_missing = run_all_peers(playground.source, config, PeerPythons.from_env(), playground.exports_root)
+                peer_rows, peer_missing, peer_failed = run_all_peers(playground.source, config, PeerPythons.from_env(),
+                                                                     playground.exports_root)
                 rows += peer_rows
                 add_speedups(rows)
         except PlaygroundError as exc:
@@ -195,6 +197,8 @@ def build_bench_tab(playground: Playground) -> None:
             note += " " + t("bench.random_weights", lang)
         for name in peer_missing:
             note += "\n\n" + t(PEER_MISSING_KEYS[name], lang)
+        for name, variant, exc in peer_failed:
+            note += "\n\n" + t("bench.peer_failed", lang, peer=name, variant=variant, error=escape(error_text(exc, lang)))
         return (note, {"headers": table_headers(lang), "data": [[r.get(c) for c in TABLE_COLUMNS] for r in rows]},
                 bars_figure(rows, "decode_tokens_per_s", t("bench.speed_title", lang), t("bench.tokens_per_s", lang)),
                 bars_figure(rows, "ttft_ms", t("bench.ttft_title", lang), "ms"), write_downloads(rows, machine),
