@@ -91,8 +91,9 @@ def test_manifests_say_what_was_quantized_and_keep_the_tie(onnx_backends, tiny_b
 
 @pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
 def test_decoder_attention_is_fused_and_the_analysis_graph_is_not(onnx_backends, tiny_backend, variant):
-    """Each layer's ~70 attention nodes become one MultiHeadAttention node (onnx/fusion.py); the analysis graph
-    keeps eager attention, whose probabilities are its outputs. Fusing again finds nothing left to fuse."""
+    """Each layer's ~70 attention nodes become one MultiHeadAttention node (onnx/fusion.py), a GroupQueryAttention node
+    with an int8 cache in the quantized variants; the analysis graph keeps eager attention, whose probabilities are its
+    outputs. Fusing again finds nothing left to fuse."""
     import onnx
 
     from playground.onnx.export import ATTENTION_FILE
@@ -100,14 +101,18 @@ def test_decoder_attention_is_fused_and_the_analysis_graph_is_not(onnx_backends,
 
     n_layer = tiny_backend.model.config.n_layer
     backend = onnx_backends[variant]
-    assert backend.manifest["weights"]["ops"]["MultiHeadAttention"] == n_layer
+    attention = "MultiHeadAttention" if variant == "fp32" else "GroupQueryAttention"
+    assert backend.manifest["weights"]["ops"][attention] == n_layer
     decoder = onnx.load(str(backend.model_path))
     ops = Counter(node.op_type for node in decoder.graph.node if not node.name.startswith("stats/"))  # onnx/stats.py's own
-    assert ops["MultiHeadAttention"] == n_layer and ops["Softmax"] == 0
+    assert ops[attention] == n_layer and ops["Softmax"] == 0
+    cache_type = onnx.TensorProto.FLOAT if variant == "fp32" else onnx.TensorProto.INT8
+    assert {i.type.tensor_type.elem_type for i in decoder.graph.input if i.name.startswith("past_key_values.")} == {cache_type}
+    assert backend.runner.past_dtype == (np.float32 if variant == "fp32" else np.int8)
     assert not [n for n in decoder.graph.node if n.op_type == "Concat" and n.input[0].startswith("past_key_values.")]
     # No shape arithmetic left per layer (optimum's graph: ~150 such nodes per layer).
     shape_ops = sum(ops[op] for op in ("Shape", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Slice", "Concat", "Gather"))
-    assert shape_ops <= 20, ops  # a fixed few: position ids, the cache length, the token embedding
+    assert shape_ops <= 26, ops  # a fixed few: position ids, the cache length (and padding bias), the token embedding
     assert fuse_attention(decoder) == 0 and drop_linear_reshapes(decoder) == 0
     analysis = onnx.load(str(backend.model_path.parent / ATTENTION_FILE))
     assert op_counts(analysis)["MultiHeadAttention"] == 0 and op_counts(analysis)["Softmax"] == n_layer

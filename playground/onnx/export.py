@@ -28,10 +28,11 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
 ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities and residual stream
 FINAL_RESIDUAL = "final_residual"  # the analysis graph's last residual, before the final layer norm
-FORMAT_VERSION = 10  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
+FORMAT_VERSION = 11  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
 # 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder; 7: its cache written in place, onnx/fusion.py;
 # 8: the per-token statistics computed in the graph, onnx/stats.py; 9: int8 and int4 weight-only in blocks, NBITS_RECIPES;
-# 10: the decoder scores from `logits_from` on and a head graph scores the rest, onnx/head.py)
+# 10: the decoder scores from `logits_from` on and a head graph scores the rest, onnx/head.py; 11: int8 and int4 keep
+# their KV cache in int8, onnx/fusion.py and `kv_cache_scales`)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
@@ -51,10 +52,12 @@ VARIANT_SPECS = {
     "fp32": VariantSpec("fp32", ("cpu", "cuda"), "full precision, the reference"),
     "fp16": VariantSpec("fp16", ("cuda",), "half precision weights and compute (LayerNorm, Add, Gelu kept in fp32)"),
     "int8": VariantSpec("int8", ("cpu",), "weight-only int8 of every MatMul weight (MatMulNBits, blocks of 32, symmetric, "
-                                          "like llama.cpp's Q8_0); the token embedding reads lm_head's (GatherBlockQuantized)"),
+                                          "like llama.cpp's Q8_0); the token embedding reads lm_head's (GatherBlockQuantized); "
+                                          "the KV cache in int8 (a scale per head and channel)"),
     "int4": VariantSpec("int4", ("cpu", "cuda"), "weight-only int4 of the blocks' MatMul weights (MatMulNBits, blocks of 64, "
                                                  "symmetric) and int8 lm_head (blocks of 128), which the token embedding "
-                                                 "reads (GatherBlockQuantized)"),
+                                                 "reads (GatherBlockQuantized); the KV cache in int8 (a scale per head and "
+                                                 "channel)"),
 }
 
 # Weight-only quantization in llama.cpp's manner: each weight row in blocks along the input dimension, one fp32
@@ -236,7 +239,8 @@ def weight_stats(model) -> dict:
     total = float_params + quant_params
     return {
         "ops": {op: ops[op] for op in ("MatMul", "Gemm", "MatMulInteger", "MatMulNBits", "DynamicQuantizeLinear", "Gather",
-                                       "GatherBlockQuantized", "MultiHeadAttention") if ops.get(op)},
+                                       "GatherBlockQuantized", "MultiHeadAttention", "GroupQueryAttention")
+                if ops.get(op)},
         "nodes": len(model.graph.node),
         "quantized_matmuls": ops.get("MatMulInteger", 0) + ops.get("MatMulNBits", 0),
         "float_matmuls": ops.get("MatMul", 0) + ops.get("Gemm", 0),
@@ -308,10 +312,12 @@ def _add_final_residual_output(path: Path, normed_name: str) -> None:
     onnx.save(model, str(path))
 
 
-def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = True, head_path: Path | None = None) -> None:
+def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = True, head_path: Path | None = None,
+                  kv_scales: list | None = None) -> None:
     """`variant` of optimum's graph at `raw_path`, written to `out_path`; `fuse=False` keeps optimum's attention and
     Conv1D reshapes (scripts/profile_ops.py compares the two). With `head_path`, the decoder scores from `logits_from`
-    on and its head graph is written there (onnx/head.py: the first token first)."""
+    on and its head graph is written there (onnx/head.py: the first token first). With `kv_scales` (a quantized
+    variant's decoder, see `kv_cache_scales`), its KV cache is int8 (onnx/fusion.py)."""
     import onnx
 
     model = onnx.load(str(raw_path))
@@ -339,7 +345,8 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = Tru
     model = quantize_weights(model, *NBITS_RECIPES[variant])
     if embedding is not None:
         share_embedding_with_lm_head(model, embedding)  # the fp32 token embedding (154 MB in GPT-2 small) leaves the file
-    if fuse and fuse_attention(model):  # after quantizing: the quantizer's shape inference cannot see through the fused op
+    # After quantizing: the quantizer's shape inference cannot see through the fused op.
+    if fuse and fuse_attention(model, kv_scales):
         _add_outputs(model, head_path)
     onnx.save(model, str(out_path))
 
@@ -382,6 +389,53 @@ def quantize_weights(model, blocks: tuple[int, int], head: tuple[int, int]):
     hidden = next(i.dims[0] for i in model.graph.initializer if i.name == lm_head.input[1])  # lm_head's weight (E, V)
     block = next((b for b in (block, block // 2, block // 4, block // 8) if b >= 16 and hidden % b == 0), block)
     return quantize(model, bits, block, nodes_to_include=[lm_head.name])
+
+
+KV_CALIBRATION_SEED = 0
+KV_CALIBRATION_WINDOWS = 4  # windows of the model's context per calibration text
+# Headroom above the largest key or value calibration saw, for text that reaches further: a value beyond it is clipped.
+# Measured (docs/onnx.md): on the Chinese demo model, scored on Tang poems, 1.0 clipped (int8 KL 0.00064 against 0.00005
+# with an fp32 cache), 1.25 nearly not (0.00010), 1.5 not (0.00006); on the English one all three gave 0.00005-6.
+# Calibrated on random tokens alone, the scales came out 7-17% narrower than natural text needs (KL 0.00131).
+KV_CALIBRATION_MARGIN = 1.5
+
+
+def kv_calibration_texts() -> list[str]:
+    """Natural text in English and Chinese that every installation has offline: Python's docstrings of a few builtins
+    (not the ones scripts/quant_quality.py scores on), and the Chinese interface's own strings."""
+    import pydoc
+
+    from ..locales import STRINGS
+
+    english = "\n".join(pydoc.plain(pydoc.render_doc(o)) for o in (set, tuple, int, float))
+    return [english, "\n".join(STRINGS["zh-CN"].values())]
+
+
+def kv_cache_scales(source: ModelSource, torch_model) -> list[tuple]:
+    """Per layer, (key scale, value scale), each (H, D) float32: the largest |value| the model's keys and values reach
+    per head and channel over calibration text, x KV_CALIBRATION_MARGIN / 127, so that the int8 cache holds that range.
+
+    The text: the probe sentence, random tokens over the model's whole context (a key's range drifts along the
+    positions, as GPT-2 adds a position embedding), and `kv_calibration_texts` in windows of the context. A value beyond
+    the range at run time is clipped to it; the error the int8 cache costs is measured in docs/onnx.md
+    (`python scripts/quant_quality.py`)."""
+    import numpy as np
+    import torch
+
+    context, vocab = torch_model.config.n_positions, torch_model.config.vocab_size
+    generator = torch.Generator().manual_seed(KV_CALIBRATION_SEED)
+    texts = [probe_ids(source, context), torch.randint(0, vocab, (context,), generator=generator).tolist()]
+    for text in kv_calibration_texts():
+        ids = source.tokenizer(text)["input_ids"]
+        texts += [ids[i:i + context] for i in range(0, min(len(ids), KV_CALIBRATION_WINDOWS * context), context)]
+    peaks = None
+    with torch.inference_mode():
+        for ids in texts:
+            cache = torch_model(torch.tensor([ids]), use_cache=True).past_key_values
+            layers = [(layer.keys, layer.values) for layer in cache.layers]  # each (1, H, T, D)
+            found = [tuple(x[0].float().abs().amax(dim=1).numpy() for x in pair) for pair in layers]  # (H, D) each
+            peaks = found if peaks is None else [tuple(np.maximum(a, b) for a, b in zip(p, f)) for p, f in zip(peaks, found)]
+    return [tuple(np.maximum(x * KV_CALIBRATION_MARGIN, 1e-8).astype(np.float32) / 127 for x in pair) for pair in peaks]
 
 
 def probe_ids(source: ModelSource, context: int) -> list[int]:
@@ -483,7 +537,8 @@ def ensure_export(source: ModelSource, variant: str, root: Path | None = None, p
         bar.set_postfix_str(stages[1])
         build = tmp / variant
         build.mkdir()
-        _make_variant(raw, variant, build / MODEL_FILE, head_path=build / HEAD_FILE)
+        kv_scales = kv_cache_scales(source, torch_model) if variant in NBITS_RECIPES else None
+        _make_variant(raw, variant, build / MODEL_FILE, head_path=build / HEAD_FILE, kv_scales=kv_scales)
         _make_variant(raw_attention, variant, build / ATTENTION_FILE)
         bar.update()
         bar.set_postfix_str(stages[2])

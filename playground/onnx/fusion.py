@@ -12,6 +12,11 @@ not their arithmetic, is what the step pays (per-op profile: `python scripts/pro
   tokens), and `present.{i}.*` must be bound to those same buffers (IO binding): a step appends its
   keys and values at P instead of copying the whole cache into a new tensor (onnx/runtime.py). The
   graph's names are unchanged; its metadata says `kv_cache: in_place`.
+  With `kv_scales` (the quantized variants) each layer is one `com.microsoft.GroupQueryAttention` node instead,
+  whose cache is int8: a key or value is stored as round(x / scale), one fp32 scale per head and channel (calibrated
+  at export over the model's own keys and values, onnx/export.py `kv_cache_scales`), and attention reads it back
+  as int8. The cache is a quarter of fp32's bytes, which is what decoding at long contexts waits for (docs/onnx.md).
+  The padding the attention mask marks becomes an additive bias; `seqlens_k` is the batch's common length.
 - `drop_linear_reshapes`: Conv1D's flatten to 2-D and back is dropped; MatMul takes (B, S, E) as is.
 - `prune`: nodes nothing reads any more are removed.
 
@@ -27,6 +32,8 @@ from collections import Counter
 
 CONV1D_SCOPES = {"c_attn", "c_proj", "c_fc"}  # transformers' Conv1D modules in a GPT-2 block
 KV_CACHE_KEY, KV_IN_PLACE = "kv_cache", "in_place"  # model metadata: the decoder's cache is written in place
+KV_DTYPE_KEY = "kv_cache_dtype"  # model metadata: "int8" where the cache is quantized (absent: the graph's float type)
+PADDING_BIAS = -1e9  # added to the attention scores of padding positions (GroupQueryAttention takes no padding mask)
 
 
 def set_metadata(model, key: str, value: str) -> None:
@@ -56,8 +63,11 @@ def _only_consumer(readers: dict, name: str, op_type: str):
     return nodes[0] if len(nodes) == 1 and nodes[0].op_type == op_type else None
 
 
-def fuse_attention(model) -> int:
+def fuse_attention(model, kv_scales: list | None = None) -> int:
     """Replace each layer's attention with one MultiHeadAttention node; returns how many layers were fused.
+
+    `kv_scales`: per layer (key scale, value scale), each (H, D) float32: one GroupQueryAttention node per layer with
+    an int8 cache instead (see the module's docstring).
 
     Per layer, optimum's graph holds: Split(qkv) -> q, k, v (B, S, E); k, v -> Reshape -> Transpose ->
     Concat(past, .) = present.{i}.key / .value (B, H, P + S, D); softmax(q kᵀ / √D + masks) @ present.value
@@ -95,19 +105,40 @@ def fuse_attention(model) -> int:
         helper.make_node("Sub", ["kv_total", "kv_new"], ["kv_past"], name="kv_past_Sub"),
         helper.make_node("Cast", ["kv_past"], [past_length], name="kv_past_Cast", to=TensorProto.INT32),
     ]
+    if kv_scales is not None:
+        nodes += _int8_cache_inputs(graph, kv_scales)
+    shared = len(nodes)
     for i, (split, key_concat, value_concat, merge) in enumerate(plans):
         q, k, v = split.output
+        if kv_scales is None:
+            nodes.append(helper.make_node(
+                "MultiHeadAttention",
+                # query, key, value, bias, key_padding_mask, attention_bias, past_key, past_value, past_sequence_length
+                [q, k, v, "", mask, "", key_concat.input[0], value_concat.input[0], past_length],
+                [merge.output[0], key_concat.output[0], value_concat.output[0]],
+                name=f"/transformer/h.{i}/attn/MultiHeadAttention", domain="com.microsoft", num_heads=num_heads,
+                unidirectional=1,
+            ))
+            continue
         nodes.append(helper.make_node(
-            "MultiHeadAttention",
-            # query, key, value, bias, key_padding_mask, attention_bias, past_key, past_value, past_sequence_length
-            [q, k, v, "", mask, "", key_concat.input[0], value_concat.input[0], past_length],
+            "GroupQueryAttention",
+            # query, key, value, past_key, past_value, seqlens_k, total_sequence_length, cos_cache, sin_cache,
+            # position_ids, attention_bias, head_sink, k_scale, v_scale
+            [q, k, v, key_concat.input[0], value_concat.input[0], "kv_seqlens", "kv_total_length", "", "", "",
+             "kv_padding_bias", "", f"kv_scale.{i}.key", f"kv_scale.{i}.value"],
             [merge.output[0], key_concat.output[0], value_concat.output[0]],
-            name=f"/transformer/h.{i}/attn/MultiHeadAttention", domain="com.microsoft", num_heads=num_heads, unidirectional=1,
+            name=f"/transformer/h.{i}/attn/GroupQueryAttention", domain="com.microsoft", num_heads=num_heads,
+            kv_num_heads=num_heads, k_quant_type="PER_CHANNEL", v_quant_type="PER_CHANNEL", kv_cache_bit_width=8,
         ))
+        for name in (key_concat.input[0], value_concat.input[0]):
+            inputs[name].type.tensor_type.elem_type = TensorProto.INT8
+        outputs = {o.name: o for o in graph.output}
+        for name in (key_concat.output[0], value_concat.output[0]):
+            outputs[name].type.tensor_type.elem_type = TensorProto.INT8
     # Each fused node takes the place of its layer's output Reshape: after its inputs, before c_proj.
-    fused = {id(plan[3]): node for plan, node in zip(plans, nodes[7:])}
+    fused = {id(plan[3]): node for plan, node in zip(plans, nodes[shared:])}
     drop = {id(node) for plan in plans for node in plan[1:3]}
-    ordered = list(nodes[:7])
+    ordered = list(nodes[:shared])
     for node in graph.node:
         if id(node) in fused:
             ordered.append(fused[id(node)])
@@ -118,8 +149,46 @@ def fuse_attention(model) -> int:
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     set_metadata(model, KV_CACHE_KEY, KV_IN_PLACE)
+    if kv_scales is not None:
+        set_metadata(model, KV_DTYPE_KEY, "int8")
     prune(model)
     return len(plans)
+
+
+def _int8_cache_inputs(graph, kv_scales: list) -> list:
+    """GroupQueryAttention's shared inputs, from the nodes `fuse_attention` adds first (kv_total, kv_new: (1,) int64):
+    `kv_seqlens` (B,) int32, every row's length - 1 (rows share one length, their padding on the left);
+    `kv_total_length`, a scalar int32; `kv_padding_bias` (B, 1, S, T), 0 where the mask is 1 and PADDING_BIAS where
+    it is 0. And each layer's scales as initializers (1, H, 1, D)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    for i, (key, value) in enumerate(kv_scales):
+        for name, scale in ((f"kv_scale.{i}.key", key), (f"kv_scale.{i}.value", value)):
+            graph.initializer.append(numpy_helper.from_array(np.asarray(scale, dtype=np.float32)[None, :, None, :], name))
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "kv_axis_0"),
+        numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "kv_bias_axes"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "kv_one"),
+        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "kv_one_float"),
+        numpy_helper.from_array(np.array(-PADDING_BIAS, dtype=np.float32), "kv_bias_scale"),
+    ])
+    return [
+        helper.make_node("Gather", ["kv_ids_shape", "kv_axis_0"], ["kv_rows"], name="kv_rows_Gather", axis=0),
+        helper.make_node("Cast", ["kv_total"], ["kv_total_int32"], name="kv_total_Cast", to=TensorProto.INT32),
+        helper.make_node("Squeeze", ["kv_total_int32"], ["kv_total_length"], name="kv_total_Squeeze"),
+        helper.make_node("Sub", ["kv_total", "kv_one"], ["kv_last"], name="kv_last_Sub"),
+        helper.make_node("Expand", ["kv_last", "kv_rows"], ["kv_seqlens_int64"], name="kv_seqlens_Expand"),
+        helper.make_node("Cast", ["kv_seqlens_int64"], ["kv_seqlens"], name="kv_seqlens_Cast", to=TensorProto.INT32),
+        # (mask - 1) * 1e9: 0 where attended, -1e9 on padding; (B, T) -> (B, 1, 1, T) -> (B, 1, S, T).
+        helper.make_node("Cast", ["attention_mask"], ["kv_mask_float"], name="kv_mask_Cast", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["kv_mask_float", "kv_one_float"], ["kv_mask_off"], name="kv_mask_Sub"),
+        helper.make_node("Mul", ["kv_mask_off", "kv_bias_scale"], ["kv_bias_2d"], name="kv_bias_Mul"),
+        helper.make_node("Unsqueeze", ["kv_bias_2d", "kv_bias_axes"], ["kv_bias_4d"], name="kv_bias_Unsqueeze"),
+        helper.make_node("Concat", ["kv_rows", "kv_one", "kv_new", "kv_total"], ["kv_bias_shape"], name="kv_bias_shape_Concat",
+                         axis=0),
+        helper.make_node("Expand", ["kv_bias_4d", "kv_bias_shape"], ["kv_padding_bias"], name="kv_bias_Expand"),
+    ]
 
 
 def _attention_plan(producers: dict, readers: dict, layer: int):

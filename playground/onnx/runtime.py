@@ -104,7 +104,8 @@ class OnnxRunner:
         self.output_names = ["logits", *self.present_names]
         shape = inputs[self.past_names[0]].shape  # [batch, n_head, past_len, head_dim]
         self.n_head, self.head_dim = int(shape[1]), int(shape[3])
-        self.past_dtype = np.float16 if "float16" in inputs[self.past_names[0]].type else np.float32
+        cache_type = inputs[self.past_names[0]].type  # tensor(float), tensor(float16), or tensor(int8) (onnx/fusion.py)
+        self.past_dtype = {"tensor(float16)": np.float16, "tensor(int8)": np.int8}.get(cache_type, np.float32)
         self.device_type = "cuda" if self.provider == CUDA else "cpu"
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.in_place = metadata.get("kv_cache") == "in_place"
