@@ -363,8 +363,8 @@ def kv_cache_report(cache: Any, length: int) -> dict:
             shape, width = list(x.shape), x.element_size()
         elif isinstance(x, np.ndarray):
             shape, width = list(x.shape), x.itemsize
-        else:  # an OrtValue kept on the GPU
-            shape, width = list(x.shape()), 2 if "float16" in x.data_type() else 4
+        else:  # the in-place cache's CpuBuffer, or an OrtValue kept on the GPU (int8: the quantized variants' cache)
+            shape, width = list(x.shape()), {"tensor(float16)": 2, "tensor(int8)": 1}.get(x.data_type(), 4)
         shape[-2] = length  # (batch, heads, positions, head_dim)
         return shape, int(np.prod(shape)) * width
 

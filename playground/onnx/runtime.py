@@ -612,7 +612,7 @@ class CpuBuffer:
         return list(self.array.shape)
 
     def data_type(self) -> str:
-        return f"tensor({'float16' if self.array.dtype == np.float16 else 'float'})"
+        return {np.dtype(np.float16): "tensor(float16)", np.dtype(np.int8): "tensor(int8)"}.get(self.array.dtype, "tensor(float)")
 
 
 class AttentionRunner:
