@@ -97,7 +97,9 @@ CSS = """
 .strategies-table table { border-collapse: collapse; font-size: var(--text-sm); width: 100%; border: none; }
 .strategies-table th, .strategies-table td { padding: 4px 8px; border: none; border-bottom: 1px solid var(--border-color-primary); }
 .strategies-table thead th { text-align: right; vertical-align: bottom; background: var(--background-fill-secondary); }
-.strategies-table thead th:first-child, .strategies-table tbody th { text-align: left; font-weight: 500; min-width: 13em; }
+.strategies-table thead th:first-child, .strategies-table tbody th { text-align: left; font-weight: 500; min-width: 11em;
+                                                                     white-space: normal; }
+.strategies-table .nw { white-space: nowrap; }
 .strategies-table td { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 """
 

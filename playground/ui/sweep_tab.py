@@ -82,11 +82,16 @@ def format_metric(name: str, value) -> str:
     return f"{value:.2f}" if name in ("perplexity", "mean_tokens", "mean_logprob", "mean_entropy_bits") else f"{value:.3f}"
 
 
+def header_html(label: str) -> str:
+    """A column's name, escaped, that wraps between words but not inside one ("top-k" at its hyphen)."""
+    return " ".join(f'<span class="nw">{escape(word)}</span>' for word in label.split(" "))
+
+
 def strategies_table_html(state: StrategiesState | None, lang: str = "en") -> str:
     """The numbers of the finished strategies: a column each, a row per number (escaped; "–" where one does not apply)."""
     if state is None or not state.columns:
         return ""
-    head = "".join(f"<th>{escape(c.strategy.label(lang))}</th>" for c in state.columns)
+    head = "".join(f"<th>{header_html(c.strategy.label(lang))}</th>" for c in state.columns)
     rows = []
     for metric in STRATEGY_METRICS:
         cells = "".join(f"<td>{format_metric(metric, c.metrics.get(metric))}</td>" for c in state.columns)
@@ -120,7 +125,10 @@ def strategies_figure(state: StrategiesState | None, metric: str, lang: str = "e
         values = [c.metrics.get(metric) for c in state.columns]
         figure.add_trace(go.Bar(x=[c.strategy.label(lang) for c in state.columns], y=values, marker_color="#4f46e5",
                                 text=[format_metric(metric, v) for v in values], textposition="outside", cliponaxis=False))
+        # Perplexity spans orders of magnitude between greedy and a hot temperature: on a log axis both stay readable.
         figure.update_layout(xaxis_type="category")
+        if metric == "perplexity":
+            figure.update_yaxes(type="log", dtick=1)
     figure.update_layout(height=320, margin={"l": 50, "r": 20, "t": 40, "b": 60}, title=t(f"sweep.metric.{metric}", lang))
     return figure
 
