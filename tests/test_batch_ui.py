@@ -94,6 +94,8 @@ def test_sweep_tab_fills_the_heatmap_and_shows_a_cells_texts(page, app_history):
 def test_sweep_tab_puts_strategies_side_by_side_in_english_and_chinese(page, zh_page, app_history):
     from playground.locales import text
 
+    from .test_zh_everywhere_browser import untranslated
+
     # The default strategies, a column each, named in the page's language; the deterministic ones draw 1 text, the
     # sampled ones the tab's samples.
     shown = [("greedy", {}, 1), ("beam", {"beams": 4}, 1), ("top_k", {"top_k": 40}, 2), ("top_p", {"top_p": 0.9}, 2),
@@ -118,3 +120,4 @@ def test_sweep_tab_puts_strategies_side_by_side_in_english_and_chinese(page, zh_
         assert [columns.nth(i).locator(".tokview").count() for i in range(len(shown))] == [n for _, _, n in shown]
         view.locator("#sweep-bars .barlayer .point").nth(len(shown) - 1).wait_for()  # the chart comes with the last column
         assert len(app_history.group(group)) == sum(n for _, _, n in shown)
+    assert untranslated(zh_page) == []  # the strategies' inputs, table, chart and columns read Chinese
