@@ -1,6 +1,10 @@
 """Screenshot the running app in headless Chromium (used for docs/):
 
-    python scripts/screenshot.py URL OUT.png [--locale zh-CN] [--prompt TEXT] [--model NAME]
+    python scripts/screenshot.py URL OUT.png [--locale zh-CN] [--prompt TEXT] [--model NAME] [--seed N]
+                                 [--sweep-strategies]
+
+--sweep-strategies: the Sweep tab's strategies side by side (the default strategies, 2 samples, 24 new tokens) instead
+of the Generate tab (docs/sweep-strategies.png).
 """
 
 import argparse
@@ -15,7 +19,7 @@ DONE = ("() => { const s = document.querySelector('#stats')?.innerText || '';"
 
 
 def main(url: str, out: str, locale: str = "en-US", prompt: str = "The return value of a function is", model: str | None = None,
-         seed: str = "") -> None:
+         seed: str = "", sweep_strategies: bool = False) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale=locale,
@@ -31,6 +35,10 @@ def main(url: str, out: str, locale: str = "en-US", prompt: str = "The return va
             page.locator("#model input").press("Enter")
         page.locator("#prompt textarea").fill(prompt)
         page.locator("#seed input, #seed textarea").first.fill(seed)
+        if sweep_strategies:
+            screenshot_strategies(page, prompt, out)
+            browser.close()
+            return
         page.locator("#generate-btn").click()
         page.wait_for_function(DONE, timeout=60000)
         output_tokens = page.locator("#token-view .tok:not(.prompt), #token-view .unit:not(.prompt)")
@@ -38,6 +46,23 @@ def main(url: str, out: str, locale: str = "en-US", prompt: str = "The return va
         page.wait_for_timeout(300)
         page.screenshot(path=out, full_page=True)
         browser.close()
+
+
+def screenshot_strategies(page, prompt: str, out: str) -> None:
+    """The Sweep tab's strategies side by side on the Generate tab's model and seed, once every column has run."""
+    for elem_id, value in (("max-new-tokens", 24),):
+        page.locator(f"#{elem_id} input[type=number]").fill(str(value))
+        page.locator(f"#{elem_id} input[type=number]").press("Enter")
+    page.locator("[role=tablist] button[data-tab-id=sweep]").click()
+    page.locator("#sweep-mode label").nth(1).click()
+    page.locator("#sweep-prompt textarea").fill(prompt)
+    page.locator("#sweep-samples input[type=number]").fill("2")
+    page.locator("#sweep-samples input[type=number]").press("Enter")
+    page.wait_for_timeout(500)
+    page.locator("#sweep-run-strategies").click()
+    page.wait_for_function("() => /[0-9a-f]{16}/.test(document.querySelector('#sweep-status')?.innerText || '')", timeout=300000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=out, full_page=True)
 
 
 if __name__ == "__main__":
@@ -48,5 +73,6 @@ if __name__ == "__main__":
     parser.add_argument("--prompt", default="The return value of a function is")
     parser.add_argument("--model", default=None)
     parser.add_argument("--seed", default="")
+    parser.add_argument("--sweep-strategies", action="store_true")
     args = parser.parse_args()
-    main(args.url, args.out, args.locale, args.prompt, args.model, args.seed)
+    main(args.url, args.out, args.locale, args.prompt, args.model, args.seed, args.sweep_strategies)

@@ -1,6 +1,8 @@
 """N samples in the Generate tab, in real headless Chromium: side by side, each with its seed, and one opened for the other
 tabs; a group exported from History; the Sweep tab. Each test has its own page and makes the runs it reads."""
 
+import re
+
 from .browser import click_generate, fill, generate, open_history_run, open_tab, set_number, wait_for_notice
 from .conftest import ARTIFACTS
 
@@ -87,3 +89,35 @@ def test_sweep_tab_fills_the_heatmap_and_shows_a_cells_texts(page, app_history):
     page.get_by_role("option").nth(1).click()
     page.wait_for_function("() => document.querySelectorAll('#sweep-texts .sample').length == 2")
     assert "temperature=1.5" in page.locator("#sweep-texts").inner_text()
+
+
+def test_sweep_tab_puts_strategies_side_by_side_in_english_and_chinese(page, zh_page, app_history):
+    from playground.locales import text
+
+    from .test_zh_everywhere_browser import untranslated
+
+    # The default strategies, a column each, named in the page's language; the deterministic ones draw 1 text, the
+    # sampled ones the tab's samples.
+    shown = [("greedy", {}, 1), ("beam", {"beams": 4}, 1), ("top_k", {"top_k": 40}, 2), ("top_p", {"top_p": 0.9}, 2),
+             ("contrastive", {"alpha": 0.6, "contrastive_k": 4}, 1), ("temperature", {"temperatures": 0.7}, 2),
+             ("temperature", {"temperatures": 1.3}, 2)]
+    for view, lang in ((page, "en"), (zh_page, "zh-CN")):
+        set_number(view, "max-new-tokens", 4)
+        open_tab(view, "sweep")
+        view.locator("#sweep-mode").get_by_text(text("sweep.mode.strategies", lang)).click()
+        set_number(view, "sweep-samples", 2)
+        view.locator("#sweep-run-strategies").click()
+        # The finished (or stopped) status names the sweep's group; progress does not.
+        view.wait_for_function("() => /[0-9a-f]{16}/.test(document.querySelector('#sweep-status')?.innerText || '')")
+        status = view.locator("#sweep-status").inner_text().strip()
+        group = re.search("[0-9a-f]{16}", status).group()
+        assert status == text("sweep.strategies_finished", lang, done=len(shown), group=group)
+        labels = [text(f"sweep.strategy.{kind}", lang, **values) for kind, values, _ in shown]
+        assert view.locator("#sweep-table thead th").all_inner_texts() == [text("sweep.table_metric", lang), *labels]
+        assert text("sweep.metric.perplexity", lang) in view.locator("#sweep-table tbody").inner_text()
+        columns = view.locator("#sweep-columns .strategy")
+        assert [columns.nth(i).locator("h4").inner_text() for i in range(len(shown))] == labels
+        assert [columns.nth(i).locator(".tokview").count() for i in range(len(shown))] == [n for _, _, n in shown]
+        view.locator("#sweep-bars .barlayer .point").nth(len(shown) - 1).wait_for()  # the chart comes with the last column
+        assert len(app_history.group(group)) == sum(n for _, _, n in shown)
+    assert untranslated(zh_page) == []  # the strategies' inputs, table, chart and columns read Chinese

@@ -1,17 +1,20 @@
-"""Settings sweeps: a grid over two generation settings, N samples per cell drawn as one batch, and what each cell's texts are like.
+"""Settings sweeps: a grid over two generation settings, or decoding strategies side by side, and what their texts are like.
 
-Every cell runs through the one decoding loop (`Playground.start(num_samples=N)`), so each sample is
-an ordinary run in the history; all cells of a sweep share one group id. Per cell: the mean
-log-probability per token (under the model's raw distribution, so cells at different temperatures
-compare on one scale), the mean entropy (bits), distinct-2 (distinct token bigrams over all bigrams
-of the cell's samples) and the repetition rate (share of generated tokens that repeat an earlier
-token of the same sample).
+Two kinds of plan. A grid: N samples per cell drawn as one batch. Strategies: a list of named strategies (greedy,
+beam B, top-k, top-p, typical, contrastive, temperature T), each a column; the sampled ones draw N samples, the
+deterministic ones (greedy, beam search, contrastive search) one. Every cell or column runs through the one decoding
+loop (`Playground.start(num_samples=N)`), so each sample is an ordinary run in the history; all of a sweep share one
+group id. Per cell or column: the mean log-probability per token and the perplexity (under the model's raw
+distribution, so texts made at different temperatures compare on one scale), the mean entropy (bits), distinct-1 and
+distinct-2 (distinct tokens and token bigrams over all of them, pooled over the samples), the repetition rate (share
+of generated tokens that repeat an earlier token of the same sample) and the mean length; a column also its wall time.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Iterator
@@ -19,6 +22,7 @@ from typing import Iterator
 from ..config import GenerationSettings, as_float, as_int
 from ..errors import SettingsError
 from ..generation import check_num_samples
+from ..locales import text
 from ..records import GenerationResult
 
 # The settings a sweep can vary, and how their values are read.
@@ -81,10 +85,21 @@ def plan_sweep(base: GenerationSettings, x_name: str, x_values, y_name: str, y_v
     return plan
 
 
+def distinct_n(token_ids: list[list[int]], n: int) -> float | None:
+    """Distinct n-grams over all n-grams, pooled over the samples (Li et al. 2016's distinct-n; None when no sample has
+    n tokens)."""
+    ngrams = [tuple(ids[i:i + n]) for ids in token_ids for i in range(len(ids) - n + 1)]
+    return len(set(ngrams)) / len(ngrams) if ngrams else None
+
+
+def distinct_1(token_ids: list[list[int]]) -> float | None:
+    """Distinct tokens over all tokens, pooled over the samples."""
+    return distinct_n(token_ids, 1)
+
+
 def distinct_2(token_ids: list[list[int]]) -> float | None:
     """Distinct bigrams over all bigrams, pooled over the samples (None when no sample has two tokens)."""
-    bigrams = [tuple(ids[i:i + 2]) for ids in token_ids for i in range(len(ids) - 1)]
-    return len(set(bigrams)) / len(bigrams) if bigrams else None
+    return distinct_n(token_ids, 2)
 
 
 def repetition_rate(token_ids: list[list[int]]) -> float | None:
@@ -95,16 +110,23 @@ def repetition_rate(token_ids: list[list[int]]) -> float | None:
 
 
 def cell_metrics(results: list[GenerationResult]) -> dict:
-    """The four numbers of a cell from its samples' token records."""
+    """The numbers of a cell (or a strategy's column) from its samples' token records.
+
+    perplexity = exp(-mean log p) over every generated token of every sample, p the model's raw probability of the
+    chosen token (`raw_prob`): the pooled form of `GenerationResult.perplexity`."""
     records = [t for r in results for t in r.tokens]
     ids = [[t.token_id for t in r.tokens] for r in results]
     logprobs = [math.log(max(t.raw_prob, 1e-45)) for t in records if t.raw_prob is not None]
     entropies = [t.entropy_bits for t in records if t.entropy_bits is not None]
+    mean_logprob = sum(logprobs) / len(logprobs) if logprobs else None
     return {
-        "mean_logprob": sum(logprobs) / len(logprobs) if logprobs else None,
+        "mean_logprob": mean_logprob,
+        "perplexity": math.exp(-mean_logprob) if mean_logprob is not None else None,
         "mean_entropy_bits": sum(entropies) / len(entropies) if entropies else None,
+        "distinct_1": distinct_1(ids),
         "distinct_2": distinct_2(ids),
         "repetition_rate": repetition_rate(ids),
+        "mean_tokens": sum(len(i) for i in ids) / len(ids) if ids else None,
     }
 
 
@@ -152,18 +174,200 @@ def run_sweep(playground, prompt: str, plan: SweepPlan, session: str | None = No
     state = SweepState(plan, uuid.uuid4().hex[:16])
     yield state
     for row, column in plan.cells:
-        if stop_event.is_set():
-            state.stopped = True
-            yield state
-            return
         settings = plan.settings_for(row, column)
-        run = playground.start(prompt, settings, session=session, backend=backend, variant=variant, model=model,
-                               num_samples=plan.samples, group_id=state.group_id, stop_event=stop_event, owner=owner)
-        for _ in playground.stream_samples(run, session):
-            pass
-        if any(r.finish_reason == "stopped" for r in run.results):
+        results = _run_one(playground, prompt, settings, plan.samples, state.group_id, session, backend, variant, model,
+                           stop_event, owner)
+        if results is None:
             state.stopped = True
             yield state
             return
-        state.cells.append(SweepCell(row, column, settings, run.results, cell_metrics(run.results)))
+        state.cells.append(SweepCell(row, column, settings, results, cell_metrics(results)))
+        yield state
+
+
+def _run_one(playground, prompt: str, settings: GenerationSettings, samples: int, group_id: str, session, backend, variant,
+             model, stop_event: threading.Event, owner: str) -> list[GenerationResult] | None:
+    """One cell or column: `samples` samples as one batch through the one decoding loop, saved to the history in the
+    sweep's group; None when Stop came before or during it (a stopped batch is saved as stopped, and not kept)."""
+    if stop_event.is_set():
+        return None
+    run = playground.start(prompt, settings, session=session, backend=backend, variant=variant, model=model,
+                           num_samples=samples, group_id=group_id, stop_event=stop_event, owner=owner)
+    for _ in playground.stream_samples(run, session):
+        pass
+    if any(r.finish_reason == "stopped" for r in run.results):
+        return None
+    return run.results
+
+
+# ---- Strategies side by side ---------------------------------------------------------------------------------------
+
+# The strategies one can choose, in the order their columns come. Each sets every setting that picks the tokens
+# (STRATEGY_OFF, then its own values); the rest (length, seed, penalties, stop sequences) are the base settings'.
+STRATEGIES = ("greedy", "beam", "top_k", "top_p", "typical", "contrastive", "temperature")
+DETERMINISTIC = ("greedy", "beam", "contrastive")  # one sample each: the same text every time (a beam search its best)
+STRATEGY_OFF = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "typical_p": 1.0, "num_beams": 1,
+                "penalty_alpha": 0.0}
+# The values a learner can edit, with the presets the tab starts from; each is read as the setting it becomes.
+STRATEGY_VALUES = {"beams": ("num_beams", as_int, 4), "top_k": ("top_k", as_int, 40), "top_p": ("top_p", as_float, 0.9),
+                   "typical_p": ("typical_p", as_float, 0.9), "alpha": ("penalty_alpha", as_float, 0.6),
+                   "contrastive_k": ("top_k", as_int, 4), "temperatures": ("temperature", None, "0.7, 1.3")}
+DEFAULT_STRATEGIES = ("greedy", "beam", "top_k", "top_p", "contrastive", "temperature")
+MAX_STRATEGIES = 12  # columns: every strategy once and up to 6 temperatures
+STRATEGY_METRICS = ("perplexity", "distinct_1", "distinct_2", "mean_tokens", "wall_ms", "ms_per_token", "mean_logprob",
+                    "mean_entropy_bits", "repetition_rate")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One column: its kind, the values that name it (("beams", 4), ...), its settings and how many samples it draws."""
+
+    kind: str
+    values: tuple[tuple[str, object], ...]
+    settings: GenerationSettings
+    samples: int
+
+    @property
+    def rows(self) -> int:
+        """Rows of the batch it decodes at each step: a beam per beam, a candidate per contrastive top_k, else a sample."""
+        if self.kind == "beam":
+            return self.settings.num_beams
+        if self.kind == "contrastive":
+            return self.settings.top_k
+        return self.samples
+
+    def label(self, lang: str = "en") -> str:
+        """Its column's name in `lang`: "beam 4", "top-p 0.9", "contrastive (α 0.6, k 4)"."""
+        return text(f"sweep.strategy.{self.kind}", lang, **{name: _number(v) for name, v in self.values})
+
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class StrategyPlan:
+    """Validated strategies, one column each, in STRATEGIES order; `samples` is what a sampled one draws."""
+
+    base: GenerationSettings
+    strategies: tuple[Strategy, ...]
+    samples: int
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens decoded in all: rows of each column's batch x new tokens."""
+        return sum(s.rows for s in self.strategies) * self.base.max_new_tokens
+
+
+def strategy_values(values: dict | None = None) -> dict:
+    """The presets, with whatever `values` (keys of STRATEGY_VALUES) the user changed."""
+    chosen = {key: preset for key, (_, _, preset) in STRATEGY_VALUES.items()}
+    unknown = sorted(set(values or {}) - set(chosen))
+    if unknown:
+        raise SettingsError(key="sweep.strategy_value", name=", ".join(unknown), known=", ".join(chosen))
+    chosen.update({k: v for k, v in (values or {}).items() if v is not None and v != ""})
+    return chosen
+
+
+def _strategy(base: GenerationSettings, kind: str, samples: int, **values) -> Strategy:
+    """A strategy's settings from the base settings: every setting that picks tokens set by it (STRATEGY_OFF otherwise)."""
+    changes = dict(STRATEGY_OFF)
+    named = []
+    for key, value in values.items():
+        setting_name, read, _ = STRATEGY_VALUES[key]
+        value = read(setting_name, value) if read else value
+        changes[setting_name] = value
+        named.append((key, value))
+    if kind in DETERMINISTIC:
+        changes["do_sample"] = False
+    if kind == "beam" and changes["num_beams"] < 2:  # 1 beam is greedy search
+        raise SettingsError(key="sweep.beam_one", field="num_beams", value=changes["num_beams"])
+    if kind == "contrastive" and changes["penalty_alpha"] == 0:  # no degeneration penalty: greedy over top_k
+        raise SettingsError(key="sweep.alpha_zero", field="penalty_alpha")
+    settings = replace(base, **changes).validate()  # the settings' own range checks and messages
+    return Strategy(kind, tuple(named), settings, 1 if kind in DETERMINISTIC else samples)
+
+
+def plan_strategies(base: GenerationSettings, chosen, values: dict | None = None, samples=1) -> StrategyPlan:
+    """Check strategies side by side before anything runs: known strategies, their values in range, under the cap.
+
+    `chosen`: names of STRATEGIES; `values`: the user's values by STRATEGY_VALUES key (the presets for the rest;
+    "temperatures" a comma-separated list, one column each); `samples`: what each sampled strategy draws."""
+    chosen = list(dict.fromkeys(chosen or []))
+    unknown = [c for c in chosen if c not in STRATEGIES]
+    if unknown:
+        raise SettingsError(key="sweep.strategy_unknown", name=unknown[0], known=", ".join(STRATEGIES))
+    if not chosen:
+        raise SettingsError(key="sweep.no_strategy")
+    base, samples, values = base.validate().with_seed(), check_num_samples(samples), strategy_values(values)
+    strategies = []
+    for kind in (k for k in STRATEGIES if k in chosen):
+        if kind == "greedy":
+            strategies.append(_strategy(base, kind, samples))
+        elif kind == "beam":
+            strategies.append(_strategy(base, kind, samples, beams=values["beams"]))
+        elif kind in ("top_k", "top_p"):
+            strategies.append(_strategy(base, kind, samples, **{kind: values[kind]}))
+        elif kind == "typical":
+            strategies.append(_strategy(base, kind, samples, typical_p=values["typical_p"]))
+        elif kind == "contrastive":
+            strategies.append(_strategy(base, kind, samples, alpha=values["alpha"], contrastive_k=values["contrastive_k"]))
+        else:
+            for temperature in parse_values("temperature", values["temperatures"]):
+                strategies.append(_strategy(base, kind, samples, temperatures=temperature))
+    if len(strategies) > MAX_STRATEGIES:
+        raise SettingsError(key="sweep.too_many_strategies", count=len(strategies), most=MAX_STRATEGIES)
+    plan = StrategyPlan(base, tuple(strategies), samples)
+    if plan.total_tokens > MAX_SWEEP_TOKENS:
+        raise SettingsError(key="sweep.strategies_too_large", total=plan.total_tokens, rows=sum(s.rows for s in strategies),
+                            tokens=base.max_new_tokens, cap=MAX_SWEEP_TOKENS)
+    return plan
+
+
+@dataclass
+class StrategyColumn:
+    strategy: Strategy
+    results: list[GenerationResult]
+    metrics: dict
+
+
+@dataclass
+class StrategiesState:
+    """Strategies side by side as they stand: the columns finished so far (a stopped run keeps them), and the group."""
+
+    plan: StrategyPlan
+    group_id: str
+    columns: list[StrategyColumn] = field(default_factory=list)
+    stopped: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or len(self.columns) == len(self.plan.strategies)
+
+
+def run_strategies(playground, prompt: str, plan: StrategyPlan, session: str | None = None, backend: str | None = None,
+                   variant: str | None = None, model: str | None = None,
+                   stop_event: threading.Event | None = None, owner: str = "") -> Iterator[StrategiesState]:
+    """Run the strategies in order, each as one batch (a run of `strategy.samples` samples); yield the state after each.
+
+    As `run_sweep`: every sample saved with the group id, Stop ends the column running now and keeps the finished
+    ones. Each column also gets its wall time (`wall_ms`: start to saved, prefill included) and `ms_per_token`
+    (wall time over the tokens it generated, all samples together).
+    """
+    stop_event = stop_event or threading.Event()
+    state = StrategiesState(plan, uuid.uuid4().hex[:16])
+    yield state
+    for strategy in plan.strategies:
+        started = time.perf_counter()
+        results = _run_one(playground, prompt, strategy.settings, strategy.samples, state.group_id, session, backend, variant,
+                           model, stop_event, owner)
+        wall_ms = (time.perf_counter() - started) * 1000
+        if results is None:
+            state.stopped = True
+            yield state
+            return
+        metrics = cell_metrics(results)
+        tokens = sum(len(r.tokens) for r in results)
+        metrics.update(wall_ms=wall_ms, ms_per_token=wall_ms / tokens if tokens else None)
+        state.columns.append(StrategyColumn(strategy, results, metrics))
         yield state

@@ -91,6 +91,16 @@ CSS = """
 .samples .sample h4 { margin: 2px 4px; font-size: 13px; }
 .samples .sample .meta { font-size: 12px; color: #4b5563; margin: 0 4px 4px; }
 .samples .tokview { font-size: 13px; line-height: 1.7; max-height: 320px; overflow-y: auto; }
+.samples.strategies { grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); }
+.samples.strategies .tokview + .tokview { margin-top: 6px; border-top: 1px dashed #d1d5db; border-radius: 0 0 8px 8px; }
+.strategies-table { overflow-x: auto; }
+.strategies-table table { border-collapse: collapse; font-size: var(--text-sm); width: 100%; border: none; }
+.strategies-table th, .strategies-table td { padding: 4px 8px; border: none; border-bottom: 1px solid var(--border-color-primary); }
+.strategies-table thead th { text-align: right; vertical-align: bottom; background: var(--background-fill-secondary); }
+.strategies-table thead th:first-child, .strategies-table tbody th { text-align: left; font-weight: 500; min-width: 11em;
+                                                                     white-space: normal; }
+.strategies-table .nw { white-space: nowrap; }
+.strategies-table td { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 """
 
 
