@@ -12,9 +12,9 @@ CELLS = [Cell("torch", "fp32", "cpu"), Cell("onnx", "fp32", "cpu"), Cell("onnx",
 
 
 @pytest.fixture(scope="module")
-def rows(tiny_source, tmp_path_factory):
+def rows(tiny_source, tiny_exports_root):
     config = BenchConfig(prompt_tokens=[8, 12], new_tokens=[6], repeats=2, warmup=1, threads=2, batch_sizes=[1, 3])
-    return run_benchmark(tiny_source, CELLS, config, exports_root=tmp_path_factory.mktemp("exports"), progress=False)
+    return run_benchmark(tiny_source, CELLS, config, exports_root=tiny_exports_root, progress=False)
 
 
 def test_every_requested_cell_and_size_is_present(rows):
