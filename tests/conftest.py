@@ -77,6 +77,15 @@ def tiny_source(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_exports_root(tmp_path_factory) -> Path:
+    """One ONNX exports folder for the tiny model, shared by the modules that only load its exports (fp32, int8, int4:
+    each is made by whichever test first asks for it and reused, as a user's exports/ is, after its manifest is checked).
+    An export costs more than most tests (about 5 s each alone, 20 s on the loaded 2 cores); the tests of exporting itself
+    (test_onnx.py: damaged, stale, reused exports) and of an export under way (test_generation.py) keep folders of their own."""
+    return tmp_path_factory.mktemp("tiny-exports")
+
+
+@pytest.fixture(scope="session")
 def tiny_backend(tiny_source):
     from playground.backends.torch import TorchBackend
 

@@ -53,10 +53,10 @@ def test_download_files_are_real(tiny_backend, tiny_source, run_ids, tmp_path):
     assert np.array_equal(loaded["attention"], run.weights) and list(loaded["token_ids"]) == run_ids
 
 
-def test_onnx_runs_get_onnx_attention(tiny_source, tmp_path, run_ids):
+def test_onnx_runs_get_onnx_attention(tiny_source, tiny_exports_root, run_ids):
     from playground.backends.onnx import OnnxBackend
 
-    backend = OnnxBackend(tiny_source, "int8", device="cpu", exports_root=tmp_path, progress=False)
+    backend = OnnxBackend(tiny_source, "int8", device="cpu", exports_root=tiny_exports_root, progress=False)
     run = compute_attention(backend, run_ids, tiny_source.codec)
     assert run.computed_by == "onnx int8 · CPUExecutionProvider"
     assert np.allclose(run.weights.sum(-1), 1.0, atol=1e-4)

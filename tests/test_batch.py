@@ -18,8 +18,8 @@ PROB_ATOL = {"torch": 1e-5, "fp32": 1e-5, "int8": 1e-4, "int4": 1e-4}
 
 
 @pytest.fixture(scope="module")
-def backends(tiny_backend, tiny_source, tmp_path_factory):
-    root = tmp_path_factory.mktemp("exports")
+def backends(tiny_backend, tiny_source, tiny_exports_root):
+    root = tiny_exports_root
     onnx = {v: OnnxBackend(tiny_source, v, device="cpu", exports_root=root, progress=False) for v in ("fp32", "int8", "int4")}
     return {"torch": tiny_backend, **onnx}
 

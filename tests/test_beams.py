@@ -34,8 +34,8 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def backends(tiny_backend, tiny_source, tmp_path_factory):
-    root = tmp_path_factory.mktemp("exports")
+def backends(tiny_backend, tiny_source, tiny_exports_root):
+    root = tiny_exports_root
     return {"torch": tiny_backend, "fp32": OnnxBackend(tiny_source, "fp32", device="cpu", exports_root=root, progress=False)}
 
 

@@ -12,9 +12,9 @@ CELLS = [Cell("torch", "fp32", "cpu"), Cell("onnx", "fp32", "cpu"), Cell("onnx",
 
 
 @pytest.fixture(scope="module")
-def rows(tiny_source, tmp_path_factory):
+def rows(tiny_source, tiny_exports_root):
     config = BenchConfig(prompt_tokens=[8, 12], new_tokens=[6], repeats=2, warmup=1, threads=2, batch_sizes=[1, 3])
-    return run_benchmark(tiny_source, CELLS, config, exports_root=tmp_path_factory.mktemp("exports"), progress=False)
+    return run_benchmark(tiny_source, CELLS, config, exports_root=tiny_exports_root, progress=False)
 
 
 def test_every_requested_cell_and_size_is_present(rows):
@@ -37,10 +37,14 @@ def test_numbers_are_positive_and_self_consistent(rows):
                                       "peak_rss_mb", "size_mb"))
         # tokens/s is the tokens after the second over the decode time of the same repeat: the step that gives the second
         # token also scores the prompt (the first token first), timed apart as prompt_scoring_ms.
-        # decode_s is stored to 6 decimals: allow for that rounding on a fast machine's short runs.
+        # decode_s is stored to 6 decimals: allow for that rounding on a fast machine's short runs. The rates are stored to
+        # 2 decimals: allow for that on a slow one (3.06 stored for 3.0641 tokens/s, beyond rel=1e-3, on the 2 shared cores
+        # at load 9, 2026-12-06), half a unit of the last decimal per rounded rate.
         assert r["prompt_scoring_ms"] >= 0
-        assert r["per_sequence_tokens_per_s"] == pytest.approx((r["new_tokens"] - 2) / r["decode_s"], rel=1e-3 + 1e-6 / r["decode_s"])
-        assert r["decode_tokens_per_s"] == pytest.approx(r["batch"] * r["per_sequence_tokens_per_s"], rel=1e-3)
+        assert r["per_sequence_tokens_per_s"] == pytest.approx((r["new_tokens"] - 2) / r["decode_s"], rel=1e-3 + 1e-6 / r["decode_s"],
+                                                               abs=0.005)
+        assert r["decode_tokens_per_s"] == pytest.approx(r["batch"] * r["per_sequence_tokens_per_s"], rel=1e-3,
+                                                         abs=0.005 * (r["batch"] + 1))
         assert r["latency_p50_ms"] <= r["latency_p90_ms"]
         assert set(JSON_KEYS) <= r.keys()
 

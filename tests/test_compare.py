@@ -33,8 +33,8 @@ def zh_source(models_root):
     return resolve_model(str(models_root / "tiny-zh"))
 
 
-def test_fp32_onnx_is_identical_to_pytorch(tiny_source, torch_run, tmp_path_factory):
-    onnx = OnnxBackend(tiny_source, "fp32", device="cpu", exports_root=tmp_path_factory.mktemp("e"), progress=False)
+def test_fp32_onnx_is_identical_to_pytorch(tiny_source, torch_run, tiny_exports_root):
+    onnx = OnnxBackend(tiny_source, "fp32", device="cpu", exports_root=tiny_exports_root, progress=False)
     c = compare(torch_run, generate(onnx, tiny_source, PROMPT, SETTINGS))
     assert c.first_divergence is None and c.same_text
     assert len(c.positions) == 30 and c.max_abs_prob_diff < 1e-4

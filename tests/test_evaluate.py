@@ -23,8 +23,8 @@ WINDOW = 64  # the tiny models' context
 
 
 @pytest.fixture(scope="module")
-def registry(tiny_source, tmp_path_factory):
-    return ModelRegistry(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("eval-exports"))
+def registry(tiny_source, tiny_exports_root):
+    return ModelRegistry(tiny_source, device="cpu", exports_root=tiny_exports_root)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ ATOL = {"torch": 1e-6, "fp32": 1e-6, "int8": 1e-6, "int4": 1e-6}
 
 
 @pytest.fixture(scope="module")
-def backends(tiny_backend, tiny_source, tmp_path_factory):
-    root = tmp_path_factory.mktemp("exports")
+def backends(tiny_backend, tiny_source, tiny_exports_root):
+    root = tiny_exports_root
     return {"torch": tiny_backend, **{variant: OnnxBackend(tiny_source, variant, device="cpu", exports_root=root, progress=False)
                                       for variant in ("fp32", "int8", "int4")}}
 

@@ -161,14 +161,14 @@ def test_integrated_gradients_are_complete(inside, sampled_run):
     assert result["delta"] == pytest.approx(total - change, abs=1e-5)
 
 
-def test_onnx_fp32_hidden_states_equal_pytorchs_and_quantization_drifts(tiny_backend, tiny_source, sampled_run, tmp_path):
+def test_onnx_fp32_hidden_states_equal_pytorchs_and_quantization_drifts(tiny_backend, tiny_source, sampled_run, tiny_exports_root):
     from playground.backends.onnx import OnnxBackend
 
     ids = [t.token_id for t in sampled_run.prompt_tokens + sampled_run.tokens]
     reference = trace_run(tiny_backend, ids).hidden
-    fp32 = OnnxBackend(tiny_source, "fp32", device="cpu", exports_root=tmp_path, progress=False)
+    fp32 = OnnxBackend(tiny_source, "fp32", device="cpu", exports_root=tiny_exports_root, progress=False)
     assert np.abs(fp32.hidden_states(ids) - reference).max() < 1e-4
-    int8 = OnnxBackend(tiny_source, "int8", device="cpu", exports_root=tmp_path, progress=False)
+    int8 = OnnxBackend(tiny_source, "int8", device="cpu", exports_root=tiny_exports_root, progress=False)
     view = Inside(sampled_run, int8, tiny_backend.model, tiny_source.codec)
     rows = quantization_error(view.trace.hidden, reference, view.head)
     assert all(1e-4 < row["relative_error"] < 0.5 for row in rows)  # int8 quantizes the embeddings too: error from layer 0
