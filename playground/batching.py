@@ -78,9 +78,11 @@ class Member:
 
     def keep(self, rows: list[int]) -> None:
         """Keep only its rows `rows` (indices among its own), in that order (beams: a row may be kept twice, or moved)."""
+        if rows == list(range(len(self.live))):  # a beam step whose beams all stay in their rows
+            return
         self.live = [self.live[r] for r in rows]
-        self.sequence, self.rngs = self.sequence[rows], [self.rngs[r] for r in rows]
-        self.written = self.sequence.numpy()
+        self.written, self.rngs = self.written[rows], [self.rngs[r] for r in rows]  # numpy's copy: cheaper than torch's
+        self.sequence = torch.from_numpy(self.written)  # the same memory
         self.previous_ids = [self.previous_ids[r] for r in rows]
 
 
@@ -293,7 +295,8 @@ class DecodeBatch:
         # A step runs torch ops only to penalise, warp or sample; beside a backend that is not torch they run on one
         # thread, so that torch's OpenMP workers do not spin on the cores the backend needs (see Backend).
         threads = None if self.backend.computes_with_torch else 1
-        if not any(m.processors or m.run.settings.do_sample or m.run.beam or m.run.contrastive for m in members):
+        if not any(m.processors or m.run.settings.do_sample or m.run.contrastive
+                   or (m.run.beam and not m.run.beam_from_top(m.processors, m.given)) for m in members):
             threads = None
         now, starts, row = time.perf_counter(), [], 0
         for member in members:
