@@ -228,7 +228,9 @@ def run_code(results: list[GenerationResult], model_location: str, codec: TokenC
         notes.append(("code.note_branch", {"run_id": first.parent_run_id}))
     if any(made_step_by_step(notice) for notice in first.notices):
         notes.append(("code.note_steps", {}))
-    if first.group_id is not None and len(results) == 1:
+    if s.num_beams > 1:
+        notes.append(("code.note_beams", {}))
+    if first.group_id is not None and len(results) == 1 and s.num_beams == 1:
         notes.append(("code.note_one_sample", {"index": first.sample_index or 0, "seed": s.seed}))
     body = request_body(results, info.model)
     if first.parent_run_id is not None or first.dropped_prompt_tokens:
