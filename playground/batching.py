@@ -295,8 +295,7 @@ class DecodeBatch:
         # A step runs torch ops only to penalise, warp or sample; beside a backend that is not torch they run on one
         # thread, so that torch's OpenMP workers do not spin on the cores the backend needs (see Backend).
         threads = None if self.backend.computes_with_torch else 1
-        if not any(m.processors or m.run.settings.do_sample or m.run.contrastive
-                   or (m.run.beam and not m.run.beam_from_top(m.processors, m.given)) for m in members):
+        if not any(m.processors or m.run.settings.do_sample or m.run.beam or m.run.contrastive for m in members):
             threads = None
         now, starts, row = time.perf_counter(), [], 0
         for member in members:
