@@ -78,9 +78,11 @@ class Member:
 
     def keep(self, rows: list[int]) -> None:
         """Keep only its rows `rows` (indices among its own), in that order (beams: a row may be kept twice, or moved)."""
+        if rows == list(range(len(self.live))):  # a beam step whose beams all stay in their rows
+            return
         self.live = [self.live[r] for r in rows]
-        self.sequence, self.rngs = self.sequence[rows], [self.rngs[r] for r in rows]
-        self.written = self.sequence.numpy()
+        self.written, self.rngs = self.written[rows], [self.rngs[r] for r in rows]  # numpy's copy: cheaper than torch's
+        self.sequence = torch.from_numpy(self.written)  # the same memory
         self.previous_ids = [self.previous_ids[r] for r in rows]
 
 

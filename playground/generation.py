@@ -370,6 +370,12 @@ class Generation:
         chosen = torch.tensor(tokens)[:, None]  # (N, 1)
         return tokens, warped_probs.gather(1, chosen)[:, 0].tolist(), stats
 
+    def beam_from_top(self, processors, given) -> bool:
+        """Whether a beam step reads only the backend's statistics (`given`, see `choose`): nothing penalises or
+        samples, and they hold each row's K most likely tokens (numpy on a few numbers; no torch op, no pass over V).
+        Beam sampling draws from all B x V continuations, as transformers does."""
+        return not processors and not self.settings.do_sample and given is not None and given[0].shape[-1] >= self.beam.keep
+
     def choose_beams(self, logits, given, processors, history, k, scratch, position: int,
                      previous_ids: list[int]) -> tuple[list[int], list[int]]:
         """One beam search step of this run's B rows (`logits` (B, V), see `choose`): the beams' continuations get their
@@ -377,9 +383,12 @@ class Generation:
         next beam, its token), as `self.beam.step` does."""
         stats = StepStats.of(logits, k, scratch, given)
         keep = self.beam.keep
-        if not processors and len(stats.top_ids[0]) >= keep:
+        if self.beam_from_top(processors, given):
             # Nothing changes the distributions: the best K continuations are among each row's K most likely tokens,
-            # which the statistics hold already (the graph's, on ONNX), so no pass over B x V is needed here.
+            # which the graph's statistics hold already (ONNX), so no pass over B x V is needed here.
+            top_logits, ids, lse = given[0][:, :keep], given[1][:, :keep], given[2]  # (B, K), (B, K), (B,) float32
+            nodes, parents, tokens = self.beam.step(top_logits - lse[:, None], ids)  # (B, K) log p = logit - log-sum-exp
+        elif not processors and not self.settings.do_sample and len(stats.top_ids[0]) >= keep:  # the same, from `of`'s
             ids = np.array([row[:keep] for row in stats.top_ids], dtype=np.int64)  # (B, K)
             log_probs = (np.take_along_axis(stats.logits, ids, axis=1) - np.array(stats.lse)[:, None]).astype(np.float32)
             nodes, parents, tokens = self.beam.step(log_probs, ids)  # (B, K) log p = logit - log-sum-exp

@@ -5,6 +5,7 @@ beam step repeats and reorders on both backends, and the bad inputs' messages.""
 import copy
 import dataclasses
 import threading
+from html import escape
 
 import pytest
 import torch
@@ -227,3 +228,28 @@ def test_generate_api_takes_beam_settings(launched_app):
     assert run["settings"]["num_beams"] == 3 and run["settings"]["early_stopping"] is True
     with pytest.raises(AppError, match="num_beams=3"):
         client.predict(prompt="A", max_new_tokens=4, do_sample=False, num_beams=3, num_return_sequences=4, api_name="/generate")
+
+
+def test_a_large_tree_draws_its_first_steps_and_says_how_to_see_the_rest(backends, tiny_source, tmp_path):
+    """16 beams make 32 continuations a step: the view draws whole steps up to its node budget, says what it drew in en and
+    zh-CN, and lists each returned sequence's rest after them; a PNG draws whole steps up to its budget, an SVG all."""
+    from playground.analysis.beam_tree import PNG_NODES, TREE_NODES, static_tree, window
+    from playground.text import visible_label
+    from playground.ui.render import beam_tree_html
+
+    run = beam_run(backends["torch"], tiny_source, "A", dict(num_beams=16, max_new_tokens=20, ignore_eos=True), 3)
+    tree = run.result.beam_tree
+    assert len(tree["nodes"]) == 32 * 20
+    html = beam_tree_html(tree, "en")
+    drawn = html.count("data-node=")
+    assert drawn == 32 * (TREE_NODES // 32) and "steps 1–15 of 20" in html and "Download SVG" in html
+    assert html.count("beamrest") == 3  # the rest of each returned sequence, as text
+    for result in run.results:
+        assert escape("…" + "".join(visible_label(token.text) for token in result.tokens[15:])) in html
+    assert "第 1–15 步（共 20 步" in beam_tree_html(tree, "zh-CN")
+    steps, drawn, total = window(tree, 0, PNG_NODES // 4)  # what a PNG draws of a tree four times as large
+    assert list(drawn) == list(range(PNG_NODES // 4 // 32)) and total == 20 and sum(map(len, steps)) <= PNG_NODES // 4
+    small = beam_run(backends["torch"], tiny_source, "A", dict(num_beams=2, max_new_tokens=4), 1).result.beam_tree
+    assert "beam-tree-cut" not in beam_tree_html(small, "en")  # a small tree is drawn whole, without the note
+    svg = static_tree(small, tmp_path / "tree.svg").read_text()
+    assert all(f"{node['score']:.2f}" in svg for node in small["nodes"])

@@ -1,5 +1,6 @@
 """The code behind a run (playground.learn.snippet): the transformers script, run in a fresh Python, draws the run's
-own tokens, greedy and seeded, one sample and several, on an English BPE model and a Chinese BertTokenizer one."""
+own tokens, greedy and seeded, one sample and several, beam search and beam sampling, on an English BPE model and a
+Chinese BertTokenizer one."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ RUNS = [  # (model, prompt, settings, samples)
     ("zh", "今天", dict(top_k=0, seed=3, max_new_tokens=30, min_new_tokens=25), 2),
     ("zh", "今天", dict(do_sample=False, max_new_tokens=20, ignore_eos=True), 1),
     ("en", "The", dict(top_k=0, seed=14, max_new_tokens=16, ignore_eos=True), 1),
+    # Beam search: one generate call returns the best beams; the Chinese model ends beams at [SEP] at different lengths
+    # (transformers pads the shorter ones), and beam sampling draws with the run's seed, warpers on or off.
+    ("zh", "今天天气", dict(do_sample=False, num_beams=4, max_new_tokens=16, length_penalty=0.5, no_repeat_ngram_size=2), 4),
+    ("zh", "人生", dict(do_sample=False, num_beams=3, max_new_tokens=12, early_stopping=True, repetition_penalty=1.2), 2),
+    ("en", "It is", dict(num_beams=3, top_k=0, seed=7, max_new_tokens=8), 2),
+    ("zh", "我们", dict(num_beams=4, temperature=1.3, top_k=30, seed=11, max_new_tokens=12), 3),
 ]
 
 

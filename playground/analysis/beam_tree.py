@@ -12,6 +12,12 @@ from ..text import visible_label
 # Colours of a node's status, in the HTML view and the figure alike.
 STATUS_COLOURS = {"running": "#dbeafe", "finished": "#dcfce7", "pruned": "#f3f4f6"}
 RETURNED_EDGE = "#16a34a"
+# What a view draws of a large tree (16 beams make 32 continuations a step: 8,192 for 256 tokens, each with its card):
+# whole steps, at most TREE_STEPS of them and TREE_NODES continuations (at least one step). The SVG export draws the
+# whole tree; a PNG at most PNG_NODES continuations (a bitmap of a whole long tree would be hundreds of megabytes).
+TREE_STEPS = 24
+TREE_NODES = 480
+PNG_NODES = 1200
 
 
 def returned_ids(tree: dict) -> set[int]:
@@ -35,6 +41,37 @@ def columns(tree: dict) -> list[list[dict]]:
     return [sorted(nodes, key=lambda node: -node["cumulative"]) for nodes in steps]
 
 
+def window(tree: dict, start: int = 0, nodes: int = TREE_NODES, steps: int = TREE_STEPS) -> tuple[list[list[dict]], range, int]:
+    """The part of `tree` a view draws: its columns (see `columns`) of whole steps from `start` on, at most `steps` of them
+    and `nodes` continuations in all (always at least one step). Returns (those columns, their steps, the tree's steps)."""
+    every = columns(tree)
+    start = max(0, min(start, len(every) - 1))
+    end, count = start, 0
+    while end < len(every) and end - start < steps and (end == start or count + len(every[end]) <= nodes):
+        count += len(every[end])
+        end += 1
+    return every[start:end], range(start, end), len(every)
+
+
+def returned_rest(tree: dict, after: int) -> list[tuple[dict, list[dict]]]:
+    """Each returned sequence's nodes after step `after` (its last node first in the pair): what a cut view lists."""
+    by_id = {node["id"]: node for node in tree["nodes"]}
+    out = []
+    for node_id in tree["returned"]:
+        path, node = [], by_id.get(node_id)
+        end = node
+        while node is not None and node["step"] > after:
+            path.append(node)
+            node = by_id.get(node["parent"])
+        if end is not None:
+            out.append((end, path[::-1]))
+    return out
+
+
+def total_steps(tree: dict) -> int:
+    return 1 + max((node["step"] for node in tree["nodes"]), default=0)
+
+
 def node_label(node: dict) -> str:
     return visible_label(node.get("text", str(node["token_id"])))
 
@@ -42,23 +79,29 @@ def node_label(node: dict) -> str:
 def static_tree(tree: dict, path: Path, lang: str = "en") -> Path:
     """The tree as a file for papers: PNG or SVG by the suffix of `path`. Steps run left to right, each step's
     continuations top to bottom (best first); an edge joins each to the beam it continues; pruned ones are grey,
-    finished ones bold, and the returned sequences' paths green."""
+    finished ones bold, and the returned sequences' paths green. An SVG draws the whole tree; a PNG the first steps
+    that hold PNG_NODES continuations, and says so under its title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.fonttype"] = "none"  # labels stay editable text
-    steps = columns(tree)
+    whole = Path(path).suffix.lower() == ".svg"
+    steps, drawn, total = window(tree, 0, len(tree["nodes"]) if whole else PNG_NODES, total_steps(tree))
     title = t("beams.figure_title", lang, beams=tree["num_beams"], penalty=tree["length_penalty"])
-    cjk_font_notice([node_label(node) for node in tree["nodes"]] + [title, t("beams.figure_x", lang)])  # a CJK font where needed
+    if len(drawn) < total:
+        title += "\n" + t("beams.figure_cut", lang, last=drawn[-1] + 1, total=total)
+    shown = [node for nodes in steps for node in nodes]
+    cjk_font_notice([node_label(node) for node in shown] + [title, t("beams.figure_x", lang)])  # a CJK font where needed
     where = {node["id"]: (s, -j) for s, nodes in enumerate(steps) for j, node in enumerate(nodes)}
     on_path = returned_ids(tree)
     depth = max((len(nodes) for nodes in steps), default=1)
-    fig, ax = plt.subplots(figsize=(min(40, 2 + 1.6 * len(steps)), min(40, 1.5 + 0.45 * depth)), dpi=130)
-    for node in tree["nodes"]:
+    width = 2 + 1.6 * len(steps)  # an SVG as wide as its steps need: it is zoomed, not printed
+    fig, ax = plt.subplots(figsize=(width if whole else min(40, width), min(40, 1.5 + 0.45 * depth)), dpi=130)
+    for node in shown:
         x, y = where[node["id"]]
-        if node["parent"] is not None:
+        if node["parent"] in where:
             px, py = where[node["parent"]]
             returned = node["id"] in on_path
             ax.plot([px + 0.14, x - 0.14], [py, y], color=RETURNED_EDGE if returned else "#9ca3af",

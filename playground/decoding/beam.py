@@ -20,6 +20,7 @@ import torch
 
 RUNNING, FINISHED, PRUNED = "running", "finished", "pruned"
 TREE_ALTERNATIVES = 5  # alternatives each node of a saved tree keeps for its card (a tree has 2B nodes per step)
+SORT_WHOLE = 4096  # continuations few enough to sort whole (each row's best c, not its whole vocabulary)
 MASKED = -1.0e9  # transformers' score of a beam that must not be chosen (the B - 1 copies of the prompt at the start)
 
 
@@ -60,6 +61,10 @@ class BeamSearch:
         self.scores = np.full(num_beams, MASKED, dtype=np.float32)  # (B,) cumulative log-prob of each running beam
         self.scores[0] = 0.0
         self.paths: list[Node | None] = [None] * num_beams  # each running beam's last node
+        # The rows in transformers' order of the running beams (best first): its row r is our row order[r]. The batch
+        # keeps a beam in its parent's row instead (fewer cache copies), so a step reads the rows in this order: ties
+        # break, and beam sampling draws, as transformers' do on its order of the same numbers.
+        self.order: list[int] | None = None  # None: the rows' own order
         self.finished: list[Node] = []  # the best finished hypotheses, best first, at most B
         self.improvable = True  # transformers' is_early_stop_heuristic_unsatisfied (sticky: once False, the search ends)
         self.length = 0  # tokens generated per beam so far
@@ -72,22 +77,33 @@ class BeamSearch:
         step's K continuations, for the run to give records; the parent row of each next beam; each next beam's token).
         Sets `done` when the search is over (the next beams are then not used). float32 throughout, as transformers."""
         beams, width = log_probs.shape
-        total = (log_probs + self.scores[:, None]).reshape(-1)  # (B * c,) cumulative log-prob of every continuation
+        order, scores = self.order, self.scores
+        if order is not None:  # transformers' order of the rows
+            log_probs, scores = log_probs[order], scores[order]
+            ids = None if ids is None else ids[order]
+        total = (log_probs + scores[:, None]).reshape(-1)  # (B * c,) cumulative log-prob of every continuation
         if self.do_sample:  # beam sampling: K continuations drawn without replacement, by their cumulative probability
             weights = torch.softmax(torch.from_numpy(total), dim=-1)
             index = torch.multinomial(weights, self.keep, generator=self.generator).numpy()  # (K,)
+        elif total.shape[0] <= SORT_WHOLE:  # a few continuations (each row's best c): one stable sort of them all
+            index = np.argsort(-total, kind="stable")[: self.keep]  # (K,) best first, lower index first on a tie (as topk)
         else:
             index = np.argpartition(-total, self.keep - 1)[: self.keep]  # the best K, unordered
             index = index[np.lexsort((index, -total[index]))]  # (K,) best first, lower index first on a tie (as topk)
         values = total[index]  # (K,) float32
-        rows, columns = np.divmod(index, width)
-        picked = log_probs[rows, columns].tolist()  # (K,) each continuation's own log-prob
-        rows, tokens = rows.tolist(), (columns if ids is None else ids[rows, columns]).tolist()
+        picked = log_probs.reshape(-1)[index].tolist()  # (K,) each continuation's own log-prob
+        rows = (index // width).tolist() if order is None else [order[r] for r in (index // width).tolist()]
+        tokens = (index % width if ids is None else ids.reshape(-1)[index]).tolist()
         length = self.length + 1  # tokens of each continuation's path
-        ends = [t in self.eos_ids or length >= self.max_new_tokens for t in tokens]  # (K,)
+        if length >= self.max_new_tokens:
+            ends = [True] * len(tokens)
+        else:
+            ends = [t in self.eos_ids for t in tokens]  # (K,)
         # The next beams: the best B continuations that do not end (an ending one is out of the running).
-        running = values + np.where(ends, np.float32(MASKED), np.float32(0))  # (K,) float32, as transformers adds
-        following = np.argsort(-running, kind="stable")[:beams].tolist()  # (B,) best first (topk's order: lower index on ties)
+        running = values.copy()  # (K,) float32
+        if any(ends):
+            running[np.array(ends)] += np.float32(MASKED)  # as transformers adds, in float32
+        ranked = following = np.argsort(-running, kind="stable")[:beams].tolist()  # (B,) best first (topk's order)
         # The next beams in any order of rows: each parent's first continuation stays in its parent's row, so that the
         # batch copies only the rows of parents that go on twice (into the rows of parents that were dropped).
         slots: list[int | None] = [None] * beams
@@ -97,23 +113,33 @@ class BeamSearch:
                 slots[rows[j]] = j
             else:
                 extra.append(j)
-        following = [j if j is not None else extra.pop(0) for j in slots]
+        if extra:
+            extra.reverse()
+            following = [j if j is not None else extra.pop() for j in slots]
+        else:
+            following = slots
+        slot = {j: i for i, j in enumerate(following)}
+        self.order = [slot[j] for j in ranked]
+        if self.order == list(range(beams)):
+            self.order = None
         normalised = values / np.float32(length ** self.length_penalty)  # (K,) as transformers divides, in float32
-        steps = [Node(self.length, self.paths[r], r, t, p, float(v), float(s), id=len(self.nodes) + j)
-                 for j, (r, t, p, v, s) in enumerate(zip(rows, tokens, picked, values, normalised))]
+        first, paths = len(self.nodes), self.paths
+        steps = [Node(self.length, paths[r], r, t, p, v, s, id=first + j)
+                 for j, (r, t, p, v, s) in enumerate(zip(rows, tokens, picked, values.tolist(), normalised.tolist()))]
         self.nodes += steps
         # Hypotheses: the continuations among the first B that end, unless the search can take no more (every slot is
         # finished and early_stopping is True, or the heuristic found that nothing can improve any more).
         full = len(self.finished) == beams
         if self.improvable and not (full and self.early_stopping is True):
-            for j in range(beams):
-                if ends[j]:
-                    steps[j].status = FINISHED
-                    self.finished.append(steps[j])
-            self.finished.sort(key=lambda node: -node.score)  # stable: earlier hypotheses first on a tie
-            for node in self.finished[beams:]:
-                node.status = PRUNED
-            del self.finished[beams:]
+            ended = [steps[j] for j in range(beams) if ends[j]]
+            if ended:
+                for node in ended:
+                    node.status = FINISHED
+                self.finished += ended
+                self.finished.sort(key=lambda node: -node.score)  # stable: earlier hypotheses first on a tie
+                for node in self.finished[beams:]:
+                    node.status = PRUNED
+                del self.finished[beams:]
         for j in following:
             if not ends[j]:
                 steps[j].status = RUNNING
@@ -142,9 +168,10 @@ class BeamSearch:
         scored at their length (as the old BeamSearchScorer's finalize did)."""
         candidates = list(self.finished)
         if not self.done and self.length:
-            for node, score in zip(self.paths, self.scores.tolist()):
-                if score > MASKED / 2:
-                    candidates.append(node)
+            scores = self.scores.tolist()
+            for row in self.order or range(self.num_beams):  # transformers' order: first on a tie
+                if scores[row] > MASKED / 2:
+                    candidates.append(self.paths[row])
             candidates.sort(key=lambda node: -node.score)
         return candidates[:count]
 

@@ -110,7 +110,10 @@ def transformers_code(results: list[GenerationResult], model_location: str, code
         "",
         "samples = []",
     ]
-    if s.num_beams > 1:
+    if s.num_beams > 1 and s.do_sample:
+        loop = [f"for seed in [{s.seed}]:  # beam sampling: one call draws every sequence, best first",
+                "    torch.manual_seed(seed)"]
+    elif s.num_beams > 1:
         loop = ["for _ in range(1):  # beam search: one call returns every sequence, best first"]
     elif s.do_sample:
         count = len(results)
@@ -132,9 +135,12 @@ def transformers_code(results: list[GenerationResult], model_location: str, code
         "    samples.append(new_ids)",
         "    print(repr(tokenizer.decode(new_ids)))",
     ]
-    if s.num_beams > 1:  # every returned beam (transformers pads the shorter ones with the end-of-text token)
-        body[-4:] = ["    for row in output:",
+    if s.num_beams > 1:  # every returned beam, up to its end of text (transformers pads the shorter ones after it)
+        ends = sorted(codec.eos_ids) if not s.ignore_eos else []
+        body[-3:] = ["    for row in output:",
                      "        new_ids = row[input_ids.shape[1]:].tolist()",
+                     *([f"        ends = [i for i, token in enumerate(new_ids) if token in {_py(ends)}]",
+                        "        new_ids = new_ids[: ends[0] + 1] if ends else new_ids"] if ends else []),
                      "        samples.append(new_ids)",
                      "        print(repr(tokenizer.decode(new_ids)))"]
     return "\n".join(header + loop + body) + "\n"
@@ -222,7 +228,9 @@ def run_code(results: list[GenerationResult], model_location: str, codec: TokenC
         notes.append(("code.note_branch", {"run_id": first.parent_run_id}))
     if any(made_step_by_step(notice) for notice in first.notices):
         notes.append(("code.note_steps", {}))
-    if first.group_id is not None and len(results) == 1:
+    if s.num_beams > 1:
+        notes.append(("code.note_beams", {}))
+    if first.group_id is not None and len(results) == 1 and s.num_beams == 1:
         notes.append(("code.note_one_sample", {"index": first.sample_index or 0, "seed": s.seed}))
     body = request_body(results, info.model)
     if first.parent_run_id is not None or first.dropped_prompt_tokens:

@@ -442,16 +442,17 @@ class OnnxRunner:
         rows that change are gathered first (numpy's fancy indexing copies its source), then written to their slots.
         The same number of rows keeps the same buffers and binding (a beam step changes no shapes)."""
         past, width, pads = cache
-        index = np.asarray(rows, dtype=np.int64)
         moved = [(i, source) for i, source in enumerate(rows) if source != i]  # the slots whose row changes
-        # Sources that a move overwrites before it is read are saved first; the rest are copied slot to slot.
-        saved = sorted({source for i, source in moved if any(j == source for j, _ in moved)})
-        for buffer in past:
+        # Sources that a move overwrites before it is read are saved first; the rest are copied slot to slot. (A beam
+        # step has none: a slot changes only when its own beam was dropped, see decoding/beam.py.)
+        targets = {i for i, _ in moved}
+        saved = sorted({source for _, source in moved if source in targets})
+        for buffer in past if moved else ():
             slab = buffer.slab
             kept = {source: slab[source, :, :width].copy() for source in saved}  # (H, width, D) each
             for i, source in moved:
                 slab[i, :, :width] = kept[source] if source in kept else slab[source, :, :width]
-        pads = None if pads is None else pads[index]
+        pads = None if pads is None else pads[np.asarray(rows, dtype=np.int64)]
         pads = pads if pads is not None and pads.any() else None
         if len(rows) == self._batch_rows(past):
             return OnnxCache(past, width, pads)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from ..analysis.beam_tree import columns, returned_ids
+from ..analysis.beam_tree import TREE_STEPS, returned_ids, returned_rest, window
 from ..records import Alternative, GenerationResult, TokenRecord
 from ..text import Unit, hex_bytes, is_whole, unit_labels, visible_label
 from ..locales import STRINGS, error_text
@@ -80,6 +80,7 @@ CSS = """
 .beamtree .tok.beamnode.running { background: #dbeafe; }
 .beamtree .tok.beamnode.finished { background: #dcfce7; font-weight: 600; border-style: double; border-width: 3px; }
 .beamtree .tok.beamnode.returned { border: 2px solid #16a34a; }
+.beamtree .tok.beamnode.beamrest { white-space: normal; max-width: 40em; }
 .legend { display: flex; gap: 10px; flex-wrap: wrap; font-size: 13px; margin: 4px 0 2px; color: inherit; }
 .legend span.sw { display: inline-block; width: 14px; height: 14px; border-radius: 3px; vertical-align: -2px; margin-right: 4px; }
 .banner { padding: 8px 12px; border-radius: 8px; background: #eef2ff; color: #1e1b4b; font-size: 14px; }
@@ -384,7 +385,9 @@ def _node_record(node: dict) -> TokenRecord:
 def beam_tree_html(tree: dict | None, lang: str = "en") -> str:
     """A beam search's tree: a column per step, its continuations best first, each with its length-normalised score and
     the beam it continues; pruned ones grey, finished ones marked, the returned sequences' paths outlined. Hover or
-    focus shows the token view's card, with the beam's numbers under it. Empty for a run without beams."""
+    focus shows the token view's card, with the beam's numbers under it. A large tree is drawn from its first steps
+    (analysis/beam_tree.py's `window`), with a note saying so and the returned sequences' rest after them as text.
+    Empty for a run without beams."""
     if not tree:
         return ""
     on_path = returned_ids(tree)
@@ -397,8 +400,9 @@ def beam_tree_html(tree: dict | None, lang: str = "en") -> str:
         parent = by_id.get(node["parent"])
         return t("beams.from", lang, token=visible_label(parent.get("text", str(parent["token_id"])))) if parent else ""
 
+    steps, drawn, total = window(tree)
     cols = []
-    for step, nodes in enumerate(columns(tree)):
+    for step, nodes in zip(drawn, steps):
         cells = []
         for node in nodes:
             numbers = t("beams.tip", lang, beam=node["row"] + 1, logprob=f"{node['logprob']:.3f}",
@@ -410,5 +414,17 @@ def beam_tree_html(tree: dict | None, lang: str = "en") -> str:
                          f'{visible(visible_label(node.get("text", str(node["token_id"]))))}<small>{node["score"]:.2f} '
                          f'{escape(after(node))}</small>{card}</span>')
         cols.append(f'<div class="beamcol"><div class="beamstep">{escape(t("beams.step", lang, step=step + 1))}</div>{"".join(cells)}</div>')
+    note = ""
+    if len(drawn) < total:  # the returned sequences go on as text after the last drawn step
+        lines = []
+        for i, (end, rest) in enumerate(returned_rest(tree, drawn[-1])):
+            text = "".join(visible_label(node.get("text", str(node["token_id"]))) for node in rest)
+            label = escape(t("beams.rest_line", lang, n=i + 1, score=format(end["score"], ".2f")))
+            lines.append(f'<span class="tok beamnode {end["status"]} returned beamrest">{label} {visible("…" + text) if text else ""}</span>')
+        cols.append(f'<div class="beamcol"><div class="beamstep">{escape(t("beams.rest", lang, first=drawn[-1] + 2, last=total))}</div>'
+                    f'{"".join(lines)}</div>')
+        nodes = sum(len(column) for column in steps)
+        note = (f'<div class="meta" id="beam-tree-cut">'
+                f'{escape(t("beams.cut", lang, last=drawn[-1] + 1, total=total, shown=nodes, nodes=len(tree["nodes"]), steps=TREE_STEPS))}</div>')
     title = escape(t("beams.title", lang, beams=tree["num_beams"], penalty=tree["length_penalty"], early=str(tree["early_stopping"]).lower()))
-    return f'<div class="beamtree-wrap"><b>{title}</b>{legend}<div class="tokview beamtree" id="beam-tree-view">{"".join(cols)}</div></div>'
+    return f'<div class="beamtree-wrap"><b>{title}</b>{legend}{note}<div class="tokview beamtree" id="beam-tree-view">{"".join(cols)}</div></div>'
