@@ -176,8 +176,8 @@ def test_onnx_fp32_hidden_states_equal_pytorchs_and_quantization_drifts(tiny_bac
     report = view.report(sampled_run.tokens[0].position)
     assert report["backend"] == "onnx" and report["variant"] == "int8" and report["block"]["scores"] is None
     assert np.allclose(np.sum(report["block"]["weights"]), 1.0, atol=1e-4) and report["residual"][1]["attention_norm"] is None
-    config, position = tiny_backend.model.config, sampled_run.tokens[0].position  # the int8 cache: one byte a number
-    assert report["kv_cache"]["total_bytes"] == config.n_layer * 2 * config.n_embd * position
+    config, position = tiny_backend.model.config, sampled_run.tokens[0].position  # the in-place fp32 cache: 4 bytes a number
+    assert report["kv_cache"]["total_bytes"] == config.n_layer * 2 * config.n_embd * position * 4
     # int8 quantizes activations per row block (MatMulNBits), so this view's one pass over the tokens gives what an int8
     # run's token-by-token steps gave: no notice, and the funnel's raw distribution is that run's.
     assert not any("int8" in n for n in report["notices"])
