@@ -120,4 +120,10 @@ def test_sweep_tab_puts_strategies_side_by_side_in_english_and_chinese(page, zh_
         assert [columns.nth(i).locator(".tokview").count() for i in range(len(shown))] == [n for _, _, n in shown]
         view.locator("#sweep-bars .barlayer .point").nth(len(shown) - 1).wait_for()  # the chart comes with the last column
         assert len(app_history.group(group)) == sum(n for _, _, n in shown)
+        # Each mode has its own status line: the grid's last sweep (if any), then this one's again.
+        view.locator("#sweep-mode").get_by_text(text("sweep.mode.grid", lang)).click()
+        view.wait_for_function(f"() => !(document.querySelector('#sweep-status')?.innerText || '').includes('{group}')")
+        view.locator("#sweep-mode").get_by_text(text("sweep.mode.strategies", lang)).click()
+        view.wait_for_function(f"() => (document.querySelector('#sweep-status')?.innerText || '').includes('{group}')")
+        assert view.locator("#sweep-status").inner_text().strip() == status
     assert untranslated(zh_page) == []  # the strategies' inputs, table, chart and columns read Chinese

@@ -253,9 +253,11 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
     def on_metric(metric_name, state, request: gr.Request):
         return heatmap_figure(state, metric_name, lang_of(request))
 
-    def on_mode(chosen):
+    def on_mode(chosen, grid_state, strategies_state, request: gr.Request):
         grid, side_by_side = gr.update(visible=chosen == "grid"), gr.update(visible=chosen == "strategies")
-        return grid, side_by_side, grid, side_by_side, grid, side_by_side, grid, side_by_side, grid, side_by_side
+        lang = lang_of(request)  # the status line is the chosen mode's own: its last sweep, or nothing yet
+        line = status_text(grid_state, lang) if chosen == "grid" else strategies_status(strategies_state, lang)
+        return grid, side_by_side, grid, side_by_side, grid, side_by_side, grid, side_by_side, grid, side_by_side, line
 
     def on_strategies(request: gr.Request, prompt_text, chosen, count, backend_name, variant_name, model_name, metric_name,
                       *values):
@@ -293,8 +295,9 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
     stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
     cell.input(on_cell, inputs=[cell, state_box], outputs=texts, queue=False, api_visibility="private")
     metric.change(on_metric, inputs=[metric, state_box], outputs=heatmap, queue=False, api_visibility="private")
-    mode.change(on_mode, inputs=mode, outputs=[grid_help, strategies_help, grid_inputs, strategy_inputs, grid_cap, strategies_cap,
-                                               run_btn, strategies_btn, grid_outputs, strategy_outputs],
+    mode.change(on_mode, inputs=[mode, state_box, strategies_box],
+                outputs=[grid_help, strategies_help, grid_inputs, strategy_inputs, grid_cap, strategies_cap, run_btn, strategies_btn,
+                         grid_outputs, strategy_outputs, status],
                 queue=False, api_visibility="private")
     strategies_btn.click(on_strategies, inputs=[prompt, strategies, samples, *where_inputs, bar_metric, *value_boxes.values(),
                                                 *settings_inputs],
