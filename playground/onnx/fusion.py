@@ -12,11 +12,12 @@ not their arithmetic, is what the step pays (per-op profile: `python scripts/pro
   tokens), and `present.{i}.*` must be bound to those same buffers (IO binding): a step appends its
   keys and values at P instead of copying the whole cache into a new tensor (onnx/runtime.py). The
   graph's names are unchanged; its metadata says `kv_cache: in_place`.
-  With `kv_scales` (the quantized variants) each layer is one `com.microsoft.GroupQueryAttention` node instead,
-  whose cache is int8: a key or value is stored as round(x / scale), one fp32 scale per head and channel (calibrated
-  at export over the model's own keys and values, onnx/export.py `kv_cache_scales`), and attention reads it back
-  as int8. The cache is a quarter of fp32's bytes, which is what decoding at long contexts waits for (docs/onnx.md).
-  The padding the attention mask marks becomes an additive bias; `seqlens_k` is the batch's common length.
+  With `kv_scales` each layer is one `com.microsoft.GroupQueryAttention` node instead, whose cache is int8: a key or
+  value is stored as round(x / scale), one fp32 scale per head and channel (calibrated at export over the model's own
+  keys and values, onnx/export.py `kv_cache_scales`), and attention reads it back as int8. The cache is a quarter of
+  fp32's bytes, which is what decoding at long contexts waits for; no shipped variant takes it, as its prompt pass is
+  slower (onnx/export.py `INT8_KV_CACHE_VARIANTS`, docs/onnx.md). The padding the attention mask marks becomes an
+  additive bias; `seqlens_k` is the batch's common length.
 - `drop_linear_reshapes`: Conv1D's flatten to 2-D and back is dropped; MatMul takes (B, S, E) as is.
 - `prune`: nodes nothing reads any more are removed.
 
