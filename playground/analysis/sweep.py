@@ -140,17 +140,33 @@ class SweepCell:
 
 
 @dataclass
-class SweepState:
-    """A sweep as it stands: the cells finished so far (a stopped sweep keeps them), and its history group."""
+class SweepProgress:
+    """What a running sweep of either kind shares: its plan, its history group, whether Stop ended it, and `counts`
+    (cells or columns finished, planned)."""
 
-    plan: SweepPlan
+    plan: object
     group_id: str
-    cells: list[SweepCell] = field(default_factory=list)
     stopped: bool = False
 
     @property
+    def counts(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @property
     def done(self) -> bool:
-        return self.stopped or len(self.cells) == len(self.plan.cells)
+        finished, planned = self.counts
+        return self.stopped or finished == planned
+
+
+@dataclass
+class SweepState(SweepProgress):
+    """A sweep as it stands: the cells finished so far (a stopped sweep keeps them), and its history group."""
+
+    cells: list[SweepCell] = field(default_factory=list)
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return len(self.cells), len(self.plan.cells)
 
     def grid(self, metric: str) -> list[list[float | None]]:
         """The metric per cell as rows (y) of columns (x); None where a cell has not run."""
@@ -332,17 +348,14 @@ class StrategyColumn:
 
 
 @dataclass
-class StrategiesState:
+class StrategiesState(SweepProgress):
     """Strategies side by side as they stand: the columns finished so far (a stopped run keeps them), and the group."""
 
-    plan: StrategyPlan
-    group_id: str
     columns: list[StrategyColumn] = field(default_factory=list)
-    stopped: bool = False
 
     @property
-    def done(self) -> bool:
-        return self.stopped or len(self.columns) == len(self.plan.strategies)
+    def counts(self) -> tuple[int, int]:
+        return len(self.columns), len(self.plan.strategies)
 
 
 def run_strategies(playground, prompt: str, plan: StrategyPlan, session: str | None = None, backend: str | None = None,

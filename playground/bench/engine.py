@@ -308,30 +308,34 @@ def _peer_cells(source: ModelSource, config: BenchConfig, kind: str, variants, r
                 failed: list | None) -> list[dict]:
     """A peer's rows at every (prompt, new tokens) size of `config` and each of its `variants`: `run_one(model_dir,
     prompt_ids, new_tokens, context, folder, variants)` gives one size's rows, converting the model into `folder`
-    (exports/<model>/<kind>) on first use. A variant that fails (its conversion, or a crash) is left out of the
-    sizes after it and added to `failed` as (variant, PlaygroundError): the other variants' rows and ours still come."""
+    (exports/<model>/<kind>) on first use, all its variants in one go. A variant that fails (its conversion, or a
+    crash) is found by running them one at a time, left out of the sizes after it and added to `failed` as (variant,
+    PlaygroundError): the other variants' rows and ours still come."""
     from transformers import AutoConfig
 
     context = AutoConfig.from_pretrained(source.location).n_positions
-    rows, broken = [], set()
+    model_dir, rows, broken = Path(source.location).resolve(), [], set()
     for prompt_tokens in config.prompt_tokens:
         for new_tokens in config.new_tokens:
-            for variant in variants:
-                if variant in broken:
-                    continue
-                try:
-                    got = run_one(Path(source.location).resolve(), _prompt_ids(source, prompt_tokens), new_tokens, context,
-                                  kind, (variant,))
-                except PlaygroundError as exc:
-                    if failed is None:
-                        raise
-                    broken.add(variant)
-                    failed.append((variant, exc))
-                    continue
-                for row in got:
-                    rows.append(row)
-                    if on_row:
-                        on_row(row)
+            ids, todo = _prompt_ids(source, prompt_tokens), tuple(v for v in variants if v not in broken)
+            if not todo:
+                continue
+            try:
+                got = run_one(model_dir, ids, new_tokens, context, kind, todo)
+            except PlaygroundError:
+                if failed is None:
+                    raise
+                got = []
+                for variant in todo:  # which of them fails
+                    try:
+                        got += run_one(model_dir, ids, new_tokens, context, kind, (variant,))
+                    except PlaygroundError as exc:
+                        broken.add(variant)
+                        failed.append((variant, exc))
+            for row in got:
+                rows.append(row)
+                if on_row:
+                    on_row(row)
     return rows
 
 

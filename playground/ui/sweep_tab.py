@@ -51,15 +51,17 @@ def heatmap_figure(state: SweepState | None, metric: str, lang: str = "en"):
     return figure
 
 
-def status_text(state: SweepState | None, lang: str, running: bool = False) -> str:
+def status_text(state: SweepState | StrategiesState | None, lang: str, running: bool = False) -> str:
+    """A grid's or the strategies' status line: progress, stopped, or finished with the history group."""
     if state is None:
         return ""
-    done, total = len(state.cells), len(state.plan.cells)
+    keys = "sweep.strategies_" if isinstance(state, StrategiesState) else "sweep."
+    done, total = state.counts
     if state.stopped:
-        return t("sweep.stopped", lang, done=done, total=total, group=state.group_id)
+        return t(f"{keys}stopped", lang, done=done, total=total, group=state.group_id)
     if running and not state.done:
-        return t("sweep.progress", lang, done=done, total=total, tokens=state.plan.total_tokens)
-    return t("sweep.finished", lang, done=done, group=state.group_id)
+        return t(f"{keys}progress", lang, done=done, total=total, tokens=state.plan.total_tokens)
+    return t(f"{keys}finished", lang, done=done, group=state.group_id)
 
 
 def mode_choices(lang: str) -> list[tuple[str, str]]:
@@ -131,17 +133,6 @@ def strategies_figure(state: StrategiesState | None, metric: str, lang: str = "e
             figure.update_yaxes(type="log", dtick=1)
     figure.update_layout(height=320, margin={"l": 50, "r": 20, "t": 40, "b": 60}, title=t(f"sweep.metric.{metric}", lang))
     return figure
-
-
-def strategies_status(state: StrategiesState | None, lang: str, running: bool = False) -> str:
-    if state is None:
-        return ""
-    done, total = len(state.columns), len(state.plan.strategies)
-    if state.stopped:
-        return t("sweep.strategies_stopped", lang, done=done, total=total, group=state.group_id)
-    if running and not state.done:
-        return t("sweep.strategies_progress", lang, done=done, total=total, tokens=state.plan.total_tokens)
-    return t("sweep.strategies_finished", lang, done=done, group=state.group_id)
 
 
 def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
@@ -256,7 +247,7 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
     def on_mode(chosen, grid_state, strategies_state, request: gr.Request):
         grid, side_by_side = gr.update(visible=chosen == "grid"), gr.update(visible=chosen == "strategies")
         lang = lang_of(request)  # the status line is the chosen mode's own: its last sweep, or nothing yet
-        line = status_text(grid_state, lang) if chosen == "grid" else strategies_status(strategies_state, lang)
+        line = status_text(grid_state if chosen == "grid" else strategies_state, lang)
         return grid, side_by_side, grid, side_by_side, grid, side_by_side, grid, side_by_side, grid, side_by_side, line
 
     def on_strategies(request: gr.Request, prompt_text, chosen, count, backend_name, variant_name, model_name, metric_name,
@@ -276,14 +267,14 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
             for state in run_strategies(playground, prompt_text, plan, session=session, backend=backend_name, variant=variant_name,
                                         model=model_name, stop_event=stop_event, owner=request.username or ""):
                 # The chart is drawn once, at the end (a plot per column costs more than the table and texts).
-                yield (strategies_status(state, lang, running=True), strategies_table_html(state, lang), gr.skip(),
+                yield (status_text(state, lang, running=True), strategies_table_html(state, lang), gr.skip(),
                        strategies_texts_html(state, lang), state)
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         finally:
             stop_events.pop(session or "", None)
         if state is not None:
-            yield strategies_status(state, lang), gr.skip(), strategies_figure(state, metric_name, lang), gr.skip(), state
+            yield status_text(state, lang), gr.skip(), strategies_figure(state, metric_name, lang), gr.skip(), state
 
     def on_bar_metric(metric_name, state, request: gr.Request):
         return strategies_figure(state, metric_name, lang_of(request))
