@@ -7,7 +7,8 @@ Text: Python's own docstrings (pydoc of str, list, dict, os.path, open), or with
 Debian's fortunes-zh (for the Chinese demo model, which was trained on them), cut into `--windows` windows of
 the model's context. Per variant, built from one optimum export both ways (onnx/export.py's
 `_make_variant`: optimum's graph; fused with an fp32 cache; fused with the int8 cache the export now builds, its scales
-from `kv_cache_scales`): mean KL(PyTorch || ONNX) per position, top-1 agreement and file size.
+from `kv_cache_scales`; and the prompt graph made from the fused one, onnx/prompt.py): mean KL(PyTorch || ONNX) per
+position, top-1 agreement and file size.
 With llama.cpp (the benchmark's peer options), its f32, Q8_0 and Q4_0 GGUF files of the same model are
 scored the same way on llama.cpp's own logits.
 """
@@ -27,6 +28,7 @@ import torch  # noqa: E402
 from playground.bench.peers import PEER_VARIANTS, PeerConfig, missing_reason, peer_logits  # noqa: E402
 from playground.models import load_torch_model, resolve_model  # noqa: E402
 from playground.onnx.export import _export_fp32, _make_variant, export_folder, kv_cache_scales  # noqa: E402
+from playground.onnx.prompt import write_prompt_graph  # noqa: E402
 from playground.onnx.runtime import OnnxRunner  # noqa: E402
 
 
@@ -62,7 +64,7 @@ def main() -> None:
         return float(np.mean(kl)), float(np.mean(top1))
 
     def compare(path: Path) -> tuple[float, float]:
-        runner = OnnxRunner(path, ["CPUExecutionProvider"], context=context)
+        runner = OnnxRunner(path, ["CPUExecutionProvider"], context=context, prompt_graph=False)  # this graph alone
         return score(runner.prefill(window)[0] for window in windows)
 
     print(f"{source.name}: {len(windows)} windows of {context} tokens\n| variant | graph | KL to fp32 | top-1 agreement | MB |\n"
@@ -77,6 +79,11 @@ def main() -> None:
                 _make_variant(raw, variant, path, fuse=fuse, kv_scales=kv_scales)
                 kl, top1 = compare(path)
                 print(f"| {variant} | {graph} | {kl:.5f} | {top1:.4f} | {path.stat().st_size / 1e6:.1f} |")
+                if fuse and kv_scales is None:  # the prompt graph the export ships beside it (onnx/prompt.py)
+                    prompt = path.with_name(f"{variant}-prompt.onnx")
+                    write_prompt_graph(path, prompt)
+                    kl, top1 = compare(prompt)
+                    print(f"| {variant} | fused, prompt.onnx (int8 GEMMs) | {kl:.5f} | {top1:.4f} | {prompt.stat().st_size / 1e6:.1f} |")
     peer = PeerConfig(args.llama_python, args.llama_src)
     reason = missing_reason(peer)
     if reason:

@@ -178,12 +178,14 @@ def test_onnx_fp32_hidden_states_equal_pytorchs_and_quantization_drifts(tiny_bac
     assert np.allclose(np.sum(report["block"]["weights"]), 1.0, atol=1e-4) and report["residual"][1]["attention_norm"] is None
     config, position = tiny_backend.model.config, sampled_run.tokens[0].position  # the in-place fp32 cache: 4 bytes a number
     assert report["kv_cache"]["total_bytes"] == config.n_layer * 2 * config.n_embd * position * 4
-    # int8 quantizes activations per row block (MatMulNBits), so this view's one pass over the tokens gives what an int8
-    # run's token-by-token steps gave: no notice, and the funnel's raw distribution is that run's.
+    # The view computes the run's logits as the run did (its prompt in one pass by prompt.onnx, each generated token by a
+    # decoding step): no notice, and the funnel's raw distribution is that run's, for a prompt token and a generated one.
     assert not any("int8" in n for n in report["notices"])
     run = generate(int8, tiny_source, "The value of", GenerationSettings(max_new_tokens=4, seed=5))
     funnel = Inside(run, int8, tiny_backend.model, tiny_source.codec).report(run.tokens[2].position)["funnel"]
-    assert abs(funnel[0]["chosen_prob"] - run.tokens[2].raw_prob) < 1e-5
+    assert abs(funnel[0]["chosen_prob"] - run.tokens[2].raw_prob) < 1e-6
+    funnel = Inside(run, int8, tiny_backend.model, tiny_source.codec).report(run.prompt_tokens[-1].position)["funnel"]
+    assert abs(funnel[0]["chosen_prob"] - run.prompt_tokens[-1].raw_prob) < 1e-6
     with pytest.raises(InsideError, match="only the PyTorch backend"):
         view.attribution(sampled_run.tokens[0].position)
 

@@ -114,6 +114,20 @@ def trace_run(backend: Backend, token_ids: list[int], cap: int = MAX_INSIDE_TOKE
     return RunTrace(hidden, window, first, f"{info.backend} {info.variant} · {info.provider}", notice)
 
 
+def run_logits(backend: Backend, token_ids: list[int], prompt_length: int) -> tuple[torch.Tensor, Any]:
+    """The backend's logits (T, V) at every position of `token_ids` as a run computed them, and the cache after them:
+    its first `prompt_length` positions in one pass, each later one by a decoding step. A quantized ONNX export runs
+    prompts and steps with different graphs (onnx/prompt.py), whose numbers differ in the fourth digit: so the funnel
+    of a generated token shows the probabilities its run drew from."""
+    prompt_length = min(max(1, prompt_length), len(token_ids))
+    logits, cache = backend.prefill(token_ids[:prompt_length])  # (P, V)
+    rows = [logits.float()]
+    for token in token_ids[prompt_length:]:
+        step, cache = backend.step(token, cache)  # (V,): a view of the backend's output buffer, copied
+        rows.append(step.float().clone()[None])
+    return torch.cat(rows), cache
+
+
 def local_index(trace: RunTrace, position: Any, run_length: int) -> int:
     """The window index of run position `position`, which must have a prediction (a token before it) in the window."""
     position = as_int("position", position)
@@ -426,8 +440,8 @@ class Inside:
             self.trace = RunTrace(hidden, window, first, f"{info.backend} {info.variant} · {info.provider}", notice)
         else:  # the export's analysis graph for the residual stream, the decoder for the logits and the cache
             self.trace = trace_run(self.backend, ids, self.cap)
-            logits, self._cache = self.backend.prefill(self.trace.token_ids)  # (T, V)
-            self._logits = logits.float()
+            prompt_length = len(self.result.prompt_tokens) - self.trace.first_position  # the window's prompt positions
+            self._logits, self._cache = run_logits(self.backend, self.trace.token_ids, prompt_length)
         self.head = LensHead(self.reference)
         if self.trace.notice:
             self.notices.append(self.trace.notice)

@@ -1,0 +1,164 @@
+"""The prompt's pass in int8 arithmetic: a second graph whose blocks multiply with onnxruntime's int8 GEMM.
+
+A decoding step multiplies one row per sequence by each weight: it waits for the weight's bytes, which is what
+MatMulNBits (weights in blocks of 8 or 4 bits) keeps few. A prompt multiplies hundreds of rows by the same weight:
+it waits for arithmetic, and there MatMulNBits' CPU kernel is slow. One 768 x 3072 weight at 512 rows (2 threads,
+throwaway timing script): MatMulNBits 8-bit 11.2 ms, fp32 MatMul 12.1 ms, MatMulInteger (u8 x s8, MLAS's quantized
+GEMM, which uses the CPU's int8 dot-product or matrix units) 4.0 ms. So the quantized variants ship `prompt.onnx`
+beside `model.onnx`: the same graph (same inputs, outputs, attention, cache written in place, lm_head), in which each
+block's MatMulNBits is replaced by:
+
+- its weight as int8 per output column: the very numbers the decoder multiplies by (the blocks dequantized), then
+  rounded to one scale per column;
+- each activation row quantized alone, symmetrically around 128 (u8, zero point 128, scale = max |x| / 127): a
+  row's numbers depend on that row only, never on the other rows of a batch, on padding or on the prompt's length,
+  as in the decoder (QuantizeLinear with one block per row). A scale per tensor (onnxruntime's `DynamicQuantizeLinear`) was 12% faster at 512 tokens but
+  would let one user's prompt change another's numbers in a shared batch, and one large row (GPT-2's first
+  position) coarsen every other row;
+- `MatMulIntegerToFloat` (the int32 sums times the columns' scales, in one kernel), then times the rows' scales.
+
+onnxruntime has no per-row dynamic quantization op or per-row scale in its int8 matmuls, so the rows are
+quantized with standard ops (Abs, ReduceMax, QuantizeLinear). Measured on the demo model, KL to PyTorch
+fp32 over whole windows: 0.00007 with this graph, 0.00005 with the decoder's (docs/onnx.md). The runner uses it for
+every run of more than one new token on the CPU (onnx/runtime.py); a decoding step keeps MatMulNBits.
+
+On x86 CPUs without int8 dot products (AVX2 alone), MLAS multiplies u8 by s8 with VPMADDUBSW, whose pairwise sums
+saturate at int16: there the sums would be wrong. `int8_gemm_is_exact` asks the CPU once, with a product that
+saturates there, and the runner keeps the decoder's graph for prompts where it is not exact (and says so).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PROMPT_FILE = "prompt.onnx"
+PROMPT_OPSET = 21  # QuantizeLinear's blocked form (one scale per row)
+ACTIVATION_ZERO_POINT = 128  # u8 activations, symmetric: q = round(x / s) + 128, s = max |x| / 127
+WEIGHT_MAX = 127  # s8 weights in [-127, 127], symmetric
+
+
+def dequantize_nbits(node, initializers: dict) -> np.ndarray | None:
+    """The (K, N) float32 weight a MatMulNBits node multiplies by, or None for a layout this does not read.
+
+    MatMulNBits keeps B transposed, (N, blocks, block_size * bits / 8) uint8, each byte holding 8 / bits numbers
+    (the low bits first), `scales` (N * blocks) float32, and unsigned numbers around an implicit zero point
+    2^(bits - 1) when no zero points are given (symmetric quantization, as onnx/export.py's recipes use)."""
+    from onnx import helper, numpy_helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    bits, k, n = attrs.get("bits", 4), attrs["K"], attrs["N"]
+    extra = [name for name in node.input[3:] if name]
+    if bits not in (4, 8) or extra or node.input[1] not in initializers or node.input[2] not in initializers:
+        return None
+    packed = numpy_helper.to_array(initializers[node.input[1]])  # (N, blocks, bytes)
+    scales = numpy_helper.to_array(initializers[node.input[2]]).reshape(n, -1).astype(np.float32)  # (N, blocks)
+    if bits == 8:
+        values = packed.astype(np.int16)
+    else:
+        values = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:2], -1).astype(np.int16)
+    values = values - (1 << (bits - 1))  # (N, blocks, block)
+    weight = (values.astype(np.float32) * scales[:, :, None]).reshape(n, -1)[:, :k]
+    return np.ascontiguousarray(weight.T)  # (K, N)
+
+
+def per_column_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weight, float32 scale per column) with weight ≈ q * scale."""
+    scale = np.abs(weight).max(axis=0) / WEIGHT_MAX
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    return np.clip(np.round(weight / scale), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8), scale
+
+
+def integer_matmuls(model) -> int:
+    """Replace each MatMulNBits but lm_head (the node that writes the logits) by the int8 GEMM of the module's
+    doc; returns how many were replaced. Every replacement keeps its node's input and output names."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    shared = {
+        "prompt_zero_point": np.array(ACTIVATION_ZERO_POINT, dtype=np.uint8),
+        "prompt_axis_last": np.array([-1], dtype=np.int64),
+        "prompt_tiny": np.array(1e-12, dtype=np.float32),
+        "prompt_levels": np.array(WEIGHT_MAX, dtype=np.float32),
+        "prompt_one": np.array(1.0, dtype=np.float32),
+    }
+    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in shared.items())
+    nodes, replaced, unused = [], 0, set()
+    for node in graph.node:
+        weight = dequantize_nbits(node, initializers) if node.op_type == "MatMulNBits" and "logits" not in node.output else None
+        if weight is None:
+            nodes.append(node)
+            continue
+        quantized, scale = per_column_int8(weight)
+        k = weight.shape[0]
+        p = node.name or node.output[0]
+        graph.initializer.extend([numpy_helper.from_array(quantized, f"{p}/int8_weight"),
+                                  numpy_helper.from_array(scale, f"{p}/int8_scale")])
+        unused.update(node.input[1:3])
+        x, y = node.input[0], node.output[0]
+        nodes += [
+            # Each row's scale s = max |x| / 127, (..., 1); the row quantized as one block of K (QuantizeLinear's blocked
+            # form, opset 21): 25% faster at 512 rows than flattening to (rows, K) for a per-axis scale.
+            helper.make_node("Abs", [x], [f"{p}/abs"], name=f"{p}/abs"),
+            helper.make_node("ReduceMax", [f"{p}/abs", "prompt_axis_last"], [f"{p}/max"], name=f"{p}/max", keepdims=1),
+            helper.make_node("Max", [f"{p}/max", "prompt_tiny"], [f"{p}/max_positive"], name=f"{p}/max_positive"),
+            helper.make_node("Div", [f"{p}/max_positive", "prompt_levels"], [f"{p}/row_scale"], name=f"{p}/row_scale"),
+            helper.make_node("Shape", [f"{p}/row_scale"], [f"{p}/scale_shape"], name=f"{p}/scale_shape"),
+            helper.make_node("Expand", ["prompt_zero_point", f"{p}/scale_shape"], [f"{p}/row_zero_points"],
+                             name=f"{p}/row_zero_points"),
+            helper.make_node("QuantizeLinear", [x, f"{p}/row_scale", f"{p}/row_zero_points"], [f"{p}/rows_u8"],
+                             name=f"{p}/quantize", axis=-1, block_size=k),
+            helper.make_node("MatMulIntegerToFloat", [f"{p}/rows_u8", f"{p}/int8_weight", "prompt_one", f"{p}/int8_scale",
+                                                      "prompt_zero_point"], [f"{p}/product"], name=f"{p}/MatMulIntegerToFloat",
+                             domain="com.microsoft"),
+            helper.make_node("Mul", [f"{p}/product", f"{p}/row_scale"], [y], name=f"{p}/scaled"),
+        ]
+        replaced += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    still_read = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name not in unused or i.name in still_read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    if replaced:
+        if not any(o.domain == "com.microsoft" for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+        for entry in model.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                entry.version = max(entry.version, PROMPT_OPSET)
+    return replaced
+
+
+_EXACT: list[bool] = []
+
+
+def int8_gemm_is_exact() -> bool:
+    """Whether onnxruntime's u8 x s8 GEMM gives exact sums on this CPU (see the module's doc); asked once."""
+    if not _EXACT:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        rows, depth, columns = 16, 64, 16  # a GEMM, not a vector product, so the kernel prompts use runs
+        graph = helper.make_graph(
+            [helper.make_node("MatMulInteger", ["a", "w", "zero_point"], ["y"])], "saturation_check",
+            [helper.make_tensor_value_info("a", TensorProto.UINT8, [rows, depth])],
+            [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+            [numpy_helper.from_array(np.full((depth, columns), WEIGHT_MAX, dtype=np.int8), "w"),
+             numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, dtype=np.uint8), "zero_point")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        model.ir_version = 10
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"a": np.full((rows, depth), 255, dtype=np.uint8)})[0]
+        _EXACT.append(bool((got == (255 - ACTIVATION_ZERO_POINT) * WEIGHT_MAX * depth).all()))
+    return _EXACT[0]
+
+
+def write_prompt_graph(model_path, prompt_path) -> int:
+    """`prompt.onnx` from a quantized variant's `model.onnx`; returns how many matmuls it computes in int8."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    replaced = integer_matmuls(model)
+    if replaced:
+        onnx.save(model, str(prompt_path))
+    return replaced
