@@ -1,0 +1,114 @@
+"""The quantized exports' prompt graph (onnx/prompt.py): prompts in int8 GEMMs, decoding steps by the decoder's graph.
+
+On the tiny model's real exports: what the graph multiplies by is what MatMulNBits multiplies by, every row is quantized
+alone (a row's numbers do not depend on the batch, the padding or the prompt's length), and its numbers stay those
+of the decoder's graph up to int8 rounding."""
+
+import numpy as np
+import pytest
+import torch
+
+from playground.backends.onnx import OnnxBackend
+from playground.onnx.prompt import PROMPT_FILE, dequantize_nbits, integer_matmuls
+from playground.onnx.runtime import CPU, OnnxRunner
+
+PROMPT = "The return value of a function is the value of the expression"
+
+
+@pytest.fixture(scope="module")
+def backends(tiny_source, tiny_exports_root):
+    return {v: OnnxBackend(tiny_source, v, device="cpu", exports_root=tiny_exports_root, progress=False)
+            for v in ("fp32", "int8", "int4")}
+
+
+def _ops(path) -> dict:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    counts: dict = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("bits, block", [(8, 128), (8, 32), (4, 64)])
+def test_the_dequantized_weight_is_what_matmulnbits_multiplies_by(bits, block):
+    """One MatMulNBits made by onnxruntime's own quantizer (K = 192: a padded last block at 128), run with fp32
+    arithmetic (accuracy_level 0): x @ dequantize_nbits(...) gives its output."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    rng = np.random.default_rng(bits + block)
+    k, n = 192, 40
+    weight = rng.standard_normal((k, n)).astype(np.float32) * 0.05
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, accuracy_level=0, bits=bits)
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+    quantizer.process()
+    model = quantizer.model.model
+    node = next(n for n in model.graph.node if n.op_type == "MatMulNBits")
+    dequantized = dequantize_nbits(node, {i.name: i for i in model.graph.initializer})
+    assert dequantized.shape == (k, n)
+    assert 0 < np.abs(dequantized - weight).max() < np.abs(weight).max() / (4 if bits == 4 else 64)  # rounded, not far
+    x = rng.standard_normal((5, k)).astype(np.float32)
+    got = ort.InferenceSession(model.SerializeToString(), providers=[CPU]).run(None, {"x": x})[0]
+    assert np.allclose(got, x @ dequantized, atol=1e-4, rtol=1e-4)
+
+
+def test_quantized_exports_run_prompts_in_int8_gemms_and_steps_by_the_decoder(backends, tiny_backend):
+    layers = tiny_backend.model.config.n_layer
+    for variant in ("int8", "int4"):
+        backend = backends[variant]
+        folder = backend.model_path.parent
+        runner = backend.runner
+        assert (folder / PROMPT_FILE).exists() and runner.prompt_session is not None and runner.prompt_note is None
+        prompt, decoder = _ops(folder / PROMPT_FILE), _ops(backend.model_path)
+        assert prompt.get("MatMulNBits") == 1  # lm_head alone, which scores one position before the first token
+        assert prompt["MatMulIntegerToFloat"] == decoder["MatMulNBits"] - 1 and "MatMulIntegerToFloat" not in decoder
+        assert prompt["MatMulIntegerToFloat"] == 4 * layers  # each block's c_attn, attention c_proj, c_fc, MLP c_proj
+        verification = backend.manifest["verification"]
+        assert verification["checked"] and 0 < verification["decoder_max_abs_logit_diff"] < 1
+    assert not (backends["fp32"].model_path.parent / PROMPT_FILE).exists() and backends["fp32"].runner.prompt_session is None
+
+
+@pytest.mark.parametrize("variant", ["int8", "int4"])
+def test_the_prompt_graph_gives_the_decoders_distribution_up_to_int8_rounding(backends, tiny_source, variant):
+    backend = backends[variant]
+    alone = OnnxRunner(backend.model_path, [CPU], prompt_graph=False)
+    assert alone.prompt_session is None
+    ids = tiny_source.tokenizer(PROMPT)["input_ids"]
+    (fast, fast_cache), (plain, plain_cache) = backend.runner.prefill(ids), alone.prefill(ids)
+    p, q = torch.softmax(fast, -1), torch.softmax(plain, -1)
+    assert 0 < (p - q).abs().max() < 0.02  # not the same graph, the same distribution
+    assert (fast.argmax(-1) == plain.argmax(-1)).float().mean() >= 0.9
+    # The cache the prompt graph wrote is one the decoder's steps continue from: the next steps agree as closely.
+    for token in (5, 9, 3):
+        (a, fast_cache), (b, plain_cache) = backend.runner.step(token, fast_cache), alone.step(token, plain_cache)
+        assert (torch.softmax(a, -1) - torch.softmax(b, -1)).abs().max() < 0.02
+
+
+def test_each_row_is_quantized_alone(backends, tiny_source):
+    """Rows quantized one by one: a prompt's numbers do not depend on what shares its batch, on the padding, or on
+    how long the prompt goes on (a scale per tensor would make each of these change them)."""
+    runner = backends["int8"].runner
+    ids = tiny_source.tokenizer(PROMPT)["input_ids"]
+    short = tiny_source.tokenizer("The value")["input_ids"]
+    whole, _ = runner.prefill(ids)
+    batch, _ = runner.prefill_batch([ids, short])
+    alone, _ = runner.prefill(short)
+    assert torch.allclose(batch[0], whole, atol=1e-4)
+    assert torch.allclose(batch[1][-len(short):], alone, atol=1e-4)  # the padded row: its positions after the padding
+    prefix, _ = runner.prefill(ids[:5])
+    assert torch.allclose(whole[:5], prefix, atol=1e-4)
+
+
+def test_a_graph_without_matmulnbits_gets_no_prompt_graph(backends):
+    import onnx
+
+    model = onnx.load(str(backends["fp32"].model_path))
+    assert integer_matmuls(model) == 0
