@@ -176,8 +176,8 @@ def test_onnx_fp32_hidden_states_equal_pytorchs_and_quantization_drifts(tiny_bac
     report = view.report(sampled_run.tokens[0].position)
     assert report["backend"] == "onnx" and report["variant"] == "int8" and report["block"]["scores"] is None
     assert np.allclose(np.sum(report["block"]["weights"]), 1.0, atol=1e-4) and report["residual"][1]["attention_norm"] is None
-    config, position = tiny_backend.model.config, sampled_run.tokens[0].position  # the in-place fp32 cache: 4 bytes a number
-    assert report["kv_cache"]["total_bytes"] == config.n_layer * 2 * config.n_embd * position * 4
+    config, position = tiny_backend.model.config, sampled_run.tokens[0].position  # the in-place int8 cache: 1 byte a number
+    assert report["kv_cache"]["total_bytes"] == config.n_layer * 2 * config.n_embd * position * 1
     # The view computes the run's logits as the run did (its prompt in one pass by prompt.onnx, each generated token by a
     # decoding step): no notice, and the funnel's raw distribution is that run's, for a prompt token and a generated one.
     assert not any("int8" in n for n in report["notices"])

@@ -91,25 +91,29 @@ def test_manifests_say_what_was_quantized_and_keep_the_tie(onnx_backends, tiny_b
 
 @pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
 def test_decoder_attention_is_fused_and_the_analysis_graph_is_not(onnx_backends, tiny_backend, variant):
-    """Each layer's ~70 attention nodes become one MultiHeadAttention node (onnx/fusion.py); the analysis graph keeps
-    eager attention, whose probabilities are its outputs. Fusing again finds nothing left to fuse."""
+    """Each layer's ~70 attention nodes become one MultiHeadAttention node (onnx/fusion.py), or over the quantized
+    variants' int8 cache one GroupQueryAttention node; the analysis graph keeps eager attention, whose probabilities are
+    its outputs. Fusing again finds nothing left to fuse."""
     import onnx
 
-    from playground.onnx.export import ATTENTION_FILE
+    from playground.onnx.export import ATTENTION_FILE, INT8_KV_CACHE_VARIANTS
     from playground.onnx.fusion import drop_linear_reshapes, fuse_attention, op_counts
 
     n_layer = tiny_backend.model.config.n_layer
     backend = onnx_backends[variant]
-    assert backend.manifest["weights"]["ops"]["MultiHeadAttention"] == n_layer
+    int8_cache = variant in INT8_KV_CACHE_VARIANTS
+    attention, cache, dtype = ("GroupQueryAttention", onnx.TensorProto.INT8, np.int8) if int8_cache else (
+        "MultiHeadAttention", onnx.TensorProto.FLOAT, np.float32)
+    assert backend.manifest["weights"]["ops"][attention] == n_layer
     decoder = onnx.load(str(backend.model_path))
     ops = Counter(node.op_type for node in decoder.graph.node if not node.name.startswith("stats/"))  # onnx/stats.py's own
-    assert ops["MultiHeadAttention"] == n_layer and ops["Softmax"] == 0
+    assert ops[attention] == n_layer and ops["Softmax"] == 0
     assert {i.type.tensor_type.elem_type for i in decoder.graph.input if i.name.startswith("past_key_values.")} == {
-        onnx.TensorProto.FLOAT} and backend.runner.past_dtype == np.float32
+        cache} and backend.runner.past_dtype == dtype
     assert not [n for n in decoder.graph.node if n.op_type == "Concat" and n.input[0].startswith("past_key_values.")]
     # No shape arithmetic left per layer (optimum's graph: ~150 such nodes per layer).
     shape_ops = sum(ops[op] for op in ("Shape", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Slice", "Concat", "Gather"))
-    assert shape_ops <= 20, ops  # a fixed few: position ids, the cache length, the token embedding
+    assert shape_ops <= 20 + 5 * int8_cache, ops  # a fixed few: position ids, the cache length, the token embedding
     assert fuse_attention(decoder) == 0 and drop_linear_reshapes(decoder) == 0
     analysis = onnx.load(str(backend.model_path.parent / ATTENTION_FILE))
     assert op_counts(analysis)["MultiHeadAttention"] == 0 and op_counts(analysis)["Softmax"] == n_layer
@@ -206,19 +210,21 @@ def test_in_place_cache_matches_optimums_graph_step_by_step_and_in_batches(onnx_
 
 def test_an_int8_kv_cache_holds_the_keys_and_values_at_its_scales_and_decodes_as_the_fp32_cache_does(onnx_backends, tiny_source,
                                                                                                   tmp_path):
-    """The int8 KV cache (onnx/fusion.py's GroupQueryAttention path, off in every shipped variant: INT8_KV_CACHE_VARIANTS)
+    """The int8 KV cache (onnx/fusion.py's GroupQueryAttention path, the int8 and int4 variants': INT8_KV_CACHE_VARIANTS)
     on int8 weights: its buffers hold round(x / scale) of the fp32 cache's keys and values, it decodes step by step and in
-    a left-padded batch as the same weights with an fp32 cache do, and each row of a batch gets what it gets alone."""
+    a left-padded batch as the same weights with an fp32 cache do, and each row of a batch gets what it gets alone. Both
+    graphs here run prompts themselves (no prompt.onnx beside them); tests/test_prompt_graph.py has the export's."""
     from playground.analysis.inside import kv_cache_report
     from playground.models import load_torch_model
     from playground.onnx.export import INT8_KV_CACHE_VARIANTS, _export_fp32, _make_variant, kv_cache_scales
 
-    assert INT8_KV_CACHE_VARIANTS == ()  # see its comment: the prompt's pass is 2.5x slower over an int8 cache
+    assert INT8_KV_CACHE_VARIANTS == ("int8", "int4")
     model = load_torch_model(tiny_source)
     scales = kv_cache_scales(tiny_source, model)
-    _make_variant(_export_fp32(model, tmp_path / "raw"), "int8", tmp_path / "kv8.onnx", kv_scales=scales)
-    # Both run the prompt with the decoder's graph (the int8-cache graph has no prompt.onnx beside it).
-    kv8, fp = OnnxRunner(tmp_path / "kv8.onnx", [CPU]), OnnxRunner(onnx_backends["int8"].model_path, [CPU], prompt_graph=False)
+    raw = _export_fp32(model, tmp_path / "raw")
+    _make_variant(raw, "int8", tmp_path / "kv8.onnx", kv_scales=scales)
+    _make_variant(raw, "int8", tmp_path / "fp.onnx")
+    kv8, fp = OnnxRunner(tmp_path / "kv8.onnx", [CPU]), OnnxRunner(tmp_path / "fp.onnx", [CPU])
     assert kv8.in_place and kv8.past_dtype == np.int8 and fp.past_dtype == np.float32
     ids = tiny_source.tokenizer(PROMPT)["input_ids"]
     (a, ca), (b, cb) = fp.prefill(ids), kv8.prefill(ids)

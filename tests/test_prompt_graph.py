@@ -112,3 +112,31 @@ def test_a_graph_without_matmulnbits_gets_no_prompt_graph(backends):
 
     model = onnx.load(str(backends["fp32"].model_path))
     assert integer_matmuls(model) == 0
+
+
+@pytest.mark.parametrize("variant", ["int8", "int4"])
+def test_over_an_int8_cache_the_prompt_graph_fills_it_as_the_decoder_would(backends, tiny_source, variant):
+    """The quantized variants keep an int8 cache (onnx/export.py INT8_KV_CACHE_VARIANTS): their prompt graph attends in
+    fp32 over the prompt's own keys and values and returns them as the cache holds them, round(x / scale), for the runner
+    to copy in. What it writes is what the decoder's own prompt pass (GroupQueryAttention over the int8 cache) writes, up
+    to a rounding step where the two graphs' matmuls differ in the last digits; a prompt after cached positions runs by
+    the decoder, and gives what the whole prompt gives."""
+    import onnx
+
+    backend = backends[variant]
+    runner = backend.runner
+    assert runner.past_dtype == np.int8 and runner.prompt_copies_cache
+    prompt = onnx.load(str(backend.model_path.parent / PROMPT_FILE), load_external_data=False).graph
+    assert not [i for i in prompt.input if i.name.startswith("past_key_values.")]
+    assert {o.type.tensor_type.elem_type for o in prompt.output if o.name.startswith("present.")} == {onnx.TensorProto.INT8}
+    alone = OnnxRunner(backend.model_path, [CPU], prompt_graph=False)
+    ids = tiny_source.tokenizer(PROMPT)["input_ids"]
+    (_, filled), (_, own) = runner.prefill(ids), alone.prefill(ids)
+    for mine, theirs in zip(filled.past, own.past):
+        a, b = mine.array[:, :, :len(ids)].astype(int), theirs.array[:, :, :len(ids)].astype(int)
+        assert np.abs(a - b).max() <= 2 and (a == b).mean() > 0.75  # measured: at most 1 step, 87-88% equal
+        assert np.abs(a).max() > 10  # real numbers, not zeros
+    whole, _ = runner.prefill(ids)
+    _, head = runner.prefill(ids[:5])
+    rest, _ = runner.run(ids[5:], head.past, 5)  # after 5 cached positions: the decoder's graph
+    assert (torch.softmax(rest[-1], -1) - torch.softmax(whole[-1], -1)).abs().max() < 0.02

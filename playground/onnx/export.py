@@ -29,12 +29,12 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
 ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities and residual stream
 FINAL_RESIDUAL = "final_residual"  # the analysis graph's last residual, before the final layer norm
-FORMAT_VERSION = 13  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
+FORMAT_VERSION = 14  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
 # 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder; 7: its cache written in place, onnx/fusion.py;
 # 8: the per-token statistics computed in the graph, onnx/stats.py; 9: int8 and int4 weight-only in blocks, NBITS_RECIPES;
 # 10: the decoder scores from `logits_from` on and a head graph scores the rest, onnx/head.py; 11: int8 and int4 kept
 # their KV cache in int8; 12: they keep it in fp32 again, INT8_KV_CACHE_VARIANTS; 13: int8 and int4 score prompts with
-# prompt.onnx, onnx/prompt.py, and int8 is in blocks of 128)
+# prompt.onnx, onnx/prompt.py, and int8 is in blocks of 128; 14: their KV cache is int8 again, prompt.onnx filling it)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
@@ -401,7 +401,7 @@ def quantize_weights(model, blocks: tuple[int, int], head: tuple[int, int]):
 # (24 against 9.7 ms a layer at 512 tokens), so the first token of a 512- or 896-token prompt came 1.3-1.6x later.
 # Learners paste long texts: the first token matters more. The path stays built and tested for when the prompt's pass
 # can write the cache without it.
-INT8_KV_CACHE_VARIANTS: tuple[str, ...] = ()
+INT8_KV_CACHE_VARIANTS: tuple[str, ...] = ("int8", "int4")
 KV_CALIBRATION_SEED = 0
 KV_CALIBRATION_WINDOWS = 4  # windows of the model's context per calibration text
 # Headroom above the largest key or value calibration saw, for text that reaches further: a value beyond it is clipped.
@@ -554,7 +554,14 @@ def ensure_export(source: ModelSource, variant: str, root: Path | None = None, p
         build.mkdir()
         kv_scales = kv_cache_scales(source, torch_model) if variant in INT8_KV_CACHE_VARIANTS else None
         _make_variant(raw, variant, build / MODEL_FILE, head_path=build / HEAD_FILE, kv_scales=kv_scales)
-        write_prompt_graph(build / MODEL_FILE, build / PROMPT_FILE)  # the quantized variants' prompt pass in int8 GEMMs
+        # The quantized variants' prompt pass in int8 GEMMs (onnx/prompt.py); over an int8 cache it is made from the
+        # fp32-cache graph and returns the cache for the runner to copy in.
+        prompt_source = build / MODEL_FILE
+        if kv_scales is not None:
+            prompt_source = tmp / "fp32-cache" / MODEL_FILE
+            prompt_source.parent.mkdir()
+            _make_variant(raw, variant, prompt_source, head_path=prompt_source.parent / HEAD_FILE)
+        write_prompt_graph(prompt_source, build / PROMPT_FILE, kv_scales)
         _make_variant(raw_attention, variant, build / ATTENTION_FILE)
         bar.update()
         bar.set_postfix_str(stages[2])

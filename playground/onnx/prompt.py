@@ -153,12 +153,71 @@ def int8_gemm_is_exact() -> bool:
     return _EXACT[0]
 
 
-def write_prompt_graph(model_path, prompt_path) -> int:
-    """`prompt.onnx` from a quantized variant's `model.onnx`; returns how many matmuls it computes in int8."""
+PROMPT_CACHE_KEY, PROMPT_CACHE_COPY = "prompt_cache", "copy"  # metadata: the graph returns the cache, the runner copies it
+
+
+def fill_int8_cache(model, kv_scales: list) -> int:
+    """For a decoder whose cache is int8 (onnx/fusion.py's GroupQueryAttention path): make this fp32-cache graph
+    compute a prompt's attention in fp32 (MultiHeadAttention over the prompt's own keys and values, no past) and return
+    each layer's keys and values as the int8 cache holds them, round(x / scale) per head and channel, saturated, as
+    `present.{i}.key` / `.value` (N, H, T, D) int8; the runner copies them into the cache's buffers. GroupQueryAttention
+    over an int8 cache takes 2.5x fp32 attention's time on a prompt (onnx/export.py `INT8_KV_CACHE_VARIANTS`): this
+    way a prompt never runs it. Returns how many layers it rewrote (0: not this graph's shape, left as it was)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .fusion import set_metadata
+
+    graph = model.graph
+    attention = [n for n in graph.node if n.op_type == "MultiHeadAttention" and len(n.input) >= 9]
+    if len(attention) != len(kv_scales):
+        return 0
+    graph.initializer.extend([numpy_helper.from_array(np.array(-128, dtype=np.float32), "prompt_int8_min"),
+                              numpy_helper.from_array(np.array(127, dtype=np.float32), "prompt_int8_max")])
+    after: dict[int, list] = {}  # each layer's quantizing nodes, placed right after its attention node
+    for i, node in enumerate(attention):
+        key, value = node.output[1], node.output[2]  # present.{i}.key / .value
+        del node.input[5:]  # no attention bias, no past: the prompt attends to its own keys and values
+        node.output[1], node.output[2] = f"{key}/fp32", f"{value}/fp32"
+        quantize = after.setdefault(id(node), [])
+        for name, scale in ((key, kv_scales[i][0]), (value, kv_scales[i][1])):
+            graph.initializer.append(numpy_helper.from_array(np.asarray(scale, dtype=np.float32)[None, :, None, :], f"{name}/scale"))
+            quantize += [
+                helper.make_node("Div", [f"{name}/fp32", f"{name}/scale"], [f"{name}/steps"], name=f"{name}/steps"),
+                helper.make_node("Round", [f"{name}/steps"], [f"{name}/rounded"], name=f"{name}/rounded"),
+                helper.make_node("Clip", [f"{name}/rounded", "prompt_int8_min", "prompt_int8_max"], [f"{name}/saturated"],
+                                 name=f"{name}/saturated"),
+                helper.make_node("Cast", [f"{name}/saturated"], [name], name=f"{name}/int8", to=TensorProto.INT8),
+            ]
+    nodes = [n for node in graph.node for n in (node, *after.get(id(node), ()))]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for output in graph.output:
+        if output.name.startswith("present."):
+            output.type.tensor_type.elem_type = TensorProto.INT8
+    past = [i for i in graph.input if i.name.startswith("past_key_values.")]
+    for entry in past:
+        graph.input.remove(entry)
+    while True:  # drop what only fed the past (its length): nodes nothing reads, until none is left
+        read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        unread = [node for node in graph.node if not any(name in read for name in node.output)]
+        if not unread:
+            break
+        for node in unread:
+            graph.node.remove(node)
+    set_metadata(model, PROMPT_CACHE_KEY, PROMPT_CACHE_COPY)
+    return len(attention)
+
+
+def write_prompt_graph(model_path, prompt_path, kv_scales: list | None = None) -> int:
+    """`prompt.onnx` from a quantized variant's fused decoder with an fp32 cache (its `model.onnx`, or with `kv_scales`
+    the fp32-cache graph the int8-cache decoder was made beside, see `fill_int8_cache`); returns how many matmuls it
+    computes in int8."""
     import onnx
 
     model = onnx.load(str(model_path))
     replaced = integer_matmuls(model)
+    if replaced and kv_scales is not None and not fill_int8_cache(model, kv_scales):
+        raise ValueError("the graph's attention does not match its int8 cache's scales")
     if replaced:
         onnx.save(model, str(prompt_path))
     return replaced

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .head import FIRST_INPUT, HEAD_FILE, HIDDEN_OUTPUT
-from .prompt import PROMPT_FILE, int8_gemm_is_exact
+from .prompt import PROMPT_CACHE_COPY, PROMPT_CACHE_KEY, PROMPT_FILE, int8_gemm_is_exact
 from .stats import OUTPUTS as STAT_OUTPUTS
 from .stats import TOP_K_INPUT as STAT_TOP_K
 
@@ -139,6 +139,10 @@ class OnnxRunner:
                 self.prompt_note = "this CPU's int8 GEMM saturates (no int8 dot products): prompts run with the decoder's graph"
             else:
                 self.prompt_session = ort.InferenceSession(str(prompt_path), session_options(threads), providers=[CPU])
+        # Over an int8 cache the prompt graph returns the prompt's keys and values, copied into the buffers (onnx/prompt.py
+        # `fill_int8_cache`); it only runs prompts with nothing cached before them.
+        self.prompt_copies_cache = self.prompt_session is not None and (
+            self.prompt_session.get_modelmeta().custom_metadata_map.get(PROMPT_CACHE_KEY) == PROMPT_CACHE_COPY)
 
     def _feed(self, ids: list[int], past_len: int) -> dict[str, np.ndarray]:
         n = len(ids)
@@ -217,7 +221,9 @@ class OnnxRunner:
         stats = STAT_OUTPUTS if self.computes_statistics else ()
         rows, new = feed["input_ids"].shape
         step = new == 1 and past.vocab
-        if step or self.prompt_session is None:
+        if not step and self.prompt_copies_cache and feed["attention_mask"].shape[1] == new:
+            return self._run_prompt_copying_cache(feed, past, stats, hidden)
+        if step or self.prompt_session is None or self.prompt_copies_cache:
             binding = past.binding
             if binding is None:
                 binding = past.binding = self._bind_cache(self.session, past, stats)
@@ -255,6 +261,33 @@ class OnnxRunner:
         if hidden:
             past.hidden = past.last_hidden = outputs[-1].numpy()  # (N, T, E)
             past.binding = None  # decoding steps bind anew
+        return logits, past
+
+    def _run_prompt_copying_cache(self, feed: dict[str, np.ndarray], past: "CacheBuffers", stats: tuple,
+                                  hidden: bool) -> tuple[np.ndarray, "CacheBuffers"]:
+        """A prompt with nothing cached before it, by a prompt graph that returns its int8 keys and values (N, H, T, D):
+        they are copied into the first T positions of the cache's buffers."""
+        binding = self.prompt_session.io_binding()
+        for name in ("logits", *stats, *self.present_names):
+            binding.bind_output(name, "cpu")
+        if hidden:
+            binding.bind_output(HIDDEN_OUTPUT, "cpu")
+        for name, value in feed.items():
+            binding.bind_cpu_input(name, value)
+        if self.has_statistics:
+            binding.bind_cpu_input(STAT_TOP_K, past.top_k)
+        self.prompt_session.run_with_iobinding(binding)
+        outputs = [value.numpy() for value in binding.get_outputs()]
+        logits, computed = outputs[0], outputs[1: 1 + len(stats)]
+        width = feed["input_ids"].shape[1]
+        for buffer, present in zip(past, outputs[1 + len(stats): 1 + len(stats) + len(self.present_names)]):
+            buffer.array[:, :, :width] = present
+        past.vocab = logits.shape[-1]
+        past.stats = tuple(computed) if stats else None
+        past.stats_rows = 0
+        past.last_hidden = None
+        if hidden:
+            past.hidden = past.last_hidden = outputs[-1]  # (N, T, E)
         return logits, past
 
     def _bind_cache(self, session, past: "CacheBuffers", stats: tuple):
