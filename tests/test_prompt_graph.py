@@ -134,9 +134,11 @@ def test_over_an_int8_cache_the_prompt_graph_fills_it_as_the_decoder_would(backe
     (_, filled), (_, own) = runner.prefill(ids), alone.prefill(ids)
     for mine, theirs in zip(filled.past, own.past):
         a, b = mine.array[:, :, :len(ids)].astype(int), theirs.array[:, :, :len(ids)].astype(int)
-        assert np.abs(a - b).max() <= 2 and (a == b).mean() > 0.75  # measured: at most 1 step, 87-88% equal
+        # Measured: at most 3 steps apart, 0.1-0.3 on average (int4's later layers the most); a wrong layer, position or
+        # scale would be tens of steps off.
+        assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.4
         assert np.abs(a).max() > 10  # real numbers, not zeros
     whole, _ = runner.prefill(ids)
     _, head = runner.prefill(ids[:5])
     rest, _ = runner.run(ids[5:], head.past, 5)  # after 5 cached positions: the decoder's graph
-    assert (torch.softmax(rest[-1], -1) - torch.softmax(whole[-1], -1)).abs().max() < 0.02
+    assert (torch.softmax(torch.from_numpy(rest[-1]), -1) - torch.softmax(whole[-1], -1)).abs().max() < 0.02
