@@ -395,12 +395,12 @@ def quantize_weights(model, blocks: tuple[int, int], head: tuple[int, int]):
     return quantize(model, bits, block, nodes_to_include=[lm_head.name])
 
 
-# The variants whose KV cache is int8 (onnx/fusion.py, GroupQueryAttention): none. Measured (docs/benchmark.md#long-
-# contexts-an-int8-kv-cache-2026-12-06): decoding at 896 tokens of context kept 77-85% of its speed at 32 with it (int8;
-# 67% without), but onnxruntime's GroupQueryAttention over an int8 cache takes 2.5x fp32 attention's time on a prompt
-# (24 against 9.7 ms a layer at 512 tokens), so the first token of a 512- or 896-token prompt came 1.3-1.6x later.
-# Learners paste long texts: the first token matters more. The path stays built and tested for when the prompt's pass
-# can write the cache without it.
+# The variants whose KV cache is int8 (onnx/fusion.py, GroupQueryAttention). Decoding at long contexts waits for the
+# cache's bytes: at 896 tokens of context it kept 76-78% (int8) and 67-69% (int4) of its speed at 32 with it, against
+# 61-66% and 48-53% with the fp32 cache (docs/benchmark.md#prompts-in-int8-gemms-2026-12-06). Format 12 had turned it off
+# because onnxruntime's GroupQueryAttention over an int8 cache takes 2.5x fp32 attention's time on a prompt (24 against
+# 9.7 ms a layer at 512 tokens): since format 14 no prompt runs it, as their prompt graph attends in fp32 and returns the
+# prompt's keys and values quantized (onnx/prompt.py `fill_int8_cache`).
 INT8_KV_CACHE_VARIANTS: tuple[str, ...] = ("int8", "int4")
 KV_CALIBRATION_SEED = 0
 KV_CALIBRATION_WINDOWS = 4  # windows of the model's context per calibration text
