@@ -66,7 +66,7 @@ def test_quantized_exports_run_prompts_in_int8_gemms_and_steps_by_the_decoder(ba
         backend = backends[variant]
         folder = backend.model_path.parent
         runner = backend.runner
-        assert (folder / PROMPT_FILE).exists() and runner.prompt_session is not None and runner.prompt_note is None
+        assert (folder / PROMPT_FILE).exists() and runner.prompt_session is not None and runner.prompt_off is None
         prompt, decoder = _ops(folder / PROMPT_FILE), _ops(backend.model_path)
         assert prompt.get("MatMulNBits") == 1  # lm_head alone, which scores one position before the first token
         assert prompt["MatMulIntegerToFloat"] == decoder["MatMulNBits"] - 1 and "MatMulIntegerToFloat" not in decoder

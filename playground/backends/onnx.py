@@ -53,6 +53,8 @@ class OnnxBackend(Backend):
             # onnxruntime-gpu may list CUDA yet silently fall back: say so, and refuse GPU-only variants.
             notice = Notice(key="notice.cuda_failed", provider=self.runner.provider)
             check_variant_runs_on(variant, "cpu")
+        if notice is None and self.runner.prompt_off == "int8_gemm":  # onnx/prompt.py: int8_gemm_is_exact
+            notice = Notice(key="notice.int8_gemm_inexact")
         self.info = BackendInfo(
             model=source.name,
             backend="onnx",

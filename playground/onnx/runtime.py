@@ -130,13 +130,14 @@ class OnnxRunner:
         self._head_args = (model_path.parent / HEAD_FILE, providers, threads)
         self._head: HeadRunner | None = None
         # Quantized exports since format 13 run prompts with prompt.onnx, in int8 GEMMs (onnx/prompt.py), on the CPU.
-        self.prompt_session, self.prompt_note = None, None
+        # Why not, where there is one: "device" (not the CPU) or "int8_gemm" (the CPU's int8 GEMM is not exact).
+        self.prompt_session, self.prompt_off = None, None
         prompt_path = model_path.parent / PROMPT_FILE
         if prompt_graph and prompt_path.exists() and self.in_place:
             if self.provider != CPU:
-                self.prompt_note = "prompt.onnx is for the CPU: prompts run with the decoder's graph on this device"
+                self.prompt_off = "device"
             elif not int8_gemm_is_exact():
-                self.prompt_note = "this CPU's int8 GEMM saturates (no int8 dot products): prompts run with the decoder's graph"
+                self.prompt_off = "int8_gemm"
             else:
                 self.prompt_session = ort.InferenceSession(str(prompt_path), session_options(threads), providers=[CPU])
         # Over an int8 cache the prompt graph returns the prompt's keys and values, copied into the buffers (onnx/prompt.py
