@@ -15,8 +15,8 @@ not their arithmetic, is what the step pays (per-op profile: `python scripts/pro
   With `kv_scales` each layer is one `com.microsoft.GroupQueryAttention` node instead, whose cache is int8: a key or
   value is stored as round(x / scale), one fp32 scale per head and channel (calibrated at export over the model's own
   keys and values, onnx/export.py `kv_cache_scales`), and attention reads it back as int8. The cache is a quarter of
-  fp32's bytes, which is what decoding at long contexts waits for: the int8 and int4 variants take it
-  (onnx/export.py `INT8_KV_CACHE_VARIANTS`, docs/onnx.md), and their prompts run by a graph of their own that fills it
+  fp32's bytes, which is what decoding at long contexts waits for: the int8 variant takes it
+  (onnx/export.py `INT8_KV_CACHE_VARIANTS`, docs/onnx.md), and its prompts run by a graph of their own that fills it
   (onnx/prompt.py), as this node's prompt pass is slow. The padding the attention mask marks becomes an
   additive bias; `seqlens_k` is the batch's common length.
 - `drop_linear_reshapes`: Conv1D's flatten to 2-D and back is dropped; MatMul takes (B, S, E) as is.

@@ -21,7 +21,7 @@ onnxruntime has no per-row dynamic quantization op or per-row scale in its int8 
 quantized with standard ops (Abs, ReduceMax, QuantizeLinear). Measured on the demo model, KL to PyTorch
 fp32 over whole windows: 0.00007 with this graph, 0.00005 with the decoder's (docs/onnx.md). The runner uses it for
 every run of more than one new token on the CPU (onnx/runtime.py); a decoding step keeps MatMulNBits. Over the
-quantized variants' int8 KV cache, the graph also attends in fp32 and returns the prompt's keys and values as the
+int8 variant's int8 KV cache, the graph also attends in fp32 and returns the prompt's keys and values as the
 cache holds them (`fill_int8_cache`).
 
 On x86 CPUs without int8 dot products (AVX2 alone), MLAS multiplies u8 by s8 with VPMADDUBSW, whose pairwise sums
