@@ -198,15 +198,15 @@ def _evaluation_speed(backend, ids: list[int]) -> float:
     return round(statistics.median(speeds), 1)
 
 
-RUN_GRAPHS = ("model.onnx", "prompt.onnx", "head.onnx")
-
-
 def _size_mb(backend, source: ModelSource) -> float:
     manifest = getattr(backend, "manifest", None)
     if manifest is not None:
+        from ..onnx.export import HEAD_FILE, MODEL_FILE, PROMPT_FILE
+
         # The graphs a run loads: the decoder, the prompt's (onnx/prompt.py) and the head (onnx/head.py); not the
         # analysis graph, which only the Inside tab loads.
-        return round(sum(f["bytes"] for name, f in manifest["files"].items() if name in RUN_GRAPHS) / 1e6, 1)
+        loaded = (MODEL_FILE, PROMPT_FILE, HEAD_FILE)
+        return round(sum(f["bytes"] for name, f in manifest["files"].items() if name in loaded) / 1e6, 1)
 
     return round(sum(p.stat().st_size for p in source_files(source) if p.suffix == ".safetensors") / 1e6, 1)
 
