@@ -201,6 +201,17 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
     settings_inputs = [generate_inputs[name] for name in SETTING_NAMES]
     where_inputs = [generate_inputs["backend"], generate_inputs["variant"], generate_inputs["model"]]
 
+    def stoppable(session: str | None, lang: str, run):
+        """The states of `run(stop_event)` (run_sweep or run_strategies), with this session's Stop armed meanwhile and
+        a PlaygroundError shown as the UI's error."""
+        stop_event = stop_events[session or ""] = threading.Event()
+        try:
+            yield from run(stop_event)
+        except PlaygroundError as exc:
+            raise ui_error(exc, lang) from None
+        finally:
+            stop_events.pop(session or "", None)
+
     def on_run(request: gr.Request, prompt_text, x, xs, y, ys, count, backend_name, variant_name, model_name, metric_name,
                *setting_values):
         # Gradio fills `request` only before *setting_values (the Generate tab's settings, in SETTING_NAMES order).
@@ -211,18 +222,13 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
             plan = plan_sweep(settings, x, xs, y, ys, count)
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
-        stop_event = stop_events[session or ""] = threading.Event()
         state = None
-        try:
-            for state in run_sweep(playground, prompt_text, plan, session=session, backend=backend_name, variant=variant_name,
-                                   model=model_name, stop_event=stop_event, owner=request.username or ""):
-                choices = [(cell_label(state, c.row, c.column), i) for i, c in enumerate(state.cells)]
-                yield (status_text(state, lang, running=True), heatmap_figure(state, metric_name, lang),
-                       gr.update(choices=choices), state)
-        except PlaygroundError as exc:
-            raise ui_error(exc, lang) from None
-        finally:
-            stop_events.pop(session or "", None)
+        for state in stoppable(session, lang, lambda stop_event: run_sweep(
+                playground, prompt_text, plan, session=session, backend=backend_name, variant=variant_name, model=model_name,
+                stop_event=stop_event, owner=request.username or "")):
+            choices = [(cell_label(state, c.row, c.column), i) for i, c in enumerate(state.cells)]
+            yield (status_text(state, lang, running=True), heatmap_figure(state, metric_name, lang),
+                   gr.update(choices=choices), state)
         if state is not None:
             yield status_text(state, lang), heatmap_figure(state, metric_name, lang), gr.skip(), state
 
@@ -261,18 +267,13 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
             plan = plan_strategies(settings, chosen, dict(zip(value_boxes, values[:len(value_boxes)])), count)
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
-        stop_event = stop_events[session or ""] = threading.Event()
         state = None
-        try:
-            for state in run_strategies(playground, prompt_text, plan, session=session, backend=backend_name, variant=variant_name,
-                                        model=model_name, stop_event=stop_event, owner=request.username or ""):
-                # The chart is drawn once, at the end (a plot per column costs more than the table and texts).
-                yield (status_text(state, lang, running=True), strategies_table_html(state, lang), gr.skip(),
-                       strategies_texts_html(state, lang), state)
-        except PlaygroundError as exc:
-            raise ui_error(exc, lang) from None
-        finally:
-            stop_events.pop(session or "", None)
+        for state in stoppable(session, lang, lambda stop_event: run_strategies(
+                playground, prompt_text, plan, session=session, backend=backend_name, variant=variant_name, model=model_name,
+                stop_event=stop_event, owner=request.username or "")):
+            # The chart is drawn once, at the end (a plot per column costs more than the table and texts).
+            yield (status_text(state, lang, running=True), strategies_table_html(state, lang), gr.skip(),
+                   strategies_texts_html(state, lang), state)
         if state is not None:
             yield status_text(state, lang), gr.skip(), strategies_figure(state, metric_name, lang), gr.skip(), state
 
