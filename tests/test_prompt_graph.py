@@ -31,27 +31,29 @@ def _ops(path) -> dict:
     return counts
 
 
-@pytest.mark.parametrize("bits, block", [(8, 128), (8, 32), (4, 64)])
-def test_the_dequantized_weight_is_what_matmulnbits_multiplies_by(bits, block):
-    """One MatMulNBits made by onnxruntime's own quantizer (K = 192: a padded last block at 128), run with fp32
-    arithmetic (accuracy_level 0): x @ dequantize_nbits(...) gives its output."""
+@pytest.mark.parametrize("bits, block, symmetric", [(8, 128, True), (8, 128, False), (8, 32, False), (4, 64, True), (4, 64, False)])
+def test_the_dequantized_weight_is_what_matmulnbits_multiplies_by(bits, block, symmetric):
+    """One MatMulNBits made by onnxruntime's own quantizer (K = 192: a padded last block at 128; 3 blocks of 64: 4-bit
+    zero points packed with a spare half byte), run with fp32 arithmetic (accuracy_level 0): x @ dequantize_nbits(...)
+    gives its output."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     rng = np.random.default_rng(bits + block)
     k, n = 192, 40
-    weight = rng.standard_normal((k, n)).astype(np.float32) * 0.05
+    weight = rng.standard_normal((k, n)).astype(np.float32) * 0.05 + (0 if symmetric else 0.03)  # skewed: zero points differ
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(weight, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 10
-    config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, accuracy_level=0, bits=bits)
+    config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric, accuracy_level=0, bits=bits)
     quantizer = MatMulNBitsQuantizer(model, algo_config=config)
     quantizer.process()
     model = quantizer.model.model
     node = next(n for n in model.graph.node if n.op_type == "MatMulNBits")
+    assert (len(node.input) > 3 and bool(node.input[3])) != symmetric  # zero points exactly when asymmetric
     dequantized = dequantize_nbits(node, {i.name: i for i in model.graph.initializer})
     assert dequantized.shape == (k, n)
     assert 0 < np.abs(dequantized - weight).max() < np.abs(weight).max() / (4 if bits == 4 else 64)  # rounded, not far

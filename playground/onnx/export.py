@@ -14,6 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import DeviceError, PlaygroundError
 from ..hooks import capture_input
@@ -29,13 +30,14 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
 ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities and residual stream
 FINAL_RESIDUAL = "final_residual"  # the analysis graph's last residual, before the final layer norm
-FORMAT_VERSION = 15  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
+FORMAT_VERSION = 16  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
 # 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder; 7: its cache written in place, onnx/fusion.py;
 # 8: the per-token statistics computed in the graph, onnx/stats.py; 9: int8 and int4 weight-only in blocks, NBITS_RECIPES;
 # 10: the decoder scores from `logits_from` on and a head graph scores the rest, onnx/head.py; 11: int8 and int4 kept
 # their KV cache in int8; 12: they keep it in fp32 again, INT8_KV_CACHE_VARIANTS; 13: int8 and int4 score prompts with
 # prompt.onnx, onnx/prompt.py, and int8 is in blocks of 128; 14: their KV cache is int8 again, prompt.onnx filling it;
-# 15: int4's is fp32 again, as it runs on CUDA too, INT8_KV_CACHE_VARIANTS)
+# 15: int4's is fp32 again, as it runs on CUDA too, INT8_KV_CACHE_VARIANTS; 16: int8's blocks have zero points,
+# lm_head's are of 16 and the token embedding is fp16, NBITS_RECIPES)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
@@ -54,23 +56,50 @@ class VariantSpec:
 VARIANT_SPECS = {
     "fp32": VariantSpec("fp32", ("cpu", "cuda"), "full precision, the reference"),
     "fp16": VariantSpec("fp16", ("cuda",), "half precision weights and compute (LayerNorm, Add, Gelu kept in fp32)"),
-    "int8": VariantSpec("int8", ("cpu",), "weight-only int8 of every MatMul weight (MatMulNBits, blocks of 128, symmetric); "
-                                          "the token embedding reads lm_head's (GatherBlockQuantized); prompts in int8 "
-                                          "GEMMs (prompt.onnx)"),
+    "int8": VariantSpec("int8", ("cpu",), "weight-only int8 of every MatMul weight (MatMulNBits, blocks of 128 with zero "
+                                          "points, lm_head's of 16); the token embedding in fp16; prompts in int8 GEMMs "
+                                          "(prompt.onnx)"),
     "int4": VariantSpec("int4", ("cpu", "cuda"), "weight-only int4 of the blocks' MatMul weights (MatMulNBits, blocks of 64, "
                                                  "symmetric) and int8 lm_head (blocks of 128), which the token embedding "
                                                  "reads (GatherBlockQuantized); prompts in int8 GEMMs (prompt.onnx)"),
 }
 
-# Weight-only quantization in llama.cpp's manner: each weight row in blocks along the input dimension, one fp32
-# scale per block, symmetric. (bits, block) for the transformer blocks' MatMuls, then for lm_head, whose weight the
-# token embedding shares. lm_head gets 8 bits in int4 as llama.cpp's Q4_0 keeps its output layer at Q6_K: on the
-# demo model a 4-bit lm_head made KL to fp32 7.7x Q4_0's (docs/onnx.md#quantization-against-llamacpps).
-# accuracy_level=4 lets the CPU kernel compute in int8: about 2.5x faster than the default here.
-# int8 in blocks of 128 (format 13; of 32 before, as llama.cpp's Q8_0): decoding random:gpt2 171 against 129 tokens/s
-# (2 threads, the decoder alone), 8% fewer bytes a token and a faster kernel; KL to fp32 0.00007 / 0.00008 against
-# 0.00005 on the English / Chinese demo models (scripts/quant_quality.py), a tenth of int4's.
-NBITS_RECIPES = {"int8": ((8, 128), (8, 128)), "int4": ((4, 64), (8, 128))}
+
+class Blocks(NamedTuple):
+    """One MatMulNBits quantization: bits per weight, weights per block, and whether blocks are symmetric (no zero
+    points)."""
+    bits: int
+    block: int
+    symmetric: bool
+
+
+class Recipe(NamedTuple):
+    blocks: Blocks  # the transformer blocks' MatMuls
+    head: Blocks  # lm_head's
+    embedding: str  # the token embedding: "lm_head" reads lm_head's quantized weight, "fp16" is its own table
+
+
+# Weight-only quantization in blocks along each weight row's input dimension, one fp32 scale per block (as llama.cpp).
+# A Recipe per variant: the transformer blocks' MatMuls, lm_head's, and the token embedding (in int4 it reads
+# lm_head's quantized weight). lm_head gets 8 bits in int4 as llama.cpp's Q4_0 keeps its output layer at Q6_K: on
+# the demo model a 4-bit lm_head made KL to fp32 7.7x Q4_0's (docs/onnx.md#quantization-against-llamacpps).
+# accuracy_level=4 lets the CPU kernel compute in int8: about 2.5x faster than the default here, and most of int8's
+# error: it quantizes the activations too, one scale per block, so a block's largest activation sets the step of the
+# others. With fp32 compute instead, blocks of 128 would give KL 0.00003 / 0.00002 on the English / Chinese demo
+# models, but decode at 6 tokens/s.
+# int8 (format 16): the blocks' weights in blocks of 128 with zero points (asymmetric: the 256 steps span each block's
+# own range), lm_head's in blocks of 16 with zero points (its activations were most of the error left), and the token
+# embedding its own fp16 table (read from lm_head's blocks, it cost KL 0.000006). Measured with throwaway scripts on
+# the decoder alone: KL as scripts/quant_quality.py measures it (English / Chinese demo models), decoding random:gpt2
+# (2 threads, one run, the recipes interleaved):
+#   blocks of 32, symmetric (formats 9-12):                       KL 0.000047 / 0.000055, 130 tokens/s
+#   blocks of 128, symmetric (formats 13-15):                     KL 0.000068 / 0.000083, 163 tokens/s
+#   blocks of 128, lm_head of 32, zero points, fp16 embedding:    KL 0.000048 / 0.000061, 156 tokens/s
+#   blocks of 128, lm_head of 16, zero points, fp16 embedding:    KL 0.000041 / 0.000052, 149 tokens/s (format 16)
+NBITS_RECIPES = {
+    "int8": Recipe(Blocks(8, 128, False), Blocks(8, 16, False), "fp16"),
+    "int4": Recipe(Blocks(4, 64, True), Blocks(8, 128, True), "lm_head"),
+}
 
 
 def check_variant_runs_on(variant: str, device: str) -> None:
@@ -164,12 +193,12 @@ def share_embedding_with_lm_head(model, token_embedding: str) -> bool:
     """After MatMulNBits quantization: let the token-embedding Gather read lm_head's quantized weight.
 
     GPT-2 ties lm_head to the token embedding (wte, (V, E)). MatMulNBits stores lm_head's weight as
-    B (N=V, K/block, block * bits/8) uint8 (4 bits: two values per byte, low nibble first) with an
-    implicit zero point (8 or 128) and scales (V, K/block): row v of B is wte[v] quantized block-wise
-    along E. That is exactly GatherBlockQuantized's layout for data (V, E * bits/8) uint8 with the same
-    bits, quantize_axis=1, so a Reshape view of the same initializer serves both, and the fp32 wte (a
+    B (N=V, K/block, block * bits/8) uint8 (4 bits: two values per byte, low nibble first), scales
+    (V, K/block) and zero points (8 bits: one byte per block; absent: an implicit 8 or 128): row v of B is
+    wte[v] quantized block-wise along E. That is exactly GatherBlockQuantized's layout for data
+    (V, E * bits/8) uint8 with the same bits, quantize_axis=1, so a Reshape view of the same initializers serves both, and the fp32 wte (a
     quarter of GPT-2 small: 154 MB) leaves the file. Returns False (graph untouched) when lm_head is not
-    a MatMulNBits over wte in whole blocks.
+    a MatMulNBits over wte in whole blocks, or has 4-bit zero points (packed two to a byte in another order).
     """
     from onnx import helper, numpy_helper
     import numpy as np
@@ -183,8 +212,9 @@ def share_embedding_with_lm_head(model, token_embedding: str) -> bool:
     vocab, embd = inits[token_embedding].dims
     block = attrs["block_size"]
     bits = attrs.get("bits", 4)
-    if (attrs["N"], attrs["K"]) != (vocab, embd) or bits not in (4, 8) or embd % block or len(head.input) > 3 and head.input[3]:
-        return False  # transposed differently, padded blocks, or explicit zero points: keep the fp32 embedding
+    zero_points = head.input[3] if len(head.input) > 3 and head.input[3] else None
+    if (attrs["N"], attrs["K"]) != (vocab, embd) or bits not in (4, 8) or embd % block or zero_points and bits != 8:
+        return False  # transposed differently, padded blocks, or packed zero points: keep the fp32 embedding
     data_shape = numpy_helper.from_array(np.array([vocab, embd * bits // 8], dtype=np.int64), "wte_q_shape")
     scales_shape = numpy_helper.from_array(np.array([vocab, embd // block], dtype=np.int64), "wte_q_scales_shape")
     model.graph.initializer.extend([data_shape, scales_shape])
@@ -192,16 +222,45 @@ def share_embedding_with_lm_head(model, token_embedding: str) -> bool:
         helper.make_node("Reshape", [head.input[1], data_shape.name], ["wte_q"], name="wte_q_view"),  # (V, E * bits/8)
         helper.make_node("Reshape", [head.input[2], scales_shape.name], ["wte_q_scales"], name="wte_q_scales_view"),  # (V, E/block)
     ]
+    gathered = ["wte_q", None, "wte_q_scales"]
+    if zero_points:  # one uint8 per block, laid out as the scales
+        views.append(helper.make_node("Reshape", [zero_points, scales_shape.name], ["wte_q_zero_points"],
+                                      name="wte_q_zero_points_view"))
+        gathered.append("wte_q_zero_points")
     for gather in gathers:
         index = list(model.graph.node).index(gather)
         model.graph.node.remove(gather)
+        inputs = list(gathered)
+        inputs[1] = gather.input[1]
         model.graph.node.insert(index, helper.make_node(
-            "GatherBlockQuantized", ["wte_q", gather.input[1], "wte_q_scales"], list(gather.output), name=gather.name + "_Q",
+            "GatherBlockQuantized", inputs, list(gather.output), name=gather.name + "_Q",
             domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=block, bits=bits,
         ))
     for view in reversed(views):
         model.graph.node.insert(0, view)
     model.graph.initializer.remove(inits[token_embedding])
+    return True
+
+
+def half_embedding(model, token_embedding: str) -> bool:
+    """Keep the token embedding apart from lm_head's quantized weight, in fp16: each Gather reads the fp16 table and a
+    Cast returns fp32 (half of fp32's bytes on disk; a step reads one row). Returns False when there is no such table."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == token_embedding]
+    if not gathers or token_embedding not in inits:
+        return False
+    table = numpy_helper.to_array(inits[token_embedding]).astype(np.float16)
+    model.graph.initializer.remove(inits[token_embedding])
+    model.graph.initializer.append(numpy_helper.from_array(table, f"{token_embedding}_fp16"))
+    for gather in gathers:
+        index = list(model.graph.node).index(gather)
+        output = gather.output[0]
+        gather.input[0], gather.output[0] = f"{token_embedding}_fp16", f"{output}_fp16"
+        model.graph.node.insert(index + 1, helper.make_node("Cast", [gather.output[0]], [output], name=f"{gather.name}_Cast",
+                                                            to=TensorProto.FLOAT))
     return True
 
 
@@ -232,8 +291,11 @@ def weight_stats(model) -> dict:
     # MatMulNBits packs 8 / bits weights per uint8 byte.
     per_byte = {n.input[1]: 8 // next((helper.get_attribute_value(a) for a in n.attribute if a.name == "bits"), 4)
                 for n in model.graph.node if n.op_type == "MatMulNBits"}
+    zero_points = {n.input[3] for n in model.graph.node if n.op_type == "MatMulNBits" and len(n.input) > 3}
     float_params = quant_params = 0
     for init in model.graph.initializer:
+        if init.name in zero_points:  # one per block, as the scales: not parameters
+            continue
         count = 1
         for d in init.dims:
             count *= d
@@ -347,9 +409,12 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = Tru
     untie_lm_head(model)
     if variant not in NBITS_RECIPES:
         raise AssertionError(variant)
-    model = quantize_weights(model, *NBITS_RECIPES[variant])
-    if embedding is not None:
+    recipe = NBITS_RECIPES[variant]
+    model = quantize_weights(model, recipe.blocks, recipe.head)
+    if embedding is not None and recipe.embedding == "lm_head":
         share_embedding_with_lm_head(model, embedding)  # the fp32 token embedding (154 MB in GPT-2 small) leaves the file
+    elif embedding is not None:
+        half_embedding(model, embedding)
     # After quantizing: the quantizer's shape inference cannot see through the fused op.
     if fuse and fuse_attention(model, kv_scales):
         _add_outputs(model, head_path)
@@ -370,30 +435,32 @@ def _add_outputs(model, head_path: Path | None) -> None:
     onnx.save(extract_head(model), str(head_path))
 
 
-def quantize_weights(model, blocks: tuple[int, int], head: tuple[int, int]):
-    """Every MatMul with a constant weight as MatMulNBits: (bits, block) `blocks` for the transformer blocks', `head`
-    for lm_head's (its block the largest power of two up to the one asked for that divides the hidden size, so the
-    token embedding can read it in whole blocks)."""
+def quantize_weights(model, blocks: Blocks, head: Blocks):
+    """Every MatMul with a constant weight as MatMulNBits: `blocks` for the transformer blocks', `head` for lm_head's
+    (its block the largest power of two up to the one asked for that divides the hidden size, so the token embedding
+    can read it in whole blocks)."""
     import logging
 
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # one line per node otherwise
 
-    def quantize(model, bits: int, block: int, **nodes):
-        config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, accuracy_level=4, bits=bits)
+    def quantize(model, recipe: Blocks, **nodes):
+        config = DefaultWeightOnlyQuantConfig(block_size=recipe.block, is_symmetric=recipe.symmetric, accuracy_level=4,
+                                              bits=recipe.bits)
         quantizer = MatMulNBitsQuantizer(model, algo_config=config, **nodes)
         quantizer.process()
         return quantizer.model.model
 
     lm_head = next((n for n in model.graph.node if n.op_type == "MatMul" and "logits" in n.output), None)
     if lm_head is None:
-        return quantize(model, *blocks)
-    model = quantize(model, *blocks, nodes_to_exclude=[lm_head.name])
-    bits, block = head
+        return quantize(model, blocks)
+    model = quantize(model, blocks, nodes_to_exclude=[lm_head.name])
     hidden = next(i.dims[0] for i in model.graph.initializer if i.name == lm_head.input[1])  # lm_head's weight (E, V)
-    block = next((b for b in (block, block // 2, block // 4, block // 8) if b >= 16 and hidden % b == 0), block)
-    return quantize(model, bits, block, nodes_to_include=[lm_head.name])
+    block = next((b for b in (head.block, head.block // 2, head.block // 4, head.block // 8) if b >= 16 and hidden % b == 0),
+                 head.block)
+    # The quantizer's nodes_to_include adds to the MatMuls it quantizes anyway: lm_head is the only one left.
+    return quantize(model, head._replace(block=block), nodes_to_include=[lm_head.name])
 
 
 # The variants whose KV cache is int8 (onnx/fusion.py, GroupQueryAttention). Decoding at long contexts waits for the

@@ -43,23 +43,31 @@ def dequantize_nbits(node, initializers: dict) -> np.ndarray | None:
     """The (K, N) float32 weight a MatMulNBits node multiplies by, or None for a layout this does not read.
 
     MatMulNBits keeps B transposed, (N, blocks, block_size * bits / 8) uint8, each byte holding 8 / bits numbers
-    (the low bits first), `scales` (N * blocks) float32, and unsigned numbers around an implicit zero point
-    2^(bits - 1) when no zero points are given (symmetric quantization, as onnx/export.py's recipes use)."""
+    (the low bits first), `scales` (N * blocks) float32, and unsigned numbers around a zero point per block:
+    `zero_points` (N, blocks * bits / 8) uint8 packed as B, or without them an implicit 2^(bits - 1) (symmetric)."""
     from onnx import helper, numpy_helper
 
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     bits, k, n = attrs.get("bits", 4), attrs["K"], attrs["N"]
-    extra = [name for name in node.input[3:] if name]
-    if bits not in (4, 8) or extra or node.input[1] not in initializers or node.input[2] not in initializers:
+    zero_points = node.input[3] if len(node.input) > 3 and node.input[3] else None
+    extra = [name for name in node.input[4:] if name]
+    readable = node.input[1] in initializers and node.input[2] in initializers and (zero_points is None or zero_points in initializers)
+    if bits not in (4, 8) or extra or not readable:
         return None
     packed = numpy_helper.to_array(initializers[node.input[1]])  # (N, blocks, bytes)
     scales = numpy_helper.to_array(initializers[node.input[2]]).reshape(n, -1).astype(np.float32)  # (N, blocks)
-    if bits == 8:
-        values = packed.astype(np.int16)
+
+    def unpack(data: np.ndarray) -> np.ndarray:  # the numbers in bytes, along the last axis
+        if bits == 8:
+            return data.astype(np.int16)
+        return np.stack([data & 0x0F, data >> 4], axis=-1).reshape(*data.shape[:-1], -1).astype(np.int16)
+
+    values = unpack(packed)  # (N, blocks, block)
+    if zero_points is None:
+        offsets = np.full(scales.shape, 1 << (bits - 1), dtype=np.int16)
     else:
-        values = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:2], -1).astype(np.int16)
-    values = values - (1 << (bits - 1))  # (N, blocks, block)
-    weight = (values.astype(np.float32) * scales[:, :, None]).reshape(n, -1)[:, :k]
+        offsets = unpack(numpy_helper.to_array(initializers[zero_points]).reshape(n, -1))[:, :scales.shape[1]]
+    weight = ((values - offsets[:, :, None]).astype(np.float32) * scales[:, :, None]).reshape(n, -1)[:, :k]
     return np.ascontiguousarray(weight.T)  # (K, N)
 
 
