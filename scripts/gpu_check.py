@@ -91,7 +91,10 @@ def continuous_batching_parity(source, exports_root: Path | None) -> list[dict]:
     checks = []
     for name, make in (("torch fp16", lambda: TorchBackend(source, "cuda")),
                        ("onnx fp32", lambda: OnnxBackend(source, "fp32", "cuda", exports_root=exports_root)),
-                       ("onnx fp16", lambda: OnnxBackend(source, "fp16", "cuda", exports_root=exports_root))):
+                       ("onnx fp16", lambda: OnnxBackend(source, "fp16", "cuda", exports_root=exports_root)),
+                       # int4 keeps an int8 cache on the CPU; on CUDA it is loaded with the fp32 one (onnx/runtime.py
+                       # `decoder_session`): this is where that graph decodes batches on a GPU.
+                       ("onnx int4", lambda: OnnxBackend(source, "int4", "cuda", exports_root=exports_root))):
         backend = make()
         alone = [generate(backend, source, prompt, GenerationSettings(max_new_tokens=n, seed=seed, top_k=50))
                  for prompt, n, seed in jobs]

@@ -213,7 +213,7 @@ def test_in_place_cache_matches_optimums_graph_step_by_step_and_in_batches(onnx_
 
 def test_an_int8_kv_cache_holds_the_keys_and_values_at_its_scales_and_decodes_as_the_fp32_cache_does(onnx_backends, tiny_source,
                                                                                                   tmp_path):
-    """The int8 KV cache (onnx/fusion.py's GroupQueryAttention path, the int8 variant's: INT8_KV_CACHE_VARIANTS)
+    """The int8 KV cache (onnx/fusion.py's GroupQueryAttention path, the int8 and int4 variants': INT8_KV_CACHE_VARIANTS)
     on int8 weights: its buffers hold round(x / scale) of the fp32 cache's keys and values, it decodes step by step and in
     a left-padded batch as the same weights with an fp32 cache do, and each row of a batch gets what it gets alone. Both
     graphs here run prompts themselves (no prompt.onnx beside them); tests/test_prompt_graph.py has the export's."""
@@ -221,7 +221,7 @@ def test_an_int8_kv_cache_holds_the_keys_and_values_at_its_scales_and_decodes_as
     from playground.models import load_torch_model
     from playground.onnx.export import INT8_KV_CACHE_VARIANTS, _export_fp32, _make_variant, kv_cache_scales
 
-    assert INT8_KV_CACHE_VARIANTS == ("int8",)  # int4 runs on CUDA too, where GroupQueryAttention takes no fp32
+    assert INT8_KV_CACHE_VARIANTS == ("int8", "int4")  # on CUDA int4 is loaded with an fp32 cache (the next test)
     model = load_torch_model(tiny_source)
     scales = kv_cache_scales(tiny_source, model)
     raw = _export_fp32(model, tmp_path / "raw")
@@ -253,6 +253,52 @@ def test_an_int8_kv_cache_holds_the_keys_and_values_at_its_scales_and_decodes_as
     assert torch.allclose(batch[1][-1], alone[-1], atol=1e-4)  # the padded row's last position: what it gets alone
     (logits, _), (step_alone, _) = kv8.step_batch([7, 7], cache), kv8.step(7, kv8.prefill(short)[1])
     assert torch.allclose(logits[1], step_alone, atol=1e-4)
+
+
+def test_on_cuda_the_int4_decoder_is_loaded_with_the_fp32_cache_the_export_would_have_built(onnx_backends, tiny_source,
+                                                                                            tmp_path):
+    """int4 runs on CUDA too, whose GroupQueryAttention does not read its int8 cache: there onnx/runtime.py's
+    `decoder_session` loads it through onnx/fusion.py's `float_cache`. That gives the graph the export builds without
+    `kv_scales`, op for op, and it decodes to the same bits (run here on the CPU; on CUDA: scripts/gpu_check.py).
+    Without CUDA, asking for it loads the graph as it is."""
+    import shutil
+
+    import onnx
+
+    from playground.models import load_torch_model
+    from playground.onnx.export import HEAD_FILE, _export_fp32, _make_variant, kv_cache_scales
+    from playground.onnx.fusion import KV_DTYPE_KEY, float_cache
+    from playground.onnx.runtime import CUDA, cuda_provider_available, decoder_session
+
+    model = load_torch_model(tiny_source)
+    raw = _export_fp32(model, tmp_path / "raw")
+    folders = {name: tmp_path / name for name in ("int8_cache", "fp32_cache", "converted")}
+    for folder in folders.values():
+        folder.mkdir()
+    _make_variant(raw, "int4", folders["int8_cache"] / MODEL_FILE, head_path=folders["int8_cache"] / HEAD_FILE,
+                  kv_scales=kv_cache_scales(tiny_source, model))
+    _make_variant(raw, "int4", folders["fp32_cache"] / MODEL_FILE, head_path=folders["fp32_cache"] / HEAD_FILE)
+    graph = onnx.load(str(folders["int8_cache"] / MODEL_FILE))
+    assert {e.key: e.value for e in graph.metadata_props}[KV_DTYPE_KEY] == "int8"
+    assert float_cache(graph) == model.config.n_layer
+    assert float_cache(graph) == 0  # a second time: nothing left to rewrite
+    assert KV_DTYPE_KEY not in {e.key for e in graph.metadata_props}
+    built = onnx.load(str(folders["fp32_cache"] / MODEL_FILE))
+    assert [n.op_type for n in graph.graph.node] == [n.op_type for n in built.graph.node]
+    assert {i.name for i in graph.graph.initializer} == {i.name for i in built.graph.initializer}
+    onnx.save(graph, str(folders["converted"] / MODEL_FILE))
+    shutil.copy(folders["fp32_cache"] / HEAD_FILE, folders["converted"] / HEAD_FILE)
+    converted, fp = (OnnxRunner(folders[name] / MODEL_FILE, [CPU], prompt_graph=False) for name in ("converted", "fp32_cache"))
+    assert converted.past_dtype == fp.past_dtype == np.float32
+    ids = tiny_source.tokenizer(PROMPT)["input_ids"]
+    (a, ca), (b, cb) = converted.prefill(ids), fp.prefill(ids)
+    for token in (5, 9, 11):
+        assert torch.equal(a, b)
+        (a, ca), (b, cb) = converted.step(token, ca), fp.step(token, cb)
+    assert torch.equal(a, b)
+    session = decoder_session(folders["int8_cache"] / MODEL_FILE, [CUDA, CPU])
+    past = next(i for i in session.get_inputs() if i.name.startswith("past_key_values."))
+    assert past.type == ("tensor(float)" if cuda_provider_available() else "tensor(int8)")
 
 
 def test_io_binding_path_gives_the_same_logits(onnx_backends, tiny_source):

@@ -116,16 +116,16 @@ def test_a_graph_without_matmulnbits_gets_no_prompt_graph(backends):
     assert integer_matmuls(model) == 0
 
 
-def test_over_an_int8_cache_the_prompt_graph_fills_it_as_the_decoder_would(backends, tiny_source):
-    """int8 keeps an int8 cache (onnx/export.py INT8_KV_CACHE_VARIANTS; int4 the fp32 one, as it runs on CUDA too): its
-    prompt graph attends in fp32 over the prompt's own keys and values and returns them as the cache holds them,
-    round(x / scale), for the runner to copy in. What it writes is what the decoder's own prompt pass (GroupQueryAttention over the int8 cache) writes, up
-    to a rounding step where the two graphs' matmuls differ in the last digits; a prompt after cached positions runs by
-    the decoder, and gives what the whole prompt gives."""
+@pytest.mark.parametrize("variant", ["int8", "int4"])
+def test_over_an_int8_cache_the_prompt_graph_fills_it_as_the_decoder_would(backends, tiny_source, variant):
+    """int8 and int4 keep an int8 cache on the CPU (onnx/export.py INT8_KV_CACHE_VARIANTS): the prompt graph attends in
+    fp32 over the prompt's own keys and values and returns them as the cache holds them, round(x / scale), for the
+    runner to copy in. What it writes is what the decoder's own prompt pass (GroupQueryAttention over the int8 cache)
+    writes, up to a rounding step where the two graphs' matmuls differ in the last digits; a prompt after cached
+    positions runs by the decoder, and gives what the whole prompt gives."""
     import onnx
 
-    assert backends["int4"].runner.past_dtype == np.float32 and not backends["int4"].runner.prompt_copies_cache
-    backend = backends["int8"]
+    backend = backends[variant]
     runner = backend.runner
     assert runner.past_dtype == np.int8 and runner.prompt_copies_cache
     prompt = onnx.load(str(backend.model_path.parent / PROMPT_FILE), load_external_data=False).graph

@@ -30,14 +30,15 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
 ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities and residual stream
 FINAL_RESIDUAL = "final_residual"  # the analysis graph's last residual, before the final layer norm
-FORMAT_VERSION = 16  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
+FORMAT_VERSION = 17  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
 # 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder; 7: its cache written in place, onnx/fusion.py;
 # 8: the per-token statistics computed in the graph, onnx/stats.py; 9: int8 and int4 weight-only in blocks, NBITS_RECIPES;
 # 10: the decoder scores from `logits_from` on and a head graph scores the rest, onnx/head.py; 11: int8 and int4 kept
 # their KV cache in int8; 12: they keep it in fp32 again, INT8_KV_CACHE_VARIANTS; 13: int8 and int4 score prompts with
 # prompt.onnx, onnx/prompt.py, and int8 is in blocks of 128; 14: their KV cache is int8 again, prompt.onnx filling it;
 # 15: int4's is fp32 again, as it runs on CUDA too, INT8_KV_CACHE_VARIANTS; 16: int8's blocks have zero points,
-# lm_head's are of 16 and the token embedding is fp16, NBITS_RECIPES)
+# lm_head's are of 16 and the token embedding is fp16, NBITS_RECIPES; 17: int4's KV cache is int8 on the CPU,
+# INT8_KV_CACHE_VARIANTS)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3
@@ -468,10 +469,11 @@ def quantize_weights(model, blocks: Blocks, head: Blocks):
 # (docs/benchmark.md#prompts-in-int8-gemms-2026-12-06). Format 12 had turned it off because onnxruntime's
 # GroupQueryAttention over an int8 cache takes 2.5x fp32 attention's time on a prompt (24 against 9.7 ms a layer at 512
 # tokens): since format 14 no prompt runs it, as the prompt graph attends in fp32 and returns the prompt's keys and values
-# quantized (onnx/prompt.py `fill_int8_cache`). Not int4, which also runs on CUDA: onnxruntime's CUDA GroupQueryAttention
-# takes fp16 or bf16 activations and no attention bias, so with fp32 ones it would run on the CPU (measured on the CPU,
-# format 14, int4 with the int8 cache kept 67-68% at 896 against 48-53%, and decoded 5-15% faster at 32).
-INT8_KV_CACHE_VARIANTS: tuple[str, ...] = ("int8",)
+# quantized (onnx/prompt.py `fill_int8_cache`). int4 too since format 17 (format 14 measured 67-68% at 896 against
+# 48-53%, and 5-15% faster decoding at 32); it also runs on CUDA, whose GroupQueryAttention takes fp16 or bf16
+# activations and no attention bias, so there the runner loads it with an fp32 cache (onnx/runtime.py
+# `decoder_session`, onnx/fusion.py `float_cache`).
+INT8_KV_CACHE_VARIANTS: tuple[str, ...] = ("int8", "int4")
 KV_CALIBRATION_SEED = 0
 KV_CALIBRATION_WINDOWS = 4  # windows of the model's context per calibration text
 # Headroom above the largest key or value calibration saw, for text that reaches further: a value beyond it is clipped.

@@ -35,6 +35,7 @@ from collections import Counter
 CONV1D_SCOPES = {"c_attn", "c_proj", "c_fc"}  # transformers' Conv1D modules in a GPT-2 block
 KV_CACHE_KEY, KV_IN_PLACE = "kv_cache", "in_place"  # model metadata: the decoder's cache is written in place
 KV_DTYPE_KEY = "kv_cache_dtype"  # model metadata: "int8" where the cache is quantized (absent: the graph's float type)
+MASK_INT32, PAST_LENGTH = "attention_mask_int32", "past_sequence_length"  # what every fused layer reads (int32)
 PADDING_BIAS = -1e9  # added to the attention scores of padding positions (GroupQueryAttention takes no padding mask)
 
 
@@ -95,18 +96,9 @@ def fuse_attention(model, kv_scales: list | None = None) -> int:
         layer += 1
     if not plans:
         return 0
-    mask, past_length = "attention_mask_int32", "past_sequence_length"
+    mask, past_length = MASK_INT32, PAST_LENGTH
     graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "kv_axis_1"))
-    nodes = [
-        helper.make_node("Cast", ["attention_mask"], [mask], name="attention_mask_Cast_int32", to=TensorProto.INT32),
-        # Positions already in the cache = the mask's length (all positions) - the new tokens' count: (1,) int32.
-        helper.make_node("Shape", ["attention_mask"], ["kv_mask_shape"], name="kv_mask_Shape"),
-        helper.make_node("Shape", ["input_ids"], ["kv_ids_shape"], name="kv_ids_Shape"),
-        helper.make_node("Gather", ["kv_mask_shape", "kv_axis_1"], ["kv_total"], name="kv_total_Gather", axis=0),
-        helper.make_node("Gather", ["kv_ids_shape", "kv_axis_1"], ["kv_new"], name="kv_new_Gather", axis=0),
-        helper.make_node("Sub", ["kv_total", "kv_new"], ["kv_past"], name="kv_past_Sub"),
-        helper.make_node("Cast", ["kv_past"], [past_length], name="kv_past_Cast", to=TensorProto.INT32),
-    ]
+    nodes = _length_inputs()
     if kv_scales is not None:
         nodes += _int8_cache_inputs(graph, kv_scales)
     shared = len(nodes)
@@ -155,6 +147,63 @@ def fuse_attention(model, kv_scales: list | None = None) -> int:
         set_metadata(model, KV_DTYPE_KEY, "int8")
     prune(model)
     return len(plans)
+
+
+def _length_inputs() -> list:
+    """The nodes every fused layer reads (they read the initializer `kv_axis_1`, [1]): `attention_mask` as int32, and
+    the positions already in the cache = the mask's length (all positions) - the new tokens' count, (1,) int32."""
+    from onnx import TensorProto, helper
+
+    return [
+        helper.make_node("Cast", ["attention_mask"], [MASK_INT32], name="attention_mask_Cast_int32", to=TensorProto.INT32),
+        helper.make_node("Shape", ["attention_mask"], ["kv_mask_shape"], name="kv_mask_Shape"),
+        helper.make_node("Shape", ["input_ids"], ["kv_ids_shape"], name="kv_ids_Shape"),
+        helper.make_node("Gather", ["kv_mask_shape", "kv_axis_1"], ["kv_total"], name="kv_total_Gather", axis=0),
+        helper.make_node("Gather", ["kv_ids_shape", "kv_axis_1"], ["kv_new"], name="kv_new_Gather", axis=0),
+        helper.make_node("Sub", ["kv_total", "kv_new"], ["kv_past"], name="kv_past_Sub"),
+        helper.make_node("Cast", ["kv_past"], [PAST_LENGTH], name="kv_past_Cast", to=TensorProto.INT32),
+    ]
+
+
+def float_cache(model) -> int:
+    """The int8-cache decoder (`fuse_attention` with `kv_scales`) as the fp32-cache one: each GroupQueryAttention node
+    becomes the MultiHeadAttention node `fuse_attention` writes without scales, over the same inputs, outputs and
+    in-place buffers, now float32; the scales and the padding bias go. For a device whose GroupQueryAttention does not
+    read this cache (onnxruntime's CUDA kernel takes fp16 or bf16 activations and no attention bias: onnx/runtime.py
+    loads the int4 variant so there). Returns how many layers it rewrote (0: not an int8-cache graph)."""
+    from onnx import TensorProto, helper
+
+    import numpy as np
+    from onnx import numpy_helper
+
+    graph = model.graph
+    if not any(n.op_type == "GroupQueryAttention" for n in graph.node):
+        return 0
+    # Those of them that GroupQueryAttention did not read were pruned: all of them again, first (they read inputs alone).
+    lengths = _length_inputs()
+    written = {node.output[0] for node in lengths}
+    if "kv_axis_1" not in {i.name for i in graph.initializer}:
+        graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "kv_axis_1"))
+    nodes = [*lengths, *(node for node in graph.node if node.output[0] not in written)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    attention = [n for n in graph.node if n.op_type == "GroupQueryAttention"]  # the graph's own nodes, after the copy
+    for node in attention:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        q, k, v, past_key, past_value = node.input[:5]
+        replacement = helper.make_node(
+            "MultiHeadAttention", [q, k, v, "", MASK_INT32, "", past_key, past_value, PAST_LENGTH],
+            list(node.output), name=node.name.replace("GroupQueryAttention", "MultiHeadAttention"), domain="com.microsoft",
+            num_heads=attrs["num_heads"], unidirectional=1)
+        node.CopyFrom(replacement)
+    for entry in [*graph.input, *graph.output]:
+        if entry.name.startswith(("past_key_values.", "present.")):
+            entry.type.tensor_type.elem_type = TensorProto.FLOAT
+    kept = [entry for entry in model.metadata_props if entry.key != KV_DTYPE_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    prune(model)
+    return len(attention)
 
 
 def _int8_cache_inputs(graph, kv_scales: list) -> list:
@@ -267,19 +316,25 @@ def drop_linear_reshapes(model) -> int:
 
 
 def prune(model) -> int:
-    """Remove nodes whose outputs nothing reads (graph outputs count as read); returns how many went."""
+    """Remove nodes whose outputs nothing reads (graph outputs count as read), and the initializers no node reads;
+    returns how many nodes went. Walks back from the outputs, so the nodes need not be in topological order (onnx/head.py
+    appends its Slice after lm_head, which reads it)."""
     graph = model.graph
-    needed = {o.name for o in graph.output}
-    kept = []
-    for node in reversed(list(graph.node)):
-        if any(name in needed for name in node.output):
-            kept.append(node)
-            needed.update(name for name in node.input if name)
+    producers = _producers(model)
+    needed, wanted = set(), [o.name for o in graph.output]
+    while wanted:
+        name = wanted.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        node = producers.get(name)
+        if node is not None:
+            wanted += [i for i in node.input if i]
+    kept = [node for node in graph.node if any(name in needed for name in node.output)]
     removed = len(graph.node) - len(kept)
     del graph.node[:]
-    graph.node.extend(reversed(kept))
-    used = needed
-    initializers = [i for i in graph.initializer if i.name in used]
+    graph.node.extend(kept)
+    initializers = [i for i in graph.initializer if i.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(initializers)
     return removed

@@ -31,6 +31,24 @@ def cuda_provider_available() -> bool:
     return CUDA in ort.get_available_providers()
 
 
+def decoder_session(model_path: Path, providers: list[str], threads: int | None = None):
+    """The InferenceSession of an export's decoder. On CUDA an int8-cache decoder (the int4 variant's, onnx/export.py
+    `INT8_KV_CACHE_VARIANTS`) is loaded as the fp32-cache one (onnx/fusion.py `float_cache`): onnxruntime's CUDA
+    GroupQueryAttention takes fp16 or bf16 activations and no attention bias, so with this graph's it would run on the
+    CPU; the CPU keeps the int8 cache, which long contexts wait for."""
+    import onnxruntime as ort
+
+    if providers and providers[0] == CUDA and cuda_provider_available():
+        import onnx
+
+        from .fusion import float_cache
+
+        model = onnx.load(str(model_path))
+        if float_cache(model):
+            return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=providers)
+    return ort.InferenceSession(str(model_path), session_options(threads), providers=providers)
+
+
 def session_options(threads: int | None = None):
     import onnxruntime as ort
 
@@ -102,7 +120,7 @@ class OnnxRunner:
                  context: int | None = None, prompt_graph: bool = True):
         import onnxruntime as ort
 
-        self.session = ort.InferenceSession(str(model_path), session_options(threads), providers=providers)
+        self.session = decoder_session(model_path, providers, threads)
         self.provider = self.session.get_providers()[0]  # what really runs, not what was asked for
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.past_names = [n for n in inputs if n.startswith("past_key_values.")]
