@@ -62,6 +62,56 @@ def test_the_dequantized_weight_is_what_matmulnbits_multiplies_by(bits, block, s
     assert np.allclose(got, x @ dequantized, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("k, n", [(192, 40), (40, 192)])
+def test_rows_are_quantized_over_their_own_range_where_the_weight_does_not_widen(k, n):
+    """integer_matmuls on one MatMulNBits, against its arithmetic written out in numpy: where N <= K (the projections
+    back to the hidden size) each row in 255 steps from min(x, 0) to max(x, 0) with its own zero point, taken off after
+    through the columns' sums; where N > K symmetric around 128. Rows like GELU's outputs (>= -0.17), an all-zero row
+    (padding) and an all-negative row."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    from playground.onnx.prompt import per_column_int8
+
+    rng = np.random.default_rng(k)
+    weight = rng.standard_normal((k, n)).astype(np.float32) * 0.05
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    quantizer = MatMulNBitsQuantizer(model, algo_config=DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=False, bits=8,
+                                                                                      accuracy_level=4))
+    quantizer.process()
+    model = quantizer.model.model
+    node = next(node for node in model.graph.node if node.op_type == "MatMulNBits")
+    node.output[0] = "out"  # integer_matmuls leaves the node writing the logits alone
+    model.graph.output[0].name = "out"
+    wq, column_scale = per_column_int8(dequantize_nbits(node, {i.name: i for i in model.graph.initializer}))
+    assert integer_matmuls(model) == 1
+    assert ("ReduceMin" in {node.op_type for node in model.graph.node}) == (n <= k)
+    x = rng.standard_normal((4, k)).astype(np.float32)
+    x[0] = x[0] * 0.5 * (1 + np.tanh(0.8 * x[0]))  # GELU-like: mostly >= 0
+    x[1] = 0  # padding
+    x[2] = -np.abs(x[2])
+    got = ort.InferenceSession(model.SerializeToString(), providers=[CPU]).run(None, {"x": x})[0]
+    if n <= k:
+        low, high = np.minimum(x.min(1, keepdims=True), 0), np.maximum(x.max(1, keepdims=True), 0)
+        scale = np.maximum(high - low, np.float32(1e-12)) / np.float32(255)
+        zero = np.round(-low / scale)
+        q = np.clip(np.round(x / scale) + zero, 0, 255)
+    else:
+        scale = np.maximum(np.abs(x).max(1, keepdims=True), np.float32(1e-12)) / np.float32(127)
+        zero = np.float32(128)
+        q = np.clip(np.round(x / scale) + zero, 0, 255)
+    want = ((q - zero) @ wq.astype(np.float32)) * column_scale * scale
+    assert np.abs(got[1]).max() == 0
+    assert np.allclose(got, want, atol=1e-5 * np.abs(want).max())
+    exact = x @ (wq * column_scale)
+    assert np.abs(got - exact).max() < 0.02 * np.abs(exact).max()  # int8 rounding of the rows, nothing more
+
+
 def test_quantized_exports_run_prompts_in_int8_gemms_and_steps_by_the_decoder(backends, tiny_backend):
     layers = tiny_backend.model.config.n_layer
     for variant in ("int8", "int4"):

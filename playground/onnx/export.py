@@ -30,7 +30,7 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  # decoder with past key/values: prefill and every decoding step
 ATTENTION_FILE = "attention.onnx"  # no cache, also returns every layer's attention probabilities and residual stream
 FINAL_RESIDUAL = "final_residual"  # the analysis graph's last residual, before the final layer norm
-FORMAT_VERSION = 17  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
+FORMAT_VERSION = 18  # bump when the export recipe changes: older exports are then rebuilt (4: int4 shares the embedding;
 # 5: hidden states; 6: fused attention and no Conv1D reshapes in the decoder; 7: its cache written in place, onnx/fusion.py;
 # 8: the per-token statistics computed in the graph, onnx/stats.py; 9: int8 and int4 weight-only in blocks, NBITS_RECIPES;
 # 10: the decoder scores from `logits_from` on and a head graph scores the rest, onnx/head.py; 11: int8 and int4 kept
@@ -38,7 +38,7 @@ FORMAT_VERSION = 17  # bump when the export recipe changes: older exports are th
 # prompt.onnx, onnx/prompt.py, and int8 is in blocks of 128; 14: their KV cache is int8 again, prompt.onnx filling it;
 # 15: int4's is fp32 again, as it runs on CUDA too, INT8_KV_CACHE_VARIANTS; 16: int8's blocks have zero points,
 # lm_head's are of 16 and the token embedding is fp16, NBITS_RECIPES; 17: int4's KV cache is int8 on the CPU,
-# INT8_KV_CACHE_VARIANTS)
+# INT8_KV_CACHE_VARIANTS; 18: prompt.onnx quantizes the rows into its two projections over their own range, onnx/prompt.py)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
 FP32_VERIFY_ATOL = 1e-3

@@ -10,19 +10,27 @@ block's MatMulNBits is replaced by:
 
 - its weight as int8 per output column: the very numbers the decoder multiplies by (the blocks dequantized), then
   rounded to one scale per column;
-- each activation row quantized alone, symmetrically around 128 (u8, zero point 128, scale = max |x| / 127): a
-  row's numbers depend on that row only, never on the other rows of a batch, on padding or on the prompt's length,
-  as in the decoder (QuantizeLinear with one block per row). A scale per tensor (onnxruntime's `DynamicQuantizeLinear`) was 12% faster at 512 tokens but
-  would let one user's prompt change another's numbers in a shared batch, and one large row (GPT-2's first
-  position) coarsen every other row;
+- each activation row quantized alone, so that a row's numbers depend on that row only, never on the other rows of
+  a batch, on padding or on the prompt's length, as in the decoder (QuantizeLinear with one block per row). A scale
+  per tensor (onnxruntime's `DynamicQuantizeLinear`) was 12% faster at 512 tokens but would let one user's prompt
+  change another's numbers in a shared batch, and one large row (GPT-2's first position) coarsen every other row.
+  Rows that feed a widening weight (c_attn, the MLP's c_fc: N > K) are quantized symmetrically around 128 (u8, zero
+  point 128, scale = max |x| / 127); rows that feed the two projections back to the hidden size (N <= K) over their
+  own range, min to max in 255 steps with a zero point per row. That nearly doubles the steps of the MLP's GELU
+  outputs (almost all >= -0.17), and costs one multiply-subtract over the output (MatMulIntegerToFloat takes one zero
+  point for all rows: z x scale x each column's sum is taken off after), no wider than the input. Measured (random:gpt2 int8, the bench, export format
+  17), the time to first token did not move: 17.9-18.1 ms at 32 tokens and 188-191 at 512 in two runs, against
+  17.3-20.1 and 180-195 in four with every row symmetric; with every row asymmetric, +22% and +13%;
 - `MatMulIntegerToFloat` (the int32 sums times the columns' scales, in one kernel), then times the rows' scales.
 
 onnxruntime has no per-row dynamic quantization op or per-row scale in its int8 matmuls, so the rows are
-quantized with standard ops (Abs, ReduceMax, QuantizeLinear). Measured on the demo model, KL to PyTorch
-fp32 over whole windows: 0.00007 with this graph, 0.00005 with the decoder's (docs/onnx.md). The runner uses it for
+quantized with standard ops (Abs, ReduceMax, ReduceMin, QuantizeLinear). Measured on the demo models (English /
+Chinese), KL to PyTorch fp32 over whole windows (int8, export format 17): 0.000044 / 0.000056 with this graph,
+0.000053 / 0.000072 with every row symmetric, 0.000042 / 0.000049 with every row asymmetric, 0.000041 / 0.000052
+with the decoder's graph (docs/onnx.md). The runner uses it for
 every run of more than one new token on the CPU (onnx/runtime.py); a decoding step keeps MatMulNBits. Over the
-int8 variant's int8 KV cache, the graph also attends in fp32 and returns the prompt's keys and values as the
-cache holds them (`fill_int8_cache`).
+int8 KV cache, the graph also attends in fp32 and returns the prompt's keys and values as the cache holds them
+(`fill_int8_cache`).
 
 On x86 CPUs without int8 dot products (AVX2 alone), MLAS multiplies u8 by s8 with VPMADDUBSW, whose pairwise sums
 saturate at int16: there the sums would be wrong. `int8_gemm_is_exact` asks the CPU once, with a product that
@@ -36,6 +44,7 @@ import numpy as np
 PROMPT_FILE = "prompt.onnx"
 PROMPT_OPSET = 21  # QuantizeLinear's blocked form (one scale per row)
 ACTIVATION_ZERO_POINT = 128  # u8 activations, symmetric: q = round(x / s) + 128, s = max |x| / 127
+ACTIVATION_STEPS = 255  # u8 activations over a row's own range: s = (max(x, 0) - min(x, 0)) / 255
 WEIGHT_MAX = 127  # s8 weights in [-127, 127], symmetric
 
 
@@ -90,6 +99,8 @@ def integer_matmuls(model) -> int:
         "prompt_axis_last": np.array([-1], dtype=np.int64),
         "prompt_tiny": np.array(1e-12, dtype=np.float32),
         "prompt_levels": np.array(WEIGHT_MAX, dtype=np.float32),
+        "prompt_steps": np.array(ACTIVATION_STEPS, dtype=np.float32),
+        "prompt_zero": np.array(0.0, dtype=np.float32),
         "prompt_one": np.array(1.0, dtype=np.float32),
     }
     graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in shared.items())
@@ -100,29 +111,17 @@ def integer_matmuls(model) -> int:
             nodes.append(node)
             continue
         quantized, scale = per_column_int8(weight)
-        k = weight.shape[0]
+        k, n = weight.shape
         p = node.name or node.output[0]
         graph.initializer.extend([numpy_helper.from_array(quantized, f"{p}/int8_weight"),
                                   numpy_helper.from_array(scale, f"{p}/int8_scale")])
         unused.update(node.input[1:3])
-        x, y = node.input[0], node.output[0]
-        nodes += [
-            # Each row's scale s = max |x| / 127, (..., 1); the row quantized as one block of K (QuantizeLinear's blocked
-            # form, opset 21): 25% faster at 512 rows than flattening to (rows, K) for a per-axis scale.
-            helper.make_node("Abs", [x], [f"{p}/abs"], name=f"{p}/abs"),
-            helper.make_node("ReduceMax", [f"{p}/abs", "prompt_axis_last"], [f"{p}/max"], name=f"{p}/max", keepdims=1),
-            helper.make_node("Max", [f"{p}/max", "prompt_tiny"], [f"{p}/max_positive"], name=f"{p}/max_positive"),
-            helper.make_node("Div", [f"{p}/max_positive", "prompt_levels"], [f"{p}/row_scale"], name=f"{p}/row_scale"),
-            helper.make_node("Shape", [f"{p}/row_scale"], [f"{p}/scale_shape"], name=f"{p}/scale_shape"),
-            helper.make_node("Expand", ["prompt_zero_point", f"{p}/scale_shape"], [f"{p}/row_zero_points"],
-                             name=f"{p}/row_zero_points"),
-            helper.make_node("QuantizeLinear", [x, f"{p}/row_scale", f"{p}/row_zero_points"], [f"{p}/rows_u8"],
-                             name=f"{p}/quantize", axis=-1, block_size=k),
-            helper.make_node("MatMulIntegerToFloat", [f"{p}/rows_u8", f"{p}/int8_weight", "prompt_one", f"{p}/int8_scale",
-                                                      "prompt_zero_point"], [f"{p}/product"], name=f"{p}/MatMulIntegerToFloat",
-                             domain="com.microsoft"),
-            helper.make_node("Mul", [f"{p}/product", f"{p}/row_scale"], [y], name=f"{p}/scaled"),
-        ]
+        if n <= k:
+            sums = (quantized.astype(np.int64).sum(axis=0) * scale).astype(np.float32)  # (N,): each column's sum, in units
+            graph.initializer.append(numpy_helper.from_array(sums, f"{p}/column_sums"))
+            nodes += _asymmetric_rows(p, node.input[0], node.output[0], k)
+        else:
+            nodes += _symmetric_rows(p, node.input[0], node.output[0], k)
         replaced += 1
     del graph.node[:]
     graph.node.extend(nodes)
@@ -137,6 +136,59 @@ def integer_matmuls(model) -> int:
             if entry.domain in ("", "ai.onnx"):
                 entry.version = max(entry.version, PROMPT_OPSET)
     return replaced
+
+
+def _symmetric_rows(p: str, x: str, y: str, k: int) -> list:
+    """y = x @ weight, each row of x quantized around 128 with scale max |x| / 127 (the module's doc); `p` prefixes the
+    names, `{p}/int8_weight` and `{p}/int8_scale` are the weight's."""
+    from onnx import helper
+
+    return [
+        # Each row's scale s = max |x| / 127, (..., 1); the row quantized as one block of K (QuantizeLinear's blocked
+        # form, opset 21): 25% faster at 512 rows than flattening to (rows, K) for a per-axis scale.
+        helper.make_node("Abs", [x], [f"{p}/abs"], name=f"{p}/abs"),
+        helper.make_node("ReduceMax", [f"{p}/abs", "prompt_axis_last"], [f"{p}/max"], name=f"{p}/max", keepdims=1),
+        helper.make_node("Max", [f"{p}/max", "prompt_tiny"], [f"{p}/max_positive"], name=f"{p}/max_positive"),
+        helper.make_node("Div", [f"{p}/max_positive", "prompt_levels"], [f"{p}/row_scale"], name=f"{p}/row_scale"),
+        helper.make_node("Shape", [f"{p}/row_scale"], [f"{p}/scale_shape"], name=f"{p}/scale_shape"),
+        helper.make_node("Expand", ["prompt_zero_point", f"{p}/scale_shape"], [f"{p}/row_zero_points"], name=f"{p}/row_zero_points"),
+        helper.make_node("QuantizeLinear", [x, f"{p}/row_scale", f"{p}/row_zero_points"], [f"{p}/rows_u8"],
+                         name=f"{p}/quantize", axis=-1, block_size=k),
+        helper.make_node("MatMulIntegerToFloat", [f"{p}/rows_u8", f"{p}/int8_weight", "prompt_one", f"{p}/int8_scale",
+                                                  "prompt_zero_point"], [f"{p}/product"], name=f"{p}/MatMulIntegerToFloat",
+                         domain="com.microsoft"),
+        helper.make_node("Mul", [f"{p}/product", f"{p}/row_scale"], [y], name=f"{p}/scaled"),
+    ]
+
+
+def _asymmetric_rows(p: str, x: str, y: str, k: int) -> list:
+    """y = x @ weight, each row of x quantized over its own range [min(x, 0), max(x, 0)] in 255 steps, zero point z per
+    row; MatMulIntegerToFloat takes one zero point for all rows, so it multiplies the unsigned numbers as they are and
+    z x scale x each column's sum (`{p}/column_sums`) is taken off after."""
+    from onnx import TensorProto, helper
+
+    return [
+        helper.make_node("ReduceMax", [x, "prompt_axis_last"], [f"{p}/max"], name=f"{p}/max", keepdims=1),
+        helper.make_node("ReduceMin", [x, "prompt_axis_last"], [f"{p}/min"], name=f"{p}/min", keepdims=1),
+        helper.make_node("Max", [f"{p}/max", "prompt_zero"], [f"{p}/high"], name=f"{p}/high"),
+        helper.make_node("Min", [f"{p}/min", "prompt_zero"], [f"{p}/low"], name=f"{p}/low"),
+        helper.make_node("Sub", [f"{p}/high", f"{p}/low"], [f"{p}/range"], name=f"{p}/range"),
+        helper.make_node("Max", [f"{p}/range", "prompt_tiny"], [f"{p}/range_positive"], name=f"{p}/range_positive"),
+        helper.make_node("Div", [f"{p}/range_positive", "prompt_steps"], [f"{p}/row_scale"], name=f"{p}/row_scale"),
+        # z = round(-low / s), in [0, 255] as low <= 0 <= high.
+        helper.make_node("Div", [f"{p}/low", f"{p}/row_scale"], [f"{p}/low_steps"], name=f"{p}/low_steps"),
+        helper.make_node("Neg", [f"{p}/low_steps"], [f"{p}/zero_steps"], name=f"{p}/zero_steps"),
+        helper.make_node("Round", [f"{p}/zero_steps"], [f"{p}/zero"], name=f"{p}/zero"),
+        helper.make_node("Cast", [f"{p}/zero"], [f"{p}/row_zero_points"], name=f"{p}/row_zero_points", to=TensorProto.UINT8),
+        helper.make_node("QuantizeLinear", [x, f"{p}/row_scale", f"{p}/row_zero_points"], [f"{p}/rows_u8"],
+                         name=f"{p}/quantize", axis=-1, block_size=k),
+        helper.make_node("MatMulIntegerToFloat", [f"{p}/rows_u8", f"{p}/int8_weight", "prompt_one", f"{p}/int8_scale"],
+                         [f"{p}/product"], name=f"{p}/MatMulIntegerToFloat", domain="com.microsoft"),
+        helper.make_node("Mul", [f"{p}/product", f"{p}/row_scale"], [f"{p}/scaled"], name=f"{p}/scaled"),
+        helper.make_node("Mul", [f"{p}/zero", f"{p}/row_scale"], [f"{p}/zero_value"], name=f"{p}/zero_value"),
+        helper.make_node("Mul", [f"{p}/zero_value", f"{p}/column_sums"], [f"{p}/offset"], name=f"{p}/offset"),
+        helper.make_node("Sub", [f"{p}/scaled", f"{p}/offset"], [y], name=f"{p}/corrected"),
+    ]
 
 
 _EXACT: list[bool] = []
