@@ -78,12 +78,12 @@ def main() -> None:
                 path = Path(tmp) / f"{variant}-{len(graph)}.onnx"
                 _make_variant(raw, variant, path, fuse=fuse, kv_scales=kv_scales)
                 kl, top1 = compare(path)
-                print(f"| {variant} | {graph} | {kl:.5f} | {top1:.4f} | {path.stat().st_size / 1e6:.1f} |")
+                print(f"| {variant} | {graph} | {kl:.6f} | {top1:.4f} | {path.stat().st_size / 1e6:.1f} |")
                 if fuse and kv_scales is None:  # the prompt graph the export ships beside it (onnx/prompt.py)
                     prompt = path.with_name(f"{variant}-prompt.onnx")
                     write_prompt_graph(path, prompt)
                     kl, top1 = compare(prompt)
-                    print(f"| {variant} | fused, prompt.onnx (int8 GEMMs) | {kl:.5f} | {top1:.4f} | {prompt.stat().st_size / 1e6:.1f} |")
+                    print(f"| {variant} | fused, prompt.onnx (int8 GEMMs) | {kl:.6f} | {top1:.4f} | {prompt.stat().st_size / 1e6:.1f} |")
     peer = PeerConfig(args.llama_python, args.llama_src)
     reason = missing_reason(peer)
     if reason:
@@ -92,7 +92,7 @@ def main() -> None:
     for variant in PEER_VARIANTS:
         logits, size = peer_logits(Path(source.location), peer, variant, windows, context, export_folder(source, "gguf"))
         kl, top1 = score(logits)
-        print(f"| llama.cpp {variant} | GGUF | {kl:.5f} | {top1:.4f} | {size / 1e6:.1f} |")
+        print(f"| llama.cpp {variant} | GGUF | {kl:.6f} | {top1:.4f} | {size / 1e6:.1f} |")
 
 
 if __name__ == "__main__":

@@ -59,10 +59,11 @@ VARIANT_SPECS = {
     "fp16": VariantSpec("fp16", ("cuda",), "half precision weights and compute (LayerNorm, Add, Gelu kept in fp32)"),
     "int8": VariantSpec("int8", ("cpu",), "weight-only int8 of every MatMul weight (MatMulNBits, blocks of 128 with zero "
                                           "points, lm_head's of 16); the token embedding in fp16; prompts in int8 GEMMs "
-                                          "(prompt.onnx)"),
+                                          "(prompt.onnx); an int8 KV cache"),
     "int4": VariantSpec("int4", ("cpu", "cuda"), "weight-only int4 of the blocks' MatMul weights (MatMulNBits, blocks of 64, "
                                                  "symmetric) and int8 lm_head (blocks of 128), which the token embedding "
-                                                 "reads (GatherBlockQuantized); prompts in int8 GEMMs (prompt.onnx)"),
+                                                 "reads (GatherBlockQuantized); on the CPU prompts in int8 GEMMs "
+                                                 "(prompt.onnx) and an int8 KV cache"),
 }
 
 
