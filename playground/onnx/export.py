@@ -36,8 +36,8 @@ FORMAT_VERSION = 18  # bump when the export recipe changes: older exports are th
 # 10: the decoder scores from `logits_from` on and a head graph scores the rest, onnx/head.py; 11: int8 and int4 kept
 # their KV cache in int8; 12: they keep it in fp32 again, INT8_KV_CACHE_VARIANTS; 13: int8 and int4 score prompts with
 # prompt.onnx, onnx/prompt.py, and int8 is in blocks of 128; 14: their KV cache is int8 again, prompt.onnx filling it;
-# 15: int4's is fp32 again, as it runs on CUDA too, INT8_KV_CACHE_VARIANTS; 16: int8's blocks have zero points and
-# lm_head's are of 16, NBITS_RECIPES; 17: int4's KV cache is int8 on the CPU,
+# 15: int4's is fp32 again, as it runs on CUDA too, INT8_KV_CACHE_VARIANTS; 16: int8's blocks have zero points,
+# lm_head's are of 16 and the token embedding is fp16, NBITS_RECIPES; 17: int4's KV cache is int8 on the CPU,
 # INT8_KV_CACHE_VARIANTS; 18: prompt.onnx quantizes the rows into its two projections over their own range, onnx/prompt.py)
 OPSET = 18  # optimum's recommended minimum for GPT-2
 # How closely a fresh fp32 export must match PyTorch on the probe text (max |logit difference|).
@@ -58,8 +58,8 @@ VARIANT_SPECS = {
     "fp32": VariantSpec("fp32", ("cpu", "cuda"), "full precision, the reference"),
     "fp16": VariantSpec("fp16", ("cuda",), "half precision weights and compute (LayerNorm, Add, Gelu kept in fp32)"),
     "int8": VariantSpec("int8", ("cpu",), "weight-only int8 of every MatMul weight (MatMulNBits, blocks of 128 with zero "
-                                          "points, lm_head's of 16), which the token embedding reads (GatherBlockQuantized); "
-                                          "prompts in int8 GEMMs (prompt.onnx); an int8 KV cache"),
+                                          "points, lm_head's of 16); the token embedding in fp16; prompts in int8 GEMMs "
+                                          "(prompt.onnx); an int8 KV cache"),
     "int4": VariantSpec("int4", ("cpu", "cuda"), "weight-only int4 of the blocks' MatMul weights (MatMulNBits, blocks of 64, "
                                                  "symmetric) and int8 lm_head (blocks of 128), which the token embedding "
                                                  "reads (GatherBlockQuantized); on the CPU prompts in int8 GEMMs "
@@ -77,30 +77,30 @@ class Blocks(NamedTuple):
 
 class Recipe(NamedTuple):
     blocks: Blocks  # the transformer blocks' MatMuls
-    head: Blocks  # lm_head's, which the token embedding reads too (share_embedding_with_lm_head)
+    head: Blocks  # lm_head's
+    embedding: str  # the token embedding: "lm_head" reads lm_head's quantized weight, "fp16" is its own table
 
 
 # Weight-only quantization in blocks along each weight row's input dimension, one fp32 scale per block (as llama.cpp).
-# A Recipe per variant: the transformer blocks' MatMuls, then lm_head's, whose blocks the token embedding reads.
-# lm_head gets 8 bits in int4 as llama.cpp's Q4_0 keeps its output layer at Q6_K: on the demo model a 4-bit lm_head
-# made KL to fp32 7.7x Q4_0's (docs/onnx.md#quantization-against-llamacpps).
+# A Recipe per variant: the transformer blocks' MatMuls, lm_head's, and the token embedding (in int4 it reads
+# lm_head's quantized weight). lm_head gets 8 bits in int4 as llama.cpp's Q4_0 keeps its output layer at Q6_K: on
+# the demo model a 4-bit lm_head made KL to fp32 7.7x Q4_0's (docs/onnx.md#quantization-against-llamacpps).
 # accuracy_level=4 lets the CPU kernel compute in int8: about 2.5x faster than the default here, and most of int8's
 # error: it quantizes the activations too, one scale per block, so a block's largest activation sets the step of the
 # others. With fp32 compute instead, blocks of 128 would give KL 0.00003 / 0.00002 on the English / Chinese demo
 # models, but decode at 6 tokens/s.
 # int8 (format 16): the blocks' weights in blocks of 128 with zero points (asymmetric: the 256 steps span each block's
-# own range), lm_head's in blocks of 16 with zero points (its activations were most of the error left). Measured with
-# throwaway scripts on the decoder alone: KL as scripts/quant_quality.py measures it (English / Chinese demo models),
-# decoding random:gpt2 (2 threads, one run, the recipes interleaved; the embedding does not change the speed):
-#   blocks of 32, symmetric (formats 9-12):                         KL 0.000047 / 0.000055, 130 tokens/s
-#   blocks of 128, symmetric (formats 13-15):                       KL 0.000068 / 0.000083, 163 tokens/s
-#   blocks of 128 with zero points, lm_head of 32, fp16 embedding:  KL 0.000048 / 0.000061, 156 tokens/s
-#   blocks of 128 with zero points, lm_head of 16, fp16 embedding:  KL 0.000041 / 0.000052, 149 tokens/s
-#   the same, the embedding read from lm_head's blocks (format 16): KL 0.000044 / 0.000054, and 154 MB less in the
-#   decoder and the prompt graph of GPT-2 small
+# own range), lm_head's in blocks of 16 with zero points (its activations were most of the error left), and the token
+# embedding its own fp16 table (read from lm_head's blocks, it cost KL 0.000006). Measured with throwaway scripts on
+# the decoder alone: KL as scripts/quant_quality.py measures it (English / Chinese demo models), decoding random:gpt2
+# (2 threads, one run, the recipes interleaved):
+#   blocks of 32, symmetric (formats 9-12):                       KL 0.000047 / 0.000055, 130 tokens/s
+#   blocks of 128, symmetric (formats 13-15):                     KL 0.000068 / 0.000083, 163 tokens/s
+#   blocks of 128, lm_head of 32, zero points, fp16 embedding:    KL 0.000048 / 0.000061, 156 tokens/s
+#   blocks of 128, lm_head of 16, zero points, fp16 embedding:    KL 0.000041 / 0.000052, 149 tokens/s (format 16)
 NBITS_RECIPES = {
-    "int8": Recipe(Blocks(8, 128, False), Blocks(8, 16, False)),
-    "int4": Recipe(Blocks(4, 64, True), Blocks(8, 128, True)),
+    "int8": Recipe(Blocks(8, 128, False), Blocks(8, 16, False), "fp16"),
+    "int4": Recipe(Blocks(4, 64, True), Blocks(8, 128, True), "lm_head"),
 }
 
 
@@ -196,10 +196,10 @@ def share_embedding_with_lm_head(model, token_embedding: str) -> bool:
 
     GPT-2 ties lm_head to the token embedding (wte, (V, E)). MatMulNBits stores lm_head's weight as
     B (N=V, K/block, block * bits/8) uint8 (4 bits: two values per byte, low nibble first), scales
-    (V, K/block) and zero points (8 bits: one byte per block; absent: an implicit 8 or 128): row v of B
-    is wte[v] quantized block-wise along E. That is exactly GatherBlockQuantized's layout for data
-    (V, E * bits/8) uint8 with the same bits, quantize_axis=1, so Reshape views of the same initializers
-    serve both, and the fp32 wte (a quarter of GPT-2 small: 154 MB) leaves the file. Returns False (graph untouched) when lm_head is not
+    (V, K/block) and zero points (8 bits: one byte per block; absent: an implicit 8 or 128): row v of B is
+    wte[v] quantized block-wise along E. That is exactly GatherBlockQuantized's layout for data
+    (V, E * bits/8) uint8 with the same bits, quantize_axis=1, so a Reshape view of the same initializers serves both, and the fp32 wte (a
+    quarter of GPT-2 small: 154 MB) leaves the file. Returns False (graph untouched) when lm_head is not
     a MatMulNBits over wte in whole blocks, or has 4-bit zero points (packed two to a byte in another order).
     """
     from onnx import helper, numpy_helper
@@ -241,6 +241,28 @@ def share_embedding_with_lm_head(model, token_embedding: str) -> bool:
     for view in reversed(views):
         model.graph.node.insert(0, view)
     model.graph.initializer.remove(inits[token_embedding])
+    return True
+
+
+def half_embedding(model, token_embedding: str) -> bool:
+    """Keep the token embedding apart from lm_head's quantized weight, in fp16: each Gather reads the fp16 table and a
+    Cast returns fp32 (half of fp32's bytes on disk; a step reads one row). Returns False when there is no such table."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == token_embedding]
+    if not gathers or token_embedding not in inits:
+        return False
+    table = numpy_helper.to_array(inits[token_embedding]).astype(np.float16)
+    model.graph.initializer.remove(inits[token_embedding])
+    model.graph.initializer.append(numpy_helper.from_array(table, f"{token_embedding}_fp16"))
+    for gather in gathers:
+        index = list(model.graph.node).index(gather)
+        output = gather.output[0]
+        gather.input[0], gather.output[0] = f"{token_embedding}_fp16", f"{output}_fp16"
+        model.graph.node.insert(index + 1, helper.make_node("Cast", [gather.output[0]], [output], name=f"{gather.name}_Cast",
+                                                            to=TensorProto.FLOAT))
     return True
 
 
@@ -391,8 +413,10 @@ def _make_variant(raw_path: Path, variant: str, out_path: Path, fuse: bool = Tru
         raise AssertionError(variant)
     recipe = NBITS_RECIPES[variant]
     model = quantize_weights(model, recipe.blocks, recipe.head)
-    if embedding is not None:
+    if embedding is not None and recipe.embedding == "lm_head":
         share_embedding_with_lm_head(model, embedding)  # the fp32 token embedding (154 MB in GPT-2 small) leaves the file
+    elif embedding is not None:
+        half_embedding(model, embedding)
     # After quantizing: the quantizer's shape inference cannot see through the fused op.
     if fuse and fuse_attention(model, kv_scales):
         _add_outputs(model, head_path)

@@ -171,8 +171,10 @@ def float_cache(model) -> int:
     in-place buffers, now float32; the scales and the padding bias go. For a device whose GroupQueryAttention does not
     read this cache (onnxruntime's CUDA kernel takes fp16 or bf16 activations and no attention bias: onnx/runtime.py
     loads the int4 variant so there). Returns how many layers it rewrote (0: not an int8-cache graph)."""
+    from onnx import TensorProto, helper
+
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = model.graph
     if not any(n.op_type == "GroupQueryAttention" for n in graph.node):
