@@ -92,6 +92,46 @@ def test_manifests_say_what_was_quantized_and_keep_the_tie(onnx_backends, tiny_b
     assert onnx_backends["int4"].manifest["size_mb"] < onnx_backends["int8"].manifest["size_mb"]
 
 
+def test_the_token_embedding_is_the_models_within_its_precision(onnx_backends, tiny_backend):
+    """int8's token embedding is its own fp16 table (export.py half_embedding), read by a Gather and cast back; int4's
+    is lm_head's quantized weight (share_embedding_with_lm_head): its GatherBlockQuantized node, run alone over the
+    export's own initializers, gives each token's embedding within a quantization step of PyTorch's."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    wte = tiny_backend.model.transformer.wte.weight.detach().numpy()
+    int8 = onnx.load(str(onnx_backends["int8"].model_path))
+    gather = next(n for n in int8.graph.node if n.op_type == "Gather" and n.input[0].endswith("_fp16"))
+    table = numpy_helper.to_array(next(i for i in int8.graph.initializer if i.name == gather.input[0]))
+    assert table.dtype == np.float16 and np.array_equal(table, wte.astype(np.float16))
+    assert any(n.op_type == "Cast" and n.input[0] == gather.output[0] for n in int8.graph.node)
+
+    model = onnx.load(str(onnx_backends["int4"].model_path))
+    gather = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
+    views = [n for n in model.graph.node if n.name.startswith("wte_q_") and n.op_type == "Reshape"]
+    read = {name for n in (*views, gather) for name in n.input}
+    attributes = {a.name: helper.get_attribute_value(a) for a in gather.attribute}
+    graph = helper.make_graph([*views, helper.make_node(gather.op_type, [gather.input[0], "ids", *gather.input[2:]], ["rows"],
+                                                        domain=gather.domain, **attributes)],
+                              "embedding", [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+                              [helper.make_tensor_value_info("rows", TensorProto.FLOAT, None)],
+                              [i for i in model.graph.initializer if i.name in read])
+    alone = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    ids = np.arange(0, tiny_backend.model.config.vocab_size, 7, dtype=np.int64)
+    got = ort.InferenceSession(alone.SerializeToString(), providers=[CPU]).run(None, {"ids": ids})[0]
+    want = wte[ids]
+    block = attributes["block_size"]
+    scales_view = next(n for n in views if n.name == "wte_q_scales_view")
+    scales = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == scales_view.input[0]))  # lm_head's
+    steps = np.abs(scales.reshape(-1, want.shape[1] // block)[ids])  # (ids, blocks): each block's step
+    errors = np.abs(got - want).reshape(len(ids), -1, block)
+    # onnxruntime's symmetric blocks map each block's largest magnitude to -2^(bits-1), so a value of the other sign as
+    # large saturates at 2^(bits-1) - 1: one step off at most, half a step for the rest.
+    assert np.all(errors <= steps[..., None] + 1e-6) and np.mean(errors <= steps[..., None] * 0.5 + 1e-6) > 0.95
+    assert errors.max() > 0
+
+
 @pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
 def test_decoder_attention_is_fused_and_the_analysis_graph_is_not(onnx_backends, tiny_backend, variant):
     """Each layer's ~70 attention nodes become one MultiHeadAttention node (onnx/fusion.py), or over the quantized
