@@ -31,7 +31,8 @@ def _ops(path) -> dict:
     return counts
 
 
-@pytest.mark.parametrize("bits, block, symmetric", [(8, 128, True), (8, 128, False), (8, 32, False), (4, 64, True), (4, 64, False)])
+@pytest.mark.parametrize("bits, block, symmetric",
+                         [(8, 128, True), (8, 128, False), (8, 32, False), (4, 64, True), (4, 64, False)])
 def test_the_dequantized_weight_is_what_matmulnbits_multiplies_by(bits, block, symmetric):
     """One MatMulNBits made by onnxruntime's own quantizer (K = 192: a padded last block at 128; 3 blocks of 64: 4-bit
     zero points packed with a spare half byte), run with fp32 arithmetic (accuracy_level 0): x @ dequantize_nbits(...)

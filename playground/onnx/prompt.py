@@ -18,9 +18,10 @@ block's MatMulNBits is replaced by:
   point 128, scale = max |x| / 127); rows that feed the two projections back to the hidden size (N <= K) over their
   own range, min to max in 255 steps with a zero point per row. That nearly doubles the steps of the MLP's GELU
   outputs (almost all >= -0.17), and costs one multiply-subtract over the output (MatMulIntegerToFloat takes one zero
-  point for all rows: z x scale x each column's sum is taken off after), no wider than the input. Measured (random:gpt2 int8, the bench, export format
-  17), the time to first token did not move: 17.9-18.1 ms at 32 tokens and 188-191 at 512 in two runs, against
-  17.3-20.1 and 180-195 in four with every row symmetric; with every row asymmetric, +22% and +13%;
+  point for all rows: z x scale x each column's sum is taken off after), no wider than the input. Measured
+  (random:gpt2 int8, the bench, export format 17), the time to first token did not move: 17.9-18.1 ms at 32 tokens
+  and 188-191 at 512 in two runs, against 17.3-20.1 and 180-195 in four with every row symmetric; with every row
+  asymmetric, +22% and +13%;
 - `MatMulIntegerToFloat` (the int32 sums times the columns' scales, in one kernel), then times the rows' scales.
 
 onnxruntime has no per-row dynamic quantization op or per-row scale in its int8 matmuls, so the rows are
@@ -60,7 +61,7 @@ def dequantize_nbits(node, initializers: dict) -> np.ndarray | None:
     bits, k, n = attrs.get("bits", 4), attrs["K"], attrs["N"]
     zero_points = node.input[3] if len(node.input) > 3 and node.input[3] else None
     extra = [name for name in node.input[4:] if name]
-    readable = node.input[1] in initializers and node.input[2] in initializers and (zero_points is None or zero_points in initializers)
+    readable = all(name in initializers for name in (node.input[1], node.input[2], zero_points) if name is not None)
     if bits not in (4, 8) or extra or not readable:
         return None
     packed = numpy_helper.to_array(initializers[node.input[1]])  # (N, blocks, bytes)
@@ -115,7 +116,7 @@ def integer_matmuls(model) -> int:
         p = node.name or node.output[0]
         graph.initializer.extend([numpy_helper.from_array(quantized, f"{p}/int8_weight"),
                                   numpy_helper.from_array(scale, f"{p}/int8_scale")])
-        unused.update(node.input[1:3])
+        unused.update(name for name in node.input[1:4] if name)  # weight, scales, zero points
         if n <= k:
             sums = (quantized.astype(np.int64).sum(axis=0) * scale).astype(np.float32)  # (N,): each column's sum, in units
             graph.initializer.append(numpy_helper.from_array(sums, f"{p}/column_sums"))
@@ -151,7 +152,8 @@ def _symmetric_rows(p: str, x: str, y: str, k: int) -> list:
         helper.make_node("Max", [f"{p}/max", "prompt_tiny"], [f"{p}/max_positive"], name=f"{p}/max_positive"),
         helper.make_node("Div", [f"{p}/max_positive", "prompt_levels"], [f"{p}/row_scale"], name=f"{p}/row_scale"),
         helper.make_node("Shape", [f"{p}/row_scale"], [f"{p}/scale_shape"], name=f"{p}/scale_shape"),
-        helper.make_node("Expand", ["prompt_zero_point", f"{p}/scale_shape"], [f"{p}/row_zero_points"], name=f"{p}/row_zero_points"),
+        helper.make_node("Expand", ["prompt_zero_point", f"{p}/scale_shape"], [f"{p}/row_zero_points"],
+                         name=f"{p}/row_zero_points"),
         helper.make_node("QuantizeLinear", [x, f"{p}/row_scale", f"{p}/row_zero_points"], [f"{p}/rows_u8"],
                          name=f"{p}/quantize", axis=-1, block_size=k),
         helper.make_node("MatMulIntegerToFloat", [f"{p}/rows_u8", f"{p}/int8_weight", "prompt_one", f"{p}/int8_scale",
