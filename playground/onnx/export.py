@@ -195,12 +195,12 @@ def share_embedding_with_lm_head(model, token_embedding: str) -> bool:
     """After MatMulNBits quantization: let the token-embedding Gather read lm_head's quantized weight.
 
     GPT-2 ties lm_head to the token embedding (wte, (V, E)). MatMulNBits stores lm_head's weight as
-    B (N=V, K/block, block * bits/8) uint8 (4 bits: two values per byte, low nibble first), scales
-    (V, K/block) and zero points (8 bits: one byte per block; absent: an implicit 8 or 128): row v of B is
-    wte[v] quantized block-wise along E. That is exactly GatherBlockQuantized's layout for data
-    (V, E * bits/8) uint8 with the same bits, quantize_axis=1, so a Reshape view of the same initializers serves both, and the fp32 wte (a
+    B (N=V, K/block, block * bits/8) uint8 (4 bits: two values per byte, low nibble first) with an
+    implicit zero point (8 or 128) and scales (V, K/block): row v of B is wte[v] quantized block-wise
+    along E. That is exactly GatherBlockQuantized's layout for data (V, E * bits/8) uint8 with the same
+    bits, quantize_axis=1, so a Reshape view of the same initializer serves both, and the fp32 wte (a
     quarter of GPT-2 small: 154 MB) leaves the file. Returns False (graph untouched) when lm_head is not
-    a MatMulNBits over wte in whole blocks, or has 4-bit zero points (packed two to a byte in another order).
+    a MatMulNBits over wte in whole blocks.
     """
     from onnx import helper, numpy_helper
     import numpy as np
@@ -214,9 +214,8 @@ def share_embedding_with_lm_head(model, token_embedding: str) -> bool:
     vocab, embd = inits[token_embedding].dims
     block = attrs["block_size"]
     bits = attrs.get("bits", 4)
-    zero_points = head.input[3] if len(head.input) > 3 and head.input[3] else None
-    if (attrs["N"], attrs["K"]) != (vocab, embd) or bits not in (4, 8) or embd % block or zero_points and bits != 8:
-        return False  # transposed differently, padded blocks, or packed zero points: keep the fp32 embedding
+    if (attrs["N"], attrs["K"]) != (vocab, embd) or bits not in (4, 8) or embd % block or len(head.input) > 3 and head.input[3]:
+        return False  # transposed differently, padded blocks, or explicit zero points: keep the fp32 embedding
     data_shape = numpy_helper.from_array(np.array([vocab, embd * bits // 8], dtype=np.int64), "wte_q_shape")
     scales_shape = numpy_helper.from_array(np.array([vocab, embd // block], dtype=np.int64), "wte_q_scales_shape")
     model.graph.initializer.extend([data_shape, scales_shape])
@@ -224,18 +223,11 @@ def share_embedding_with_lm_head(model, token_embedding: str) -> bool:
         helper.make_node("Reshape", [head.input[1], data_shape.name], ["wte_q"], name="wte_q_view"),  # (V, E * bits/8)
         helper.make_node("Reshape", [head.input[2], scales_shape.name], ["wte_q_scales"], name="wte_q_scales_view"),  # (V, E/block)
     ]
-    gathered = ["wte_q", None, "wte_q_scales"]
-    if zero_points:  # one uint8 per block, laid out as the scales
-        views.append(helper.make_node("Reshape", [zero_points, scales_shape.name], ["wte_q_zero_points"],
-                                      name="wte_q_zero_points_view"))
-        gathered.append("wte_q_zero_points")
     for gather in gathers:
         index = list(model.graph.node).index(gather)
         model.graph.node.remove(gather)
-        inputs = list(gathered)
-        inputs[1] = gather.input[1]
         model.graph.node.insert(index, helper.make_node(
-            "GatherBlockQuantized", inputs, list(gather.output), name=gather.name + "_Q",
+            "GatherBlockQuantized", ["wte_q", gather.input[1], "wte_q_scales"], list(gather.output), name=gather.name + "_Q",
             domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=block, bits=bits,
         ))
     for view in reversed(views):
