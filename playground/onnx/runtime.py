@@ -32,21 +32,23 @@ def cuda_provider_available() -> bool:
 
 
 def decoder_session(model_path: Path, providers: list[str], threads: int | None = None):
-    """The InferenceSession of an export's decoder. On CUDA an int8-cache decoder (the int4 variant's, onnx/export.py
-    `INT8_KV_CACHE_VARIANTS`) is loaded as the fp32-cache one (onnx/fusion.py `float_cache`): onnxruntime's CUDA
-    GroupQueryAttention takes fp16 or bf16 activations and no attention bias, so with this graph's it would run on the
-    CPU; the CPU keeps the int8 cache, which long contexts wait for."""
+    """The InferenceSession of an export's decoder. Where CUDA runs an int8-cache decoder (the int4 variant's,
+    onnx/export.py `INT8_KV_CACHE_VARIANTS`), it is loaded again as the fp32-cache one (onnx/fusion.py `float_cache`):
+    onnxruntime's CUDA GroupQueryAttention takes fp16 or bf16 activations and no attention bias, so with this graph's
+    it would run on the CPU; the CPU keeps the int8 cache, which long contexts wait for. Other graphs load once."""
     import onnxruntime as ort
 
-    if providers and providers[0] == CUDA and cuda_provider_available():
+    session = ort.InferenceSession(str(model_path), session_options(threads), providers=providers)
+    int8_cache = any(i.type == "tensor(int8)" for i in session.get_inputs() if i.name.startswith("past_key_values."))
+    if session.get_providers()[0] == CUDA and int8_cache:
         import onnx
 
         from .fusion import float_cache
 
         model = onnx.load(str(model_path))
-        if float_cache(model):
-            return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=providers)
-    return ort.InferenceSession(str(model_path), session_options(threads), providers=providers)
+        float_cache(model)
+        session = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=providers)
+    return session
 
 
 def session_options(threads: int | None = None):
@@ -270,17 +272,12 @@ class OnnxRunner:
             binding.bind_output(name, "cpu")
         if hidden:
             binding.bind_output(HIDDEN_OUTPUT, "cpu")  # bound last: the last of get_outputs()
-        past.stats_rows = 0  # the next step binds its own arrays again
         (self.session if binding is past.binding else self.prompt_session).run_with_iobinding(binding)
         outputs = binding.get_outputs()
-        logits, *computed = (value.numpy() for value in outputs[: 1 + len(stats)])
-        past.vocab = logits.shape[-1]
-        past.stats = tuple(computed) if stats else None
-        past.last_hidden = None
         if hidden:
-            past.hidden = past.last_hidden = outputs[-1].numpy()  # (N, T, E)
             past.binding = None  # decoding steps bind anew
-        return logits, past
+        return self._prompt_ran(past, [value.numpy() for value in outputs[: 1 + len(stats)]],
+                                outputs[-1].numpy() if hidden else None)
 
     def _run_prompt_copying_cache(self, feed: dict[str, np.ndarray], past: "CacheBuffers", stats: tuple,
                                   hidden: bool) -> tuple[np.ndarray, "CacheBuffers"]:
@@ -297,16 +294,22 @@ class OnnxRunner:
             binding.bind_cpu_input(STAT_TOP_K, past.top_k)
         self.prompt_session.run_with_iobinding(binding)
         outputs = [value.numpy() for value in binding.get_outputs()]
-        logits, computed = outputs[0], outputs[1: 1 + len(stats)]
         width = feed["input_ids"].shape[1]
         for buffer, present in zip(past, outputs[1 + len(stats): 1 + len(stats) + len(self.present_names)]):
             buffer.array[:, :, :width] = present
+        return self._prompt_ran(past, outputs[: 1 + len(stats)], outputs[-1] if hidden else None)
+
+    @staticmethod
+    def _prompt_ran(past: "CacheBuffers", computed: list, hidden: np.ndarray | None) -> tuple[np.ndarray, "CacheBuffers"]:
+        """After a prompt's run: `computed` is its logits (N, T, V) then its statistics; they and lm_head's input
+        (`hidden`, (N, T, E), where asked for) are kept on `past` for the loop, and the next step binds its own arrays."""
+        logits, *statistics = computed
         past.vocab = logits.shape[-1]
-        past.stats = tuple(computed) if stats else None
+        past.stats = tuple(statistics) if statistics else None
         past.stats_rows = 0
         past.last_hidden = None
-        if hidden:
-            past.hidden = past.last_hidden = outputs[-1]  # (N, T, E)
+        if hidden is not None:
+            past.hidden = past.last_hidden = hidden
         return logits, past
 
     def _bind_cache(self, session, past: "CacheBuffers", stats: tuple):
