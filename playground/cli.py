@@ -118,5 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if playground.finetune_jobs.running:
+            print("Stopping the fine-tuning job at the end of its step; its checkpoint is kept for Resume.", flush=True)
+            playground.finetune_jobs.shutdown()
         demo.close()
     return 0

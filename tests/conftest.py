@@ -143,6 +143,22 @@ def models_root(tiny_model_dir, tiny_zh_bin_dir, tmp_path_factory) -> Path:
     return root
 
 
+# The Playgrounds of the apps served below: a test that fails while a fine-tuning job of theirs runs must not leave it
+# running for the tests after it (they would find the process's one training slot taken, and the cores busy).
+SERVED: list = []
+
+
+@pytest.fixture(autouse=True)
+def no_fine_tune_left_running():
+    import sys
+
+    yield
+    jobs = sys.modules.get("playground.finetune.jobs")
+    if jobs is not None and jobs.FineTuneJobs._slot.locked():
+        for playground in SERVED:
+            playground.finetune_jobs.shutdown()
+
+
 @pytest.fixture(scope="session")
 def launched_app(tiny_source, tmp_path_factory, app_history, models_root):
     """The real Gradio app on the tiny model, served on a free loopback port (exports and history in temporary folders)."""
@@ -151,6 +167,7 @@ def launched_app(tiny_source, tmp_path_factory, app_history, models_root):
 
     playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("app-exports"), history=app_history,
                             models_root=models_root)
+    SERVED.append(playground)
     demo = build_demo(playground)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield demo.local_url
@@ -165,6 +182,7 @@ def app_with_login(tiny_source, tmp_path_factory):
     from playground.ui.security import resolve_login
 
     playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("login-exports"))
+    SERVED.append(playground)
     demo = build_demo(playground)
     login = resolve_login("alice:correct horse", None, {})
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(login))
@@ -190,6 +208,7 @@ def class_app(tiny_source, tmp_path_factory, models_root):
     history = HistoryStore(tmp_path_factory.mktemp("class-history") / "history.db")
     playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("class-exports"), history=history,
                             models_root=models_root, admins=check_admins(["teacher"], login), limits=UserLimits(**CLASS_LIMITS))
+    SERVED.append(playground)
     demo = build_demo(playground)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(login))
     yield demo.local_url, history

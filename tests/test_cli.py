@@ -91,3 +91,43 @@ def test_auth_file_puts_the_app_behind_a_login(tiny_model_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_fine_tuning_stops_the_job_and_keeps_its_checkpoint(tiny_model_dir, tmp_path, browser):
+    """Ctrl+C on `python app.py` while a fine-tuning job trains: the job stops at the end of its step and keeps its
+    checkpoint, to be resumed after a restart, and the app exits cleanly (before, the process was cut off mid-step,
+    and torch's threads aborted it: "terminate called without an active exception")."""
+    import signal
+
+    from playground.finetune.checkpoints import resumable_jobs
+    from playground.ui.i18n import t
+
+    from .browser import open_app
+    from .test_ui_browser import fill, training_text_file
+
+    models, port = tmp_path / "models", free_port()
+    proc, output = start_app("--model", str(tiny_model_dir), "--no-browser", "--port", str(port), "--db", str(tmp_path / "h.db"),
+                             until="Running on", env={"GPT2_PLAYGROUND_MODELS": str(models)})
+    try:
+        context, page = open_app(browser, f"http://127.0.0.1:{port}/")
+        page.get_by_role("tab", name=t("app.tab.finetune", "en")).click()
+        page.locator("#ft-upload input[type=file]").set_input_files(str(training_text_file(tmp_path)))
+        fill(page.locator("#ft-block input"), "32")
+        fill(page.locator("#ft-name input, #ft-name textarea").first, "interrupted")
+        fill(page.locator("#ft-max-steps input"), "100000")
+        page.locator("#ft-start").click()
+        page.wait_for_function("() => /step (\\d+) \\/ 100000/.exec(document.querySelector('#ft-progress').innerText)?.[1] >= 3")
+        context.close()
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output += rest
+    assert proc.returncode == 0, output
+    assert "Stopping the fine-tuning job at the end of its step; its checkpoint is kept for Resume." in output
+    assert "terminate called" not in output and "Traceback" not in output, output
+    [job] = resumable_jobs(models)
+    assert job["name"] == "interrupted" and job["step"] >= 3, job

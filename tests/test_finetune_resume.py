@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,43 @@ def test_jobs_resume_a_cancelled_job_for_its_owner(tiny_source, legal_text, tmp_
     jobs.cancel()
     assert jobs.wait(60)["status"] == "cancelled"
     assert json.loads((tmp_path / JOBS_FOLDER / "long" / "job.json").read_text())["owner"] == "ana"
+
+
+def test_a_job_read_as_cancelled_can_be_resumed_that_moment(tiny_source, legal_text, tmp_path):
+    """Whoever reads that the job was cancelled (a page polling it) may resume it at once: the process's training slot
+    is free before the status says the job ended, even while the database is slow to take the final write (here half a
+    second, as a loaded disk can be). Before, a Resume clicked in that window was told a job was still running."""
+    from playground.history import HistoryStore
+
+    class SlowDisk(HistoryStore):
+        def update_job(self, job_id, **changes):
+            if changes.get("status") == "cancelled":
+                time.sleep(0.5)
+            super().update_job(job_id, **changes)
+
+    jobs = FineTuneJobs(tmp_path / "models", SlowDisk(tmp_path / "history.db"), write_interval_s=0.0)
+    jobs.start(tiny_source, legal_text, FineTuneSettings(**(SETTINGS | {"max_steps": 10_000})), "long")
+    try:
+        assert wait_for(lambda: (jobs.current()["progress"].get("checkpoint_step") or 0) >= 3)
+    finally:
+        jobs.cancel()
+    assert wait_for(lambda: jobs.current()["status"] == "cancelled")
+    resumed = jobs.resume("long")  # the moment the status reads "cancelled"
+    try:
+        assert resumed["status"] == "running"
+    finally:
+        jobs.cancel()
+    assert jobs.wait(60)["status"] == "cancelled"
+
+
+def wait_for(condition, timeout_s: float = 60.0) -> bool:
+    """Poll `condition` every millisecond (a page polls less often: this finds a window a page would hit only sometimes)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.001)
+    return False
 
 
 @pytest.mark.slow

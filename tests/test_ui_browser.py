@@ -500,7 +500,8 @@ def test_a_cancelled_fine_tune_resumes_from_its_checkpoint_in_chinese(zh_page, t
     running = "() => document.querySelector('#ft-progress .ft-job')?.dataset.status === 'running' && /训练损失/.test(document.querySelector('#ft-progress').innerText)"
     zh.locator("#ft-start").click()
     zh.wait_for_function(running)  # training, with a loss to show
-    zh.locator("#ft-cancel").click()
+    # The notice reaches the page (a Cancel that skipped the queue had it printed on the server's console instead).
+    wait_for_notice(zh, t("finetune.cancelling", "zh-CN"), zh.locator("#ft-cancel").click)
     zh.wait_for_function("() => document.querySelector('#ft-progress .ft-job')?.dataset.status === 'cancelled'")
     step = int(re.search(r"检查点在第 (\d+) 步", progress.inner_text()).group(1))
     assert step >= 1

@@ -5,6 +5,7 @@
     jobs.current()   # {"id", "status", "name", "base_model", "settings", "progress", "report", "error", ...}
     jobs.cancel()    # stops within a step; no model is written, a checkpoint is kept
     jobs.resume("my-notes")  # goes on from that checkpoint
+    jobs.shutdown()  # as the app closes: cancels (a checkpoint is kept) and waits
 
 `start` runs every check of `plan_finetune` (name, settings, base model, data) before it returns, so a
 bad input is a PlaygroundError for the caller to show, and only then trains on a background thread.
@@ -91,7 +92,7 @@ class FineTuneJobs:
             with self._job_lock:
                 self._job = job
             self._cancel = threading.Event()
-            self._thread = threading.Thread(target=self._run, args=(plan, job["id"]), name=f"finetune-{job['id']}", daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(plan, job), name=f"finetune-{job['id']}", daemon=True)
             self._thread.start()
         except BaseException:
             if self._thread is None or not self._thread.is_alive():
@@ -124,15 +125,26 @@ class FineTuneJobs:
             self._thread.join(timeout)
         return self.current()
 
+    def shutdown(self, timeout_s: float = 300.0) -> dict | None:
+        """Cancel the running job, if any, and wait until it has stopped within its step and kept its checkpoint (it
+        can be resumed later): for an app that is closing, whose process would otherwise cut the training thread off
+        mid-step. Returns the job as it ended, None when none was running."""
+        if not self.running:
+            return None
+        self._cancel.set()
+        return self.wait(timeout_s)
+
     # --- the training thread -------------------------------------------------------------------------
 
-    def _update(self, job_id: int, write: bool, **changes) -> None:
+    def _update(self, job: dict, write: bool, **changes) -> None:
+        """Change `job` (the training thread's own record: self._job may already be a newer job's) and, when `write`, its
+        row in the database."""
         with self._job_lock:
-            self._job.update(changes, updated_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+            job.update(changes, updated_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
         if write and self.store is not None:
-            self.store.update_job(job_id, **{k: v for k, v in changes.items() if k in ("status", "progress", "report", "error")})
+            self.store.update_job(job["id"], **{k: v for k, v in changes.items() if k in ("status", "progress", "report", "error")})
 
-    def _run(self, plan, job_id: int) -> None:
+    def _run(self, plan, job: dict) -> None:
         import time
 
         last = {"written": 0.0, "phase": None}
@@ -142,27 +154,25 @@ class FineTuneJobs:
             due = now - last["written"] >= self.write_interval_s or progress["phase"] != last["phase"]
             if due:
                 last.update(written=now, phase=progress["phase"])
-            self._update(job_id, due, progress=progress)
+            self._update(job, due, progress=progress)
 
         try:
             report = execute_plan(plan, on_progress, self._cancel)
-            with self._job_lock:
-                progress = self._job["progress"]
-            self._update(job_id, True, status="complete", progress=progress, report=report)
+            end = dict(status="complete", report=report)
         except TrainingCancelled as exc:
-            self._finish_with(job_id, "cancelled", error_record(exc))
+            end = dict(status="cancelled", error=error_record(exc))
         except PlaygroundError as exc:
-            self._finish_with(job_id, "error", error_record(exc))
+            end = dict(status="error", error=error_record(exc))
         except Exception as exc:  # a crash must still end the job with a reason; the traceback goes to the log
             traceback.print_exc(file=sys.stderr)
-            self._finish_with(job_id, "error", _failure_message(exc))
+            end = dict(status="error", error=_failure_message(exc))
         finally:
+            # The slot is free before anyone can read that the job ended: whoever sees "cancelled" and resumes at once is
+            # not told that a job is running (a test, clicking Resume as soon as the page said so, was).
             self._slot.release()
-
-    def _finish_with(self, job_id: int, status: str, error: dict) -> None:
         with self._job_lock:
-            progress = self._job["progress"]
-        self._update(job_id, True, status=status, progress=progress, error=error)
+            progress = job["progress"]
+        self._update(job, True, progress=progress, **end)
 
 
 def error_record(exc: PlaygroundError) -> dict:

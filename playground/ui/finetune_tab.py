@@ -21,7 +21,7 @@ from ..service import Playground
 from ..finetune.data import FORMATS, csv_columns, read_file
 from ..finetune.run import (GPT2_LORA_TARGETS, FineTuneSettings, kept_best_text, plan_finetune,
                             stopped_early_text, test_text)
-from .i18n import error_text, info, lang_of, localize_on_load, t, translated, ui_error
+from .i18n import STOP_EVENT, error_text, info, lang_of, localize_on_load, t, translated, ui_error
 from .security import delete_upload
 
 POLL_S = 1.0  # how often every open page asks for the job's progress
@@ -475,7 +475,7 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
     check_btn.click(on_check, inputs=form, outputs=[preview], api_visibility="private", concurrency_id="finetune-check")
     # No outputs: an error would otherwise be drawn over the last job's progress, plot and result.
     start_btn.click(on_start, inputs=form, outputs=None, api_visibility="private", concurrency_id="finetune-check")
-    cancel_btn.click(on_cancel, outputs=None, queue=False, api_visibility="private")
+    cancel_btn.click(on_cancel, outputs=None, api_visibility="private", **STOP_EVENT)
     resume_btn.click(on_resume, inputs=[stopped], outputs=None, api_visibility="private", concurrency_id="finetune-check")
     timer.tick(on_tick, inputs=[seen], outputs=[*job_views, start_btn, cancel_btn, resume_btn, stopped_row, stopped, seen], queue=False,
                show_progress="hidden", api_visibility="private")

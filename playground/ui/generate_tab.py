@@ -22,7 +22,7 @@ from ..records import GenerationResult
 from ..service import Playground
 from ..text import complete_prefix_length, escape_bytes, hex_bytes, is_whole, unit_labels, visible_label
 from .code_view import build_code_view, code_values
-from .i18n import LANGUAGES, error, info, lang_of, localize_on_load, t, translated, ui_error
+from .i18n import LANGUAGES, STOP_EVENT, error, info, lang_of, localize_on_load, t, translated, ui_error
 from .render import beam_tree_html, legend_html, pct, samples_html, stats_markdown, surprisal_figure, token_view_html
 
 RENDER_EVERY_S = 0.12  # re-render the token view at most this often while streaming
@@ -379,7 +379,7 @@ def build_generate_tab(playground: Playground) -> tuple[dict[str, gr.components.
                       outputs=[output, stats, token_view, records, last_result, surprisal, samples_view], queue=False,
                       api_visibility="private")
     inputs_by_name = dict(zip(SETTING_NAMES, setting_inputs)) | {"prompt": prompt, "model": model, "backend": backend, "variant": variant}
-    stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
+    stop_btn.click(on_stop, inputs=None, outputs=None, api_visibility="private", **STOP_EVENT)
     model.change(on_model, inputs=[model, max_new_tokens], outputs=max_new_tokens, api_visibility="private")
     model.change(on_model, inputs=[model, min_new_tokens], outputs=min_new_tokens, api_visibility="private")
     follow_model_language(playground, model, prompt)

@@ -96,8 +96,15 @@ def warning(key: str, lang: str, **params: Any) -> None:
 
 
 def info(key: str, lang: str, **params: Any) -> None:
-    """Show an information notice in `lang`."""
+    """Show an information notice in `lang`. Only an event that goes through the queue can: Gradio 6.17 prints the
+    notice of a `queue=False` event to the server's console instead (helpers.log_message), so an event that answers
+    with a notice is wired with STOP_EVENT or queued otherwise."""
     gr.Info(t(key, lang, **params))
+
+
+# A Stop or Cancel button's event: queued, so that its notice ("Cancelling...", "Nothing is running") reaches the page,
+# in a group of its own without a limit, so that it runs at once beside the work it stops.
+STOP_EVENT = dict(concurrency_id="stop", concurrency_limit=None, show_progress="hidden")
 
 
 def localize_on_load(outputs: Sequence[Any], render: Callable[..., Any], with_request: bool = False) -> None:

@@ -14,7 +14,7 @@ from ..analysis.sweep import (AXES, DEFAULT_STRATEGIES, DETERMINISTIC, METRICS, 
                               StrategiesState, SweepState, plan_strategies, plan_sweep, run_strategies, run_sweep)
 from ..config import SETTING_NAMES
 from .generate_tab import example_prompt, follow_model_language, settings_from_ui
-from .i18n import info, lang_of, localize_on_load, t, translated, ui_error
+from .i18n import STOP_EVENT, info, lang_of, localize_on_load, t, translated, ui_error
 from .render import samples_html, token_view_html
 
 MODES = ("grid", "strategies")
@@ -284,7 +284,7 @@ def build_sweep_tab(playground: Playground, generate_inputs: dict) -> None:
     run_btn.click(on_run, inputs=[prompt, x_name, x_values, y_name, y_values, samples, *where_inputs, metric, *settings_inputs],
                   outputs=[status, heatmap, cell, state_box], api_visibility="private", concurrency_id="generate",
                   concurrency_limit=playground.runs_at_once)
-    stop_btn.click(on_stop, inputs=None, outputs=None, queue=False, api_visibility="private")
+    stop_btn.click(on_stop, inputs=None, outputs=None, api_visibility="private", **STOP_EVENT)
     cell.input(on_cell, inputs=[cell, state_box], outputs=texts, queue=False, api_visibility="private")
     metric.change(on_metric, inputs=[metric, state_box], outputs=heatmap, queue=False, api_visibility="private")
     mode.change(on_mode, inputs=[mode, state_box, strategies_box],
