@@ -198,7 +198,8 @@ def wait_for_notice(page, message: str, action) -> None:
         page.screenshot(path=str(ARTIFACTS / "notice-missing.png"), full_page=True)
         seen = page.evaluate("() => Array.from(window.__notices || [])")
         (ARTIFACTS / "notice-missing.txt").write_text(f"wanted: {message}\nseen: {seen}\n\n{page.locator('body').inner_text()}")
-        raise
+        # What came instead is in the failure itself: CI's log is often all a reader of a failed run has.
+        raise AssertionError(f"no notice holding {message!r} came; the page showed these: {seen}") from None
 
 
 def tab_name(page, tab: str) -> str:

@@ -152,7 +152,10 @@ def test_a_job_read_as_cancelled_can_be_resumed_that_moment(tiny_source, legal_t
     finally:
         jobs.cancel()
     assert wait_for(lambda: jobs.current()["status"] == "cancelled")
-    resumed = jobs.resume("long")  # the moment the status reads "cancelled"
+    # That moment the thread still writes the end to the database: a refused start must not keep the slot it took.
+    with pytest.raises(PlaygroundError):
+        jobs.start(tiny_source, "too short", FineTuneSettings(**SETTINGS), "other")
+    resumed = jobs.resume("long")
     try:
         assert resumed["status"] == "running"
     finally:

@@ -81,6 +81,7 @@ class FineTuneJobs:
     def _launch(self, make_plan) -> dict:
         if not self._slot.acquire(blocking=False):
             raise PlaygroundError(key="finetune.busy")
+        started = False
         try:
             plan = make_plan()
             now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -91,14 +92,16 @@ class FineTuneJobs:
                          if self.store is not None else next(self._ids))
             with self._job_lock:
                 self._job = job
+            launched = copy.deepcopy(job)  # as it starts: the thread may be a step on before the caller reads it
             self._cancel = threading.Event()
             self._thread = threading.Thread(target=self._run, args=(plan, job), name=f"finetune-{job['id']}", daemon=True)
             self._thread.start()
+            started = True
         except BaseException:
-            if self._thread is None or not self._thread.is_alive():
+            if not started:  # (the last job's thread may still be alive, writing its end: the slot is this call's)
                 self._slot.release()
             raise
-        return self.current()
+        return launched
 
     def cancel(self, owner: str | None = None) -> bool:
         """Ask the running job to stop (within a step); False when none is running (or it is not `owner`'s, when given)."""
