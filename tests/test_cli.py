@@ -113,6 +113,7 @@ def test_ctrl_c_while_fine_tuning_stops_the_job_and_keeps_its_checkpoint(tiny_mo
         context, page = open_app(browser, f"http://127.0.0.1:{port}/")
         page.get_by_role("tab", name=t("app.tab.finetune", "en")).click()
         page.locator("#ft-upload input[type=file]").set_input_files(str(training_text_file(tmp_path)))
+        page.locator("#ft-upload-info").get_by_text("Read licence.txt").wait_for()
         fill(page.locator("#ft-block input"), "32")
         fill(page.locator("#ft-name input, #ft-name textarea").first, "interrupted")
         fill(page.locator("#ft-max-steps input"), "100000")

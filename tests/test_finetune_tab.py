@@ -9,8 +9,9 @@ import pytest
 
 from playground.errors import DataError
 from playground.finetune.run import FineTuneSettings, plan_finetune
-from playground.ui.finetune_tab import (SETTING_NAMES, loss_figure, preview_html, progress_html, read_upload,
-                                        result_html, settings_from_form, uploaded_text)
+from playground.errors import PlaygroundError
+from playground.ui.finetune_tab import (SETTING_NAMES, held_out_data, loss_figure, preview_html, progress_html, read_upload,
+                                        result_html, settings_from_form, training_data, upload_info_html, uploaded_text)
 from playground.ui.i18n import EN, ZH_CN, error_text
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "playground"
@@ -39,6 +40,30 @@ def test_an_upload_is_read_then_deleted(tmp_path):
     uploaded = read_upload(path)
     assert uploaded.columns == ("title", "body") and not path.exists() and not folder.exists()
     assert uploaded_text(uploaded, "body").texts == ("first text", "second text")
+
+
+def test_a_file_the_server_has_not_read_is_an_error_not_the_pasted_text_in_its_place(tmp_path):
+    """Check or Start clicked while the page shows a file whose upload event has not reached the server yet (or that
+    was refused): said so in both languages, where before the pasted text (or none) was trained on instead."""
+    path = write(tmp_path / "a" / "notes.txt", "a text the server has read. " * 20)
+    uploaded = read_upload(path)  # (and deleted, with its folder)
+    assert training_data("pasted", None, None, None) == "pasted"
+    assert training_data("pasted", str(path), uploaded, None).texts[0].startswith("a text the server has read.")
+    assert held_out_data(None, None, None) is None
+    for pending in (lambda: training_data("pasted", str(path), None, None), lambda: held_out_data(str(path), None, None)):
+        with pytest.raises(PlaygroundError) as caught:
+            pending()
+        assert caught.value.key == "finetune.upload_not_read" and "重新上传" in error_text(caught.value, "zh-CN")
+    # Once read, the page says so under the file, in the reader's language, with the name escaped.
+    odd = read_upload(write(tmp_path / "b" / "<b>.txt", "x" * 2048))
+    assert upload_info_html(odd, "en") == "<div class='ft-upload-info'>Read &lt;b&gt;.txt (2.0 KB): Check and Start use it.</div>"
+    assert "已读取 &lt;b&gt;.txt（2.0 KB）" in upload_info_html(odd, "zh-CN")
+
+
+def write(path, text):
+    path.parent.mkdir()
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def test_a_bad_upload_is_refused_and_still_deleted(tmp_path):

@@ -414,8 +414,8 @@ def test_finetune_tab_from_upload_to_a_comparison_with_the_base(page, tmp_path):
     name = f"ft-{uuid.uuid4().hex[:8]}"
     page.get_by_role("tab", name="Fine-tune").click()
     page.locator("#ft-upload input[type=file]").set_input_files(str(training_text_file(tmp_path)))
-    # Gradio shows the name whole only while uploading, then as "licence" + ".txt": wait on the part that stays.
-    expect(page.locator("#ft-upload")).to_contain_text("licence")
+    # The file shows at once; Check and Start can use it once the server has read it, which the line under it says.
+    expect(page.locator("#ft-upload-info")).to_have_text(re.compile(r"Read licence\.txt \(5\.\d KB\): Check and Start use it\."))
     fill(page.locator("#ft-block input"), "32")
     page.locator("#ft-check").click()
     page.locator("#ft-preview").get_by_text("First examples").wait_for()
@@ -492,7 +492,7 @@ def test_a_cancelled_fine_tune_resumes_from_its_checkpoint_in_chinese(zh_page, t
     zh, name = zh_page, f"resume-{uuid.uuid4().hex[:8]}"
     zh.get_by_role("tab", name=t("app.tab.finetune", "zh-CN")).click()
     zh.locator("#ft-upload input[type=file]").set_input_files(str(training_text_file(tmp_path)))
-    expect(zh.locator("#ft-upload")).to_contain_text("licence")
+    expect(zh.locator("#ft-upload-info")).to_contain_text("已读取 licence.txt")
     fill(zh.locator("#ft-block input"), "32")
     fill(zh.locator("#ft-name input, #ft-name textarea").first, name)
     fill(zh.locator("#ft-max-steps input"), "100000")  # far more than the test waits for: it is cancelled

@@ -42,6 +42,32 @@ class UploadedData:
     columns: tuple[str, ...] | None  # a CSV file's columns, for the picker
 
 
+def upload_info_html(upload: UploadedData, lang: str) -> str:
+    """The line under the upload once the server has read the file: its name and size."""
+    size = f"{len(upload.raw) / 1024:,.1f} KB"
+    return f"<div class='ft-upload-info'>{escape(t('finetune.upload_read', lang, name=upload.name, size=size))}</div>"
+
+
+def training_data(pasted_text: str, upload_path: str | None, upload_data: UploadedData | None, column_name: str | None):
+    """An upload when there is one, else the pasted text. A file the page shows but the server has not read (its
+    upload event still on the way, or the file refused) is an error, not the pasted text in its place."""
+    if upload_data is not None:
+        return uploaded_text(upload_data, column_name)
+    if upload_path:
+        raise PlaygroundError(key="finetune.upload_not_read")
+    return pasted_text or ""
+
+
+def held_out_data(upload_path: str | None, upload_data: UploadedData | None, column_name: str | None):
+    """The test file's texts, or None; a CSV's column is the training file's when it has one, else its own default."""
+    if upload_data is None:
+        if upload_path:
+            raise PlaygroundError(key="finetune.upload_not_read")
+        return None
+    column_name = column_name if upload_data.columns and column_name in upload_data.columns else None
+    return uploaded_text(upload_data, column_name)
+
+
 def method_choices(lang: str) -> list[tuple[str, str]]:
     return [(t("finetune.method_full", lang), "full"), (t("finetune.method_lora", lang), "lora")]
 
@@ -267,6 +293,8 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
                                  type="filepath", height=120, elem_id="ft-upload")
                 column = gr.Dropdown([], label=translated("finetune.column"), info=translated("finetune.column_info"),
                                      visible=False, elem_id="ft-column")
+            # What the server made of the file (its name and size), once it has read it: Check and Start use it from then.
+            upload_info = gr.HTML("", elem_id="ft-upload-info")
             gr.Markdown(translated("finetune.upload_note"), elem_id="ft-upload-note")
         with gr.Column(scale=2, min_width=300):
             method = gr.Radio(method_choices("en"), value="full", label=translated("finetune.method_label"), elem_id="ft-method")
@@ -336,28 +364,15 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
     def on_upload(path, request: gr.Request):
         lang = lang_of(request)
         if not path:
-            return None, gr.update(choices=[], value=None, visible=False)
+            return None, gr.update(choices=[], value=None, visible=False), ""
         try:
             uploaded = read_upload(path)
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         if uploaded.columns is None:
-            return uploaded, gr.update(choices=[], value=None, visible=False)
+            return uploaded, gr.update(choices=[], value=None, visible=False), upload_info_html(uploaded, lang)
         chosen = "text" if "text" in uploaded.columns else uploaded.columns[0]
-        return uploaded, gr.update(choices=list(uploaded.columns), value=chosen, visible=True)
-
-    def training_data(pasted_text: str, upload_data: UploadedData | None, column_name: str | None):
-        """An upload when there is one, else the pasted text."""
-        if upload_data is not None:
-            return uploaded_text(upload_data, column_name)
-        return pasted_text or ""
-
-    def test_data(upload_data: UploadedData | None, column_name: str | None):
-        """The test file's texts, or None; a CSV's column is the training file's when it has one, else its own default."""
-        if upload_data is None:
-            return None
-        column_name = column_name if upload_data.columns and column_name in upload_data.columns else None
-        return uploaded_text(upload_data, column_name)
+        return uploaded, gr.update(choices=list(uploaded.columns), value=chosen, visible=True), upload_info_html(uploaded, lang)
 
     def on_test_upload(path, request: gr.Request):
         if not path:
@@ -374,29 +389,32 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
             candidate = f"{stem}-{number}"
         return candidate
 
-    def on_check(request: gr.Request, base_name, pasted_text, upload_data, column_name, test_upload_data, model_name, *values):
+    def on_check(request: gr.Request, base_name, pasted_text, upload_path, upload_data, column_name, test_path, test_upload_data,
+                 model_name, *values):
         """Every check a start would make, and the data preview; nothing is trained or written."""
         lang = lang_of(request)
         settings = settings_from_form(*values, lang=lang)
         try:
             source = playground.source_for(base_name)
-            data = training_data(pasted_text, upload_data, column_name)
+            data = training_data(pasted_text, upload_path, upload_data, column_name)
             # Before the form has a name, plan under a free one, so the data can be checked first.
             name = (model_name or "").strip() or free_name(PREVIEW_NAME)
-            plan = plan_finetune(source, data, settings, name, playground.models_root, test_data=test_data(test_upload_data, column_name))
+            plan = plan_finetune(source, data, settings, name, playground.models_root,
+                                 test_data=held_out_data(test_path, test_upload_data, column_name))
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         return preview_html(plan, lang)
 
-    def on_start(request: gr.Request, base_name, pasted_text, upload_data, column_name, test_upload_data, model_name, *values):
+    def on_start(request: gr.Request, base_name, pasted_text, upload_path, upload_data, column_name, test_path, test_upload_data,
+                 model_name, *values):
         lang = lang_of(request)
         settings = settings_from_form(*values, lang=lang)
         try:
             source = playground.source_for(base_name)
-            data = training_data(pasted_text, upload_data, column_name)
+            data = training_data(pasted_text, upload_path, upload_data, column_name)
             # every check first, then training on its own thread
             job = jobs.start(source, data, settings, model_name, owner=request.username or "",
-                             test_data=test_data(test_upload_data, column_name))
+                             test_data=held_out_data(test_path, test_upload_data, column_name))
         except PlaygroundError as exc:
             raise ui_error(exc, lang) from None
         info("finetune.started", lang, name=job["name"], steps=job["progress"]["total_steps"])
@@ -465,13 +483,13 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
     def refresh_models():
         return gr.update(choices=playground.model_choices())
 
-    form = [base, pasted, upload_state, column, test_state, name, *setting_inputs]
+    form = [base, pasted, upload, upload_state, column, test_upload, test_state, name, *setting_inputs]
     job_views = [progress, plot, result, compare_btn]
-    upload.upload(on_upload, inputs=[upload], outputs=[upload_state, column], api_visibility="private")
+    upload.upload(on_upload, inputs=[upload], outputs=[upload_state, column, upload_info], api_visibility="private")
     test_upload.upload(on_test_upload, inputs=[test_upload], outputs=[test_state], api_visibility="private")
     test_upload.clear(lambda: None, outputs=[test_state], queue=False, api_visibility="private")
-    upload.clear(lambda: (None, gr.update(choices=[], value=None, visible=False)), outputs=[upload_state, column], queue=False,
-                 api_visibility="private")
+    upload.clear(lambda: (None, gr.update(choices=[], value=None, visible=False), ""),
+                 outputs=[upload_state, column, upload_info], queue=False, api_visibility="private")
     check_btn.click(on_check, inputs=form, outputs=[preview], api_visibility="private", concurrency_id="finetune-check")
     # No outputs: an error would otherwise be drawn over the last job's progress, plot and result.
     start_btn.click(on_start, inputs=form, outputs=None, api_visibility="private", concurrency_id="finetune-check")
