@@ -457,6 +457,24 @@ def test_finetune_tab_from_upload_to_a_comparison_with_the_base(page, tmp_path):
     page.keyboard.press("Escape")
 
 
+def test_a_refused_upload_takes_the_place_of_the_file_before_it(page, tmp_path):
+    """A good file, then a binary one: the second is refused with a notice and the line under the upload is cleared;
+    Check then says the file was not read, where before it checked (and Start trained on) the first file."""
+    from playwright.sync_api import expect
+
+    from playground.ui.i18n import t
+
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.locator("#ft-upload input[type=file]").set_input_files(str(training_text_file(tmp_path)))
+    expect(page.locator("#ft-upload-info")).to_contain_text("Read licence.txt")
+    binary = tmp_path / "notes.txt"
+    binary.write_bytes(b"\x00\x01\x02binary" * 100)
+    page.locator("#ft-upload").get_by_role("button", name="Clear").click()
+    wait_for_notice(page, "binary", lambda: page.locator("#ft-upload input[type=file]").set_input_files(str(binary)))
+    expect(page.locator("#ft-upload-info")).not_to_contain_text("Read")
+    wait_for_notice(page, t("finetune.upload_not_read", "en"), page.locator("#ft-check").click)
+
+
 def test_finetune_tab_speaks_chinese_and_shows_the_last_job_to_another_browser(zh_page):
     """A second, zh-CN browser: the tab's labels in Chinese, the last job (from the test above, or none) rendered in
     Chinese by the server, and an engine error in Chinese."""

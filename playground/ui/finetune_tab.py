@@ -485,11 +485,15 @@ def build_finetune_tab(playground: Playground, tabs: gr.Tabs | None = None, comp
 
     form = [base, pasted, upload, upload_state, column, test_upload, test_state, name, *setting_inputs]
     job_views = [progress, plot, result, compare_btn]
-    upload.upload(on_upload, inputs=[upload], outputs=[upload_state, column, upload_info], api_visibility="private")
-    test_upload.upload(on_test_upload, inputs=[test_upload], outputs=[test_state], api_visibility="private")
-    test_upload.clear(lambda: None, outputs=[test_state], queue=False, api_visibility="private")
-    upload.clear(lambda: (None, gr.update(choices=[], value=None, visible=False), ""),
-                 outputs=[upload_state, column, upload_info], queue=False, api_visibility="private")
+    # A new file first forgets the last one: a file that is then refused must not leave the one before it to be trained on.
+    forget_upload = dict(fn=lambda: (None, gr.update(choices=[], value=None, visible=False), ""),
+                         outputs=[upload_state, column, upload_info], queue=False, api_visibility="private")
+    upload.upload(**forget_upload).then(on_upload, inputs=[upload], outputs=[upload_state, column, upload_info],
+                                        api_visibility="private")
+    upload.clear(**forget_upload)
+    forget_test = dict(fn=lambda: None, outputs=[test_state], queue=False, api_visibility="private")
+    test_upload.upload(**forget_test).then(on_test_upload, inputs=[test_upload], outputs=[test_state], api_visibility="private")
+    test_upload.clear(**forget_test)
     check_btn.click(on_check, inputs=form, outputs=[preview], api_visibility="private", concurrency_id="finetune-check")
     # No outputs: an error would otherwise be drawn over the last job's progress, plot and result.
     start_btn.click(on_start, inputs=form, outputs=None, api_visibility="private", concurrency_id="finetune-check")
