@@ -458,8 +458,8 @@ def test_finetune_tab_from_upload_to_a_comparison_with_the_base(page, tmp_path):
 
 
 def test_a_refused_upload_takes_the_place_of_the_file_before_it(page, tmp_path):
-    """A good file, then a binary one: the second is refused with a notice and the line under the upload is cleared;
-    Check then says the file was not read, where before it checked (and Start trained on) the first file."""
+    """A good file, cleared, then a binary one: the second is refused with a notice, the line under the upload no
+    longer says a file was read, and Check says the file was not read (before, it checked the empty pasted text)."""
     from playwright.sync_api import expect
 
     from playground.ui.i18n import t
